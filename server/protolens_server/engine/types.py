@@ -1,0 +1,235 @@
+"""The engine's public data types: what goes in (spec, targets, config) and what comes out.
+
+These are the contracts every other layer builds on (model sources fill an
+``InputSpec``; the queue serialises ``GenerationConfig`` and ``Prototype``), so
+changes here are API changes. Pure dataclasses: no torch imports at module level
+beyond typing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from protolens_server.errors import InvalidArgument
+
+Parameterisation = Literal["fourier", "pixel"]
+Start = Literal["noise", "constant", "equidistant"]
+TransformPreset = Literal["none", "small", "medium", "large", "xlarge"]
+TargetKind = Literal["prototype", "antitype", "hybrid"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model expects. The engine optimises x in [0,1] and feeds ``(x - mean) / std``.
+
+    ``mean``/``std`` are per channel in [0,1] image units, so ImageNet models use
+    (0.485, 0.456, 0.406)/(0.229, 0.224, 0.225), a model that wants [-1,1] uses
+    0.5/0.5, and one that wants [0,255] uses 0/(1/255).
+    """
+
+    channels: int = 3
+    height: int = 224
+    width: int = 224
+    mean: tuple[float, ...] = (0.485, 0.456, 0.406)
+    std: tuple[float, ...] = (0.229, 0.224, 0.225)
+
+    def __post_init__(self) -> None:
+        if self.channels < 1 or self.height < 8 or self.width < 8:
+            raise InvalidArgument("input_spec", f"bad shape {self.shape}; need C>=1, H,W>=8")
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if len(value) not in (1, self.channels):
+                raise InvalidArgument(
+                    f"input_spec.{name}", f"has {len(value)} values, need 1 or {self.channels}"
+                )
+        if any(s <= 0 for s in self.std):
+            raise InvalidArgument("input_spec.std", "every std must be > 0")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.channels, self.height, self.width)
+
+    def normalise(self, x01: torch.Tensor) -> torch.Tensor:
+        """Map a batch in [0,1] image space to the model's input space (differentiable)."""
+        mean = torch.tensor(self.mean, device=x01.device, dtype=x01.dtype).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=x01.device, dtype=x01.dtype).view(1, -1, 1, 1)
+        return (x01 - mean) / std
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> InputSpec:
+        return cls(
+            channels=int(d.get("channels", 3)),
+            height=int(d.get("height", 224)),
+            width=int(d.get("width", 224)),
+            mean=tuple(float(v) for v in d.get("mean", (0.485, 0.456, 0.406))),
+            std=tuple(float(v) for v in d.get("std", (0.229, 0.224, 0.225))),
+        )
+
+
+class ImageClassifier(Protocol):
+    """Anything the engine can optimise against: a callable image->logits plus its spec.
+
+    ``models.ModelHandle`` satisfies it; so does ``engine.Classifier`` for a bare module.
+    """
+
+    @property
+    def module(self) -> Callable[[torch.Tensor], torch.Tensor]: ...
+
+    @property
+    def input_spec(self) -> InputSpec: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """The minimal ``ImageClassifier``: wrap a module (or any callable) and its spec."""
+
+    module: Callable[[torch.Tensor], torch.Tensor]
+    input_spec: InputSpec
+    num_classes: int
+    class_names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """What one prototype optimises for.
+
+    - ``prototype``: maximise one class's logit (``classes`` has one entry);
+    - ``antitype``: minimise one class's logit;
+    - ``hybrid``: maximise two or more classes at once.
+    """
+
+    classes: tuple[int, ...]
+    kind: TargetKind = "prototype"
+
+    def __post_init__(self) -> None:
+        if not self.classes:
+            raise InvalidArgument("target", "needs at least one class")
+        if self.kind in ("prototype", "antitype") and len(self.classes) != 1:
+            raise InvalidArgument("target", f"a {self.kind} names exactly one class")
+        if self.kind == "hybrid" and len(self.classes) < 2:
+            raise InvalidArgument("target", "a hybrid names two or more classes")
+
+    @classmethod
+    def of(cls, c: int | Sequence[int] | Target) -> Target:
+        if isinstance(c, Target):
+            return c
+        if isinstance(c, int):
+            return cls((c,))
+        classes = tuple(int(v) for v in c)
+        return cls(classes, "hybrid" if len(classes) > 1 else "prototype")
+
+    def label(self) -> str:
+        joined = "+".join(str(c) for c in self.classes)
+        return {"prototype": joined, "antitype": f"-{joined}", "hybrid": joined}[self.kind]
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Every knob that determines the output (and therefore the cache key).
+
+    Defaults are the product's recommended settings; the engine helper tunes
+    them so the documented ImageNet classes reach >= 0.9 on CPU.
+    """
+
+    steps: int = 256
+    lr: float = 0.05
+    parameterisation: Parameterisation = "fourier"
+    decorrelate: bool = True
+    start: Start = "equidistant"
+    start_value: float = 0.5
+    equidistant_steps: int = 32
+    transforms: TransformPreset = "medium"
+    hf_penalty: float = 1.0
+    blur_every: int = 0
+    blur_sigma: float = 0.5
+    diversity: float = 0.0
+    bn_prior: float = 0.0
+    prototypes: int = 1
+    max_batch: int = 32
+    autocast: bool = True
+    channels_last: bool = True
+    progress_every: int = 8
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("steps", 1 <= self.steps <= 100_000, "must be 1..100000"),
+            ("lr", 0 < self.lr <= 10, "must be in (0, 10]"),
+            (
+                "parameterisation",
+                self.parameterisation in ("fourier", "pixel"),
+                "must be 'fourier' or 'pixel'",
+            ),
+            (
+                "start",
+                self.start in ("noise", "constant", "equidistant"),
+                "must be 'noise', 'constant' or 'equidistant'",
+            ),
+            ("start_value", 0.0 <= self.start_value <= 1.0, "must be in [0, 1]"),
+            ("equidistant_steps", 0 <= self.equidistant_steps <= 10_000, "must be 0..10000"),
+            (
+                "transforms",
+                self.transforms in ("none", "small", "medium", "large", "xlarge"),
+                "must be none|small|medium|large|xlarge",
+            ),
+            ("hf_penalty", self.hf_penalty >= 0, "must be >= 0"),
+            ("blur_every", self.blur_every >= 0, "must be >= 0"),
+            ("blur_sigma", self.blur_sigma > 0, "must be > 0"),
+            ("diversity", self.diversity >= 0, "must be >= 0"),
+            ("bn_prior", self.bn_prior >= 0, "must be >= 0"),
+            ("prototypes", 1 <= self.prototypes <= 64, "must be 1..64"),
+            ("max_batch", self.max_batch >= 1, "must be >= 1"),
+            ("progress_every", self.progress_every >= 1, "must be >= 1"),
+        ]
+        for name, ok, why in checks:
+            if not ok:
+                raise InvalidArgument(f"config.{name}", f"{why} (got {getattr(self, name)!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GenerationConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidArgument(f"config.{unknown[0]}", "is not a generation option")
+        return cls(**d)
+
+    def replace(self, **changes: Any) -> GenerationConfig:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Sent to ``on_progress`` every ``config.progress_every`` steps and at the end."""
+
+    step: int
+    total_steps: int
+    target_probabilities: tuple[float, ...]  # one per prototype in the batch, in output order
+
+
+@dataclass
+class Prototype:
+    """One generated prototype and everything needed to trust or reproduce it."""
+
+    image: torch.Tensor  # (C, H, W) float32 in [0, 1], on CPU
+    target: Target
+    index: int  # which prototype of this target (0..prototypes-1)
+    probability: float  # softmax probability of the target (mean over classes for a hybrid)
+    logit: float
+    top5: list[tuple[int, float]]  # (class index, probability), most probable first
+    steps: int
+    seed: int
+    config: GenerationConfig
+    scores: Any | None = None  # engine.scores.PrototypeScores once scored
+    extras: dict[str, Any] = field(default_factory=dict)

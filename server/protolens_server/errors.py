@@ -1,0 +1,86 @@
+"""Domain errors shared by every server layer. No grpc import here.
+
+    ProtolensError
+    ├── InvalidArgument        a caller-supplied value is wrong (names the field)
+    │   ├── UnknownClass       a class index or name the model does not have
+    │   └── ReferenceSetError  a reference folder/file is missing, unreadable or the wrong size
+    ├── NotFound
+    │   ├── ModelNotFound      no model of that name/path
+    │   └── JobNotFound        no such job (or not yours)
+    ├── InvalidModel           a file that is not a loadable model, or a shape mismatch
+    ├── QueueFull              a queue or quota limit was hit (carries retry_after_s)
+    ├── FailedPrecondition     the resource is in the wrong state (e.g. cancel a finished job)
+    ├── GenerationCancelled    the job was cancelled between optimisation steps
+    └── GenerationDiverged     the optimisation produced NaN/Inf
+
+The API maps each class to a gRPC status in one table (api/errors.py); the CLI
+prints ``str(error)`` as one line.
+"""
+
+from __future__ import annotations
+
+
+class ProtolensError(Exception):
+    """Base of every error protolens raises on purpose."""
+
+    reason: str = "PROTOLENS_ERROR"
+
+    def __init__(self, message: str, **metadata: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.metadata = {k: str(v) for k, v in metadata.items()}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class InvalidArgument(ProtolensError):
+    reason = "INVALID_ARGUMENT"
+
+    def __init__(self, field: str, message: str, **metadata: str) -> None:
+        super().__init__(f"{field}: {message}", field=field, **metadata)
+        self.field = field
+
+
+class UnknownClass(InvalidArgument):
+    reason = "UNKNOWN_CLASS"
+
+
+class ReferenceSetError(InvalidArgument):
+    reason = "BAD_REFERENCE_SET"
+
+
+class NotFound(ProtolensError):
+    reason = "NOT_FOUND"
+
+
+class ModelNotFound(NotFound):
+    reason = "MODEL_NOT_FOUND"
+
+
+class JobNotFound(NotFound):
+    reason = "JOB_NOT_FOUND"
+
+
+class InvalidModel(ProtolensError):
+    reason = "INVALID_MODEL"
+
+
+class QueueFull(ProtolensError):
+    reason = "QUEUE_FULL"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **metadata: str) -> None:
+        super().__init__(message, retry_after_s=f"{retry_after_s:g}", **metadata)
+        self.retry_after_s = retry_after_s
+
+
+class FailedPrecondition(ProtolensError):
+    reason = "FAILED_PRECONDITION"
+
+
+class GenerationCancelled(ProtolensError):
+    reason = "CANCELLED"
+
+
+class GenerationDiverged(ProtolensError):
+    reason = "DIVERGED"

@@ -1,0 +1,158 @@
+"""Every Prometheus metric protolens exports, named in one place.
+
+Names follow Prometheus conventions: ``protolens_`` prefix, base units
+(seconds, bytes), ``_total`` on counters. The API server and each worker serve
+this registry over HTTP (``serve_metrics``); the Grafana dashboard and alert
+rules in deploy/ refer only to these names (a test checks it).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# Seconds to many minutes: GPU jobs range from sub-second cache hits to long checks.
+_JOB_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 3600)
+_RPC_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10)
+
+# --- API server -----------------------------------------------------------------
+RPC_REQUESTS = Counter(
+    "protolens_rpc_requests_total",
+    "gRPC requests by method and status code",
+    ["method", "code"],
+    registry=REGISTRY,
+)
+RPC_LATENCY = Histogram(
+    "protolens_rpc_duration_seconds",
+    "gRPC handling time by method",
+    ["method"],
+    buckets=_RPC_BUCKETS,
+    registry=REGISTRY,
+)
+JOBS_CREATED = Counter(
+    "protolens_jobs_created_total",
+    "Jobs accepted, by how they were satisfied",
+    ["outcome"],  # queued | cache_hit | dedup_join | idempotent_replay
+    registry=REGISTRY,
+)
+CACHE_LOOKUPS = Counter(
+    "protolens_cache_lookups_total",
+    "Result-cache lookups",
+    ["result"],  # hit | miss
+    registry=REGISTRY,
+)
+DEDUP_JOINS = Counter(
+    "protolens_dedup_joins_total",
+    "Requests attached to an identical job in flight",
+    registry=REGISTRY,
+)
+
+# --- Queue (sampled by whoever serves metrics) ---------------------------------------
+QUEUE_DEPTH = Gauge(
+    "protolens_queue_depth",
+    "Jobs waiting, by priority",
+    ["priority"],
+    registry=REGISTRY,
+)
+QUEUE_OLDEST_AGE = Gauge(
+    "protolens_queue_oldest_age_seconds",
+    "Age of the oldest waiting job",
+    registry=REGISTRY,
+)
+JOBS_BY_STATE = Gauge(
+    "protolens_jobs",
+    "Jobs known to the queue, by state",
+    ["state"],
+    registry=REGISTRY,
+)
+DEAD_LETTERS = Gauge(
+    "protolens_dead_letter_jobs",
+    "Entries in the dead-letter stream",
+    registry=REGISTRY,
+)
+
+# --- Workers -------------------------------------------------------------------
+JOBS_FINISHED = Counter(
+    "protolens_jobs_finished_total",
+    "Jobs a worker finished, by final state",
+    ["state"],
+    registry=REGISTRY,
+)
+JOB_QUEUED_SECONDS = Histogram(
+    "protolens_job_queued_seconds",
+    "Time from submit to a worker starting the job",
+    buckets=_JOB_BUCKETS,
+    registry=REGISTRY,
+)
+JOB_RUNNING_SECONDS = Histogram(
+    "protolens_job_running_seconds",
+    "Time a worker spent generating a job",
+    buckets=_JOB_BUCKETS,
+    registry=REGISTRY,
+)
+GENERATION_STEPS = Counter(
+    "protolens_generation_steps_total",
+    "Optimisation steps run (per image in the batch)",
+    registry=REGISTRY,
+)
+STEPS_PER_SECOND = Gauge(
+    "protolens_generation_steps_per_second",
+    "Image-steps per second of the last batch",
+    registry=REGISTRY,
+)
+BATCH_OCCUPANCY = Histogram(
+    "protolens_batch_occupancy_ratio",
+    "Images in a batch / the batch budget",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
+    registry=REGISTRY,
+)
+JOB_RETRIES = Counter(
+    "protolens_job_retries_total",
+    "Jobs handed back for another attempt",
+    registry=REGISTRY,
+)
+JOBS_RECLAIMED = Counter(
+    "protolens_jobs_reclaimed_total",
+    "Jobs reclaimed from a dead worker",
+    registry=REGISTRY,
+)
+MODELS_LOADED = Gauge(
+    "protolens_models_loaded",
+    "Models resident in this worker",
+    registry=REGISTRY,
+)
+WORKER_HEARTBEATS = Counter(
+    "protolens_worker_heartbeats_total",
+    "Heartbeats sent by this worker",
+    registry=REGISTRY,
+)
+WORKERS_ALIVE = Gauge(
+    "protolens_workers_alive",
+    "Workers whose heartbeat is fresh",
+    registry=REGISTRY,
+)
+GPU_MEMORY_BYTES = Gauge(
+    "protolens_gpu_memory_allocated_bytes",
+    "GPU memory allocated by torch",
+    ["device"],
+    registry=REGISTRY,
+)
+GPU_MEMORY_PEAK_BYTES = Gauge(
+    "protolens_gpu_memory_peak_bytes",
+    "Peak GPU memory allocated by torch",
+    ["device"],
+    registry=REGISTRY,
+)
+GPU_UTILISATION = Gauge(
+    "protolens_gpu_utilization_ratio",
+    "GPU utilisation reported by the driver (0-1)",
+    ["device"],
+    registry=REGISTRY,
+)
+
+
+def serve_metrics(port: int, addr: str = "0.0.0.0") -> int:
+    """Serve REGISTRY over HTTP on ``port`` (0 picks a free one); returns the bound port."""
+    server, _thread = start_http_server(port, addr=addr, registry=REGISTRY)
+    return int(server.server_port)

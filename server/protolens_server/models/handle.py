@@ -1,0 +1,45 @@
+"""``ModelHandle``: what every model source produces and every other layer consumes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from protolens_server.engine.types import InputSpec
+
+ModelFormat = Literal["eager", "torchscript", "exported"]
+
+
+@dataclass(frozen=True)
+class ModelHandle:
+    """A loaded, frozen classifier ready for the engine.
+
+    ``module`` maps a batch already normalised by ``input_spec`` to logits; its
+    parameters have ``requires_grad=False`` and it is in eval mode. ``format``
+    tells the scorer how it can reach inner layers (hooks on eager modules, the
+    graph of an exported program, nothing for TorchScript). ``digest`` is the
+    sha256 of the weights or file and keys every cache entry.
+    """
+
+    name: str
+    source: str  # e.g. "builtin:efficientnet_lite0", "torchscript:/store/m.pt"
+    module: Callable[[torch.Tensor], torch.Tensor]
+    input_spec: InputSpec
+    class_names: tuple[str, ...]
+    digest: str
+    format: ModelFormat = "eager"
+    description: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to(self, device: str | torch.device) -> ModelHandle:
+        """The same handle with its module moved to ``device`` (modules move in place)."""
+        mod = self.module
+        if isinstance(mod, torch.nn.Module | torch.jit.ScriptModule):
+            mod.to(device)
+        return self

@@ -1,0 +1,124 @@
+"""Job records as stored in Redis and passed between the API and the workers.
+
+The API (``api/``) turns protobuf requests into ``JobSpec`` and ``JobRecord``
+back into protobuf; the queue (``queue/``) stores them; workers run them. These
+plain dataclasses are the only shape both sides share, so neither imports the
+other. Serialised as JSON (``to_json``/``from_json``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class JobState(enum.StrEnum):
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    classes: tuple[int, ...]
+    kind: str = "prototype"  # prototype | antitype | hybrid
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything that determines a job's output, plus who asked and how urgently.
+
+    ``cache_key()`` hashes only the output-determining fields (see queue/cache.py).
+    """
+
+    model: str  # registered model name
+    model_digest: str
+    targets: tuple[TargetSpec, ...]
+    config: dict[str, Any]  # engine GenerationConfig.to_dict()
+    seed: int
+    reference_set: str = ""  # registered reference-set name, "" for none
+    reference_digest: str = ""
+    engine_version: str = ""
+    priority: int = 1  # 0 = high, 1 = normal, 2 = low
+    tenant: str = "default"
+    request_id: str = ""
+    trace_id: str = ""
+
+
+@dataclass
+class StoredPrototype:
+    """One finished prototype as stored (PNG bytes live under their own key)."""
+
+    target: TargetSpec
+    index: int
+    probability: float
+    logit: float
+    top5: list[tuple[int, float]]
+    steps: int
+    seed: int
+    scores: dict[str, Any] | None = None  # engine scores as a JSON-able dict
+    png_key: str = ""
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    spec: JobSpec
+    state: JobState = JobState.QUEUED
+    created_at: float = 0.0
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    step: int = 0
+    total_steps: int = 0
+    best_probability: float = 0.0
+    attempts: int = 0
+    error: str = ""
+    cache_hit: bool = False
+    cache_key: str = ""
+    worker: str = ""
+    prototypes: list[StoredPrototype] = field(default_factory=list)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> JobRecord:
+        d = json.loads(raw)
+        spec = d["spec"]
+        spec["targets"] = tuple(
+            TargetSpec(tuple(t["classes"]), t.get("kind", "prototype")) for t in spec["targets"]
+        )
+        d["spec"] = JobSpec(**spec)
+        d["state"] = JobState(d["state"])
+        d["prototypes"] = [
+            StoredPrototype(
+                **{
+                    **p,
+                    "target": TargetSpec(tuple(p["target"]["classes"]), p["target"]["kind"]),
+                    "top5": [tuple(t) for t in p["top5"]],
+                }
+            )
+            for p in d.get("prototypes", [])
+        ]
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One progress event on a job's stream (what WatchJob relays)."""
+
+    job_id: str
+    state: JobState
+    step: int = 0
+    total_steps: int = 0
+    best_probability: float = 0.0
+    message: str = ""
