@@ -4,3 +4,20 @@ Needs only grpcio and protobuf; the server side (``protolens_server``) is an ext
 """
 
 __version__ = "0.1.0"
+
+from protolens.client import AsyncClient, Client
+from protolens.errors import ApiError, ProtolensError
+from protolens.types import Job, Model, Prototype, Target, WatchEvent
+
+__all__ = [
+    "ApiError",
+    "AsyncClient",
+    "Client",
+    "Job",
+    "Model",
+    "ProtolensError",
+    "Prototype",
+    "Target",
+    "WatchEvent",
+    "__version__",
+]

@@ -1,0 +1,234 @@
+"""Protobuf messages ↔ SDK dataclasses (the only module that knows both)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+
+from protolens import types
+from protolens.errors import InvalidArgumentError
+from protolens.v1 import (
+    common_pb2,
+    job_pb2,
+    model_pb2,
+    prototype_pb2,
+    service_pb2,
+)
+
+_KINDS = {
+    "": common_pb2.TARGET_KIND_UNSPECIFIED,
+    "prototype": common_pb2.TARGET_KIND_PROTOTYPE,
+    "antitype": common_pb2.TARGET_KIND_ANTITYPE,
+    "hybrid": common_pb2.TARGET_KIND_HYBRID,
+}
+_KIND_NAMES = {v: k for k, v in _KINDS.items()}
+PRIORITIES = {
+    "high": common_pb2.PRIORITY_HIGH,
+    "normal": common_pb2.PRIORITY_NORMAL,
+    "low": common_pb2.PRIORITY_LOW,
+}
+_PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()} | {
+    common_pb2.PRIORITY_UNSPECIFIED: "normal"
+}
+CONFIG_FIELDS = tuple(f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields)
+
+
+def _bad(field: str, message: str) -> InvalidArgumentError:
+    return InvalidArgumentError(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_ARGUMENT",
+        f"{field}: {message}",
+        {"field": field},
+    )
+
+
+# --- requests -------------------------------------------------------------------
+
+
+def config_to_pb(config: Mapping[str, Any] | None) -> common_pb2.GenerationConfig:
+    msg = common_pb2.GenerationConfig()
+    for key, value in (config or {}).items():
+        if key not in CONFIG_FIELDS:
+            raise _bad(f"config.{key}", f"is not a generation option ({', '.join(CONFIG_FIELDS)})")
+        if value is not None:
+            try:
+                setattr(msg, key, value)
+            except (TypeError, ValueError) as exc:
+                raise _bad(f"config.{key}", f"wrong type: {exc}") from exc
+    return msg
+
+
+def target_to_pb(target: types.Target) -> common_pb2.Target:
+    if target.kind not in _KINDS:
+        raise _bad("targets.kind", "must be prototype, antitype or hybrid")
+    refs = []
+    for c in target.classes:
+        if isinstance(c, int) or (isinstance(c, str) and c.lstrip("-").isdigit()):
+            refs.append(common_pb2.ClassRef(index=int(c)))
+        else:
+            refs.append(common_pb2.ClassRef(name=str(c)))
+    return common_pb2.Target(classes=refs, kind=_KINDS[target.kind])
+
+
+def create_request(
+    model: str,
+    targets: Iterable[int | str | types.Target | tuple[int | str, ...]],
+    *,
+    prototypes_per_target: int = 1,
+    config: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    reference_set: str = "",
+    priority: str = "normal",
+    request_id: str = "",
+) -> service_pb2.CreatePrototypeJobRequest:
+    if priority not in PRIORITIES:
+        raise _bad("priority", f"must be one of {', '.join(PRIORITIES)}")
+    req = service_pb2.CreatePrototypeJobRequest(
+        model=model,
+        targets=[target_to_pb(types.Target.of(t)) for t in targets],
+        prototypes_per_target=prototypes_per_target,
+        config=config_to_pb(config),
+        reference_set=reference_set,
+        priority=PRIORITIES[priority],
+        request_id=request_id,
+    )
+    if seed is not None:
+        req.seed = seed
+    return req
+
+
+def job_name(job: str | types.Job) -> str:
+    """Accept a Job, "jobs/{id}" or a bare id."""
+    if isinstance(job, types.Job):
+        return job.name
+    return job if job.startswith("jobs/") else f"jobs/{job}"
+
+
+# --- responses ------------------------------------------------------------------
+
+
+def _time(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def config_from_pb(msg: common_pb2.GenerationConfig) -> dict[str, Any]:
+    return {f.name: getattr(msg, f.name) for f in msg.DESCRIPTOR.fields if msg.HasField(f.name)}
+
+
+def resolved_target(msg: common_pb2.ResolvedTarget) -> types.ResolvedTarget:
+    return types.ResolvedTarget(
+        classes=tuple(msg.classes),
+        class_names=tuple(msg.class_names),
+        kind=_KIND_NAMES.get(msg.kind, "prototype"),
+    )
+
+
+def progress(msg: job_pb2.Progress) -> types.Progress:
+    return types.Progress(msg.step, msg.total_steps, msg.best_probability, msg.fraction)
+
+
+def summary(msg: job_pb2.PrototypeSummary) -> types.PrototypeSummary:
+    return types.PrototypeSummary(
+        name=msg.name,
+        index=msg.index,
+        target=resolved_target(msg.target),
+        target_index=msg.target_index,
+        probability=msg.probability,
+        logit=msg.logit,
+        top5=tuple(types.ClassProbability(c.index, c.name, c.probability) for c in msg.top5),
+        steps=msg.steps,
+        seed=msg.seed,
+        has_scores=msg.has_scores,
+    )
+
+
+def job(msg: job_pb2.Job, outcome: int = 0) -> types.Job:
+    error = None
+    if msg.HasField("error"):
+        code = grpc.StatusCode.UNKNOWN.name
+        for c in grpc.StatusCode:
+            if c.value[0] == msg.error.code:
+                code = c.name
+        error = types.JobError(code, msg.error.message, msg.error.reason, dict(msg.error.metadata))
+    outcome_name = service_pb2.CreateOutcome.Name(outcome) if outcome else ""
+    return types.Job(
+        name=msg.name,
+        state=job_pb2.JobState.Name(msg.state).removeprefix("JOB_STATE_"),
+        model=msg.model,
+        model_digest=msg.model_digest,
+        targets=tuple(resolved_target(t) for t in msg.targets),
+        prototypes_per_target=msg.prototypes_per_target,
+        config=config_from_pb(msg.config),
+        seed=msg.seed,
+        reference_set=msg.reference_set,
+        priority=_PRIORITY_NAMES.get(msg.priority, "normal"),
+        request_id=msg.request_id,
+        progress=progress(msg.progress),
+        create_time=_time(msg.create_time, msg.HasField("create_time")),
+        start_time=_time(msg.start_time, msg.HasField("start_time")),
+        end_time=_time(msg.end_time, msg.HasField("end_time")),
+        error=error,
+        cache_hit=msg.cache_hit,
+        attempts=msg.attempts,
+        prototypes=tuple(summary(p) for p in msg.prototypes),
+        outcome=outcome_name.removeprefix("CREATE_OUTCOME_").lower(),
+    )
+
+
+def scores(msg: prototype_pb2.Scores) -> types.Scores:
+    return types.Scores(
+        layer_names=tuple(msg.layer_names),
+        per_layer={k: list(v.values) for k, v in msg.per_layer.items()},
+        summary=dict(msg.summary),
+        robustness=dict(msg.robustness),
+        reference_set=msg.reference_set,
+        reference_digest=msg.reference_digest,
+        details=json_format.MessageToDict(msg.details),
+    )
+
+
+def prototype(msg: prototype_pb2.Prototype) -> types.Prototype:
+    p = msg.provenance
+    return types.Prototype(
+        name=msg.name,
+        summary=summary(msg.summary),
+        png=msg.png,
+        scores=scores(msg.scores) if msg.HasField("scores") else None,
+        provenance=types.Provenance(
+            model=p.model,
+            model_digest=p.model_digest,
+            config=config_from_pb(p.config),
+            seed=p.seed,
+            engine_version=p.engine_version,
+            reference_set=p.reference_set,
+            reference_digest=p.reference_digest,
+            cache_key=p.cache_key,
+        ),
+    )
+
+
+def model(msg: model_pb2.Model) -> types.Model:
+    s = msg.input_spec
+    return types.Model(
+        name=msg.name,
+        source=msg.source,
+        input_spec=types.InputSpec(s.channels, s.height, s.width, tuple(s.mean), tuple(s.std)),
+        num_classes=msg.num_classes,
+        class_names=tuple(msg.class_names),
+        digest=msg.digest,
+        format=msg.format,
+        description=msg.description,
+    )
+
+
+def watch_event(msg: service_pb2.WatchJobResponse) -> types.WatchEvent:
+    return types.WatchEvent(
+        state=job_pb2.JobState.Name(msg.state).removeprefix("JOB_STATE_"),
+        progress=progress(msg.progress),
+        message=msg.message,
+        cursor=msg.cursor,
+    )

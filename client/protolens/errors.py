@@ -1,0 +1,168 @@
+"""Errors the SDK raises. Catch ``ProtolensError`` for all of them.
+
+    ProtolensError
+    ├── ApiError                 the service answered with an error status
+    │   ├── InvalidArgumentError     INVALID_ARGUMENT (``field`` names what is wrong)
+    │   ├── NotFoundError            NOT_FOUND (unknown job or model)
+    │   ├── FailedPreconditionError  FAILED_PRECONDITION (e.g. cancel a finished job)
+    │   ├── ResourceExhaustedError   RESOURCE_EXHAUSTED (``retry_after`` seconds)
+    │   ├── DeadlineExceededError    DEADLINE_EXCEEDED
+    │   ├── UnauthenticatedError     UNAUTHENTICATED
+    │   ├── PermissionDeniedError    PERMISSION_DENIED
+    │   └── InternalError            INTERNAL / UNKNOWN / other codes
+    ├── ConnectionError          the service could not be reached (UNAVAILABLE)
+    └── JobFailedError           a job you waited for ended FAILED or CANCELLED
+
+``translate_errors()`` is the one place ``grpc.RpcError`` becomes one of these.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+if TYPE_CHECKING:
+    from protolens.types import Job
+
+DOMAIN = "protolens"
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+class ProtolensError(Exception):
+    """Base of every error the SDK raises on purpose."""
+
+    reason: str = "PROTOLENS_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ApiError(ProtolensError):
+    """The service answered with an error status."""
+
+    def __init__(
+        self,
+        code: grpc.StatusCode,
+        reason: str,
+        message: str,
+        metadata: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason or code.name
+        self.metadata = dict(metadata or {})
+
+    @property
+    def field(self) -> str:
+        """The request field the error is about ("" if none)."""
+        return self.metadata.get("field", "")
+
+
+class InvalidArgumentError(ApiError):
+    pass
+
+
+class NotFoundError(ApiError):
+    pass
+
+
+class FailedPreconditionError(ApiError):
+    pass
+
+
+class ResourceExhaustedError(ApiError):
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds the service suggests waiting before retrying."""
+        value = self.metadata.get("retry_after_s")
+        return float(value) if value else None
+
+
+class DeadlineExceededError(ApiError):
+    pass
+
+
+class UnauthenticatedError(ApiError):
+    pass
+
+
+class PermissionDeniedError(ApiError):
+    pass
+
+
+class InternalError(ApiError):
+    pass
+
+
+class ConnectionError(ProtolensError):
+    """The service could not be reached."""
+
+    reason = "UNAVAILABLE"
+
+
+class JobFailedError(ProtolensError):
+    """A job ended FAILED or CANCELLED; ``job`` is its final state."""
+
+    def __init__(self, job: Job) -> None:
+        detail = job.error.message if job.error else ""
+        super().__init__(f"job {job.id} ended {job.state}" + (f": {detail}" if detail else ""))
+        self.job = job
+        self.reason = job.error.reason if job.error and job.error.reason else f"JOB_{job.state}"
+
+
+_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+}
+
+
+def from_rpc_error(exc: grpc.RpcError) -> ProtolensError:
+    """The most specific SDK error for a failed call."""
+    code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
+    message = (exc.details() if hasattr(exc, "details") else "") or str(code)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ConnectionError(f"service unavailable: {message}")
+    trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
+    reason, metadata = _error_info(trailing or ())
+    cls = _BY_CODE.get(code, InternalError)
+    return cls(code, reason, message, metadata)
+
+
+def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
+    """Reason and metadata from the google.rpc.ErrorInfo in the status details, if any."""
+    raw = next((v for k, v in trailing if k == _STATUS_DETAILS_KEY), None)
+    if raw is None:
+        return "", {}
+    try:
+        from google.rpc import error_details_pb2, status_pb2
+    except ImportError:  # googleapis-common-protos missing: fall back to the code name
+        return "", {}
+    status = status_pb2.Status.FromString(raw)
+    reason, metadata = "", {}
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info) and info.domain == DOMAIN:
+            reason, metadata = info.reason, dict(info.metadata)
+    return reason, metadata
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Re-raise ``grpc.RpcError`` as the matching ``ProtolensError`` (chained with ``from``)."""
+    try:
+        yield
+    except grpc.RpcError as exc:
+        raise from_rpc_error(exc) from exc

@@ -1,0 +1,233 @@
+"""The SDK's data types: plain dataclasses, never protobuf messages.
+
+``Job`` is the job resource (``jobs/{job}``); ``Prototype`` a finished image with
+its scores and provenance; ``Model`` a model the service serves; ``WatchEvent``
+one progress event. States are the strings QUEUED, RUNNING, SUCCEEDED, FAILED,
+CANCELLED.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to generate: class indices or names, and a kind.
+
+    ``kind`` is "prototype" (one class), "antitype" (one class, minimised) or
+    "hybrid" (two or more classes); "" lets the service pick prototype/hybrid.
+    """
+
+    classes: tuple[int | str, ...]
+    kind: str = ""
+
+    @classmethod
+    def of(cls, value: int | str | Target | tuple[int | str, ...] | list[int | str]) -> Target:
+        if isinstance(value, Target):
+            return value
+        if isinstance(value, int | str):
+            return cls((value,))
+        return cls(tuple(value))
+
+
+@dataclass(frozen=True)
+class ResolvedTarget:
+    classes: tuple[int, ...]
+    class_names: tuple[str, ...]
+    kind: str
+
+    def label(self) -> str:
+        names = [n or str(c) for c, n in zip(self.classes, self.class_names, strict=False)]
+        return ("-" if self.kind == "antitype" else "") + "+".join(names or map(str, self.classes))
+
+
+@dataclass(frozen=True)
+class ClassProbability:
+    index: int
+    name: str
+    probability: float
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int = 0
+    total_steps: int = 0
+    best_probability: float = 0.0
+    fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class JobError:
+    """Why a job failed (shaped like google.rpc.Status with its ErrorInfo)."""
+
+    code: str
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PrototypeSummary:
+    name: str
+    index: int
+    target: ResolvedTarget
+    target_index: int
+    probability: float
+    logit: float
+    top5: tuple[ClassProbability, ...]
+    steps: int
+    seed: int
+    has_scores: bool
+
+
+@dataclass
+class Job:
+    """A prototype generation job. ``result()`` waits for it (when it came from a ``Client``)."""
+
+    name: str
+    state: str
+    model: str
+    model_digest: str = ""
+    targets: tuple[ResolvedTarget, ...] = ()
+    prototypes_per_target: int = 1
+    config: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    reference_set: str = ""
+    priority: str = "normal"
+    request_id: str = ""
+    progress: Progress = field(default_factory=Progress)
+    create_time: datetime | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    error: JobError | None = None
+    cache_hit: bool = False
+    attempts: int = 0
+    prototypes: tuple[PrototypeSummary, ...] = ()
+    outcome: str = ""  # set on the job CreatePrototypeJob returns: queued|cache_hit|dedup_join|...
+    _waiter: Callable[..., Job] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def id(self) -> str:
+        return self.name.removeprefix("jobs/")
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "SUCCEEDED"
+
+    def result(self, timeout: float | None = None) -> Job:
+        """Block until the job finishes; return it, or raise ``JobFailedError``."""
+        if self._waiter is None:
+            raise TypeError("this Job is not bound to a sync Client; use client.wait(job_id)")
+        return self._waiter(self.id, timeout=timeout)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d.pop("_waiter", None)
+        d["id"] = self.id
+        for key in ("create_time", "start_time", "end_time"):
+            d[key] = d[key].isoformat() if d[key] else None
+        return d
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Path-similarity scores: per-layer series, summaries, robustness, and the raw dict."""
+
+    layer_names: tuple[str, ...] = ()
+    per_layer: dict[str, list[float]] = field(default_factory=dict)
+    summary: dict[str, float] = field(default_factory=dict)
+    robustness: dict[str, float] = field(default_factory=dict)
+    reference_set: str = ""
+    reference_digest: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Provenance:
+    model: str
+    model_digest: str
+    config: dict[str, Any]
+    seed: int
+    engine_version: str
+    reference_set: str = ""
+    reference_digest: str = ""
+    cache_key: str = ""
+
+
+@dataclass(frozen=True)
+class Prototype:
+    """A finished prototype: PNG bytes, scores (None without a reference set), provenance."""
+
+    name: str
+    summary: PrototypeSummary
+    png: bytes
+    scores: Scores | None
+    provenance: Provenance
+
+    def save(self, directory: str | Path, stem: str | None = None) -> tuple[Path, Path]:
+        """Write ``<stem>.png`` and ``<stem>.json`` (summary, scores, provenance)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        stem = stem or f"{self.summary.index:03d}_{self.summary.target.label()}"
+        stem = "".join(c if c.isalnum() or c in "+-_." else "_" for c in stem)
+        png_path, json_path = out / f"{stem}.png", out / f"{stem}.json"
+        png_path.write_bytes(self.png)
+        meta = {
+            "name": self.name,
+            "summary": asdict(self.summary),
+            "scores": asdict(self.scores) if self.scores else None,
+            "provenance": asdict(self.provenance),
+        }
+        json_path.write_text(json.dumps(meta, indent=2) + "\n")
+        return png_path, json_path
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    channels: int
+    height: int
+    width: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    source: str
+    input_spec: InputSpec
+    num_classes: int
+    class_names: tuple[str, ...]
+    digest: str
+    format: str = ""
+    description: str = ""
+
+    @property
+    def id(self) -> str:
+        return self.name.removeprefix("models/")
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    """One progress event; pass ``cursor`` to ``watch(..., cursor=)`` to resume after it."""
+
+    state: str
+    progress: Progress
+    message: str
+    cursor: str
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED_STATES
