@@ -23,7 +23,7 @@ def test_regenerated_stubs_are_byte_identical(tmp_path: Path) -> None:
     generated = sorted(p.name for p in fresh.iterdir())
     committed = sorted(p.name for p in STUBS.iterdir() if p.suffix in (".py", ".pyi"))
     assert generated == [n for n in committed if n != "__init__.py"], "stub files differ"
-    match, mismatch, errors = filecmp.cmpfiles(fresh, STUBS, generated, shallow=False)
+    _same, mismatch, errors = filecmp.cmpfiles(fresh, STUBS, generated, shallow=False)
     assert not mismatch and not errors, f"stale stubs {mismatch + errors}: run scripts/gen_proto"
 
 
