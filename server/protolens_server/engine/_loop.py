@@ -1,0 +1,313 @@
+"""``generate``: plan the batch, optimise it chunk by chunk, report progress, return prototypes.
+
+Reads top to bottom: validate targets and seeds -> one item per prototype
+(target-major) -> pack items into chunks of at most ``config.max_batch`` images
+(the prototypes of a target stay together when the diversity term couples them)
+-> optimise each chunk, halving the chunk size on out-of-memory -> prototypes in
+output order.
+
+Every image has its own generator (init noise, then its transform draws), and
+its loss depends only on itself (and, through diversity, its target's other
+prototypes), so a prototype is the same whether it runs alone or in a batch.
+The step never waits on the host: probabilities are read, and NaNs checked,
+only every ``config.progress_every`` steps and at the end.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from protolens_server.errors import GenerationCancelled, GenerationDiverged, UnknownClass
+
+from . import _objectives as obj
+from ._baseline import baseline_for
+from ._forward import ModelRunner
+from ._param import NOISE_SD, ImageParam, make_param, param_shape
+from ._probes import LayerProbe, has_batchnorm
+from ._seeds import generator, per_target_seeds, prototype_seed
+from ._transforms import DrawStream, preset
+from .types import (
+    GenerationConfig,
+    ImageClassifier,
+    ProgressEvent,
+    Prototype,
+    Target,
+)
+
+# The high-frequency penalty is the mean neighbour difference (about 0.02-0.1 for
+# natural images) times this, so ``config.hf_penalty`` is in logit units.
+HF_SCALE = 10.0
+DEFAULT_CONFIG = GenerationConfig()
+# Weight of the log-softmax term next to the raw target logit: the logit alone can
+# rise with every other logit; this makes the target win.
+LOG_PROB_WEIGHT = 1.0
+
+
+@dataclass(frozen=True)
+class _Item:
+    """One prototype to generate."""
+
+    position: int  # in the output list
+    group: int  # which target (index into ``targets``)
+    target: Target
+    index: int  # prototype number within its target
+    call_seed: int  # the target's seed (keys the equidistant baseline)
+    seed: int  # this prototype's own seed
+
+
+def generate(
+    model: ImageClassifier,
+    targets: Sequence[int | Sequence[int] | Target],
+    config: GenerationConfig = DEFAULT_CONFIG,
+    *,
+    seed: int | Sequence[int] = 0,
+    device: str | torch.device = "cpu",
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[Prototype]:
+    """Generate ``config.prototypes`` prototypes per target, target-major.
+
+    ``seed`` is one integer for the call or one per target. Raises
+    ``UnknownClass`` for a class the model does not have, ``GenerationCancelled``
+    when ``should_stop()`` turns true between steps, and ``GenerationDiverged``
+    when the optimisation produces NaN/Inf.
+    """
+    resolved = [Target.of(t) for t in targets]
+    _check_classes(resolved, model.num_classes)
+    seeds = per_target_seeds(seed, len(resolved))
+    items = [
+        _Item(g * config.prototypes + i, g, t, i, seeds[g], prototype_seed(seeds[g], t, i))
+        for g, t in enumerate(resolved)
+        for i in range(config.prototypes)
+    ]
+    if not items:
+        return []
+    runner = ModelRunner(model, config, torch.device(device))
+    coupled = config.diversity > 0 and config.prototypes > 1
+    units = _units(items, coupled)
+    progress = _Progress(len(items), config.steps, on_progress)
+    use_bn = config.bn_prior > 0 and has_batchnorm(runner.module)
+    with LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe:
+        chunk = _Chunk(runner, config, probe, progress, should_stop)
+        results = _run_all(chunk, units, config.max_batch)
+    return [results[item.position] for item in items]
+
+
+def _check_classes(targets: list[Target], num_classes: int) -> None:
+    for t in targets:
+        for c in t.classes:
+            if not 0 <= c < num_classes:
+                raise UnknownClass(
+                    "targets",
+                    f"class {c} is out of range: the model has {num_classes} classes "
+                    f"(0..{num_classes - 1})",
+                )
+
+
+def _units(items: list[_Item], coupled: bool) -> list[list[_Item]]:
+    """Items that must share a chunk: a target's prototypes when diversity couples them."""
+    if not coupled:
+        return [[item] for item in items]
+    by_group: dict[int, list[_Item]] = {}
+    for item in items:
+        by_group.setdefault(item.group, []).append(item)
+    return list(by_group.values())
+
+
+def _run_all(chunk: _Chunk, units: list[list[_Item]], max_batch: int) -> dict[int, Prototype]:
+    """Optimise every unit in chunks of at most ``limit`` images; halve ``limit`` on OOM."""
+    results: dict[int, Prototype] = {}
+    pending = deque(units)
+    limit = max_batch
+    while pending:
+        batch = [pending.popleft()]
+        while pending and sum(map(len, batch)) + len(pending[0]) <= limit:
+            batch.append(pending.popleft())
+        items = [item for unit in batch for item in unit]
+        try:
+            prototypes = chunk.run(items)
+        except torch.OutOfMemoryError:
+            if len(batch) == 1:
+                raise
+            limit = max(1, len(items) // 2)
+            pending.extendleft(reversed(batch))
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        results.update(zip((item.position for item in items), prototypes, strict=True))
+    return results
+
+
+class _Progress:
+    """Latest target probability of every prototype, and the mean steps done."""
+
+    def __init__(
+        self, n_items: int, steps: int, callback: Callable[[ProgressEvent], None] | None
+    ) -> None:
+        self.probabilities = [0.0] * n_items
+        self.steps_done = [0] * n_items
+        self.total_steps = steps
+        self.callback = callback
+
+    def update(self, items: list[_Item], step: int, probabilities: list[float]) -> None:
+        for item, p in zip(items, probabilities, strict=True):
+            self.probabilities[item.position] = p
+            self.steps_done[item.position] = step
+        if self.callback is not None:
+            mean_step = sum(self.steps_done) // len(self.steps_done)
+            self.callback(ProgressEvent(mean_step, self.total_steps, tuple(self.probabilities)))
+
+
+class _Chunk:
+    """Optimises one chunk of items: everything that is the same for every chunk of a call."""
+
+    def __init__(
+        self,
+        runner: ModelRunner,
+        config: GenerationConfig,
+        probe: LayerProbe,
+        progress: _Progress,
+        should_stop: Callable[[], bool] | None,
+    ) -> None:
+        self.runner, self.config, self.probe = runner, config, probe
+        self.progress, self.should_stop = progress, should_stop
+        self.transform = preset(config.transforms)
+
+    def run(self, items: list[_Item]) -> list[Prototype]:
+        config, device = self.config, self.runner.device
+        generators = [generator(item.seed) for item in items]
+        param = self._start(items, generators)
+        draws = DrawStream(generators, self.transform.n_draws, device)
+        weights = _class_weights(items, self.runner.num_classes, device)
+        objective = self._objective(weights)
+        groups = torch.tensor([item.group for item in items], device=device)
+        optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
+        for step in range(1, config.steps + 1):
+            if self.should_stop is not None and self.should_stop():
+                raise GenerationCancelled(f"generation was cancelled at step {step - 1}")
+            logits, loss = self._step(param, optimiser, objective, draws, groups)
+            if config.blur_every and step % config.blur_every == 0:
+                param.blur_(config.blur_sigma)
+            if step % config.progress_every == 0 or step == config.steps:
+                probs = _target_probability(F.softmax(logits, dim=1), weights)
+                _check_finite(loss, step)
+                self.progress.update(items, step, probs.tolist())
+        return self._finish(items, param, weights)
+
+    def _start(self, items: list[_Item], generators: list[torch.Generator]) -> ImageParam:
+        """Parameters at the configured start; each image's noise from its own generator."""
+        config, runner = self.config, self.runner
+        shape = runner.spec.shape
+        param = make_param(
+            config.parameterisation, len(items), shape, config.decorrelate, runner.device
+        )
+        noise = torch.stack(
+            [
+                torch.randn(param_shape(config.parameterisation, shape), generator=g)
+                for g in generators
+            ]
+        ).to(runner.device)
+        if config.start == "constant":
+            param.set_images(torch.full((len(items), *shape), config.start_value))
+            return param
+        if config.start == "equidistant":
+            baselines = {s: baseline_for(runner, config, s) for s in {i.call_seed for i in items}}
+            param.set_images(torch.stack([baselines[item.call_seed] for item in items]))
+        with torch.no_grad():
+            param.tensors[0].add_(noise * NOISE_SD)
+        return param
+
+    def _objective(self, weights: torch.Tensor) -> obj.Objective:
+        config = self.config
+        objective = obj.target_logits(weights) + LOG_PROB_WEIGHT * obj.target_log_probs(weights)
+        if config.hf_penalty > 0:
+            objective = objective + (config.hf_penalty * HF_SCALE) * obj.high_frequency()
+        if config.diversity > 0 and config.prototypes > 1:
+            objective = objective + config.diversity * obj.diversity()
+        if self.probe.want_bn:
+            objective = objective + config.bn_prior * obj.bn_prior()
+        return objective
+
+    def _step(
+        self,
+        param: ImageParam,
+        optimiser: torch.optim.Optimizer,
+        objective: obj.Objective,
+        draws: DrawStream,
+        groups: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One optimisation step; gradients only w.r.t. the image parameters."""
+        images = param.image()
+        logits = self.runner.logits(self.transform(images, draws.next()))
+        features, bn_stats = self.probe.take()
+        ctx = obj.StepContext(logits, images, groups, features, bn_stats)
+        loss = objective(ctx).sum()
+        grads = torch.autograd.grad(loss, param.tensors)
+        for p, g in zip(param.tensors, grads, strict=True):
+            p.grad = g
+        optimiser.step()
+        return logits.detach(), loss.detach()
+
+    @torch.no_grad()
+    def _finish(
+        self, items: list[_Item], param: ImageParam, weights: torch.Tensor
+    ) -> list[Prototype]:
+        """Evaluate the final, untransformed images and package them."""
+        images = param.image().float()
+        self.probe.enabled = False
+        try:
+            logits = self.runner.logits(images)
+        finally:
+            self.probe.enabled = True
+            self.probe.take()
+        _check_finite(logits, self.config.steps)
+        probs = F.softmax(logits, dim=1)
+        target_probs = _target_probability(probs, weights).tolist()
+        target_logits = _target_probability(logits, weights).tolist()  # mean over the classes
+        top_p, top_c = probs.topk(min(5, probs.shape[1]), dim=1)
+        images = images.cpu()
+        out = []
+        for k, item in enumerate(items):
+            out.append(
+                Prototype(
+                    image=images[k].contiguous(),
+                    target=item.target,
+                    index=item.index,
+                    probability=target_probs[k],
+                    logit=target_logits[k],
+                    top5=list(zip(top_c[k].tolist(), top_p[k].tolist(), strict=True)),
+                    steps=self.config.steps,
+                    seed=item.seed,
+                    config=self.config,
+                )
+            )
+        return out
+
+
+def _class_weights(items: list[_Item], num_classes: int, device: torch.device) -> torch.Tensor:
+    """(N, K): +1 on each class an item maximises, -1 on the class an antitype minimises."""
+    w = torch.zeros(len(items), num_classes)
+    for k, item in enumerate(items):
+        sign = -1.0 if item.target.kind == "antitype" else 1.0
+        for c in item.target.classes:
+            w[k, c] = sign
+    return w.to(device)
+
+
+def _target_probability(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` over each item's classes (one class unless a hybrid)."""
+    mask = weights.abs()
+    return (values * mask).sum(dim=1) / mask.sum(dim=1)
+
+
+def _check_finite(values: torch.Tensor, step: int) -> None:
+    if not bool(torch.isfinite(values).all()):
+        raise GenerationDiverged(
+            f"the optimisation produced NaN/Inf by step {step}: lower config.lr, "
+            "or check that the model gives finite logits for inputs in [0, 1]"
+        )

@@ -1,0 +1,156 @@
+"""Objectives: per-image losses that add, negate and scale.
+
+An ``Objective`` maps a ``StepContext`` (what one optimisation step computed)
+to a loss per image, shape (N,), lower is better. The optimiser minimises the
+sum, so an image's gradient depends only on its own terms, except for
+``diversity``, which couples images of the same group (the prototypes of one
+target) on purpose.
+
+    loss = target_logits(w) + 0.1 * high_frequency() + 0.01 * bn_prior()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class StepContext:
+    """What objectives may look at for one step."""
+
+    logits: torch.Tensor  # (N, K) float32, of the transformed images
+    images: torch.Tensor  # (N, C, H, W) in [0, 1], before transforms
+    groups: torch.Tensor  # (N,) int: images with equal ids are prototypes of one target
+    features: torch.Tensor | None = None  # (N, ...) an intermediate layer, for diversity
+    # per BatchNorm layer: (per-image mean (N, C), per-image var (N, C), running mean, running var)
+    bn_stats: list[tuple[torch.Tensor, ...]] = field(default_factory=list)
+
+
+class Objective:
+    """A per-image loss; ``a + b``, ``-a``, ``a - b`` and ``2.0 * a`` are objectives too."""
+
+    def __init__(self, fn: Callable[[StepContext], torch.Tensor], name: str) -> None:
+        self.fn, self.name = fn, name
+
+    def __call__(self, ctx: StepContext) -> torch.Tensor:
+        return self.fn(ctx)
+
+    def __repr__(self) -> str:
+        return f"Objective({self.name})"
+
+    def __add__(self, other: Objective | float) -> Objective:
+        if isinstance(other, Objective):
+            return Objective(lambda c: self(c) + other(c), f"{self.name} + {other.name}")
+        return Objective(lambda c: self(c) + other, f"{self.name} + {other}")
+
+    __radd__ = __add__  # so sum([...]) works
+
+    def __neg__(self) -> Objective:
+        return Objective(lambda c: -self(c), f"-({self.name})")
+
+    def __sub__(self, other: Objective) -> Objective:
+        return self + (-other)
+
+    def __mul__(self, k: float) -> Objective:
+        if isinstance(k, Objective):
+            return NotImplemented
+        return Objective(lambda c: k * self(c), f"{k} * {self.name}")
+
+    __rmul__ = __mul__
+
+
+def target_logits(weights: torch.Tensor) -> Objective:
+    """Maximise ``weights · logits`` per image.
+
+    ``weights`` is (N, K): +1 on the class of a prototype, -1 on the class of an
+    antitype (minimise it), +1 on each class of a hybrid.
+    """
+    return Objective(lambda c: -(c.logits * weights).sum(dim=1), "target_logits")
+
+
+def target_log_probs(weights: torch.Tensor) -> Objective:
+    """Maximise ``weights · log_softmax(logits)``: the logit relative to every other class.
+
+    Raising a logit alone can raise all logits together; this term makes the
+    target win, which is what the reported probability measures.
+    """
+
+    def fn(c: StepContext) -> torch.Tensor:
+        return -(F.log_softmax(c.logits, dim=1) * weights).sum(dim=1)
+
+    return Objective(fn, "target_log_probs")
+
+
+def high_frequency() -> Objective:
+    """Mean absolute difference of neighbouring pixels (total variation per pixel)."""
+
+    def fn(c: StepContext) -> torch.Tensor:
+        x = c.images
+        dx = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3))
+        dy = (x[..., 1:, :] - x[..., :-1, :]).abs().mean(dim=(1, 2, 3))
+        return dx + dy
+
+    return Objective(fn, "high_frequency")
+
+
+def _gram(features: torch.Tensor) -> torch.Tensor:
+    """Flattened channel Gram matrix per image (the 'style' of a layer)."""
+    if features.dim() == 4:
+        n, ch = features.shape[:2]
+        flat = features.reshape(n, ch, -1)
+        return (flat @ flat.transpose(1, 2) / flat.shape[-1]).reshape(n, -1)
+    return features.reshape(features.shape[0], -1)
+
+
+def diversity() -> Objective:
+    """Penalise similarity between prototypes of one target (Lucent's ``diversity``).
+
+    Loss of an image: the mean cosine similarity of its feature Gram matrix with
+    those of the other images in its group (0 when it is alone).
+    """
+
+    def fn(c: StepContext) -> torch.Tensor:
+        feats = c.features if c.features is not None else c.images
+        g = F.normalize(_gram(feats.float()), dim=1)
+        sim = g @ g.T
+        same = (c.groups[:, None] == c.groups[None, :]) & ~torch.eye(
+            len(c.groups), dtype=torch.bool, device=sim.device
+        )
+        count = same.sum(dim=1).clamp_min(1)
+        return (sim * same).sum(dim=1) / count
+
+    return Objective(fn, "diversity")
+
+
+def bn_prior() -> Objective:
+    """Distance of each image's per-channel statistics at every BatchNorm input from
+    that layer's running statistics (DeepInversion, Yin et al. 2020), per image.
+
+    Zero when the model exposes no BatchNorm layers.
+    """
+
+    def fn(c: StepContext) -> torch.Tensor:
+        total = torch.zeros(c.logits.shape[0], device=c.logits.device)
+        for mean, var, running_mean, running_var in c.bn_stats:
+            total = total + (mean - running_mean).norm(dim=1) + (var - running_var).norm(dim=1)
+        return total
+
+    return Objective(fn, "bn_prior")
+
+
+def probability_variance() -> Objective:
+    """Variance of the class probabilities: zero when the model finds every class equally
+    likely (the equidistant baseline's objective).
+
+    Probabilities are scaled by the number of classes (uniform = 1 each) so the
+    loss does not vanish for 1000 classes, where Adam's epsilon would stall it.
+    """
+
+    def fn(c: StepContext) -> torch.Tensor:
+        return (F.softmax(c.logits, dim=1) * c.logits.shape[1]).var(dim=1)
+
+    return Objective(fn, "probability_variance")

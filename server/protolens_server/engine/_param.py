@@ -1,0 +1,173 @@
+"""Image parameterisations: the tensors the optimiser moves, and how they become images.
+
+A parameterisation holds a batch of leaf tensors (``tensors``) and maps them to
+images in [0, 1] (``image()``) through an optional colour decorrelation and a
+sigmoid, as Lucid/Lucent do:
+
+- ``fourier``: the image's spectrum (``rfft2``), scaled by 1/f so every
+  frequency band starts with a similar contribution; optimising it favours
+  smooth, natural-looking images.
+- ``pixel``: the (pre-sigmoid) pixels themselves.
+
+Both can start from any image (``set_images``, exact inversion of the map) and
+can blur their pre-sigmoid signal in place (``blur_``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Protocol
+
+import torch
+
+# Square root of the colour correlation of ImageNet images (Lucid's
+# ``color_correlation_svd_sqrt``), normalised so its largest column norm is 1.
+# Optimising in this decorrelated colour space makes colour steps natural.
+_COLOR_CORRELATION_SQRT = torch.tensor(
+    [[0.26, 0.09, 0.02], [0.27, 0.00, -0.05], [0.27, -0.09, 0.03]], dtype=torch.float64
+)
+_COLOR_CORRELATION = (_COLOR_CORRELATION_SQRT / _COLOR_CORRELATION_SQRT.norm(dim=0).max()).float()
+
+_FOURIER_MAGIC = 4.0  # Lucent divides the inverse FFT by 4 so a unit spectrum gives a mild image
+_EPS = 1e-4  # images are clamped into [eps, 1-eps] before inverting the sigmoid
+
+
+class ImageParam(Protocol):
+    tensors: list[torch.Tensor]
+
+    def image(self) -> torch.Tensor: ...
+
+    def set_images(self, images01: torch.Tensor) -> None: ...
+
+    def blur_(self, sigma: float) -> None: ...
+
+
+def _decorrelate(signal: torch.Tensor) -> torch.Tensor:
+    """Map decorrelated colour channels to RGB (per pixel ``M @ c``); identity unless 3 channels."""
+    if signal.shape[1] != 3:
+        return signal
+    m = _COLOR_CORRELATION.to(signal.device, signal.dtype)
+    return torch.einsum("ij,njhw->nihw", m, signal)
+
+
+def _correlate(rgb: torch.Tensor) -> torch.Tensor:
+    """Inverse of ``_decorrelate``."""
+    if rgb.shape[1] != 3:
+        return rgb
+    m_inv = torch.linalg.inv(_COLOR_CORRELATION.double()).to(rgb.device, rgb.dtype)
+    return torch.einsum("ij,njhw->nihw", m_inv, rgb)
+
+
+def _to_signal(images01: torch.Tensor, decorrelate: bool) -> torch.Tensor:
+    """The pre-sigmoid, pre-colour signal that produces ``images01``."""
+    z = torch.logit(images01.clamp(_EPS, 1 - _EPS))
+    return _correlate(z) if decorrelate else z
+
+
+def _gaussian_transfer(h: int, w: int, sigma: float, device: torch.device) -> torch.Tensor:
+    """Frequency response (rfft2 layout) of a Gaussian blur of ``sigma`` pixels."""
+    f2 = _rfft2_freqs(h, w, device) ** 2
+    return torch.exp(-2 * math.pi**2 * sigma**2 * f2)
+
+
+def _rfft2_freqs(h: int, w: int, device: torch.device) -> torch.Tensor:
+    fy = torch.fft.fftfreq(h, device=device)[:, None]
+    fx = torch.fft.rfftfreq(w, device=device)[None, :]
+    return torch.sqrt(fx * fx + fy * fy)
+
+
+class FourierParam:
+    """Spectrum parameterisation with 1/f scaling (Lucent's ``fft_image``)."""
+
+    def __init__(
+        self,
+        spectrum: torch.Tensor,
+        height: int,
+        width: int,
+        decorrelate: bool,
+        decay_power: float = 1.0,
+    ) -> None:
+        self.height, self.width, self.decorrelate = height, width, decorrelate
+        freqs = _rfft2_freqs(height, width, spectrum.device)
+        scale = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay_power
+        self.scale = scale[None, None, :, :, None]
+        self.spectrum = spectrum.requires_grad_(True)
+        self.tensors = [self.spectrum]
+
+    @staticmethod
+    def param_shape(n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+        return (n, c, h, w // 2 + 1, 2)
+
+    def _signal(self) -> torch.Tensor:
+        spec = torch.view_as_complex(self.scale * self.spectrum)
+        return torch.fft.irfft2(spec, s=(self.height, self.width), norm="ortho") / _FOURIER_MAGIC
+
+    def image(self) -> torch.Tensor:
+        signal = self._signal()
+        return torch.sigmoid(_decorrelate(signal) if self.decorrelate else signal)
+
+    @torch.no_grad()
+    def set_images(self, images01: torch.Tensor) -> None:
+        signal = _to_signal(images01.to(self.spectrum.device), self.decorrelate)
+        spec = torch.fft.rfft2(signal * _FOURIER_MAGIC, norm="ortho")
+        self.spectrum.copy_(torch.view_as_real(spec) / self.scale)
+
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        transfer = _gaussian_transfer(self.height, self.width, sigma, self.spectrum.device)
+        self.spectrum.mul_(transfer[None, None, :, :, None])
+
+
+class PixelParam:
+    """Plain pixels (pre-sigmoid, optionally in decorrelated colour space)."""
+
+    def __init__(self, pixels: torch.Tensor, decorrelate: bool) -> None:
+        self.decorrelate = decorrelate
+        self.pixels = pixels.requires_grad_(True)
+        self.tensors = [self.pixels]
+
+    @staticmethod
+    def param_shape(n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+        return (n, c, h, w)
+
+    def image(self) -> torch.Tensor:
+        signal = self.pixels
+        return torch.sigmoid(_decorrelate(signal) if self.decorrelate else signal)
+
+    @torch.no_grad()
+    def set_images(self, images01: torch.Tensor) -> None:
+        self.pixels.copy_(_to_signal(images01.to(self.pixels.device), self.decorrelate))
+
+    @torch.no_grad()
+    def blur_(self, sigma: float) -> None:
+        h, w = self.pixels.shape[-2:]
+        transfer = _gaussian_transfer(h, w, sigma, self.pixels.device)
+        spec = torch.fft.rfft2(self.pixels) * transfer
+        self.pixels.copy_(torch.fft.irfft2(spec, s=(h, w)))
+
+
+# Standard deviation of the initial noise in parameter space (Lucent's default).
+NOISE_SD = 0.01
+
+
+def make_param(
+    kind: str, n: int, shape: tuple[int, int, int], decorrelate: bool, device: torch.device
+) -> ImageParam:
+    """A parameterisation of ``n`` images of ``shape`` (C, H, W), all parameters zero.
+
+    Zero parameters give a uniform grey (0.5) image. Callers then start from an
+    image (``set_images``) and/or add per-image noise to ``tensors[0]``.
+    """
+    c, h, w = shape
+    if kind == "fourier":
+        zeros = torch.zeros(FourierParam.param_shape(n, c, h, w), device=device)
+        return FourierParam(zeros, h, w, decorrelate)
+    if kind == "pixel":
+        return PixelParam(torch.zeros((n, c, h, w), device=device), decorrelate)
+    raise ValueError(f"unknown parameterisation {kind!r}")
+
+
+def param_shape(kind: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
+    """Shape of one image's parameters (no batch dimension)."""
+    cls = FourierParam if kind == "fourier" else PixelParam
+    return cls.param_shape(1, *shape)[1:]

@@ -1,0 +1,79 @@
+"""Forward hooks that record what the model's layers saw during a step.
+
+Two things, both per image so an image never depends on its batch:
+- the per-channel mean and variance of the input of every BatchNorm layer
+  (for the BatchNorm-statistics prior), and
+- the output of one mid-depth convolution (features for the diversity term).
+
+Only an ``nn.Module`` with submodules can be probed; TorchScript modules, export
+programs without BatchNorm modules and plain callables simply yield nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+
+def _probe_able(module: Callable[..., Any]) -> bool:
+    return isinstance(module, nn.Module) and not isinstance(module, torch.jit.ScriptModule)
+
+
+def has_batchnorm(module: Callable[..., Any]) -> bool:
+    return _probe_able(module) and any(_tracks_stats(m) for m in module.modules())  # type: ignore[union-attr]
+
+
+def _tracks_stats(m: nn.Module) -> bool:
+    return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
+
+
+class LayerProbe:
+    """Context manager: installs the hooks on enter, removes them on exit."""
+
+    def __init__(self, module: Callable[..., Any], batchnorm: bool, features: bool) -> None:
+        self.module = module
+        self.want_bn = batchnorm and _probe_able(module)
+        self.want_features = features and _probe_able(module)
+        self.enabled = True
+        self.features: torch.Tensor | None = None
+        self.bn_stats: list[tuple[torch.Tensor, ...]] = []
+        self._handles: list[Any] = []
+
+    def __enter__(self) -> LayerProbe:
+        if self.want_bn:
+            for m in self.module.modules():  # type: ignore[union-attr]
+                if _tracks_stats(m):
+                    self._handles.append(m.register_forward_pre_hook(self._record_bn))
+        if self.want_features:
+            convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]  # type: ignore[union-attr]
+            if convs:
+                layer = convs[len(convs) // 2]
+                self._handles.append(layer.register_forward_hook(self._record_features))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles.clear()
+
+    def take(self) -> tuple[torch.Tensor | None, list[tuple[torch.Tensor, ...]]]:
+        """What the last forward recorded; clears it."""
+        out = (self.features, self.bn_stats)
+        self.features, self.bn_stats = None, []
+        return out
+
+    def _record_bn(self, m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        if not self.enabled:
+            return
+        x = inputs[0].float()
+        dims = tuple(range(2, x.dim()))
+        mean = x.mean(dim=dims)
+        var = x.var(dim=dims, unbiased=False)
+        self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))
+
+    def _record_features(self, m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+        if self.enabled:
+            self.features = output
