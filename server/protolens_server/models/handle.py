@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import torch
+
 from protolens_server.engine.types import InputSpec
 
 ModelFormat = Literal["eager", "torchscript", "exported"]
@@ -20,7 +21,8 @@ class ModelHandle:
     parameters have ``requires_grad=False`` and it is in eval mode. ``format``
     tells the scorer how it can reach inner layers (hooks on eager modules, the
     graph of an exported program, nothing for TorchScript). ``digest`` is the
-    sha256 of the weights or file and keys every cache entry.
+    sha256 of the weights or file and keys every cache entry (models/_digest.py:
+    it covers the weights and the input spec, since both determine outputs).
     """
 
     name: str
@@ -32,6 +34,12 @@ class ModelHandle:
     format: ModelFormat = "eager"
     description: str = ""
     metadata: dict[str, str] = field(default_factory=dict)
+    # Other names each class answers to (same order as ``class_names``; may be
+    # empty): ImageNet synonyms, TorchServe ids. Used by ``models.resolve_class``.
+    class_aliases: tuple[tuple[str, ...], ...] = ()
+    # The ``torch.export.ExportedProgram`` behind an "exported" handle (its graph
+    # and signature), or None.
+    program: Any = None
 
     @property
     def num_classes(self) -> int:

@@ -1,0 +1,172 @@
+"""Model metadata that lives beside a model file: input spec, class names, factory.
+
+A sidecar is a JSON object, all keys optional::
+
+    {"channels": 3, "height": 224, "width": 224,
+     "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
+     "class_names": ["cat", "dog"]          # or {"0": "cat", "1": ["n02084071", "dog"]}
+     "factory": "package.module:function",  # eager weights (.pth, eager .mar) only
+     "description": "what this model is"}
+
+It is found as ``<model file>.json`` (``m.pt.json``) or ``<stem>.json``
+(``m.json``), or inside a ``.mar`` as ``input_spec.json``. Class names may also
+come from a TorchServe ``index_to_name.json`` (``{"0": "name" | ["id", "name"]}``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protolens_server.engine.types import InputSpec
+from protolens_server.errors import InvalidArgument, ProtolensError
+
+SPEC_KEYS = ("channels", "height", "width", "mean", "std")
+SIDECAR_KEYS = frozenset((*SPEC_KEYS, "class_names", "factory", "description"))
+
+
+@dataclass(frozen=True)
+class ClassNames:
+    """Display names (one per output) and, per class, other names it answers to."""
+
+    names: tuple[str, ...]
+    aliases: tuple[tuple[str, ...], ...]
+
+
+@dataclass(frozen=True)
+class Sidecar:
+    input_spec: InputSpec | None = None
+    classes: ClassNames | None = None
+    factory: str | None = None
+    description: str = ""
+    origin: str = ""
+
+    def merged_over(self, other: Sidecar) -> Sidecar:
+        """``self`` with gaps filled from ``other`` (self wins)."""
+        return Sidecar(
+            input_spec=self.input_spec or other.input_spec,
+            classes=self.classes or other.classes,
+            factory=self.factory or other.factory,
+            description=self.description or other.description,
+            origin=self.origin or other.origin,
+        )
+
+
+def parse_sidecar(data: Any, origin: str) -> Sidecar:
+    """Validate a decoded sidecar object; errors name ``origin`` and the key."""
+    if not isinstance(data, dict):
+        raise InvalidArgument(origin, "a model sidecar must be a JSON object")
+    unknown = sorted(set(data) - SIDECAR_KEYS)
+    if unknown:
+        raise InvalidArgument(
+            f"{origin}: {unknown[0]}",
+            f"is not a sidecar key (known: {', '.join(sorted(SIDECAR_KEYS))})",
+        )
+    spec = None
+    if any(k in data for k in SPEC_KEYS):
+        spec = spec_from_mapping({k: data[k] for k in SPEC_KEYS if k in data}, origin)
+    classes = None
+    if "class_names" in data:
+        classes = parse_class_names(data["class_names"], f"{origin}: class_names")
+    factory = data.get("factory")
+    if factory is not None and (not isinstance(factory, str) or ":" not in factory):
+        raise InvalidArgument(f"{origin}: factory", "must be 'package.module:function'")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise InvalidArgument(f"{origin}: description", "must be a string")
+    return Sidecar(spec, classes, factory, description, origin)
+
+
+def spec_from_mapping(d: Mapping[str, Any], origin: str) -> InputSpec:
+    def floats(v: Any) -> tuple[float, ...]:
+        return (float(v),) if isinstance(v, int | float) else tuple(float(x) for x in v)
+
+    try:
+        kwargs: dict[str, Any] = {}
+        for k in ("channels", "height", "width"):
+            if k in d:
+                kwargs[k] = int(d[k])
+        channels = kwargs.get("channels", 3)
+        for k in ("mean", "std"):
+            if k in d:
+                kwargs[k] = floats(d[k])
+            elif channels != 3:
+                # The InputSpec defaults are ImageNet's 3-channel values.
+                kwargs[k] = (0.0,) if k == "mean" else (1.0,)
+        return InputSpec(**kwargs)
+    except ProtolensError as exc:
+        raise InvalidArgument(origin, str(exc)) from exc
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(origin, f"bad input spec value: {exc}") from exc
+
+
+def parse_class_names(data: Any, origin: str) -> ClassNames:
+    """A list of names, or a TorchServe index_to_name mapping with keys 0..N-1."""
+    entries: list[Any]
+    if isinstance(data, list):
+        entries = data
+    elif isinstance(data, dict):
+        try:
+            indexed = {int(k): v for k, v in data.items()}
+        except ValueError as exc:
+            raise InvalidArgument(origin, "keys must be class indices '0', '1', ...") from exc
+        if sorted(indexed) != list(range(len(indexed))):
+            raise InvalidArgument(origin, f"keys must be exactly 0..{len(indexed) - 1}")
+        entries = [indexed[i] for i in range(len(indexed))]
+    else:
+        raise InvalidArgument(origin, "must be a list of names or an index_to_name mapping")
+    names: list[str] = []
+    aliases: list[tuple[str, ...]] = []
+    for i, entry in enumerate(entries):
+        if isinstance(entry, str):
+            parts = [entry]
+        elif isinstance(entry, Sequence) and entry and all(isinstance(p, str) for p in entry):
+            parts = list(entry)  # TorchServe ["wnid", "name"]: the last is the display name
+            parts = [parts[-1], *parts[:-1]]
+        else:
+            raise InvalidArgument(origin, f"class {i}: expected a name or [id, name]")
+        display = parts[0].strip()
+        if not display:
+            raise InvalidArgument(origin, f"class {i}: empty name")
+        extra = [p.strip() for p in parts[1:]]
+        if "," in display:  # "tabby, tabby cat": every part is a synonym
+            extra += [s.strip() for s in display.split(",")]
+        names.append(display)
+        aliases.append(tuple(a for a in dict.fromkeys(extra) if a and a != display))
+    return ClassNames(tuple(names), tuple(aliases))
+
+
+def read_json(path: Path, what: str) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidArgument(str(path), f"cannot read {what}: {exc}") from exc
+    except json.JSONDecodeError as exc:
+        raise InvalidArgument(str(path), f"{what} is not valid JSON: {exc}") from exc
+
+
+def sidecar_paths(model_path: Path) -> list[Path]:
+    return [model_path.with_name(model_path.name + ".json"), model_path.with_suffix(".json")]
+
+
+def find_sidecar(model_path: Path) -> Sidecar:
+    """The sidecar beside ``model_path``, plus a sibling ``index_to_name.json``."""
+    sidecar = Sidecar()
+    for candidate in sidecar_paths(model_path):
+        if candidate.is_file() and candidate != model_path:
+            sidecar = parse_sidecar(read_json(candidate, "model sidecar"), str(candidate))
+            break
+    index = model_path.with_name("index_to_name.json")
+    if sidecar.classes is None and index.is_file():
+        classes = parse_class_names(read_json(index, "index_to_name.json"), str(index))
+        sidecar = Sidecar(
+            sidecar.input_spec,
+            classes,
+            sidecar.factory,
+            sidecar.description,
+            sidecar.origin or str(index),
+        )
+    return sidecar

@@ -1,0 +1,76 @@
+"""TorchScript files (``torch.jit.save``; ``.pt``/``.ts``).
+
+TorchScript runs in its own interpreter, not arbitrary Python, but the service
+still loads these only from the admin's model store. Inner layers are not
+reachable by hooks (``format="torchscript"``).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from protolens_server.engine.types import InputSpec
+from protolens_server.errors import InvalidModel
+from protolens_server.models._build import build_handle
+from protolens_server.models._digest import file_sha256
+from protolens_server.models._files import existing_file, merge_metadata, not_a_model_hint, sniff
+from protolens_server.models.handle import ModelHandle
+from protolens_server.models.sidecar import Sidecar, find_sidecar
+
+
+def load(
+    path: str | Path,
+    *,
+    spec: InputSpec | None = None,
+    class_names: Sequence[str] | None = None,
+    device: str = "cpu",
+    name: str | None = None,
+) -> ModelHandle:
+    p = existing_file(path)
+    meta = merge_metadata(spec, class_names, find_sidecar(p))
+    module = read_torchscript(p, str(p))
+    return handle_for(module, name or p.stem, f"torchscript:{p}", file_sha256(p), meta, device)
+
+
+def read_torchscript(source: Path | bytes, origin: str) -> torch.jit.ScriptModule:
+    try:
+        f = io.BytesIO(source) if isinstance(source, bytes) else str(source)
+        with warnings.catch_warnings():  # "torch.jit is deprecated": we know (DESIGN.md)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(f, map_location="cpu")
+    except Exception as exc:  # torch raises RuntimeError/ValueError/pickle errors alike
+        hint = not_a_model_hint(sniff(source))
+        raise InvalidModel(f"{origin}: not a TorchScript file{hint}") from exc
+
+
+def handle_for(
+    module: torch.jit.ScriptModule,
+    name: str,
+    source: str,
+    sha256: str,
+    meta: Sidecar,
+    device: str,
+    metadata: dict[str, str] | None = None,
+) -> ModelHandle:
+    """Handle for a TorchScript module; spec defaults to ImageNet 3x224x224."""
+    return build_handle(
+        name=name,
+        source=source,
+        module=module,
+        fmt="torchscript",
+        weights_sha256=sha256,
+        spec=meta.input_spec or InputSpec(),
+        classes=meta.classes,
+        device=device,
+        description=meta.description,
+        metadata={
+            "input_spec": "given" if meta.input_spec else "default (ImageNet 3x224x224)",
+            **(metadata or {}),
+        },
+        classes_origin=meta.origin or "class names",
+    )
