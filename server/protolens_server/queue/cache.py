@@ -1,0 +1,46 @@
+"""The content cache key: what determines a job's output, and nothing else.
+
+Tenant, priority, request_id and trace_id are deliberately left out, so
+identical requests from anyone share one generation and one stored result
+(results never say who asked). The model enters by its weight digest, not its
+name, so a changed model never reads a stale result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from protolens_server.queue.records import JobSpec
+
+
+def cache_material(spec: JobSpec) -> dict[str, Any]:
+    """The fields hashed into the cache key, as a JSON-able dict."""
+    return {
+        "model_digest": spec.model_digest,
+        "targets": [{"classes": list(t.classes), "kind": t.kind} for t in spec.targets],
+        "config": spec.config,
+        "seed": spec.seed,
+        "reference_digest": spec.reference_digest,
+        "engine_version": spec.engine_version,
+    }
+
+
+def canonical_json(value: Any) -> str:
+    """Key-sorted, whitespace-free JSON: equal values give equal strings."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+
+
+def cache_key(spec: JobSpec) -> str:
+    """sha256 hex of the canonical JSON of ``cache_material(spec)``."""
+    return hashlib.sha256(canonical_json(cache_material(spec)).encode()).hexdigest()
+
+
+def batch_key(spec: JobSpec) -> str:
+    """Jobs with equal batch keys may share one engine call (same model, same config).
+
+    Seeds and targets may differ: the engine takes one seed per target.
+    """
+    material = {"model": spec.model, "model_digest": spec.model_digest, "config": spec.config}
+    return hashlib.sha256(canonical_json(material).encode()).hexdigest()

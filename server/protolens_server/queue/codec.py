@@ -1,0 +1,82 @@
+"""JobRecord <-> the fields of its Redis hash.
+
+A job is a hash rather than one JSON string so that Lua scripts can change its
+state, owner and progress atomically without parsing JSON. Scalar JobRecord
+fields are stored as strings; ``spec`` and ``prototypes`` as JSON. Fields that
+are queue bookkeeping (``owner``, ``cancel``, ``t:<tenant>``...) are ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState, StoredPrototype
+
+_JSON_FIELDS = ("spec", "prototypes")
+_FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "best_probability")
+_INT_FIELDS = ("step", "total_steps", "attempts")
+_STR_FIELDS = ("job_id", "state", "error", "cache_key", "worker")
+RECORD_FIELDS = (*_JSON_FIELDS, *_FLOAT_FIELDS, *_INT_FIELDS, *_STR_FIELDS, "cache_hit")
+
+
+def _text(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def record_to_fields(record: JobRecord) -> dict[str, str]:
+    d = dataclasses.asdict(record)
+    out: dict[str, str] = {}
+    for name in RECORD_FIELDS:
+        value = d[name]
+        if name in _JSON_FIELDS:
+            out[name] = json.dumps(value, separators=(",", ":"))
+        elif name == "cache_hit":
+            out[name] = "1" if value else "0"
+        elif name == "state":
+            out[name] = JobState(value).value
+        else:
+            out[name] = repr(value) if isinstance(value, float) else str(value)
+    return out
+
+
+def record_from_fields(fields: dict[Any, Any]) -> JobRecord:
+    f = {_text(k): _text(v) for k, v in fields.items() if _text(k) in RECORD_FIELDS}
+    d: dict[str, Any] = {
+        "spec": json.loads(f["spec"]),
+        "prototypes": json.loads(f.get("prototypes", "[]")),
+        "cache_hit": f.get("cache_hit", "0") == "1",
+    }
+    for name in _FLOAT_FIELDS:
+        d[name] = float(f.get(name, 0) or 0)
+    for name in _INT_FIELDS:
+        d[name] = int(float(f.get(name, 0) or 0))
+    for name in _STR_FIELDS:
+        d[name] = f.get(name, "")
+    return JobRecord.from_json(json.dumps(d))
+
+
+def prototypes_to_json(prototypes: list[StoredPrototype]) -> str:
+    return json.dumps([dataclasses.asdict(p) for p in prototypes], separators=(",", ":"))
+
+
+def prototypes_from_json(raw: str | bytes) -> list[StoredPrototype]:
+    """Parse a prototypes list by round-tripping through JobRecord's own parser."""
+    stub = {"job_id": "", "spec": _EMPTY_SPEC, "state": "QUEUED", "prototypes": json.loads(raw)}
+    return JobRecord.from_json(json.dumps(stub)).prototypes
+
+
+_EMPTY_SPEC = dataclasses.asdict(JobSpec(model="", model_digest="", targets=(), config={}, seed=0))
+
+
+def event_from_fields(job_id: str, fields: dict[Any, Any]) -> JobEvent:
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    return JobEvent(
+        job_id=job_id,
+        state=JobState(f.get("state", "QUEUED")),
+        step=int(float(f.get("step", 0) or 0)),
+        total_steps=int(float(f.get("total_steps", 0) or 0)),
+        best_probability=float(f.get("best_probability", 0) or 0),
+        message=f.get("message", ""),
+    )

@@ -1,0 +1,290 @@
+"""The worker's side of the queue: read and reclaim entries, own them, report, finish.
+
+Delivery semantics (at least once, exactly one stored result):
+
+- ``read``/``reclaim`` put an entry in this consumer's pending list;
+  ``claim`` then makes this worker the job's *owner* (a token unique to the
+  delivery) and counts an attempt. Only the owner may report progress or
+  finish the job, and a finished job is never rewritten, so when a slow worker
+  and the worker that reclaimed its job both finish, one result is stored.
+- ``heartbeat`` resets the idle time of owned entries (``XCLAIM ... JUSTID``),
+  so only entries of workers that stopped heartbeating become reclaimable, and
+  returns each job's cancel flag.
+- ``end`` gives a job up: retry, fail (dead letter), cancel or hand back.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass, replace
+
+import redis.asyncio as aioredis
+from protolens_server.config import Settings
+from protolens_server.queue import scripts
+from protolens_server.queue.codec import prototypes_to_json, record_from_fields
+from protolens_server.queue.keys import GROUP, PNG_FIELD, Keys
+from protolens_server.queue.records import JobRecord, StoredPrototype
+
+# An entry handed back gets this idle time, so the next XAUTOCLAIM of any worker takes it.
+HANDBACK_IDLE_MS = 31_536_000_000
+
+
+def _text(v: object) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A stream entry in this consumer's pending list, not yet claimed."""
+
+    stream: str
+    entry_id: str
+    job_id: str
+    reclaimed: bool = False
+
+
+@dataclass
+class Delivery:
+    """A job this worker owns for one attempt."""
+
+    entry: Entry
+    token: str
+    record: JobRecord
+    attempt: int
+    cancelled: bool = False
+    lost: bool = False
+
+    @property
+    def job_id(self) -> str:
+        return self.entry.job_id
+
+
+class QueueConsumer:
+    """One worker's connection to the queue, as consumer ``name`` of group ``workers``."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings, name: str) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.name = name
+        self.keys = Keys(settings.key_prefix)
+        self._claim = redis.register_script(scripts.CLAIM)
+        self._heartbeat = redis.register_script(scripts.HEARTBEAT)
+        self._hold = redis.register_script(scripts.HOLD)
+        self._progress = redis.register_script(scripts.PROGRESS)
+        self._finish = redis.register_script(scripts.FINISH)
+        self._end = redis.register_script(scripts.END)
+
+    # --- taking work -----------------------------------------------------------------
+    async def read(self, count: int, *, block_ms: int = 0) -> list[Entry]:
+        """Up to ``count`` new entries, from p0 first, then p1, then p2.
+
+        With ``block_ms`` and nothing waiting, block until any stream has one.
+        """
+        out: list[Entry] = []
+        for stream in self.keys.streams:
+            if len(out) >= count:
+                break
+            out += await self._read({stream: ">"}, count - len(out), None)
+        if not out and block_ms > 0:
+            out = await self._read({s: ">" for s in self.keys.streams}, 1, block_ms)
+        return out
+
+    async def _read(self, streams: dict[str, str], count: int, block: int | None) -> list[Entry]:
+        reply = await self.redis.xreadgroup(GROUP, self.name, streams, count=count, block=block)
+        return [
+            Entry(_text(stream), _text(entry_id), _text(fields[b"job"]))
+            for stream, entries in reply or []
+            for entry_id, fields in entries
+            if fields
+        ]
+
+    async def reclaim(self, count: int) -> list[Entry]:
+        """Entries idle longer than ``reclaim_idle_s`` (their worker stopped), p0 first."""
+        min_idle = int(self.settings.reclaim_idle_s * 1000)
+        out: list[Entry] = []
+        for stream in self.keys.streams:
+            if len(out) >= count:
+                break
+            reply = await self.redis.xautoclaim(
+                stream, GROUP, self.name, min_idle, "0-0", count=count - len(out)
+            )
+            for entry_id, fields in reply[1]:
+                if fields:
+                    out.append(Entry(stream, _text(entry_id), _text(fields[b"job"]), True))
+                else:  # deleted while pending: nothing to run
+                    await self.redis.xack(stream, GROUP, entry_id)
+        return out
+
+    async def claim(self, entry: Entry) -> tuple[str, Delivery | None]:
+        """Own ``entry``'s job for one attempt.
+
+        Returns ("run", delivery) or (outcome, None) where outcome is ``lost``
+        (another consumer has it), ``gone`` (record expired), ``skip`` (already
+        finished), ``cancelled`` or ``dead`` (out of attempts).
+        """
+        k = self.keys
+        job_key = k.job(entry.job_id)
+        ck = await self.redis.hget(job_key, "cache_key")
+        token = f"{self.name}/{entry.entry_id}/{secrets.token_hex(4)}"
+        answer = await self._claim(
+            keys=[
+                job_key,
+                k.events(entry.job_id),
+                entry.stream,
+                k.dead,
+                k.inflight(_text(ck) if ck else ""),
+                *k.state_indexes,
+            ],
+            args=[
+                entry.job_id,
+                entry.entry_id,
+                token,
+                self.name,
+                self.name,
+                GROUP,
+                repr(time.time()),
+                self.settings.max_attempts,
+                self.settings.job_retention_s,
+            ],
+        )
+        outcome = _text(answer[0])
+        if outcome != "run":
+            return outcome, None
+        record = record_from_fields(await self.redis.hgetall(job_key))
+        return outcome, Delivery(entry, token, record, int(_text(answer[1])))
+
+    async def hold(self, entry: Entry) -> bool:
+        """Keep an entry read ahead of its batch from being reclaimed; False if lost."""
+        return bool(await self._hold(keys=[entry.stream], args=[GROUP, self.name, entry.entry_id]))
+
+    # --- while running ---------------------------------------------------------------
+    async def heartbeat(
+        self, deliveries: list[Delivery], info: dict[str, str] | None = None
+    ) -> None:
+        """Mark this worker alive, keep owned entries fresh, refresh cancel flags.
+
+        Sets ``delivery.cancelled`` / ``delivery.lost`` from what Redis says.
+        """
+        now = time.time()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zadd(self.keys.workers, {self.name: now})
+        if info:
+            pipe.hset(self.keys.worker_info(self.name), mapping=info)
+            ttl = max(60, int(self.settings.reclaim_idle_s * 4))
+            pipe.expire(self.keys.worker_info(self.name), ttl)
+        for d in deliveries:
+            await self._heartbeat(
+                keys=[self.keys.job(d.job_id), d.entry.stream],
+                args=[d.token, GROUP, self.name, d.entry.entry_id],
+                client=pipe,
+            )
+        flags = (await pipe.execute())[3 if info else 1 :]
+        for d, flag in zip(deliveries, flags, strict=True):
+            d.lost = int(flag) < 0
+            d.cancelled = int(flag) == 1
+
+    async def progress(
+        self, delivery: Delivery, step: int, total: int, best_probability: float
+    ) -> bool:
+        k = self.keys
+        return bool(
+            await self._progress(
+                keys=[k.job(delivery.job_id), k.events(delivery.job_id)],
+                args=[
+                    delivery.token,
+                    step,
+                    total,
+                    repr(float(best_probability)),
+                    self.settings.job_retention_s,
+                ],
+            )
+        )
+
+    # --- giving work up ------------------------------------------------------------
+    async def finish(
+        self, delivery: Delivery, prototypes: list[StoredPrototype], pngs: list[bytes], step: int
+    ) -> bool:
+        """Store the result and mark the job SUCCEEDED; False if this delivery lost the job."""
+        k = self.keys
+        ck = delivery.record.cache_key
+        stored = [_with_png_key(p, PNG_FIELD.format(index=i)) for i, p in enumerate(prototypes)]
+        protos_json = prototypes_to_json(stored)
+        result_fields: list[str | bytes] = ["prototypes", protos_json, "job_id", delivery.job_id]
+        for i, png in enumerate(pngs):
+            result_fields += [PNG_FIELD.format(index=i), png]
+        best = max((p.probability for p in prototypes), default=0.0)
+        answer = await self._finish(
+            keys=[
+                k.job(delivery.job_id),
+                k.events(delivery.job_id),
+                delivery.entry.stream,
+                k.inflight(ck),
+                k.result(ck),
+                *k.state_indexes,
+            ],
+            args=[
+                delivery.token,
+                GROUP,
+                delivery.entry.entry_id,
+                delivery.job_id,
+                repr(time.time()),
+                self.settings.job_retention_s,
+                self.settings.result_ttl_s,
+                protos_json,
+                step,
+                repr(float(best)),
+                len(result_fields) // 2,
+                *result_fields,
+            ],
+        )
+        return _text(answer) == "ok"
+
+    async def end(self, delivery: Delivery, mode: str, *, error: str = "", step: int = 0) -> str:
+        """Give a job up: ``retry``, ``fail``, ``cancel`` or ``handback``.
+
+        Returns what happened: ``retry``, ``dead``, ``cancelled``, ``handback`` or
+        ``lost`` (this delivery no longer owned the job).
+        """
+        if mode not in ("retry", "fail", "cancel", "handback"):
+            raise ValueError(f"unknown end mode {mode!r}")
+        k = self.keys
+        answer = await self._end(
+            keys=[
+                k.job(delivery.job_id),
+                k.events(delivery.job_id),
+                delivery.entry.stream,
+                k.inflight(delivery.record.cache_key),
+                k.dead,
+                *k.state_indexes,
+            ],
+            args=[
+                delivery.token,
+                GROUP,
+                delivery.entry.entry_id,
+                delivery.job_id,
+                repr(time.time()),
+                self.settings.job_retention_s,
+                mode,
+                error[:4000],
+                self.settings.max_attempts,
+                self.name,
+                step,
+            ],
+        )
+        return _text(answer)
+
+    async def hand_back_entry(self, entry: Entry) -> None:
+        """Release an entry read but never claimed so the next reclaim takes it at once."""
+        await self.redis.xclaim(
+            entry.stream, GROUP, self.name, 0, [entry.entry_id], idle=HANDBACK_IDLE_MS, justid=True
+        )
+
+    async def leave(self) -> None:
+        """Remove this worker from the heartbeat set (clean shutdown)."""
+        await self.redis.zrem(self.keys.workers, self.name)
+        await self.redis.delete(self.keys.worker_info(self.name))
+
+
+def _with_png_key(p: StoredPrototype, key: str) -> StoredPrototype:
+    return replace(p, png_key=key)

@@ -1,0 +1,406 @@
+"""``JobQueue``: what the gRPC API calls to submit, read, cancel and watch jobs.
+
+All state changes go through the Lua scripts in ``scripts.py``; this module
+prepares their arguments and turns their answers into records and domain
+errors. Workers use ``queue.delivery`` for their side.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import redis.asyncio as aioredis
+from protolens_server import metrics
+from protolens_server.config import Settings
+from protolens_server.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    JobNotFound,
+    NotFound,
+    QueueFull,
+)
+from protolens_server.queue import scripts
+from protolens_server.queue.cache import cache_key
+from protolens_server.queue.codec import (
+    event_from_fields,
+    prototypes_from_json,
+    record_from_fields,
+    record_to_fields,
+)
+from protolens_server.queue.keys import GROUP, PNG_FIELD, PRIORITIES, TENANT_FIELD_PREFIX, Keys
+from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
+
+_SUBMIT_TRIES = 20
+_MAX_ID_CHARS = 256
+_WATCH_BLOCK_MS = 1000
+
+
+def new_job_id() -> str:
+    """Time-ordered id: 12 hex digits of milliseconds, then 12 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+class JobQueue:
+    """The API side of the queue. Create with ``await JobQueue.connect(settings)``."""
+
+    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+        self.redis = redis
+        self.settings = settings
+        self.keys = Keys(settings.key_prefix)
+        self._submit = redis.register_script(scripts.SUBMIT)
+        self._cancel = redis.register_script(scripts.CANCEL)
+
+    @classmethod
+    async def connect(cls, settings: Settings) -> JobQueue:
+        client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        queue = cls(client, settings)
+        await ensure_groups(client, queue.keys)
+        return queue
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # --- submit --------------------------------------------------------------------
+    async def submit(self, spec: JobSpec) -> tuple[JobRecord, str]:
+        """Queue ``spec`` unless a replay, a cached result or an identical job in flight answers it.
+
+        Returns the caller's view of the job and the outcome: ``queued``,
+        ``cache_hit``, ``dedup_join`` or ``idempotent_replay``.
+        """
+        self._validate(spec)
+        ck = cache_key(spec)
+        for _ in range(_SUBMIT_TRIES):
+            answer = await self._try_submit(spec, ck)
+            if answer is not None:
+                record, outcome = answer
+                metrics.JOBS_CREATED.labels(outcome).inc()
+                if outcome in ("queued", "cache_hit", "dedup_join"):
+                    metrics.CACHE_LOOKUPS.labels("hit" if outcome == "cache_hit" else "miss").inc()
+                if outcome == "dedup_join":
+                    metrics.DEDUP_JOINS.inc()
+                return record, outcome
+        raise QueueFull("the queue is too busy to accept this job right now", retry_after_s=1.0)
+
+    async def _try_submit(self, spec: JobSpec, ck: str) -> tuple[JobRecord, str] | None:
+        k = self.keys
+        use_idem = bool(spec.request_id)
+        idem_key = k.idempotency(spec.tenant, spec.request_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(idem_key)
+        pipe.hget(k.result(ck), "prototypes")
+        pipe.get(k.inflight(ck))
+        prev, cached, inflight = await pipe.execute()
+        prev = _text(prev) if (prev and use_idem) else ""
+        if prev:
+            try:
+                return await self.get(prev, tenant=spec.tenant), "idempotent_replay"
+            except JobNotFound:
+                pass  # expired, or this tenant cancelled its interest: submit afresh
+        inflight = _text(inflight) if inflight else ""
+        record = self._new_record(spec, ck, cached)
+        fields = record_to_fields(record)
+        flat = [x for kv in fields.items() for x in kv]
+        inflight_job = k.job(inflight) if inflight else k.job(record.job_id)
+        answer = await self._submit(
+            keys=[
+                idem_key,
+                k.result(ck),
+                k.inflight(ck),
+                inflight_job,
+                k.tenant_jobs(spec.tenant),
+                k.job(record.job_id),
+                k.events(record.job_id),
+                k.stream(spec.priority),
+                *k.streams,
+                *k.state_indexes,
+            ],
+            args=[
+                prev,
+                inflight,
+                "1" if cached is not None else "0",
+                record.job_id,
+                spec.tenant,
+                self.settings.job_retention_s,
+                self.settings.max_queued_jobs,
+                self.settings.result_ttl_s,
+                repr(time.time()),
+                record.state.value,
+                "1" if use_idem else "0",
+                len(fields),
+                *flat,
+            ],
+        )
+        outcome, value = _text(answer[0]), _text(answer[1])
+        if outcome == "retry":
+            return None
+        if outcome == "full":
+            raise QueueFull(
+                f"the queue holds {value} jobs (limit {self.settings.max_queued_jobs});"
+                " retry later",
+                retry_after_s=max(1.0, self.settings.heartbeat_s),
+            )
+        if outcome == "dedup_join":
+            return await self.get(value, tenant=spec.tenant), outcome
+        return record, outcome
+
+    def _new_record(self, spec: JobSpec, ck: str, cached: bytes | None) -> JobRecord:
+        now = time.time()
+        steps = int(spec.config.get("steps", 0) or 0)
+        record = JobRecord(
+            job_id=new_job_id(), spec=spec, created_at=now, cache_key=ck, total_steps=steps
+        )
+        if cached is not None:
+            record.prototypes = prototypes_from_json(cached)
+            record.state = JobState.SUCCEEDED
+            record.cache_hit = True
+            record.started_at = record.finished_at = now
+            record.step = steps
+            record.best_probability = max((p.probability for p in record.prototypes), default=0.0)
+        return record
+
+    def _validate(self, spec: JobSpec) -> None:
+        s = self.settings
+        if spec.priority not in PRIORITIES:
+            raise InvalidArgument("priority", f"must be 0 (high), 1 or 2 (got {spec.priority})")
+        if not spec.targets:
+            raise InvalidArgument("targets", "name at least one target class")
+        if len(spec.targets) > s.max_targets_per_job:
+            raise InvalidArgument(
+                "targets", f"{len(spec.targets)} targets; at most {s.max_targets_per_job} per job"
+            )
+        steps = int(spec.config.get("steps", 0) or 0)
+        if steps > s.max_steps:
+            raise InvalidArgument("config.steps", f"{steps} steps; at most {s.max_steps}")
+        if not spec.tenant or len(spec.tenant) > _MAX_ID_CHARS:
+            raise InvalidArgument("tenant", f"must be 1..{_MAX_ID_CHARS} characters")
+        if len(spec.request_id) > _MAX_ID_CHARS:
+            raise InvalidArgument("request_id", f"must be at most {_MAX_ID_CHARS} characters")
+
+    # --- read ------------------------------------------------------------------------
+    async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
+        """The job as ``tenant`` sees it; JobNotFound if missing or not theirs."""
+        fields = await self.redis.hgetall(self.keys.job(job_id)) if job_id else {}
+        return self._view(job_id, fields, tenant)
+
+    def _view(self, job_id: str, fields: dict[Any, Any], tenant: str | None) -> JobRecord:
+        if not fields or b"spec" not in fields:
+            raise JobNotFound(f"job {job_id!r} not found", job=job_id)
+        if tenant is not None and (TENANT_FIELD_PREFIX + tenant).encode() not in fields:
+            raise JobNotFound(f"job {job_id!r} not found", job=job_id)
+        record = record_from_fields(fields)
+        if tenant is not None and tenant != record.spec.tenant:
+            # A tenant that joined another's job sees it as its own: never who else asked.
+            record.spec = replace(record.spec, tenant=tenant, request_id="", trace_id="")
+        return record
+
+    async def list(
+        self, *, tenant: str, page_size: int = 50, page_token: str = ""
+    ) -> tuple[list[JobRecord], str]:
+        """The tenant's jobs, newest first; pass the returned token for the next page."""
+        if page_size < 1 or page_size > 1000:
+            raise InvalidArgument("page_size", "must be 1..1000")
+        key = self.keys.tenant_jobs(tenant)
+        start = f"({page_token}" if page_token else "+"
+        ids = [
+            _text(i)
+            for i in await self.redis.zrange(
+                key, start, "-", desc=True, bylex=True, offset=0, num=page_size
+            )
+        ]
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in ids:
+            pipe.hgetall(self.keys.job(job_id))
+        records, gone = [], []
+        for job_id, fields in zip(ids, await pipe.execute(), strict=True):
+            try:
+                records.append(self._view(job_id, fields, tenant))
+            except JobNotFound:
+                gone.append(job_id)
+        if gone:
+            await self.redis.zrem(key, *gone)
+        return records, (ids[-1] if len(ids) == page_size else "")
+
+    # --- cancel ----------------------------------------------------------------------
+    async def cancel(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
+        """Cancel: queued jobs at once, running ones between optimisation steps.
+
+        A job shared by several tenants (dedup join) is only detached from the
+        calling tenant; the others keep it. Finished jobs: FailedPrecondition.
+        """
+        k = self.keys
+        meta = await self.redis.hmget(k.job(job_id), "stream", "cache_key")
+        stream = _text(meta[0]) if meta[0] else k.stream(1)
+        ck = _text(meta[1]) if meta[1] else ""
+        answer = await self._cancel(
+            keys=[
+                k.job(job_id),
+                k.events(job_id),
+                stream,
+                k.inflight(ck),
+                k.tenant_jobs(tenant or ""),
+                *k.state_indexes,
+            ],
+            args=[job_id, tenant or "", repr(time.time()), self.settings.job_retention_s, GROUP],
+        )
+        outcome, state = _text(answer[0]), _text(answer[1])
+        if outcome == "notfound":
+            raise JobNotFound(f"job {job_id!r} not found", job=job_id)
+        if outcome == "finished":
+            raise FailedPrecondition(
+                f"job {job_id} already finished ({state}); only queued or running jobs can be"
+                " cancelled",
+                job=job_id,
+                state=state,
+            )
+        if outcome == "detached":
+            record = record_from_fields(await self.redis.hgetall(k.job(job_id)))
+            record.spec = replace(record.spec, tenant=tenant or "", request_id="", trace_id="")
+            record.state = JobState.CANCELLED
+            record.prototypes = []
+            return record
+        return await self.get(job_id, tenant=tenant)
+
+    # --- watch -----------------------------------------------------------------------
+    async def watch(
+        self, job_id: str, *, tenant: str | None = None, after: str = "0"
+    ) -> AsyncIterator[tuple[str, JobEvent]]:
+        """Past events after ``after``, then new ones as they come, until the job ends."""
+        record = await self.get(job_id, tenant=tenant)
+        key = self.keys.events(job_id)
+        last = after or "0"
+        while True:
+            reply = await self.redis.xread({key: last}, count=100, block=_WATCH_BLOCK_MS)
+            entries = reply[0][1] if reply else []
+            for entry_id, fields in entries:
+                last = _text(entry_id)
+                event = event_from_fields(job_id, fields)
+                yield last, event
+                if event.state.finished:
+                    return
+            if entries:
+                continue
+            try:
+                record = await self.get(job_id, tenant=tenant)
+            except JobNotFound:
+                return
+            if record.state.finished:
+                # The finishing event was trimmed or expired: say how it ended anyway.
+                yield (
+                    last,
+                    JobEvent(
+                        job_id,
+                        record.state,
+                        record.step,
+                        record.total_steps,
+                        record.best_probability,
+                        record.error,
+                    ),
+                )
+                return
+
+    # --- results ---------------------------------------------------------------------
+    async def get_png(self, job_id: str, index: int, *, tenant: str | None = None) -> bytes:
+        """PNG bytes of prototype ``index`` (its position in ``JobRecord.prototypes``)."""
+        record = await self.get(job_id, tenant=tenant)
+        if record.state != JobState.SUCCEEDED:
+            raise FailedPrecondition(
+                f"job {job_id} is {record.state.value}; prototypes exist once it SUCCEEDED",
+                job=job_id,
+                state=record.state.value,
+            )
+        if not 0 <= index < len(record.prototypes):
+            raise InvalidArgument(
+                "index", f"job {job_id} has prototypes 0..{len(record.prototypes) - 1}"
+            )
+        png = await self.redis.hget(
+            self.keys.result(record.cache_key), PNG_FIELD.format(index=index)
+        )
+        if png is None:
+            raise NotFound(f"the stored image of job {job_id} has expired; submit it again")
+        return bytes(png)
+
+    # --- operations ------------------------------------------------------------------
+    async def stats(self) -> dict[str, Any]:
+        """Queue depth per priority, oldest waiting age, jobs by state, dead letters, workers."""
+        return await queue_stats(self.redis, self.keys, self.settings)
+
+    async def update_metrics(self) -> dict[str, Any]:
+        """Sample ``stats()`` into the queue gauges of ``protolens_server.metrics``."""
+        stats = await self.stats()
+        set_queue_gauges(stats)
+        return stats
+
+
+async def ensure_groups(redis: aioredis.Redis, keys: Keys) -> None:
+    """Create the ``workers`` consumer group on every priority stream (idempotent)."""
+    for stream in keys.streams:
+        try:
+            await redis.xgroup_create(stream, GROUP, id="0", mkstream=True)
+        except aioredis.ResponseError as e:
+            if "BUSYGROUP" not in str(e):
+                raise
+
+
+async def queue_stats(redis: aioredis.Redis, keys: Keys, settings: Settings) -> dict[str, Any]:
+    now = time.time()
+    depth: dict[str, int] = {}
+    running_entries: dict[str, int] = {}
+    oldest = 0.0
+    for p, stream in zip(PRIORITIES, keys.streams, strict=True):
+        length = await redis.xlen(stream)
+        pending = 0
+        last_delivered = "0-0"
+        try:
+            for g in await redis.xinfo_groups(stream):
+                if _text(g["name"]) == GROUP:
+                    pending = int(g["pending"])
+                    last_delivered = _text(g["last-delivered-id"])
+        except aioredis.ResponseError:
+            pass
+        depth[str(p)] = max(0, length - pending)
+        running_entries[str(p)] = pending
+        head = await redis.xrange(stream, f"({last_delivered}", "+", count=1)
+        if head:
+            ms = int(_text(head[0][0]).split("-")[0])
+            oldest = max(oldest, now - ms / 1000)
+    horizon = now - settings.job_retention_s
+    pipe = redis.pipeline(transaction=False)
+    for state in JobState:
+        if state.finished:
+            pipe.zremrangebyscore(keys.by_state(state), "-inf", horizon)
+        pipe.zcard(keys.by_state(state))
+    counts = [c for c in await pipe.execute()]
+    by_state: dict[str, int] = {}
+    i = 0
+    for state in JobState:
+        if state.finished:
+            i += 1
+        by_state[state.value] = int(counts[i])
+        i += 1
+    alive = await redis.zcount(keys.workers, now - settings.reclaim_idle_s, "+inf")
+    return {
+        "queue_depth": depth,
+        "pending": running_entries,
+        "oldest_queued_age_s": oldest,
+        "jobs_by_state": by_state,
+        "dead_letters": int(await redis.xlen(keys.dead)),
+        "workers_alive": int(alive),
+    }
+
+
+def set_queue_gauges(stats: dict[str, Any]) -> None:
+    for p, n in stats["queue_depth"].items():
+        metrics.QUEUE_DEPTH.labels(p).set(n)
+    metrics.QUEUE_OLDEST_AGE.set(stats["oldest_queued_age_s"])
+    for state, n in stats["jobs_by_state"].items():
+        metrics.JOBS_BY_STATE.labels(state).set(n)
+    metrics.DEAD_LETTERS.set(stats["dead_letters"])
+    metrics.WORKERS_ALIVE.set(stats["workers_alive"])

@@ -1,0 +1,98 @@
+"""Every Redis key protolens uses, built from one prefix (``Settings.key_prefix``).
+
+Fixed names (deploy/ KEDA scaler and alert rules read them; do not rename):
+
+- ``{prefix}:queue:p0|p1|p2``  priority streams (0 = high), consumer group ``workers``
+- ``{prefix}:queue:dead``      dead-letter stream
+- ``{prefix}:workers``         worker heartbeats (sorted set: name -> unix time)
+
+The rest:
+
+- ``{prefix}:job:{<id>}``          job hash: JobRecord fields + queue bookkeeping
+- ``{prefix}:job:{<id>}:events``   per-job progress stream (what WatchJob relays)
+- ``{prefix}:result:{<ck>}``       cached result hash: prototypes JSON + ``png:<i>`` bytes
+- ``{prefix}:inflight:{<ck>}``     id of the job generating that cache key (dedup)
+- ``{prefix}:idem:<tenant>:<rid>`` job id for a tenant's request_id (idempotency)
+- ``{prefix}:tenant:<tenant>:jobs`` a tenant's job ids (sorted set, lexical = time order)
+- ``{prefix}:jobs:<STATE>``        job ids by state (sorted set, score = time of entry)
+- ``{prefix}:worker:<name>``       worker info hash (pid, host, metrics port, device)
+
+Curly braces are Redis Cluster hash tags: one job's keys (hash, events) share a
+slot. Multi-key scripts (submit, finish) touch keys of several kinds; on a
+Cluster set ``key_prefix`` to a hash tag such as ``{protolens}`` so every key
+shares one slot (see docs/queue.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protolens_server.queue.records import JobState
+
+GROUP = "workers"
+PRIORITIES = (0, 1, 2)
+
+
+@dataclass(frozen=True)
+class Keys:
+    prefix: str = "protolens"
+
+    # --- fixed names -------------------------------------------------------------
+    def stream(self, priority: int) -> str:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be 0, 1 or 2 (got {priority!r})")
+        return f"{self.prefix}:queue:p{priority}"
+
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Priority streams, highest priority first."""
+        return tuple(self.stream(p) for p in PRIORITIES)
+
+    @property
+    def dead(self) -> str:
+        return f"{self.prefix}:queue:dead"
+
+    @property
+    def workers(self) -> str:
+        return f"{self.prefix}:workers"
+
+    # --- per job -----------------------------------------------------------------
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}"
+
+    def events(self, job_id: str) -> str:
+        return f"{self.prefix}:job:{{{job_id}}}:events"
+
+    # --- cache, dedup, idempotency -------------------------------------------------
+    def result(self, cache_key: str) -> str:
+        return f"{self.prefix}:result:{{{cache_key}}}"
+
+    def inflight(self, cache_key: str) -> str:
+        return f"{self.prefix}:inflight:{{{cache_key}}}"
+
+    def idempotency(self, tenant: str, request_id: str) -> str:
+        return f"{self.prefix}:idem:{tenant}:{request_id}"
+
+    # --- indexes -------------------------------------------------------------------
+    def tenant_jobs(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{tenant}:jobs"
+
+    def by_state(self, state: JobState | str) -> str:
+        return f"{self.prefix}:jobs:{JobState(state).value}"
+
+    @property
+    def state_indexes(self) -> tuple[str, ...]:
+        """One sorted set per state, in JobState order."""
+        return tuple(self.by_state(s) for s in JobState)
+
+    def worker_info(self, name: str) -> str:
+        return f"{self.prefix}:worker:{name}"
+
+
+# Fields of the job hash that are queue bookkeeping, not JobRecord fields.
+TENANT_FIELD_PREFIX = "t:"  # t:<tenant> -> number of that tenant's requests attached
+OWNER_FIELD = "owner"  # delivery token of the worker allowed to finish the job
+CANCEL_FIELD = "cancel"  # "1" once cancel was asked while running
+STREAM_FIELD = "stream"  # priority stream holding the job's entry
+ENTRY_FIELD = "entry"  # that entry's id
+PNG_FIELD = "png:{index}"  # field of the result hash holding prototype <index>'s PNG
