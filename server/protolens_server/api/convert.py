@@ -1,0 +1,259 @@
+"""Queue records -> protobuf messages (the API is not the storage schema: AIP-121)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+from protolens.v1 import (
+    common_pb2,
+    job_pb2,
+    model_pb2,
+    prototype_pb2,
+    service_pb2,
+)
+
+from protolens_server.queue.records import (
+    JobEvent,
+    JobRecord,
+    JobState,
+    StoredPrototype,
+    TargetSpec,
+)
+
+KIND_TO_PB = {
+    "prototype": common_pb2.TARGET_KIND_PROTOTYPE,
+    "antitype": common_pb2.TARGET_KIND_ANTITYPE,
+    "hybrid": common_pb2.TARGET_KIND_HYBRID,
+}
+STATE_TO_PB = {
+    JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
+    JobState.RUNNING: job_pb2.JOB_STATE_RUNNING,
+    JobState.SUCCEEDED: job_pb2.JOB_STATE_SUCCEEDED,
+    JobState.FAILED: job_pb2.JOB_STATE_FAILED,
+    JobState.CANCELLED: job_pb2.JOB_STATE_CANCELLED,
+}
+OUTCOME_TO_PB = {
+    "queued": service_pb2.CREATE_OUTCOME_QUEUED,
+    "cache_hit": service_pb2.CREATE_OUTCOME_CACHE_HIT,
+    "dedup_join": service_pb2.CREATE_OUTCOME_DEDUP_JOIN,
+    "idempotent_replay": service_pb2.CREATE_OUTCOME_IDEMPOTENT_REPLAY,
+}
+_CONFIG_FIELDS = {f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields}
+_UNKNOWN_CODE = 2  # google.rpc.Code.UNKNOWN
+_CANCELLED_CODE = 1
+
+
+def job_name(job_id: str) -> str:
+    return f"jobs/{job_id}"
+
+
+def prototype_name(job_id: str, index: int) -> str:
+    return f"jobs/{job_id}/prototypes/{index}"
+
+
+def _timestamp(unix: float) -> timestamp_pb2.Timestamp | None:
+    if not unix:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromNanoseconds(int(unix * 1e9))
+    return ts
+
+
+def config_to_pb(config: Mapping[str, Any]) -> common_pb2.GenerationConfig:
+    return common_pb2.GenerationConfig(**{k: v for k, v in config.items() if k in _CONFIG_FIELDS})
+
+
+def target_to_pb(target: TargetSpec, class_names: Sequence[str]) -> common_pb2.ResolvedTarget:
+    return common_pb2.ResolvedTarget(
+        classes=list(target.classes),
+        class_names=[class_names[c] if 0 <= c < len(class_names) else "" for c in target.classes],
+        kind=KIND_TO_PB.get(target.kind, common_pb2.TARGET_KIND_UNSPECIFIED),
+    )
+
+
+def progress_to_pb(step: int, total: int, best: float) -> job_pb2.Progress:
+    fraction = min(1.0, step / total) if total > 0 else 0.0
+    return job_pb2.Progress(step=step, total_steps=total, best_probability=best, fraction=fraction)
+
+
+def error_to_pb(record: JobRecord) -> common_pb2.Status | None:
+    """The job's recorded error as a Status; "REASON: message" errors keep their reason."""
+    if record.state == JobState.CANCELLED and not record.error:
+        return common_pb2.Status(code=_CANCELLED_CODE, message="cancelled", reason="CANCELLED")
+    if not record.error:
+        return None
+    reason, message = "GENERATION_FAILED", record.error
+    head, sep, rest = record.error.partition(": ")
+    if sep and head.isupper() and head.replace("_", "").isalnum():
+        reason, message = head, rest
+    code = _CANCELLED_CODE if record.state == JobState.CANCELLED else _UNKNOWN_CODE
+    metadata = {"attempts": str(record.attempts)}
+    return common_pb2.Status(code=code, message=message, reason=reason, metadata=metadata)
+
+
+def summary_to_pb(
+    job_id: str, index: int, p: StoredPrototype, class_names: Sequence[str]
+) -> job_pb2.PrototypeSummary:
+    top5 = [
+        common_pb2.ClassProbability(
+            index=int(c), name=class_names[c] if 0 <= c < len(class_names) else "", probability=pr
+        )
+        for c, pr in p.top5
+    ]
+    return job_pb2.PrototypeSummary(
+        name=prototype_name(job_id, index),
+        index=index,
+        target=target_to_pb(p.target, class_names),
+        target_index=p.index,
+        probability=p.probability,
+        logit=p.logit,
+        top5=top5,
+        steps=p.steps,
+        seed=p.seed,
+        has_scores=bool(p.scores),
+    )
+
+
+def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job:
+    spec = record.spec
+    job = job_pb2.Job(
+        name=job_name(record.job_id),
+        state=STATE_TO_PB[record.state],
+        model=spec.model,
+        model_digest=spec.model_digest,
+        targets=[target_to_pb(t, class_names) for t in spec.targets],
+        prototypes_per_target=int(spec.config.get("prototypes", 1)),
+        config=config_to_pb(spec.config),
+        seed=spec.seed,
+        reference_set=spec.reference_set,
+        priority=spec.priority + 1,  # queue 0/1/2 -> PRIORITY_HIGH/NORMAL/LOW
+        request_id=spec.request_id,
+        progress=progress_to_pb(record.step, record.total_steps, record.best_probability),
+        cache_hit=record.cache_hit,
+        attempts=record.attempts,
+        prototypes=[
+            summary_to_pb(record.job_id, i, p, class_names) for i, p in enumerate(record.prototypes)
+        ],
+    )
+    for field, unix in (
+        ("create_time", record.created_at),
+        ("start_time", record.started_at),
+        ("end_time", record.finished_at),
+    ):
+        ts = _timestamp(unix)
+        if ts is not None:
+            getattr(job, field).CopyFrom(ts)
+    error = error_to_pb(record)
+    if error is not None:
+        job.error.CopyFrom(error)
+    return job
+
+
+def event_to_pb(entry_id: str, event: JobEvent) -> service_pb2.WatchJobResponse:
+    return service_pb2.WatchJobResponse(
+        state=STATE_TO_PB[event.state],
+        progress=progress_to_pb(event.step, event.total_steps, event.best_probability),
+        message=event.message,
+        cursor=entry_id,
+    )
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def _json_safe(value: Any) -> Any:
+    """Struct cannot hold tuples or non-finite floats' absence; normalise recursively."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def scores_to_pb(scores: Mapping[str, Any], reference_set: str) -> prototype_pb2.Scores:
+    """Engine scores dict (engine/_scores.py ``PrototypeScores.to_dict()``) -> Scores.
+
+    Lists with one entry per layer become ``per_layer`` series (None -> NaN),
+    top-level numbers ``summary``, the ``robustness`` dict's numbers ``robustness``;
+    ``details`` keeps the whole dict.
+    """
+    layers = [str(name) for name in scores.get("layers") or []]
+    msg = prototype_pb2.Scores(layer_names=layers, reference_set=reference_set)
+    reference = scores.get("reference")
+    if isinstance(reference, Mapping):
+        msg.reference_digest = str(reference.get("digest", ""))
+    for key, value in scores.items():
+        if key in ("layers", "version"):
+            continue
+        if _is_number(value):
+            msg.summary[key] = float(value)
+        elif isinstance(value, list | tuple) and layers and len(value) == len(layers):
+            if all(v is None or _is_number(v) for v in value):
+                msg.per_layer[key].values.extend(
+                    float("nan") if v is None else float(v) for v in value
+                )
+        elif key == "robustness" and isinstance(value, Mapping):
+            for name, v in value.items():
+                if _is_number(v):
+                    msg.robustness[name] = float(v)
+    details = struct_pb2.Struct()
+    details.update(_json_safe(dict(scores)))
+    msg.details.CopyFrom(details)
+    return msg
+
+
+def prototype_to_pb(
+    record: JobRecord,
+    index: int,
+    png: bytes,
+    class_names: Sequence[str],
+    engine_version: str,
+) -> prototype_pb2.Prototype:
+    stored = record.prototypes[index]
+    spec = record.spec
+    msg = prototype_pb2.Prototype(
+        name=prototype_name(record.job_id, index),
+        summary=summary_to_pb(record.job_id, index, stored, class_names),
+        png=png,
+        provenance=prototype_pb2.Provenance(
+            model=spec.model,
+            model_digest=spec.model_digest,
+            config=config_to_pb(spec.config),
+            seed=stored.seed,
+            engine_version=spec.engine_version or engine_version,
+            reference_set=spec.reference_set,
+            reference_digest=spec.reference_digest,
+            cache_key=record.cache_key,
+        ),
+    )
+    if stored.scores:
+        msg.scores.CopyFrom(scores_to_pb(stored.scores, spec.reference_set))
+    return msg
+
+
+def model_to_pb(info: Any) -> model_pb2.Model:
+    """A catalog ``ModelInfo`` (name, source, input_spec, class_names, digest, ...) -> Model."""
+    spec = info.input_spec
+    class_names = list(getattr(info, "class_names", ()) or ())
+    return model_pb2.Model(
+        name=f"models/{info.name}",
+        source=str(getattr(info, "source", "")),
+        input_spec=model_pb2.InputSpec(
+            channels=spec.channels,
+            height=spec.height,
+            width=spec.width,
+            mean=list(spec.mean),
+            std=list(spec.std),
+        ),
+        num_classes=int(getattr(info, "num_classes", len(class_names))),
+        class_names=class_names,
+        digest=str(getattr(info, "digest", "")),
+        format=str(getattr(info, "format", "")),
+        description=str(getattr(info, "description", "")),
+    )

@@ -1,0 +1,114 @@
+"""The one table from domain errors (``protolens_server.errors``) to gRPC status codes.
+
+Each row gives the status code and the ``google.rpc.ErrorInfo`` reason (domain
+``protolens``); the error's metadata (e.g. ``field``, ``retry_after_s``) goes
+into ``ErrorInfo.metadata``. The most specific class in an error's MRO wins.
+
+``InvalidModel`` maps to FAILED_PRECONDITION: callers name registered models,
+never files, so a registered model that will not load is a fault of the
+service's state (an operator must fix the store), not of the request.
+
+Anything not in the table is a bug: INTERNAL, a generic message, and the
+traceback in the server log (never sent to the caller).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+
+import grpc
+import redis.exceptions
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from protolens_server import errors as domain
+
+DOMAIN = "protolens"
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Mapping:
+    code: grpc.StatusCode
+    reason: str | None = None  # None: use the error's own ``reason``
+
+
+ERROR_TABLE: dict[type[BaseException], Mapping] = {
+    domain.InvalidArgument: Mapping(grpc.StatusCode.INVALID_ARGUMENT),
+    domain.UnknownClass: Mapping(grpc.StatusCode.INVALID_ARGUMENT),
+    domain.ReferenceSetError: Mapping(grpc.StatusCode.INVALID_ARGUMENT),
+    domain.NotFound: Mapping(grpc.StatusCode.NOT_FOUND),
+    domain.ModelNotFound: Mapping(grpc.StatusCode.NOT_FOUND),
+    domain.JobNotFound: Mapping(grpc.StatusCode.NOT_FOUND),
+    domain.InvalidModel: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
+    domain.QueueFull: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
+    domain.FailedPrecondition: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
+    domain.GenerationCancelled: Mapping(grpc.StatusCode.CANCELLED),
+    domain.GenerationDiverged: Mapping(grpc.StatusCode.ABORTED),
+    domain.ProtolensError: Mapping(grpc.StatusCode.INTERNAL),
+    redis.exceptions.ConnectionError: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
+    redis.exceptions.TimeoutError: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
+}
+INTERNAL = Mapping(grpc.StatusCode.INTERNAL, "INTERNAL")
+INTERNAL_MESSAGE = "internal error; the server log has the details"
+_BACKEND_MESSAGE = "the job store (Redis) is unreachable; retry shortly"
+
+
+@dataclass(frozen=True)
+class RpcError:
+    """What the caller is told: code, message, ErrorInfo reason and metadata."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    def to_status(self) -> grpc.Status:
+        """A rich status: google.rpc.Status with ErrorInfo (+ RetryInfo when retry_after_s)."""
+        info = error_details_pb2.ErrorInfo(
+            reason=self.reason, domain=DOMAIN, metadata=self.metadata
+        )
+        details = [_pack(info)]
+        retry = self.metadata.get("retry_after_s")
+        if retry:
+            seconds = float(retry)
+            delay = duration_pb2.Duration(
+                seconds=int(seconds), nanos=int((seconds - math.floor(seconds)) * 1e9)
+            )
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        status = status_pb2.Status(code=self.code.value[0], message=self.message, details=details)
+        return rpc_status.to_status(status)
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+def lookup(exc: BaseException) -> Mapping | None:
+    for cls in type(exc).__mro__:
+        if cls in ERROR_TABLE:
+            return ERROR_TABLE[cls]
+    return None
+
+
+def to_rpc_error(exc: BaseException, method: str = "") -> RpcError:
+    """Map ``exc``; an unknown error is logged with its traceback and answered INTERNAL."""
+    mapping = lookup(exc)
+    if mapping is None:
+        log.error("rpc.internal_error", exc_info=exc, extra={"method": method})
+        return RpcError(INTERNAL.code, INTERNAL_MESSAGE, INTERNAL.reason or "INTERNAL")
+    if isinstance(exc, domain.ProtolensError):
+        reason = mapping.reason or exc.reason
+        return RpcError(mapping.code, exc.message, reason, dict(exc.metadata))
+    log.warning("rpc.backend_unavailable", exc_info=exc, extra={"method": method})
+    return RpcError(mapping.code, _BACKEND_MESSAGE, mapping.reason or mapping.code.name)
+
+
+def code_number(code: grpc.StatusCode) -> int:
+    """The google.rpc.Code number of a grpc.StatusCode (for Job.error.code)."""
+    return int(code.value[0])

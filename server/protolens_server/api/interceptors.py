@@ -1,0 +1,125 @@
+"""One grpc.aio interceptor around every RPC (unary and streaming, ours and health/reflection).
+
+For each call it: binds the caller's tenant and a trace id (for the servicers
+and the JSON logs), maps any exception through ``api/errors.py`` into a rich
+status (also mid-stream), and records ``protolens_rpc_requests_total`` by
+method and code and ``protolens_rpc_duration_seconds`` by method.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import grpc
+
+from protolens_server import metrics
+from protolens_server.api.errors import to_rpc_error
+from protolens_server.api.tenancy import CURRENT_TENANT, TenantResolver, default_tenant
+from protolens_server.logging import bind, trace_id_from_metadata
+
+Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+class ServiceInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, tenant_resolver: TenantResolver = default_tenant) -> None:
+        self._resolve_tenant = tenant_resolver
+
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        kw = {
+            "request_deserializer": handler.request_deserializer,
+            "response_serializer": handler.response_serializer,
+        }
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method), **kw
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, method), **kw
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method), **kw
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._stream(handler.stream_stream, method), **kw
+        )
+
+    def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                with self._bound(context):
+                    return await behavior(request, context)
+            except Exception as exc:
+                code, status = self._map(exc, context, method)
+                if status is None:
+                    raise
+                await context.abort_with_status(status)
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                _record(method, code, start)
+
+        return call
+
+    def _stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start, code = time.perf_counter(), grpc.StatusCode.OK
+            try:
+                with self._bound(context):
+                    result = behavior(request, context)
+                    if inspect.isasyncgen(result):
+                        async for item in result:
+                            yield item
+                    else:
+                        await result
+            except Exception as exc:
+                code, status = self._map(exc, context, method)
+                if status is None:
+                    raise
+                await context.abort_with_status(status)
+            except BaseException:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            finally:
+                _record(method, code, start)
+
+        return call
+
+    @contextlib.contextmanager
+    def _bound(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
+        tenant = self._resolve_tenant(context)
+        trace_id = trace_id_from_metadata(context.invocation_metadata())
+        token = CURRENT_TENANT.set(tenant)
+        try:
+            with bind(tenant=tenant, trace_id=trace_id):
+                yield
+        finally:
+            CURRENT_TENANT.reset(token)
+
+    def _map(
+        self, exc: Exception, context: grpc.aio.ServicerContext, method: str
+    ) -> tuple[grpc.StatusCode, grpc.Status | None]:
+        """The code to record and the status to abort with (None: re-raise as is)."""
+        if isinstance(exc, grpc.aio.AbortError):  # the servicer aborted on its own
+            return context.code() or grpc.StatusCode.UNKNOWN, None
+        error = to_rpc_error(exc, method)
+        return error.code, error.to_status()
+
+
+def _record(method: str, code: grpc.StatusCode | None, start: float) -> None:
+    name = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+    metrics.RPC_REQUESTS.labels(method=method, code=name).inc()
+    metrics.RPC_LATENCY.labels(method=method).observe(time.perf_counter() - start)

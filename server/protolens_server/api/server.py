@@ -1,0 +1,156 @@
+"""The API server: ``start_server(settings)`` for tests and ``serve(settings)`` for deployments.
+
+One grpc.aio server carries ``ProtolensService``, ``grpc.health.v1`` (``""`` and
+the service name; NOT_SERVING while Redis is unreachable or on shutdown) and
+server reflection, all behind ``ServiceInterceptor``. Message sizes are capped
+explicitly by ``Settings.max_message_bytes`` (PNG payloads). A background task
+samples queue statistics into the queue gauges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from protolens.v1 import service_pb2, service_pb2_grpc
+
+from protolens_server import metrics
+from protolens_server.api.interceptors import ServiceInterceptor
+from protolens_server.api.reference_sets import ReferenceSets
+from protolens_server.api.servicer import ProtolensServicer
+from protolens_server.api.tenancy import TenantResolver, default_tenant
+from protolens_server.config import Settings
+from protolens_server.logging import get_logger
+
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
+SAMPLE_INTERVAL_S = 5.0
+log = get_logger(__name__)
+
+
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on a busy port fails instead of sharing it
+    ]
+
+
+@dataclass
+class ApiServer:
+    """A started API server and what it owns (queue connection, catalog, health)."""
+
+    grpc_server: grpc.aio.Server
+    port: int
+    queue: Any
+    catalog: Any
+    health: Any
+    sample_interval_s: float = SAMPLE_INTERVAL_S
+    _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    async def _set_health(self, serving: bool) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+
+    async def _sample(self) -> None:
+        """Refresh the queue gauges; health follows whether Redis answers."""
+        serving = True
+        while True:
+            try:
+                await self.queue.update_metrics()
+                ok = True
+            except Exception as exc:
+                log.warning("queue.stats_failed", extra={"error": str(exc)})
+                ok = False
+            if ok != serving:
+                serving = ok
+                await self._set_health(ok)
+            await asyncio.sleep(self.sample_interval_s)
+
+    def start_sampling(self) -> None:
+        self._sampler = asyncio.create_task(self._sample(), name="protolens-queue-sampler")
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """NOT_SERVING first (load balancers drain), then finish in-flight RPCs, then close."""
+        await self._set_health(False)
+        if self._sampler:
+            self._sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sampler
+        await self.grpc_server.stop(grace)
+        await self.queue.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.grpc_server.wait_for_termination()
+
+
+async def start_server(
+    settings: Settings,
+    *,
+    queue: Any = None,
+    catalog: Any = None,
+    tenant_resolver: TenantResolver = default_tenant,
+    sample_interval_s: float = SAMPLE_INTERVAL_S,
+) -> tuple[ApiServer, int]:
+    """Start the API on ``settings.grpc_host:grpc_port`` (port 0 picks one); return it and its port.
+
+    ``queue``/``catalog`` default to ``JobQueue.connect(settings)`` and the
+    model catalog of ``settings`` (built-ins plus ``model_store``).
+    """
+    if queue is None:
+        from protolens_server.queue.jobs import JobQueue
+
+        queue = await JobQueue.connect(settings)
+    if catalog is None:
+        from protolens_server.models.catalog import ModelCatalog
+
+        catalog = ModelCatalog.from_settings(settings)
+    server = grpc.aio.server(
+        interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
+    )
+    servicer = ProtolensServicer(
+        queue, catalog, settings, ReferenceSets(settings.reference_root).digest
+    )
+    service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    await server.start()
+    api = ApiServer(server, port, queue, catalog, health_servicer, sample_interval_s)
+    await api._set_health(True)
+    api.start_sampling()
+    log.info("api.started", extra={"address": f"{settings.grpc_host}:{port}"})
+    return api, port
+
+
+async def serve(settings: Settings, *, ready: Any = None) -> None:
+    """Run the API and its metrics endpoint until SIGTERM/SIGINT, then shut down gracefully.
+
+    ``ready(grpc_port, metrics_port)`` is called once both listen.
+    """
+    api, port = await start_server(settings)
+    metrics_port = metrics.serve_metrics(settings.metrics_port, addr=settings.grpc_host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready(port, metrics_port)
+    try:
+        await stop.wait()
+    finally:
+        log.info("api.stopping")
+        await api.stop(grace=settings.shutdown_grace_s)

@@ -1,0 +1,172 @@
+"""``ProtolensService``: each RPC is proto -> JobQueue / ModelCatalog call -> proto.
+
+Errors are raised as domain errors and mapped by the interceptor; the caller's
+tenant comes from ``tenancy.current_tenant()`` and scopes every job lookup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from protolens.v1 import service_pb2 as pb
+from protolens.v1 import service_pb2_grpc
+
+from protolens_server import ENGINE_VERSION
+from protolens_server.api import convert
+from protolens_server.api.tenancy import current_tenant
+from protolens_server.api.validation import ReferenceResolver, build_spec, model_name
+from protolens_server.config import Settings
+from protolens_server.errors import FailedPrecondition, InvalidArgument, NotFound
+from protolens_server.logging import bound_fields
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+
+
+def job_id_of(name: str, field: str = "name") -> str:
+    job_id = name.removeprefix("jobs/")
+    if not job_id or "/" in job_id:
+        raise InvalidArgument(field, f"expected 'jobs/{{job}}', got {name!r}")
+    return job_id
+
+
+def prototype_ref(name: str) -> tuple[str, int]:
+    parts = name.split("/")
+    if len(parts) != 4 or parts[0] != "jobs" or parts[2] != "prototypes" or not parts[3].isdigit():
+        raise InvalidArgument("name", f"expected 'jobs/{{job}}/prototypes/{{index}}', got {name!r}")
+    return parts[1], int(parts[3])
+
+
+def _page_size(value: int, default: int) -> int:
+    if value < 0:
+        raise InvalidArgument("page_size", "must be >= 0")
+    return min(value or default, MAX_PAGE_SIZE)
+
+
+class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
+    def __init__(
+        self,
+        queue: Any,
+        catalog: Any,
+        settings: Settings,
+        resolve_reference: ReferenceResolver,
+    ) -> None:
+        self.queue = queue
+        self.catalog = catalog
+        self.settings = settings
+        self.resolve_reference = resolve_reference
+
+    def _class_names(self, model: str) -> tuple[str, ...]:
+        try:
+            return tuple(self.catalog.describe(model).class_names)
+        except Exception:  # a model removed from the store since: show indices only
+            return ()
+
+    def _job(self, record: Any) -> Any:
+        return convert.job_to_pb(record, self._class_names(record.spec.model))
+
+    # --- jobs --------------------------------------------------------------------
+    async def CreatePrototypeJob(
+        self, request: pb.CreatePrototypeJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreatePrototypeJobResponse:
+        spec = await asyncio.to_thread(
+            build_spec,
+            request,
+            catalog=self.catalog,
+            settings=self.settings,
+            resolve_reference=self.resolve_reference,
+            tenant=current_tenant(),
+            trace_id=str(bound_fields().get("trace_id") or ""),
+        )
+        record, outcome = await self.queue.submit(spec)  # counts protolens_jobs_created_total
+        return pb.CreatePrototypeJobResponse(
+            job=self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
+        )
+
+    async def GetJob(
+        self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetJobResponse:
+        record = await self.queue.get(job_id_of(request.name), tenant=current_tenant())
+        return pb.GetJobResponse(job=self._job(record))
+
+    async def ListJobs(
+        self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListJobsResponse:
+        records, token = await self.queue.list(
+            tenant=current_tenant(),
+            page_size=_page_size(request.page_size, DEFAULT_PAGE_SIZE),
+            page_token=request.page_token,
+        )
+        return pb.ListJobsResponse(jobs=[self._job(r) for r in records], next_page_token=token)
+
+    async def CancelJob(
+        self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelJobResponse:
+        job_id, tenant = job_id_of(request.name), current_tenant()
+        record = await self.queue.cancel(job_id, tenant=tenant)
+        if record is None:
+            record = await self.queue.get(job_id, tenant=tenant)
+        return pb.CancelJobResponse(job=self._job(record))
+
+    async def WatchJob(
+        self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WatchJobResponse]:
+        events = self.queue.watch(
+            job_id_of(request.name), tenant=current_tenant(), after=request.cursor or "0"
+        )
+        async for entry_id, event in events:  # ends after the event with a finished state
+            yield convert.event_to_pb(entry_id, event)
+
+    # --- prototypes --------------------------------------------------------------
+    async def GetPrototype(
+        self, request: pb.GetPrototypeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetPrototypeResponse:
+        job_id, index = prototype_ref(request.name)
+        tenant = current_tenant()
+        record = await self.queue.get(job_id, tenant=tenant)
+        if not 0 <= index < len(record.prototypes):
+            raise _no_prototype(record, index)
+        png = await self.queue.get_png(job_id, index, tenant=tenant)
+        proto = convert.prototype_to_pb(
+            record, index, png, self._class_names(record.spec.model), ENGINE_VERSION
+        )
+        return pb.GetPrototypeResponse(prototype=proto)
+
+    # --- models ------------------------------------------------------------------
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        names = sorted(self.catalog.names())
+        start = int(request.page_token) if request.page_token.isdigit() else 0
+        if request.page_token and not request.page_token.isdigit():
+            raise InvalidArgument("page_token", "not a token this server issued")
+        size = _page_size(request.page_size, MAX_PAGE_SIZE)
+        page = names[start : start + size]
+        infos = await asyncio.to_thread(lambda: [self.catalog.describe(n) for n in page])
+        token = str(start + size) if start + size < len(names) else ""
+        return pb.ListModelsResponse(
+            models=[convert.model_to_pb(i) for i in infos], next_page_token=token
+        )
+
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelResponse:
+        name = model_name(request.name)
+        info = await asyncio.to_thread(self.catalog.describe, name)
+        return pb.GetModelResponse(model=convert.model_to_pb(info))
+
+
+def _no_prototype(record: Any, index: int) -> Exception:
+    if not record.state.finished:
+        return FailedPrecondition(
+            f"job {record.job_id} is {record.state.value}; prototypes exist once it SUCCEEDED"
+        )
+    if record.state.value != "SUCCEEDED":
+        return FailedPrecondition(f"job {record.job_id} ended {record.state.value}: no prototypes")
+    return NotFound(
+        f"job {record.job_id} has {len(record.prototypes)} prototypes; no index {index}",
+        field="name",
+    )

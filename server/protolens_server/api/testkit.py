@@ -1,0 +1,57 @@
+"""Helpers for tests and benchmarks of the service: a tiny model store made on the spot.
+
+``make_tiny_model_store(folder)`` writes ``tiny.pt`` (a TorchScript conv net on
+16x16 RGB, 5 named classes, BatchNorm, seeded weights) and its sidecar, so a
+real worker can generate prototypes in milliseconds on a CPU. Nothing here is
+used in production code paths.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+TINY_MODEL = "tiny"
+TINY_CLASSES = ("apple", "banana", "cherry", "date", "elderberry")
+TINY_SIZE = 16
+
+
+def make_tiny_model_store(folder: str | Path, *, name: str = TINY_MODEL, seed: int = 0) -> Path:
+    """Create (or reuse) ``folder`` with one TorchScript model ``name``; returns the folder."""
+    import torch
+    from torch import nn
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pt"
+    if path.exists():
+        return folder
+    torch.manual_seed(seed)
+    net = nn.Sequential(
+        nn.Conv2d(3, 6, 3, padding=1),
+        nn.BatchNorm2d(6),
+        nn.ReLU(),
+        nn.Conv2d(6, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(8, len(TINY_CLASSES)),
+    ).eval()
+    with torch.no_grad():
+        net[1].running_mean.uniform_(-0.2, 0.2)
+        net[1].running_var.uniform_(0.5, 1.5)
+    scripted = torch.jit.trace(net, torch.rand(1, 3, TINY_SIZE, TINY_SIZE))
+    tmp = folder / f".{name}.pt.tmp"
+    scripted.save(str(tmp))
+    sidecar = {
+        "channels": 3,
+        "height": TINY_SIZE,
+        "width": TINY_SIZE,
+        "mean": 0.5,
+        "std": 0.25,
+        "class_names": list(TINY_CLASSES),
+        "description": "tiny test classifier",
+    }
+    (folder / f"{name}.json").write_text(json.dumps(sidecar))
+    tmp.rename(path)
+    return folder

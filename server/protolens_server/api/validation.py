@@ -1,0 +1,142 @@
+"""A CreatePrototypeJobRequest checked field by field and turned into a ``JobSpec``.
+
+Everything is checked before anything is queued; each failure is a domain
+error naming the request field (``targets[1].classes[0]``, ``config.steps``...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from protolens.v1 import common_pb2, service_pb2
+
+from protolens_server import ENGINE_VERSION
+from protolens_server.config import Settings
+from protolens_server.engine.types import GenerationConfig, Target
+from protolens_server.errors import InvalidArgument
+from protolens_server.models.classes import resolve_class
+from protolens_server.queue.records import JobSpec, TargetSpec
+
+MAX_REQUEST_ID_CHARS = 128
+MAX_SEED = 2**63 - 1
+_KINDS = {
+    common_pb2.TARGET_KIND_PROTOTYPE: "prototype",
+    common_pb2.TARGET_KIND_ANTITYPE: "antitype",
+    common_pb2.TARGET_KIND_HYBRID: "hybrid",
+}
+_PRIORITIES = {
+    common_pb2.PRIORITY_UNSPECIFIED: 1,
+    common_pb2.PRIORITY_HIGH: 0,
+    common_pb2.PRIORITY_NORMAL: 1,
+    common_pb2.PRIORITY_LOW: 2,
+}
+
+ReferenceResolver = Callable[[str, Any, tuple[int, ...]], str]
+"""(registered reference-set name, ModelInfo, target classes) -> the set's digest.
+
+Raises ReferenceSetError when the set is unknown or lacks a target class."""
+
+
+class Catalog(Protocol):
+    def describe(self, name: str) -> Any: ...
+
+
+def model_name(value: str) -> str:
+    name = value.removeprefix("models/").strip()
+    if not name:
+        raise InvalidArgument("model", "is required: name a registered model (see ListModels)")
+    return name
+
+
+def _targets(
+    request: service_pb2.CreatePrototypeJobRequest, info: Any, limit: int
+) -> tuple[TargetSpec, ...]:
+    if not request.targets:
+        raise InvalidArgument("targets", "give at least one target (a class index or name)")
+    if len(request.targets) > limit:
+        raise InvalidArgument(
+            "targets", f"{len(request.targets)} targets; this server allows at most {limit} per job"
+        )
+    specs = []
+    for i, target in enumerate(request.targets):
+        classes = []
+        for j, ref in enumerate(target.classes):
+            field = f"targets[{i}].classes[{j}]"
+            which = ref.WhichOneof("ref")
+            if which is None:
+                raise InvalidArgument(field, "set a class index or a class name")
+            classes.append(resolve_class(info, getattr(ref, which), field=field))
+        if target.kind not in _KINDS and target.kind != common_pb2.TARGET_KIND_UNSPECIFIED:
+            raise InvalidArgument(f"targets[{i}].kind", f"unknown kind {target.kind}")
+        kind = _KINDS.get(target.kind) or ("hybrid" if len(classes) > 1 else "prototype")
+        try:
+            Target(tuple(classes), kind)  # the engine's own shape rules
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"targets[{i}]", exc.message.removeprefix("target: ")) from None
+        specs.append(TargetSpec(tuple(classes), kind))
+    return tuple(specs)
+
+
+def _config(request: service_pb2.CreatePrototypeJobRequest, settings: Settings) -> dict[str, Any]:
+    given = {
+        f.name: getattr(request.config, f.name)
+        for f in request.config.DESCRIPTOR.fields
+        if request.config.HasField(f.name)
+    }
+    config = GenerationConfig(**given, prototypes=request.prototypes_per_target or 1)
+    if config.steps > settings.max_steps:
+        raise InvalidArgument(
+            "config.steps", f"{config.steps} steps; this server allows at most {settings.max_steps}"
+        )
+    return config.to_dict()
+
+
+def _request_id(value: str) -> str:
+    if len(value) > MAX_REQUEST_ID_CHARS:
+        raise InvalidArgument(
+            "request_id", f"is {len(value)} characters; at most {MAX_REQUEST_ID_CHARS}"
+        )
+    if value and not (value.isascii() and value.isprintable()):
+        raise InvalidArgument("request_id", "use printable ASCII characters only")
+    return value
+
+
+def build_spec(
+    request: service_pb2.CreatePrototypeJobRequest,
+    *,
+    catalog: Catalog,
+    settings: Settings,
+    resolve_reference: ReferenceResolver,
+    tenant: str,
+    trace_id: str = "",
+) -> JobSpec:
+    """Validate ``request`` and return the ``JobSpec`` to submit (raises domain errors)."""
+    info = catalog.describe(model_name(request.model))
+    targets = _targets(request, info, settings.max_targets_per_job)
+    config = _config(request, settings)
+    seed = request.seed if request.HasField("seed") else 0
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidArgument("seed", f"must be 0..{MAX_SEED} (got {seed})")
+    if request.priority not in _PRIORITIES:
+        raise InvalidArgument(
+            "priority", f"unknown priority {request.priority}; use HIGH/NORMAL/LOW"
+        )
+    reference_digest = ""
+    if request.reference_set:
+        classes = tuple(sorted({c for t in targets for c in t.classes}))
+        reference_digest = resolve_reference(request.reference_set, info, classes)
+    return JobSpec(
+        model=info.name,
+        model_digest=info.digest,
+        targets=targets,
+        config=config,
+        seed=seed,
+        reference_set=request.reference_set,
+        reference_digest=reference_digest,
+        engine_version=ENGINE_VERSION,
+        priority=_PRIORITIES[request.priority],
+        tenant=tenant,
+        request_id=_request_id(request.request_id),
+        trace_id=trace_id,
+    )
