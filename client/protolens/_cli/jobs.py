@@ -1,0 +1,242 @@
+"""Client commands: ``protolens submit | watch | get | cancel | models``.
+
+All talk to a running service (``--address``, default ``$PROTOLENS_ADDRESS`` or
+127.0.0.1:50051) through the SDK, print JSON with ``--json``, and report errors
+as one line (the dispatcher prints ``protolens: REASON: message``, exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+
+
+def _address_default() -> str:
+    return os.environ.get("PROTOLENS_ADDRESS", DEFAULT_ADDRESS)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address", default=_address_default(), help="service host:port ($PROTOLENS_ADDRESS)"
+    )
+    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="create a prototype job on a running service")
+    _common(p)
+    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument(
+        "--target",
+        action="append",
+        required=True,
+        metavar="CLASS",
+        help="class index or name; A+B for a hybrid, anti:C for an antitype (repeatable)",
+    )
+    p.add_argument("--prototypes", type=int, default=1, help="prototypes per target")
+    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="KEY=VALUE", help="generation option"
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--reference-set", default="", help="registered reference set (for scores)")
+    p.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
+    p.add_argument("--request-id", default="", help="idempotency key")
+    p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
+    p.add_argument("--out", type=Path, help="with --wait: write PNGs and scores here")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("watch", help="show a job's progress until it ends")
+    _common(p)
+    p.add_argument("job", help="job id or jobs/{id}")
+    p.set_defaults(func=cmd_watch)
+
+    p = sub.add_parser("get", help="show a job; with --out, write its PNGs and scores")
+    _common(p)
+    p.add_argument("job", help="job id or jobs/{id}")
+    p.add_argument("--out", type=Path, help="folder for the PNGs and scores JSON")
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    _common(p)
+    p.add_argument("job", help="job id or jobs/{id}")
+    p.set_defaults(func=cmd_cancel)
+
+    p = sub.add_parser("models", help="list the models the service serves")
+    _common(p)
+    p.set_defaults(func=cmd_models)
+
+
+# --- helpers --------------------------------------------------------------------
+
+
+def _client(args: argparse.Namespace) -> Any:
+    from protolens.client import Client
+
+    return Client(args.address, timeout=args.timeout)
+
+
+def parse_target(text: str) -> Any:
+    from protolens.types import Target
+
+    text = text.strip()
+    if text.startswith("anti:"):
+        return Target((_class(text[5:]),), "antitype")
+    parts = [_class(p) for p in text.split("+")]
+    return Target(tuple(parts), "hybrid" if len(parts) > 1 else "prototype")
+
+
+def _class(text: str) -> int | str:
+    text = text.strip()
+    return int(text) if text.isdigit() else text
+
+
+def parse_config(pairs: list[str], steps: int | None) -> dict[str, Any]:
+    from protolens.errors import ProtolensError
+
+    config: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise ProtolensError(f"--config {pair!r}: expected KEY=VALUE, e.g. lr=0.05")
+        try:
+            config[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key.strip()] = value
+    if steps is not None:
+        config["steps"] = steps
+    return config
+
+
+def _print_json(data: Any) -> None:
+    print(json.dumps(data, indent=2, default=str))
+
+
+def _job_line(job: Any) -> str:
+    p = job.progress
+    extra = f" ({job.outcome})" if job.outcome else ""
+    line = f"{job.name} {job.state}{extra} step {p.step}/{p.total_steps} p={p.best_probability:.3f}"
+    if job.error:
+        line += f" error={job.error.reason}: {job.error.message}"
+    return line
+
+
+def save_prototypes(client: Any, job: Any, out: Path) -> list[Path]:
+    """Fetch every prototype of a finished job and write PNG + JSON files into ``out``."""
+    paths: list[Path] = []
+    for summary in job.prototypes:
+        prototype = client.get_prototype(job, summary.index)
+        paths += prototype.save(out)
+    if job.prototypes:
+        (out / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
+        paths.append(out / "job.json")
+    return paths
+
+
+# --- commands -------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from protolens._cli.progress import follow
+
+    targets = [parse_target(t) for t in args.target]
+    with _client(args) as client:
+        job = client.create_prototype_job(
+            args.model,
+            targets,
+            prototypes_per_target=args.prototypes,
+            config=parse_config(args.config, args.steps),
+            seed=args.seed,
+            reference_set=args.reference_set,
+            priority=args.priority,
+            request_id=args.request_id,
+        )
+        if args.wait:
+            if not job.finished and not args.json:
+                follow(client, job)
+            job = client.wait(job)
+        files = save_prototypes(client, job, args.out) if (args.out and job.succeeded) else []
+    if args.json:
+        _print_json({**job.to_dict(), "files": [str(f) for f in files]})
+    else:
+        print(_job_line(job))
+        for f in files:
+            print(f"  wrote {f}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from protolens._cli.progress import follow
+
+    with _client(args) as client:
+        if args.json:
+            for event in client.watch_job(args.job):
+                print(
+                    json.dumps(
+                        {
+                            "state": event.state,
+                            **vars(event.progress),
+                            "message": event.message,
+                            "cursor": event.cursor,
+                        }
+                    )
+                )
+                sys.stdout.flush()
+            job = client.get_job(args.job)
+        else:
+            follow(client, args.job)
+            job = client.get_job(args.job)
+            print(_job_line(job))
+    return 0 if job.state == "SUCCEEDED" else 1
+
+
+def cmd_get(args: argparse.Namespace) -> int:
+    from protolens.errors import JobFailedError, ProtolensError
+
+    with _client(args) as client:
+        job = client.get_job(args.job)
+        if args.out and not job.succeeded:
+            if job.finished:
+                raise JobFailedError(job)
+            raise ProtolensError(f"job {job.id} is {job.state}: wait for it (protolens watch)")
+        files = save_prototypes(client, job, args.out) if args.out else []
+    if args.json:
+        _print_json({**job.to_dict(), "files": [str(f) for f in files]})
+    else:
+        print(_job_line(job))
+        for s in job.prototypes:
+            print(f"  {s.name} {s.target.label()} p={s.probability:.3f}")
+        for f in files:
+            print(f"  wrote {f}")
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        job = client.cancel_job(args.job)
+    if args.json:
+        _print_json(job.to_dict())
+    else:
+        print(_job_line(job))
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    with _client(args) as client:
+        models = client.list_models()
+    if args.json:
+        _print_json([{**asdict(m), "id": m.id} for m in models])
+        return 0
+    for m in models:
+        s = m.input_spec
+        print(f"{m.id}\t{m.num_classes} classes\t{s.channels}x{s.height}x{s.width}\t{m.source}")
+    return 0
