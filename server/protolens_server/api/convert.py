@@ -15,6 +15,8 @@ from protolens.v1 import (
     service_pb2,
 )
 
+from protolens_server import errors as domain_errors
+from protolens_server.api.errors import lookup
 from protolens_server.queue.records import (
     JobEvent,
     JobRecord,
@@ -80,16 +82,24 @@ def progress_to_pb(step: int, total: int, best: float) -> job_pb2.Progress:
 
 
 def error_to_pb(record: JobRecord) -> common_pb2.Status | None:
-    """The job's recorded error as a Status; "REASON: message" errors keep their reason."""
+    """The job's recorded error as a Status.
+
+    Workers record ``"<ErrorClass>: message"``; a domain error class name gives
+    the reason and code of the error table, anything else is GENERATION_FAILED.
+    """
     if record.state == JobState.CANCELLED and not record.error:
         return common_pb2.Status(code=_CANCELLED_CODE, message="cancelled", reason="CANCELLED")
     if not record.error:
         return None
-    reason, message = "GENERATION_FAILED", record.error
+    reason, code, message = "GENERATION_FAILED", _UNKNOWN_CODE, record.error
     head, sep, rest = record.error.partition(": ")
-    if sep and head.isupper() and head.replace("_", "").isalnum():
-        reason, message = head, rest
-    code = _CANCELLED_CODE if record.state == JobState.CANCELLED else _UNKNOWN_CODE
+    cls = getattr(domain_errors, head, None) if sep else None
+    if isinstance(cls, type) and issubclass(cls, domain_errors.ProtolensError):
+        mapping = lookup(cls)
+        reason, message = cls.reason, rest
+        code = mapping.code.value[0] if mapping else _UNKNOWN_CODE
+    if record.state == JobState.CANCELLED:
+        code = _CANCELLED_CODE
     metadata = {"attempts": str(record.attempts)}
     return common_pb2.Status(code=code, message=message, reason=reason, metadata=metadata)
 

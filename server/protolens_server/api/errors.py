@@ -89,8 +89,9 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
-def lookup(exc: BaseException) -> Mapping | None:
-    for cls in type(exc).__mro__:
+def lookup(exc: BaseException | type[BaseException]) -> Mapping | None:
+    """The table row for an error (or error class): its most specific class in the table."""
+    for cls in (exc if isinstance(exc, type) else type(exc)).__mro__:
         if cls in ERROR_TABLE:
             return ERROR_TABLE[cls]
     return None
