@@ -1,0 +1,407 @@
+"""``protolens generate``: prototypes of a local model, no service needed.
+
+Writes one PNG per prototype into ``--out`` (``281-tabby_cat-0.png``,
+``anti-281-tabby_cat-0.png``, ``281+207-tabby_cat+Golden_Retriever-0.png``) and
+with ``--json`` prints one JSON document describing them. Every failure is a
+``ProtolensError``, which the dispatcher prints as one line (exit 1).
+
+Module top level imports nothing heavy: torch loads only when the command runs.
+Adding options (e.g. scoring's ``--reference``/``--plots``) means one more
+``_add_*_arguments`` function in ``register`` and a step in ``run`` that
+extends the per-prototype records built by ``prototype_record``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protolens_server.engine.types import GenerationConfig, Prototype, Target
+    from protolens_server.models.handle import ModelHandle
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate prototypes of a model locally (needs the server extras)",
+        description=(
+            "Generate prototypes: inputs optimised until the model is confident of a class. "
+            "MODEL is a built-in name (efficientnet_lite0), a TorchScript .pt/.ts, a "
+            "torch.export .pt2, a TorchServe .mar, or factory:package.module:function@weights.pth. "
+            "CLASS is an index or a class name."
+        ),
+    )
+    _add_model_arguments(parser)
+    _add_target_arguments(parser)
+    _add_config_arguments(parser)
+    _add_output_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("model")
+    g.add_argument(
+        "--model",
+        "-m",
+        default="efficientnet_lite0",
+        metavar="MODEL",
+        help="model reference (default: efficientnet_lite0)",
+    )
+    g.add_argument(
+        "--input-shape",
+        metavar="C,H,W",
+        help="input shape for file models without a sidecar JSON, e.g. 3,224,224",
+    )
+    g.add_argument("--mean", metavar="M[,M,M]", help="per-channel mean in [0,1] image units")
+    g.add_argument("--std", metavar="S[,S,S]", help="per-channel std in [0,1] image units")
+    g.add_argument(
+        "--class-names",
+        metavar="FILE",
+        help="JSON list of class names or a TorchServe index_to_name.json",
+    )
+    g.add_argument(
+        "--device",
+        default="auto",
+        help="auto (cuda if available), cpu, cuda or cuda:N (default: auto)",
+    )
+
+
+def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("targets (at least one)")
+    g.add_argument(
+        "--target",
+        "-t",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="a class to generate prototypes of (repeatable)",
+    )
+    g.add_argument(
+        "--antitype",
+        action="append",
+        default=[],
+        metavar="CLASS",
+        help="a class to minimise (repeatable)",
+    )
+    g.add_argument(
+        "--hybrid",
+        action="append",
+        default=[],
+        metavar="A,B[,...]",
+        help="classes to maximise together in one image (repeatable)",
+    )
+
+
+# (flag, config field, type, help) for the generation options; defaults come from
+# GenerationConfig so the help and the engine never disagree.
+_CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
+    ("--prototypes", "prototypes", int, "prototypes per target"),
+    ("--steps", "steps", int, "optimisation steps"),
+    ("--lr", "lr", float, "learning rate"),
+    ("--param", "parameterisation", str, "image parameterisation: fourier | pixel"),
+    ("--start", "start", str, "start image: noise | constant | equidistant"),
+    ("--transforms", "transforms", str, "transform preset: none|small|medium|large|xlarge"),
+    ("--diversity", "diversity", float, "diversity weight between a target's prototypes"),
+    ("--hf-penalty", "hf_penalty", float, "high-frequency penalty weight"),
+    ("--bn-prior", "bn_prior", float, "BatchNorm-statistics prior weight (0 = off)"),
+    ("--equidistant-steps", "equidistant_steps", int, "steps to find the equidistant start"),
+    ("--max-batch", "max_batch", int, "most images optimised in one batch"),
+]
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("generation")
+    for flag, field, kind, text in _CONFIG_FLAGS:
+        g.add_argument(flag, dest=f"cfg_{field}", type=kind, default=None, help=text)
+    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    g.add_argument("--no-autocast", action="store_true", help="no bf16 autocast on CUDA")
+    g.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
+
+
+def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("output")
+    g.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for the PNGs")
+    g.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+
+
+def run(args: argparse.Namespace) -> int:
+    from protolens_server.engine import generate
+
+    config = build_config(args)  # cheap checks first, before loading the model
+    device = handle_device(args.device)
+    handle = load_cli_model(args)
+    targets = build_targets(handle, args)
+    out = prepare_out_dir(args.out)
+    with _progress_bar(config.steps) as on_progress:
+        prototypes = _run_engine(
+            lambda: generate(
+                handle, targets, config, seed=args.seed, device=device, on_progress=on_progress
+            )
+        )
+    records = []
+    for proto, path in zip(prototypes, write_pngs(prototypes, handle, out), strict=True):
+        records.append(prototype_record(proto, handle, path))
+    # Scoring (--reference/--plots) extends `records` here.
+    emit(args, handle, config, device, out, records)
+    return 0
+
+
+# -- steps of run(), each small enough to reuse or extend ------------------------------
+
+
+def load_cli_model(args: argparse.Namespace) -> ModelHandle:
+    from protolens_server.models import load_model
+
+    return load_model(
+        args.model,
+        spec=cli_input_spec(args),
+        class_names=_class_names_file(args.class_names),
+        device=handle_device(args.device),
+    )
+
+
+def cli_input_spec(args: argparse.Namespace):  # -> InputSpec | None
+    from protolens_server.engine.types import InputSpec
+    from protolens_server.errors import InvalidArgument
+
+    if not (args.input_shape or args.mean or args.std):
+        return None
+    if not args.input_shape:
+        raise InvalidArgument("--input-shape", "is needed with --mean/--std (e.g. 3,224,224)")
+    shape = _numbers(args.input_shape, "--input-shape", int)
+    if len(shape) != 3:
+        raise InvalidArgument("--input-shape", f"{args.input_shape!r}: expected C,H,W")
+    c, h, w = (int(v) for v in shape)
+    mean = _numbers(args.mean, "--mean", float) if args.mean else None
+    std = _numbers(args.std, "--std", float) if args.std else None
+    default_mean, default_std = (
+        ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)) if c == 3 else ((0.0,), (1.0,))
+    )
+    try:
+        return InputSpec(c, h, w, mean=tuple(mean or default_mean), std=tuple(std or default_std))
+    except InvalidArgument as exc:
+        raise InvalidArgument("--input-shape/--mean/--std", exc.message) from exc
+
+
+def build_targets(handle: ModelHandle, args: argparse.Namespace) -> list[Target]:
+    from protolens_server.engine.types import Target
+    from protolens_server.errors import InvalidArgument
+    from protolens_server.models import resolve_class
+
+    targets: list[Target] = []
+    for value in args.target:
+        targets.append(Target((resolve_class(handle, value, field="--target"),)))
+    for value in args.antitype:
+        targets.append(Target((resolve_class(handle, value, field="--antitype"),), "antitype"))
+    for value in args.hybrid:
+        parts = [p for p in value.split(",") if p.strip()]
+        if len(parts) < 2:
+            raise InvalidArgument("--hybrid", f"{value!r}: name two or more classes, e.g. 281,207")
+        classes = tuple(resolve_class(handle, p, field="--hybrid") for p in parts)
+        if len(set(classes)) != len(classes):
+            raise InvalidArgument("--hybrid", f"{value!r}: names the same class twice")
+        targets.append(Target(classes, "hybrid"))
+    if not targets:
+        raise InvalidArgument("--target", "give at least one --target, --antitype or --hybrid")
+    return list(dict.fromkeys(targets))  # a repeated target would only repeat its files
+
+
+def build_config(args: argparse.Namespace) -> GenerationConfig:
+    from protolens_server.engine.types import GenerationConfig
+    from protolens_server.errors import InvalidArgument
+
+    changes = {
+        field: getattr(args, f"cfg_{field}")
+        for _, field, _, _ in _CONFIG_FLAGS
+        if getattr(args, f"cfg_{field}") is not None
+    }
+    if args.no_autocast:
+        changes["autocast"] = False
+    if args.no_channels_last:
+        changes["channels_last"] = False
+    try:
+        return GenerationConfig(**changes)
+    except InvalidArgument as exc:
+        flag = next(
+            (f for f, field, _, _ in _CONFIG_FLAGS if exc.field == f"config.{field}"), exc.field
+        )
+        raise InvalidArgument(flag, exc.message.partition(": ")[2] or exc.message) from exc
+
+
+def prepare_out_dir(out: str) -> Path:
+    from protolens_server.errors import InvalidArgument
+
+    path = Path(out).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError) as exc:
+        raise InvalidArgument("--out", f"{path} exists and is not a folder") from exc
+    except OSError as exc:
+        raise InvalidArgument("--out", f"cannot create {path}: {exc.strerror}") from exc
+    return path
+
+
+def handle_device(device: str) -> str:
+    import torch
+
+    from protolens_server.errors import InvalidArgument
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError as exc:
+        raise InvalidArgument(
+            "--device", f"{device!r}: expected auto, cpu, cuda or cuda:N"
+        ) from exc
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InvalidArgument("--device", f"{device!r}: CUDA is not available here; use cpu")
+    if kind not in ("cpu", "cuda"):
+        raise InvalidArgument("--device", f"{device!r}: expected auto, cpu, cuda or cuda:N")
+    return device
+
+
+def _run_engine(call: Callable[[], list[Prototype]]) -> list[Prototype]:
+    import torch
+
+    from protolens_server.errors import InvalidArgument
+
+    try:
+        return call()
+    except torch.OutOfMemoryError as exc:
+        raise InvalidArgument(
+            "--max-batch", "out of memory even at batch 1: use a smaller model or --device cpu"
+        ) from exc
+
+
+def write_pngs(prototypes: Sequence[Prototype], handle: ModelHandle, out: Path) -> list[Path]:
+    from protolens_server.errors import InvalidArgument
+    from protolens_server.imageio import save_png
+
+    paths = []
+    for proto in prototypes:
+        path = out / prototype_filename(proto, handle)
+        try:
+            save_png(proto.image, path)
+        except OSError as exc:
+            raise InvalidArgument("--out", f"cannot write {path}: {exc.strerror}") from exc
+        paths.append(path)
+    return paths
+
+
+def prototype_filename(proto: Prototype, handle: ModelHandle) -> str:
+    classes = proto.target.classes
+    indices = "+".join(str(c) for c in classes)
+    names = "+".join(_slug(handle.class_names[c]) for c in classes)
+    prefix = "anti-" if proto.target.kind == "antitype" else ""
+    return f"{prefix}{indices}-{names}-{proto.index}.png"
+
+
+def prototype_record(proto: Prototype, handle: ModelHandle, path: Path) -> dict[str, Any]:
+    """The JSON description of one prototype (scoring adds its keys to this dict)."""
+    names = handle.class_names
+    classes = list(proto.target.classes)
+    return {
+        "class_index": classes[0],
+        "class_name": names[classes[0]],
+        "classes": classes,
+        "class_names": [names[c] for c in classes],
+        "target_kind": proto.target.kind,
+        "index": proto.index,
+        "file": str(path),
+        "probability": proto.probability,
+        "logit": proto.logit,
+        "top5": [{"index": i, "name": names[i], "prob": p} for i, p in proto.top5],
+        "steps": proto.steps,
+        "seed": proto.seed,
+        "config": proto.config.to_dict(),
+    }
+
+
+def emit(
+    args: argparse.Namespace,
+    handle: ModelHandle,
+    config: GenerationConfig,
+    device: str,
+    out: Path,
+    records: list[dict[str, Any]],
+) -> None:
+    from protolens_server import ENGINE_VERSION
+
+    if args.json:
+        doc = {
+            "model": {
+                "name": handle.name,
+                "source": handle.source,
+                "format": handle.format,
+                "digest": handle.digest,
+                "num_classes": handle.num_classes,
+                "input_spec": handle.input_spec.to_dict(),
+            },
+            "engine_version": ENGINE_VERSION,
+            "device": device,
+            "seed": args.seed,
+            "config": config.to_dict(),
+            "out": str(out),
+            "prototypes": records,
+        }
+        print(json.dumps(doc, indent=2))
+        return
+    for r in records:
+        label = "+".join(r["class_names"])
+        kind = "" if r["target_kind"] == "prototype" else f" ({r['target_kind']})"
+        print(f"{r['file']}  {label}{kind}  p={r['probability']:.3f}")
+
+
+@contextlib.contextmanager
+def _progress_bar(total: int) -> Iterator[Callable[[Any], None] | None]:
+    """A tqdm bar on stderr when it is a terminal; otherwise no callback at all."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False)
+
+    def on_progress(event: Any) -> None:
+        bar.n = min(event.step, total)
+        bar.set_postfix_str(f"p={max(event.target_probabilities, default=0.0):.2f}", refresh=False)
+        bar.refresh()
+
+    try:
+        yield on_progress
+    finally:
+        bar.close()
+
+
+def _numbers(text: str, flag: str, kind: Callable[[str], Any]) -> list[Any]:
+    from protolens_server.errors import InvalidArgument
+
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError as exc:
+        raise InvalidArgument(flag, f"{text!r}: expected comma-separated numbers") from exc
+
+
+def _class_names_file(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    from protolens_server.models.sidecar import parse_class_names, read_json
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        from protolens_server.errors import InvalidArgument
+
+        raise InvalidArgument("--class-names", f"{p}: no such file")
+    return list(parse_class_names(read_json(p, "class names"), str(p)).names)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60] or "class"
