@@ -1,0 +1,196 @@
+"""``protolens generate`` end to end on a tiny model: files, JSON, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from protolens.cli import main
+
+FAST = ["--steps", "4", "--equidistant-steps", "2"]
+
+
+def generate(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["generate", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_writes_pngs_and_one_json_document(capsys, cli_models, tmp_path) -> None:
+    out = tmp_path / "out"
+    code, stdout, stderr = generate(
+        capsys, "--model", str(cli_models["fruit"]), "--target", "Cherry", "--target", "4",
+        "--antitype", "banana", "--hybrid", "apple,date", "--prototypes", "2", "--seed", "7",
+        *FAST, "--out", str(out), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert stderr == ""  # not a terminal: no progress bar
+    doc = json.loads(stdout)
+    assert doc["model"]["name"] == "fruit" and len(doc["model"]["digest"]) == 64
+    assert doc["seed"] == 7 and doc["config"]["steps"] == 4
+    protos = doc["prototypes"]
+    assert len(protos) == 8  # 4 targets x 2 prototypes
+    first = protos[0]
+    assert (first["class_index"], first["class_name"], first["target_kind"]) == (
+        2,
+        "cherry",
+        "prototype",
+    )
+    assert Path(first["file"]).name == "2-cherry-0.png"
+    assert [p["target_kind"] for p in protos[::2]] == [
+        "prototype",
+        "prototype",
+        "antitype",
+        "hybrid",
+    ]
+    assert Path(protos[4]["file"]).name == "anti-1-banana-0.png"
+    assert Path(protos[7]["file"]).name == "0+3-apple+date-1.png"
+    assert protos[7]["classes"] == [0, 3] and protos[7]["class_names"] == ["apple", "date"]
+    for p in protos:
+        assert 0.0 <= p["probability"] <= 1.0 and isinstance(p["logit"], float)
+        assert len(p["top5"]) == 5 and {"index", "name", "prob"} == set(p["top5"][0])
+        assert p["steps"] == 4 and p["config"]["prototypes"] == 2
+        with Image.open(p["file"]) as img:
+            assert img.size == (16, 16) and img.mode == "RGB"
+    assert sorted(f.name for f in out.iterdir()) == sorted(Path(p["file"]).name for p in protos)
+
+
+def test_same_seed_same_pixels_and_human_output(capsys, cli_models, tmp_path) -> None:
+    runs = []
+    for name in ("a", "b"):
+        code, stdout, _ = generate(
+            capsys, "-m", str(cli_models["fruit"]), "-t", "1", *FAST, "--out", str(tmp_path / name)
+        )
+        assert code == 0
+        runs.append((tmp_path / name / "1-banana-0.png").read_bytes())
+        assert "1-banana-0.png  banana  p=" in stdout
+    assert runs[0] == runs[1]
+
+
+def test_input_spec_flags_and_class_names_file(capsys, cli_models, tmp_path) -> None:
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps({str(i): ["id", n] for i, n in enumerate("vwxyz")}))
+    code, stdout, stderr = generate(
+        capsys, "-m", str(cli_models["bare"]), "--input-shape", "3,16,16", "--mean", "0.5",
+        "--std", "0.25", "--class-names", str(names), "-t", "z", *FAST,
+        "--out", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0, stderr
+    proto = json.loads(stdout)["prototypes"][0]
+    assert (proto["class_index"], proto["class_name"]) == (4, "z")
+
+
+def _one_line_error(capsys, *args: str) -> str:
+    code, stdout, stderr = generate(capsys, *args)
+    assert code == 1
+    assert stdout == ""
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("protolens: "), stderr
+    assert "Traceback" not in stderr
+    return lines[0]
+
+
+def test_bad_inputs_are_one_line_errors(capsys, cli_models, tmp_path) -> None:
+    fruit, out = str(cli_models["fruit"]), str(tmp_path / "o")
+    cases = [
+        (["-m", "resnet_nonexistent", "-t", "1"], "MODEL_NOT_FOUND: no model"),
+        (
+            ["-m", fruit, "-t", "cherri"],
+            "UNKNOWN_CLASS: --target: unknown class 'cherri'; did you mean 'cherry' (2)?",
+        ),
+        (["-m", fruit, "-t", "9"], "class index 9 is out of range"),
+        (
+            ["-m", str(cli_models["notes"]), "-t", "1"],
+            "INVALID_MODEL: " + str(cli_models["notes"]) + ": not a TorchScript file",
+        ),
+        (["-m", fruit, "--input-shape", "1,16,16", "-t", "1"], "expected input 1x16x16"),
+        (["-m", fruit, "--class-names", str(tmp_path / "none.json"), "-t", "1"], "--class-names:"),
+        (["-m", fruit, "-t", "1", "--steps", "0"], "INVALID_ARGUMENT: --steps: must be"),
+        (["-m", fruit, "-t", "1", "--param", "wavelet"], "--param: must be 'fourier' or"),
+        (["-m", fruit, "--hybrid", "1"], "--hybrid: '1': name two or more classes"),
+        (["-m", fruit], "give at least one --target"),
+        (["-m", fruit, "-t", "1", "--device", "tpu"], "--device:"),
+    ]
+    for args, expected in cases:
+        line = _one_line_error(capsys, *FAST, *args, "--out", out)
+        assert expected in line, line
+
+
+def test_class_name_count_mismatch(capsys, cli_models, tmp_path) -> None:
+    names = tmp_path / "three.json"
+    names.write_text(json.dumps(["a", "b", "c"]))
+    line = _one_line_error(
+        capsys,
+        "-m",
+        str(cli_models["fruit"]),
+        "--class-names",
+        str(names),
+        "-t",
+        "1",
+        *FAST,
+        "--out",
+        str(tmp_path),
+    )
+    assert "has 3 class names but the model outputs 5 logits" in line
+
+
+def test_out_must_be_a_folder(capsys, cli_models, tmp_path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    line = _one_line_error(
+        capsys, "-m", str(cli_models["fruit"]), "-t", "1", *FAST, "--out", str(blocker)
+    )
+    assert "--out:" in line and "not a folder" in line
+
+
+@pytest.mark.parametrize("start", ["noise", "equidistant"])
+def test_nan_during_optimisation(capsys, cli_models, tmp_path, start) -> None:
+    line = _one_line_error(
+        capsys,
+        "-m",
+        str(cli_models["nan"]),
+        "-t",
+        "1",
+        "--start",
+        start,
+        *FAST,
+        "--out",
+        str(tmp_path),
+    )
+    assert "DIVERGED:" in line and "NaN" in line
+
+
+def _run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run(
+        [sys.executable, "-m", "protolens.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def test_real_process_json_and_error(cli_models, tmp_path) -> None:
+    ok = _run_cli(
+        "generate",
+        "-m",
+        str(cli_models["fruit"]),
+        "-t",
+        "date",
+        *FAST,
+        "--out",
+        str(tmp_path),
+        "--json",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["prototypes"][0]["class_name"] == "date"
+    bad = _run_cli("generate", "-m", str(cli_models["notes"]), "-t", "1", "--out", str(tmp_path))
+    assert bad.returncode == 1
+    assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
+    assert "not a TorchScript file" in bad.stderr
