@@ -102,9 +102,11 @@ class InternalError(ApiError):
 
 
 class ConnectionError(ProtolensError):
-    """The service could not be reached."""
+    """The service could not be reached, or said it is unavailable (retry later)."""
 
-    reason = "UNAVAILABLE"
+    def __init__(self, message: str, reason: str = "UNAVAILABLE") -> None:
+        super().__init__(message)
+        self.reason = reason or "UNAVAILABLE"
 
 
 class JobFailedError(ProtolensError):
@@ -133,10 +135,10 @@ def from_rpc_error(exc: grpc.RpcError) -> ProtolensError:
     """The most specific SDK error for a failed call."""
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = (exc.details() if hasattr(exc, "details") else "") or str(code)
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return ConnectionError(f"service unavailable: {message}")
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     reason, metadata = _error_info(trailing or ())
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return ConnectionError(f"service unavailable: {message}", reason)
     cls = _BY_CODE.get(code, InternalError)
     return cls(code, reason, message, metadata)
 

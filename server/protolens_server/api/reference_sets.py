@@ -63,7 +63,13 @@ class ReferenceSets:
         with self._lock:
             hit = self._digests.get(key)
         if hit is None:
-            refset = ReferenceSet.from_folder(folder, model.class_names, model.class_aliases)
+            try:
+                refset = ReferenceSet.from_folder(folder, model.class_names, model.class_aliases)
+            except ReferenceSetError as exc:  # name the set, not the server's folder
+                detail = exc.message.split(": ", 1)[-1].replace(str(folder), name)
+                raise ReferenceSetError(
+                    FIELD, f"reference set {name!r} is unusable: {detail}"
+                ) from None
             hit = (refset.digest, frozenset(refset.classes))
             with self._lock:
                 self._digests[key] = hit
