@@ -107,6 +107,17 @@ BATCH_OCCUPANCY = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0),
     registry=REGISTRY,
 )
+ENGINE_BATCHES = Counter(
+    "protolens_engine_batches_total",
+    "Engine calls made by workers (one per batch of compatible jobs)",
+    registry=REGISTRY,
+)
+BATCH_JOBS = Histogram(
+    "protolens_batch_jobs",
+    "Jobs sharing one engine call",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+    registry=REGISTRY,
+)
 JOB_RETRIES = Counter(
     "protolens_job_retries_total",
     "Jobs handed back for another attempt",

@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
+
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import prototypes_to_json, record_from_fields
@@ -52,8 +53,14 @@ class Delivery:
     token: str
     record: JobRecord
     attempt: int
-    cancelled: bool = False
-    lost: bool = False
+    cancelled: bool = False  # cancel was asked (set by heartbeat)
+    lost: bool = False  # another delivery owns the job now, or it finished (set by heartbeat)
+    step: int = 0  # latest progress, kept by the worker
+    best_probability: float = 0.0
+
+    @property
+    def active(self) -> bool:
+        return not (self.cancelled or self.lost)
 
     @property
     def job_id(self) -> str:

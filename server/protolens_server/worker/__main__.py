@@ -1,0 +1,5 @@
+import sys
+
+from protolens_server.worker.main import main
+
+sys.exit(main())

@@ -1,0 +1,63 @@
+"""Recently used models, kept loaded on the worker's device within a byte budget."""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from typing import Any
+
+from protolens_server import metrics
+from protolens_server.errors import InvalidArgument
+from protolens_server.models.handle import ModelHandle
+
+
+def parameter_bytes(module: Any) -> int:
+    """Bytes of a module's parameters and buffers (0 for a plain callable)."""
+    if not hasattr(module, "parameters"):
+        return 0
+    tensors = [*module.parameters(), *getattr(module, "buffers", list)()]
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
+class ModelCache:
+    """An LRU of loaded handles keyed by (name, digest), bounded by parameter bytes.
+
+    The most recent model always stays, even over budget: a worker must be able
+    to run the job it holds. ``loader(name)`` is ``ModelCatalog.load`` bound to a
+    device. Thread-safe: loads happen in the engine thread.
+    """
+
+    def __init__(self, loader: Any, budget_bytes: int) -> None:
+        self.loader = loader
+        self.budget_bytes = budget_bytes
+        self._handles: OrderedDict[str, tuple[ModelHandle, int]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, digest: str = "") -> ModelHandle:
+        """The handle for ``name``; InvalidArgument if its digest is not ``digest``."""
+        with self._lock:
+            for key in (f"{name}\0{digest}",) if digest else ():
+                if key in self._handles:
+                    self._handles.move_to_end(key)
+                    return self._handles[key][0]
+            handle = self.loader(name)
+            if digest and handle.digest != digest:
+                raise InvalidArgument(
+                    "model",
+                    f"model {name!r} changed since the job was submitted (digest "
+                    f"{digest[:12]} -> {handle.digest[:12]}); submit the job again",
+                )
+            key = f"{name}\0{handle.digest}"
+            self._handles[key] = (handle, parameter_bytes(handle.module))
+            self._handles.move_to_end(key)
+            while len(self._handles) > 1 and self.loaded_bytes > self.budget_bytes:
+                self._handles.popitem(last=False)
+            metrics.MODELS_LOADED.set(len(self._handles))
+            return handle
+
+    @property
+    def loaded_bytes(self) -> int:
+        return sum(b for _, b in self._handles.values())
+
+    def __len__(self) -> int:
+        return len(self._handles)

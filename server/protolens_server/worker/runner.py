@@ -1,0 +1,109 @@
+"""One engine call for a batch of jobs, and turning its prototypes into stored results.
+
+Blocking torch code: the worker calls these in a thread (``asyncio.to_thread``)
+so its heartbeats keep going. Jobs in a batch share the model and config; each
+target carries its own job's seed, so a job's prototypes are the same whether it
+ran alone or with others (the engine seeds every prototype independently).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from protolens_server.config import Settings
+from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, Target, generate
+from protolens_server.errors import InvalidArgument
+from protolens_server.models.handle import ModelHandle
+from protolens_server.queue.records import JobSpec, StoredPrototype, TargetSpec
+
+_REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+
+def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
+    """Where each job's prototypes sit in the engine's target-major output."""
+    out, start = [], 0
+    for spec in specs:
+        n = len(spec.targets) * int(spec.config.get("prototypes", 1) or 1)
+        out.append(slice(start, start + n))
+        start += n
+    return out
+
+
+def run_engine(
+    handle: ModelHandle,
+    specs: Sequence[JobSpec],
+    *,
+    device: str,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> list[list[Prototype]]:
+    """Generate every job's prototypes in one engine call; one list per job, in order."""
+    config = GenerationConfig.from_dict(specs[0].config)
+    targets = [Target(t.classes, t.kind) for spec in specs for t in spec.targets]  # type: ignore[arg-type]
+    seeds = [spec.seed for spec in specs for _ in spec.targets]
+    prototypes = generate(
+        handle,
+        targets,
+        config,
+        seed=seeds,
+        device=device,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    return [prototypes[s] for s in job_slices(specs)]
+
+
+def reference_path(settings: Settings, name: str) -> Path:
+    """The folder of a registered reference set (a name under ``reference_root``)."""
+    if settings.reference_root is None:
+        raise InvalidArgument(
+            "reference_set", "this service has no reference sets (reference_root is not set)"
+        )
+    if not _REF_NAME.fullmatch(name) or ".." in name:
+        raise InvalidArgument("reference_set", f"{name!r} is not a reference-set name")
+    path = Path(settings.reference_root) / name
+    if not path.is_dir():
+        raise InvalidArgument("reference_set", f"no reference set named {name!r}")
+    return path
+
+
+def package(
+    handle: ModelHandle,
+    spec: JobSpec,
+    prototypes: list[Prototype],
+    *,
+    settings: Settings,
+    device: str,
+) -> tuple[list[StoredPrototype], list[bytes]]:
+    """Score (when the job names a reference set) and encode one job's prototypes."""
+    from protolens_server.imageio import encode_png
+
+    if spec.reference_set:
+        from protolens_server.scoring import score_prototypes
+
+        score_prototypes(
+            handle, prototypes, reference_path(settings, spec.reference_set), device=device
+        )
+    stored = [
+        StoredPrototype(
+            target=TargetSpec(tuple(p.target.classes), p.target.kind),
+            index=p.index,
+            probability=float(p.probability),
+            logit=float(p.logit),
+            top5=[(int(c), float(q)) for c, q in p.top5],
+            steps=int(p.steps),
+            seed=int(p.seed),
+            scores=_scores_dict(p.scores),
+        )
+        for p in prototypes
+    ]
+    return stored, [encode_png(p.image) for p in prototypes]
+
+
+def _scores_dict(scores: Any) -> dict[str, Any] | None:
+    if scores is None:
+        return None
+    return scores.to_dict() if hasattr(scores, "to_dict") else dict(scores)

@@ -1,0 +1,405 @@
+"""``Worker``: a long-lived process that pulls jobs, batches them, runs the engine, stores results.
+
+    run(): startup -> loop { next_batch (reclaim, read, group) -> run_batch } -> shutdown
+    heartbeat task: every ``heartbeat_s`` mark alive, keep entries fresh, read cancel flags
+
+SIGTERM (``request_stop``) stops reading; a running batch may finish within
+``shutdown_grace_s``, after which the engine stops between steps and the jobs
+are handed back for another worker to reclaim at once. Nothing is lost: an
+entry leaves the stream only when its job has a final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from protolens_server import metrics
+from protolens_server.config import Settings
+from protolens_server.engine import ProgressEvent
+from protolens_server.errors import GenerationCancelled, InvalidArgument, NotFound
+from protolens_server.logging import bind, get_logger
+from protolens_server.queue.codec import record_from_fields
+from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
+from protolens_server.queue.jobs import ensure_groups
+from protolens_server.queue.records import JobSpec, JobState
+from protolens_server.worker.batching import Batch, job_images
+from protolens_server.worker.models import ModelCache
+from protolens_server.worker.runner import job_slices, package, run_engine
+
+log = get_logger("protolens.worker")
+
+# Caller mistakes: retrying cannot help, so the job fails on the first attempt.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, NotFound)
+
+
+def default_worker_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Worker:
+    """One worker: ``await Worker(settings).run()``; tests: ``run_once()``, ``run(burst=True)``."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        catalog: Any = None,
+        device: str | None = None,
+        name: str | None = None,
+        metrics_port: int | None = None,
+        block_ms: int = 500,
+    ) -> None:
+        if catalog is None:
+            from protolens_server.models.catalog import ModelCatalog
+
+            catalog = ModelCatalog(settings.model_store, settings.builtin_models, cache_bytes=0)
+        self.settings = settings
+        self.catalog = catalog
+        self.device = resolve_device(device or settings.device)
+        self.name = name or settings.worker_name or default_worker_name()
+        self.models = ModelCache(lambda n: catalog.load(n, self.device), settings.model_cache_bytes)
+        self.metrics_port = metrics_port
+        self.block_ms = block_ms
+        self.redis: aioredis.Redis | None = None
+        self.consumer: QueueConsumer | None = None
+        self.batches_run = 0
+        self._carry: list[Entry] = []  # read ahead of a batch it did not fit
+        self._running: list[Delivery] = []
+        self._stopping = False
+        self._abort = False
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._publish_task: asyncio.Task[None] | None = None
+
+    # --- the story ---------------------------------------------------------------
+    async def run(self, *, burst: bool = False) -> None:
+        """Work until ``request_stop()`` (or, with ``burst``, until the queue is empty)."""
+        await self.startup()
+        try:
+            while not self._stopping:
+                try:
+                    handled = await self.run_once(block_ms=0 if burst else self.block_ms)
+                except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+                    log.warning("redis unreachable (%s); retrying", e)
+                    await asyncio.sleep(min(5.0, self.settings.heartbeat_s))
+                    continue
+                if burst and handled == 0 and not self._carry:
+                    break
+        finally:
+            await self.shutdown()
+
+    async def run_once(self, block_ms: int = 0) -> int:
+        """One iteration: form the next batch and run it. Returns the jobs it held."""
+        if self.consumer is None:
+            await self.startup()
+        batch = await self.next_batch(block_ms)
+        if batch:
+            await self.run_batch(batch)
+        return len(batch)
+
+    async def startup(self) -> None:
+        if self.consumer is not None:
+            return
+        self.redis = aioredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+        self.consumer = QueueConsumer(self.redis, self.settings, self.name)
+        await ensure_groups(self.redis, self.consumer.keys)
+        if self.metrics_port is not None:
+            self.metrics_port = metrics.serve_metrics(self.metrics_port)
+        await self.heartbeat()
+        self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        log.info("worker %s started on %s", self.name, self.device)
+
+    async def shutdown(self) -> None:
+        """Hand back entries read but not started, leave the heartbeat set, disconnect."""
+        if self.consumer is None:
+            return
+        for entry in self._carry:
+            await self.consumer.hand_back_entry(entry)
+        self._carry.clear()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        if self._publish_task is not None:
+            await asyncio.gather(self._publish_task, return_exceptions=True)
+        await self.consumer.leave()
+        assert self.redis is not None
+        await self.redis.aclose()
+        self.consumer = self.redis = None
+        log.info("worker %s stopped", self.name)
+
+    def request_stop(self) -> None:
+        """SIGTERM: stop reading; abort the batch after the grace period (or on a 2nd signal)."""
+        if self._stopping:
+            self._abort = True
+            return
+        self._stopping = True
+        log.info("stopping: finishing the current batch within %ss", self.settings.shutdown_grace_s)
+        loop = asyncio.get_running_loop()
+        loop.call_later(self.settings.shutdown_grace_s, self._set_abort)
+
+    def _set_abort(self) -> None:
+        self._abort = True
+
+    # --- taking work ---------------------------------------------------------------
+    async def next_batch(self, block_ms: int = 0) -> Batch:
+        """Compatible jobs up to ``max_batch`` images: reclaimed first, then p0, p1, p2."""
+        batch = Batch(self.settings.max_batch)
+        may_reclaim = True
+        while not batch.full and not self._stopping:
+            entry, may_reclaim = await self._next_entry(0 if batch else block_ms, may_reclaim)
+            if entry is None:
+                break
+            spec = await self._peek_spec(entry)
+            if spec is not None and not batch.accepts(spec):
+                self._carry.append(entry)
+                break
+            delivery = await self._claim(entry)
+            if delivery is not None:
+                batch.add(delivery)
+        return batch
+
+    async def _next_entry(self, block_ms: int, may_reclaim: bool) -> tuple[Entry | None, bool]:
+        assert self.consumer is not None
+        if self._carry:
+            return self._carry.pop(0), may_reclaim
+        if may_reclaim:
+            reclaimed = await self.consumer.reclaim(1)
+            if reclaimed:
+                return reclaimed[0], True
+        entries = await self.consumer.read(1, block_ms=block_ms)
+        return (entries[0] if entries else None), False
+
+    async def _peek_spec(self, entry: Entry) -> JobSpec | None:
+        assert self.redis is not None and self.consumer is not None
+        raw = await self.redis.hget(self.consumer.keys.job(entry.job_id), "spec")
+        if raw is None:
+            return None
+        return record_from_fields({"spec": raw, "job_id": entry.job_id, "state": "QUEUED"}).spec
+
+    async def _claim(self, entry: Entry) -> Delivery | None:
+        assert self.consumer is not None
+        outcome, delivery = await self.consumer.claim(entry)
+        if delivery is None:
+            if outcome in ("dead", "cancelled"):
+                state = JobState.FAILED if outcome == "dead" else JobState.CANCELLED
+                metrics.JOBS_FINISHED.labels(state.value).inc()
+                log.info("job %s %s without running", entry.job_id, state.value.lower())
+            return None
+        if entry.reclaimed:
+            metrics.JOBS_RECLAIMED.inc()
+        if delivery.attempt == 1:
+            rec = delivery.record
+            metrics.JOB_QUEUED_SECONDS.observe(max(0.0, rec.started_at - rec.created_at))
+        return delivery
+
+    # --- running a batch ------------------------------------------------------------
+    async def run_batch(self, batch: Batch) -> None:
+        """Generate, score and store every job of ``batch`` (or hand it back if stopping)."""
+        self._running = list(batch.deliveries)
+        try:
+            if self._stopping:
+                await self._end_all(self._running, "handback")
+                return
+            metrics.BATCH_OCCUPANCY.observe(min(1.0, batch.images / batch.budget))
+            await self._generate_and_store(self._running)
+        finally:
+            self._running = []
+
+    async def _generate_and_store(self, deliveries: list[Delivery]) -> None:
+        specs = [d.record.spec for d in deliveries]
+        started = time.monotonic()
+        try:
+            handle = await asyncio.to_thread(self.models.get, specs[0].model, specs[0].model_digest)
+            results = await asyncio.to_thread(
+                run_engine,
+                handle,
+                specs,
+                device=self.device,
+                on_progress=self._progress_callback(deliveries),
+                should_stop=self._stop_callback(deliveries),
+            )
+        except GenerationCancelled:
+            await self._after_stop(deliveries)
+            return
+        except Exception as e:
+            await self._failed(deliveries, e)
+            return
+        self._count_batch(specs, time.monotonic() - started)
+        for delivery, prototypes in zip(deliveries, results, strict=True):
+            if delivery.active:
+                await self._store(delivery, handle, prototypes, started)
+
+    async def _store(
+        self, delivery: Delivery, handle: Any, prototypes: list[Any], started: float
+    ) -> None:
+        assert self.consumer is not None
+        spec = delivery.record.spec
+        try:
+            stored, pngs = await asyncio.to_thread(
+                package, handle, spec, prototypes, settings=self.settings, device=self.device
+            )
+        except Exception as e:
+            await self._failed([delivery], e)
+            return
+        steps = max((p.steps for p in prototypes), default=0)
+        ok = await asyncio.shield(self.consumer.finish(delivery, stored, pngs, step=steps))
+        elapsed = time.monotonic() - started
+        with bind(job_id=delivery.job_id, tenant=spec.tenant, trace_id=spec.trace_id or None):
+            if ok:
+                metrics.JOBS_FINISHED.labels(JobState.SUCCEEDED.value).inc()
+                metrics.JOB_RUNNING_SECONDS.observe(elapsed)
+                log.info("job %s succeeded in %.2fs", delivery.job_id, elapsed)
+            else:
+                log.info("job %s finished elsewhere; result discarded", delivery.job_id)
+
+    async def _failed(self, deliveries: list[Delivery], error: BaseException) -> None:
+        """Retry (or fail, for caller errors); a failing batch is split to find the culprit."""
+        permanent = isinstance(error, PERMANENT_ERRORS)
+        live = [d for d in deliveries if d.active]
+        if len(live) > 1 and not permanent:
+            log.warning("batch of %d failed (%s); running its jobs one by one", len(live), error)
+            for delivery in live:
+                await self._generate_and_store([delivery])
+            return
+        text = f"{type(error).__name__}: {error}"
+        if not isinstance(error, (*PERMANENT_ERRORS, GenerationCancelled)):
+            log.warning("job failed: %s", "".join(traceback.format_exception(error))[-2000:])
+        await self._end_all(live, "fail" if permanent else "retry", error=text)
+
+    async def _after_stop(self, deliveries: list[Delivery]) -> None:
+        """The engine stopped between steps: cancelled jobs end, the rest go back (shutdown)."""
+        cancelled = [d for d in deliveries if d.cancelled and not d.lost]
+        await self._end_all(cancelled, "cancel")
+        await self._end_all([d for d in deliveries if d.active], "handback")
+
+    async def _end_all(self, deliveries: list[Delivery], mode: str, *, error: str = "") -> None:
+        assert self.consumer is not None
+        for d in deliveries:
+            outcome = await asyncio.shield(self.consumer.end(d, mode, error=error, step=d.step))
+            if mode == "cancel":
+                d.lost = True  # finished: nothing more to report for it
+            if outcome == "retry":
+                metrics.JOB_RETRIES.inc()
+            elif outcome in ("dead", "cancelled"):
+                state = JobState.FAILED if outcome == "dead" else JobState.CANCELLED
+                metrics.JOBS_FINISHED.labels(state.value).inc()
+            with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
+                log.info("job %s: %s (%s)", d.job_id, outcome, error or mode)
+
+    def _count_batch(self, specs: list[JobSpec], seconds: float) -> None:
+        self.batches_run += 1
+        images = sum(job_images(s) for s in specs)
+        steps = int(specs[0].config.get("steps", 0) or 0)
+        metrics.ENGINE_BATCHES.inc()
+        metrics.BATCH_JOBS.observe(len(specs))
+        if seconds > 0:
+            metrics.STEPS_PER_SECOND.set(images * steps / seconds)
+
+    # --- callbacks from the engine thread (no Redis calls in there) -----------------
+    def _stop_callback(self, deliveries: list[Delivery]) -> Callable[[], bool]:
+        return lambda: self._abort or not any(d.active for d in deliveries)
+
+    def _progress_callback(self, deliveries: list[Delivery]) -> Callable[[ProgressEvent], None]:
+        loop = asyncio.get_running_loop()
+        slices = job_slices([d.record.spec for d in deliveries])
+        images = sum(s.stop - s.start for s in slices)
+        last = [0]
+
+        def on_progress(event: ProgressEvent) -> None:
+            metrics.GENERATION_STEPS.inc(max(0, event.step - last[0]) * images)
+            last[0] = event.step
+            for d, s in zip(deliveries, slices, strict=True):
+                d.step = event.step
+                d.best_probability = max(event.target_probabilities[s], default=0.0)
+            loop.call_soon_threadsafe(self._schedule_publish, deliveries)
+
+        return on_progress
+
+    def _schedule_publish(self, deliveries: list[Delivery]) -> None:
+        if self._publish_task is None or self._publish_task.done():
+            self._publish_task = asyncio.create_task(self._publish(deliveries))
+
+    async def _publish(self, deliveries: list[Delivery]) -> None:
+        """Write each job's latest progress (coalesced: one write per job per round)."""
+        assert self.consumer is not None
+        published: dict[str, int] = {}
+        while True:
+            todo = [d for d in deliveries if d.active and published.get(d.job_id) != d.step]
+            if not todo:
+                return
+            for d in todo:
+                published[d.job_id] = d.step
+                total = int(d.record.spec.config.get("steps", 0) or 0)
+                try:
+                    await self.consumer.progress(d, d.step, total, d.best_probability)
+                except aioredis.RedisError as e:
+                    log.warning("progress of job %s not written: %s", d.job_id, e)
+
+    # --- heartbeat -------------------------------------------------------------------
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.heartbeat_s)
+            try:
+                await self.heartbeat()
+            except aioredis.RedisError as e:
+                log.warning("heartbeat failed: %s", e)
+
+    async def heartbeat(self) -> None:
+        """Mark alive, keep owned and held entries fresh, end jobs whose cancel was asked."""
+        assert self.consumer is not None
+        running = [d for d in self._running if d.active]
+        await self.consumer.heartbeat(running, self._info())
+        metrics.WORKER_HEARTBEATS.inc()
+        cancelled = [d for d in running if d.cancelled]
+        # These end now; the engine runs on for the rest of the batch (or stops if none).
+        await self._end_all(cancelled, "cancel")
+        for entry in list(self._carry):
+            if not await self.consumer.hold(entry):
+                self._carry.remove(entry)
+        self._gpu_metrics()
+
+    def _info(self) -> dict[str, str]:
+        return {
+            "pid": str(os.getpid()),
+            "host": socket.gethostname(),
+            "device": self.device,
+            "metrics_port": str(self.metrics_port or ""),
+            "running": ",".join(d.job_id for d in self._running if d.active),
+            "batches": str(self.batches_run),
+        }
+
+    def _gpu_metrics(self) -> None:
+        if not self.device.startswith("cuda"):
+            return
+        import torch
+
+        if torch.cuda.is_available():
+            metrics.GPU_MEMORY_BYTES.labels(self.device).set(
+                torch.cuda.memory_allocated(self.device)
+            )
+            metrics.GPU_MEMORY_PEAK_BYTES.labels(self.device).set(
+                torch.cuda.max_memory_allocated(self.device)
+            )
+
+    # --- context manager for tests ---------------------------------------------------
+    async def __aenter__(self) -> Worker:
+        await self.startup()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.shutdown()

@@ -1,0 +1,114 @@
+"""Tiny models in a temporary model store, reference sets, and job specs for worker tests.
+
+(A unique module name: tests/ folders are not packages.)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from PIL import Image
+from protolens_server import ENGINE_VERSION
+from protolens_server.engine import GenerationConfig
+from protolens_server.queue.records import JobSpec, TargetSpec
+from torch import nn
+
+SIZE, CLASSES = 32, 10
+SIDECAR = {
+    "channels": 3,
+    "height": SIZE,
+    "width": SIZE,
+    "mean": 0.5,
+    "std": 0.25,
+    "class_names": [f"class{i}" for i in range(CLASSES)],
+}
+
+
+class TinyCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(3, 8, 3, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+        )
+        self.head = nn.Linear(16, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+class PoisonCNN(TinyCNN):
+    """Loads fine, fails on every forward pass that the optimisation makes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            raise RuntimeError("poisoned model: forward always fails")
+        return self.head(self.features(x).flatten(1))
+
+
+def make_store(root: Path) -> Path:
+    """A model store with ``tiny`` (TorchScript) and ``poison``; returns its folder."""
+    store = root / "models"
+    store.mkdir(parents=True, exist_ok=True)
+    for name, cls in (("tiny", TinyCNN), ("poison", PoisonCNN)):
+        torch.manual_seed(0)
+        net = cls().eval()
+        torch.jit.script(net).save(str(store / f"{name}.pt"))
+        (store / f"{name}.json").write_text(json.dumps(SIDECAR))
+    return store
+
+
+def make_references(root: Path, classes: tuple[int, ...] = (1, 2, 3)) -> Path:
+    """``<root>/refs/refset/<class>/*.png``: a few random images per class."""
+    refs = root / "refs"
+    g = torch.Generator().manual_seed(0)
+    for c in classes:
+        folder = refs / "refset" / str(c)
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            arr = (torch.rand(SIZE, SIZE, 3, generator=g) * 255).to(torch.uint8).numpy()
+            Image.fromarray(arr, "RGB").save(folder / f"{i}.png")
+    return refs
+
+
+def tiny_config(steps: int = 6, **changes: object) -> dict:
+    return GenerationConfig(
+        steps=steps,
+        transforms="small",
+        start="constant",
+        equidistant_steps=0,
+        progress_every=1,
+        autocast=False,
+        channels_last=False,
+        **changes,  # type: ignore[arg-type]
+    ).to_dict()
+
+
+def tiny_spec(
+    digest: str,
+    classes: tuple[int, ...] = (1,),
+    *,
+    model: str = "tiny",
+    steps: int = 6,
+    seed: int = 0,
+    reference_set: str = "",
+    tenant: str = "team-a",
+    config: dict | None = None,
+) -> JobSpec:
+    return JobSpec(
+        model=model,
+        model_digest=digest,
+        targets=tuple(TargetSpec((c,)) for c in classes),
+        config=config or tiny_config(steps),
+        seed=seed,
+        reference_set=reference_set,
+        reference_digest="refs-v1" if reference_set else "",
+        engine_version=ENGINE_VERSION,
+        tenant=tenant,
+    )
