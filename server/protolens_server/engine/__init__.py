@@ -7,6 +7,7 @@ seed are explicit; preprocessing comes from the model's ``InputSpec``.
 
 from ._baseline import equidistant_baseline
 from ._loop import generate
+from ._scores import score
 from .types import (
     Classifier,
     GenerationConfig,
@@ -27,4 +28,5 @@ __all__ = [
     "Target",
     "equidistant_baseline",
     "generate",
+    "score",
 ]

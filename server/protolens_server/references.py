@@ -1,0 +1,358 @@
+"""Reference sets: natural images per class, their content digest, and cached statistics.
+
+A reference set is either a folder ``ROOT/<class>/*.png|jpg|jpeg`` where
+``<class>`` is a class index (``281``) or a class name the model knows
+(``tabby``, ``tabby cat``, ``tabby_cat``; case and ``_``/``-`` do not matter), or
+a list of ``(file, class)`` pairs.
+
+Image policy (one rule, so statistics are comparable across sets): each image
+is converted to the model's channel count (RGB or greyscale; alpha dropped),
+scaled with bicubic resampling so it just covers the model's input size
+(aspect ratio kept), then centre-cropped to exactly that size. Images are
+never enlarged: one smaller than the input in either direction would be blurry
+and would drag the "natural" level down, so it is refused with an error naming
+the file. Values are in [0, 1]; the model's own normalisation is applied later.
+
+Statistics (per layer, per class: mean activation and the natural same/other
+levels) are computed once per (model digest, layer set, reference digest) and
+kept in memory and on disk, so the next prototype of the same model costs no
+reference forward pass. The disk cache lives in ``cache_dir`` if given, else
+``$PROTOLENS_CACHE_DIR/refstats``, else ``~/.cache/protolens/refstats``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from protolens_server.engine import _activations, _scores
+from protolens_server.engine.types import InputSpec
+from protolens_server.errors import ReferenceSetError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+POLICY = "cover-bicubic-centre-crop-no-upscale/v1"  # part of every cache key
+_MEMORY_ENTRIES = 32
+
+
+@dataclass(frozen=True)
+class ReferenceImage:
+    path: Path
+    class_index: int
+    relative: str  # the name the digest uses (path relative to the root, or as given)
+
+
+@dataclass(frozen=True)
+class ReferenceSet:
+    """Natural images with their class indices. Build with ``from_folder`` or ``from_pairs``."""
+
+    images: tuple[ReferenceImage, ...]
+    root: Path | None = None
+    _digest: list[str] = field(default_factory=list, compare=False, repr=False)
+
+    @property
+    def classes(self) -> tuple[int, ...]:
+        return tuple(sorted({im.class_index for im in self.images}))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def digest(self) -> str:
+        """sha256 over the sorted (class, relative path, file bytes) of every image."""
+        if not self._digest:
+            h = hashlib.sha256(b"protolens-reference-set/v1\0")
+            for im in sorted(self.images, key=lambda i: (i.relative, i.class_index)):
+                h.update(f"{im.class_index}\0{im.relative}\0".encode())
+                try:
+                    data = im.path.read_bytes()
+                except OSError as e:
+                    raise ReferenceSetError(
+                        "reference", f"cannot read {im.path}: {e.strerror or e}", file=str(im.path)
+                    ) from e
+                h.update(len(data).to_bytes(8, "little"))
+                h.update(data)
+            self._digest.append(h.hexdigest())
+        return self._digest[0]
+
+    def require(self, classes: Iterable[int], class_names: Sequence[str] = ()) -> None:
+        """Raise a ReferenceSetError naming the first class with no images here."""
+        have = set(self.classes)
+        for c in classes:
+            if c in have:
+                continue
+            name = f" ({class_names[c]})" if 0 <= c < len(class_names) else ""
+            where = f"folder {self.root}" if self.root else "reference list"
+            fix = f"add {self.root}/{c}/ with" if self.root else "add"
+            raise ReferenceSetError(
+                "reference",
+                f"the {where} has no images of class {c}{name}; {fix} natural images of that class",
+                missing_class=str(c),
+            )
+
+    @classmethod
+    def from_folder(
+        cls,
+        root: str | Path,
+        class_names: Sequence[str],
+        class_aliases: Sequence[Sequence[str]] = (),
+    ) -> ReferenceSet:
+        root = Path(root)
+        if not root.is_dir():
+            raise ReferenceSetError(
+                "reference", f"{root} is not a folder; give ROOT with one sub-folder per class"
+            )
+        lookup = _name_lookup(class_names, class_aliases)
+        images = []
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        if not folders:
+            raise ReferenceSetError(
+                "reference", f"{root} has no class folders; expected ROOT/<class index or name>/"
+            )
+        for folder in folders:
+            index = _class_index(folder.name, lookup, len(class_names), where=str(folder))
+            files = sorted(
+                p
+                for p in folder.iterdir()
+                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+            )
+            if not files:
+                raise ReferenceSetError(
+                    "reference",
+                    f"class folder {folder} has no .png/.jpg/.jpeg images; add some or remove it",
+                    file=str(folder),
+                )
+            images += [ReferenceImage(f, index, f.relative_to(root).as_posix()) for f in files]
+        return cls(tuple(images), root)
+
+    @classmethod
+    def from_pairs(
+        cls,
+        pairs: Iterable[tuple[str | Path, int | str]],
+        class_names: Sequence[str],
+        class_aliases: Sequence[Sequence[str]] = (),
+    ) -> ReferenceSet:
+        lookup = _name_lookup(class_names, class_aliases)
+        images = []
+        for file, label in pairs:
+            path = Path(file)
+            if not path.is_file():
+                raise ReferenceSetError(
+                    "reference", f"{path} does not exist or is not a file", file=str(path)
+                )
+            index = _class_index(str(label), lookup, len(class_names), where=str(path))
+            images.append(ReferenceImage(path, index, path.as_posix()))
+        if not images:
+            raise ReferenceSetError("reference", "the reference list is empty")
+        return cls(tuple(images))
+
+
+def _normal(name: str) -> str:
+    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+
+
+def _name_lookup(
+    class_names: Sequence[str], class_aliases: Sequence[Sequence[str]]
+) -> dict[str, int]:
+    lookup: dict[str, int] = {}
+    for i, aliases in enumerate(class_aliases):
+        for alias in aliases:
+            lookup.setdefault(_normal(alias), i)
+    for i, name in enumerate(class_names):
+        lookup[_normal(name)] = i
+    return lookup
+
+
+def _class_index(label: str, lookup: dict[str, int], num_classes: int, *, where: str) -> int:
+    if label.strip().isdigit():
+        index = int(label)
+        if index < num_classes:
+            return index
+        raise ReferenceSetError(
+            "reference",
+            f"{where}: class index {index} is out of range; the model has {num_classes} classes",
+            file=where,
+        )
+    index = lookup.get(_normal(label))
+    if index is None:
+        raise ReferenceSetError(
+            "reference",
+            f"{where}: {label!r} is not a class of this model; name the folder by class index "
+            f"(0..{num_classes - 1}) or by one of the model's class names",
+            file=where,
+        )
+    return index
+
+
+def load_image(path: Path, spec: InputSpec) -> torch.Tensor:
+    """One image as (C, H, W) float32 in [0, 1], by the module's policy (see docstring)."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.convert("L" if spec.channels == 1 else "RGB")
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as e:
+        raise ReferenceSetError(
+            "reference", f"cannot read image {path}: {e}; replace or remove it", file=str(path)
+        ) from e
+    if spec.channels not in (1, 3):
+        raise ReferenceSetError(
+            "reference", f"the model wants {spec.channels} channels; only 1 or 3 can be loaded"
+        )
+    w, h = img.size
+    if w < spec.width or h < spec.height:
+        raise ReferenceSetError(
+            "reference",
+            f"image {path} is {w}x{h} px, smaller than the model's input {spec.width}x"
+            f"{spec.height}; use an image at least that large (images are never enlarged)",
+            file=str(path),
+        )
+    scale = max(spec.width / w, spec.height / h)
+    size = (max(spec.width, round(w * scale)), max(spec.height, round(h * scale)))
+    img = img.resize(size, Image.Resampling.BICUBIC)
+    left, top = (size[0] - spec.width) // 2, (size[1] - spec.height) // 2
+    img = img.crop((left, top, left + spec.width, top + spec.height))
+    data = torch.frombuffer(bytearray(img.tobytes()), dtype=torch.uint8)
+    return data.view(spec.height, spec.width, spec.channels).permute(2, 0, 1).float() / 255.0
+
+
+def load_images(refset: ReferenceSet, spec: InputSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """All images (N, C, H, W) in [0, 1] and their class indices (N,)."""
+    if not refset.images:
+        raise ReferenceSetError("reference", "the reference set has no images")
+    images = torch.stack([load_image(im.path, spec) for im in refset.images])
+    labels = torch.tensor([im.class_index for im in refset.images], dtype=torch.long)
+    return images, labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics cache.
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("PROTOLENS_CACHE_DIR")
+    base = Path(root) if root else Path.home() / ".cache" / "protolens"
+    return base / "refstats"
+
+
+def stats_key(model_digest: str, layers: Sequence[str], reference_digest: str, spec: Any) -> str:
+    payload = {
+        "model": model_digest,
+        "layers": list(layers),
+        "reference": reference_digest,
+        "policy": POLICY,
+        "scores": _scores.SCORES_VERSION,
+        "input_spec": spec.to_dict() if hasattr(spec, "to_dict") else repr(spec),
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+class _MemoryCache:
+    def __init__(self, entries: int) -> None:
+        self._entries = entries
+        self._data: OrderedDict[str, _scores.ReferenceStats] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str) -> _scores.ReferenceStats | None:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: str, value: _scores.ReferenceStats) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._entries:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+MEMORY_CACHE = _MemoryCache(_MEMORY_ENTRIES)
+
+
+def _read_disk(path: Path) -> _scores.ReferenceStats | None:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state.get("version") != _scores.SCORES_VERSION:
+            return None
+        return _scores.ReferenceStats.from_state(state)
+    except FileNotFoundError:
+        return None
+    except Exception:  # a torn or foreign file: recompute and overwrite it
+        return None
+
+
+def _write_disk(path: Path, stats: _scores.ReferenceStats) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        torch.save(stats.to_state(), tmp)
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs a recomputation next time
+
+
+def reference_statistics(
+    model: Any,
+    refset: ReferenceSet,
+    layers: Sequence[str] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+) -> _scores.ReferenceStats:
+    """Per-layer, per-class reference statistics for ``model`` (a ``ModelHandle``), cached.
+
+    ``layers`` are user layer names (None: the default set). The result's
+    ``layers`` always end with ``"logits"``; for TorchScript it is only that.
+    """
+    layer_set = _activations.resolve_layers(model, layers, device=device)
+    model_digest = getattr(model, "digest", "") or ""
+    if not model_digest:
+        raise ReferenceSetError("model", "needs a content digest to cache reference statistics")
+    key = stats_key(model_digest, layer_set.names, refset.digest, model.input_spec)
+    cached = MEMORY_CACHE.get(key)
+    if cached is not None:
+        return cached
+    disk = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = disk / f"{key}.pt"
+    stats = _read_disk(path)
+    if stats is None:
+        stats = _compute(model, refset, layer_set, device=device, batch_size=batch_size)
+        _write_disk(path, stats)
+    MEMORY_CACHE.put(key, stats)
+    return stats
+
+
+def _compute(
+    model: Any,
+    refset: ReferenceSet,
+    layer_set: _activations.LayerSet,
+    *,
+    device: str | torch.device,
+    batch_size: int,
+) -> _scores.ReferenceStats:
+    images, labels = load_images(refset, model.input_spec)
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in layer_set.names}
+    for start in range(0, images.shape[0], batch_size):
+        acts = _activations.capture(
+            model, images[start : start + batch_size], layer_set, device=device
+        )
+        for name, value in acts.items():
+            parts[name].append(value)
+    activations = {n: torch.cat(v) for n, v in parts.items()}
+    return _scores.reference_stats(activations, labels, digest=refset.digest)
