@@ -16,7 +16,7 @@ import torch
 
 from ._forward import ModelRunner
 from ._objectives import StepContext, probability_variance
-from ._param import NOISE_SD, make_param, param_shape
+from ._param import PERTURBATION_SD, make_param, param_shape
 from ._seeds import derive_seed, generator
 from .types import GenerationConfig, ImageClassifier
 
@@ -79,7 +79,7 @@ def _optimise_baseline(runner: ModelRunner, config: GenerationConfig, seed: int)
         generator=generator(derive_seed("equidistant", seed)),
     )
     with torch.no_grad():
-        param.tensors[0].add_(noise.to(runner.device)[None] * NOISE_SD)
+        param.tensors[0].add_(noise.to(runner.device)[None] * PERTURBATION_SD)
     objective = probability_variance()
     optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
     groups = torch.zeros(1, dtype=torch.long, device=runner.device)

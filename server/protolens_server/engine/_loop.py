@@ -27,7 +27,7 @@ from protolens_server.errors import GenerationCancelled, GenerationDiverged, Unk
 from . import _objectives as obj
 from ._baseline import baseline_for
 from ._forward import ModelRunner
-from ._param import NOISE_SD, ImageParam, make_param, param_shape
+from ._param import PERTURBATION_SD, ImageParam, make_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
 from ._seeds import generator, per_target_seeds, prototype_seed
 from ._transforms import DrawStream, preset
@@ -200,26 +200,29 @@ class _Chunk:
         return self._finish(items, param, weights)
 
     def _start(self, items: list[_Item], generators: list[torch.Generator]) -> ImageParam:
-        """Parameters at the configured start; each image's noise from its own generator."""
+        """Parameters at the configured start, each image's randomness from its own generator.
+
+        ``noise``: uniform random pixels. ``constant`` and ``equidistant``: that
+        image plus a small perturbation in parameter space, so prototypes of one
+        target start apart and the diversity term can separate them.
+        """
         config, runner = self.config, self.runner
-        shape = runner.spec.shape
-        param = make_param(
-            config.parameterisation, len(items), shape, config.decorrelate, runner.device
-        )
-        noise = torch.stack(
-            [
-                torch.randn(param_shape(config.parameterisation, shape), generator=g)
-                for g in generators
-            ]
-        ).to(runner.device)
-        if config.start == "constant":
-            param.set_images(torch.full((len(items), *shape), config.start_value))
+        shape, n = runner.spec.shape, len(items)
+        param = make_param(config.parameterisation, n, shape, config.decorrelate, runner.device)
+        if config.start == "noise":
+            param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
             return param
-        if config.start == "equidistant":
+        if config.start == "constant":
+            param.set_images(torch.full((n, *shape), config.start_value))
+        else:
             baselines = {s: baseline_for(runner, config, s) for s in {i.call_seed for i in items}}
             param.set_images(torch.stack([baselines[item.call_seed] for item in items]))
+        kind = config.parameterisation
+        noise = torch.stack(
+            [torch.randn(param_shape(kind, shape), generator=g) for g in generators]
+        )
         with torch.no_grad():
-            param.tensors[0].add_(noise * NOISE_SD)
+            param.tensors[0].add_(noise.to(runner.device) * PERTURBATION_SD)
         return param
 
     def _objective(self, weights: torch.Tensor) -> obj.Objective:

@@ -98,10 +98,16 @@ def high_frequency() -> Objective:
 
 
 def _gram(features: torch.Tensor) -> torch.Tensor:
-    """Flattened channel Gram matrix per image (the 'style' of a layer)."""
+    """Flattened channel Gram matrix per image (the 'style' of a layer).
+
+    Features are centred per channel first (a covariance): the raw Gram of
+    mostly-positive activations is dominated by their means, so every pair of
+    images looks alike and the diversity gradient vanishes.
+    """
     if features.dim() == 4:
         n, ch = features.shape[:2]
         flat = features.reshape(n, ch, -1)
+        flat = flat - flat.mean(dim=2, keepdim=True)
         return (flat @ flat.transpose(1, 2) / flat.shape[-1]).reshape(n, -1)
     return features.reshape(features.shape[0], -1)
 

@@ -146,8 +146,9 @@ class PixelParam:
         self.pixels.copy_(torch.fft.irfft2(spec, s=(h, w)))
 
 
-# Standard deviation of the initial noise in parameter space (Lucent's default).
-NOISE_SD = 0.01
+# Standard deviation of the per-prototype perturbation of a start, in parameter
+# space (Lucent's init noise).
+PERTURBATION_SD = 0.01
 
 
 def make_param(

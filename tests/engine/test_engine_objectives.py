@@ -1,0 +1,97 @@
+"""Objectives: each one's loss falls when optimised alone (Lucent's property test), and
+objectives add, negate and scale."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from engine_nets import SPEC, tiny_net
+from protolens_server.engine import _objectives as obj
+from protolens_server.engine._param import make_param
+from protolens_server.engine._probes import LayerProbe
+
+N, K = 3, 10
+
+
+def _weights(rows: dict[int, float]) -> torch.Tensor:
+    w = torch.zeros(N, K)
+    for c, v in rows.items():
+        w[:, c] = v
+    return w
+
+
+def _losses(objective: obj.Objective, steps: int = 5) -> list[float]:
+    """Optimise three noisy images of the tiny net for ``objective`` alone."""
+    net = tiny_net()
+    param = make_param("pixel", N, SPEC.shape, True, torch.device("cpu"))
+    with torch.no_grad():
+        param.tensors[0].normal_(0, 1.0, generator=torch.Generator().manual_seed(0))
+    optimiser = torch.optim.Adam(param.tensors, lr=0.05)
+    groups = torch.zeros(N, dtype=torch.long)
+    losses = []
+    with LayerProbe(net, batchnorm=True, features=True) as probe:
+        for _ in range(steps + 1):
+            images = param.image()
+            logits = net(SPEC.normalise(images))
+            features, bn_stats = probe.take()
+            loss = objective(obj.StepContext(logits, images, groups, features, bn_stats)).sum()
+            losses.append(float(loss.detach()))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    return losses
+
+
+OBJECTIVES: dict[str, Callable[[], obj.Objective]] = {
+    "prototype logit": lambda: obj.target_logits(_weights({3: 1.0})),
+    "antitype logit": lambda: obj.target_logits(_weights({3: -1.0})),
+    "hybrid logits": lambda: obj.target_logits(_weights({3: 1.0, 7: 1.0})),
+    "log probability": lambda: obj.target_log_probs(_weights({3: 1.0})),
+    "high frequency": obj.high_frequency,
+    "diversity": obj.diversity,
+    "bn prior": obj.bn_prior,
+    "probability variance": obj.probability_variance,
+    "sum": lambda: obj.target_logits(_weights({3: 1.0})) + 0.5 * obj.high_frequency(),
+}
+
+
+@pytest.mark.parametrize("name", list(OBJECTIVES))
+def test_loss_falls_over_five_steps(name: str) -> None:
+    losses = _losses(OBJECTIVES[name]())
+    assert losses[-1] < losses[0], losses
+
+
+def test_objectives_add_negate_and_scale() -> None:
+    a = obj.Objective(lambda c: c.logits[:, 0], "a")
+    b = obj.Objective(lambda c: c.logits[:, 1], "b")
+    ctx = obj.StepContext(torch.randn(4, K), torch.rand(4, 3, 8, 8), torch.zeros(4))
+    x, y = ctx.logits[:, 0], ctx.logits[:, 1]
+    assert torch.equal((a + b)(ctx), x + y)
+    assert torch.equal((a - b)(ctx), x - y)
+    assert torch.equal((-a)(ctx), -x)
+    assert torch.equal((2.0 * a)(ctx), 2 * x) and torch.equal((a * 3)(ctx), 3 * x)
+    assert torch.equal(sum([a, b])(ctx), x + y)
+    assert "a" in repr(a + b)
+
+
+def test_diversity_couples_only_images_of_the_same_group() -> None:
+    feats = torch.randn(4, 5, 6, 6)
+    feats[1] = feats[0] * 2  # same Gram direction as image 0
+    ctx = obj.StepContext(
+        torch.zeros(4, K), torch.rand(4, 3, 8, 8), torch.tensor([0, 0, 1, 2]), feats
+    )
+    loss = obj.diversity()(ctx)
+    assert torch.allclose(loss[:2], torch.ones(2))  # identical style within group 0
+    assert torch.equal(loss[2:], torch.zeros(2))  # alone in their groups
+
+
+def test_bn_prior_is_zero_at_the_running_statistics() -> None:
+    mean, var = torch.randn(5), torch.rand(5) + 0.5
+    stats = [(mean.expand(2, 5), var.expand(2, 5), mean, var)]
+    ctx = obj.StepContext(torch.zeros(2, K), torch.rand(2, 3, 8, 8), torch.zeros(2), None, stats)
+    assert torch.equal(obj.bn_prior()(ctx), torch.zeros(2))
+    assert torch.equal(
+        obj.bn_prior()(obj.StepContext(ctx.logits, ctx.images, ctx.groups)), torch.zeros(2)
+    )

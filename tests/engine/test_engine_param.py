@@ -1,0 +1,56 @@
+"""Parameterisations: exact starts, valid images, blur that smooths."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from protolens_server.engine._param import make_param
+
+CPU = torch.device("cpu")
+KINDS = [("fourier", True), ("fourier", False), ("pixel", True), ("pixel", False)]
+
+
+def _tv(x: torch.Tensor) -> float:
+    x = x.detach()
+    return float(
+        (x[..., 1:] - x[..., :-1]).abs().mean() + (x[..., 1:, :] - x[..., :-1, :]).abs().mean()
+    )
+
+
+@pytest.mark.parametrize(("kind", "decorrelate"), KINDS)
+@pytest.mark.parametrize("shape", [(3, 32, 32), (3, 17, 24), (1, 16, 16)])
+def test_set_images_is_an_exact_start(
+    kind: str, decorrelate: bool, shape: tuple[int, int, int]
+) -> None:
+    images = torch.rand(2, *shape, generator=torch.Generator().manual_seed(0)) * 0.9 + 0.05
+    param = make_param(kind, 2, shape, decorrelate, CPU)
+    param.set_images(images)
+    assert torch.allclose(param.image(), images, atol=1e-5)
+
+
+@pytest.mark.parametrize(("kind", "decorrelate"), KINDS)
+def test_zero_parameters_are_grey_and_images_stay_in_range(kind: str, decorrelate: bool) -> None:
+    param = make_param(kind, 3, (3, 20, 20), decorrelate, CPU)
+    assert torch.allclose(param.image(), torch.full((3, 3, 20, 20), 0.5))
+    with torch.no_grad():
+        param.tensors[0].normal_(0, 50)
+    image = param.image()
+    assert image.min() >= 0 and image.max() <= 1
+
+
+@pytest.mark.parametrize(("kind", "decorrelate"), KINDS)
+def test_blur_smooths_the_image(kind: str, decorrelate: bool) -> None:
+    images = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 0.8 + 0.1
+    param = make_param(kind, 1, (3, 32, 32), decorrelate, CPU)
+    param.set_images(images)
+    param.blur_(1.0)
+    blurred = param.image()
+    assert _tv(blurred) < 0.5 * _tv(images)
+    # a blur keeps the mean colour
+    assert torch.allclose(blurred.mean(dim=(2, 3)), images.mean(dim=(2, 3)), atol=0.05)
+
+
+def test_fourier_parameters_receive_gradients() -> None:
+    param = make_param("fourier", 2, (3, 16, 16), True, CPU)
+    (grad,) = torch.autograd.grad(param.image()[:, 0].sum(), param.tensors)
+    assert grad.shape == param.tensors[0].shape and grad.abs().sum() > 0
