@@ -89,6 +89,8 @@ def test_class_name_count_must_match_outputs(scripted_path, tmp_path) -> None:
     (tmp_path / "m.json").write_text(json.dumps({**SIDECAR, "class_names": ["x", "y"]}))
     with pytest.raises(InvalidArgument, match=r"m\.json.*has 2 class names"):
         load_model(str(model))
+    with pytest.raises(InvalidArgument, match=r"m\.json.*has 2 class names"):
+        load_model(str(model), spec=SPEC)  # the names still come from the sidecar
 
 
 def test_sidecar_errors_name_the_file_and_key(scripted_path, tmp_path) -> None:

@@ -163,3 +163,10 @@ def test_eager_mar_needs_and_uses_a_registered_factory(tmp_path, state_dict_path
     h = load_model(f"factory:tiny_nets_models:tiny_net@{mar}")
     assert h.format == "eager" and h.input_spec == SPEC
     assert_same_outputs(h, tiny_model)
+
+
+def test_factory_without_weights_uses_its_own(tiny_model) -> None:
+    h = load_model("factory:tiny_nets_models:trained_like", spec=SPEC)
+    assert h.name == "trained_like" and h.source == "factory:tiny_nets_models:trained_like"
+    assert_same_outputs(h, tiny_model)
+    assert load_model("factory:tiny_nets_models:trained_like", spec=SPEC).digest == h.digest

@@ -51,7 +51,9 @@ class Sidecar:
             classes=self.classes or other.classes,
             factory=self.factory or other.factory,
             description=self.description or other.description,
-            origin=self.origin or other.origin,
+            # error messages about class names should name where the names came from
+            origin=(self.origin if self.classes or not other.classes else other.origin)
+            or other.origin,
         )
 
 
