@@ -50,8 +50,24 @@ def cli_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     fruit = _save(_Net(), root / "fruit.pt", {**SIDECAR, "class_names": CLASS_NAMES})
     torch.manual_seed(0)
     nan = _save(_NaNOffZero(), root / "nan.pt", SIDECAR)
+    torch.manual_seed(0)
+    program = torch.export.export(
+        _Net().eval(),
+        (torch.rand(2, 3, 16, 16),),
+        dynamic_shapes={"x": {0: torch.export.Dim("batch", min=1, max=1024)}},
+    )
+    exported = root / "exported.pt2"
+    torch.export.save(program, exported)
+    exported.with_suffix(".json").write_text(json.dumps({**SIDECAR, "class_names": CLASS_NAMES}))
     bare = root / "bare.pt"
     bare.write_bytes(fruit.read_bytes())  # no sidecar: default ImageNet spec 3x224x224
     notes = root / "notes.pt"
     notes.write_text("this is not a model")
-    return {"fruit": fruit, "nan": nan, "bare": bare, "notes": notes, "root": root}
+    return {
+        "fruit": fruit,
+        "nan": nan,
+        "exported": exported,
+        "bare": bare,
+        "notes": notes,
+        "root": root,
+    }

@@ -85,6 +85,21 @@ def test_input_spec_flags_and_class_names_file(capsys, cli_models, tmp_path) -> 
     assert (proto["class_index"], proto["class_name"]) == (4, "z")
 
 
+def test_exported_program_with_bn_prior_and_diversity(capsys, cli_models, tmp_path) -> None:
+    code, stdout, stderr = generate(
+        capsys, "-m", str(cli_models["exported"]), "-t", "cherry", "--prototypes", "2",
+        "--diversity", "0.5", "--bn-prior", "0.1", *FAST, "--out", str(tmp_path), "--json",
+    )  # fmt: skip
+    assert code == 0 and stderr == "", stderr
+    files = [p["file"] for p in json.loads(stdout)["prototypes"]]
+    assert [Path(f).name for f in files] == ["2-cherry-0.png", "2-cherry-1.png"]
+    assert Path(files[0]).read_bytes() != Path(files[1]).read_bytes()
+    line = _one_line_error(
+        capsys, "-m", str(cli_models["exported"]), "-t", "7", *FAST, "--out", str(tmp_path)
+    )
+    assert "class index 7 is out of range" in line
+
+
 def _one_line_error(capsys, *args: str) -> str:
     code, stdout, stderr = generate(capsys, *args)
     assert code == 1

@@ -12,6 +12,7 @@ Export with a dynamic batch dimension, e.g.
 from __future__ import annotations
 
 import io
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,9 @@ def load(
 
 def read_program(source: Path | bytes, origin: str) -> torch.export.ExportedProgram:
     try:
-        return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source)
+        with warnings.catch_warnings():  # torch's own pytree deprecation noise on load
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Exception as exc:  # zip, pickle, schema and version errors alike
         hint = not_a_model_hint(sniff(source))
         raise InvalidModel(f"{origin}: not a torch.export .pt2 program{hint}") from exc
@@ -80,7 +83,9 @@ def handle_for(
 
 def module_of(program: torch.export.ExportedProgram) -> Any:
     try:
-        return torch.export.unflatten(program)
+        with warnings.catch_warnings():  # torch's own pytree deprecation noise
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.export.unflatten(program)
     except Exception:  # some programs (e.g. with preserved-module calls) do not unflatten
         return program.module()
 
