@@ -136,6 +136,11 @@ async def test_watch_replays_then_follows_until_finished_and_resumes(queue, cons
     assert any(e.step == 4 and e.best_probability == 0.5 for _, e in seen)
     resumed = [e async for _, e in queue.watch(record.job_id, after=seen[1][0])]
     assert resumed == [e for _, e in seen[2:]]
+    # Resuming after the final event answers at once with how the job ended.
+    started = asyncio.get_running_loop().time()
+    tail = [e async for _, e in queue.watch(record.job_id, after=seen[-1][0])]
+    assert [e.state for e in tail] == [JobState.SUCCEEDED]
+    assert asyncio.get_running_loop().time() - started < 0.5
 
 
 async def test_stats_and_gauges(queue, consumer_factory):

@@ -14,6 +14,7 @@ from dataclasses import replace
 from typing import Any
 
 import redis.asyncio as aioredis
+
 from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.errors import (
@@ -273,11 +274,12 @@ class JobQueue:
         self, job_id: str, *, tenant: str | None = None, after: str = "0"
     ) -> AsyncIterator[tuple[str, JobEvent]]:
         """Past events after ``after``, then new ones as they come, until the job ends."""
-        record = await self.get(job_id, tenant=tenant)
+        await self.get(job_id, tenant=tenant)
         key = self.keys.events(job_id)
         last = after or "0"
+        block: int | None = None
         while True:
-            reply = await self.redis.xread({key: last}, count=100, block=_WATCH_BLOCK_MS)
+            reply = await self.redis.xread({key: last}, count=100, block=block)
             entries = reply[0][1] if reply else []
             for entry_id, fields in entries:
                 last = _text(entry_id)
@@ -286,25 +288,29 @@ class JobQueue:
                 if event.state.finished:
                     return
             if entries:
+                block = None
                 continue
-            try:
-                record = await self.get(job_id, tenant=tenant)
-            except JobNotFound:
-                return
-            if record.state.finished:
-                # The finishing event was trimmed or expired: say how it ended anyway.
-                yield (
-                    last,
-                    JobEvent(
-                        job_id,
-                        record.state,
-                        record.step,
-                        record.total_steps,
-                        record.best_probability,
-                        record.error,
-                    ),
-                )
-                return
+            if block is None:
+                # Caught up: if the job already ended (its final event was read before
+                # ``after``, trimmed or expired), say how it ended; else wait for more.
+                try:
+                    record = await self.get(job_id, tenant=tenant)
+                except JobNotFound:
+                    return
+                if record.state.finished:
+                    yield (
+                        last,
+                        JobEvent(
+                            job_id,
+                            record.state,
+                            record.step,
+                            record.total_steps,
+                            record.best_probability,
+                            record.error,
+                        ),
+                    )
+                    return
+            block = _WATCH_BLOCK_MS
 
     # --- results ---------------------------------------------------------------------
     async def get_png(self, job_id: str, index: int, *, tenant: str | None = None) -> bytes:

@@ -182,6 +182,7 @@ class Worker:
             if reclaimed:
                 return reclaimed[0], True
         entries = await self.consumer.read(1, block_ms=block_ms)
+        self._carry.extend(entries[1:])  # a blocking read may return one per stream
         return (entries[0] if entries else None), False
 
     async def _peek_spec(self, entry: Entry) -> JobSpec | None:
@@ -356,7 +357,7 @@ class Worker:
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await self.heartbeat()
-            except aioredis.RedisError as e:
+            except Exception as e:  # the heartbeat must outlive any one failure
                 log.warning("heartbeat failed: %s", e)
 
     async def heartbeat(self) -> None:
