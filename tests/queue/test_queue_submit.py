@@ -175,3 +175,11 @@ async def test_bad_specs_name_the_field(queue: JobQueue, change: dict, field: st
     with pytest.raises(InvalidArgument) as info:
         await queue.submit(make_spec(**change))
     assert info.value.field == field
+
+
+async def test_tenant_and_request_id_cannot_collide_in_the_idempotency_key(queue: JobQueue) -> None:
+    a, _ = await queue.submit(make_spec(tenant="a:b", request_id="c", seed=1))
+    b, outcome = await queue.submit(make_spec(tenant="a", request_id="b:c", seed=2))
+    assert outcome == "queued" and a.job_id != b.job_id
+    again, outcome = await queue.submit(make_spec(tenant="a:b", request_id="c", seed=1))
+    assert outcome == "idempotent_replay" and again.job_id == a.job_id

@@ -118,3 +118,13 @@ async def test_cancel_stops_a_running_job_within_a_few_steps(wqueue, worker_sett
     finally:
         worker.request_stop()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_bad_job_in_a_batch_does_not_fail_the_others(wqueue, worker_settings, tiny_digest):
+    good, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), seed=5))
+    bad, _ = await wqueue.submit(tiny_spec(tiny_digest, (77,), seed=6))
+    async with Worker(worker_settings, name="w-split") as worker:
+        assert await worker.run_once() == 2  # one batch; the engine refuses it; split
+    assert (await wqueue.get(good.job_id)).state == JobState.SUCCEEDED
+    failed = await wqueue.get(bad.job_id)
+    assert failed.state == JobState.FAILED and failed.attempts == 1 and "77" in failed.error

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -59,7 +60,9 @@ def make_store(root: Path) -> Path:
     for name, cls in (("tiny", TinyCNN), ("poison", PoisonCNN)):
         torch.manual_seed(0)
         net = cls().eval()
-        torch.jit.script(net).save(str(store / f"{name}.pt"))
+        with warnings.catch_warnings():  # TorchScript is deprecated, still a supported format
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.script(net).save(str(store / f"{name}.pt"))
         (store / f"{name}.json").write_text(json.dumps(SIDECAR))
     return store
 

@@ -61,6 +61,8 @@ class JobQueue:
 
     @classmethod
     async def connect(cls, settings: Settings) -> JobQueue:
+        if not settings.redis_url:
+            raise InvalidArgument("redis_url", "no Redis configured: set PROTOLENS_REDIS_URL")
         client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
         queue = cls(client, settings)
         await ensure_groups(client, queue.keys)

@@ -12,7 +12,7 @@ The rest:
 - ``{prefix}:job:{<id>}:events``   per-job progress stream (what WatchJob relays)
 - ``{prefix}:result:{<ck>}``       cached result hash: prototypes JSON + ``png:<i>`` bytes
 - ``{prefix}:inflight:{<ck>}``     id of the job generating that cache key (dedup)
-- ``{prefix}:idem:<tenant>:<rid>`` job id for a tenant's request_id (idempotency)
+- ``{prefix}:idem:<len>:<tenant>:<rid>`` job id for a tenant's request_id (idempotency)
 - ``{prefix}:tenant:<tenant>:jobs`` a tenant's job ids (sorted set, lexical = time order)
 - ``{prefix}:jobs:<STATE>``        job ids by state (sorted set, score = time of entry)
 - ``{prefix}:worker:<name>``       worker info hash (pid, host, metrics port, device)
@@ -71,7 +71,8 @@ class Keys:
         return f"{self.prefix}:inflight:{{{cache_key}}}"
 
     def idempotency(self, tenant: str, request_id: str) -> str:
-        return f"{self.prefix}:idem:{tenant}:{request_id}"
+        # The tenant's length keeps ("a:b", "c") and ("a", "b:c") apart.
+        return f"{self.prefix}:idem:{len(tenant)}:{tenant}:{request_id}"
 
     # --- indexes -------------------------------------------------------------------
     def tenant_jobs(self, tenant: str) -> str:

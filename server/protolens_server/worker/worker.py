@@ -272,7 +272,7 @@ class Worker:
         """Retry (or fail, for caller errors); a failing batch is split to find the culprit."""
         permanent = isinstance(error, PERMANENT_ERRORS)
         live = [d for d in deliveries if d.active]
-        if len(live) > 1 and not permanent:
+        if len(live) > 1:  # which job caused it is unknown: run each alone
             log.warning("batch of %d failed (%s); running its jobs one by one", len(live), error)
             for delivery in live:
                 await self._generate_and_store([delivery])
