@@ -1,0 +1,211 @@
+"""CPU throughput: the engine (classes batched) against Lucent (one class per call).
+
+Both run in one process on the same model, image size, steps and torch thread
+count. Repetitions alternate which method goes first, so both see the same
+background load. Each engine repetition uses a fresh seed, so the equidistant
+baseline (which the engine caches per model and seed) is computed inside every
+timed call: the numbers are for a cold cache.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from statistics import median
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from protolens_server.engine import GenerationConfig, generate
+
+# (method, [(class, image (3,H,W) in [0,1])]) -> {"mean": float|None, ...}
+ScoreFn = Callable[[str, list[tuple[int, torch.Tensor]]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class CpuSettings:
+    model: str
+    classes: tuple[int, ...]
+    steps: int
+    size: int
+    threads: int
+    reps: int
+    seed: int
+    engine_batch: int
+
+
+@dataclass
+class _Timing:
+    wall: float
+    cpu: float
+    prototypes: list[tuple[int, torch.Tensor]]
+
+
+def machine_description(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    return (
+        f"{os.cpu_count()}-core {platform.machine()} ({cpu}), {platform.system()}, "
+        f"torch {torch.__version__}, {threads} torch threads"
+    )
+
+
+def run_cpu(
+    settings: CpuSettings,
+    handle: Any,
+    *,
+    lucent_skip_reason: str | None,
+    score_fn: ScoreFn | None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Time both methods ``settings.reps`` times, alternating order; score the first rep."""
+    torch.set_num_threads(settings.threads)
+    methods: dict[str, Callable[[int], _Timing]] = {"engine": _engine_runner(settings, handle)}
+    if lucent_skip_reason is None:
+        methods["lucent"] = _lucent_runner(settings, handle)
+    loadavg_start = os.getloadavg()
+    timings: dict[str, list[_Timing]] = {name: [] for name in methods}
+    for rep in range(settings.reps):
+        order = list(methods) if rep % 2 == 0 else list(reversed(methods))
+        for name in order:
+            timing = methods[name](rep)
+            timings[name].append(timing)
+            log(
+                f"rep {rep + 1}/{settings.reps} {name}: {timing.wall:.1f} s wall, "
+                f"{timing.cpu:.1f} s CPU for {len(timing.prototypes)} prototypes"
+            )
+    loadavg_end = os.getloadavg()
+    result: dict[str, Any] = {
+        "mode": "cpu",
+        "settings": asdict(settings),
+        "machine": {
+            "description": machine_description(settings.threads),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+            "loadavg_start": loadavg_start[0],
+            "loadavg_end": loadavg_end[0],
+        },
+        "methods": {},
+        "notes": [],
+    }
+    for name, runs in timings.items():
+        result["methods"][name] = _summarise(name, runs, settings, handle, score_fn, log)
+    if lucent_skip_reason is not None:
+        result["methods"]["lucent"] = {"skipped": lucent_skip_reason}
+        result["notes"].append(lucent_skip_reason)
+    result["ratios"] = _ratios(result["methods"])
+    result["notes"] += _standard_notes(settings)
+    return result
+
+
+def _engine_runner(settings: CpuSettings, handle: Any) -> Callable[[int], _Timing]:
+    config = GenerationConfig(steps=settings.steps, max_batch=settings.engine_batch)
+
+    def run(rep: int) -> _Timing:
+        seed = settings.seed + rep
+        t0, c0 = time.perf_counter(), time.process_time()
+        protos = generate(handle, list(settings.classes), config, seed=seed, device="cpu")
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return _Timing(wall, cpu, [(p.target.classes[0], p.image) for p in protos])
+
+    return run
+
+
+def _lucent_runner(settings: CpuSettings, handle: Any) -> Callable[[int], _Timing]:
+    import lucent_render
+
+    model = lucent_render.as_user_model(handle.module)
+    layer = lucent_render.final_linear_layer(model)
+    spec = handle.input_spec
+
+    def run(rep: int) -> _Timing:
+        t0, c0 = time.perf_counter(), time.process_time()
+        images = [
+            (
+                c,
+                lucent_render.render_class(
+                    model,
+                    c,
+                    size=settings.size,
+                    steps=settings.steps,
+                    mean=spec.mean,
+                    std=spec.std,
+                    seed=settings.seed + rep,
+                    layer=layer,
+                ),
+            )
+            for c in settings.classes
+        ]
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+        return _Timing(wall, cpu, images)
+
+    return run
+
+
+@torch.no_grad()
+def target_probabilities(
+    handle: Any, prototypes: Sequence[tuple[int, torch.Tensor]]
+) -> list[float]:
+    """Softmax probability of each image's own class, on the untransformed image."""
+    images = torch.stack([img for _, img in prototypes]).float()
+    logits = handle.module(handle.input_spec.normalise(images))
+    probs = F.softmax(logits.float(), dim=1)
+    return [float(probs[k, c]) for k, (c, _) in enumerate(prototypes)]
+
+
+def _summarise(
+    name: str,
+    runs: list[_Timing],
+    settings: CpuSettings,
+    handle: Any,
+    score_fn: ScoreFn | None,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    n = len(settings.classes)
+    per_proto = [r.wall / n for r in runs]
+    first = runs[0].prototypes
+    probs = target_probabilities(handle, first)
+    summary: dict[str, Any] = {
+        "prototypes_per_call": min(settings.engine_batch, n) if name == "engine" else 1,
+        "seconds_per_prototype": median(per_proto),
+        "seconds_per_prototype_reps": per_proto,
+        "cpu_seconds_per_prototype": median(r.cpu / n for r in runs),
+        "prototypes_per_second": 1.0 / median(per_proto),
+        "target_probabilities": probs,
+        "mean_target_probability": sum(probs) / len(probs),
+        "path_similarity": None,
+    }
+    if score_fn is not None:
+        log(f"scoring {name}'s prototypes (rep 1)")
+        summary["path_similarity"] = score_fn(name, first)
+    return summary
+
+
+def _ratios(methods: dict[str, dict[str, Any]]) -> dict[str, float | None]:
+    engine, lucent = methods.get("engine"), methods.get("lucent")
+    if not engine or not lucent or lucent.get("skipped"):
+        return {"throughput": None, "cpu_time": None, "path_similarity_difference": None}
+    sim_e = (engine.get("path_similarity") or {}).get("mean")
+    sim_l = (lucent.get("path_similarity") or {}).get("mean")
+    return {
+        "throughput": lucent["seconds_per_prototype"] / engine["seconds_per_prototype"],
+        "cpu_time": lucent["cpu_seconds_per_prototype"] / engine["cpu_seconds_per_prototype"],
+        "path_similarity_difference": (
+            sim_e - sim_l if sim_e is not None and sim_l is not None else None
+        ),
+    }
+
+
+def _standard_notes(settings: CpuSettings) -> list[str]:
+    return [
+        "s / prototype: median over repetitions of (wall time of all classes / classes); "
+        "CPU s: process CPU time (all threads), less sensitive to other load on the machine.",
+        f"engine: product defaults (GenerationConfig) but steps={settings.steps}, "
+        f"max_batch={settings.engine_batch}; includes its equidistant baseline (cold cache).",
+        "Lucent: render_vis with param.image(size) (FFT + decorrelation), standard transforms, "
+        "Adam(lr=0.05), objective channel(<logits layer>, class); model parameters trainable, "
+        "as a user's model is.",
+        "mean target p: softmax probability of the class on the final, untransformed image.",
+    ]

@@ -1,0 +1,149 @@
+"""Turn a throughput result (a plain dict, the same one written as JSON) into markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def fmt(value: Any, digits: int = 3) -> str:
+    """A table cell: floats to ``digits`` significant figures, None as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return "—"
+        if value == 0:
+            return "0"
+        magnitude = math.floor(math.log10(abs(value)))
+        decimals = max(0, digits - 1 - magnitude)
+        return f"{value:.{decimals}f}"
+    return str(value)
+
+
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_json(path: str | Path, result: dict[str, Any]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+
+
+def cpu_markdown(result: dict[str, Any]) -> str:
+    """The CPU comparison: one row per method, then the ratios and the notes."""
+    s = result["settings"]
+    headers = [
+        "method",
+        "prototypes per call",
+        "s / prototype",
+        "CPU s / prototype",
+        "prototypes / s",
+        "mean target p",
+        "path similarity",
+        "p under transforms",
+    ]
+    rows = []
+    for name, m in result["methods"].items():
+        if m.get("skipped"):
+            rows.append([name, *["—"] * (len(headers) - 1)])
+            continue
+        sim = m.get("path_similarity") or {}
+        rows.append(
+            [
+                name,
+                m["prototypes_per_call"],
+                m["seconds_per_prototype"],
+                m["cpu_seconds_per_prototype"],
+                m["prototypes_per_second"],
+                m["mean_target_probability"],
+                sim.get("mean"),
+                sim.get("robust_probability_mean"),
+            ]
+        )
+    mach = result["machine"]
+    out = [
+        f"CPU: {s['model']}, {s['size']}×{s['size']}, {s['steps']} steps, "
+        f"{len(s['classes'])} classes {list(s['classes'])}, {s['threads']} torch threads, "
+        f"{s['reps']} repetitions (method order alternating), seed {s['seed']}",
+        f"machine: {mach['description']}; load average {fmt(mach['loadavg_start'])} at start, "
+        f"{fmt(mach['loadavg_end'])} at end",
+        "",
+        markdown_table(headers, rows),
+        "",
+    ]
+    ratio = result.get("ratios", {})
+    if ratio.get("throughput") is not None:
+        out.append(
+            f"engine / Lucent throughput: **{fmt(ratio['throughput'])}×** wall-clock, "
+            f"{fmt(ratio.get('cpu_time'))}× CPU time (target ≥ 2×); "
+            f"path similarity engine − Lucent: {fmt(ratio.get('path_similarity_difference'))} "
+            "(target ≥ 0)"
+        )
+    for note in result.get("notes", []):
+        out.append(f"- {note}")
+    return "\n".join(out)
+
+
+def gpu_markdown(result: dict[str, Any]) -> str:
+    """The GPU sweep: one row per (model, method, batch), then the 1000-prototype summary."""
+    s = result["settings"]
+    headers = [
+        "model",
+        "method",
+        "batch",
+        "s / batch",
+        "prototypes / s",
+        "TFLOP/s",
+        "% of matmul rate",
+        "peak MiB / prototype",
+        "target p (mean)",
+    ]
+    rows = []
+    for r in result["runs"]:
+        rows.append(
+            [
+                r["model"],
+                r["method"],
+                r["batch"],
+                r["seconds"],
+                r["prototypes_per_second"],
+                r["achieved_tflops"],
+                r["percent_of_matmul_rate"],
+                r["peak_mib_per_prototype"],
+                r.get("mean_target_probability"),
+            ]
+        )
+    dev = result["device"]
+    out = [
+        f"GPU: {dev['name']} ({fmt(dev['memory_gib'])} GiB), torch {dev['torch']}; "
+        f"{s['size']}×{s['size']}, {s['steps']} steps; engine autocast={s['autocast']}, "
+        f"channels_last={s['channels_last']}, compile={s['compile']}",
+        f"measured {dev['matmul_dtype']} matmul rate: {fmt(dev['matmul_tflops'])} TFLOP/s "
+        f"({dev['matmul_n']}³ products)",
+        "",
+        markdown_table(headers, rows),
+        "",
+    ]
+    for model, summ in result.get("summary", {}).items():
+        out.append(
+            f"- {model}: best engine batch {summ['best_batch']} at "
+            f"{fmt(summ['best_prototypes_per_second'])} prototypes/s; Lucent "
+            f"{fmt(summ.get('lucent_prototypes_per_second'))} prototypes/s; engine / Lucent "
+            f"**{fmt(summ.get('speedup_vs_lucent'))}×** (target ≥ 30×); 1000 prototypes in "
+            f"**{fmt(summ['seconds_for_1000'])} s** (target < 180 s for ResNet-50); FLOP floor "
+            f"{fmt(summ['floor_seconds_for_1000'])} s "
+            f"({fmt(summ['gflop_per_image_step'])} GFLOP per image-step), achieved "
+            f"{fmt(summ['fraction_of_floor'])} of the floor"
+        )
+    for note in result.get("notes", []):
+        out.append(f"- {note}")
+    return "\n".join(out)
