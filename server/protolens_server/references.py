@@ -2,7 +2,7 @@
 
 A reference set is either a folder ``ROOT/<class>/*.png|jpg|jpeg`` where
 ``<class>`` is a class index (``281``) or a class name the model knows
-(``tabby``, ``tabby cat``, ``tabby_cat``; case and ``_``/``-`` do not matter), or
+(``tabby``, ``tabby_cat``: matched as ``--target`` matches them), or
 a list of ``(file, class)`` pairs.
 
 Image policy (one rule, so statistics are comparable across sets): each image
@@ -25,7 +25,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -38,7 +37,8 @@ from PIL import Image, UnidentifiedImageError
 
 from protolens_server.engine import _activations, _scores
 from protolens_server.engine.types import InputSpec
-from protolens_server.errors import ReferenceSetError
+from protolens_server.errors import ReferenceSetError, UnknownClass
+from protolens_server.models.classes import resolve_class
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 POLICY = "cover-bicubic-centre-crop-no-upscale/v1"  # part of every cache key
@@ -112,7 +112,7 @@ class ReferenceSet:
             raise ReferenceSetError(
                 "reference", f"{root} is not a folder; give ROOT with one sub-folder per class"
             )
-        lookup = _name_lookup(class_names, class_aliases)
+        known = _classes(class_names, class_aliases)
         images = []
         folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
         if not folders:
@@ -120,7 +120,7 @@ class ReferenceSet:
                 "reference", f"{root} has no class folders; expected ROOT/<class index or name>/"
             )
         for folder in folders:
-            index = _class_index(folder.name, lookup, len(class_names), where=str(folder))
+            index = _class_index(folder.name, known, where=str(folder))
             files = sorted(
                 p
                 for p in folder.iterdir()
@@ -142,7 +142,7 @@ class ReferenceSet:
         class_names: Sequence[str],
         class_aliases: Sequence[Sequence[str]] = (),
     ) -> ReferenceSet:
-        lookup = _name_lookup(class_names, class_aliases)
+        known = _classes(class_names, class_aliases)
         images = []
         for file, label in pairs:
             path = Path(file)
@@ -150,48 +150,35 @@ class ReferenceSet:
                 raise ReferenceSetError(
                     "reference", f"{path} does not exist or is not a file", file=str(path)
                 )
-            index = _class_index(str(label), lookup, len(class_names), where=str(path))
+            index = _class_index(str(label), known, where=str(path))
             images.append(ReferenceImage(path, index, path.as_posix()))
         if not images:
             raise ReferenceSetError("reference", "the reference list is empty")
         return cls(tuple(images))
 
 
-def _normal(name: str) -> str:
-    return re.sub(r"[\s_\-]+", " ", name.strip().lower())
+@dataclass(frozen=True)
+class _Classes:
+    class_names: tuple[str, ...]
+    class_aliases: tuple[tuple[str, ...], ...]
 
 
-def _name_lookup(
-    class_names: Sequence[str], class_aliases: Sequence[Sequence[str]]
-) -> dict[str, int]:
-    lookup: dict[str, int] = {}
-    for i, aliases in enumerate(class_aliases):
-        for alias in aliases:
-            lookup.setdefault(_normal(alias), i)
-    for i, name in enumerate(class_names):
-        lookup[_normal(name)] = i
-    return lookup
+def _classes(class_names: Sequence[str], class_aliases: Sequence[Sequence[str]]) -> _Classes:
+    return _Classes(tuple(class_names), tuple(tuple(a) for a in class_aliases))
 
 
-def _class_index(label: str, lookup: dict[str, int], num_classes: int, *, where: str) -> int:
-    if label.strip().isdigit():
-        index = int(label)
-        if index < num_classes:
-            return index
+def _class_index(label: str, classes: _Classes, *, where: str) -> int:
+    """A folder or list label as a class index, by the same rules as ``--target``."""
+    try:
+        return resolve_class(classes, label, field="reference")
+    except UnknownClass as e:
+        detail = e.message.partition(": ")[2] or e.message
         raise ReferenceSetError(
             "reference",
-            f"{where}: class index {index} is out of range; the model has {num_classes} classes",
+            f"{where}: {detail}; name class folders by index (0..{len(classes.class_names) - 1})"
+            " or by one of the model's class names",
             file=where,
-        )
-    index = lookup.get(_normal(label))
-    if index is None:
-        raise ReferenceSetError(
-            "reference",
-            f"{where}: {label!r} is not a class of this model; name the folder by class index "
-            f"(0..{num_classes - 1}) or by one of the model's class names",
-            file=where,
-        )
-    return index
+        ) from e
 
 
 def load_image(path: Path, spec: InputSpec) -> torch.Tensor:

@@ -21,6 +21,7 @@ it is ``None``, never a made-up value. Pure torch: no I/O.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -88,20 +89,25 @@ def _nanmean(v: torch.Tensor) -> float:
 # Natural reference statistics.
 
 
+LEVELS = ("same", "other", "same_sd", "other_sd")
+
+
 @dataclass(frozen=True)
 class ReferenceStats:
     """Per layer and class: mean natural activation and the natural same/other levels.
 
     ``means[layer]`` is ``(K, C)`` for the K classes in ``classes`` (sorted class
-    indices); ``same[metric][layer]`` and ``other[metric][layer]`` are ``(K,)``.
+    indices). ``levels[kind][metric][layer]`` is ``(K,)`` for each kind in
+    ``LEVELS``: the mean similarity of the class's own images to their class mean
+    (leave-one-out), of other classes' images to it, and the standard deviations
+    of those two (the width of the natural bands).
     """
 
     layers: tuple[str, ...]
     classes: tuple[int, ...]
     counts: tuple[int, ...]
     means: dict[str, torch.Tensor]
-    same: dict[str, dict[str, torch.Tensor]]
-    other: dict[str, dict[str, torch.Tensor]]
+    levels: dict[str, dict[str, dict[str, torch.Tensor]]]
     digest: str = ""  # the reference set's content digest
 
     def row(self, cls: int) -> int:
@@ -112,6 +118,21 @@ class ReferenceStats:
                 "reference", f"has no images of class {cls}; add natural images of that class"
             ) from None
 
+    def level(self, kind: str, metric: str, layer: str, row: int) -> float:
+        return float(self.levels[kind][metric][layer][row])
+
+    def select(self, layers: Sequence[str]) -> ReferenceStats:
+        """The same statistics restricted to ``layers`` (in that order)."""
+        return dataclasses.replace(
+            self,
+            layers=tuple(layers),
+            means={n: self.means[n] for n in layers},
+            levels={
+                k: {m: {n: v[n] for n in layers} for m, v in per.items()}
+                for k, per in self.levels.items()
+            },
+        )
+
     def to_state(self) -> dict[str, Any]:
         """Tensors and plain values only (safe for ``torch.load(weights_only=True)``)."""
         return {
@@ -120,8 +141,7 @@ class ReferenceStats:
             "classes": list(self.classes),
             "counts": list(self.counts),
             "means": dict(self.means),
-            "same": {m: dict(v) for m, v in self.same.items()},
-            "other": {m: dict(v) for m, v in self.other.items()},
+            "levels": self.levels,
             "digest": self.digest,
         }
 
@@ -132,10 +152,17 @@ class ReferenceStats:
             classes=tuple(int(c) for c in state["classes"]),
             counts=tuple(int(c) for c in state["counts"]),
             means=dict(state["means"]),
-            same={m: dict(v) for m, v in state["same"].items()},
-            other={m: dict(v) for m, v in state["other"].items()},
+            levels={k: {m: dict(v) for m, v in state["levels"][k].items()} for k in LEVELS},
             digest=str(state.get("digest", "")),
         )
+
+
+def _mean_sd(v: torch.Tensor) -> tuple[float, float]:
+    finite = v[torch.isfinite(v)]
+    if not finite.numel():
+        return math.nan, math.nan
+    sd = float(finite.std(unbiased=False)) if finite.numel() > 1 else 0.0
+    return float(finite.mean()), sd
 
 
 def reference_stats(
@@ -158,17 +185,15 @@ def reference_stats(
             "reference", f"class {few[0]} has fewer than 2 images; add at least 2 per class"
         )
     means: dict[str, torch.Tensor] = {}
-    same: dict[str, dict[str, torch.Tensor]] = {m: {} for m in METRICS}
-    other: dict[str, dict[str, torch.Tensor]] = {m: {} for m in METRICS}
+    levels: dict[str, dict[str, dict[str, torch.Tensor]]] = {
+        k: {m: {} for m in METRICS} for k in LEVELS
+    }
     for layer, x in activations.items():
         x = x.to(torch.float64)
         if x.shape[0] != labels.shape[0]:
             raise InvalidArgument("activations", f"layer {layer!r} has {x.shape[0]} rows")
-        class_means, levels_same, levels_other = (
-            [],
-            {m: [] for m in METRICS},
-            {m: [] for m in METRICS},
-        )
+        class_means = []
+        rows: dict[str, dict[str, list[float]]] = {k: {m: [] for m in METRICS} for k in LEVELS}
         for c in classes:
             mine = labels == c
             xs, n = x[mine], int(mine.sum())
@@ -177,19 +202,20 @@ def reference_stats(
             leave_one_out = (total[None, :] - xs) / (n - 1)
             class_means.append(class_mean)
             for metric, fn in MEASURES.items():
-                levels_same[metric].append(_nanmean(fn(xs, leave_one_out)))
-                levels_other[metric].append(_nanmean(fn(x[~mine], class_mean)))
+                same, same_sd = _mean_sd(fn(xs, leave_one_out))
+                other, other_sd = _mean_sd(fn(x[~mine], class_mean))
+                for kind, value in zip(LEVELS, (same, other, same_sd, other_sd), strict=True):
+                    rows[kind][metric].append(value)
         means[layer] = torch.stack(class_means).to(torch.float32)
-        for metric in METRICS:
-            same[metric][layer] = torch.tensor(levels_same[metric], dtype=torch.float64)
-            other[metric][layer] = torch.tensor(levels_other[metric], dtype=torch.float64)
+        for kind in LEVELS:
+            for metric in METRICS:
+                levels[kind][metric][layer] = torch.tensor(rows[kind][metric], dtype=torch.float64)
     return ReferenceStats(
         layers=tuple(activations),
         classes=tuple(classes),
         counts=tuple(counts),
         means=means,
-        same=same,
-        other=other,
+        levels=levels,
         digest=digest,
     )
 
@@ -211,6 +237,11 @@ class MetricScores:
     normalised: float | None  # (value - natural_other) / (natural_same - natural_other)
     natural_same: float | None  # natural images of the class vs the class mean (leave-one-out)
     natural_other: float | None  # natural images of other classes vs the class mean
+    natural_same_sd: float | None  # spread of natural_same over the class's images
+    natural_other_sd: float | None  # spread of natural_other over other classes' images
+
+
+METRIC_PARTS = tuple(f.name for f in dataclasses.fields(MetricScores))
 
 
 @dataclass(frozen=True)
@@ -270,7 +301,7 @@ class PrototypeScores:
             "path_similarity": _num(self.path_similarity),
         }
         for metric in METRICS:
-            for part in ("value", "other", "normalised", "natural_same", "natural_other"):
+            for part in METRIC_PARTS:
                 key = metric if part == "value" else f"{metric}_{part}"
                 d[key] = [_num(getattr(layer.metric(metric), part)) for layer in self.layers]
         r = self.robustness
@@ -304,9 +335,7 @@ class PrototypeScores:
             def get(part: str) -> float | None:
                 return d[m if part == "value" else f"{m}_{part}"][i]
 
-            return MetricScores(
-                *(get(p) for p in ("value", "other", "normalised", "natural_same", "natural_other"))
-            )
+            return MetricScores(*(get(p) for p in METRIC_PARTS))
 
         layers = [
             LayerScores(name, metric("spearman", i), metric("cosine", i), metric("l1", i))
@@ -375,19 +404,27 @@ def layer_scores(
         per_metric = {}
         for metric, fn in MEASURES.items():
             sims = fn(a[None, :].expand_as(means), means)  # (K,)
-            parts = []
-            for r in rows:
-                value = float(sims[r])
-                same = float(stats.same[metric][layer][r])
-                other_level = float(stats.other[metric][layer][r])
-                parts.append((value, same, other_level, _normalise(value, same, other_level)))
-            other_value = _nanmean(sims[others]) if others else math.nan
+
+            def level(kind: str, metric: str = metric, layer: str = layer) -> float | None:
+                return _mean_or_none([stats.level(kind, metric, layer, r) for r in rows])
+
             per_metric[metric] = MetricScores(
-                value=_num(_mean_or_none([p[0] for p in parts])),
-                other=_num(other_value),
-                normalised=_mean_or_none([p[3] for p in parts]),
-                natural_same=_num(_mean_or_none([p[1] for p in parts])),
-                natural_other=_num(_mean_or_none([p[2] for p in parts])),
+                value=_mean_or_none([float(sims[r]) for r in rows]),
+                other=_num(_nanmean(sims[others])) if others else None,
+                normalised=_mean_or_none(
+                    [
+                        _normalise(
+                            float(sims[r]),
+                            stats.level("same", metric, layer, r),
+                            stats.level("other", metric, layer, r),
+                        )
+                        for r in rows
+                    ]
+                ),
+                natural_same=level("same"),
+                natural_other=level("other"),
+                natural_same_sd=level("same_sd"),
+                natural_other_sd=level("other_sd"),
             )
         out.append(LayerScores(layer, **per_metric))
     return out
@@ -476,15 +513,7 @@ def score(
     capture_set = _activations.LayerSet(wanted, layer_set.available, layer_set.reason)
     images = torch.stack([p.image.detach().float().cpu() for p in prototypes])
     acts = _activations.capture(model, images, capture_set, device=device)
-    sub = ReferenceStats(
-        layers=wanted,
-        classes=stats.classes,
-        counts=stats.counts,
-        means={n: stats.means[n] for n in wanted},
-        same={m: {n: v[n] for n in wanted} for m, v in stats.same.items()},
-        other={m: {n: v[n] for n in wanted} for m, v in stats.other.items()},
-        digest=stats.digest,
-    )
+    sub = stats.select(wanted)
     targets = [p.target for p in prototypes]
     robust = robustness(
         model,

@@ -1,0 +1,87 @@
+"""Reference statistics are computed once per (model, layers, reference set) and reused."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import pytest
+from protolens_server.engine import GenerationConfig, generate, score
+from protolens_server.references import (
+    MEMORY_CACHE,
+    ReferenceSet,
+    default_cache_dir,
+    reference_statistics,
+)
+from protolens_server.scoring import score_prototypes
+
+
+@contextlib.contextmanager
+def count_forwards(module) -> Iterator[list[int]]:
+    """Counts forward calls of ``module`` (one entry per call: its batch size)."""
+    calls: list[int] = []
+    h = module.register_forward_pre_hook(lambda _m, args: calls.append(args[0].shape[0]))
+    try:
+        yield calls
+    finally:
+        h.remove()
+
+
+def test_second_call_does_no_reference_forward_pass(handle, shapenet, reference_folder, tmp_path):
+    refset = ReferenceSet.from_folder(reference_folder, handle.class_names)
+    with count_forwards(shapenet) as calls:
+        first = reference_statistics(handle, refset, cache_dir=tmp_path)
+    assert sum(calls) >= len(refset)  # every reference image went through the model
+
+    with count_forwards(shapenet) as calls:
+        again = reference_statistics(handle, refset, cache_dir=tmp_path)
+    assert calls == [] and again is first  # from memory
+
+    MEMORY_CACHE.clear()
+    with count_forwards(shapenet) as calls:
+        from_disk = reference_statistics(handle, refset, cache_dir=tmp_path)
+    assert calls == []  # from disk
+    assert from_disk.layers == first.layers and from_disk.digest == refset.digest
+    for layer in first.layers:
+        assert from_disk.means[layer].equal(first.means[layer])
+    assert len(list(tmp_path.glob("*.pt"))) == 1
+
+    with count_forwards(shapenet) as calls:
+        reference_statistics(handle, refset, ["block2"], cache_dir=tmp_path)
+    assert sum(calls) >= len(refset)  # another layer set is another entry
+
+
+def test_scoring_twice_costs_only_the_prototype_passes(
+    handle, shapenet, reference_folder, tmp_path
+):
+    protos = generate(handle, [1, 4], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    score_prototypes(handle, protos, reference_folder, robustness_samples=3, cache_dir=tmp_path)
+    stats = reference_statistics(
+        handle, ReferenceSet.from_folder(reference_folder, handle.class_names), cache_dir=tmp_path
+    )
+    with count_forwards(shapenet) as direct:
+        score(handle, protos, stats, robustness_samples=3)
+    with count_forwards(shapenet) as calls:
+        score_prototypes(handle, protos, reference_folder, robustness_samples=3, cache_dir=tmp_path)
+    assert calls == direct and sum(calls) == len(protos) * (1 + 3)
+
+
+def test_digest_follows_content_not_names(reference_folder, tmp_path, handle):
+    a = ReferenceSet.from_folder(reference_folder, handle.class_names)
+    b = ReferenceSet.from_folder(reference_folder, handle.class_names)
+    assert a.digest == b.digest and len(a.digest) == 64
+    first = next((reference_folder / "1").glob("*.png"))
+    changed = tmp_path / "copy"
+    pairs = [(im.path, im.class_index) for im in a.images]
+    (changed).mkdir()
+    altered = changed / "x.png"
+    altered.write_bytes(first.read_bytes() + b"\0")
+    c = ReferenceSet.from_pairs([*pairs[1:], (altered, 1)], handle.class_names)
+    assert c.digest != a.digest
+
+
+def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("PROTOLENS_CACHE_DIR", str(tmp_path))
+    assert default_cache_dir() == tmp_path / "refstats"
+    monkeypatch.delenv("PROTOLENS_CACHE_DIR")
+    assert default_cache_dir().parts[-3:] == (".cache", "protolens", "refstats")

@@ -1,0 +1,48 @@
+"""Score results: JSON round trip, no made-up numbers, and the per-prototype plot."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+from PIL import Image
+from protolens_server.engine import GenerationConfig, generate
+from protolens_server.engine import _scores as sc
+from protolens_server.engine._scores import PrototypeScores
+from protolens_server.plots import plot_scores
+from protolens_server.scoring import score_prototypes
+
+
+def test_to_dict_is_json_and_round_trips(handle, reference_folder, tmp_path):
+    protos = generate(handle, [1, (2, 5)], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    scores = score_prototypes(
+        handle, protos, reference_folder, robustness_samples=2, cache_dir=tmp_path
+    )
+    for s in scores:
+        d = json.loads(json.dumps(s.to_dict(), allow_nan=False))
+        assert PrototypeScores.from_dict(d).to_dict() == d
+        n = len(d["layers"])
+        for metric in sc.METRICS:
+            for part in sc.METRIC_PARTS:
+                key = metric if part == "value" else f"{metric}_{part}"
+                assert len(d[key]) == n
+    assert scores[1].target == (2, 5) and scores[1].target_kind == "hybrid"
+
+
+def test_undefined_numbers_are_none_not_invented():
+    labels = torch.tensor([0, 0, 1, 1])
+    constant = torch.ones(4, 6)  # no rank correlation exists for a constant vector
+    stats = sc.reference_stats({"flat": constant, "logits": torch.randn(4, 2)}, labels)
+    (flat, _) = sc.layer_scores({"flat": torch.ones(6), "logits": torch.randn(2)}, [0], stats)
+    assert flat.spearman.value is None and flat.spearman.normalised is None
+    assert flat.l1.value == 0.0 and flat.l1.normalised is None  # same and other levels coincide
+    assert all(math.isnan(float(v)) for v in stats.levels["same"]["spearman"]["flat"])
+
+
+def test_plot_is_a_png(handle, reference_folder, tmp_path):
+    (proto,) = generate(handle, [8], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    (scores,) = score_prototypes(handle, [proto], reference_folder, cache_dir=tmp_path)
+    path = plot_scores(scores, tmp_path / "plot.png", title="triangle")
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.width > 300 and im.height > 200
