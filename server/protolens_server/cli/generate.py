@@ -42,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_target_arguments(parser)
     _add_config_arguments(parser)
     _add_output_arguments(parser)
+    _add_scoring_arguments(parser)
     parser.set_defaults(func=run)
 
 
@@ -138,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
     device = handle_device(args.device)
     handle = load_cli_model(args)
     targets = build_targets(handle, args)
+    reference = open_cli_reference(args, handle, targets)  # before the long part
     out = prepare_out_dir(args.out)
     with _progress_bar(config.steps) as on_progress:
         prototypes = _run_engine(
@@ -148,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for proto, path in zip(prototypes, write_pngs(prototypes, handle, out), strict=True):
         records.append(prototype_record(proto, handle, path))
-    # Scoring (--reference/--plots) extends `records` here.
+    if reference is not None:
+        add_scores(args, handle, prototypes, reference, device, records)
     emit(args, handle, config, device, out, records)
     return 0
 
@@ -357,7 +360,9 @@ def emit(
     for r in records:
         label = "+".join(r["class_names"])
         kind = "" if r["target_kind"] == "prototype" else f" ({r['target_kind']})"
-        print(f"{r['file']}  {label}{kind}  p={r['probability']:.3f}")
+        path = r.get("path_similarity")
+        similarity = "" if path is None else f"  path_similarity={path:.2f}"
+        print(f"{r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}")
 
 
 @contextlib.contextmanager
@@ -405,3 +410,88 @@ def _class_names_file(path: str | None) -> list[str] | None:
 
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60] or "class"
+
+
+# -- scoring: --reference / --layers / --plots (Engineer SCORES) -------------------------
+
+
+def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("scores (path similarity to natural images)")
+    g.add_argument(
+        "--reference",
+        metavar="DIR",
+        help="natural images per class, DIR/<class index or name>/*.png|jpg; scores each "
+        "prototype against them (every target class needs a folder)",
+    )
+    g.add_argument(
+        "--layers",
+        metavar="L1,L2",
+        help="layers to compare (module paths; default: every top-level stage or block, "
+        "then the logits)",
+    )
+    g.add_argument(
+        "--plots",
+        action="store_true",
+        help="write a per-layer similarity plot beside each image (NAME-scores.png)",
+    )
+    g.add_argument(
+        "--robustness-samples",
+        type=int,
+        default=16,
+        metavar="N",
+        help="random transforms for the robustness score (default: 16)",
+    )
+
+
+def open_cli_reference(args: argparse.Namespace, handle: ModelHandle, targets: list[Target]):
+    """The reference set named by --reference, checked to cover every target class (or None)."""
+    from protolens_server.errors import InvalidArgument, ReferenceSetError
+    from protolens_server.scoring import open_reference
+
+    if args.reference is None:
+        for flag, given in (("--plots", args.plots), ("--layers", args.layers)):
+            if given:
+                raise InvalidArgument(flag, "needs --reference DIR (natural images per class)")
+        return None
+    if args.robustness_samples < 0:
+        raise InvalidArgument("--robustness-samples", "must be >= 0")
+    try:
+        reference = open_reference(handle, Path(args.reference).expanduser())
+        reference.require(sorted({c for t in targets for c in t.classes}), handle.class_names)
+    except ReferenceSetError as exc:
+        detail = {k: v for k, v in exc.metadata.items() if k != "field"}
+        raise ReferenceSetError("--reference", exc.message.partition(": ")[2], **detail) from exc
+    return reference
+
+
+def add_scores(
+    args: argparse.Namespace,
+    handle: ModelHandle,
+    prototypes: Sequence[Prototype],
+    reference: Any,
+    device: str,
+    records: list[dict[str, Any]],
+) -> None:
+    """Score the prototypes; add ``path_similarity`` and ``scores`` to each record; plot."""
+    from protolens_server.scoring import score_prototypes
+
+    layers = [v.strip() for v in args.layers.split(",") if v.strip()] if args.layers else None
+    scores = score_prototypes(
+        handle,
+        prototypes,
+        reference,
+        layers=layers,
+        device=device,
+        robustness_samples=args.robustness_samples,
+        seed=args.seed,
+    )
+    for record, result in zip(records, scores, strict=True):
+        record["path_similarity"] = result.path_similarity
+        record["scores"] = result.to_dict()
+        if args.plots:
+            from protolens_server.plots import plot_scores
+
+            image = Path(record["file"])
+            plot = image.with_name(f"{image.stem}-scores.png")
+            plot_scores(result, plot, title=image.stem)
+            record["plot"] = str(plot)
