@@ -13,8 +13,6 @@ FROM ${PYTHON_IMAGE} AS builder-base
 # Extra Debian packages for building sdists (none needed today: every pinned
 # dependency ships a manylinux wheel). They never reach the final images.
 ARG BUILD_PACKAGES=""
-# Extra pip options, e.g. "--no-index" for an offline build from wheelhouse/.
-ARG PIP_INSTALL_ARGS=""
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -31,6 +29,7 @@ COPY deploy/docker/constraints-server.txt wheelhous[e] /wheelhouse/
 COPY deploy/docker/constraints-server.txt /src/constraints.txt
 
 FROM builder-base AS builder-cpu
+ARG PIP_INSTALL_ARGS=""
 ARG TORCH_SPEC="torch==2.13.0+cpu"
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS \
@@ -42,6 +41,7 @@ COPY server ./server
 RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS -c constraints.txt ".[server]"
 
 FROM builder-base AS builder-cuda
+ARG PIP_INSTALL_ARGS=""
 # PyPI's Linux torch wheels are the CUDA builds; they bring the CUDA runtime,
 # cuDNN and NCCL as nvidia-* wheels, so the base needs only the host driver.
 ARG TORCH_SPEC="torch==2.13.0"
