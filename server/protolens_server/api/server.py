@@ -66,6 +66,7 @@ class ApiServer:
         """Refresh the queue gauges; health follows whether Redis answers."""
         serving = True
         while True:
+            await asyncio.sleep(self.sample_interval_s)
             try:
                 await self.queue.update_metrics()
                 ok = True
@@ -75,7 +76,6 @@ class ApiServer:
             if ok != serving:
                 serving = ok
                 await self._set_health(ok)
-            await asyncio.sleep(self.sample_interval_s)
 
     def start_sampling(self) -> None:
         self._sampler = asyncio.create_task(self._sample(), name="protolens-queue-sampler")
