@@ -36,8 +36,8 @@ class ModelCache:
     def get(self, name: str, digest: str = "") -> ModelHandle:
         """The handle for ``name``; InvalidArgument if its digest is not ``digest``."""
         with self._lock:
-            for key in (f"{name}\0{digest}",) if digest else ():
-                if key in self._handles:
+            for key in reversed(self._handles):
+                if key == f"{name}\0{digest}" or (not digest and key.startswith(f"{name}\0")):
                     self._handles.move_to_end(key)
                     return self._handles[key][0]
             handle = self.loader(name)
