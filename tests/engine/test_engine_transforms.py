@@ -14,10 +14,10 @@ def _image(n: int = 2, h: int = 32, w: int = 32) -> torch.Tensor:
 @pytest.mark.parametrize("name", ["none", "small", "medium", "large", "xlarge"])
 def test_presets_keep_shape_and_range(name: str) -> None:
     t = T.preset(name)
-    x = _image(3, 40, 30)
+    x = _image(3, 40, 30) * 2 - 1  # normalised images, mean colour 0
     out = t(x, torch.rand(3, t.n_draws))
     assert out.shape == x.shape
-    assert out.min() >= 0 and out.max() <= 1
+    assert out.min() >= -1 and out.max() <= 1
     if name == "none":
         assert out is x
     else:
@@ -30,13 +30,13 @@ def test_jitter_by_whole_pixels_is_a_shift() -> None:
     out = T.jitter(d)(x, torch.tensor([[1.0, 0.5]]))
     # output(u) = input(u + 8) in x: columns move left by 8
     assert torch.allclose(out[..., :, :-8], x[..., :, 8:], atol=1e-3)
-    assert torch.allclose(out[..., :, -7:], torch.full_like(out[..., :, -7:], T.PAD_VALUE))
+    assert torch.allclose(out[..., :, -7:], torch.zeros_like(out[..., :, -7:]))
 
 
 def test_pad_shows_a_grey_border_and_rotation_by_zero_is_identity() -> None:
     x = _image(1, 224, 224)
     padded = T.pad(12)(x, torch.empty(1, 0))
-    assert torch.allclose(padded[..., :, :5], torch.full_like(padded[..., :, :5], T.PAD_VALUE))
+    assert torch.allclose(padded[..., :, :5], torch.zeros_like(padded[..., :, :5]))
     assert not torch.allclose(padded[..., 100:120, 100:120], torch.full((1, 3, 20, 20), 0.5))
     same = T.random_rotate(30)(x, torch.tensor([[0.5]]))
     assert torch.allclose(same, x, atol=1e-3)

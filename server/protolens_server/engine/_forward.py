@@ -37,6 +37,8 @@ class ModelRunner:
             and not isinstance(self.module, torch.jit.ScriptModule)
         )
         self._layout_checked = False
+        self._affine_cache_key: tuple[torch.device, torch.dtype] | None = None
+        self._affine_cache: tuple[torch.Tensor, torch.Tensor]
         if isinstance(self.module, nn.Module):
             self.module.to(device)
             if self.channels_last:
@@ -47,30 +49,50 @@ class ModelRunner:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    def normalise(self, images01: torch.Tensor) -> torch.Tensor:
+        """[0,1] images -> the model's input space, as one fused multiply-add."""
+        scale, shift = self._affine(images01)
+        return torch.addcmul(shift, images01, scale)
+
+    def _affine(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (like.device, like.dtype)
+        if self._affine_cache_key != key:
+            c = self.spec.channels
+            mean = torch.tensor(self.spec.mean, dtype=torch.float64).expand(c)
+            std = torch.tensor(self.spec.std, dtype=torch.float64).expand(c)
+            scale = (1 / std).view(1, c, 1, 1).to(like.device, like.dtype)
+            shift = (-mean / std).view(1, c, 1, 1).to(like.device, like.dtype)
+            self._affine_cache = (scale, shift)
+            self._affine_cache_key = key
+        return self._affine_cache
+
     def logits(self, images01: torch.Tensor) -> torch.Tensor:
         """(N, K) float32 logits of a batch of [0,1] images (differentiable)."""
+        return self.forward(self.normalise(images01))
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, K) float32 logits of a batch already in the model's input space."""
         if self.channels_last and not self._layout_checked:
             self._layout_checked = True
             try:
-                return self._logits(images01)
+                return self._forward(inputs)
             except torch.OutOfMemoryError:
                 raise
             except RuntimeError:
                 # e.g. ``x.view(n, -1)`` inside the model: it needs contiguous tensors
                 self.channels_last = False
                 self.module.to(memory_format=torch.contiguous_format)  # type: ignore[union-attr]
-        return self._logits(images01)
+        return self._forward(inputs)
 
-    def _logits(self, images01: torch.Tensor) -> torch.Tensor:
-        x = self.spec.normalise(images01)
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with self.autocast_context():
             out = self.module(x)
-        if not isinstance(out, torch.Tensor) or out.shape != (images01.shape[0], self.num_classes):
+        if not isinstance(out, torch.Tensor) or out.shape != (x.shape[0], self.num_classes):
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise InvalidModel(
-                f"model returned {shape} for a batch of {images01.shape[0]} images; "
+                f"model returned {shape} for a batch of {x.shape[0]} images; "
                 f"expected logits of shape (N, {self.num_classes}): check the model's "
                 "output and its number of classes"
             )

@@ -246,7 +246,8 @@ class _Chunk:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step; gradients only w.r.t. the image parameters."""
         images = param.image()
-        logits = self.runner.logits(self.transform(images, draws.next()))
+        inputs = self.transform(self.runner.normalise(images), draws.next())
+        logits = self.runner.forward(inputs)
         features, bn_stats = self.probe.take()
         ctx = obj.StepContext(logits, images, groups, features, bn_stats)
         loss = objective(ctx).sum()

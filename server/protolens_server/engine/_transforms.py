@@ -10,6 +10,12 @@ op on the device instead of one per transform.
 Sizes are in pixels of a 224-pixel image and scale with the image, so a preset
 means the same thing at 32 and at 512 pixels. The output always has the input's
 size: a model with a fixed input shape gets the shape it expects.
+
+Transforms run on images already normalised for the model and fill uncovered
+pixels with zeros there, that is with the model's mean colour: the
+normalisation is per-channel affine and the resampling linear, so this equals
+transforming in [0,1] and padding with the mean colour, without the extra
+elementwise passes a grey fill would cost every step.
 """
 
 from __future__ import annotations
@@ -22,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 _REFERENCE_SIZE = 224.0
-PAD_VALUE = 0.5  # grey, as Lucent pads
 
 # Maps (draws (N, k), height, width) to per-image matrices (N, 3, 3) taking output
 # coordinates to input coordinates, in pixel units centred on the image.
@@ -44,14 +49,14 @@ class AffineTransform:
         total = torch.eye(3, device=draws.device, dtype=draws.dtype).expand(n, 3, 3)
         used = 0
         for k, fn in self.parts:
-            total = total @ fn(draws[:, used : used + k], height, width)
+            total = _matmul3(total, fn(draws[:, used : used + k], height, width))
             used += k
         return total
 
     def __call__(self, images: torch.Tensor, draws: torch.Tensor) -> torch.Tensor:
         if not self.parts:
             return images
-        n, _, h, w = images.shape
+        h, w = images.shape[-2:]
         m = self.matrices(draws.to(images.dtype), h, w)
         # pixel units -> grid_sample's normalised units: theta = S^-1 M S, S = diag(w/2, h/2)
         s = torch.tensor([w / 2, h / 2], device=images.device, dtype=images.dtype)
@@ -59,12 +64,25 @@ class AffineTransform:
             [m[:, :2, :2] * s[None, None, :] / s[None, :, None], (m[:, :2, 2] / s)[..., None]],
             dim=2,
         )
-        grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
-        shifted = images - PAD_VALUE
-        out = F.grid_sample(
-            shifted, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        grid = _affine_grid(theta, h, w)
+        return F.grid_sample(
+            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         )
-        return out + PAD_VALUE
+
+
+def _matmul3(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Batched 3x3 product as broadcast multiply-sum: each image's result is computed the
+    same way whatever the batch size (a batched matmul may pick another kernel)."""
+    return (a[:, :, :, None] * b[:, None, :, :]).sum(dim=2)
+
+
+def _affine_grid(theta: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``F.affine_grid(theta, (N, 1, h, w), align_corners=False)``, elementwise (see _matmul3)."""
+    xs = (torch.arange(w, device=theta.device, dtype=theta.dtype) * 2 + 1) / w - 1
+    ys = (torch.arange(h, device=theta.device, dtype=theta.dtype) * 2 + 1) / h - 1
+    t = theta[:, :, None, None, :]  # (N, 2, 1, 1, 3)
+    grid = t[..., 0] * xs[None, None, None, :] + t[..., 1] * ys[None, None, :, None] + t[..., 2]
+    return grid.permute(0, 2, 3, 1)  # (N, h, w, 2)
 
 
 def _scale_px(pixels: float, height: int, width: int) -> float:
@@ -76,7 +94,7 @@ def _eye(n: int, like: torch.Tensor) -> torch.Tensor:
 
 
 def pad(pixels: float) -> AffineTransform:
-    """Shrink the image so a grey border of ``pixels`` shows on every side."""
+    """Shrink the image so a border of ``pixels`` (zeros: the mean colour) shows on every side."""
 
     def fn(draws: torch.Tensor, h: int, w: int) -> torch.Tensor:
         p = _scale_px(pixels, h, w)

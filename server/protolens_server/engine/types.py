@@ -141,7 +141,7 @@ class GenerationConfig:
     them so the documented ImageNet classes reach >= 0.9 on CPU.
     """
 
-    steps: int = 256
+    steps: int = 64
     lr: float = 0.05
     parameterisation: Parameterisation = "fourier"
     decorrelate: bool = True

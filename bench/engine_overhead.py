@@ -1,0 +1,186 @@
+"""Engine overhead and batching benchmark (CPU by default).
+
+Measures, alternating in one run so machine load hits every method alike:
+
+1. seconds per optimisation step of ``engine.generate`` (default config:
+   Fourier parameterisation, colour decorrelation, medium transforms, HF
+   penalty) against a bare forward+backward of the same model at the same batch
+   (the gradient w.r.t. the input only, frozen weights, same memory layout);
+   the difference is the engine's overhead (parameterisation + transforms +
+   objective + optimiser);
+2. throughput of 8 targets in one ``generate`` call against 8 calls of one.
+
+Prints a markdown table and writes JSON (``--json-out``).
+
+    python bench/engine_overhead.py --json-out bench/engine_overhead.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from typing import Any
+
+import torch
+from protolens_server.engine import GenerationConfig, ProgressEvent, generate
+from protolens_server.models import load_model
+
+
+def _clocks() -> tuple[float, float]:
+    """Wall-clock and this process's CPU time: CPU time is what the step costs even when
+    other processes share the cores."""
+    return time.perf_counter(), time.process_time()
+
+
+def engine_step_seconds(
+    model: Any, targets: list[int], config: GenerationConfig
+) -> tuple[float, float]:
+    """(wall, CPU) seconds per step inside ``generate``: between the first and last
+    progress event, so setup and the final evaluation are excluded."""
+    stamps: list[tuple[int, float, float]] = []
+
+    def record(e: ProgressEvent) -> None:
+        stamps.append((e.step, *_clocks()))
+
+    generate(model, targets, config, on_progress=record)
+    (s0, w0, c0), (s1, w1, c1) = stamps[0], stamps[-1]
+    return (w1 - w0) / (s1 - s0), (c1 - c0) / (s1 - s0)
+
+
+def bare_step_seconds(
+    model: Any, batch: int, steps: int, channels_last: bool
+) -> tuple[float, float]:
+    """(wall, CPU) seconds per forward+backward w.r.t. the input, nothing else."""
+    spec = model.input_spec
+    module = model.module
+    module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    x = torch.rand(batch, *spec.shape, requires_grad=True)
+    target = torch.arange(batch) % model.num_classes
+
+    def step() -> None:
+        inputs = spec.normalise(x)
+        if channels_last:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        logits = module(inputs)
+        torch.autograd.grad(logits.gather(1, target[:, None]).sum(), x)
+
+    step()  # warm-up
+    w0, c0 = _clocks()
+    for _ in range(steps):
+        step()
+    w1, c1 = _clocks()
+    return (w1 - w0) / steps, (c1 - c0) / steps
+
+
+def prototypes_per_second(
+    model: Any, targets: list[int], config: GenerationConfig, batched: bool
+) -> float:
+    start = time.perf_counter()
+    if batched:
+        generate(model, targets, config)
+    else:
+        for t in targets:
+            generate(model, [t], config)
+    return len(targets) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument(
+        "--batch", type=int, default=5, help="images per step for the overhead test"
+    )
+    parser.add_argument("--steps", type=int, default=12, help="steps per timed run")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batched-targets", type=int, default=8)
+    parser.add_argument("--batched-steps", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--json-out", default=None)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model = load_model(args.model)
+    targets = list(range(args.batch))
+    # The defaults, but a noise start (the equidistant baseline is a one-off, memoised cost)
+    # and progress every 2 steps so the step clock has fine ticks.
+    config = GenerationConfig(steps=args.steps + 2, start="noise", progress_every=2)
+    plain = config.replace(channels_last=False)
+    runs: dict[str, list[tuple[float, float]]] = {
+        k: [] for k in ("bare", "bare_cl", "engine", "engine_plain")
+    }
+    throughput: dict[str, list[float]] = {"batched": [], "sequential": []}
+    tput_targets = list(range(args.batched_targets))
+    tput_config = GenerationConfig(
+        steps=args.batched_steps, start="noise", max_batch=args.batched_targets
+    )
+    engine_step_seconds(model, targets, config.replace(steps=4))  # warm-up
+    for _ in range(args.repeats):
+        runs["bare"].append(bare_step_seconds(model, args.batch, args.steps, channels_last=False))
+        runs["engine_plain"].append(engine_step_seconds(model, targets, plain))
+        runs["bare_cl"].append(bare_step_seconds(model, args.batch, args.steps, channels_last=True))
+        runs["engine"].append(engine_step_seconds(model, targets, config))
+        throughput["batched"].append(prototypes_per_second(model, tput_targets, tput_config, True))
+        throughput["sequential"].append(
+            prototypes_per_second(model, tput_targets, tput_config, False)
+        )
+
+    wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+    cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
+    tput = {k: statistics.median(v) for k, v in throughput.items()}
+
+    def overhead(times: dict[str, float], engine: str, bare: str) -> float:
+        return times[engine] / times[bare] - 1
+
+    machine = f"{platform.machine()} {platform.processor() or ''}".strip()
+    result = {
+        "model": args.model,
+        "batch": args.batch,
+        "steps_per_run": args.steps,
+        "repeats": args.repeats,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "machine": machine,
+        "cpu_count": os.cpu_count(),
+        "wall_seconds_per_step": wall,
+        "cpu_seconds_per_step": cpu,
+        "all_runs_wall_cpu": runs,
+        "overhead_cpu": overhead(cpu, "engine", "bare_cl"),
+        "overhead_wall": overhead(wall, "engine", "bare_cl"),
+        "overhead_cpu_contiguous": overhead(cpu, "engine_plain", "bare"),
+        "overhead_wall_contiguous": overhead(wall, "engine_plain", "bare"),
+        "prototypes_per_second": tput,
+        "all_throughput": throughput,
+        "batched_speedup": tput["batched"] / tput["sequential"],
+        "batched_targets": args.batched_targets,
+        "batched_steps": args.batched_steps,
+    }
+    print(f"## Engine overhead: {args.model}, batch {args.batch}, {args.threads} threads\n")
+    print("| path | layout | wall s/step | CPU s/step | overhead (wall) | overhead (CPU) |")
+    print("|---|---|---|---|---|---|")
+    rows = [
+        ("bare forward+backward", "contiguous", "bare", None),
+        ("engine.generate (defaults)", "contiguous", "engine_plain", "bare"),
+        ("bare forward+backward", "channels_last", "bare_cl", None),
+        ("engine.generate (defaults)", "channels_last", "engine", "bare_cl"),
+    ]
+    for name, layout, key, ref in rows:
+        ow = f"{overhead(wall, key, ref):+.1%}" if ref else ""
+        oc = f"{overhead(cpu, key, ref):+.1%}" if ref else ""
+        print(f"| {name} | {layout} | {wall[key]:.4f} | {cpu[key]:.4f} | {ow} | {oc} |")
+    print(f"\n| {args.batched_targets} targets x {args.batched_steps} steps | prototypes/s |")
+    print("|---|---|")
+    print(f"| one call, batched | {tput['batched']:.3f} |")
+    print(f"| one call per target | {tput['sequential']:.3f} |")
+    print(f"| batched speed-up | {result['batched_speedup']:.2f}x |")
+    print(f"\nmedians of {args.repeats} alternating repeats; torch {torch.__version__}; {machine}")
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(result, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""The product claim: with DEFAULT settings, prototypes of the built-in EfficientNet-Lite0
+reach target probability >= 0.9 for the documented ImageNet classes, on the CPU."""
+
+from __future__ import annotations
+
+import torch
+from protolens_server.engine import GenerationConfig, generate
+from protolens_server.models import load_model
+
+CLASSES = {
+    281: "tabby",
+    207: "golden retriever",
+    948: "Granny Smith",
+    417: "balloon",
+    817: "sports car",
+}
+
+
+def test_default_settings_reach_090_for_the_documented_classes() -> None:
+    torch.set_num_threads(2)  # undone by the autouse one_thread fixture
+    model = load_model("efficientnet_lite0")
+    protos = generate(model, list(CLASSES), GenerationConfig())  # the defaults, as shipped
+    got = {p.target.classes[0]: round(p.probability, 3) for p in protos}
+    assert all(p >= 0.9 for p in got.values()), got
+    for p in protos:
+        assert p.top5[0][0] == p.target.classes[0]
+        assert p.steps == GenerationConfig().steps
