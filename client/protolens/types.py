@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -133,7 +133,7 @@ class Job:
         return self._waiter(self.id, timeout=timeout)
 
     def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
+        d = asdict(replace(self, _waiter=None))  # the waiter holds a channel: never copied
         d.pop("_waiter", None)
         d["id"] = self.id
         for key in ("create_time", "start_time", "end_time"):
