@@ -393,6 +393,9 @@ async def queue_stats(redis: aioredis.Redis, keys: Keys, settings: Settings) -> 
             i += 1
         by_state[state.value] = int(counts[i])
         i += 1
+    # Workers killed without a goodbye linger in the set; forget them after an hour.
+    forget_before = now - max(3600.0, 10 * settings.reclaim_idle_s)
+    await redis.zremrangebyscore(keys.workers, "-inf", forget_before)
     alive = await redis.zcount(keys.workers, now - settings.reclaim_idle_s, "+inf")
     return {
         "queue_depth": depth,
