@@ -109,11 +109,15 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     return IMAGE
 
 
+# As in Kubernetes (readOnlyRootFilesystem with an emptyDir on /tmp).
+READ_ONLY = ["--read-only", "--tmpfs", "/tmp"]
+
+
 def test_image_runs_serve_as_non_root_and_answers_health(image, redis_url):
     grpc_port, metrics_port = free_port(), free_port()
     name = f"protolens-serve-test-{os.getpid()}"
     run(
-        "podman", "run", "-d", "--name", name, "--network", "host", *RUNTIME_ARGS,
+        "podman", "run", "-d", "--name", name, "--network", "host", *RUNTIME_ARGS, *READ_ONLY,
         "-e", f"PROTOLENS_REDIS_URL={redis_url}", "-e", f"PROTOLENS_GRPC_PORT={grpc_port}",
         "-e", f"PROTOLENS_METRICS_PORT={metrics_port}", image, "serve",
     )  # fmt: skip
@@ -141,3 +145,33 @@ def test_image_runs_serve_as_non_root_and_answers_health(image, redis_url):
         subprocess.run(["podman", "rm", "-f", name], capture_output=True)
     assert stop.returncode == 0
     assert code in ("0", "143"), f"serve exited with {code} on SIGTERM"
+
+
+def test_image_runs_a_worker_with_a_metrics_health_check(image, redis_url):
+    metrics_port = free_port()
+    name = f"protolens-worker-test-{os.getpid()}"
+    run(
+        "podman", "run", "-d", "--name", name, "--network", "host", *RUNTIME_ARGS, *READ_ONLY,
+        "-e", f"PROTOLENS_REDIS_URL={redis_url}", "-e", f"PROTOLENS_METRICS_PORT={metrics_port}",
+        "-e", "PROTOLENS_DEVICE=cpu", "-e", "PROTOLENS_SHUTDOWN_GRACE_S=5", image, "worker",
+    )  # fmt: skip
+    try:
+        deadline, done = time.monotonic() + 120, None
+        while time.monotonic() < deadline:
+            done = subprocess.run(
+                ["podman", "exec", name, "python", "-m", "protolens_server.healthcheck",
+                 "--metrics"], capture_output=True, text=True,
+            )  # fmt: skip
+            if done.returncode == 0:
+                break
+            time.sleep(1)
+        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True).stderr
+        assert done is not None and done.returncode == 0, f"{done and done.stderr}\n{logs[-3000:]}"
+        # The worker logs JSON lines (server/protolens_server/logging.py).
+        assert any(line.startswith('{"ts":') for line in logs.splitlines()), logs[-2000:]
+    finally:
+        stop = subprocess.run(["podman", "stop", "-t", "40", name], capture_output=True, text=True)
+        code = run("podman", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
+        subprocess.run(["podman", "rm", "-f", name], capture_output=True)
+    assert stop.returncode == 0
+    assert code == "0", f"worker exited with {code} on SIGTERM"
