@@ -1,0 +1,358 @@
+"""Do prototypes follow a natural activation path? The comparison of Tagade & Rumbelow (2023).
+
+For each model, prototypes of the same classes are generated three ways and
+scored layer by layer against natural images of their class (normalised as in
+Geirhos et al. 2023: 1 = as similar as a held-out natural image of the class,
+0 = as similar as a natural image of another class):
+
+- ``default``: the product's default ``GenerationConfig``;
+- ``pixel``: plain gradient ascent in pixel space (no transforms, no penalties,
+  noise start, no decorrelation);
+- ``lucent``: a Lucent-style render (Fourier + decorrelated colour, standard
+  transforms, no high-frequency penalty, noise start).
+
+Models:
+- ``efficientnet_lite0`` (built in) with natural images shipped by
+  scikit-image (chelsea the cat, coffee, the rocket, the cameraman), each turned
+  into several reference images by random square crops and flips, for the
+  ImageNet class the model predicts for it;
+- ``ShapeNet``, a small CNN trained here (about 10 s) on a synthetic 10-class set of
+  coloured shapes and textures (tests/scores/scores_synthetic.py), with fresh
+  natural images of every class as references and held-out checks.
+
+Run: ``python bench/eval_path_similarity.py`` (about 2 minutes on a 2-core CPU
+with the 64-step default; ``--quick`` for a smaller smoke run). Writes
+``docs/path_similarity.png`` and ``docs/path_similarity_results.md`` (tables).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "scores"))  # the synthetic data set and ShapeNet
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import scores_synthetic as synth  # noqa: E402
+from protolens_server.engine import GenerationConfig, _activations, _scores, generate  # noqa: E402  # noqa: E402
+from protolens_server.references import ReferenceSet, reference_statistics  # noqa: E402
+from protolens_server.scoring import score_prototypes  # noqa: E402
+
+CONFIGS = {
+    "default": GenerationConfig(),
+    "pixel": GenerationConfig(
+        parameterisation="pixel",
+        decorrelate=False,
+        transforms="none",
+        hf_penalty=0.0,
+        start="noise",
+        blur_every=0,
+    ),
+    "lucent": GenerationConfig(
+        parameterisation="fourier",
+        decorrelate=True,
+        transforms="medium",
+        hf_penalty=0.0,
+        start="noise",
+        blur_every=0,
+    ),
+}
+# scikit-image sample photo -> the ImageNet class efficientnet_lite0 predicts for it
+SKIMAGE_CLASSES = {"coffee": 967, "camera": 872, "chelsea": 285, "rocket": 657}
+
+
+@dataclass
+class Result:
+    model: str
+    layers: list[str]
+    curves: dict[str, list[float]] = field(default_factory=dict)  # config -> per-layer mean
+    summary: dict[str, list[float]] = field(default_factory=dict)  # config -> per prototype
+    probability: dict[str, float] = field(default_factory=dict)
+    robust: dict[str, float] = field(default_factory=dict)
+    natural: dict[str, float] = field(default_factory=dict)  # held-out natural levels
+    seconds: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, int] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _mean_curve(scores: list[_scores.PrototypeScores]) -> list[float]:
+    curves = np.array([[np.nan if v is None else v for v in s.curve()] for s in scores])
+    return [float(v) for v in np.nanmean(curves, axis=0)]
+
+
+def _run_configs(
+    result: Result, handle, classes: list[int], refset, configs, seeds, cache: Path
+) -> None:
+    for name, config in configs.items():
+        start = time.perf_counter()
+        protos = [p for s in seeds for p in generate(handle, classes, config, seed=s)]
+        scores = score_prototypes(handle, protos, refset, cache_dir=cache, robustness_samples=16)
+        result.seconds[name] = time.perf_counter() - start
+        result.steps[name] = config.steps
+        result.curves[name] = _mean_curve(scores)
+        result.summary[name] = [s.path_similarity for s in scores]
+        result.probability[name] = float(np.mean([p.probability for p in protos]))
+        result.robust[name] = float(np.mean([s.robustness.probability_mean for s in scores]))
+        print(
+            f"  {name:8s} path similarity {np.mean(result.summary[name]):6.3f}  "
+            f"p={result.probability[name]:.3f}  ({result.seconds[name]:.0f} s)",
+            flush=True,
+        )
+
+
+def _natural_levels(handle, stats, images: torch.Tensor, labels: list[int]) -> dict[str, float]:
+    """Summary scores of held-out natural images for their own class and for other classes."""
+    layer_set = _activations.LayerSet(stats.layers)
+    acts = _activations.capture(handle, images, layer_set)
+    same, other = [], []
+    for i, label in enumerate(labels):
+        one = {n: v[i] for n, v in acts.items()}
+        same.append(_scores.path_similarity(_scores.layer_scores(one, [label], stats)))
+        for c in stats.classes:
+            if c != label:
+                other.append(_scores.path_similarity(_scores.layer_scores(one, [c], stats)))
+    return {"same": float(np.mean(same)), "other": float(np.mean(other))}
+
+
+# -- efficientnet_lite0 with scikit-image photos ----------------------------------------
+
+
+def _photo(name: str) -> Image.Image:
+    from skimage import data
+
+    array = getattr(data, name)()
+    if array.ndim == 2:
+        array = np.stack([array] * 3, axis=-1)
+    return Image.fromarray(array[..., :3].astype(np.uint8))
+
+
+def _crops(photo: Image.Image, n: int, size: int, rng: np.random.Generator) -> list[Image.Image]:
+    """Random square crops (side from ``size`` to the short side) with random flips."""
+    w, h = photo.size
+    out = []
+    for _ in range(n):
+        side = int(rng.integers(size, min(w, h) + 1))
+        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+        crop = photo.crop((left, top, left + side, top + side))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        out.append(crop)
+    return out
+
+
+def run_efficientnet(quick: bool, work: Path) -> Result:
+    from protolens_server.models import load_model
+
+    print("efficientnet_lite0 + scikit-image photos", flush=True)
+    handle = load_model("efficientnet_lite0")
+    spec = handle.input_spec
+    photos = dict(list(SKIMAGE_CLASSES.items())[: 3 if quick else 4])
+    rng = np.random.default_rng(0)
+    per_class, held_per_class = (8, 3) if quick else (12, 4)
+    root = work / "skimage_refs"
+    held_images, held_labels = [], []
+    for name, cls in photos.items():
+        crops = _crops(_photo(name), per_class + held_per_class, spec.height, rng)
+        for i, crop in enumerate(crops[:per_class]):
+            (root / str(cls)).mkdir(parents=True, exist_ok=True)
+            crop.save(root / str(cls) / f"{name}-{i:02d}.png")
+        for i, crop in enumerate(crops[per_class:]):
+            path = work / "held" / f"{name}-{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            crop.save(path)
+            held_images.append(path)
+            held_labels.append(cls)
+    refset = ReferenceSet.from_folder(root, handle.class_names)
+    stats = reference_statistics(handle, refset, cache_dir=work / "cache")
+    result = Result("efficientnet_lite0", list(stats.layers))
+    from protolens_server.references import load_image
+
+    held = torch.stack([load_image(p, spec) for p in held_images])
+    with torch.no_grad():
+        predicted = _activations.run_model(handle, spec.normalise(held)).argmax(1).tolist()
+    agree = np.mean([p == c for p, c in zip(predicted, held_labels, strict=True)])
+    result.natural = _natural_levels(handle, stats, held, held_labels)
+    described = ", ".join(f"{n}: {c} {handle.class_names[c]}" for n, c in photos.items())
+    result.notes.append(
+        f"{len(photos)} classes ({described}); "
+        f"{per_class} reference crops per photo; {held_per_class} held-out crops per photo, "
+        f"top-1 = the photo's class for {agree:.0%} of them"
+    )
+    configs = CONFIGS
+    if quick:
+        configs = {k: v.replace(steps=32, equidistant_steps=8) for k, v in CONFIGS.items()}
+        result.notes.append(f"--quick: 32 steps per config (default is {CONFIGS['default'].steps})")
+    _run_configs(result, handle, list(photos.values()), refset, configs, [0], work / "cache")
+    return result
+
+
+# -- ShapeNet on synthetic shapes --------------------------------------------------------
+
+
+def run_shapenet(quick: bool, work: Path) -> Result:
+    print("ShapeNet (trained here) + synthetic shapes", flush=True)
+    start = time.perf_counter()
+    net, accuracy = synth.train_shapenet(per_class=200, epochs=10, seed=0)
+    trained = time.perf_counter() - start
+    handle = synth.handle_for(net, net)
+    ref_x, ref_y = synth.make_dataset(16, seed=1234)
+    root = work / "shape_refs"
+    for i, (image, label) in enumerate(zip(ref_x, ref_y.tolist(), strict=True)):
+        synth.write_png(image, root / str(label) / f"{i:03d}.png")
+    refset = ReferenceSet.from_folder(root, handle.class_names)
+    stats = reference_statistics(handle, refset, cache_dir=work / "cache")
+    result = Result("ShapeNet (synthetic shapes)", list(stats.layers))
+    held_x, held_y = synth.make_dataset(8, seed=777)
+    result.natural = _natural_levels(handle, stats, held_x, held_y.tolist())
+    seeds = [0] if quick else [0, 1, 2]
+    result.notes.append(
+        f"10 classes, trained in {trained:.0f} s to {accuracy:.0%} held-out accuracy; "
+        f"16 reference images per class; {len(seeds)} prototype(s) per class per config"
+    )
+    _run_configs(result, handle, list(range(10)), refset, CONFIGS, seeds, work / "cache")
+    return result
+
+
+# -- report --------------------------------------------------------------------------------
+
+
+def _fmt(v: float) -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:.2f}"
+
+
+def _thirds(curve: list[float]) -> list[float]:
+    inner, logits = curve[:-1], curve[-1]
+    k = len(inner)
+    cuts = [0, k // 3, 2 * k // 3, k]
+    parts = [float(np.nanmean(inner[a:b])) if b > a else math.nan for a, b in pairwise(cuts)]
+    return [*parts, logits]
+
+
+def table(result: Result) -> str:
+    lines = [
+        f"**{result.model}** — " + "; ".join(result.notes),
+        "",
+        "| prototypes | path similarity (mean ± sd) | early layers | middle | late | logits "
+        "| p(target) | p under transforms | steps | time |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in result.curves:
+        values = result.summary[name]
+        sd = statistics.pstdev(values) if len(values) > 1 else 0.0
+        early, middle, late, logits = _thirds(result.curves[name])
+        lines.append(
+            f"| {name} | {np.mean(values):.2f} ± {sd:.2f} | {_fmt(early)} | {_fmt(middle)} "
+            f"| {_fmt(late)} | {_fmt(logits)} | {result.probability[name]:.2f} "
+            f"| {result.robust[name]:.2f} | {result.steps[name]} | {result.seconds[name]:.0f} s |"
+        )
+    for label, key in (("own class", "same"), ("other classes", "other")):
+        blanks = " |" * 8
+        lines.append(f"| natural, held out ({label}) | {result.natural[key]:.2f} |{blanks}")
+    return "\n".join(lines)
+
+
+def layer_table(result: Result) -> str:
+    names = list(result.curves)
+    lines = [
+        f"Per layer, {result.model} (normalised Spearman, mean over prototypes):",
+        "",
+        "| layer | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for i, layer in enumerate(result.layers):
+        row = " | ".join(_fmt(result.curves[n][i]) for n in names)
+        lines.append(f"| {layer} | {row} |")
+    return "\n".join(lines)
+
+
+def plot(results: list[Result], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(results), figsize=(6.2 * len(results), 3.8), dpi=120)
+    axes = np.atleast_1d(axes)
+    colours = {"default": "tab:blue", "pixel": "tab:red", "lucent": "tab:orange"}
+    extra = iter(["tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan"])
+    for ax, result in zip(axes, results, strict=True):
+        x = np.arange(len(result.layers))
+        ax.axhline(1, color="tab:green", ls="--", lw=1, label="natural, same class (=1)")
+        ax.axhline(0, color="grey", ls="--", lw=1, label="natural, other classes (=0)")
+        for name, curve in result.curves.items():
+            colour = colours.get(name) or colours.setdefault(name, next(extra, None))
+            ax.plot(x, curve, "-o", ms=3, color=colour, label=name)
+        ax.set_xticks(x, result.layers, rotation=75, fontsize=6)
+        ax.set_ylabel("normalised Spearman similarity")
+        ax.set_title(result.model, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and classes")
+    parser.add_argument("--out", default=str(ROOT / "docs"), help="folder for the PNG and tables")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch intra-op threads (default 1: on a small shared CPU more threads are slower)",
+    )
+    parser.add_argument("--skip-efficientnet", action="store_true")
+    parser.add_argument(
+        "--bn-prior",
+        type=float,
+        action="append",
+        default=[],
+        metavar="W",
+        help="also run the default config with this BatchNorm-statistics prior weight "
+        "(repeatable): the data-free activation prior DESIGN.md asks to measure",
+    )
+    args = parser.parse_args(argv)
+    for weight in args.bn_prior:
+        CONFIGS[f"default + bn_prior {weight:g}"] = CONFIGS["default"].replace(bn_prior=weight)
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        results = [run_shapenet(args.quick, work)]
+        if not args.skip_efficientnet:
+            results.insert(0, run_efficientnet(args.quick, work))
+    command = "python bench/eval_path_similarity.py" + (" --quick" if args.quick else "")
+    command += "".join(f" --bn-prior {w:g}" for w in args.bn_prior)
+    report = [
+        f"Generated by `{command}` in {time.perf_counter() - started:.0f} s "
+        f"(torch {torch.__version__}, {args.threads} thread(s)).",
+        "",
+    ]
+    for r in results:
+        report += [table(r), ""]
+    for r in results:
+        report += [layer_table(r), ""]
+    text = "\n".join(report)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (out / f"path_similarity_results{suffix}.md").write_text(text)
+    plot(results, out / f"path_similarity{suffix}.png")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
