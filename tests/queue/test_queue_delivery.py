@@ -49,7 +49,7 @@ async def test_dead_worker_job_is_reclaimed_and_stored_once(queue: JobQueue, con
     assert await rescuer.reclaim(1) == []  # still fresh
     await asyncio.sleep(0.3)  # > reclaim_idle_s with no heartbeat
     outcome, second = await _take(rescuer, reclaim=True)
-    assert outcome == "run" and second.attempt == 2 and second.entry.reclaimed
+    assert outcome == "run" and second.attempt == 2 and second.took_over
     # The slow worker wakes up: it lost the job, its result is refused.
     await slow.heartbeat([first])
     assert first.lost
@@ -95,6 +95,7 @@ async def test_handback_lets_another_worker_take_the_job_at_once(queue, consumer
     assert (await queue.get(record.job_id)).state == JobState.QUEUED
     outcome, again = await _take(staying, reclaim=True)
     assert outcome == "run" and again.attempt == 1  # a hand-back is not a failed attempt
+    assert not again.took_over
 
 
 async def test_cancel_while_entry_read_but_not_started(queue, consumer_factory):

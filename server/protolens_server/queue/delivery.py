@@ -55,6 +55,7 @@ class Delivery:
     attempt: int
     cancelled: bool = False  # cancel was asked (set by heartbeat)
     lost: bool = False  # another delivery owns the job now, or it finished (set by heartbeat)
+    took_over: bool = False  # the job was RUNNING under a worker that stopped heartbeating
     step: int = 0  # latest progress, kept by the worker
     best_probability: float = 0.0
 
@@ -159,7 +160,8 @@ class QueueConsumer:
         if outcome != "run":
             return outcome, None
         record = record_from_fields(await self.redis.hgetall(job_key))
-        return outcome, Delivery(entry, token, record, int(_text(answer[1])))
+        took_over = _text(answer[2]) == "RUNNING"
+        return outcome, Delivery(entry, token, record, int(_text(answer[1])), took_over=took_over)
 
     async def hold(self, entry: Entry) -> bool:
         """Keep an entry read ahead of its batch from being reclaimed; False if lost."""

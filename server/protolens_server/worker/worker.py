@@ -79,7 +79,7 @@ class Worker:
         self.redis: aioredis.Redis | None = None
         self.consumer: QueueConsumer | None = None
         self.batches_run = 0
-        self._carry: list[Entry] = []  # read ahead of a batch it did not fit
+        self._carry: list[Entry] = []  # read (several streams at once) but not yet looked at
         self._running: list[Delivery] = []
         self._stopping = False
         self._abort = False
@@ -128,9 +128,7 @@ class Worker:
         """Hand back entries read but not started, leave the heartbeat set, disconnect."""
         if self.consumer is None:
             return
-        for entry in self._carry:
-            await self.consumer.hand_back_entry(entry)
-        self._carry.clear()
+        await self._hand_back_entries(self._carry)
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
             await asyncio.gather(self._heartbeat_task, return_exceptions=True)
@@ -157,21 +155,39 @@ class Worker:
 
     # --- taking work ---------------------------------------------------------------
     async def next_batch(self, block_ms: int = 0) -> Batch:
-        """Compatible jobs up to ``max_batch`` images: reclaimed first, then p0, p1, p2."""
+        """Compatible jobs up to ``max_batch`` images: reclaimed first, then p0, p1, p2.
+
+        Entries that do not fit are looked past (up to ``max_batch`` of them) so a
+        compatible job further back still joins the batch; the ones passed over are
+        handed back at once, for this or any other worker's next batch.
+        """
         batch = Batch(self.settings.max_batch)
+        passed_over: list[Entry] = []
         may_reclaim = True
-        while not batch.full and not self._stopping:
-            entry, may_reclaim = await self._next_entry(0 if batch else block_ms, may_reclaim)
-            if entry is None:
-                break
-            spec = await self._peek_spec(entry)
-            if spec is not None and not batch.accepts(spec):
-                self._carry.append(entry)
-                break
-            delivery = await self._claim(entry)
-            if delivery is not None:
-                batch.add(delivery)
+        try:
+            while not batch.full and not self._stopping:
+                entry, may_reclaim = await self._next_entry(0 if batch else block_ms, may_reclaim)
+                if entry is None:
+                    break
+                spec = await self._peek_spec(entry)
+                if spec is not None and not batch.accepts(spec):
+                    passed_over.append(entry)
+                    if len(passed_over) >= self.settings.max_batch:
+                        break
+                    continue
+                delivery = await self._claim(entry)
+                if delivery is not None:
+                    batch.add(delivery)
+        finally:
+            await self._hand_back_entries([*passed_over, *self._carry])
         return batch
+
+    async def _hand_back_entries(self, entries: list[Entry]) -> None:
+        assert self.consumer is not None
+        entries = list(entries)
+        self._carry.clear()
+        for entry in entries:
+            await self.consumer.hand_back_entry(entry)
 
     async def _next_entry(self, block_ms: int, may_reclaim: bool) -> tuple[Entry | None, bool]:
         assert self.consumer is not None
@@ -201,7 +217,7 @@ class Worker:
                 metrics.JOBS_FINISHED.labels(state.value).inc()
                 log.info("job %s %s without running", entry.job_id, state.value.lower())
             return None
-        if entry.reclaimed:
+        if delivery.took_over:
             metrics.JOBS_RECLAIMED.inc()
         if delivery.attempt == 1:
             rec = delivery.record
