@@ -1,0 +1,68 @@
+"""A real stack for end-to-end tests: the test Redis, an API server process, worker processes.
+
+The stack is shared by a module (starting processes costs seconds); tests that
+stop workers start them again. Models: the tiny TorchScript model; reference
+set ``tinyref`` with random 20x20 images for each of its classes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+from protolens_server.api.stack import Stack
+from protolens_server.api.testkit import TINY_CLASSES, make_tiny_model_store
+from protolens_server.config import Settings
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+FAST = {"steps": 4, "start": "constant", "progress_every": 1}
+
+
+def make_reference_root(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for name in TINY_CLASSES:
+        folder = root / "tinyref" / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="session")
+def e2e_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_model_store(tmp_path_factory.mktemp("e2e-models"))
+
+
+@pytest.fixture(scope="session")
+def e2e_refs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_reference_root(tmp_path_factory.mktemp("e2e-refs"))
+
+
+@pytest.fixture(scope="module")
+def stack(
+    _session_redis: str, e2e_store: Path, e2e_refs: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    client = redis.Redis.from_url(_session_redis)
+    client.flushdb()
+    client.close()
+    settings = Settings(
+        redis_url=_session_redis,
+        key_prefix=f"e2e{uuid.uuid4().hex[:8]}",
+        grpc_port=0,
+        metrics_port=0,
+        model_store=e2e_store,
+        reference_root=e2e_refs,
+        builtin_models=False,
+        device="cpu",
+        heartbeat_s=0.5,
+        shutdown_grace_s=10,
+    )
+    with Stack(settings, tmp_path_factory.mktemp("stack"), workers=1) as running:
+        yield running
