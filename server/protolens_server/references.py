@@ -69,20 +69,18 @@ class ReferenceSet:
 
     @property
     def digest(self) -> str:
-        """sha256 over the sorted (class, relative path, file bytes) of every image."""
+        """sha256 over the sorted (class, relative path, file bytes) of every image.
+
+        Memoised per process by each file's (path, size, mtime), so a worker that
+        scores job after job against the same folder reads its bytes once.
+        """
         if not self._digest:
-            h = hashlib.sha256(b"protolens-reference-set/v1\0")
-            for im in sorted(self.images, key=lambda i: (i.relative, i.class_index)):
-                h.update(f"{im.class_index}\0{im.relative}\0".encode())
-                try:
-                    data = im.path.read_bytes()
-                except OSError as e:
-                    raise ReferenceSetError(
-                        "reference", f"cannot read {im.path}: {e.strerror or e}", file=str(im.path)
-                    ) from e
-                h.update(len(data).to_bytes(8, "little"))
-                h.update(data)
-            self._digest.append(h.hexdigest())
+            ordered = sorted(self.images, key=lambda i: (i.relative, i.class_index))
+            signature = tuple((im.class_index, im.relative, *_stat(im.path)) for im in ordered)
+            known = _DIGESTS.get(signature)
+            self._digest.append(known or _content_digest(ordered))
+            if known is None:
+                _DIGESTS.put(signature, self._digest[0])
         return self._digest[0]
 
     def require(self, classes: Iterable[int], class_names: Sequence[str] = ()) -> None:
@@ -155,6 +153,61 @@ class ReferenceSet:
         if not images:
             raise ReferenceSetError("reference", "the reference list is empty")
         return cls(tuple(images))
+
+
+def _stat(path: Path) -> tuple[str, int, int]:
+    try:
+        st = path.stat()
+    except OSError as e:
+        raise ReferenceSetError(
+            "reference", f"cannot read {path}: {e.strerror or e}", file=str(path)
+        ) from e
+    return str(path.resolve()), st.st_size, st.st_mtime_ns
+
+
+def _content_digest(images: Sequence[ReferenceImage]) -> str:
+    h = hashlib.sha256(b"protolens-reference-set/v1\0")
+    for im in images:
+        h.update(f"{im.class_index}\0{im.relative}\0".encode())
+        try:
+            data = im.path.read_bytes()
+        except OSError as e:
+            raise ReferenceSetError(
+                "reference", f"cannot read {im.path}: {e.strerror or e}", file=str(im.path)
+            ) from e
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+class _Lru:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, entries: int) -> None:
+        self._entries = entries
+        self._data: OrderedDict[Any, Any] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: Any) -> Any:
+        with self._lock:
+            value = self._data.get(key)
+            if value is not None:
+                self._data.move_to_end(key)
+            return value
+
+    def put(self, key: Any, value: Any) -> None:
+        with self._lock:
+            self._data[key] = value
+            self._data.move_to_end(key)
+            while len(self._data) > self._entries:
+                self._data.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+
+
+_DIGESTS = _Lru(64)
 
 
 @dataclass(frozen=True)
@@ -243,32 +296,7 @@ def stats_key(model_digest: str, layers: Sequence[str], reference_digest: str, s
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
-class _MemoryCache:
-    def __init__(self, entries: int) -> None:
-        self._entries = entries
-        self._data: OrderedDict[str, _scores.ReferenceStats] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: str) -> _scores.ReferenceStats | None:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: str, value: _scores.ReferenceStats) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._entries:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-MEMORY_CACHE = _MemoryCache(_MEMORY_ENTRIES)
+MEMORY_CACHE = _Lru(_MEMORY_ENTRIES)  # stats key -> ReferenceStats
 
 
 def _read_disk(path: Path) -> _scores.ReferenceStats | None:

@@ -85,3 +85,20 @@ def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -
     assert default_cache_dir() == tmp_path / "refstats"
     monkeypatch.delenv("PROTOLENS_CACHE_DIR")
     assert default_cache_dir().parts[-3:] == (".cache", "protolens", "refstats")
+
+
+def test_digest_sees_a_file_rewritten_in_place(reference_folder, tmp_path, handle):
+    import os
+    import shutil
+
+    root = tmp_path / "refs"
+    shutil.copytree(reference_folder, root)
+    before = ReferenceSet.from_folder(root, handle.class_names).digest
+    assert ReferenceSet.from_folder(root, handle.class_names).digest == before  # memoised
+    victim = next((root / "1").glob("*.png"))
+    data = bytearray(victim.read_bytes())
+    data[-1] ^= 0xFF
+    victim.write_bytes(bytes(data))
+    st = victim.stat()
+    os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    assert ReferenceSet.from_folder(root, handle.class_names).digest != before
