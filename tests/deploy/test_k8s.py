@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from protolens_server.config import Settings
+from protolens_server.queue.keys import Keys
 
 from tests.deploy.k8s_render import OVERLAYS, ROOT, render
 
@@ -18,7 +19,6 @@ from tests.deploy.k8s_render import OVERLAYS, ROOT, render
 # newest schema set kubernetes-validate ships.
 K8S_VERSIONS = ("1.29.0", "1.37.0")
 CRD_VALIDATOR = Path(__file__).parent / "crd_validate"
-STREAMS = {"protolens:queue:p0", "protolens:queue:p1", "protolens:queue:p2"}
 # Parameters KEDA documents for the redis-streams scaler.
 KEDA_REDIS_STREAMS_KEYS = {
     "address", "host", "port", "addressFromEnv", "hostFromEnv", "portFromEnv",
@@ -172,9 +172,8 @@ def test_scaledobject_scales_workers_to_zero_on_every_priority_stream(rendered):
     [scaled] = by_kind(docs, "ScaledObject").values()
     spec = scaled["spec"]
     assert spec["minReplicaCount"] == 0
-    assert spec["scaleTargetRef"]["name"] in by_kind(docs, "Deployment")
     assert spec["scaleTargetRef"]["name"] == "protolens-worker"
-    lag, pending = set(), set()
+    assert spec["scaleTargetRef"]["name"] in by_kind(docs, "Deployment")
     worker = by_kind(docs, "Deployment")["protolens-worker"]["spec"]["template"]["spec"]
     env_names = {e["name"] for e in worker["containers"][0].get("env", [])}
     env_names |= set(config_data(docs))
@@ -182,20 +181,18 @@ def test_scaledobject_scales_workers_to_zero_on_every_priority_stream(rendered):
     for ref in worker["containers"][0]["envFrom"]:
         if "secretRef" in ref:
             env_names |= set(secrets[ref["secretRef"]["name"]]["data"])
+    streams = set()
     for trigger in spec["triggers"]:
         meta = trigger["metadata"]
         assert trigger["type"] == "redis-streams"
         assert set(meta) <= KEDA_REDIS_STREAMS_KEYS, set(meta) - KEDA_REDIS_STREAMS_KEYS
-        assert meta["consumerGroup"] == "workers"
         assert meta["addressFromEnv"] in env_names and meta["passwordFromEnv"] in env_names
-        if "lagCount" in meta:
-            assert meta["activationLagCount"] == "0"
-            lag.add(meta["stream"])
-        else:
-            assert "pendingEntriesCount" in meta
-            pending.add(meta["stream"])
-    assert lag == STREAMS, "lag triggers wake workers from zero for every priority"
-    assert pending == STREAMS, "pending triggers keep busy workers alive"
+        # XLEN mode (no consumer group): see worker-scaledobject.yaml and test_keda_signal.py.
+        assert "consumerGroup" not in meta and int(meta["streamLength"]) >= 1
+        streams.add(meta["stream"])
+    assert streams == set(Keys().streams), "every priority stream wakes workers"
+    host, port = config_data(docs)["REDIS_ADDRESS"].rsplit(":", 1)
+    assert host and int(port)
 
 
 def test_references_resolve_and_selectors_match(rendered):
