@@ -1,0 +1,110 @@
+"""``protolens up`` and ``protolens demo`` as real commands (subprocesses), with the tiny model."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from protolens.cli import main as cli_main
+from protolens_server.api.stack import free_port
+
+pytestmark = pytest.mark.xdist_group("e2e")
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+    return {**env, "PROTOLENS_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as s:
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_up_serves_until_ctrl_c_then_stops_everything(
+    e2e_store: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    port, metrics_port = free_port(), free_port()
+    cmd = [
+        sys.executable, "-m", "protolens.cli", "up", "--port", str(port),
+        "--metrics-port", str(metrics_port), "--model-store", str(e2e_store),
+        "--data-dir", str(tmp_path / "up"),
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env())
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline().decode()
+        assert first.strip() == f"protolens: serving on 127.0.0.1:{port}", first
+        out = tmp_path / "out"
+        code = cli_main(
+            ["submit", "--address", f"127.0.0.1:{port}", "--model", "tiny", "--target", "cherry",
+             "--steps", "4", "--config", "start=constant", "--wait", "--out", str(out)]
+        )  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        assert "SUCCEEDED" in capsys.readouterr().out
+        assert sorted(p.suffix for p in out.iterdir()) == [".json", ".json", ".png"]
+        assert _listening(metrics_port)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rest = proc.stdout.read().decode()
+    assert "stopping workers, API and Redis" in rest
+    time.sleep(0.2)
+    assert not _listening(port) and not _listening(metrics_port)
+    assert _processes_with(f"PROTOLENS_GRPC_PORT={port}") == [], "API/worker children left"
+    assert _processes_with(str(tmp_path / "up" / "redis")) == [], "embedded Redis left"
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose command line or environment mentions ``marker``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            blob = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+            state = (proc / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        if marker.encode() in blob and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
+def test_demo_writes_png_and_says_scores_are_skipped(e2e_store: Path, tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    cmd = [
+        sys.executable, "-m", "protolens.cli", "demo", "--model", "tiny", "--target", "1",
+        "--steps", "4", "--model-store", str(e2e_store), "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "no reference set registered" in done.stdout
+    assert "stopping the stack" in done.stdout
+    pngs = list(out.glob("*.png"))
+    assert len(pngs) == 1 and (out / "job.json").exists()
+
+
+def test_demo_with_a_reference_set_writes_scores(
+    e2e_store: Path, e2e_refs: Path, tmp_path: Path
+) -> None:
+    import json
+
+    out = tmp_path / "demo"
+    cmd = [
+        sys.executable, "-m", "protolens.cli", "demo", "--model", "tiny", "--target", "banana",
+        "--steps", "4", "--model-store", str(e2e_store), "--reference-root", str(e2e_refs),
+        "--out", str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (meta,) = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
+    assert meta["scores"]["reference_set"] == "tinyref" and meta["scores"]["layer_names"]
