@@ -130,3 +130,23 @@ async def test_a_bad_job_in_a_batch_does_not_fail_the_others(wqueue, worker_sett
     assert (await wqueue.get(good.job_id)).state == JobState.SUCCEEDED
     failed = await wqueue.get(bad.job_id)
     assert failed.state == JobState.FAILED and failed.attempts == 1 and "77" in failed.error
+
+
+async def test_sigterm_lets_the_running_batch_finish_within_the_grace_period(
+    wqueue, worker_settings, tiny_digest
+):
+    settings = worker_settings.model_copy(update={"shutdown_grace_s": 60.0})
+    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (2,), steps=40, seed=9))
+    other, _ = await wqueue.submit(tiny_spec(tiny_digest, (3,), steps=30))  # not batchable
+    worker = Worker(settings, name="w-grace")
+    task = asyncio.create_task(worker.run())
+    async for _, event in wqueue.watch(record.job_id):
+        if event.step >= 1:
+            break
+    worker.request_stop()  # what SIGTERM does
+    await asyncio.wait_for(task, 60)
+    assert (await wqueue.get(record.job_id)).state == JobState.SUCCEEDED
+    # The batch in hand finished; nothing new was started after the stop, and the
+    # other job is still there for the next worker.
+    assert (await wqueue.get(other.job_id)).state == JobState.QUEUED
+    assert await wqueue.redis.xlen(wqueue.keys.stream(1)) == 1
