@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 from PIL import Image
 from protolens_server.engine import GenerationConfig, generate
@@ -46,3 +47,15 @@ def test_plot_is_a_png(handle, reference_folder, tmp_path):
     path = plot_scores(scores, tmp_path / "plot.png", title="triangle")
     with Image.open(path) as im:
         assert im.format == "PNG" and im.width > 300 and im.height > 200
+
+
+def test_scores_of_a_prototype_do_not_depend_on_its_batch(handle, reference_folder, tmp_path):
+    protos = generate(handle, [3, 7], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    together = score_prototypes(handle, protos, reference_folder, cache_dir=tmp_path)
+    (alone,) = score_prototypes(handle, protos[1:], reference_folder, cache_dir=tmp_path)
+    a, b = together[1].to_dict(), alone.to_dict()
+    ra, rb = a["robustness"], b["robustness"]
+    assert (ra["runner_up"], ra["samples"]) == (rb["runner_up"], rb["samples"])
+    for key in ("probability", "probability_mean", "probability_min", "logit_margin"):
+        assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
+    assert a["spearman"] == pytest.approx(b["spearman"], abs=1e-6)

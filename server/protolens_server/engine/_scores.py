@@ -32,6 +32,7 @@ import torch
 from protolens_server.errors import InvalidArgument, ReferenceSetError
 
 from . import _activations, _transforms
+from ._seeds import derive_seed
 from .types import Prototype, Target
 
 METRICS = ("spearman", "cosine", "l1")
@@ -447,14 +448,15 @@ def robustness(
     *,
     samples: int = 16,
     transforms: str = "medium",
-    seed: int = 0,
+    seeds: Sequence[int] | None = None,
     device: str | torch.device = "cpu",
     max_batch: int = 64,
 ) -> list[Robustness]:
     """Target probability of each image under ``samples`` random draws of a transform preset.
 
     ``logits`` are the untransformed images' logits (for the probability and margin).
-    Draws come from one generator per image seeded by ``(seed, image index)``.
+    Image ``i``'s draws come from its own generator seeded by ``seeds[i]`` (default:
+    its position), so its score does not depend on what else is in the list.
     """
     if transforms not in _transforms.PRESETS:
         raise InvalidArgument("robustness_transforms", f"unknown preset {transforms!r}")
@@ -471,7 +473,7 @@ def robustness(
         probability = float(_target_probability(row[None], classes)[0])
         mean = low = None
         if samples > 0:
-            g = torch.Generator().manual_seed(seed * 1_000_003 + i)
+            g = torch.Generator().manual_seed(seeds[i] if seeds is not None else i)
             draws = torch.rand((samples, transform.n_draws), generator=g)
             batch = transform(image[None].expand(samples, *image.shape).to(dev), draws.to(dev))
             probs = []
@@ -522,7 +524,9 @@ def score(
         acts[_activations.LOGITS],
         samples=robustness_samples,
         transforms=robustness_transforms,
-        seed=seed,
+        seeds=[
+            derive_seed("robustness", seed, p.seed, p.target.label(), p.index) for p in prototypes
+        ],
         device=device,
     )
     results = []
