@@ -59,3 +59,28 @@ def test_scores_of_a_prototype_do_not_depend_on_its_batch(handle, reference_fold
     for key in ("probability", "probability_mean", "probability_min", "logit_margin"):
         assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
     assert a["spearman"] == pytest.approx(b["spearman"], abs=1e-6)
+
+
+def test_robustness_uses_the_engine_transforms_in_model_space(handle, shapenet):
+    from protolens_server.engine import _transforms
+    from protolens_server.engine._seeds import derive_seed
+
+    (proto,) = generate(handle, [4], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    with torch.no_grad():
+        logits = shapenet(handle.input_spec.normalise(proto.image[None]))
+    (none,) = sc.robustness(handle, proto.image[None], [proto.target], logits, transforms="none")
+    assert none.probability_mean == pytest.approx(none.probability, abs=1e-6)
+    assert none.probability_min == pytest.approx(none.probability, abs=1e-6)
+
+    seed = derive_seed("robustness", 0, proto.seed, proto.target.label(), proto.index)
+    (medium,) = sc.robustness(
+        handle, proto.image[None], [proto.target], logits, samples=8, seeds=[seed]
+    )
+    draws = torch.rand(
+        (8, _transforms.preset("medium").n_draws), generator=torch.Generator().manual_seed(seed)
+    )
+    x = handle.input_spec.normalise(proto.image[None]).expand(8, -1, -1, -1)
+    with torch.no_grad():
+        p = torch.softmax(shapenet(_transforms.preset("medium")(x, draws)), dim=1)[:, 4]
+    assert medium.probability_mean == pytest.approx(float(p.mean()), abs=1e-6)
+    assert medium.probability_min == pytest.approx(float(p.min()), abs=1e-6)

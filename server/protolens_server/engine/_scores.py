@@ -475,11 +475,13 @@ def robustness(
         if samples > 0:
             g = torch.Generator().manual_seed(seeds[i] if seeds is not None else i)
             draws = torch.rand((samples, transform.n_draws), generator=g)
-            batch = transform(image[None].expand(samples, *image.shape).to(dev), draws.to(dev))
+            # the engine's transforms act on normalised images (their fill = the mean colour)
+            normalised = model.input_spec.normalise(image[None].to(dev))
+            batch = transform(normalised.expand(samples, *image.shape), draws.to(dev))
             probs = []
             with torch.no_grad():
                 for start in range(0, samples, max_batch):
-                    x = model.input_spec.normalise(batch[start : start + max_batch])
+                    x = batch[start : start + max_batch]
                     out = _activations.run_model(model, x, device=dev)
                     probs.append(_target_probability(out, classes).cpu())
             p = torch.cat(probs)
