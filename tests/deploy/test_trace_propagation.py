@@ -52,6 +52,18 @@ def test_traceparent_reaches_the_worker_log(redis_url: str, tmp_path: Path):
         job_id = done.name.rsplit("/", 1)[-1]
         assert any(r["job_id"] and r["job_id"] in (job_id, done.name) for r in traced), traced
         assert all(r["tenant"] for r in traced)
+        # The label values the dashboard and alert rules match on, as really exported.
+        api_text = scrape(api_metrics, api, api_log)
+        worker_text = scrape(worker_metrics, worker, worker_log)
+        assert 'protolens_cache_lookups_total{result="miss"}' in api_text
+        assert 'protolens_jobs_finished_total{state="SUCCEEDED"}' in worker_text
+        # The API samples the queue gauges every few seconds (api/server.py).
+        deadline = time.monotonic() + 20
+        while 'protolens_queue_depth{priority="1"}' not in api_text:
+            assert time.monotonic() < deadline, "the API never sampled the queue gauges"
+            time.sleep(0.5)
+            api_text = scrape(api_metrics, api, api_log)
+        assert "protolens_workers_alive 1.0" in api_text
     finally:
         stop(worker)
         stop(api)
