@@ -98,6 +98,25 @@ class ReferenceSet:
                 missing_class=str(c),
             )
 
+    def check_usable(self) -> None:
+        """Two or more classes, two or more images each (leave-one-out needs a second image)."""
+        where = f"folder {self.root}" if self.root else "reference list"
+        if len(self.classes) < 2:
+            raise ReferenceSetError(
+                "reference",
+                f"the {where} has images of {len(self.classes)} class(es); add a second class "
+                "(natural images of other classes set the 'different class' level)",
+            )
+        for c in self.classes:
+            mine = [im for im in self.images if im.class_index == c]
+            if len(mine) < 2:
+                place = mine[0].path.parent if self.root else mine[0].path
+                raise ReferenceSetError(
+                    "reference",
+                    f"{place}: class {c} has only 1 image; add at least one more",
+                    file=str(place),
+                )
+
     @classmethod
     def from_folder(
         cls,
@@ -335,6 +354,7 @@ def reference_statistics(
     ``layers`` are user layer names (None: the default set). The result's
     ``layers`` always end with ``"logits"``; for TorchScript it is only that.
     """
+    refset.check_usable()
     layer_set = _activations.resolve_layers(model, layers, device=device)
     model_digest = getattr(model, "digest", "") or ""
     if not model_digest:

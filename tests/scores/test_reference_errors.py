@@ -85,3 +85,19 @@ def test_not_a_folder_and_out_of_range_index(handle, tmp_path):
     (tmp_path / "refs" / "42").mkdir(parents=True)
     with pytest.raises(ReferenceSetError, match="out of range"):
         ReferenceSet.from_folder(tmp_path / "refs", handle.class_names)
+
+
+def test_a_class_with_one_image_or_a_single_class_is_refused(handle, reference_folder, tmp_path):
+    root = _copy(reference_folder, tmp_path / "refs")
+    for extra in sorted((root / "1").glob("*.png"))[1:]:
+        extra.unlink()
+    refset = ReferenceSet.from_folder(root, handle.class_names)
+    with pytest.raises(ReferenceSetError, match="class 1 has only 1 image") as err:
+        reference_statistics(handle, refset, cache_dir=tmp_path / "cache")
+    assert str(root / "1") in str(err.value)
+    only = tmp_path / "only"
+    shutil.copytree(reference_folder / "3", only / "3")
+    with pytest.raises(ReferenceSetError, match="add a second class"):
+        reference_statistics(
+            handle, ReferenceSet.from_folder(only, handle.class_names), cache_dir=tmp_path / "c"
+        )
