@@ -7,6 +7,7 @@ tenant comes from ``tenancy.current_tenant()`` and scopes every job lookup.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -16,6 +17,7 @@ from protolens.v1 import service_pb2_grpc
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.api import convert
+from protolens_server.api.model_view import ModelView
 from protolens_server.api.tenancy import current_tenant
 from protolens_server.api.validation import ReferenceResolver, build_spec, model_name
 from protolens_server.config import Settings
@@ -55,42 +57,42 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         resolve_reference: ReferenceResolver,
     ) -> None:
         self.queue = queue
-        self.catalog = catalog
+        self.models = ModelView(catalog)
         self.settings = settings
         self.resolve_reference = resolve_reference
 
-    def _class_names(self, model: str) -> tuple[str, ...]:
-        try:
-            return tuple(self.catalog.describe(model).class_names)
-        except Exception:  # a model removed from the store since: show indices only
-            return ()
+    async def _class_names(self, record: Any) -> tuple[str, ...]:
+        return await self.models.class_names(record.spec.model, record.spec.model_digest)
 
-    def _job(self, record: Any) -> Any:
-        return convert.job_to_pb(record, self._class_names(record.spec.model))
+    async def _job(self, record: Any) -> Any:
+        return convert.job_to_pb(record, await self._class_names(record))
 
     # --- jobs --------------------------------------------------------------------
     async def CreatePrototypeJob(
         self, request: pb.CreatePrototypeJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreatePrototypeJobResponse:
-        spec = await asyncio.to_thread(
+        info = await self.models.describe(model_name(request.model))
+        build = functools.partial(
             build_spec,
             request,
-            catalog=self.catalog,
+            info=info,
             settings=self.settings,
             resolve_reference=self.resolve_reference,
             tenant=current_tenant(),
             trace_id=str(bound_fields().get("trace_id") or ""),
         )
+        # A reference set means file I/O (its digest): off the event loop.
+        spec = await asyncio.to_thread(build) if request.reference_set else build()
         record, outcome = await self.queue.submit(spec)  # counts protolens_jobs_created_total
         return pb.CreatePrototypeJobResponse(
-            job=self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
+            job=await self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
         )
 
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetJobResponse:
         record = await self.queue.get(job_id_of(request.name), tenant=current_tenant())
-        return pb.GetJobResponse(job=self._job(record))
+        return pb.GetJobResponse(job=await self._job(record))
 
     async def ListJobs(
         self, request: pb.ListJobsRequest, context: grpc.aio.ServicerContext
@@ -100,7 +102,8 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
             page_size=_page_size(request.page_size, DEFAULT_PAGE_SIZE),
             page_token=request.page_token,
         )
-        return pb.ListJobsResponse(jobs=[self._job(r) for r in records], next_page_token=token)
+        jobs = [await self._job(r) for r in records]
+        return pb.ListJobsResponse(jobs=jobs, next_page_token=token)
 
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
@@ -109,7 +112,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         record = await self.queue.cancel(job_id, tenant=tenant)
         if record is None:
             record = await self.queue.get(job_id, tenant=tenant)
-        return pb.CancelJobResponse(job=self._job(record))
+        return pb.CancelJobResponse(job=await self._job(record))
 
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
@@ -131,7 +134,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
             raise _no_prototype(record, index)
         png = await self.queue.get_png(job_id, index, tenant=tenant)
         proto = convert.prototype_to_pb(
-            record, index, png, self._class_names(record.spec.model), ENGINE_VERSION
+            record, index, png, await self._class_names(record), ENGINE_VERSION
         )
         return pb.GetPrototypeResponse(prototype=proto)
 
@@ -139,13 +142,13 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        names = sorted(self.catalog.names())
+        names = sorted(await self.models.names())
         start = int(request.page_token) if request.page_token.isdigit() else 0
         if request.page_token and not request.page_token.isdigit():
             raise InvalidArgument("page_token", "not a token this server issued")
         size = _page_size(request.page_size, MAX_PAGE_SIZE)
         page = names[start : start + size]
-        infos = await asyncio.to_thread(lambda: [self.catalog.describe(n) for n in page])
+        infos = [await self.models.describe(n) for n in page]
         token = str(start + size) if start + size < len(names) else ""
         return pb.ListModelsResponse(
             models=[convert.model_to_pb(i) for i in infos], next_page_token=token
@@ -155,7 +158,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
         name = model_name(request.name)
-        info = await asyncio.to_thread(self.catalog.describe, name)
+        info = await self.models.describe(name)
         return pb.GetModelResponse(model=convert.model_to_pb(info))
 
 

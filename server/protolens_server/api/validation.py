@@ -7,7 +7,7 @@ error naming the request field (``targets[1].classes[0]``, ``config.steps``...).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 from protolens.v1 import common_pb2, service_pb2
 
@@ -36,10 +36,6 @@ ReferenceResolver = Callable[[str, Any, tuple[int, ...]], str]
 """(registered reference-set name, ModelInfo, target classes) -> the set's digest.
 
 Raises ReferenceSetError when the set is unknown or lacks a target class."""
-
-
-class Catalog(Protocol):
-    def describe(self, name: str) -> Any: ...
 
 
 def model_name(value: str) -> str:
@@ -105,14 +101,16 @@ def _request_id(value: str) -> str:
 def build_spec(
     request: service_pb2.CreatePrototypeJobRequest,
     *,
-    catalog: Catalog,
+    info: Any,
     settings: Settings,
     resolve_reference: ReferenceResolver,
     tenant: str,
     trace_id: str = "",
 ) -> JobSpec:
-    """Validate ``request`` and return the ``JobSpec`` to submit (raises domain errors)."""
-    info = catalog.describe(model_name(request.model))
+    """Validate ``request`` against the model ``info`` (catalog ModelInfo); return its JobSpec.
+
+    Raises domain errors naming the field.
+    """
     targets = _targets(request, info, settings.max_targets_per_job)
     config = _config(request, settings)
     seed = request.seed if request.HasField("seed") else 0
