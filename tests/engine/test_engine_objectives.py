@@ -95,3 +95,17 @@ def test_bn_prior_is_zero_at_the_running_statistics() -> None:
     assert torch.equal(
         obj.bn_prior()(obj.StepContext(ctx.logits, ctx.images, ctx.groups)), torch.zeros(2)
     )
+
+
+def test_high_frequency_gradient_matches_autograd_of_the_definition() -> None:
+    x = torch.rand(3, 2, 9, 7, dtype=torch.float64, requires_grad=True)
+    weights = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    ctx = obj.StepContext(torch.zeros(3, K), x, torch.zeros(3))
+    reference = (x[..., :, 1:] - x[..., :, :-1]).abs().mean(dim=(1, 2, 3)) + (
+        x[..., 1:, :] - x[..., :-1, :]
+    ).abs().mean(dim=(1, 2, 3))
+    value = obj.high_frequency()(ctx)
+    torch.testing.assert_close(value, reference)
+    (got,) = torch.autograd.grad((value * weights).sum(), x)
+    (want,) = torch.autograd.grad((reference * weights).sum(), x)
+    torch.testing.assert_close(got, want)

@@ -29,6 +29,10 @@ import torch.nn.functional as F
 
 _REFERENCE_SIZE = 224.0
 
+# bilinear: "nearest" costs 8 ms less per 5x224x224 step on this CPU, but gives
+# slightly weaker, less object-like prototypes (measured on efficientnet_lite0).
+_RESAMPLE_MODE = "bilinear"
+
 # Maps (draws (N, k), height, width) to per-image matrices (N, 3, 3) taking output
 # coordinates to input coordinates, in pixel units centred on the image.
 MatrixFn = Callable[[torch.Tensor, int, int], torch.Tensor]
@@ -66,7 +70,7 @@ class AffineTransform:
         )
         grid = _affine_grid(theta, h, w)
         return F.grid_sample(
-            images, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+            images, grid, mode=_RESAMPLE_MODE, padding_mode="zeros", align_corners=False
         )
 
 
