@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from protolens_server.engine import GenerationConfig, InputSpec, Prototype, Target
 from protolens_server.models import ModelHandle
@@ -46,28 +47,52 @@ def tiny_handle(seed: int = 0) -> ModelHandle:
     )
 
 
-def _references() -> Any:
+def _eval() -> Any:
+    """SCORES' path-similarity evaluation, whose natural references this benchmark reuses."""
     import eval_path_similarity
 
     return eval_path_similarity
 
 
 def default_classes(n: int) -> tuple[int, ...]:
-    """The first ``n`` classes that have natural reference images offline."""
-    return tuple(_references().reference_classes()[:n])
+    """The first ``n`` classes that have natural reference images offline (at most 4)."""
+    return tuple(list(_eval().SKIMAGE_CLASSES.values())[:n])
+
+
+def reference_folder(handle: Any, root: Path, per_class: int = 12, held: int = 4) -> Path:
+    """SCORES' scikit-image references for efficientnet_lite0, written under ``root``.
+
+    The same photos, crops and random draws as ``eval_path_similarity.run_efficientnet``
+    (``per_class`` reference crops per photo after which ``held`` held-out crops are
+    drawn and dropped), so both benchmarks score against the same reference set.
+    """
+    ev = _eval()
+    rng = np.random.default_rng(0)
+    for name, cls in ev.SKIMAGE_CLASSES.items():
+        crops = ev._crops(ev._photo(name), per_class + held, handle.input_spec.height, rng)
+        (root / str(cls)).mkdir(parents=True, exist_ok=True)
+        for i, crop in enumerate(crops[:per_class]):
+            crop.save(root / str(cls) / f"{name}-{i:02d}.png")
+    return root
 
 
 def path_similarity_fn(
-    handle: Any, classes: Sequence[int]
+    handle: Any, classes: Sequence[int], work: Path
 ) -> Callable[[str, list[tuple[int, torch.Tensor]]], dict[str, Any]]:
     """A scorer: (method, [(class, image)]) -> mean path similarity and per-prototype values."""
+    from protolens_server.references import ReferenceSet
     from protolens_server.scoring import score_prototypes
 
-    reference = _references().reference_set(handle)
+    folder = reference_folder(handle, work / "references")
+    reference = ReferenceSet.from_folder(folder, handle.class_names)
+    reference.require(classes, handle.class_names)
+    cache = work / "refstats"
 
     def score(method: str, images: list[tuple[int, torch.Tensor]]) -> dict[str, Any]:
         prototypes = [as_prototype(c, img) for c, img in images]
-        scores = score_prototypes(handle, prototypes, reference, robustness_samples=8)
+        scores = score_prototypes(
+            handle, prototypes, reference, robustness_samples=8, cache_dir=cache
+        )
         values = [s.path_similarity for s in scores]
         known = [v for v in values if v is not None]
         robust = [s.robustness.probability_mean for s in scores if s.robustness]
@@ -77,6 +102,7 @@ def path_similarity_fn(
             "robust_probability_mean": sum(robust) / len(robust) if robust else None,
             "layers": scores[0].layer_names if scores else [],
             "curves": [s.curve() for s in scores],
+            "reference_images": scores[0].reference_images if scores else 0,
         }
 
     return score

@@ -39,9 +39,10 @@ def as_user_model(module: torch.nn.Module) -> torch.nn.Module:
 
     The product's model handles come frozen (``requires_grad=False``); a model a user
     loads from torchvision or a checkpoint does not, and ``render_vis`` does not change
-    that, so its backward pass also computes weight gradients.
+    that, so its backward pass also computes weight gradients. The copy is in the default
+    (contiguous) memory format even if the engine already made the original channels_last.
     """
-    user = copy.deepcopy(module)
+    user = copy.deepcopy(module).to(memory_format=torch.contiguous_format)
     for p in user.parameters():
         p.requires_grad_(True)
     return user.eval()

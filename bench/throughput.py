@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +32,6 @@ import throughput_report as report
 import torch
 from lucent_render import lucent_unavailable_reason
 
-# Default CPU classes: ImageNet classes that have natural reference images offline
-# (scikit-image sample images via protolens_server.references); see bench_scores.
 DEFAULT_BATCHES = (1, 8, 32, 64, 128, 256, 512, 1024, 2048)
 
 
@@ -41,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("cpu", "gpu"), help="default: gpu if --device cuda")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--quick", action="store_true", help="fewer steps/classes/batches")
-    p.add_argument("--steps", type=int, help="optimisation steps (cpu 256 / gpu 512)")
+    p.add_argument("--steps", type=int, help="optimisation steps (cpu 64, gpu 512)")
     p.add_argument("--size", type=int, help="image size (224; the tiny model: 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", type=Path, help="write the full result as JSON here")
@@ -49,11 +48,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-lucent", action="store_true", help="engine only")
     cpu = p.add_argument_group("cpu mode")
     cpu.add_argument("--model", default="efficientnet_lite0", help="load_model ref, or 'tiny'")
-    cpu.add_argument("--classes", help="comma-separated class indices (default: scored set)")
+    cpu.add_argument("--classes", help="comma-separated class indices (default: the 4 scored)")
     cpu.add_argument("--threads", type=int, default=2, help="torch threads for both methods")
     cpu.add_argument("--reps", type=int, help="repetitions, order alternating (default 2)")
     cpu.add_argument("--engine-batch", type=int, help="engine max_batch (default: all classes)")
     cpu.add_argument("--no-scores", action="store_true", help="skip path similarity")
+    cpu.add_argument(
+        "--lucent-frozen",
+        action="store_true",
+        help="also time Lucent with the model's parameters frozen (a breakdown, not a user run)",
+    )
     gpu = p.add_argument_group("gpu mode")
     gpu.add_argument("--archs", default="resnet18,resnet50", help="torchvision architectures")
     gpu.add_argument("--batches", help="comma-separated batch sizes (default 1,8,32,...)")
@@ -62,6 +66,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gpu.add_argument("--no-channels-last", action="store_true")
     gpu.add_argument("--compile", action="store_true", help="torch.compile the model first")
     gpu.add_argument("--lucent-classes", type=int, help="Lucent renders to time (default 2)")
+    gpu.add_argument(
+        "--max-run-seconds", type=float, default=45.0, help="skip batches whose run is longer"
+    )
     args = p.parse_args(argv)
     if args.mode is None:
         args.mode = "gpu" if args.device.startswith("cuda") else "cpu"
@@ -104,21 +111,23 @@ def _cpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
     elif tiny:
         classes = (0, 1, 2)
     else:
-        classes = bench_scores.default_classes(3 if args.quick else 5)
+        classes = bench_scores.default_classes(3 if args.quick else 4)
     settings = CpuSettings(
         model=args.model,
         classes=classes,
-        steps=args.steps or (64 if args.quick else 256),
+        steps=args.steps or (32 if args.quick else 64),
         size=handle.input_spec.height,
         threads=args.threads,
         reps=args.reps or (1 if args.quick else 2),
         seed=args.seed,
         engine_batch=args.engine_batch or len(classes),
+        lucent_frozen=args.lucent_frozen,
     )
-    score_fn = None
-    if not args.no_scores and not tiny:
-        score_fn = bench_scores.path_similarity_fn(handle, classes)
-    result = run_cpu(settings, handle, lucent_skip_reason=skip, score_fn=score_fn, log=_log)
+    with tempfile.TemporaryDirectory() as work:
+        score_fn = None
+        if not args.no_scores and not tiny:
+            score_fn = bench_scores.path_similarity_fn(handle, classes, Path(work))
+        result = run_cpu(settings, handle, lucent_skip_reason=skip, score_fn=score_fn, log=_log)
     return result, report.cpu_markdown(result)
 
 
@@ -150,6 +159,7 @@ def _gpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
         lucent_classes=args.lucent_classes or (1 if quick else 2),
         matmul_n=512 if on_cpu else 8192,
         seed=args.seed,
+        max_run_seconds=args.max_run_seconds if not on_cpu else 1e9,
     )
     torch.manual_seed(args.seed)
     result = run_gpu(settings, lucent_skip_reason=skip, log=_log)

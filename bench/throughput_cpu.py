@@ -35,6 +35,7 @@ class CpuSettings:
     reps: int
     seed: int
     engine_batch: int
+    lucent_frozen: bool = False  # also time Lucent on the frozen model (not how users run it)
 
 
 @dataclass
@@ -64,7 +65,9 @@ def run_cpu(
     torch.set_num_threads(settings.threads)
     methods: dict[str, Callable[[int], _Timing]] = {"engine": _engine_runner(settings, handle)}
     if lucent_skip_reason is None:
-        methods["lucent"] = _lucent_runner(settings, handle)
+        methods["lucent"] = _lucent_runner(settings, handle, trainable=True)
+        if settings.lucent_frozen:
+            methods["lucent (frozen model)"] = _lucent_runner(settings, handle, trainable=False)
     loadavg_start = os.getloadavg()
     timings: dict[str, list[_Timing]] = {name: [] for name in methods}
     for rep in range(settings.reps):
@@ -113,10 +116,14 @@ def _engine_runner(settings: CpuSettings, handle: Any) -> Callable[[int], _Timin
     return run
 
 
-def _lucent_runner(settings: CpuSettings, handle: Any) -> Callable[[int], _Timing]:
+def _lucent_runner(
+    settings: CpuSettings, handle: Any, *, trainable: bool
+) -> Callable[[int], _Timing]:
     import lucent_render
 
     model = lucent_render.as_user_model(handle.module)
+    if not trainable:
+        model.requires_grad_(False)
     layer = lucent_render.final_linear_layer(model)
     spec = handle.input_spec
 
@@ -169,6 +176,7 @@ def _summarise(
     probs = target_probabilities(handle, first)
     summary: dict[str, Any] = {
         "prototypes_per_call": min(settings.engine_batch, n) if name == "engine" else 1,
+        "passes": len(runs),
         "seconds_per_prototype": median(per_proto),
         "seconds_per_prototype_reps": per_proto,
         "cpu_seconds_per_prototype": median(r.cpu / n for r in runs),

@@ -41,6 +41,7 @@ class GpuSettings:
     lucent_classes: int
     matmul_n: int
     seed: int
+    max_run_seconds: float = 45.0  # skip a batch whose run would take longer than this
 
 
 def measure_matmul_tflops(device: torch.device, n: int, iters: int = 10) -> tuple[float, str]:
@@ -97,7 +98,7 @@ def run_gpu(
 
     device = torch.device(settings.device)
     tflops, dtype = measure_matmul_tflops(device, settings.matmul_n)
-    log(f"matmul rate: {tflops:.1f} TFLOP/s ({dtype}, n={settings.matmul_n})")
+    log(f"matmul rate: {tflops:.4g} TFLOP/s ({dtype}, n={settings.matmul_n})")
     result: dict[str, Any] = {
         "mode": "gpu",
         "settings": asdict(settings),
@@ -152,11 +153,8 @@ def _sweep(
     budget = _budget_bytes(device, settings.memory_budget_gib)
     runs: list[dict[str, Any]] = []
     for k, batch in enumerate(settings.batches):
-        if runs and budget is not None:
-            per_proto = runs[-1]["peak_bytes"] / runs[-1]["batch"]
-            if per_proto * batch > budget:
-                log(f"{arch}: stop before batch {batch}: ~{per_proto * batch / 2**30:.1f} GiB")
-                break
+        if runs and _stop_before(arch, batch, runs[-1], budget, settings.max_run_seconds, log):
+            break
         config = GenerationConfig(
             steps=settings.steps,
             max_batch=batch,
@@ -181,6 +179,27 @@ def _sweep(
             f"{run['prototypes_per_second']:.2f} prototypes/s, {run['achieved_tflops']:.1f} TFLOP/s"
         )
     return runs
+
+
+def _stop_before(
+    arch: str,
+    batch: int,
+    last: dict[str, Any],
+    budget: float | None,
+    max_seconds: float,
+    log: Callable[[str], None],
+) -> bool:
+    """Whether batch ``batch`` would pass the memory budget or the time per run."""
+    grow = batch / last["batch"]
+    if budget is not None and last["peak_bytes"] is not None:
+        need = last["peak_bytes"] * grow
+        if need > budget:
+            log(f"{arch}: stop before batch {batch}: ~{need / 2**30:.1f} GiB > budget")
+            return True
+    if last["seconds"] * grow > max_seconds:
+        log(f"{arch}: stop before batch {batch}: ~{last['seconds'] * grow:.0f} s > {max_seconds} s")
+        return True
+    return False
 
 
 def _lucent(
