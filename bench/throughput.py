@@ -4,8 +4,8 @@ CPU (default): engine (classes in one batch) vs Lucent (one class per call) on t
 model, size, steps and threads, alternating, with path similarity of both methods'
 prototypes from the product's scoring code::
 
-    .venv-bench/bin/python bench/throughput.py                 # ~10 min on 2 cores
-    .venv-bench/bin/python bench/throughput.py --quick         # ~2 min
+    .venv-bench/bin/python bench/throughput.py                 # ~5-10 min on 2 cores
+    .venv-bench/bin/python bench/throughput.py --quick         # ~1-2 min
     .venv-bench/bin/python bench/throughput.py --json-out out/throughput_cpu.json
 
 GPU: prototypes/s vs batch for torchvision ResNet-18/50, Lucent one class at a time,
@@ -40,7 +40,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--mode", choices=("cpu", "gpu"), help="default: gpu if --device cuda")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     p.add_argument("--quick", action="store_true", help="fewer steps/classes/batches")
-    p.add_argument("--steps", type=int, help="optimisation steps (cpu 64, gpu 512)")
+    p.add_argument("--steps", type=int, help="optimisation steps (cpu 128, gpu 512)")
     p.add_argument("--size", type=int, help="image size (224; the tiny model: 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json-out", type=Path, help="write the full result as JSON here")
@@ -49,7 +49,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cpu = p.add_argument_group("cpu mode")
     cpu.add_argument("--model", default="efficientnet_lite0", help="load_model ref, or 'tiny'")
     cpu.add_argument("--classes", help="comma-separated class indices (default: the 4 scored)")
-    cpu.add_argument("--threads", type=int, default=2, help="torch threads for both methods")
+    cpu.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads for both methods (1: on a shared 2-core box a 2nd thread mostly spins)",
+    )
     cpu.add_argument("--reps", type=int, help="repetitions, order alternating (default 2)")
     cpu.add_argument("--engine-batch", type=int, help="engine max_batch (default: all classes)")
     cpu.add_argument("--no-scores", action="store_true", help="skip path similarity")
@@ -115,7 +120,7 @@ def _cpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
     settings = CpuSettings(
         model=args.model,
         classes=classes,
-        steps=args.steps or (32 if args.quick else 64),
+        steps=args.steps or (32 if args.quick else 128),
         size=handle.input_spec.height,
         threads=args.threads,
         reps=args.reps or (1 if args.quick else 2),
