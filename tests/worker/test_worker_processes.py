@@ -20,7 +20,9 @@ from worker_helpers import tiny_spec
 
 
 class WorkerProcess:
-    def __init__(self, settings: Settings, name: str, log: Path, *args: str, **env: str) -> None:
+    def __init__(
+        self, settings: Settings, name: str, log: Path, *args: str, grace: str = "0.3"
+    ) -> None:
         self.name = name
         base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
         base.update(
@@ -33,10 +35,9 @@ class WorkerProcess:
             PROTOLENS_HEARTBEAT_S="0.2",
             PROTOLENS_RECLAIM_IDLE_S="1.5",
             PROTOLENS_MAX_ATTEMPTS="3",
-            PROTOLENS_SHUTDOWN_GRACE_S="0.3",
+            PROTOLENS_SHUTDOWN_GRACE_S=grace,
             PROTOLENS_METRICS_PORT="0",
             PROTOLENS_WORKER_NAME=name,
-            **env,
         )
         self.log = log
         self.proc = subprocess.Popen(
@@ -93,7 +94,7 @@ async def test_sigkilled_workers_job_is_finished_by_another_exactly_once(
         processes.append(WorkerProcess(worker_settings, name, tmp_path / f"{name}.log"))
     for w in processes:
         await wait_for(lambda w=w: alive(wqueue, w.name), 60, f"{w.name} to start")
-    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (1, 2), steps=120))
+    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), steps=50))
 
     async def running_with_progress():
         rec = await wqueue.get(record.job_id)
@@ -112,7 +113,7 @@ async def test_sigkilled_workers_job_is_finished_by_another_exactly_once(
     done = await wait_for(finished, 90, "the survivor to finish the job")
     assert done.state == JobState.SUCCEEDED, done.error + survivor.output()[-3000:]
     assert done.worker == survivor.name and done.attempts == 2
-    assert len(done.prototypes) == 2
+    assert len(done.prototypes) == 1
     events = await wqueue.redis.xrange(wqueue.keys.events(done.job_id))
     messages = [fields[b"message"] for _, fields in events]
     assert messages.count(b"succeeded") == 1
@@ -127,16 +128,17 @@ async def test_sigkilled_workers_job_is_finished_by_another_exactly_once(
     assert metric(text, "protolens_jobs_reclaimed_total") == 1
     assert metric(text, 'protolens_jobs_finished_total{state="SUCCEEDED"}') == 1
     assert metric(text, "protolens_worker_heartbeats_total") > 1
-    assert metric(text, "protolens_generation_steps_total") >= 2 * 120
+    assert metric(text, "protolens_generation_steps_total") >= 50
 
 
 async def test_sigterm_mid_job_hands_it_back_and_loses_nothing(
     wqueue, worker_settings, tiny_digest, tmp_path, processes
 ):
-    first = WorkerProcess(worker_settings, "wterm", tmp_path / "wterm.log")
+    # Grace 0: the engine stops at its next step, so the job is surely mid-way.
+    first = WorkerProcess(worker_settings, "wterm", tmp_path / "wterm.log", grace="0")
     processes.append(first)
     await wait_for(lambda: alive(wqueue, "wterm"), 60, "wterm to start")
-    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (3,), steps=150))
+    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (3,), steps=50))
 
     async def progressed():
         rec = await wqueue.get(record.job_id)

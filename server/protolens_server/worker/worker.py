@@ -120,6 +120,7 @@ class Worker:
         await ensure_groups(self.redis, self.consumer.keys)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve_metrics(self.metrics_port)
+        await asyncio.to_thread(_warm_up)
         await self.heartbeat()
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         log.info("worker %s started on %s", self.name, self.device)
@@ -420,3 +421,10 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
+
+
+def _warm_up() -> None:
+    """Pay torch's lazy imports (optimiser machinery) before the first job, not during it."""
+    import torch
+
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
