@@ -78,14 +78,16 @@ def bare_step_seconds(
 
 def prototypes_per_second(
     model: Any, targets: list[int], config: GenerationConfig, batched: bool
-) -> float:
-    start = time.perf_counter()
+) -> tuple[float, float]:
+    """(per wall-second, per CPU-second) for the whole calls, setup included."""
+    w0, c0 = _clocks()
     if batched:
         generate(model, targets, config)
     else:
         for t in targets:
             generate(model, [t], config)
-    return len(targets) / (time.perf_counter() - start)
+    w1, c1 = _clocks()
+    return len(targets) / (w1 - w0), len(targets) / (c1 - c0)
 
 
 def main() -> None:
@@ -112,7 +114,7 @@ def main() -> None:
     runs: dict[str, list[tuple[float, float]]] = {
         k: [] for k in ("bare", "bare_cl", "engine", "engine_plain")
     }
-    throughput: dict[str, list[float]] = {"batched": [], "sequential": []}
+    throughput: dict[str, list[tuple[float, float]]] = {"batched": [], "sequential": []}
     tput_targets = list(range(args.batched_targets))
     tput_config = GenerationConfig(
         steps=args.batched_steps, start="noise", max_batch=args.batched_targets
@@ -130,10 +132,14 @@ def main() -> None:
 
     wall = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
-    tput = {k: statistics.median(v) for k, v in throughput.items()}
+    tput_wall = {k: statistics.median(w for w, _ in v) for k, v in throughput.items()}
+    tput_cpu = {k: statistics.median(c for _, c in v) for k, v in throughput.items()}
 
-    def overhead(times: dict[str, float], engine: str, bare: str) -> float:
-        return times[engine] / times[bare] - 1
+    def overhead(clock: int, engine: str, bare: str) -> float:
+        """Median over repeats of the paired ratio (each engine run against the bare run
+        next to it), minus one: robust to load that drifts during the run."""
+        ratios = [e[clock] / b[clock] for e, b in zip(runs[engine], runs[bare], strict=True)]
+        return statistics.median(ratios) - 1
 
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     result = {
@@ -148,13 +154,15 @@ def main() -> None:
         "wall_seconds_per_step": wall,
         "cpu_seconds_per_step": cpu,
         "all_runs_wall_cpu": runs,
-        "overhead_cpu": overhead(cpu, "engine", "bare_cl"),
-        "overhead_wall": overhead(wall, "engine", "bare_cl"),
-        "overhead_cpu_contiguous": overhead(cpu, "engine_plain", "bare"),
-        "overhead_wall_contiguous": overhead(wall, "engine_plain", "bare"),
-        "prototypes_per_second": tput,
-        "all_throughput": throughput,
-        "batched_speedup": tput["batched"] / tput["sequential"],
+        "overhead_cpu": overhead(1, "engine", "bare_cl"),
+        "overhead_wall": overhead(0, "engine", "bare_cl"),
+        "overhead_cpu_contiguous": overhead(1, "engine_plain", "bare"),
+        "overhead_wall_contiguous": overhead(0, "engine_plain", "bare"),
+        "prototypes_per_wall_second": tput_wall,
+        "prototypes_per_cpu_second": tput_cpu,
+        "all_throughput_wall_cpu": throughput,
+        "batched_speedup_cpu": tput_cpu["batched"] / tput_cpu["sequential"],
+        "batched_speedup_wall": tput_wall["batched"] / tput_wall["sequential"],
         "batched_targets": args.batched_targets,
         "batched_steps": args.batched_steps,
     }
@@ -168,15 +176,24 @@ def main() -> None:
         ("engine.generate (defaults)", "channels_last", "engine", "bare_cl"),
     ]
     for name, layout, key, ref in rows:
-        ow = f"{overhead(wall, key, ref):+.1%}" if ref else ""
-        oc = f"{overhead(cpu, key, ref):+.1%}" if ref else ""
+        ow = f"{overhead(0, key, ref):+.1%}" if ref else ""
+        oc = f"{overhead(1, key, ref):+.1%}" if ref else ""
         print(f"| {name} | {layout} | {wall[key]:.4f} | {cpu[key]:.4f} | {ow} | {oc} |")
-    print(f"\n| {args.batched_targets} targets x {args.batched_steps} steps | prototypes/s |")
-    print("|---|---|")
-    print(f"| one call, batched | {tput['batched']:.3f} |")
-    print(f"| one call per target | {tput['sequential']:.3f} |")
-    print(f"| batched speed-up | {result['batched_speedup']:.2f}x |")
-    print(f"\nmedians of {args.repeats} alternating repeats; torch {torch.__version__}; {machine}")
+    print(
+        f"\n| {args.batched_targets} targets x {args.batched_steps} steps "
+        "| prototypes/s (wall) | prototypes per CPU-s |"
+    )
+    print("|---|---|---|")
+    print(f"| one call, batched | {tput_wall['batched']:.3f} | {tput_cpu['batched']:.3f} |")
+    print(f"| one call per target | {tput_wall['sequential']:.3f} | {tput_cpu['sequential']:.3f} |")
+    print(
+        f"| batched speed-up | {result['batched_speedup_wall']:.2f}x | "
+        f"{result['batched_speedup_cpu']:.2f}x |"
+    )
+    print(
+        f"\ntimes: medians of {args.repeats} alternating repeats; overheads: median paired "
+        f"ratio; torch {torch.__version__}; {machine}"
+    )
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(result, f, indent=2)

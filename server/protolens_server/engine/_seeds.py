@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -32,8 +33,8 @@ def per_target_seeds(seed: int | Sequence[int], n_targets: int) -> list[int]:
     """One seed per target, from one seed for the call or one per target."""
     if isinstance(seed, bool):
         raise InvalidArgument("seed", "must be an integer or one integer per target")
-    if isinstance(seed, int):
-        return [seed] * n_targets
+    if isinstance(seed, numbers.Integral):  # int, numpy integers
+        return [int(seed)] * n_targets
     try:
         seeds = [int(s) for s in seed]
     except (TypeError, ValueError) as e:
