@@ -8,6 +8,7 @@ same code against the same references.
 
 from __future__ import annotations
 
+import statistics
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -97,7 +98,8 @@ def path_similarity_fn(
         known = [v for v in values if v is not None]
         robust = [s.robustness.probability_mean for s in scores if s.robustness]
         return {
-            "mean": sum(known) / len(known) if known else None,
+            "mean": statistics.fmean(known) if known else None,
+            "sd": statistics.pstdev(known) if len(known) > 1 else None,
             "per_prototype": values,
             "robust_probability_mean": sum(robust) / len(robust) if robust else None,
             "layers": scores[0].layer_names if scores else [],

@@ -61,7 +61,7 @@ def run_cpu(
     score_fn: ScoreFn | None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Time both methods ``settings.reps`` times, alternating order; score the first rep."""
+    """Time both methods ``settings.reps`` times, alternating order; score every prototype."""
     torch.set_num_threads(settings.threads)
     methods: dict[str, Callable[[int], _Timing]] = {"engine": _engine_runner(settings, handle)}
     if lucent_skip_reason is None:
@@ -172,8 +172,8 @@ def _summarise(
 ) -> dict[str, Any]:
     n = len(settings.classes)
     per_proto = [r.wall / n for r in runs]
-    first = runs[0].prototypes
-    probs = target_probabilities(handle, first)
+    every = [proto for r in runs for proto in r.prototypes]  # every repetition's prototypes
+    probs = target_probabilities(handle, every)
     summary: dict[str, Any] = {
         "prototypes_per_call": min(settings.engine_batch, n) if name == "engine" else 1,
         "passes": len(runs),
@@ -186,8 +186,8 @@ def _summarise(
         "path_similarity": None,
     }
     if score_fn is not None:
-        log(f"scoring {name}'s prototypes (rep 1)")
-        summary["path_similarity"] = score_fn(name, first)
+        log(f"scoring {name}'s {len(every)} prototypes")
+        summary["path_similarity"] = score_fn(name, every)
     return summary
 
 
@@ -215,5 +215,10 @@ def _standard_notes(settings: CpuSettings) -> list[str]:
         "Lucent: render_vis with param.image(size) (FFT + decorrelation), standard transforms, "
         "Adam(lr=0.05), objective channel(<logits layer>, class); model parameters trainable, "
         "as a user's model is.",
-        "mean target p: softmax probability of the class on the final, untransformed image.",
+        "mean target p: softmax probability of the class on the final, untransformed image; "
+        "path similarity: mean over every repetition's prototypes (one per class and seed) of "
+        "the product's score (normalised Spearman averaged over layers; 1 = like a natural "
+        "image of the class, 0 = like a natural image of another class), against SCORES' "
+        "scikit-image references (bench/eval_path_similarity.py); p under transforms: the "
+        "scorer's robustness probability.",
     ]

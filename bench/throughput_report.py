@@ -48,7 +48,7 @@ def cpu_markdown(result: dict[str, Any]) -> str:
         "CPU s / prototype",
         "prototypes / s",
         "mean target p",
-        "path similarity",
+        "path similarity (mean ± sd)",
         "p under transforms",
     ]
     rows = []
@@ -65,7 +65,7 @@ def cpu_markdown(result: dict[str, Any]) -> str:
                 m["cpu_seconds_per_prototype"],
                 m["prototypes_per_second"],
                 m["mean_target_probability"],
-                sim.get("mean"),
+                _mean_sd(sim.get("mean"), sim.get("sd")),
                 sim.get("robust_probability_mean"),
             ]
         )
@@ -91,6 +91,12 @@ def cpu_markdown(result: dict[str, Any]) -> str:
     for note in result.get("notes", []):
         out.append(f"- {note}")
     return "\n".join(out)
+
+
+def _mean_sd(mean: float | None, sd: float | None) -> str:
+    if mean is None:
+        return "—"
+    return fmt(mean, 2) if sd is None else f"{fmt(mean, 2)} ± {fmt(sd, 2)}"
 
 
 def gpu_markdown(result: dict[str, Any]) -> str:
