@@ -16,8 +16,8 @@ import os
 import socket
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 
@@ -35,6 +35,7 @@ from protolens_server.worker.models import ModelCache
 from protolens_server.worker.runner import job_slices, package, run_engine
 
 log = get_logger("protolens.worker")
+T = TypeVar("T")
 
 # Caller mistakes: retrying cannot help, so the job fails on the first attempt.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, NotFound)
@@ -90,14 +91,17 @@ class Worker:
     async def run(self, *, burst: bool = False) -> None:
         """Work until ``request_stop()`` (or, with ``burst``, until the queue is empty)."""
         await self.startup()
+        backoff = 0.1
         try:
             while not self._stopping:
                 try:
                     handled = await self.run_once(block_ms=0 if burst else self.block_ms)
                 except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
-                    log.warning("redis unreachable (%s); retrying", e)
-                    await asyncio.sleep(min(5.0, self.settings.heartbeat_s))
+                    backoff = min(5.0, backoff * 2)
+                    log.warning("redis unreachable (%s); retrying in %.1fs", e, backoff)
+                    await asyncio.sleep(backoff)
                     continue
+                backoff = 0.1
                 if burst and handled == 0 and not self._carry:
                     break
         finally:
@@ -275,7 +279,8 @@ class Worker:
             await self._failed([delivery], e)
             return
         steps = max((p.steps for p in prototypes), default=0)
-        ok = await asyncio.shield(self.consumer.finish(delivery, stored, pngs, step=steps))
+        consumer = self.consumer
+        ok = await _persist(lambda: consumer.finish(delivery, stored, pngs, step=steps))
         elapsed = time.monotonic() - started
         with bind(job_id=delivery.job_id, tenant=spec.tenant, trace_id=spec.trace_id or None):
             if ok:
@@ -306,9 +311,10 @@ class Worker:
         await self._end_all([d for d in deliveries if d.active], "handback")
 
     async def _end_all(self, deliveries: list[Delivery], mode: str, *, error: str = "") -> None:
-        assert self.consumer is not None
+        consumer = self.consumer
+        assert consumer is not None
         for d in deliveries:
-            outcome = await asyncio.shield(self.consumer.end(d, mode, error=error, step=d.step))
+            outcome = await _persist(lambda d=d: consumer.end(d, mode, error=error, step=d.step))
             if mode == "cancel":
                 d.lost = True  # finished: nothing more to report for it
             if outcome == "retry":
@@ -428,3 +434,21 @@ def _warm_up() -> None:
     import torch
 
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+async def _persist(call: Callable[[], Awaitable[T]], patience_s: float = 60.0) -> T:
+    """Run a final write under ``asyncio.shield``, retrying while Redis is unreachable.
+
+    A result costs GPU minutes: worth waiting out a Redis restart for. The write is
+    a check-and-set script, so a retry after a lost reply cannot store twice.
+    """
+    delay, deadline = 0.1, time.monotonic() + patience_s
+    while True:
+        try:
+            return await asyncio.shield(call())
+        except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("redis unreachable while storing (%s); retrying in %.1fs", e, delay)
+            await asyncio.sleep(delay)
+            delay = min(5.0, delay * 2)
