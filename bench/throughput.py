@@ -21,6 +21,7 @@ with a message saying so. ``bench/setup_bench_env.sh`` creates the environment w
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -90,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         result, markdown = _gpu(args, skip)
     else:
         result, markdown = _cpu(args, skip)
+    result["git_commit"] = _git_commit()
+    markdown += f"\n- measured at commit {result['git_commit']}"
     print()
     print(markdown)
     if args.json_out:
@@ -99,6 +102,33 @@ def main(argv: list[str] | None = None) -> int:
         args.md_out.parent.mkdir(parents=True, exist_ok=True)
         args.md_out.write_text(markdown + "\n")
     return 0
+
+
+_MEASURED_PATHS = (
+    "server/protolens_server/engine",
+    "server/protolens_server/models",
+    "server/protolens_server/scoring.py",
+    "server/protolens_server/references.py",
+    "bench",
+)
+
+
+def _git_commit() -> str:
+    """The checkout's commit (``+dirty`` with local changes), or ``unknown`` outside git."""
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", *_MEASURED_PATHS],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+dirty" if dirty else "")
 
 
 def _log(line: str) -> None:
