@@ -109,6 +109,11 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> str:
     return IMAGE
 
 
+def _logs(name: str) -> str:
+    done = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
+    return done.stdout + done.stderr
+
+
 # As in Kubernetes (readOnlyRootFilesystem with an emptyDir on /tmp).
 READ_ONLY = ["--read-only", "--tmpfs", "/tmp"]
 
@@ -165,10 +170,13 @@ def test_image_runs_a_worker_with_a_metrics_health_check(image, redis_url):
             if done.returncode == 0:
                 break
             time.sleep(1)
-        logs = subprocess.run(["podman", "logs", name], capture_output=True, text=True).stderr
-        assert done is not None and done.returncode == 0, f"{done and done.stderr}\n{logs[-3000:]}"
-        # The worker logs JSON lines (server/protolens_server/logging.py).
-        assert any(line.startswith('{"ts":') for line in logs.splitlines()), logs[-2000:]
+        assert done is not None and done.returncode == 0, f"{done and done.stderr}\n{_logs(name)}"
+        # The worker logs JSON lines (server/protolens_server/logging.py); its first
+        # line ("started") may follow the metrics endpoint by a moment.
+        deadline = time.monotonic() + 30
+        while not any(line.startswith('{"ts":') for line in _logs(name).splitlines()):
+            assert time.monotonic() < deadline, _logs(name)[-2000:]
+            time.sleep(0.5)
     finally:
         stop = subprocess.run(["podman", "stop", "-t", "40", name], capture_output=True, text=True)
         code = run("podman", "inspect", name, "--format", "{{.State.ExitCode}}").stdout.strip()
