@@ -119,3 +119,19 @@ def test_default_layers_expand_containers_and_skip_stateless_modules():
     assert "unknown layer 'blocks.7'" in str(err.value) and "stem.1" in str(err.value)
     with pytest.raises(InvalidArgument, match="unknown layer 'act'"):
         acts.resolve_layers(model, ["act"])  # shared: called three times, so ambiguous
+
+
+class _Normalise(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.full((1, 3, 1, 1), 0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x - self.mean
+
+
+def test_a_wrapper_around_the_whole_network_is_looked_into(shapenet):
+    wrapped = torch.nn.Sequential(_Normalise(), shapenet)
+    model = Classifier(wrapped, SPEC, 10)
+    names = acts.resolve_layers(model).names
+    assert names == ("0", "1.block1", "1.block2", "1.block3", "1.block4", "logits")

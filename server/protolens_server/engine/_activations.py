@@ -10,8 +10,9 @@ The default layer set walks the top-level children in call order, expanding
 plain containers (``nn.Sequential`` and any never-called holder such as
 ``nn.ModuleList``) into their elements, and keeps the modules that hold weights
 and run exactly once per forward pass; stateless modules (activations, dropout,
-pooling, flatten) and shared modules are skipped. The module whose output *is*
-the model's output is replaced by ``"logits"``.
+pooling, flatten) and shared modules are skipped. A module whose output *is*
+the model's output is replaced by ``"logits"`` (or, when it wraps the whole
+network, e.g. ``nn.Sequential(normalise, net)``, expanded in turn).
 
 How layers are reached depends on the module:
 
@@ -203,8 +204,8 @@ def _probe_hooks(module: torch.nn.Module, spec: Any, device: torch.device) -> Mo
             order=rec.order.index(path) if path in rec.order else -1,
             shape=tuple(first.shape) if first is not None else None,
         )
-    logits_path = _output_module(infos, {p: rec.outputs.get(p, []) for p in infos}, out)
-    default = _default_layers(infos, logits_path)
+    output_paths = _output_modules(infos, {p: rec.outputs.get(p, []) for p in infos}, out)
+    default = _default_layers(infos, output_paths)
     return ModelLayers("hooks", infos, default, fixed_batch=fixed)
 
 
@@ -221,20 +222,22 @@ def _type_names_from_graphs(module: torch.nn.Module) -> dict[str, str]:
     return types
 
 
-def _output_module(
+def _output_modules(
     infos: dict[str, ModuleInfo], outputs: dict[str, list[Any]], model_out: Any
-) -> str | None:
-    """The module whose output is the model's output (it is reported as ``logits``)."""
+) -> set[str]:
+    """Modules whose output *is* the model's output (reported as ``logits``, or expanded
+    when they wrap the whole network)."""
     final = _first_tensor(model_out)
     if final is None:
-        return None
-    for info in sorted(infos.values(), key=lambda i: -i.order):
+        return set()
+    found = set()
+    for info in infos.values():
         if info.calls != 1 or info.shape != tuple(final.shape):
             continue
         t = _first_tensor(outputs[info.path][0])
         if t is not None and torch.equal(t, final):
-            return info.path
-    return None
+            found.add(info.path)
+    return found
 
 
 def _children_of(paths: Iterable[str]) -> dict[str, list[str]]:
@@ -250,14 +253,19 @@ def _children_of(paths: Iterable[str]) -> dict[str, list[str]]:
     return children
 
 
-def _default_layers(infos: dict[str, ModuleInfo], logits_path: str | None) -> tuple[str, ...]:
+def _default_layers(infos: dict[str, ModuleInfo], output_paths: set[str]) -> tuple[str, ...]:
     children = _children_of(infos)
 
     def expand(parent: str) -> list[str]:
         picked: list[str] = []
         for child in children.get(parent, []):
             info = infos.get(child)
-            container = info is None or info.calls == 0 or info.type_name == _SEQUENTIAL_TYPE
+            container = (
+                info is None
+                or info.calls == 0
+                or info.type_name == _SEQUENTIAL_TYPE
+                or child in output_paths  # a wrapper around the whole network
+            )
             picked.extend(expand(child) if container and child in children else [child])
         return picked
 
@@ -266,7 +274,7 @@ def _default_layers(infos: dict[str, ModuleInfo], logits_path: str | None) -> tu
         info = infos.get(path)
         if info is None or not info.stateful or info.calls != 1 or not _reducible(info.shape):
             continue
-        if path == logits_path:
+        if path in output_paths:
             continue
         chosen.append(info)
     return tuple(i.path for i in sorted(chosen, key=lambda i: i.order))
@@ -313,8 +321,8 @@ def _probe_graph(gm: torch.fx.GraphModule, spec: Any, device: torch.device) -> M
             order=position[id(last_node[path])],
             shape=tuple(value.shape) if isinstance(value, torch.Tensor) else None,
         )
-    logits_path = _output_module(infos, outputs, out)
-    default = _default_layers(infos, logits_path)
+    output_paths = _output_modules(infos, outputs, out)
+    default = _default_layers(infos, output_paths)
     return ModelLayers("graph", infos, default, fixed_batch=fixed, graph_nodes=last_node)
 
 
