@@ -115,6 +115,8 @@ def main() -> None:
         k: [] for k in ("bare", "bare_cl", "engine", "engine_plain")
     }
     throughput: dict[str, list[tuple[float, float]]] = {"batched": [], "sequential": []}
+    # the model alone: seconds per image-step at batch 1 and at the batched size
+    bare_image_steps: dict[str, list[tuple[float, float]]] = {"bare_batch1": [], "bare_batched": []}
     tput_targets = list(range(args.batched_targets))
     tput_config = GenerationConfig(
         steps=args.batched_steps, start="noise", max_batch=args.batched_targets
@@ -125,6 +127,9 @@ def main() -> None:
         runs["engine_plain"].append(engine_step_seconds(model, targets, plain))
         runs["bare_cl"].append(bare_step_seconds(model, args.batch, args.steps, channels_last=True))
         runs["engine"].append(engine_step_seconds(model, targets, config))
+        for key, size in (("bare_batch1", 1), ("bare_batched", args.batched_targets)):
+            w, c = bare_step_seconds(model, size, args.batched_steps, channels_last=True)
+            bare_image_steps[key].append((w / size, c / size))
         throughput["batched"].append(prototypes_per_second(model, tput_targets, tput_config, True))
         throughput["sequential"].append(
             prototypes_per_second(model, tput_targets, tput_config, False)
@@ -134,6 +139,7 @@ def main() -> None:
     cpu = {k: statistics.median(c for _, c in v) for k, v in runs.items()}
     tput_wall = {k: statistics.median(w for w, _ in v) for k, v in throughput.items()}
     tput_cpu = {k: statistics.median(c for _, c in v) for k, v in throughput.items()}
+    bare_img = {k: statistics.median(c for _, c in v) for k, v in bare_image_steps.items()}
 
     def overhead(clock: int, engine: str, bare: str) -> float:
         """Median over repeats of the paired ratio (each engine run against the bare run
@@ -163,6 +169,8 @@ def main() -> None:
         "all_throughput_wall_cpu": throughput,
         "batched_speedup_cpu": tput_cpu["batched"] / tput_cpu["sequential"],
         "batched_speedup_wall": tput_wall["batched"] / tput_wall["sequential"],
+        "bare_cpu_seconds_per_image_step": bare_img,
+        "bare_batched_speedup_cpu": bare_img["bare_batch1"] / bare_img["bare_batched"],
         "batched_targets": args.batched_targets,
         "batched_steps": args.batched_steps,
     }
@@ -189,6 +197,10 @@ def main() -> None:
     print(
         f"| batched speed-up | {result['batched_speedup_wall']:.2f}x | "
         f"{result['batched_speedup_cpu']:.2f}x |"
+    )
+    print(
+        f"| bare model alone, batch {args.batched_targets} vs batch 1 (per image) | | "
+        f"{result['bare_batched_speedup_cpu']:.2f}x |"
     )
     print(
         f"\ntimes: medians of {args.repeats} alternating repeats; overheads: median paired "
