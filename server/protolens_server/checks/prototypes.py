@@ -1,0 +1,101 @@
+"""What a check generates per class, and the job specs that key it.
+
+A check generates through the same ``JobSpec`` the queue uses, one spec per
+chunk of classes, so the content cache key (``queue.cache.cache_key``: model
+digest, targets, config, seed, reference digest, engine version) is the same
+whether the prototypes come from the service's queue or from the local cache
+directory of ``protolens check``. Analysis always runs on the decoded PNGs, so
+a cached and a fresh run give identical numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from protolens_server import ENGINE_VERSION
+from protolens_server.engine.types import GenerationConfig
+from protolens_server.queue.records import JobSpec, TargetSpec
+
+DEFAULT_CHUNK = 4  # classes per job: small enough that a subset re-check mostly hits the cache
+
+
+@dataclass
+class ClassPrototypes:
+    """One model version's prototypes for one class (decoded from PNG, in [0, 1])."""
+
+    class_index: int
+    images: torch.Tensor  # (P, C, H, W)
+    pngs: list[bytes]
+    probabilities: list[float]
+    scores: list[dict[str, Any] | None]
+    cache_hit: bool = False
+    job_id: str = ""
+
+    @property
+    def probability(self) -> float:
+        return float(sum(self.probabilities) / max(1, len(self.probabilities)))
+
+    @property
+    def path_similarity(self) -> float | None:
+        values = [s.get("path_similarity") for s in self.scores if s]
+        values = [float(v) for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+
+@dataclass
+class GenerationStats:
+    """How much a check generated and how much came from the cache."""
+
+    jobs: int = 0
+    cache_hits: int = 0
+    generated: int = 0  # jobs that ran the engine
+    job_ids: list[str] = field(default_factory=list)
+
+    def add(self, hit: bool, job_id: str = "") -> None:
+        self.jobs += 1
+        self.cache_hits += int(hit)
+        self.generated += int(not hit)
+        if job_id:
+            self.job_ids.append(job_id)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "jobs": self.jobs,
+            "cache_hits": self.cache_hits,
+            "generated": self.generated,
+            "job_ids": list(self.job_ids),
+        }
+
+
+def chunks(classes: Sequence[int], size: int = DEFAULT_CHUNK) -> list[tuple[int, ...]]:
+    size = max(1, size)
+    return [tuple(classes[i : i + size]) for i in range(0, len(classes), size)]
+
+
+def check_spec(
+    model: str,
+    digest: str,
+    classes: Sequence[int],
+    config: GenerationConfig,
+    seed: int,
+    *,
+    reference_set: str = "",
+    reference_digest: str = "",
+    tenant: str = "default",
+) -> JobSpec:
+    """The job spec for one chunk of a check (the queue's cache key covers it)."""
+    return JobSpec(
+        model=model,
+        model_digest=digest,
+        targets=tuple(TargetSpec((int(c),)) for c in classes),
+        config=config.to_dict(),
+        seed=int(seed),
+        reference_set=reference_set,
+        reference_digest=reference_digest,
+        engine_version=ENGINE_VERSION,
+        tenant=tenant,
+    )

@@ -1,0 +1,244 @@
+"""The check report: one self-contained HTML file (and the same facts as JSON).
+
+Everything is inline: prototypes and plots are ``data:`` PNG URIs, the
+entanglement graph is inline SVG, styles are in a ``<style>`` block; there are
+no scripts and no external URLs, so the file opens offline, from an artifact
+store or an e-mail. Order: verdict and failed rules first, then the
+prototype grid (baseline beside new), score tables, entanglement graph, and
+the per-layer path-similarity plots.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from html import escape
+from pathlib import Path
+from typing import Any
+
+from protolens_server.checks.result import CheckResult, RuleResult
+from protolens_server.checks.svg import entanglement_svg
+
+PASS, FAIL = "#1a7f37", "#cf222e"
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;
+color:#1f2328;background:#fff}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
+.verdict{display:inline-block;padding:4px 12px;border-radius:6px;color:#fff;font-weight:700}
+.meta{color:#57606a;font-size:13px}
+table{border-collapse:collapse;font-size:13px;margin:6px 0}
+td,th{border:1px solid #d0d7de;padding:4px 8px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}
+tr.fail td{background:#ffebe9} tr.skipped td{color:#57606a}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(300px,1fr));gap:12px}
+.card{border:2px solid #d0d7de;border-radius:8px;padding:8px;background:#f6f8fa}
+.card.flagged{border-color:#cf222e;background:#fff5f5}
+.card h3{font-size:14px;margin:0 0 6px}
+.pair{display:flex;flex-wrap:wrap;gap:8px}
+.pair figure{margin:0;text-align:center;font-size:11px;color:#57606a}
+.pair img{width:84px;height:84px;image-rendering:pixelated;border:1px solid #8c959f;
+display:block;margin:2px 0}
+.flag{display:inline-block;background:#cf222e;color:#fff;border-radius:4px;padding:0 5px;
+font-size:11px;margin:1px}
+.plots img{max-width:480px;border:1px solid #d0d7de;margin:4px}
+"""
+
+
+def png_uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def write_json(result: CheckResult, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result.to_dict(), indent=2))
+    return path
+
+
+def write_html(result: CheckResult, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_html(result), encoding="utf-8")
+    return path
+
+
+def render_html(result: CheckResult) -> str:
+    title = f"protolens check: {result.model.ref}"
+    body = [
+        _header(result),
+        _rules(result.rules),
+        "<h2>Prototypes</h2>",
+        _grid(result),
+        "<h2>Scores</h2>",
+        _scores_table(result),
+        "<h2>Entanglement</h2>",
+        _entanglement(result),
+        _drift_layers(result),
+        _plots(result),
+    ]
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{_CSS}</style></head><body>"
+        + "".join(body)
+        + "</body></html>"
+    )
+
+
+def _header(r: CheckResult) -> str:
+    colour, word = (PASS, "PASS") if r.passed else (FAIL, "FAIL")
+    base = (
+        f"baseline <b>{escape(r.baseline.ref)}</b> ({escape(r.baseline.digest[:12])})"
+        if r.baseline
+        else "no baseline"
+    )
+    g = r.generation
+    return (
+        f'<h1>{escape(r.model.ref)} <span class="verdict" style="background:{colour}">'
+        f"{word}</span></h1>"
+        f'<p class="meta">digest {escape(r.model.digest[:12])} · {base} · '
+        f"{len(r.classes)} classes · {r.config.get('prototypes', 1)} prototypes per class · "
+        f"{r.config.get('steps')} steps · seed {r.seed} · "
+        f"{g.jobs} jobs: {g.cache_hits} from the cache, {g.generated} generated</p>"
+        f'<p class="meta">flagged: {escape(", ".join(c.name for c in r.flagged) or "none")}</p>'
+    )
+
+
+def _rules(rules: list[RuleResult]) -> str:
+    if not rules:
+        return "<h2>Policy</h2><p>No policy rules set.</p>"
+    rows = "".join(
+        f'<tr class="{r.status}"><td><b>{r.status.upper()}</b></td><td>{escape(r.rule)}</td>'
+        f"<td>{escape(json.dumps(r.threshold))}</td><td>{escape(', '.join(r.classes))}</td>"
+        f"<td>{escape(r.message)}</td></tr>"
+        for r in rules
+    )
+    return (
+        "<h2>Policy (failed rules first)</h2><table><tr><th>result</th><th>rule</th>"
+        f"<th>threshold</th><th>classes</th><th>detail</th></tr>{rows}</table>"
+    )
+
+
+def _figures(label: str, pngs: list[bytes], probs: list[float]) -> str:
+    return "".join(
+        f'<figure><img alt="{escape(label)} prototype {i}" src="{png_uri(png)}">'
+        f"{escape(label)} p={p:.2f}</figure>"
+        for i, (png, p) in enumerate(zip(pngs, probs, strict=True))
+    )
+
+
+def _grid(r: CheckResult) -> str:
+    cards = []
+    for c in r.classes:
+        flags = "".join(f'<span class="flag">{escape(f)}</span>' for f in c.flags)
+        figures = ""
+        if c.baseline is not None:
+            figures += _figures("baseline", c.baseline.pngs[:1], c.baseline.probabilities[:1])
+        figures += _figures("new", c.new.pngs, c.new.probabilities)
+        drift = "" if c.drift is None else f" · drift {c.drift:.2f}"
+        cards.append(
+            f'<div class="card{" flagged" if c.flags else ""}" id="class-{c.class_index}">'
+            f"<h3>{escape(c.name)} ({c.class_index}){drift}</h3>"
+            f'<div class="pair">{figures}</div><div>{flags}</div></div>'
+        )
+    return f'<div class="grid">{"".join(cards)}</div>'
+
+
+def _fmt(v: float | None, signed: bool = False) -> str:
+    if v is None:
+        return "–"
+    return f"{v:+.3f}" if signed else f"{v:.3f}"
+
+
+def _scores_table(r: CheckResult) -> str:
+    rows = []
+    for c in r.classes:
+        rows.append(
+            f'<tr class="{"fail" if c.flags else ""}"><td>{escape(c.name)}</td>'
+            f"<td>{_fmt(c.new.probability)}</td>"
+            f"<td>{_fmt(c.baseline.probability if c.baseline else None)}</td>"
+            f"<td>{_fmt(c.confidence_change, True)}</td>"
+            f"<td>{_fmt(c.new.path_similarity)}</td>"
+            f"<td>{_fmt(c.path_similarity_change, True)}</td>"
+            f"<td>{_fmt(c.drift)}</td>"
+            f"<td>{_fmt(c.baseline_by_new_model)}</td><td>{_fmt(c.new_by_baseline_model)}</td>"
+            f"<td>{escape(', '.join(c.flags))}</td></tr>"
+        )
+    return (
+        "<table><tr><th>class</th><th>confidence</th><th>baseline confidence</th>"
+        "<th>Δ confidence</th><th>path similarity</th><th>Δ path similarity</th><th>drift</th>"
+        "<th>baseline prototype in new model</th><th>new prototype in baseline model</th>"
+        f"<th>flags</th></tr>{''.join(rows)}</table>"
+    )
+
+
+def _entanglement(r: CheckResult) -> str:
+    names = r.class_names
+
+    def listed(edges: list[Any]) -> str:
+        return escape(", ".join(f"{names[e.target]} ({e.probability:.2f})" for e in edges))
+
+    rows = "".join(
+        f"<tr><td>{escape(c.name)}</td>"
+        f"<td>{listed(c.entangled)}</td><td>{listed(c.baseline_entangled)}</td>"
+        f"<td>{escape(', '.join(names[i] for i in c.gained))}</td>"
+        f"<td>{escape(', '.join(names[i] for i in c.lost))}</td></tr>"
+        for c in r.classes
+    )
+    return (
+        f'<p class="meta">An arrow A→B: the prototype of A also gives B probability ≥ '
+        f"{r.entanglement_threshold:g} (top {r.entanglement_top_k}). Red: new since the baseline; "
+        "grey: kept; dashed: gone.</p>"
+        f"{entanglement_svg(r.classes)}"
+        "<table><tr><th>class</th><th>entangled with (new)</th><th>baseline</th>"
+        f"<th>gained</th><th>lost</th></tr>{rows}</table>"
+    )
+
+
+def _drift_layers(r: CheckResult) -> str:
+    with_layers = [c for c in r.classes if c.layer_similarity]
+    if not with_layers:
+        return ""
+    layers = list(with_layers[0].layer_similarity)
+    head = "".join(f"<th>{escape(n)}</th>" for n in layers)
+    rows = "".join(
+        f"<tr><td>{escape(c.name)}</td>"
+        + "".join(f"<td>{_fmt(c.layer_similarity.get(n))}</td>" for n in layers)
+        + "</tr>"
+        for c in with_layers
+    )
+    return (
+        "<h2>Baseline vs new prototype, layer by layer (in the new model)</h2>"
+        '<p class="meta">Normalised similarity: 1 = same as the new prototype, 0 = as similar '
+        "as another class's prototype.</p>"
+        f"<table><tr><th>class</th>{head}</tr>{rows}</table>"
+    )
+
+
+def _plots(r: CheckResult) -> str:
+    items = [(c, s) for c in r.classes for s in c.new.scores[:1] if s]
+    if not items:
+        return ""
+    from protolens_server.engine._scores import PrototypeScores
+    from protolens_server.plots import plot_scores
+
+    images = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for c, s in items:
+            path = plot_scores(
+                PrototypeScores.from_dict(s), Path(tmp) / f"{c.class_index}.png", title=c.name
+            )
+            images.append(
+                f'<img alt="path similarity of {escape(c.name)}" '
+                f'src="{png_uri(path.read_bytes())}">'
+            )
+    return f'<h2>Path similarity per layer</h2><div class="plots">{"".join(images)}</div>'
+
+
+def report_files(result: CheckResult, html: str | Path | None, json_path: str | Path | None) -> Any:
+    """Write whichever of the two files is asked for."""
+    if html:
+        write_html(result, html)
+    if json_path:
+        write_json(result, json_path)

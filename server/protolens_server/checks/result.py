@@ -1,0 +1,157 @@
+"""What a check found: per-class facts, policy rule outcomes, and the whole result.
+
+Plain dataclasses with ``to_dict``: the JSON report, the RPC and the CLI all
+read these.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from protolens_server.checks.entanglement import Edge
+from protolens_server.checks.prototypes import ClassPrototypes, GenerationStats
+
+
+def _r(v: float | None, digits: int = 4) -> float | None:
+    return None if v is None else round(float(v), digits)
+
+
+@dataclass
+class ClassCheck:
+    class_index: int
+    name: str
+    new: ClassPrototypes
+    baseline: ClassPrototypes | None = None
+    drift: float | None = None
+    layer_similarity: dict[str, float] = field(default_factory=dict)
+    new_by_baseline_model: float | None = None  # new prototype, target prob in the old model
+    baseline_by_new_model: float | None = None  # old prototype, target prob in the new model
+    entangled: list[Edge] = field(default_factory=list)
+    baseline_entangled: list[Edge] = field(default_factory=list)
+    gained: list[int] = field(default_factory=list)
+    lost: list[int] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+
+    @property
+    def confidence_change(self) -> float | None:
+        if self.baseline is None:
+            return None
+        return self.new.probability - self.baseline.probability
+
+    @property
+    def path_similarity_change(self) -> float | None:
+        if self.baseline is None:
+            return None
+        a, b = self.new.path_similarity, self.baseline.path_similarity
+        return None if a is None or b is None else a - b
+
+    def to_dict(self) -> dict[str, Any]:
+        def side(p: ClassPrototypes | None) -> dict[str, Any] | None:
+            if p is None:
+                return None
+            return {
+                "probability": _r(p.probability),
+                "probabilities": [_r(v) for v in p.probabilities],
+                "path_similarity": _r(p.path_similarity),
+                "cache_hit": p.cache_hit,
+                "job": p.job_id,
+            }
+
+        return {
+            "class": self.class_index,
+            "name": self.name,
+            "flags": list(self.flags),
+            "new": side(self.new),
+            "baseline": side(self.baseline),
+            "drift": _r(self.drift),
+            "layer_similarity": {k: _r(v) for k, v in self.layer_similarity.items()},
+            "cross_scores": {
+                "new_prototype_in_baseline_model": _r(self.new_by_baseline_model),
+                "baseline_prototype_in_new_model": _r(self.baseline_by_new_model),
+            },
+            "confidence_change": _r(self.confidence_change),
+            "path_similarity_change": _r(self.path_similarity_change),
+            "entanglement": {
+                "new": [e.to_dict() for e in self.entangled],
+                "baseline": [e.to_dict() for e in self.baseline_entangled],
+                "gained": list(self.gained),
+                "lost": list(self.lost),
+            },
+        }
+
+
+@dataclass
+class RuleResult:
+    rule: str
+    status: str  # "fail" | "pass" | "skipped"
+    threshold: Any = None
+    classes: list[str] = field(default_factory=list)  # the classes that broke the rule
+    message: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "status": self.status,
+            "threshold": self.threshold,
+            "classes": list(self.classes),
+            "message": self.message,
+        }
+
+
+@dataclass
+class ModelRef:
+    ref: str
+    digest: str
+    source: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"ref": self.ref, "digest": self.digest, "source": self.source}
+
+
+@dataclass
+class CheckResult:
+    model: ModelRef
+    baseline: ModelRef | None
+    classes: list[ClassCheck]
+    rules: list[RuleResult]
+    config: dict[str, Any]
+    seed: int
+    class_names: tuple[str, ...]
+    entanglement_threshold: float
+    entanglement_top_k: int
+    generation: GenerationStats = field(default_factory=GenerationStats)
+    reference_digest: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return all(r.status != "fail" for r in self.rules)
+
+    @property
+    def failed_rules(self) -> list[RuleResult]:
+        return [r for r in self.rules if r.status == "fail"]
+
+    @property
+    def flagged(self) -> list[ClassCheck]:
+        return [c for c in self.classes if c.flags]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "model": self.model.to_dict(),
+            "baseline": self.baseline.to_dict() if self.baseline else None,
+            "failed_rules": [r.rule for r in self.failed_rules],
+            "rules": [r.to_dict() for r in self.rules],
+            "flagged_classes": [c.name for c in self.flagged],
+            "classes": [c.to_dict() for c in self.classes],
+            "entanglement": {
+                "threshold": self.entanglement_threshold,
+                "top_k": self.entanglement_top_k,
+                "new": [e.to_dict() for c in self.classes for e in c.entangled],
+                "baseline": [e.to_dict() for c in self.classes for e in c.baseline_entangled],
+            },
+            "config": self.config,
+            "seed": self.seed,
+            "reference_digest": self.reference_digest,
+            "generation": self.generation.to_dict(),
+        }

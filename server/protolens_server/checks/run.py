@@ -1,0 +1,223 @@
+"""``run_check``: generate (or reuse) prototypes of a model version and its baseline, compare
+them, apply a policy.
+
+    result = run_check("vision@2", baseline="vision@1", catalog=catalog,
+                       policy=Policy.from_yaml("policy.yaml"))
+    result.passed, result.flagged, result.to_dict()
+
+Reads top to bottom: open both models -> resolve classes -> generate each
+version's prototypes chunk by chunk (the local cache folder, keyed like the
+queue's cache, makes a re-check of an unchanged version free) -> ``analyse``
+(drift, cross-scores, entanglement, policy). The service runs the same
+``analyse`` on prototypes its workers made (``checks.service``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from protolens_server.checks import comparison, entanglement
+from protolens_server.checks.local_cache import LocalGenerator
+from protolens_server.checks.policy import Policy, evaluate, flags_for
+from protolens_server.checks.prototypes import (
+    DEFAULT_CHUNK,
+    ClassPrototypes,
+    GenerationStats,
+    check_spec,
+    chunks,
+)
+from protolens_server.checks.result import CheckResult, ClassCheck, ModelRef
+from protolens_server.engine.types import GenerationConfig
+from protolens_server.errors import GenerationCancelled, InvalidArgument
+from protolens_server.models import resolve_class
+
+Progress = Callable[[float, str], None]
+
+
+def open_model(ref: Any, catalog: Any = None) -> tuple[Any, str]:
+    """A handle and its display name from a handle, a catalog name, or a ``load_model`` ref."""
+    if not isinstance(ref, str):
+        return ref, getattr(ref, "name", "model")
+    if catalog is not None:
+        return catalog.load(ref), catalog.resolve(ref)
+    from protolens_server.models import load_model
+
+    return load_model(ref), ref
+
+
+def resolve_classes(handle: Any, classes: Sequence[int | str] | None) -> list[int]:
+    if not classes:
+        return list(range(handle.num_classes))
+    out = [resolve_class(handle, c, field="classes") for c in classes]
+    return sorted(dict.fromkeys(out))
+
+
+def run_check(
+    model: Any,
+    *,
+    baseline: Any = None,
+    catalog: Any = None,
+    classes: Sequence[int | str] | None = None,
+    config: GenerationConfig | None = None,
+    seed: int = 0,
+    reference: Any = None,
+    policy: Policy | None = None,
+    cache_dir: str | Path | None = None,
+    device: str = "cpu",
+    chunk_size: int = DEFAULT_CHUNK,
+    on_progress: Progress | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> CheckResult:
+    """Check ``model`` (a handle, a catalog name like ``vision@2``, or a ``load_model`` ref)."""
+    config = config or GenerationConfig()
+    policy = policy or Policy()
+    new, new_name = open_model(model, catalog)
+    old, old_name = open_model(baseline, catalog) if baseline is not None else (None, "")
+    check_compatible(new, old)
+    wanted = resolve_classes(new, classes)
+    refset = None
+    if reference is not None:
+        from protolens_server.scoring import open_reference
+
+        refset = open_reference(new, reference)
+        refset.require(wanted, new.class_names)
+    generator = LocalGenerator(cache_dir, device=device, reference=refset)
+    stats = GenerationStats()
+    versions = [(new_name, new)] + ([(old_name, old)] if old is not None else [])
+    units = len(versions) * len(chunks(wanted, chunk_size))
+    done = [0]
+    produced: list[dict[int, ClassPrototypes]] = []
+    for name, handle in versions:
+        by_class: dict[int, ClassPrototypes] = {}
+        for chunk in chunks(wanted, chunk_size):
+            if should_stop is not None and should_stop():
+                raise GenerationCancelled("the check was cancelled")
+            spec = check_spec(
+                name,
+                handle.digest,
+                chunk,
+                config,
+                seed,
+                reference_digest=refset.digest if refset is not None else "",
+            )
+
+            def step(s: int, total: int, name: str = name) -> None:
+                if on_progress is not None:
+                    on_progress((done[0] + s / max(1, total)) / units, f"generating {name}")
+
+            for cp in generator.run(handle, spec, on_progress=step, should_stop=should_stop):
+                by_class[cp.class_index] = cp
+            stats.add(by_class[chunk[0]].cache_hit, by_class[chunk[0]].job_id)
+            done[0] += 1
+            if on_progress is not None:
+                on_progress(done[0] / units, f"generated {name}")
+        produced.append(by_class)
+    if on_progress is not None:
+        on_progress(1.0, "comparing")
+    return analyse(
+        new,
+        produced[0],
+        baseline_model=old,
+        baseline_prototypes=produced[1] if old is not None else None,
+        policy=policy,
+        model_ref=ModelRef(new_name, new.digest, getattr(new, "source", "")),
+        baseline_ref=ModelRef(old_name, old.digest, getattr(old, "source", "")) if old else None,
+        config=config,
+        seed=seed,
+        stats=stats,
+        reference_digest=refset.digest if refset is not None else "",
+    )
+
+
+def check_compatible(new: Any, old: Any) -> None:
+    if old is None:
+        return
+    if old.num_classes != new.num_classes:
+        raise InvalidArgument(
+            "baseline",
+            f"has {old.num_classes} classes but the model has {new.num_classes}; "
+            "a baseline must be an earlier version of the same classifier",
+        )
+
+
+def analyse(
+    model: Any,
+    prototypes: Mapping[int, ClassPrototypes],
+    *,
+    baseline_model: Any = None,
+    baseline_prototypes: Mapping[int, ClassPrototypes] | None = None,
+    policy: Policy,
+    model_ref: ModelRef,
+    baseline_ref: ModelRef | None,
+    config: GenerationConfig,
+    seed: int,
+    stats: GenerationStats,
+    reference_digest: str = "",
+) -> CheckResult:
+    """Compare, build the entanglement graphs and apply ``policy`` (no generation here)."""
+    names = tuple(model.class_names) or tuple(f"class {i}" for i in range(model.num_classes))
+    kw = {"threshold": policy.entanglement_threshold, "top_k": policy.entanglement_top_k}
+    ordered = sorted(prototypes)
+    new_graph = entanglement.graph(
+        {c: comparison.probabilities(model, prototypes[c].images) for c in ordered}, **kw
+    )
+    old_graph: dict[int, list[entanglement.Edge]] = {}
+    if baseline_model is not None and baseline_prototypes is not None:
+        old_graph = entanglement.graph(
+            {
+                c: comparison.probabilities(baseline_model, baseline_prototypes[c].images)
+                for c in ordered
+            },
+            **kw,
+        )
+    drifts: dict[int, comparison.Drift] = {}
+    if baseline_model is not None and baseline_prototypes is not None:
+        drifts = comparison.drifts(
+            model,
+            {c: baseline_prototypes[c].images for c in ordered},
+            {c: prototypes[c].images for c in ordered},
+        )
+    checks = []
+    for c in ordered:
+        item = ClassCheck(c, names[c], prototypes[c], entangled=new_graph[c])
+        if baseline_model is not None and baseline_prototypes is not None:
+            old_images, new_images = baseline_prototypes[c].images, prototypes[c].images
+            d = drifts[c]
+            item.baseline = baseline_prototypes[c]
+            item.drift, item.layer_similarity = d.drift, d.layers
+            item.baseline_by_new_model = comparison.target_probability(model, old_images, c)
+            item.new_by_baseline_model = comparison.target_probability(
+                baseline_model, new_images, c
+            )
+            item.baseline_entangled = old_graph[c]
+            gained, lost = entanglement.changed(old_graph[c], new_graph[c])
+            item.gained, item.lost = sorted(gained), sorted(lost)
+        item.flags = flags_for(item, policy)
+        checks.append(item)
+    rules = evaluate(
+        policy,
+        checks,
+        has_baseline=baseline_model is not None,
+        resolve=lambda v: resolve_class(model, v, field="policy.forbidden_entanglements"),
+        names=names,
+    )
+    for rule in rules:
+        if rule.status == "fail":
+            for item in checks:
+                if item.name in rule.classes and f"policy:{rule.rule}" not in item.flags:
+                    item.flags.append(f"policy:{rule.rule}")
+    return CheckResult(
+        model=model_ref,
+        baseline=baseline_ref,
+        classes=checks,
+        rules=rules,
+        config=config.to_dict(),
+        seed=seed,
+        class_names=names,
+        entanglement_threshold=policy.entanglement_threshold,
+        entanglement_top_k=policy.entanglement_top_k,
+        generation=stats,
+        reference_digest=reference_digest,
+    )
