@@ -19,10 +19,6 @@ from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import TINY_CLASSES, make_tiny_model_store
 from protolens_server.config import Settings
 
-pytestmark = pytest.mark.xdist_group("e2e")
-
-FAST = {"steps": 4, "start": "constant", "progress_every": 1}
-
 
 def make_reference_root(root: Path) -> Path:
     rng = np.random.default_rng(0)

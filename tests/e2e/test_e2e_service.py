@@ -8,12 +8,13 @@ import time
 import urllib.request
 
 import pytest
-from conftest import FAST
 from PIL import Image
 from protolens import Client
 from protolens_server.api.stack import Stack
 
 pytestmark = pytest.mark.xdist_group("e2e")
+
+FAST = {"steps": 4, "start": "constant", "progress_every": 1}
 
 
 def _metric(port: int, name: str, **labels: str) -> float:
@@ -105,7 +106,9 @@ def test_cancel_stops_a_running_job_within_a_few_steps(stack: Stack) -> None:
         assert client.cancel_job(job).state in ("RUNNING", "CANCELLED")
         final = [e for e in client.watch_job(job, timeout=60)][-1]
         assert final.state == "CANCELLED"
-        assert final.progress.step <= at_cancel + 20, "stopped within a few steps"
+        # Workers notice a cancel at their next heartbeat (0.5 s here) and stop between
+        # steps: a few dozen tiny-model steps at most, never the 5000 asked for.
+        assert final.progress.step <= at_cancel + 100, "stopped within a few steps"
         # The worker stops between steps: the job never ran on to its 5000 steps.
         record = client.get_job(job)
         assert record.progress.step < 5000 and record.prototypes == ()
