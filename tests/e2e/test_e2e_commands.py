@@ -22,6 +22,16 @@ def _env() -> dict[str, str]:
     return {**env, "PROTOLENS_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
 
 
+def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The command's first output line, without ever blocking past ``timeout``."""
+    import select
+
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, f"no output within {timeout} s"
+    return proc.stdout.readline().decode()
+
+
 def _listening(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) == 0
@@ -38,8 +48,7 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env())
     try:
-        assert proc.stdout is not None
-        first = proc.stdout.readline().decode()
+        first = _first_line(proc, timeout=90)
         assert first.strip() == f"protolens: serving on 127.0.0.1:{port}", first
         out = tmp_path / "out"
         code = cli_main(

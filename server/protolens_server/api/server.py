@@ -87,7 +87,10 @@ class ApiServer:
             self._sampler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sampler
-        await self.grpc_server.stop(grace)
+        try:  # bounded: a stuck stream must not keep the process from exiting
+            await asyncio.wait_for(self.grpc_server.stop(grace), (grace or 0) + 10)
+        except TimeoutError:
+            log.warning("api.stop_timed_out")
         await self.queue.close()
 
     async def wait_for_termination(self) -> None:
