@@ -124,8 +124,10 @@ class QueueConsumer:
                     await self.redis.xack(stream, GROUP, entry_id)
         return out
 
-    async def claim(self, entry: Entry) -> tuple[str, Delivery | None]:
-        """Own ``entry``'s job for one attempt.
+    async def claim(
+        self, entry: Entry, cache_key: str | None = None
+    ) -> tuple[str, Delivery | None]:
+        """Own ``entry``'s job for one attempt (``cache_key``: the job's, if already read).
 
         Returns ("run", delivery) or (outcome, None) where outcome is ``lost``
         (another consumer has it), ``gone`` (record expired), ``skip`` (already
@@ -133,7 +135,7 @@ class QueueConsumer:
         """
         k = self.keys
         job_key = k.job(entry.job_id)
-        ck = await self.redis.hget(job_key, "cache_key")
+        ck = cache_key if cache_key is not None else await self.redis.hget(job_key, "cache_key")
         token = f"{self.name}/{entry.entry_id}/{secrets.token_hex(4)}"
         answer = await self._claim(
             keys=[
@@ -159,7 +161,8 @@ class QueueConsumer:
         outcome = _text(answer[0])
         if outcome != "run":
             return outcome, None
-        record = record_from_fields(await self.redis.hgetall(job_key))
+        fields = answer[3:]
+        record = record_from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
         took_over = _text(answer[2]) == "RUNNING"
         return outcome, Delivery(entry, token, record, int(_text(answer[1])), took_over=took_over)
 

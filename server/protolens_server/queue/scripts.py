@@ -153,7 +153,9 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[3], 'worker', ARGV[4],
   'stream', KEYS[3], 'entry', entry)
 move(KEYS[1], job_id, 'RUNNING', now)
 event(KEYS[1], KEYS[2], 'running on ' .. ARGV[4], retention)
-return {'run', tostring(attempts), state}
+local out = {'run', tostring(attempts), state}
+for _, v in ipairs(redis.call('HGETALL', KEYS[1])) do out[#out + 1] = v end
+return out
 """
 )
 

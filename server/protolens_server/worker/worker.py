@@ -174,13 +174,13 @@ class Worker:
                 entry, may_reclaim = await self._next_entry(0 if batch else block_ms, may_reclaim)
                 if entry is None:
                     break
-                spec = await self._peek_spec(entry)
+                spec, cache_key = await self._peek_spec(entry)
                 if spec is not None and not batch.accepts(spec):
                     passed_over.append(entry)
                     if len(passed_over) >= self.settings.max_batch:
                         break
                     continue
-                delivery = await self._claim(entry)
+                delivery = await self._claim(entry, cache_key)
                 if delivery is not None:
                     batch.add(delivery)
         finally:
@@ -206,16 +206,19 @@ class Worker:
         self._carry.extend(entries[1:])  # a blocking read may return one per stream
         return (entries[0] if entries else None), False
 
-    async def _peek_spec(self, entry: Entry) -> JobSpec | None:
+    async def _peek_spec(self, entry: Entry) -> tuple[JobSpec | None, str | None]:
+        """The job's spec and cache key (None, None if its record is gone)."""
         assert self.redis is not None and self.consumer is not None
-        raw = await self.redis.hget(self.consumer.keys.job(entry.job_id), "spec")
+        key = self.consumer.keys.job(entry.job_id)
+        raw, ck = await self.redis.hmget(key, "spec", "cache_key")
         if raw is None:
-            return None
-        return record_from_fields({"spec": raw, "job_id": entry.job_id, "state": "QUEUED"}).spec
+            return None, None
+        fields = {"spec": raw, "job_id": entry.job_id, "state": "QUEUED"}
+        return record_from_fields(fields).spec, (ck.decode() if ck is not None else None)
 
-    async def _claim(self, entry: Entry) -> Delivery | None:
+    async def _claim(self, entry: Entry, cache_key: str | None = None) -> Delivery | None:
         assert self.consumer is not None
-        outcome, delivery = await self.consumer.claim(entry)
+        outcome, delivery = await self.consumer.claim(entry, cache_key)
         if delivery is None:
             if outcome in ("dead", "cancelled"):
                 state = JobState.FAILED if outcome == "dead" else JobState.CANCELLED
