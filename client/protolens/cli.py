@@ -17,6 +17,7 @@ from collections.abc import Sequence
 # sets ``func`` (args -> int exit code) on its parser(s).
 COMMAND_MODULES: list[tuple[str, bool]] = [
     ("protolens_server.cli.generate", True),
+    ("protolens_server.cli.check", True),
     ("protolens_server.cli.service", True),
     ("protolens._cli.jobs", False),
 ]

@@ -1,0 +1,242 @@
+"""``protolens check MODEL [--baseline MODEL] [--policy policy.yaml] [--report out.html] [--json]``.
+
+A CI gate for a model version: generate its prototypes (and the baseline's),
+compare, apply the policy, write the report. Exit codes: 0 the policy passed,
+1 a rule failed, 2 an error (bad input, unreadable model), 130 cancelled (Ctrl-C).
+
+Where the prototypes come from:
+
+- default: the engine in this process, with a cache folder (``--cache-dir``,
+  default ``$PROTOLENS_CACHE_DIR/checks`` or ``~/.cache/protolens/checks``)
+  keyed like the service's Redis cache, so re-checking an unchanged version
+  reads files and generates nothing;
+- ``--address HOST:PORT``: the service (``CheckService``): its workers
+  generate, its cache is shared by everyone who checks the same version.
+
+MODEL is a ``name@version`` of ``--model-store`` (the versioned store folder),
+an MLflow ``models:/NAME/VERSION``, a built-in, or a model file (.pt/.pt2/.mar).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "check",
+        help="check a model version: prototypes, drift vs a baseline, policy, HTML report",
+        description=__doc__.split("\n\n")[0],
+    )
+    p.add_argument("model", metavar="MODEL", help="model version to check (e.g. vision@2)")
+    p.add_argument("--baseline", metavar="MODEL", help="earlier version to compare with")
+    p.add_argument(
+        "--classes",
+        metavar="C",
+        nargs="+",
+        help="class indices or names (comma or space separated; default: all)",
+    )
+    p.add_argument("--policy", metavar="YAML", type=Path, help="policy file (thresholds)")
+    p.add_argument("--report", metavar="HTML", type=Path, help="write the HTML report here")
+    p.add_argument("--report-json", metavar="PATH", type=Path, help="write the JSON report here")
+    p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
+    p.add_argument("--model-store", metavar="DIR", type=Path, help="versioned model store")
+    p.add_argument("--reference", metavar="DIR", help="reference images for path similarity")
+    p.add_argument("--steps", type=int, default=64, help="optimisation steps (default 64)")
+    p.add_argument("--prototypes", type=int, default=1, help="prototypes per class (default 1)")
+    p.add_argument("--diversity", type=float, default=0.0, help="diversity weight (default 0)")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument(
+        "--transforms",
+        default="medium",
+        choices=("none", "small", "medium", "large", "xlarge"),
+        help="random transforms (default medium)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cache-dir", metavar="DIR", type=Path, help="local prototype cache")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--address", metavar="HOST:PORT", help="run the check on this service")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from protolens_server.errors import GenerationCancelled, ProtolensError
+
+    try:
+        result = _run_remote(args) if args.address else _run_local(args)
+    except GenerationCancelled:
+        print("protolens check: cancelled", file=sys.stderr)
+        return EXIT_CANCELLED
+    except ProtolensError as exc:
+        reason = getattr(exc, "reason", "")
+        print(f"protolens check: {reason}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as exc:
+        if type(exc).__name__ == "ConnectionError" or _is_client_error(exc):
+            print(f"protolens check: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        raise
+    return _finish(args, result)
+
+
+def _is_client_error(exc: BaseException) -> bool:
+    return any(c.__module__.startswith("protolens.errors") for c in type(exc).__mro__)
+
+
+def split_classes(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for item in values for v in item.split(",") if v.strip()]
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from protolens_server.engine.types import GenerationConfig
+
+    return GenerationConfig(
+        steps=args.steps,
+        prototypes=args.prototypes,
+        diversity=args.diversity,
+        lr=args.lr,
+        transforms=args.transforms,
+    )
+
+
+def _run_local(args: argparse.Namespace) -> dict[str, Any]:
+    from protolens_server.checks import Policy, run_check, write_html
+
+    catalog = None
+    if args.model_store is not None:
+        from protolens_server.models import ModelCatalog
+
+        catalog = ModelCatalog(args.model_store)
+    policy = Policy.from_yaml(args.policy) if args.policy else Policy()
+    stop = threading.Event()
+    with _progress() as on_progress, _ctrl_c(stop):
+        result = run_check(
+            args.model,
+            baseline=args.baseline,
+            catalog=catalog,
+            classes=split_classes(args.classes),
+            config=_config(args),
+            seed=args.seed,
+            reference=args.reference,
+            policy=policy,
+            cache_dir=args.cache_dir,
+            device=args.device,
+            on_progress=on_progress,
+            should_stop=stop.is_set,
+        )
+    if args.report:
+        write_html(result, args.report)
+    return result.to_dict()
+
+
+def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
+    from protolens import Client
+
+    policy_text = args.policy.read_text() if args.policy else ""
+    with Client(args.address) as client, _progress() as on_progress:
+        check = client.start_check(
+            args.model,
+            baseline=args.baseline or "",
+            classes=split_classes(args.classes) or [],
+            steps=args.steps,
+            prototypes=args.prototypes,
+            seed=args.seed,
+            policy_yaml=policy_text,
+        )
+        try:
+            check = client.wait_check(check.name, on_progress=on_progress)
+        except KeyboardInterrupt:
+            client.cancel_check(check.name)
+            from protolens_server.errors import GenerationCancelled
+
+            raise GenerationCancelled("the check was cancelled") from None
+        if check.state != "SUCCEEDED":
+            from protolens_server.errors import FailedPrecondition
+
+            raise FailedPrecondition(f"check {check.name} ended {check.state}: {check.error}")
+        report = client.get_check_report(check.name)
+    if args.report:
+        args.report.parent.mkdir(parents=True, exist_ok=True)
+        args.report.write_text(report.html, encoding="utf-8")
+    return json.loads(report.json)
+
+
+def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    if args.report_json:
+        args.report_json.parent.mkdir(parents=True, exist_ok=True)
+        args.report_json.write_text(json.dumps(doc, indent=2))
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        verdict = "PASS" if doc["passed"] else "FAIL"
+        g = doc["generation"]
+        print(
+            f"{verdict} {doc['model']['ref']}"
+            + (f" vs {doc['baseline']['ref']}" if doc.get("baseline") else "")
+            + f": {len(doc['classes'])} classes, {g['cache_hits']}/{g['jobs']} jobs from the cache"
+        )
+        for rule in doc["rules"]:
+            if rule["status"] == "fail":
+                print(f"  failed {rule['rule']}: {rule['message']}")
+        if doc["flagged_classes"]:
+            print(f"  flagged: {', '.join(doc['flagged_classes'])}")
+        if args.report:
+            print(f"  report: {args.report}")
+    return EXIT_PASS if doc["passed"] else EXIT_FAIL
+
+
+class _progress:
+    """A tqdm bar (fraction done) on stderr when it is a terminal; otherwise no callback."""
+
+    def __enter__(self) -> Any:
+        if not sys.stderr.isatty():
+            self.bar = None
+            return None
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}")
+
+        def on_progress(fraction: float, message: str) -> None:
+            self.bar.n = int(1000 * min(1.0, max(0.0, fraction)))
+            self.bar.set_description_str(message, refresh=False)
+            self.bar.refresh()
+
+        return on_progress
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+class _ctrl_c:
+    """First Ctrl-C asks the engine to stop between steps (no half cache entry is written)."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.previous: Any = None
+
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self.previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum: int, frame: Any) -> None:
+            if self.stop.is_set():
+                raise KeyboardInterrupt
+            self.stop.set()
+
+        signal.signal(signal.SIGINT, handler)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)

@@ -1,0 +1,95 @@
+"""``protolens check`` in process (exit codes, report files, JSON) and as a real process
+(Ctrl-C cancels between steps: exit 130, nothing half-written in the cache)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from protolens.cli import main
+
+POLICY_YAML = """
+min_confidence: 0.5
+max_drift: 0.6
+min_cross_confidence: 0.5
+forbidden_entanglements:
+  - [disc, ring]
+"""
+FAST = ["--steps", "32", "--prototypes", "2", "--lr", "0.1", "--transforms", "small"]  # = CONFIG
+
+
+def _args(store: Path, cache: Path, *extra: str) -> list[str]:
+    return ["check", *extra, "--model-store", str(store), "--cache-dir", str(cache), *FAST]
+
+
+def test_cli_exit_codes_and_reports(shapes_store, tmp_path, capsys) -> None:
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(POLICY_YAML)
+    html, doc_path = tmp_path / "out" / "report.html", tmp_path / "out" / "report.json"
+    reports = ["--report", str(html), "--report-json", str(doc_path)]
+    cache = tmp_path / "cache"
+    code = main(
+        [
+            *_args(
+                shapes_store, cache, "shapes@2", "--baseline", "shapes@1", "--policy", str(policy)
+            ),
+            *reports,
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert out.startswith("FAIL shapes@2 vs shapes@1") and "bars" in out
+    assert html.read_text().startswith("<!DOCTYPE html>")
+    doc = json.loads(doc_path.read_text())
+    assert not doc["passed"] and "bars" in doc["flagged_classes"]
+
+    code = main(
+        [
+            *_args(
+                shapes_store, cache, "shapes@3", "--baseline", "shapes@1", "--policy", str(policy)
+            ),
+            "--json",
+            "--classes",
+            "disc,bars",
+            "cross",
+            "ring",
+        ]
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 0 and doc["passed"]
+    assert doc["generation"]["generated"] == 0  # shapes@3 = shapes@1's file: all cached
+
+    assert main(_args(shapes_store, tmp_path / "cache", "shapes@9")) == 2
+    assert "MODEL_NOT_FOUND" in capsys.readouterr().err
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("max_drfit: 0.2\n")
+    assert main(_args(shapes_store, tmp_path / "cache", "shapes@1", "--policy", str(bad))) == 2
+    assert "max_drfit" in capsys.readouterr().err
+
+
+def test_ctrl_c_cancels_between_steps(shapes_store, tmp_path) -> None:
+    cache = tmp_path / "cache"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    cmd = [sys.executable, "-m", "protolens.cli", *_args(shapes_store, cache, "shapes@1")]
+    cmd[cmd.index("--steps") + 1] = "100000"
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(12.0)  # imports, model load, then well inside the optimisation loop
+        assert proc.poll() is None, proc.communicate()
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        stopped_in = time.monotonic() - started
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    assert "cancelled" in err
+    assert stopped_in < 10
+    entries = [p for p in cache.glob("*") if not p.name.startswith(".")] if cache.exists() else []
+    assert entries == [] and not list(cache.glob(".tmp-*"))
