@@ -180,6 +180,9 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     res["cache_get_prototype"] = await measure(clients, args.per_client * 5, get_prototype, think)
     res["cache_hit_submit"] = await measure(clients, args.per_client, cached_submit, think)
     res["saturation_get_job_per_s"] = await saturation_rate(clients, 3.0, get_job)
+    # The same reads from one client, no concurrency: the service time itself.
+    res["single_get_job"] = await measure(clients[:1], 200, get_job, 0.0)
+    res["single_get_prototype"] = await measure(clients[:1], 200, get_prototype, 0.0)
 
     # 3. queue overhead: one job at a time, idle worker.
     overheads = []
@@ -238,6 +241,12 @@ def table(res: dict[str, Any], args: argparse.Namespace) -> str:
         lines.append(
             f"| {name} | {s['n']} | {rate} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {target} |"
         )
+    for name, key in (("GetJob", "single_get_job"), ("GetPrototype", "single_get_prototype")):
+        s1 = res[key]
+        lines.append(
+            f"| Cache-hit {name}, 1 client back to back | {s1['n']} | {s1['rate_per_s']:.0f} "
+            f"| {s1['p50_ms']:.2f} | {s1['p99_ms']:.2f} | |"
+        )
     lines.append(
         f"\nGetJob saturation ({args.clients} clients back to back): "
         f"{res['saturation_get_job_per_s']:.0f} calls/s."
@@ -280,6 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         max_queued_jobs=10_000,
     )
     stack = Stack(settings, workdir / "stack", workers=0, extra_env={"OMP_NUM_THREADS": "1"})
+    load_before = os.getloadavg()[0]
     with stack:
         res = asyncio.run(bench(stack, args))
     res["machine"] = {
@@ -287,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
         "processor": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
+        "load_average_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],  # before, after
     }
     res["command"] = "python bench/service_bench.py " + " ".join(argv or sys.argv[1:])
     res["targets_met"] = {
@@ -296,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         "no_lost_or_duplicated": res["jobs"]["lost"] == 0 and res["jobs"]["duplicated"] == 0,
     }
     print(table(res, args))
-    print(f"\ntargets met: {res['targets_met']}")
+    print(f"\nmachine: {res['machine']}")
+    print(f"targets met: {res['targets_met']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(res, indent=2) + "\n")
     print(f"wrote {args.out}")
