@@ -141,3 +141,15 @@ def build_store(store: Path, name: str = "shapes") -> dict[str, nn.Module]:
     shutil.copy(p1, store / name / "3" / "model.pt2")
     shutil.copy(p1.with_suffix(".json"), store / name / "3" / "model.json")
     return {"1": v1, "2": v2}
+
+
+def write_reference(folder: Path, per_class: int = 6) -> Path:
+    """Natural (clean) images of every class as PNGs in ``folder/<class name>/``."""
+    from protolens_server.imageio import save_png
+
+    images, labels = make_data(per_class * len(CLASSES), seed=11)
+    for name in CLASSES:
+        (folder / name).mkdir(parents=True, exist_ok=True)
+    for i, (img, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+        save_png(img, folder / CLASSES[label] / f"{i}.png")
+    return folder
