@@ -117,3 +117,20 @@ def test_demo_with_a_reference_set_writes_scores(
     assert done.returncode == 0, done.stdout + done.stderr
     (meta,) = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
     assert meta["scores"]["reference_set"] == "tinyref" and meta["scores"]["layer_names"]
+
+
+def test_worker_command_runs_a_burst_worker(redis_url: str, e2e_store: Path) -> None:
+    cmd = [
+        sys.executable, "-m", "protolens.cli", "worker", "--redis-url", redis_url,
+        "--model-store", str(e2e_store), "--metrics-port", "0", "--burst",
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_serve_without_redis_is_one_line_error() -> None:
+    cmd = [sys.executable, "-m", "protolens.cli", "serve", "--port", "0"]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.startswith("protolens: INVALID_ARGUMENT: redis_url: serve needs a Redis")
+    assert done.stderr.count("\n") == 1

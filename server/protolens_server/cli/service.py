@@ -48,8 +48,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     _settings_args(p, port_default="(default 50051)")
     p.set_defaults(func=cmd_serve)
 
-    p = sub.add_parser("worker", help="run a worker process (arguments go to the worker)")
-    p.add_argument("worker_args", nargs=argparse.REMAINDER, help="worker options (see --help)")
+    # The worker parses its own options (importing it here would import torch): this
+    # parser takes no options of its own ("+" prefix), so every "-..." string is passed on.
+    p = sub.add_parser(
+        "worker",
+        help="run a worker process against a shared Redis (see protolens worker --help)",
+        add_help=False,
+        prefix_chars="+",
+    )
+    p.add_argument("worker_args", nargs=argparse.REMAINDER)
     p.set_defaults(func=cmd_worker)
 
     p = sub.add_parser("up", help="start Redis, the API and workers on this machine")
@@ -107,9 +114,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from protolens_server.worker import main as worker_main
+    from protolens_server.worker.main import build_parser, run_worker
 
-    return int(worker_main(list(args.worker_args)) or 0)
+    parser = build_parser(argparse.ArgumentParser(prog="protolens worker"))
+    return int(run_worker(parser.parse_args(args.worker_args)) or 0)
 
 
 # --- up ----------------------------------------------------------------------------
