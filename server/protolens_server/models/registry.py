@@ -7,6 +7,7 @@ References, by scheme first, then by file suffix:
 ``m.pt``, ``m.ts``                     TorchScript (also ``torchscript:PATH``)
 ``m.pt2``                              a torch.export program (also ``export:PATH``)
 ``m.mar``                              a TorchServe archive (also ``mar:PATH``)
+``models:/NAME/VERSION``               an MLflow registry version (``models/mlflow.py``)
 ``factory:pkg.mod:fn@weights.pth``     an eager factory + state dict (or ``@m.mar``)
 ``m.pth`` with ``"factory"`` sidecar   the same, the factory named beside the weights
 =====================================  ==============================================
@@ -22,7 +23,7 @@ from pathlib import Path
 
 from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidModel, ModelNotFound
-from protolens_server.models import builtin, export, factory, mar, torchscript
+from protolens_server.models import builtin, export, factory, mar, mlflow, torchscript
 from protolens_server.models._files import existing_file, not_a_model_hint, sniff
 from protolens_server.models.handle import ModelHandle
 from protolens_server.models.sidecar import find_sidecar
@@ -45,6 +46,8 @@ def load_model(
 ) -> ModelHandle:
     """Load a model from a built-in name, a file path or a factory reference (see module doc)."""
     ref = ref.strip()
+    if ref.startswith("models:/"):  # an MLflow registry version (models/mlflow.py)
+        return mlflow.load(ref, spec=spec, class_names=class_names, device=device, name=name)
     scheme, sep, rest = ref.partition(":")
     if sep and scheme in SCHEMES:
         return _load_scheme(scheme, rest, spec, class_names, device, name)
