@@ -1,0 +1,1 @@
+"""A TorchServe handler that answers prototype requests (see ``handler.py``)."""
