@@ -68,10 +68,8 @@ class LayerProbe:
     def _record_bn(self, m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         if not self.enabled:
             return
-        # contiguous rows per (image, channel): the reduction then runs the same way
-        # whatever the batch size (a strided channels_last reduction does not)
-        x = inputs[0].float().contiguous().flatten(2)
-        var, mean = torch.var_mean(x, dim=2, unbiased=False)
+        x = inputs[0].float()
+        var, mean = torch.var_mean(x, dim=tuple(range(2, x.dim())), unbiased=False)
         self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))
 
     def _record_features(self, m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
