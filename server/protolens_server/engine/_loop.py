@@ -129,11 +129,16 @@ def _run_all(chunk: _Chunk, units: list[list[_Item]], max_batch: int) -> dict[in
         while pending and sum(map(len, batch)) + len(pending[0]) <= limit:
             batch.append(pending.popleft())
         items = [item for unit in batch for item in unit]
+        prototypes: list[Prototype] | None
         try:
             prototypes = chunk.run(items)
         except torch.OutOfMemoryError:
             if len(batch) == 1:
                 raise
+            prototypes = None
+        if prototypes is None:
+            # outside the except block, so the failed chunk's tensors (held by the
+            # traceback) are already released when the cache is emptied
             limit = max(1, len(items) // 2)
             pending.extendleft(reversed(batch))
             if torch.cuda.is_available():
