@@ -177,3 +177,31 @@ async def test_unknown_enum_values_are_invalid_argument(stub) -> None:
             await stub.CreatePrototypeJob(request)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert field in info.value.details()
+
+
+async def test_extra_service_hook_shares_health_and_the_error_table(api_settings) -> None:
+    from protolens_server.api.server import start_server
+    from protolens_server.errors import JobNotFound
+
+    async def lookup(request: bytes, context) -> bytes:
+        raise JobNotFound("no such thing")
+
+    def hook(server, queue, catalog, settings) -> str:
+        handler = grpc.method_handlers_generic_handler(
+            "test.Extra", {"Lookup": grpc.unary_unary_rpc_method_handler(lookup)}
+        )
+        server.add_generic_rpc_handlers((handler,))
+        return "test.Extra"
+
+    server, port = await start_server(api_settings, extra_services=[hook])
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service="test.Extra")
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await channel.unary_unary("/test.Extra/Lookup")(b"")
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(grace=0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 from protolens.v1 import service_pb2, service_pb2_grpc
 
 from protolens_server import metrics
+from protolens_server.api.checks import add_check_service
 from protolens_server.api.interceptors import ServiceInterceptor
 from protolens_server.api.reference_sets import ReferenceSets
 from protolens_server.api.servicer import ProtolensServicer
@@ -29,6 +31,10 @@ from protolens_server.config import Settings
 from protolens_server.logging import get_logger
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
+ServiceHook = Callable[[grpc.aio.Server, Any, Any, Settings], str]
+"""Adds one more servicer to the server, given (server, queue, catalog, settings), and
+returns its full service name (for health and reflection). It runs behind the same
+interceptor: the error table, tenant binding and RPC metrics apply to it too."""
 SAMPLE_INTERVAL_S = 5.0
 log = get_logger(__name__)
 
@@ -51,6 +57,7 @@ class ApiServer:
     catalog: Any
     health: Any
     sample_interval_s: float = SAMPLE_INTERVAL_S
+    services: tuple[str, ...] = (SERVICE_NAME,)
     _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def _set_health(self, serving: bool) -> None:
@@ -59,7 +66,7 @@ class ApiServer:
             if serving
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
-        for name in ("", SERVICE_NAME):
+        for name in ("", *self.services):
             await self.health.set(name, status)
 
     async def _sample(self) -> None:
@@ -104,6 +111,7 @@ async def start_server(
     catalog: Any = None,
     tenant_resolver: TenantResolver = default_tenant,
     sample_interval_s: float = SAMPLE_INTERVAL_S,
+    extra_services: Sequence[ServiceHook] = (),
 ) -> tuple[ApiServer, int]:
     """Start the API on ``settings.grpc_host:grpc_port`` (port 0 picks one); return it and its port.
 
@@ -125,14 +133,16 @@ async def start_server(
         queue, catalog, settings, ReferenceSets(settings.reference_root).digest
     )
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
+    add_check_service(server, queue, catalog, settings)  # CheckService: api/checks.py
+    services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in extra_services))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
     port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
     await server.start()
-    api = ApiServer(server, port, queue, catalog, health_servicer, sample_interval_s)
+    api = ApiServer(server, port, queue, catalog, health_servicer, sample_interval_s, services)
     await api._set_health(True)
     api.start_sampling()
     log.info("api.started", extra={"address": f"{settings.grpc_host}:{port}"})
