@@ -149,12 +149,14 @@ async def start_server(
     return api, port
 
 
-async def serve(settings: Settings, *, ready: Any = None) -> None:
+async def serve(
+    settings: Settings, *, ready: Any = None, extra_services: Sequence[ServiceHook] = ()
+) -> None:
     """Run the API and its metrics endpoint until SIGTERM/SIGINT, then shut down gracefully.
 
     ``ready(grpc_port, metrics_port)`` is called once both listen.
     """
-    api, port = await start_server(settings)
+    api, port = await start_server(settings, extra_services=extra_services)
     metrics_port = metrics.serve_metrics(settings.metrics_port, addr=settings.grpc_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
