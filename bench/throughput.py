@@ -21,6 +21,7 @@ with a message saying so. ``bench/setup_bench_env.sh`` creates the environment w
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     cpu.add_argument("--reps", type=int, help="repetitions, order alternating (default 2)")
     cpu.add_argument("--engine-batch", type=int, help="engine max_batch (default: all classes)")
     cpu.add_argument("--no-scores", action="store_true", help="skip path similarity")
+    cpu.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a GenerationConfig field for the engine (repeatable), e.g. bn_prior=0.01",
+    )
     cpu.add_argument(
         "--lucent-frozen",
         action="store_true",
@@ -157,6 +165,7 @@ def _cpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
         seed=args.seed,
         engine_batch=args.engine_batch or len(classes),
         lucent_frozen=args.lucent_frozen,
+        engine_options=tuple(_option(o) for o in args.engine_option),
     )
     with tempfile.TemporaryDirectory() as work:
         score_fn = None
@@ -164,6 +173,17 @@ def _cpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
             score_fn = bench_scores.path_similarity_fn(handle, classes, Path(work))
         result = run_cpu(settings, handle, lucent_skip_reason=skip, score_fn=score_fn, log=_log)
     return result, report.cpu_markdown(result)
+
+
+def _option(text: str) -> tuple[str, Any]:
+    """``key=value`` with the value read as JSON when it parses (numbers, booleans)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"--engine-option {text!r}: expected KEY=VALUE, e.g. bn_prior=0.01")
+    try:
+        return key.strip(), json.loads(raw)
+    except json.JSONDecodeError:
+        return key.strip(), raw
 
 
 def _load(ref: str) -> Any:

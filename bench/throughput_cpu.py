@@ -36,6 +36,7 @@ class CpuSettings:
     seed: int
     engine_batch: int
     lucent_frozen: bool = False  # also time Lucent on the frozen model (not how users run it)
+    engine_options: tuple[tuple[str, Any], ...] = ()  # GenerationConfig overrides, e.g. bn_prior
 
 
 @dataclass
@@ -104,7 +105,9 @@ def run_cpu(
 
 
 def _engine_runner(settings: CpuSettings, handle: Any) -> Callable[[int], _Timing]:
-    config = GenerationConfig(steps=settings.steps, max_batch=settings.engine_batch)
+    config = GenerationConfig(
+        steps=settings.steps, max_batch=settings.engine_batch, **dict(settings.engine_options)
+    )
 
     def run(rep: int) -> _Timing:
         seed = settings.seed + rep
@@ -211,7 +214,9 @@ def _standard_notes(settings: CpuSettings) -> list[str]:
         "s / prototype: median over repetitions of (wall time of all classes / classes); "
         "CPU s: process CPU time (all threads), less sensitive to other load on the machine.",
         f"engine: product defaults (GenerationConfig) but steps={settings.steps}, "
-        f"max_batch={settings.engine_batch}; includes its equidistant baseline (cold cache).",
+        f"max_batch={settings.engine_batch}"
+        + "".join(f", {k}={v!r}" for k, v in settings.engine_options)
+        + "; includes its equidistant baseline (cold cache).",
         "Lucent: render_vis with param.image(size) (FFT + decorrelation), standard transforms, "
         "Adam(lr=0.05), objective channel(<logits layer>, class); model parameters trainable, "
         "as a user's model is.",
