@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import torch
+
 from protolens_server.errors import InvalidArgument
 
 Parameterisation = Literal["fourier", "pixel"]
