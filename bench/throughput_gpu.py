@@ -134,7 +134,7 @@ def run_gpu(
         "engine: one generate() call per batch of B distinct classes, max_batch=B; timed "
         "after an untimed warm-up call at the same B; includes the equidistant baseline.",
         "Lucent: render_vis, one class per call (its default param and transforms), trainable "
-        "model; TFLOP/s for Lucent use a FLOP count at 248×248 (its padded input) with "
+        "model; TFLOP/s for Lucent use a FLOP count at its padded input (size + 24 px) with "
         "weight gradients.",
         "% of matmul rate: achieved FLOP/s over the measured matmul rate of the same card.",
     ]
