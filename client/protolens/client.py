@@ -20,6 +20,7 @@ import grpc
 
 from protolens import _convert as convert
 from protolens import types
+from protolens._checks import AsyncCheckMethods, CheckMethods
 from protolens.errors import JobFailedError, translate_errors
 from protolens.v1 import service_pb2 as pb
 from protolens.v1 import service_pb2_grpc
@@ -71,7 +72,7 @@ class _Base:
         return kw
 
 
-class Client(_Base):
+class Client(_Base, CheckMethods):
     """A blocking client. Use as a context manager, or call ``close()``."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
@@ -210,7 +211,7 @@ class Client(_Base):
         return convert.model(resp.model)
 
 
-class AsyncClient(_Base):
+class AsyncClient(_Base, AsyncCheckMethods):
     """The asyncio client: ``async with AsyncClient(addr) as client: ...``."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:

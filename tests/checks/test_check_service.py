@@ -1,0 +1,116 @@
+"""CheckService over real gRPC: a real API server, a real worker and a real Redis. Workers
+generate through the queue; re-running a check on unchanged versions is all cache hits
+(job records and the cache metric say so, and the worker runs no batch)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from checks_shortcut_models import CONFIG
+from protolens import AsyncClient
+from protolens.cli import main
+from protolens.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from protolens_server import metrics
+from protolens_server.api.server import start_server
+from protolens_server.api.tenancy import default_tenant
+from protolens_server.config import Settings
+from protolens_server.worker import Worker
+
+POLICY_YAML = "min_confidence: 0.5\nmax_drift: 0.6\nmin_cross_confidence: 0.5\n"
+OPTIONS = {
+    "steps": CONFIG.steps,
+    "prototypes": CONFIG.prototypes,
+    "config": {"lr": CONFIG.lr, "transforms": CONFIG.transforms},
+    "policy_yaml": POLICY_YAML,
+}
+
+
+def _hits() -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("protolens_cache_lookups_total", {"result": "hit"}) or 0
+    )
+
+
+@pytest.fixture
+async def service(redis_url, shapes_store):
+    settings = Settings(
+        redis_url=redis_url,
+        grpc_port=0,
+        metrics_port=0,
+        model_store=shapes_store,
+        builtin_models=False,
+        max_steps=2000,
+        shutdown_grace_s=0,
+        device="cpu",
+    )
+    # Every caller is the default tenant here (API keys are tests/api's business).
+    api, port = await start_server(settings, sample_interval_s=0.2, tenant_resolver=default_tenant)
+    worker = Worker(settings, name="w-checks", block_ms=100)
+    task = asyncio.create_task(worker.run())
+    try:
+        yield f"127.0.0.1:{port}", api, worker
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+        await api.stop(grace=0)
+
+
+async def test_check_through_the_queue_then_recheck_is_all_cache_hits(service, tmp_path):
+    address, api, worker = service
+    async with AsyncClient(address) as client:
+        check = await client.start_check("shapes@2", baseline="shapes@1", **OPTIONS)
+        assert check.state == "RUNNING" and check.name.startswith("checks/")
+        assert check.jobs == 2 and check.cache_hits == 0
+        seen: list[float] = []
+        done = await client.wait_check(check, timeout=120, on_progress=lambda f, m: seen.append(f))
+        assert done.state == "SUCCEEDED", done.error
+        assert not done.passed and "bars" in done.flagged_classes
+        assert "min_cross_confidence" in done.failed_rules
+        assert seen[-1] == 1.0
+        report = await client.get_check_report(done)
+        doc = json.loads(report.json)
+        assert doc["flagged_classes"] == list(done.flagged_classes)
+        assert report.html.startswith("<!DOCTYPE html>") and 'id="class-1"' in report.html
+        batches, hits = worker.batches_run, _hits()
+
+        again = await client.start_check("shapes@2", baseline="shapes@1", **OPTIONS)
+        assert again.cache_hits == again.jobs == 2  # answered at submit: nothing queued
+        again = await client.wait_check(again, timeout=60)
+        assert again.state == "SUCCEEDED" and again.flagged_classes == done.flagged_classes
+        assert _hits() == hits + 2
+        assert worker.batches_run == batches  # the worker generated nothing
+        doc2 = json.loads((await client.get_check_report(again)).json)
+        for job_id in doc2["generation"]["job_ids"]:
+            assert (await api.queue.get(job_id)).cache_hit
+        assert [c["drift"] for c in doc2["classes"]] == [c["drift"] for c in doc["classes"]]
+
+        # The CLI talks to the same service with --address (blocking client: off the loop).
+        html = tmp_path / "report.html"
+        args = ["check", "shapes@3", "--baseline", "shapes@1", "--address", address,
+                "--steps", "32", "--prototypes", "2", "--report", str(html)]  # fmt: skip
+        args += ["--lr", "0.1", "--transforms", "small"]
+        code = await asyncio.to_thread(main, args)
+        assert code == 0 and html.read_text().startswith("<!DOCTYPE html>")
+
+
+async def test_cancel_and_bad_requests(service):
+    address, _api, _ = service
+    async with AsyncClient(address) as client:
+        slow = await client.start_check("shapes@1", steps=2000, seed=7)
+        await asyncio.sleep(0.5)
+        cancelled = await client.cancel_check(slow)
+        assert cancelled.state == "CANCELLED"
+        with pytest.raises(FailedPreconditionError):
+            await client.get_check_report(slow)
+        with pytest.raises(FailedPreconditionError):
+            await client.cancel_check(slow)
+        with pytest.raises(NotFoundError):
+            await client.start_check("shapes@9")
+        with pytest.raises(InvalidArgumentError, match="max_drfit"):
+            await client.start_check("shapes@1", policy_yaml="max_drfit: 1")
+        with pytest.raises(InvalidArgumentError, match="zebra"):
+            await client.start_check("shapes@1", classes=["zebra"])
+        with pytest.raises(NotFoundError):
+            await client.get_check("checks/nope")
