@@ -234,11 +234,3 @@ def _plots(r: CheckResult) -> str:
                 f'src="{png_uri(path.read_bytes())}">'
             )
     return f'<h2>Path similarity per layer</h2><div class="plots">{"".join(images)}</div>'
-
-
-def report_files(result: CheckResult, html: str | Path | None, json_path: str | Path | None) -> Any:
-    """Write whichever of the two files is asked for."""
-    if html:
-        write_html(result, html)
-    if json_path:
-        write_json(result, json_path)
