@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import threading
@@ -64,6 +65,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cache-dir", metavar="DIR", type=Path, help="local prototype cache")
     p.add_argument("--device", default="cpu")
     p.add_argument("--address", metavar="HOST:PORT", help="run the check on this service")
+    p.add_argument("--api-key", default=None, help="API key for --address ($PROTOLENS_API_KEY)")
     p.set_defaults(func=run)
 
 
@@ -143,7 +145,9 @@ def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
     from protolens import Client
 
     policy_text = args.policy.read_text() if args.policy else ""
-    with Client(args.address) as client, _progress() as on_progress:
+    key = args.api_key or os.environ.get("PROTOLENS_API_KEY", "")
+    metadata = [("authorization", f"Bearer {key}")] if key else []
+    with Client(args.address, metadata=metadata) as client, _progress() as on_progress:
         check = client.start_check(
             args.model,
             baseline=args.baseline or "",
