@@ -3,27 +3,38 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from checks_shortcut_models import build_store
 
 
-@pytest.fixture(scope="session", autouse=True)
-def one_torch_thread():
-    """Tiny models: a second thread only spins on the shared 2-core box."""
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Tiny models: a second torch thread only spins on the shared 2-core box."""
     import torch
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    with one_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
 def shapes_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     store = tmp_path_factory.mktemp("store")
-    build_store(store)
+    with one_thread():
+        build_store(store)
     return store
 
 

@@ -200,12 +200,20 @@ def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 
 
 class _progress:
-    """A tqdm bar (fraction done) on stderr when it is a terminal; otherwise no callback."""
+    """A tqdm bar on stderr when it is a terminal; otherwise a plain line per 10% (CI logs)."""
 
     def __enter__(self) -> Any:
         if not sys.stderr.isatty():
             self.bar = None
-            return None
+            last = {"step": -1, "message": ""}
+
+            def log_line(fraction: float, message: str) -> None:
+                step = int(10 * min(1.0, max(0.0, fraction)))
+                if step != last["step"] or message != last["message"]:
+                    last.update(step=step, message=message)
+                    print(f"protolens check: {message} {10 * step}%", file=sys.stderr, flush=True)
+
+            return log_line
         from tqdm import tqdm
 
         self.bar = tqdm(total=1000, file=sys.stderr, leave=False, bar_format="{l_bar}{bar}")
