@@ -104,6 +104,9 @@ def test_no_baseline_skips_baseline_rules(catalog, tmp_path) -> None:
         "min_cross_confidence": "skipped",
     }
     assert result.passed
+    html = render_html(result)
+    assert "no baseline" in html and html.count('class="card"') == 2
+    assert "baseline p=" not in html  # new prototypes only
 
 
 def _facts(result) -> tuple:
