@@ -20,6 +20,7 @@ COMMAND_MODULES: list[tuple[str, bool]] = [
     ("protolens_server.cli.check", True),
     ("protolens_server.cli.service", True),
     ("protolens._cli.jobs", False),
+    ("protolens._cli.admin", False),
 ]
 
 SERVER_EXTRA_HINT = (

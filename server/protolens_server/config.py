@@ -29,6 +29,14 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0 = pick a free port; -1 not allowed
 
+    # Authentication and transport (docs/tenancy.md). Without ``insecure`` every RPC but
+    # health/reflection needs an API key; ``insecure`` (development, loopback only) lets
+    # callers without a key in as the ``default`` tenant over plaintext.
+    insecure: bool = False
+    tls_cert_file: Path | None = None  # server certificate chain (PEM): enables TLS
+    tls_key_file: Path | None = None  # its private key (PEM)
+    tls_client_ca_file: Path | None = None  # CA for client certificates: enables mutual TLS
+
     # Models and reference sets the service may load (callers name, never path).
     model_store: Path | None = None
     reference_root: Path | None = None

@@ -9,6 +9,8 @@
     │   └── JobNotFound        no such job (or not yours)
     ├── InvalidModel           a file that is not a loadable model, or a shape mismatch
     ├── QueueFull              a queue or quota limit was hit (carries retry_after_s)
+    ├── Unauthenticated        no API key, or a key that is unknown or revoked
+    ├── PermissionDenied       a valid key without the role the call needs (e.g. admin)
     ├── FailedPrecondition     the resource is in the wrong state (e.g. cancel a finished job)
     ├── GenerationCancelled    the job was cancelled between optimisation steps
     └── GenerationDiverged     the optimisation produced NaN/Inf
@@ -72,6 +74,14 @@ class QueueFull(ProtolensError):
     def __init__(self, message: str, retry_after_s: float = 1.0, **metadata: str) -> None:
         super().__init__(message, retry_after_s=f"{retry_after_s:g}", **metadata)
         self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(ProtolensError):
+    reason = "UNAUTHENTICATED"
+
+
+class PermissionDenied(ProtolensError):
+    reason = "PERMISSION_DENIED"
 
 
 class FailedPrecondition(ProtolensError):

@@ -32,6 +32,7 @@ def api_settings(redis_url: str, tiny_store: Path, tmp_path: Path) -> Settings:
         max_targets_per_job=4,
         max_message_bytes=256 * 1024,
         shutdown_grace_s=0,
+        insecure=True,  # these tests are about the API, not keys (tests/tenancy)
     )
 
 

@@ -29,6 +29,8 @@ TABLE_CASES = [
     (domain.InvalidModel("broken"), S.FAILED_PRECONDITION, "INVALID_MODEL"),
     (domain.QueueFull("full", retry_after_s=2.5), S.RESOURCE_EXHAUSTED, "QUEUE_FULL"),
     (domain.FailedPrecondition("done"), S.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
+    (domain.Unauthenticated("no key"), S.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    (domain.PermissionDenied("not admin"), S.PERMISSION_DENIED, "PERMISSION_DENIED"),
     (domain.GenerationCancelled("stop"), S.CANCELLED, "CANCELLED"),
     (domain.GenerationDiverged("nan"), S.ABORTED, "DIVERGED"),
     (domain.ProtolensError("odd"), S.INTERNAL, "PROTOLENS_ERROR"),

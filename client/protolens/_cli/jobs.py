@@ -27,6 +27,28 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    connection_args(p)
+
+
+def connection_args(p: argparse.ArgumentParser) -> None:
+    """API key and TLS options (each defaults to its environment variable)."""
+    p.add_argument("--api-key", default=None, help="API key ($PROTOLENS_API_KEY)")
+    p.add_argument("--tls", action="store_true", default=None, help="TLS with the system roots")
+    p.add_argument("--tls-ca", default=None, help="CA certificate to trust ($PROTOLENS_TLS_CA)")
+    p.add_argument("--tls-cert", default=None, help="client cert, mTLS ($PROTOLENS_TLS_CERT)")
+    p.add_argument("--tls-key", default=None, help="client key, mTLS ($PROTOLENS_TLS_KEY)")
+
+
+def connection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    from protolens.auth import connection
+
+    return connection(
+        api_key=args.api_key,
+        tls=args.tls,
+        tls_ca=args.tls_ca,
+        client_cert=args.tls_cert,
+        client_key=args.tls_key,
+    )
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,7 +102,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def _client(args: argparse.Namespace) -> Any:
     from protolens.client import Client
 
-    return Client(args.address, timeout=args.timeout)
+    return Client(args.address, timeout=args.timeout, **connection_kwargs(args))
 
 
 def parse_target(text: str) -> Any:

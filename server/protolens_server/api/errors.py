@@ -46,6 +46,8 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     domain.InvalidModel: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
     domain.QueueFull: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.FailedPrecondition: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
+    domain.Unauthenticated: Mapping(grpc.StatusCode.UNAUTHENTICATED),
+    domain.PermissionDenied: Mapping(grpc.StatusCode.PERMISSION_DENIED),
     domain.GenerationCancelled: Mapping(grpc.StatusCode.CANCELLED),
     domain.GenerationDiverged: Mapping(grpc.StatusCode.ABORTED),
     domain.ProtolensError: Mapping(grpc.StatusCode.INTERNAL),

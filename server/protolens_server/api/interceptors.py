@@ -1,7 +1,8 @@
 """One grpc.aio interceptor around every RPC (unary and streaming, ours and health/reflection).
 
-For each call it: binds the caller's tenant and a trace id (for the servicers
-and the JSON logs), maps any exception through ``api/errors.py`` into a rich
+For each call it: authenticates the caller (the tenant resolver; health and
+reflection are public and skip it), binds the caller's principal and a trace id
+(for the servicers and the JSON logs), maps any exception through ``api/errors.py`` into a rich
 status (also mid-stream), and records ``protolens_rpc_requests_total`` by
 method and code and ``protolens_rpc_duration_seconds`` by method.
 """
@@ -18,10 +19,18 @@ import grpc
 
 from protolens_server import metrics
 from protolens_server.api.errors import to_rpc_error
-from protolens_server.api.tenancy import CURRENT_TENANT, TenantResolver, default_tenant
+from protolens_server.api.tenancy import (
+    ANONYMOUS,
+    CURRENT_PRINCIPAL,
+    Principal,
+    TenantResolver,
+    default_tenant,
+)
 from protolens_server.logging import bind, trace_id_from_metadata
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+# Services anyone may call without a key: they reveal nothing about jobs or tenants.
+PUBLIC_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 
 class ServiceInterceptor(grpc.aio.ServerInterceptor):
@@ -35,31 +44,33 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None
         method = handler_call_details.method.rsplit("/", 1)[-1]
+        public = handler_call_details.method.startswith(PUBLIC_SERVICES)
         kw = {
             "request_deserializer": handler.request_deserializer,
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method), **kw
+                self._unary(handler.unary_unary, method, public), **kw
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, method), **kw
+                self._unary(handler.stream_unary, method, public), **kw
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method), **kw
+                self._stream(handler.unary_stream, method, public), **kw
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._stream(handler.stream_stream, method), **kw
+            self._stream(handler.stream_stream, method, public), **kw
         )
 
-    def _unary(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _unary(self, behavior: Callable[..., Any], method: str, public: bool) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
-                with self._bound(context):
+                principal = ANONYMOUS if public else await self._principal(context)
+                with self._bound(context, principal):
                     return await behavior(request, context)
             except Exception as exc:
                 code, status = self._map(exc, context, method)
@@ -74,11 +85,14 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
-    def _stream(self, behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def _stream(
+        self, behavior: Callable[..., Any], method: str, public: bool
+    ) -> Callable[..., Any]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
-                with self._bound(context):
+                principal = ANONYMOUS if public else await self._principal(context)
+                with self._bound(context, principal):
                     result = behavior(request, context)
                     if inspect.isasyncgen(result):
                         async for item in result:
@@ -98,16 +112,21 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
 
         return call
 
+    async def _principal(self, context: grpc.aio.ServicerContext) -> Principal:
+        found = self._resolve_tenant(context)
+        if inspect.isawaitable(found):
+            found = await found
+        return found if isinstance(found, Principal) else Principal(str(found))
+
     @contextlib.contextmanager
-    def _bound(self, context: grpc.aio.ServicerContext) -> Iterator[None]:
-        tenant = self._resolve_tenant(context)
+    def _bound(self, context: grpc.aio.ServicerContext, principal: Principal) -> Iterator[None]:
         trace_id = trace_id_from_metadata(context.invocation_metadata())
-        token = CURRENT_TENANT.set(tenant)
+        token = CURRENT_PRINCIPAL.set(principal)
         try:
-            with bind(tenant=tenant, trace_id=trace_id):
+            with bind(tenant=principal.tenant, trace_id=trace_id):
                 yield
         finally:
-            CURRENT_TENANT.reset(token)
+            CURRENT_PRINCIPAL.reset(token)
 
     def _map(
         self, exc: Exception, context: grpc.aio.ServicerContext, method: str

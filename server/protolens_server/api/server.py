@@ -22,11 +22,14 @@ from grpc_reflection.v1alpha import reflection
 from protolens.v1 import service_pb2, service_pb2_grpc
 
 from protolens_server import metrics
+from protolens_server.api.admin import add_admin_service
+from protolens_server.api.auth import ApiKeyAuth, ApiKeyStore
 from protolens_server.api.checks import add_check_service
 from protolens_server.api.interceptors import ServiceInterceptor
 from protolens_server.api.reference_sets import ReferenceSets
 from protolens_server.api.servicer import ProtolensServicer
-from protolens_server.api.tenancy import TenantResolver, default_tenant
+from protolens_server.api.tenancy import TenantResolver
+from protolens_server.api.transport import server_credentials
 from protolens_server.config import Settings
 from protolens_server.logging import get_logger
 
@@ -109,15 +112,19 @@ async def start_server(
     *,
     queue: Any = None,
     catalog: Any = None,
-    tenant_resolver: TenantResolver = default_tenant,
+    tenant_resolver: TenantResolver | None = None,
     sample_interval_s: float = SAMPLE_INTERVAL_S,
     extra_services: Sequence[ServiceHook] = (),
 ) -> tuple[ApiServer, int]:
     """Start the API on ``settings.grpc_host:grpc_port`` (port 0 picks one); return it and its port.
 
     ``queue``/``catalog`` default to ``JobQueue.connect(settings)`` and the
-    model catalog of ``settings`` (built-ins plus ``model_store``).
+    model catalog of ``settings`` (built-ins plus ``model_store``);
+    ``tenant_resolver`` to API keys in Redis (``api.auth.ApiKeyAuth``: required
+    unless ``settings.insecure``). TLS/mTLS and the insecure-on-loopback rule
+    come from ``api.transport``.
     """
+    credentials = server_credentials(settings)  # checks the transport rules before anything
     if queue is None:
         from protolens_server.queue.jobs import JobQueue
 
@@ -126,6 +133,9 @@ async def start_server(
         from protolens_server.models.catalog import ModelCatalog
 
         catalog = ModelCatalog.from_settings(settings)
+    if tenant_resolver is None:
+        store = ApiKeyStore(queue.redis, queue.keys)
+        tenant_resolver = ApiKeyAuth(store, require_key=not settings.insecure)
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
     )
@@ -134,13 +144,18 @@ async def start_server(
     )
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
     add_check_service(server, queue, catalog, settings)  # CheckService: api/checks.py
-    services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in extra_services))
+    hooks = (add_admin_service, *extra_services)
+    services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in hooks))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (*services, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{settings.grpc_host}:{settings.grpc_port}")
+    address = f"{settings.grpc_host}:{settings.grpc_port}"
+    if credentials is None:
+        port = server.add_insecure_port(address)
+    else:
+        port = server.add_secure_port(address, credentials)
     await server.start()
     api = ApiServer(server, port, queue, catalog, health_servicer, sample_interval_s, services)
     await api._set_health(True)

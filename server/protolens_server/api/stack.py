@@ -108,6 +108,7 @@ class Stack:
     api: Child | None = None
     worker_procs: list[Child] = field(default_factory=list)
     extra_env: dict[str, str] = field(default_factory=dict)
+    insecure: bool = True  # the embedded stack serves loopback without API keys (development)
 
     @property
     def address(self) -> str:
@@ -172,7 +173,7 @@ class Stack:
         )
 
     def _start_api(self) -> None:
-        updates: dict[str, Any] = {}
+        updates: dict[str, Any] = {"insecure": self.insecure or self.settings.insecure}
         if self.settings.grpc_port == 0:
             updates["grpc_port"] = free_port(self.settings.grpc_host)
         if self.settings.metrics_port == 0:

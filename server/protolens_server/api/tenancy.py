@@ -1,31 +1,56 @@
-"""Who is calling: the seam where authentication will plug in (issue 5).
+"""Who is calling: the principal (tenant + role) bound for the length of one RPC.
 
-The interceptor calls a ``TenantResolver`` once per RPC and binds the result to
-``CURRENT_TENANT`` for the length of the call; servicers read it with
-``current_tenant()`` and pass it to every queue call. Today every caller is
-the ``default`` tenant; an API-key resolver will read the ``authorization``
-metadata and raise a domain error for a bad key.
+The interceptor calls a ``TenantResolver`` once per RPC (except the public
+health and reflection services) and binds the result to ``CURRENT_PRINCIPAL``;
+servicers read ``current_tenant()`` and pass it to every queue call, and admin
+RPCs check ``current_principal().is_admin``. The production resolver is
+``api.auth.ApiKeyAuth`` (API keys in the ``authorization`` metadata); a
+resolver may be sync or async and may return a tenant name or a ``Principal``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
+from dataclasses import dataclass
 
 import grpc
 
 DEFAULT_TENANT = "default"
+ROLE_TENANT = "tenant"
+ROLE_ADMIN = "admin"
+ROLES = (ROLE_TENANT, ROLE_ADMIN)
 
-TenantResolver = Callable[[grpc.aio.ServicerContext], str]
 
-CURRENT_TENANT: ContextVar[str] = ContextVar("protolens_tenant", default=DEFAULT_TENANT)
+@dataclass(frozen=True)
+class Principal:
+    tenant: str
+    role: str = ROLE_TENANT
+    key_id: str = ""  # "" when no key was presented (insecure development mode)
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ROLE_ADMIN
+
+
+TenantResolver = Callable[
+    [grpc.aio.ServicerContext], "str | Principal | Awaitable[str | Principal]"
+]
+
+ANONYMOUS = Principal(DEFAULT_TENANT)
+CURRENT_PRINCIPAL: ContextVar[Principal] = ContextVar("protolens_principal", default=ANONYMOUS)
 
 
 def default_tenant(context: grpc.aio.ServicerContext) -> str:
-    """No authentication yet: everyone is the default tenant."""
+    """No authentication: everyone is the default tenant (tests of other parts)."""
     return DEFAULT_TENANT
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served."""
+    return CURRENT_PRINCIPAL.get()
 
 
 def current_tenant() -> str:
     """The tenant of the RPC being served."""
-    return CURRENT_TENANT.get()
+    return CURRENT_PRINCIPAL.get().tenant

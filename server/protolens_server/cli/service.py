@@ -38,7 +38,15 @@ def _settings_args(p: argparse.ArgumentParser, *, port_default: str = "") -> Non
 def _settings(args: argparse.Namespace, **forced: Any) -> Any:
     from protolens_server.config import load_settings
 
-    keys = ("grpc_host", "grpc_port", "metrics_port", "redis_url", "model_store", "reference_root")
+    keys = (
+        "grpc_host",
+        "grpc_port",
+        "metrics_port",
+        "redis_url",
+        "model_store",
+        "reference_root",
+        "insecure",
+    )
     overrides = {k: getattr(args, k, None) for k in keys}
     return load_settings(**{**overrides, **forced})
 
@@ -46,6 +54,13 @@ def _settings(args: argparse.Namespace, **forced: Any) -> Any:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the gRPC API server against a shared Redis")
     _settings_args(p, port_default="(default 50051)")
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        default=None,
+        help="development only: no API key needed (callers are tenant 'default'); "
+        "refused unless --host is loopback",
+    )
     p.set_defaults(func=cmd_serve)
 
     # The worker parses its own options (importing it here would import torch): this

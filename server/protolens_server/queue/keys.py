@@ -16,6 +16,9 @@ The rest:
 - ``{prefix}:tenant:<tenant>:jobs`` a tenant's job ids (sorted set, lexical = time order)
 - ``{prefix}:jobs:<STATE>``        job ids by state (sorted set, score = time of entry)
 - ``{prefix}:worker:<name>``       worker info hash (pid, host, metrics port, device)
+- ``{prefix}:apikey:<id>``         API key hash: tenant, role, name, sha256 of the secret
+- ``{prefix}:apikeys``             ids of every API key (set)
+- ``{prefix}:rate:<tenant>:<sec>`` a tenant's requests in one second (quota counter)
 
 Curly braces are Redis Cluster hash tags: one job's keys (hash, events) share a
 slot. Multi-key scripts (submit, finish) touch keys of several kinds; on a
@@ -88,6 +91,17 @@ class Keys:
 
     def worker_info(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+    # --- authentication and quotas ----------------------------------------------------
+    def api_key(self, key_id: str) -> str:
+        return f"{self.prefix}:apikey:{key_id}"
+
+    @property
+    def api_keys(self) -> str:
+        return f"{self.prefix}:apikeys"
+
+    def rate(self, tenant: str, second: int) -> str:
+        return f"{self.prefix}:rate:{len(tenant)}:{tenant}:{second}"
 
 
 # Fields of the job hash that are queue bookkeeping, not JobRecord fields.

@@ -1,0 +1,184 @@
+"""API keys: created by admins, stored only as hashes in Redis, checked on every RPC.
+
+A key reads ``pl_<id>_<secret>``: ``id`` (16 hex digits) finds the record in
+one lookup, ``secret`` (64 hex digits, 256 random bits) is never stored, only
+its SHA-256 (a fast hash is enough for a secret of that entropy). A record is a
+hash at ``Keys.api_key(id)`` with the tenant, role, a name, its creation time
+and, once revoked, the revocation time; revoked keys stay listed.
+
+``ApiKeyAuth`` is the interceptor's tenant resolver: it reads the
+``authorization: Bearer <key>`` metadata and answers a ``Principal`` or raises
+``Unauthenticated``. With ``require_key=False`` (insecure development mode) a
+call without a key is the ``default`` tenant, but a key that is sent must be
+valid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import redis.asyncio as aioredis
+
+from protolens_server.api.tenancy import ANONYMOUS, ROLES, Principal
+from protolens_server.errors import InvalidArgument, NotFound, Unauthenticated
+from protolens_server.queue.keys import Keys
+
+KEY_PREFIX = "pl"
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
+_KEY_RE = re.compile(r"^pl_([0-9a-f]{16})_([0-9a-f]{64})$")
+_MAX_NAME = 200
+_MISSING = "no API key: send the metadata 'authorization: Bearer pl_...'"
+_INVALID = "the API key is not valid (unknown, revoked or malformed)"
+
+
+@dataclass(frozen=True)
+class ApiKeyInfo:
+    """What may be shown about a key: everything but its secret."""
+
+    key_id: str
+    tenant: str
+    role: str
+    name: str
+    created_at: float
+    revoked_at: float = 0.0
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at > 0
+
+
+def _hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _text(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def check_tenant(tenant: str) -> str:
+    if not TENANT_RE.match(tenant):
+        raise InvalidArgument(
+            "tenant", f"{tenant!r}: use 1-63 of a-z 0-9 . _ - starting with a letter or digit"
+        )
+    return tenant
+
+
+class ApiKeyStore:
+    """Create, list, revoke and verify API keys in Redis."""
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def create(
+        self, tenant: str, role: str = "tenant", name: str = ""
+    ) -> tuple[ApiKeyInfo, str]:
+        """A new key for ``tenant``; returns its record and the key itself (shown once)."""
+        check_tenant(tenant)
+        if role not in ROLES:
+            raise InvalidArgument("role", f"{role!r}: one of {', '.join(ROLES)}")
+        if len(name) > _MAX_NAME:
+            raise InvalidArgument("name", f"at most {_MAX_NAME} characters")
+        key_id, secret = secrets.token_hex(8), secrets.token_hex(32)
+        info = ApiKeyInfo(key_id, tenant, role, name, time.time())
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.api_key(key_id),
+            mapping={
+                "tenant": tenant,
+                "role": role,
+                "name": name,
+                "created_at": repr(info.created_at),
+                "revoked_at": "0",
+                "sha256": _hash(secret),
+            },
+        )
+        pipe.sadd(self.keys.api_keys, key_id)
+        await pipe.execute()
+        return info, f"{KEY_PREFIX}_{key_id}_{secret}"
+
+    async def get(self, key_id: str) -> ApiKeyInfo:
+        fields = await self.redis.hgetall(self.keys.api_key(key_id)) if key_id else {}
+        if not fields:
+            raise NotFound(f"no API key {key_id!r}", field="key_id")
+        return _info(key_id, fields)
+
+    async def list(self, tenant: str = "") -> list[ApiKeyInfo]:
+        """Every key (or ``tenant``'s), oldest first; never a secret."""
+        ids = sorted(_text(i) for i in await self.redis.smembers(self.keys.api_keys))
+        pipe = self.redis.pipeline(transaction=False)
+        for key_id in ids:
+            pipe.hgetall(self.keys.api_key(key_id))
+        infos = [_info(i, f) for i, f in zip(ids, await pipe.execute(), strict=True) if f]
+        infos = [i for i in infos if not tenant or i.tenant == tenant]
+        return sorted(infos, key=lambda i: i.created_at)
+
+    async def revoke(self, key_id: str) -> ApiKeyInfo:
+        """Revoke at once (the next call with the key is UNAUTHENTICATED); idempotent."""
+        info = await self.get(key_id)
+        if not info.revoked:
+            await self.redis.hset(self.keys.api_key(key_id), "revoked_at", repr(time.time()))
+        return await self.get(key_id)
+
+    async def verify(self, key: str) -> Principal:
+        """The principal of a valid key; ``Unauthenticated`` otherwise (never says why)."""
+        match = _KEY_RE.match(key)
+        if not match:
+            raise Unauthenticated(_INVALID)
+        key_id, secret = match.groups()
+        fields = await self.redis.hmget(
+            self.keys.api_key(key_id), "tenant", "role", "revoked_at", "sha256"
+        )
+        tenant, role, revoked_at, digest = (_text(v) if v is not None else "" for v in fields)
+        if not digest or not hmac.compare_digest(digest, _hash(secret)):
+            raise Unauthenticated(_INVALID)
+        if float(revoked_at or 0) > 0:
+            raise Unauthenticated(_INVALID)
+        return Principal(tenant, role, key_id)
+
+
+def _info(key_id: str, fields: dict[Any, Any]) -> ApiKeyInfo:
+    f = {_text(k): _text(v) for k, v in fields.items()}
+    return ApiKeyInfo(
+        key_id,
+        f.get("tenant", ""),
+        f.get("role", ""),
+        f.get("name", ""),
+        float(f.get("created_at", 0) or 0),
+        float(f.get("revoked_at", 0) or 0),
+    )
+
+
+def bearer_key(metadata: Any) -> str | None:
+    """The key in ``authorization: Bearer <key>`` metadata; None if there is none."""
+    for k, v in metadata or ():
+        if k.lower() == "authorization":
+            value = _text(v).strip()
+            scheme, _, token = value.partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise Unauthenticated("the authorization metadata must read 'Bearer <key>'")
+            return token.strip()
+    return None
+
+
+class ApiKeyAuth:
+    """The interceptor's resolver: API key -> Principal (see module docstring)."""
+
+    def __init__(self, store: ApiKeyStore, *, require_key: bool = True) -> None:
+        self.store = store
+        self.require_key = require_key
+
+    async def __call__(self, context: grpc.aio.ServicerContext) -> Principal:
+        key = bearer_key(context.invocation_metadata())
+        if key is None:
+            if self.require_key:
+                raise Unauthenticated(_MISSING)
+            return ANONYMOUS
+        return await self.store.verify(key)
