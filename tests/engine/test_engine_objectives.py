@@ -10,7 +10,7 @@ import torch
 from engine_nets import SPEC, tiny_net
 from protolens_server.engine import _objectives as obj
 from protolens_server.engine._param import make_param
-from protolens_server.engine._probes import LayerProbe
+from protolens_server.engine._probes import LayerProbe, channel_moments
 
 N, K = 3, 10
 
@@ -109,3 +109,22 @@ def test_high_frequency_gradient_matches_autograd_of_the_definition() -> None:
     (got,) = torch.autograd.grad((value * weights).sum(), x)
     (want,) = torch.autograd.grad((reference * weights).sum(), x)
     torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_channel_moments_match_var_mean_and_autograd(layout: torch.memory_format) -> None:
+    """The BatchNorm prior's fused statistics: same values and gradients as torch.var_mean."""
+    gen = torch.Generator().manual_seed(3)
+    x = (torch.randn(3, 5, 7, 9, generator=gen, dtype=torch.float64) * 2 + 1).contiguous(
+        memory_format=layout
+    )
+    x.requires_grad_()
+    mean, var = channel_moments(x)
+    ref_var, ref_mean = torch.var_mean(x, dim=(2, 3), unbiased=False)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(var, ref_var)
+    w1, w2 = torch.randn(3, 5, generator=gen, dtype=torch.float64).unbind(0)[:2]
+    got = torch.autograd.grad((mean * w1).sum() + (var * w2).sum(), x)[0]
+    want = torch.autograd.grad((ref_mean * w1).sum() + (ref_var * w2).sum(), x)[0]
+    torch.testing.assert_close(got, want)
+    assert torch.autograd.gradcheck(channel_moments, (x,))

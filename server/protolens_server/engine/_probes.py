@@ -30,6 +30,37 @@ def _tracks_stats(m: nn.Module) -> bool:
     return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
 
 
+class _ChannelMoments(torch.autograd.Function):
+    """Per-image, per-channel mean and E[x^2] of an (N, C, ...) tensor, one pass each way.
+
+    ``torch.var_mean`` over the spatial dimensions is about 40x slower than two
+    plain means on this CPU (7 ms against 0.2 ms for a (4, 32, 112, 112) tensor,
+    either memory format), and its autograd backward takes several passes over
+    the activation; at 49 BatchNorm inputs that doubled the step. The backward
+    here is one fused ``addcmul``: d/dx = (g_mean + 2 x g_sq) / count.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dims = tuple(range(2, x.dim()))
+        ctx.save_for_backward(x)
+        ctx.count = x[0, 0].numel()
+        return x.mean(dim=dims), (x * x).mean(dim=dims)
+
+    @staticmethod
+    def backward(ctx: Any, g_mean: torch.Tensor, g_sq: torch.Tensor) -> torch.Tensor:
+        (x,) = ctx.saved_tensors
+        shape = (*g_mean.shape, *([1] * (x.dim() - 2)))
+        scale = 2.0 / ctx.count
+        return torch.addcmul((g_mean / ctx.count).view(shape), x, (g_sq * scale).view(shape))
+
+
+def channel_moments(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image, per-channel mean and (biased) variance over the spatial dimensions."""
+    mean, sq = _ChannelMoments.apply(x)
+    return mean, (sq - mean * mean).clamp_min(0.0)
+
+
 class LayerProbe:
     """Context manager: installs the hooks on enter, removes them on exit."""
 
@@ -68,8 +99,7 @@ class LayerProbe:
     def _record_bn(self, m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         if not self.enabled:
             return
-        x = inputs[0].float()
-        var, mean = torch.var_mean(x, dim=tuple(range(2, x.dim())), unbiased=False)
+        mean, var = channel_moments(inputs[0].float())
         self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))
 
     def _record_features(self, m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
