@@ -24,9 +24,11 @@ def start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
 
 
 def serve_args(redis_url: str, grpc_port: int, metrics_port: int, *extra: str) -> list[str]:
+    # --insecure: loopback without API keys (these tests are about deployment signals;
+    # authentication is tested in tests/tenancy).
     return [
         "-m", "protolens_server.cli.service", "serve", "--redis-url", redis_url,
-        "--port", str(grpc_port), "--metrics-port", str(metrics_port), *extra,
+        "--port", str(grpc_port), "--metrics-port", str(metrics_port), "--insecure", *extra,
     ]  # fmt: skip
 
 
