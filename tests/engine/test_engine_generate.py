@@ -134,10 +134,20 @@ def _bn_distance(model: Classifier, images: torch.Tensor) -> float:
 
 
 def test_bn_prior_pulls_statistics_toward_the_running_ones(tiny: Classifier) -> None:
-    config = FAST.replace(steps=24)
+    config = FAST.replace(steps=24, bn_prior=0.0)
     plain = torch.stack([p.image for p in generate(tiny, [0, 8], config)])
     prior = torch.stack([p.image for p in generate(tiny, [0, 8], config.replace(bn_prior=1.0))])
     assert _bn_distance(tiny, prior) < 0.9 * _bn_distance(tiny, plain)
+
+
+def test_bn_prior_every_k_steps_still_pulls_and_differs_from_every_step(tiny: Classifier) -> None:
+    config = FAST.replace(steps=24, bn_prior=0.0)
+    plain = torch.stack([p.image for p in generate(tiny, [0, 8], config)])
+    every = config.replace(bn_prior=1.0, bn_prior_every=1)
+    second = torch.stack([p.image for p in generate(tiny, [0, 8], every.replace(bn_prior_every=2))])
+    first = torch.stack([p.image for p in generate(tiny, [0, 8], every)])
+    assert _bn_distance(tiny, second) < 0.9 * _bn_distance(tiny, plain)
+    assert not torch.allclose(first, second)
 
 
 def test_bn_prior_is_a_no_op_for_a_model_without_batchnorm() -> None:

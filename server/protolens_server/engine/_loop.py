@@ -195,6 +195,8 @@ class _Chunk:
         for step in range(1, config.steps + 1):
             if self.should_stop is not None and self.should_stop():
                 raise GenerationCancelled(f"generation was cancelled at step {step - 1}")
+            # the BatchNorm prior on every k-th step (from the first), k times as strong
+            self.probe.bn_active = (step - 1) % config.bn_prior_every == 0
             logits, loss = self._step(param, optimiser, objective, draws, groups)
             if config.blur_every and step % config.blur_every == 0:
                 param.blur_(config.blur_sigma)
@@ -220,7 +222,13 @@ class _Chunk:
         if config.start == "constant":
             param.set_images(torch.full((n, *shape), config.start_value))
         else:
-            baselines = {s: baseline_for(runner, config, s) for s in {i.call_seed for i in items}}
+            # the probe stays off: the baseline's forwards are not this chunk's first step
+            self.probe.enabled = False
+            try:
+                seeds = {i.call_seed for i in items}
+                baselines = {s: baseline_for(runner, config, s) for s in seeds}
+            finally:
+                self.probe.enabled = True
             param.set_images(torch.stack([baselines[item.call_seed] for item in items]))
         kind = config.parameterisation
         noise = torch.stack(
@@ -238,7 +246,8 @@ class _Chunk:
         if config.diversity > 0 and config.prototypes > 1:
             objective = objective + config.diversity * obj.diversity()
         if self.probe.want_bn:
-            objective = objective + config.bn_prior * obj.bn_prior()
+            weight = config.bn_prior * config.bn_prior_every
+            objective = objective + weight * obj.bn_prior()
         return objective
 
     def _step(

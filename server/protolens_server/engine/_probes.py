@@ -69,6 +69,7 @@ class LayerProbe:
         self.want_bn = batchnorm and _probe_able(module)
         self.want_features = features and _probe_able(module)
         self.enabled = True
+        self.bn_active = True  # off on the steps that skip the BatchNorm prior
         self.features: torch.Tensor | None = None
         self.bn_stats: list[tuple[torch.Tensor, ...]] = []
         self._handles: list[Any] = []
@@ -97,7 +98,7 @@ class LayerProbe:
         return out
 
     def _record_bn(self, m: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        if not self.enabled:
+        if not (self.enabled and self.bn_active):
             return
         mean, var = channel_moments(inputs[0].float())
         self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))

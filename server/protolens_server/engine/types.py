@@ -148,13 +148,14 @@ class GenerationConfig:
     decorrelate: bool = True
     start: Start = "equidistant"
     start_value: float = 0.5
-    equidistant_steps: int = 32
+    equidistant_steps: int = 16
     transforms: TransformPreset = "medium"
     hf_penalty: float = 1.0
     blur_every: int = 0
     blur_sigma: float = 0.5
     diversity: float = 0.0
-    bn_prior: float = 0.0
+    bn_prior: float = 0.01
+    bn_prior_every: int = 2
     prototypes: int = 1
     max_batch: int = 32
     autocast: bool = True
@@ -187,6 +188,7 @@ class GenerationConfig:
             ("blur_sigma", self.blur_sigma > 0, "must be > 0"),
             ("diversity", self.diversity >= 0, "must be >= 0"),
             ("bn_prior", self.bn_prior >= 0, "must be >= 0"),
+            ("bn_prior_every", self.bn_prior_every >= 1, "must be >= 1"),
             ("prototypes", 1 <= self.prototypes <= 64, "must be 1..64"),
             ("max_batch", self.max_batch >= 1, "must be >= 1"),
             ("progress_every", self.progress_every >= 1, "must be >= 1"),
