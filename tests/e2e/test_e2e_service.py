@@ -10,6 +10,7 @@ import urllib.request
 import pytest
 from PIL import Image
 from protolens import Client
+from protolens_server import ENGINE_VERSION
 from protolens_server.api.stack import Stack
 
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -53,7 +54,7 @@ def test_job_runs_to_png_and_scores(stack: Stack) -> None:
             )
             assert scores.robustness and scores.reference_digest
             p = proto.provenance
-            assert (p.model, p.seed, p.engine_version) == ("tiny", summary.seed, "0.1.0")
+            assert (p.model, p.seed, p.engine_version) == ("tiny", summary.seed, ENGINE_VERSION)
             assert p.config["steps"] == 4 and len(p.model_digest) == 64 and p.cache_key
 
 
