@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     reference_root: Path | None = None
     builtin_models: bool = True
 
+    # Per-tenant quotas (YAML, see quotas.py / docs/tenancy.md); None: built-in defaults.
+    tenants_file: Path | None = None
+
     # Queue behaviour
     max_queued_jobs: int = Field(1000, ge=1)
     max_targets_per_job: int = Field(1000, ge=1)

@@ -9,6 +9,7 @@
     │   └── JobNotFound        no such job (or not yours)
     ├── InvalidModel           a file that is not a loadable model, or a shape mismatch
     ├── QueueFull              a queue or quota limit was hit (carries retry_after_s)
+    │   └── QuotaExceeded      a per-tenant quota (tenants_file) was hit; names the quota
     ├── Unauthenticated        no API key, or a key that is unknown or revoked
     ├── PermissionDenied       a valid key without the role the call needs (e.g. admin)
     ├── FailedPrecondition     the resource is in the wrong state (e.g. cancel a finished job)
@@ -74,6 +75,22 @@ class QueueFull(ProtolensError):
     def __init__(self, message: str, retry_after_s: float = 1.0, **metadata: str) -> None:
         super().__init__(message, retry_after_s=f"{retry_after_s:g}", **metadata)
         self.retry_after_s = retry_after_s
+
+
+class QuotaExceeded(QueueFull):
+    """A tenant's quota; ``retry_after_s=None`` when waiting will not help (job too big)."""
+
+    reason = "QUOTA_EXCEEDED"
+
+    def __init__(
+        self, message: str, *, quota: str, limit: int, retry_after_s: float | None = 1.0
+    ) -> None:
+        if retry_after_s is None:
+            ProtolensError.__init__(self, message, quota=quota, limit=str(limit))
+        else:
+            super().__init__(message, retry_after_s, quota=quota, limit=str(limit))
+        self.retry_after_s = retry_after_s  # type: ignore[assignment]
+        self.quota = quota
 
 
 class Unauthenticated(ProtolensError):

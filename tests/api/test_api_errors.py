@@ -30,6 +30,11 @@ TABLE_CASES = [
     (domain.QueueFull("full", retry_after_s=2.5), S.RESOURCE_EXHAUSTED, "QUEUE_FULL"),
     (domain.FailedPrecondition("done"), S.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
     (domain.Unauthenticated("no key"), S.UNAUTHENTICATED, "UNAUTHENTICATED"),
+    (
+        domain.QuotaExceeded("slow down", quota="requests_per_second", limit=5),
+        S.RESOURCE_EXHAUSTED,
+        "QUOTA_EXCEEDED",
+    ),
     (domain.PermissionDenied("not admin"), S.PERMISSION_DENIED, "PERMISSION_DENIED"),
     (domain.GenerationCancelled("stop"), S.CANCELLED, "CANCELLED"),
     (domain.GenerationDiverged("nan"), S.ABORTED, "DIVERGED"),

@@ -32,3 +32,30 @@ class Keyed:
 
     def md(self, tenant: str) -> tuple[tuple[str, str], ...]:
         return bearer(self.keys[tenant])
+
+
+def tiny_job(digest: str, tenant: str, seed: int, *, priority: int = 1, steps: int = 2):
+    """A one-target job for the tiny test model (fast on a CPU)."""
+    from protolens_server import ENGINE_VERSION
+    from protolens_server.engine import GenerationConfig
+    from protolens_server.queue.records import JobSpec, TargetSpec
+
+    config = GenerationConfig(
+        steps=steps,
+        transforms="small",
+        start="constant",
+        equidistant_steps=0,
+        progress_every=1,
+        autocast=False,
+        channels_last=False,
+    ).to_dict()
+    return JobSpec(
+        model="tiny",
+        model_digest=digest,
+        targets=(TargetSpec((seed % 5,)),),
+        config=config,
+        seed=seed,
+        engine_version=ENGINE_VERSION,
+        priority=priority,
+        tenant=tenant,
+    )

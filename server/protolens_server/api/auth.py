@@ -27,8 +27,9 @@ import grpc
 import redis.asyncio as aioredis
 
 from protolens_server.api.tenancy import ANONYMOUS, ROLES, Principal
-from protolens_server.errors import InvalidArgument, NotFound, Unauthenticated
+from protolens_server.errors import InvalidArgument, NotFound, QuotaExceeded, Unauthenticated
 from protolens_server.queue.keys import Keys
+from protolens_server.quotas import Quotas
 
 KEY_PREFIX = "pl"
 TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
@@ -168,17 +169,63 @@ def bearer_key(metadata: Any) -> str | None:
     return None
 
 
-class ApiKeyAuth:
-    """The interceptor's resolver: API key -> Principal (see module docstring)."""
+class RateLimiter:
+    """``requests_per_second`` per tenant: one counter per tenant and second in Redis.
 
-    def __init__(self, store: ApiKeyStore, *, require_key: bool = True) -> None:
+    Shared by every API replica (the counter lives in Redis); a fixed one-second
+    window, so a burst may reach twice the rate across a second boundary.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, quotas: Quotas) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.quotas = quotas
+
+    async def check(self, tenant: str) -> None:
+        limit = self.quotas.for_tenant(tenant).requests_per_second
+        if not limit:
+            return
+        now = time.time()
+        key = self.keys.rate(tenant, int(now))
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.incr(key)
+        pipe.expire(key, 2)
+        count, _ = await pipe.execute()
+        if int(count) > limit:
+            raise QuotaExceeded(
+                f"more than {limit} requests this second (quota requests_per_second); slow down",
+                quota="requests_per_second",
+                limit=limit,
+                retry_after_s=round(max(0.05, 1.0 - (now % 1.0)), 3),
+            )
+
+
+class ApiKeyAuth:
+    """The interceptor's resolver: API key -> Principal (see module docstring).
+
+    With a ``RateLimiter``, each authenticated call also counts against the
+    tenant's requests-per-second quota (RESOURCE_EXHAUSTED with a retry hint).
+    """
+
+    def __init__(
+        self,
+        store: ApiKeyStore,
+        *,
+        require_key: bool = True,
+        rate_limiter: RateLimiter | None = None,
+    ) -> None:
         self.store = store
         self.require_key = require_key
+        self.rate_limiter = rate_limiter
 
     async def __call__(self, context: grpc.aio.ServicerContext) -> Principal:
         key = bearer_key(context.invocation_metadata())
         if key is None:
             if self.require_key:
                 raise Unauthenticated(_MISSING)
-            return ANONYMOUS
-        return await self.store.verify(key)
+            principal = ANONYMOUS
+        else:
+            principal = await self.store.verify(key)
+        if self.rate_limiter is not None:
+            await self.rate_limiter.check(principal.tenant)
+        return principal

@@ -45,6 +45,7 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     domain.JobNotFound: Mapping(grpc.StatusCode.NOT_FOUND),
     domain.InvalidModel: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
     domain.QueueFull: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
+    domain.QuotaExceeded: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.FailedPrecondition: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
     domain.Unauthenticated: Mapping(grpc.StatusCode.UNAUTHENTICATED),
     domain.PermissionDenied: Mapping(grpc.StatusCode.PERMISSION_DENIED),
@@ -54,6 +55,10 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     redis.exceptions.ConnectionError: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
     redis.exceptions.TimeoutError: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
 }
+# Messages and metadata can echo caller input: capped, so an error always fits in the
+# caller's metadata limit (8 KiB by default) however long the bad value was.
+MAX_MESSAGE_CHARS = 1000
+MAX_METADATA_CHARS = 200
 INTERNAL = Mapping(grpc.StatusCode.INTERNAL, "INTERNAL")
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 _BACKEND_MESSAGE = "the job store (Redis) is unreachable; retry shortly"
@@ -107,9 +112,16 @@ def to_rpc_error(exc: BaseException, method: str = "") -> RpcError:
         return RpcError(INTERNAL.code, INTERNAL_MESSAGE, INTERNAL.reason or "INTERNAL")
     if isinstance(exc, domain.ProtolensError):
         reason = mapping.reason or exc.reason
-        return RpcError(mapping.code, exc.message, reason, dict(exc.metadata))
+        metadata = {
+            k[:MAX_METADATA_CHARS]: _cap(v, MAX_METADATA_CHARS) for k, v in exc.metadata.items()
+        }
+        return RpcError(mapping.code, _cap(exc.message, MAX_MESSAGE_CHARS), reason, metadata)
     log.warning("rpc.backend_unavailable", exc_info=exc, extra={"method": method})
     return RpcError(mapping.code, _BACKEND_MESSAGE, mapping.reason or mapping.code.name)
+
+
+def _cap(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} chars)"
 
 
 def code_number(code: grpc.StatusCode) -> int:

@@ -23,7 +23,7 @@ from protolens.v1 import service_pb2, service_pb2_grpc
 
 from protolens_server import metrics
 from protolens_server.api.admin import add_admin_service
-from protolens_server.api.auth import ApiKeyAuth, ApiKeyStore
+from protolens_server.api.auth import ApiKeyAuth, ApiKeyStore, RateLimiter
 from protolens_server.api.checks import add_check_service
 from protolens_server.api.interceptors import ServiceInterceptor
 from protolens_server.api.reference_sets import ReferenceSets
@@ -135,7 +135,8 @@ async def start_server(
         catalog = ModelCatalog.from_settings(settings)
     if tenant_resolver is None:
         store = ApiKeyStore(queue.redis, queue.keys)
-        tenant_resolver = ApiKeyAuth(store, require_key=not settings.insecure)
+        limiter = RateLimiter(queue.redis, queue.keys, queue.quotas)
+        tenant_resolver = ApiKeyAuth(store, require_key=not settings.insecure, rate_limiter=limiter)
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
     )

@@ -2,7 +2,10 @@
 
 Delivery semantics (at least once, exactly one stored result):
 
-- ``read``/``reclaim`` put an entry in this consumer's pending list;
+- ``read`` takes waiting jobs fairly (``scripts.TAKE``: round robin over
+  tenants, priorities within a tenant) by claiming their entries from the
+  ``PARKED`` consumer; ``reclaim`` takes entries other workers stopped
+  heartbeating. Both put an entry in this consumer's pending list;
   ``claim`` then makes this worker the job's *owner* (a token unique to the
   delivery) and counts an attempt. Only the owner may report progress or
   finish the job, and a finished job is never rewritten, so when a slow worker
@@ -15,6 +18,7 @@ Delivery semantics (at least once, exactly one stored result):
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from dataclasses import dataclass, replace
@@ -24,8 +28,9 @@ import redis.asyncio as aioredis
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import prototypes_to_json, record_from_fields
-from protolens_server.queue.keys import GROUP, PNG_FIELD, Keys
+from protolens_server.queue.keys import GROUP, PARKED, PNG_FIELD, Keys
 from protolens_server.queue.records import JobRecord, StoredPrototype
+from protolens_server.quotas import load_quotas
 
 # An entry handed back gets this idle time, so the next XAUTOCLAIM of any worker takes it.
 HANDBACK_IDLE_MS = 31_536_000_000
@@ -82,46 +87,65 @@ class QueueConsumer:
         self._progress = redis.register_script(scripts.PROGRESS)
         self._finish = redis.register_script(scripts.FINISH)
         self._end = redis.register_script(scripts.END)
+        self._take = redis.register_script(scripts.TAKE)
+        default_running, own = load_quotas(settings.tenants_file).running_limits()
+        self._running_limits = (default_running, json.dumps(own) if own else "{}")
 
     # --- taking work -----------------------------------------------------------------
     async def read(self, count: int, *, block_ms: int = 0) -> list[Entry]:
-        """Up to ``count`` new entries, from p0 first, then p1, then p2.
+        """Up to ``count`` waiting jobs, taken fairly across tenants (p0 first within one).
 
-        With ``block_ms`` and nothing waiting, block until any stream has one.
+        With ``block_ms`` and nothing waiting, wait until a job is queued (or the time is up).
         """
-        out: list[Entry] = []
-        for stream in self.keys.streams:
-            if len(out) >= count:
-                break
-            out += await self._read({stream: ">"}, count - len(out), None)
+        out = await self._take_jobs(count)
         if not out and block_ms > 0:
-            out = await self._read({s: ">" for s in self.keys.streams}, 1, block_ms)
+            # Wakes on any new entry (a submit or a retry), then takes again.
+            await self.redis.xread({s: "$" for s in self.keys.streams}, count=1, block=block_ms)
+            out = await self._take_jobs(count)
         return out
 
-    async def _read(self, streams: dict[str, str], count: int, block: int | None) -> list[Entry]:
-        reply = await self.redis.xreadgroup(GROUP, self.name, streams, count=count, block=block)
-        return [
-            Entry(_text(stream), _text(entry_id), _text(fields[b"job"]))
-            for stream, entries in reply or []
-            for entry_id, fields in entries
-            if fields
-        ]
+    async def _take_jobs(self, count: int) -> list[Entry]:
+        default_running, own = self._running_limits
+        reply = await self._take(
+            keys=[self.keys.ready, self.keys.ready_set],
+            args=[self.keys.prefix, GROUP, PARKED, self.name, count, default_running, own],
+        )
+        flat = [_text(v) for v in reply]
+        return [Entry(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
     async def reclaim(self, count: int) -> list[Entry]:
-        """Entries idle longer than ``reclaim_idle_s`` (their worker stopped), p0 first."""
+        """Entries idle longer than ``reclaim_idle_s`` (their worker stopped), p0 first.
+
+        Only entries held by workers: the ``PARKED`` consumer's waiting entries are
+        idle by design and are taken in fair order by ``read``.
+        """
         min_idle = int(self.settings.reclaim_idle_s * 1000)
         out: list[Entry] = []
         for stream in self.keys.streams:
             if len(out) >= count:
                 break
-            reply = await self.redis.xautoclaim(
-                stream, GROUP, self.name, min_idle, "0-0", count=count - len(out)
-            )
-            for entry_id, fields in reply[1]:
-                if fields:
-                    out.append(Entry(stream, _text(entry_id), _text(fields[b"job"]), True))
-                else:  # deleted while pending: nothing to run
-                    await self.redis.xack(stream, GROUP, entry_id)
+            summary = await self.redis.xpending(stream, GROUP)
+            holders = [
+                _text(c["name"])
+                for c in summary.get("consumers") or []
+                if _text(c["name"]) != PARKED and int(c["pending"]) > 0
+            ]
+            for holder in holders:
+                if len(out) >= count:
+                    break
+                rows = await self.redis.xpending_range(
+                    stream, GROUP, "-", "+", count - len(out), consumername=holder, idle=min_idle
+                )
+                ids = [row["message_id"] for row in rows]
+                if not ids:
+                    continue
+                for entry_id, fields in await self.redis.xclaim(
+                    stream, GROUP, self.name, min_idle, ids
+                ):
+                    if fields:
+                        out.append(Entry(stream, _text(entry_id), _text(fields[b"job"]), True))
+                    else:  # deleted while pending: nothing to run
+                        await self.redis.xack(stream, GROUP, entry_id)
         return out
 
     async def claim(
@@ -261,6 +285,7 @@ class QueueConsumer:
         if mode not in ("retry", "fail", "cancel", "handback"):
             raise ValueError(f"unknown end mode {mode!r}")
         k = self.keys
+        spec = delivery.record.spec
         answer = await self._end(
             keys=[
                 k.job(delivery.job_id),
@@ -268,6 +293,9 @@ class QueueConsumer:
                 delivery.entry.stream,
                 k.inflight(delivery.record.cache_key),
                 k.dead,
+                k.tenant_queue(spec.tenant, spec.priority),
+                k.ready,
+                k.ready_set,
                 *k.state_indexes,
             ],
             args=[
@@ -282,6 +310,8 @@ class QueueConsumer:
                 self.settings.max_attempts,
                 self.name,
                 step,
+                PARKED,
+                k.tenant_base(spec.tenant),
             ],
         )
         return _text(answer)

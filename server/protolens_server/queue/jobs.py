@@ -23,6 +23,7 @@ from protolens_server.errors import (
     JobNotFound,
     NotFound,
     QueueFull,
+    QuotaExceeded,
 )
 from protolens_server.queue import scripts
 from protolens_server.queue.cache import cache_key
@@ -32,8 +33,17 @@ from protolens_server.queue.codec import (
     record_from_fields,
     record_to_fields,
 )
-from protolens_server.queue.keys import GROUP, PNG_FIELD, PRIORITIES, TENANT_FIELD_PREFIX, Keys
+from protolens_server.queue.connection import redis_from_url
+from protolens_server.queue.keys import (
+    GROUP,
+    PARKED,
+    PNG_FIELD,
+    PRIORITIES,
+    TENANT_FIELD_PREFIX,
+    Keys,
+)
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
+from protolens_server.quotas import Quotas, load_quotas
 
 _SUBMIT_TRIES = 20
 _MAX_ID_CHARS = 256
@@ -52,10 +62,13 @@ def _text(v: Any) -> str:
 class JobQueue:
     """The API side of the queue. Create with ``await JobQueue.connect(settings)``."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, settings: Settings, quotas: Quotas | None = None
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
+        self.quotas = quotas if quotas is not None else load_quotas(settings.tenants_file)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._cancel = redis.register_script(scripts.CANCEL)
 
@@ -63,7 +76,7 @@ class JobQueue:
     async def connect(cls, settings: Settings) -> JobQueue:
         if not settings.redis_url:
             raise InvalidArgument("redis_url", "no Redis configured: set PROTOLENS_REDIS_URL")
-        client = aioredis.Redis.from_url(settings.redis_url, health_check_interval=30)
+        client = connect_redis(settings)
         queue = cls(client, settings)
         await ensure_groups(client, queue.keys)
         return queue
@@ -123,6 +136,9 @@ class JobQueue:
                 k.events(record.job_id),
                 k.stream(spec.priority),
                 *k.streams,
+                *k.tenant_queues(spec.tenant),
+                k.ready,
+                k.ready_set,
                 *k.state_indexes,
             ],
             args=[
@@ -139,6 +155,11 @@ class JobQueue:
                 "1" if use_idem else "0",
                 len(fields),
                 *flat,
+                self.quotas.for_tenant(spec.tenant).max_queued_jobs,
+                GROUP,
+                PARKED,
+                k.tenant_base(spec.tenant),
+                spec.priority,
             ],
         )
         outcome, value = _text(answer[0]), _text(answer[1])
@@ -148,6 +169,15 @@ class JobQueue:
             raise QueueFull(
                 f"the queue holds {value} jobs (limit {self.settings.max_queued_jobs});"
                 " retry later",
+                retry_after_s=max(1.0, self.settings.heartbeat_s),
+            )
+        if outcome == "tenant_full":
+            limit = self.quotas.for_tenant(spec.tenant).max_queued_jobs
+            raise QuotaExceeded(
+                f"you have {value} jobs waiting (quota max_queued_jobs={limit}); retry when"
+                " some have started",
+                quota="max_queued_jobs",
+                limit=limit,
                 retry_after_s=max(1.0, self.settings.heartbeat_s),
             )
         if outcome == "dedup_join":
@@ -186,6 +216,16 @@ class JobQueue:
             raise InvalidArgument("tenant", f"must be 1..{_MAX_ID_CHARS} characters")
         if len(spec.request_id) > _MAX_ID_CHARS:
             raise InvalidArgument("request_id", f"must be at most {_MAX_ID_CHARS} characters")
+        limit = self.quotas.for_tenant(spec.tenant).max_target_steps
+        size = len(spec.targets) * int(spec.config.get("prototypes", 1) or 1) * steps
+        if limit and size > limit:
+            raise QuotaExceeded(
+                f"targets x prototypes x steps = {size} for this job; your quota"
+                f" max_target_steps is {limit}: split the job or use fewer steps",
+                quota="max_target_steps",
+                limit=limit,
+                retry_after_s=None,
+            )
 
     # --- read ------------------------------------------------------------------------
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
@@ -239,9 +279,10 @@ class JobQueue:
         calling tenant; the others keep it. Finished jobs: FailedPrecondition.
         """
         k = self.keys
-        meta = await self.redis.hmget(k.job(job_id), "stream", "cache_key")
+        meta = await self.redis.hmget(k.job(job_id), "stream", "cache_key", "tq")
         stream = _text(meta[0]) if meta[0] else k.stream(1)
         ck = _text(meta[1]) if meta[1] else ""
+        tenant_queue = _text(meta[2]) if meta[2] else k.tenant_queue(tenant or "", 1)
         answer = await self._cancel(
             keys=[
                 k.job(job_id),
@@ -249,6 +290,7 @@ class JobQueue:
                 stream,
                 k.inflight(ck),
                 k.tenant_jobs(tenant or ""),
+                tenant_queue,
                 *k.state_indexes,
             ],
             args=[job_id, tenant or "", repr(time.time()), self.settings.job_retention_s, GROUP],
@@ -347,6 +389,11 @@ class JobQueue:
         return stats
 
 
+def connect_redis(settings: Settings) -> aioredis.Redis:
+    """The async client for ``settings.redis_url`` (see queue/connection.py)."""
+    return redis_from_url(settings.redis_url)
+
+
 async def ensure_groups(redis: aioredis.Redis, keys: Keys) -> None:
     """Create the ``workers`` consumer group on every priority stream (idempotent)."""
     for stream in keys.streams:
@@ -363,21 +410,24 @@ async def queue_stats(redis: aioredis.Redis, keys: Keys, settings: Settings) -> 
     running_entries: dict[str, int] = {}
     oldest = 0.0
     for p, stream in zip(PRIORITIES, keys.streams, strict=True):
-        length = await redis.xlen(stream)
-        pending = 0
-        last_delivered = "0-0"
+        # Waiting jobs' entries sit with the PARKED consumer; the rest of the pending
+        # entries are taken by workers (running, or about to).
+        waiting = pending = 0
         try:
-            for g in await redis.xinfo_groups(stream):
-                if _text(g["name"]) == GROUP:
-                    pending = int(g["pending"])
-                    last_delivered = _text(g["last-delivered-id"])
+            summary = await redis.xpending(stream, GROUP)
+            pending = int(summary["pending"])
+            for c in summary.get("consumers") or []:
+                if _text(c["name"]) == PARKED:
+                    waiting = int(c["pending"])
         except aioredis.ResponseError:
             pass
-        depth[str(p)] = max(0, length - pending)
-        running_entries[str(p)] = pending
-        head = await redis.xrange(stream, f"({last_delivered}", "+", count=1)
+        depth[str(p)] = waiting
+        running_entries[str(p)] = pending - waiting
+        head = []
+        if waiting:
+            head = await redis.xpending_range(stream, GROUP, "-", "+", 1, consumername=PARKED)
         if head:
-            ms = int(_text(head[0][0]).split("-")[0])
+            ms = int(_text(head[0]["message_id"]).split("-")[0])
             oldest = max(oldest, now - ms / 1000)
     horizon = now - settings.job_retention_s
     pipe = redis.pipeline(transaction=False)

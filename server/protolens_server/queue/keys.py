@@ -16,9 +16,19 @@ The rest:
 - ``{prefix}:tenant:<tenant>:jobs`` a tenant's job ids (sorted set, lexical = time order)
 - ``{prefix}:jobs:<STATE>``        job ids by state (sorted set, score = time of entry)
 - ``{prefix}:worker:<name>``       worker info hash (pid, host, metrics port, device)
+- ``{prefix}:tq:<len>:<tenant>:p0|p1|p2`` a tenant's waiting job ids (lists, FIFO)
+- ``{prefix}:tq:<len>:<tenant>:running`` job ids the tenant has taken/running (quota)
+- ``{prefix}:ready`` / ``{prefix}:ready:set`` tenants with waiting jobs (round-robin
+  ring of ``{prefix}:tq:<len>:<tenant>`` names)
 - ``{prefix}:apikey:<id>``         API key hash: tenant, role, name, sha256 of the secret
 - ``{prefix}:apikeys``             ids of every API key (set)
 - ``{prefix}:rate:<tenant>:<sec>`` a tenant's requests in one second (quota counter)
+
+Waiting jobs: each job's entry is XADDed to its priority stream and at once
+delivered to the consumer ``PARKED`` (so XLEN = waiting + running, as before);
+its id also goes to its tenant's list. Workers take jobs round-robin over the
+tenants (``scripts.TAKE``) and XCLAIM the entry from ``PARKED``: see
+docs/tenancy.md (fair scheduling).
 
 Curly braces are Redis Cluster hash tags: one job's keys (hash, events) share a
 slot. Multi-key scripts (submit, finish) touch keys of several kinds; on a
@@ -33,6 +43,7 @@ from dataclasses import dataclass
 from protolens_server.queue.records import JobState
 
 GROUP = "workers"
+PARKED = "~parked"  # consumer holding the entries of jobs waiting in their tenant's list
 PRIORITIES = (0, 1, 2)
 
 
@@ -91,6 +102,30 @@ class Keys:
 
     def worker_info(self, name: str) -> str:
         return f"{self.prefix}:worker:{name}"
+
+    # --- fair scheduling -------------------------------------------------------------
+    def tenant_base(self, tenant: str) -> str:
+        """What the ready ring holds for a tenant; its queues and running set extend it."""
+        return f"{self.prefix}:tq:{len(tenant)}:{tenant}"
+
+    def tenant_queue(self, tenant: str, priority: int) -> str:
+        if priority not in PRIORITIES:
+            raise ValueError(f"priority must be 0, 1 or 2 (got {priority!r})")
+        return f"{self.tenant_base(tenant)}:p{priority}"
+
+    def tenant_queues(self, tenant: str) -> tuple[str, ...]:
+        return tuple(self.tenant_queue(tenant, p) for p in PRIORITIES)
+
+    @property
+    def ready(self) -> str:
+        return f"{self.prefix}:ready"
+
+    @property
+    def ready_set(self) -> str:
+        return f"{self.prefix}:ready:set"
+
+    def tenant_running(self, tenant: str) -> str:
+        return f"{self.tenant_base(tenant)}:running"
 
     # --- authentication and quotas ----------------------------------------------------
     def api_key(self, key_id: str) -> str:

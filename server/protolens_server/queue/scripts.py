@@ -47,12 +47,24 @@ end
 local function clear_inflight(inflightkey, job_id)
   if redis.call('GET', inflightkey) == job_id then redis.call('DEL', inflightkey) end
 end
+-- A new entry is delivered at once to the PARKED consumer: it waits there until a
+-- worker TAKEs its job (round robin over tenants) and XCLAIMs it.
+local function park(stream, group, parked)
+  -- (the group may be missing if the keys were flushed since ensure_groups ran)
+  redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
+  redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', 1000, 'STREAMS', stream, '>')
+end
+local function tenant_push(tq, ring, ringset, base, job_id)
+  redis.call('RPUSH', tq, job_id)
+  if redis.call('SADD', ringset, base) == 1 then redis.call('RPUSH', ring, base) end
+end
 """
 
 # KEYS: idem, result, inflight, inflight_job, tenant_jobs, new_job, new_events, stream,
-#       p0, p1, p2, <5 state indexes>
+#       p0, p1, p2, tenant_q0, tenant_q1, tenant_q2, ready, ready_set, <5 state indexes>
 # ARGV: expected_idem, expected_inflight, expected_cached(0/1), job_id, tenant, retention,
-#       max_queued, result_ttl, now, new_state, use_idem(0/1), nfields, field, value, ...
+#       max_queued, result_ttl, now, new_state, use_idem(0/1), nfields, field, value, ...,
+#       then tenant_max_queued (0 = none), group, parked, tenant_base, priority
 SUBMIT = (
     _PRELUDE
     + r"""
@@ -79,12 +91,19 @@ if cached == '0' and infl ~= '' then
     return {'dedup_join', infl}
   end
 end
+local n = tonumber(ARGV[12])
+local after = 12 + 2 * n
 if cached == '0' then
   local total = redis.call('XLEN', KEYS[9]) + redis.call('XLEN', KEYS[10])
     + redis.call('XLEN', KEYS[11])
   if total >= tonumber(ARGV[7]) then return {'full', tostring(total)} end
+  local tmax = tonumber(ARGV[after + 1])
+  if tmax > 0 then
+    local waiting = redis.call('LLEN', KEYS[12]) + redis.call('LLEN', KEYS[13])
+      + redis.call('LLEN', KEYS[14])
+    if waiting >= tmax then return {'tenant_full', tostring(waiting)} end
+  end
 end
-local n = tonumber(ARGV[12])
 local fields = {}
 for i = 1, 2 * n do fields[i] = ARGV[12 + i] end
 redis.call('HSET', KEYS[6], unpack(fields))
@@ -97,7 +116,10 @@ if cached == '1' then
   return {'cache_hit', job_id}
 end
 local entry = redis.call('XADD', KEYS[8], '*', 'job', job_id)
-redis.call('HSET', KEYS[6], 'stream', KEYS[8], 'entry', entry)
+park(KEYS[8], ARGV[after + 2], ARGV[after + 3])
+local tq = KEYS[12 + tonumber(ARGV[after + 5])]
+tenant_push(tq, KEYS[15], KEYS[16], ARGV[after + 4], job_id)
+redis.call('HSET', KEYS[6], 'stream', KEYS[8], 'entry', entry, 'tq', tq)
 redis.call('SET', KEYS[3], job_id, 'EX', retention)
 event(KEYS[6], KEYS[7], 'queued', retention)
 return {'queued', job_id}
@@ -222,9 +244,9 @@ return 'ok'
 
 # How a worker gives a job up: retry (back to the tail of its stream), fail (FAILED +
 # dead letter), cancel (CANCELLED), handback (shutdown: let another worker reclaim now).
-# KEYS: job, events, stream, inflight, dead, <5 state indexes>
+# KEYS: job, events, stream, inflight, dead, tenant_q, ready, ready_set, <5 state indexes>
 # ARGV: token, group, entry, job_id, now, retention, mode, error, max_attempts, consumer,
-#       step
+#       step, parked, tenant_base
 END = (
     _PRELUDE
     + r"""
@@ -254,6 +276,8 @@ local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 if mode == 'retry' and attempts < tonumber(ARGV[9]) then
   drop_entry(KEYS[3], group, entry)
   local new_entry = redis.call('XADD', KEYS[3], '*', 'job', job_id)
+  park(KEYS[3], group, ARGV[12])
+  tenant_push(KEYS[6], KEYS[7], KEYS[8], ARGV[13], job_id)
   redis.call('HSET', KEYS[1], 'entry', new_entry)
   move(KEYS[1], job_id, 'QUEUED', now)
   event(KEYS[1], KEYS[2], 'retrying after: ' .. ARGV[8], retention)
@@ -271,7 +295,7 @@ return 'dead'
 """
 )
 
-# KEYS: job, events, stream, inflight, tenant_jobs, <5 state indexes>
+# KEYS: job, events, stream, inflight, tenant_jobs, tenant_q, <5 state indexes>
 # ARGV: job_id, tenant ('' = any), now, retention, group
 CANCEL = (
     _PRELUDE
@@ -296,6 +320,7 @@ end
 if state == 'QUEUED' then
   local entry = redis.call('HGET', KEYS[1], 'entry')
   drop_entry(KEYS[3], ARGV[5], entry)
+  redis.call('LREM', KEYS[6], 0, job_id)
   redis.call('HSET', KEYS[1], 'finished_at', ARGV[3])
   move(KEYS[1], job_id, 'CANCELLED', now)
   clear_inflight(KEYS[4], job_id)
@@ -307,3 +332,72 @@ event(KEYS[1], KEYS[2], 'cancel requested', retention)
 return {'cancelling', state}
 """
 )
+
+# Take up to ``count`` waiting jobs for ``consumer``, fairly: rotate the ring of tenants
+# with waiting jobs, pop the next job of each in turn (p0 before p1 before p2 within a
+# tenant), skip a tenant at its running limit, and XCLAIM the job's entry from PARKED.
+# Job ids that are no longer QUEUED (cancelled) are dropped on the way.
+# Keys of tenants and jobs are found at run time (not in KEYS): on Redis Cluster this
+# needs ``key_prefix`` to be one hash tag, as the other multi-key scripts do.
+# KEYS: ready, ready_set
+# ARGV: prefix, group, parked, consumer, count, default_max_running, overrides (JSON)
+# Returns a flat list: stream, entry, job_id, stream, entry, job_id, ...
+TAKE = r"""
+local prefix, group, parked, consumer = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+local want = tonumber(ARGV[5])
+local default_running = tonumber(ARGV[6])
+local overrides = cjson.decode(ARGV[7])
+local out = {}
+local ring = redis.call('LLEN', KEYS[1])
+local budget = ring + 4 * want + 50
+local limited = 0  -- tenants passed over in a row for being at their running limit
+local function running(runkey)
+  for _, id in ipairs(redis.call('SMEMBERS', runkey)) do
+    local v = redis.call('HMGET', prefix .. ':job:{' .. id .. '}', 'state', 'stream', 'entry')
+    local keep = v[1] == 'RUNNING'
+    if v[1] == 'QUEUED' and v[3] then
+      local p = redis.call('XPENDING', v[2], group, v[3], v[3], 1)
+      keep = #p > 0 and p[1][2] ~= parked
+    end
+    if not keep then redis.call('SREM', runkey, id) end
+  end
+  return redis.call('SCARD', runkey)
+end
+while #out < 3 * want and budget > 0 and limited < ring do
+  budget = budget - 1
+  local base = redis.call('LMOVE', KEYS[1], KEYS[1], 'LEFT', 'RIGHT')
+  if not base then break end
+  local tenant = string.match(base, '^.-:tq:%d+:(.*)$') or ''
+  local limit = tonumber(overrides[tenant] or default_running)
+  local runkey = base .. ':running'
+  if limit > 0 and running(runkey) >= limit then
+    limited = limited + 1
+  else
+    limited = 0
+    local id = false
+    for p = 0, 2 do
+      id = redis.call('LPOP', base .. ':p' .. p)
+      if id then break end
+    end
+    if id then
+      local v = redis.call('HMGET', prefix .. ':job:{' .. id .. '}', 'state', 'stream', 'entry')
+      if v[1] == 'QUEUED' and v[3] and v[3] ~= '' then
+        local p = redis.call('XPENDING', v[2], group, v[3], v[3], 1)
+        if #p > 0 and p[1][2] == parked then
+          redis.call('XCLAIM', v[2], group, consumer, 0, v[3], 'JUSTID')
+          if limit > 0 then redis.call('SADD', runkey, id) end
+          out[#out + 1] = v[2]
+          out[#out + 1] = v[3]
+          out[#out + 1] = id
+        end
+      end
+    end
+    if redis.call('LLEN', base .. ':p0') + redis.call('LLEN', base .. ':p1')
+        + redis.call('LLEN', base .. ':p2') == 0 then
+      redis.call('LREM', KEYS[1], 0, base)
+      redis.call('SREM', KEYS[2], base)
+    end
+  end
+end
+return out
+"""

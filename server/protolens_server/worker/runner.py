@@ -8,6 +8,8 @@ ran alone or with others (the engine seeds every prototype independently).
 
 from __future__ import annotations
 
+import dataclasses
+import os
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,6 +34,28 @@ def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
     return out
 
 
+FAULT_OOM_ENV = "PROTOLENS_FAULT_OOM_ABOVE"
+
+
+def with_injected_oom(handle: ModelHandle) -> ModelHandle:
+    """Fault injection (tests/faults): with ``PROTOLENS_FAULT_OOM_ABOVE=N`` the model raises
+    ``torch.OutOfMemoryError`` on forward passes over more than N images, as a GPU that
+    is too small would; the engine must split the batch and carry on. Off when unset."""
+    limit = int(os.environ.get(FAULT_OOM_ENV) or 0)
+    if limit <= 0:
+        return handle
+    import torch
+
+    inner = handle.module
+
+    def module(x: Any) -> Any:
+        if x.shape[0] > limit:
+            raise torch.OutOfMemoryError(f"injected: forward over {x.shape[0]} > {limit} images")
+        return inner(x)
+
+    return dataclasses.replace(handle, module=module)
+
+
 def run_engine(
     handle: ModelHandle,
     specs: Sequence[JobSpec],
@@ -42,6 +66,7 @@ def run_engine(
 ) -> list[list[Prototype]]:
     """Generate every job's prototypes in one engine call; one list per job, in order."""
     config = GenerationConfig.from_dict(specs[0].config)
+    handle = with_injected_oom(handle)
     targets = [Target(t.classes, t.kind) for spec in specs for t in spec.targets]  # type: ignore[arg-type]
     seeds = [spec.seed for spec in specs for _ in spec.targets]
     prototypes = generate(

@@ -24,9 +24,15 @@ import redis.asyncio as aioredis
 from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.engine import ProgressEvent
-from protolens_server.errors import GenerationCancelled, InvalidArgument, NotFound
+from protolens_server.errors import (
+    GenerationCancelled,
+    GenerationDiverged,
+    InvalidArgument,
+    NotFound,
+)
 from protolens_server.logging import bind, get_logger
 from protolens_server.queue.codec import record_from_fields
+from protolens_server.queue.connection import redis_from_url
 from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
 from protolens_server.queue.jobs import ensure_groups
 from protolens_server.queue.records import JobSpec, JobState
@@ -37,8 +43,9 @@ from protolens_server.worker.runner import job_slices, package, run_engine
 log = get_logger("protolens.worker")
 T = TypeVar("T")
 
-# Caller mistakes: retrying cannot help, so the job fails on the first attempt.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, NotFound)
+# Caller mistakes, and divergence (generation is deterministic: the same request
+# diverges again): retrying cannot help, so the job fails on the first attempt.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, NotFound, GenerationDiverged)
 
 
 def default_worker_name() -> str:
@@ -119,7 +126,7 @@ class Worker:
     async def startup(self) -> None:
         if self.consumer is not None:
             return
-        self.redis = aioredis.Redis.from_url(self.settings.redis_url, health_check_interval=30)
+        self.redis = redis_from_url(self.settings.redis_url)
         self.consumer = QueueConsumer(self.redis, self.settings, self.name)
         await ensure_groups(self.redis, self.consumer.keys)
         if self.metrics_port is not None:

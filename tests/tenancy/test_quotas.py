@@ -1,0 +1,135 @@
+"""Per-tenant quotas over real gRPC with real keys: RESOURCE_EXHAUSTED with a retry hint."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from protolens.v1 import common_pb2, service_pb2_grpc
+from protolens.v1 import service_pb2 as pb
+from protolens_server.api.auth import ApiKeyStore
+from protolens_server.api.server import start_server
+from protolens_server.config import Settings
+from protolens_server.errors import InvalidArgument
+from protolens_server.quotas import load_quotas
+from tenancy_support import bearer
+
+TENANTS = """
+defaults:
+  max_queued_jobs: 50
+  requests_per_second: 0
+tenants:
+  alpha:
+    max_queued_jobs: 2
+    max_target_steps: 12
+  beta:
+    requests_per_second: 5
+"""
+
+
+@pytest.fixture
+async def quota_api(keyed_settings: Settings, tmp_path: Path) -> AsyncIterator[tuple]:
+    path = tmp_path / "tenants.yaml"
+    path.write_text(TENANTS)
+    settings = keyed_settings.model_copy(update={"tenants_file": path})
+    api, port = await start_server(settings, sample_interval_s=0.2)
+    try:
+        store = ApiKeyStore(api.queue.redis, api.queue.keys)
+        keys = {t: (await store.create(t))[1] for t in ("alpha", "beta")}
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield service_pb2_grpc.ProtolensServiceStub(channel), keys
+    finally:
+        await api.stop(grace=0)
+
+
+def _request(seed: int, n_targets: int = 1, steps: int = 2) -> pb.CreatePrototypeJobRequest:
+    req = pb.CreatePrototypeJobRequest(
+        model="tiny",
+        targets=[
+            common_pb2.Target(classes=[common_pb2.ClassRef(index=i)]) for i in range(n_targets)
+        ],
+        seed=seed,
+    )
+    req.config.steps = steps
+    return req
+
+
+def _details(exc: grpc.aio.AioRpcError) -> dict[str, object]:
+    raw = dict(exc.trailing_metadata())["grpc-status-details-bin"]
+    out: dict[str, object] = {}
+    for detail in status_pb2.Status.FromString(raw).details:
+        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+            msg = cls()
+            if detail.Unpack(msg):
+                out[cls.__name__] = msg
+    return out
+
+
+async def test_queued_jobs_quota_is_per_tenant(quota_api) -> None:
+    stub, keys = quota_api
+    alpha, beta = bearer(keys["alpha"]), bearer(keys["beta"])
+    for seed in range(2):
+        await stub.CreatePrototypeJob(_request(seed), metadata=alpha)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreatePrototypeJob(_request(2), metadata=alpha)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = _details(info.value)
+    assert details["ErrorInfo"].reason == "QUOTA_EXCEEDED"
+    assert details["ErrorInfo"].metadata["quota"] == "max_queued_jobs"
+    assert details["RetryInfo"].retry_delay.seconds >= 1
+    # beta is not affected by alpha's quota
+    for seed in range(3):
+        await stub.CreatePrototypeJob(_request(100 + seed), metadata=beta)
+        await asyncio.sleep(0.25)  # stay under beta's 5 requests per second
+
+
+async def test_job_size_quota_says_so_without_a_retry_hint(quota_api) -> None:
+    stub, keys = quota_api
+    alpha = bearer(keys["alpha"])
+    await stub.CreatePrototypeJob(_request(1, n_targets=2, steps=6), metadata=alpha)  # 12: ok
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreatePrototypeJob(_request(2, n_targets=3, steps=6), metadata=alpha)  # 18
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_target_steps" in info.value.details()
+    details = _details(info.value)
+    assert details["ErrorInfo"].metadata["quota"] == "max_target_steps"
+    assert "RetryInfo" not in details
+
+
+async def test_requests_per_second_quota_then_recovery(quota_api) -> None:
+    stub, keys = quota_api
+    beta, alpha = bearer(keys["beta"]), bearer(keys["alpha"])
+    codes = []
+    for _ in range(12):
+        try:
+            await stub.ListJobs(pb.ListJobsRequest(), metadata=beta)
+            codes.append(grpc.StatusCode.OK)
+        except grpc.aio.AioRpcError as exc:
+            codes.append(exc.code())
+            last = exc
+    assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
+    assert codes.count(grpc.StatusCode.OK) <= 2 * 5  # at most two windows' worth
+    hint = _details(last)["RetryInfo"].retry_delay
+    assert 0 < hint.seconds + hint.nanos / 1e9 <= 1.0
+    for _ in range(12):  # alpha has no rate quota
+        await stub.ListJobs(pb.ListJobsRequest(), metadata=alpha)
+    await asyncio.sleep(1.1)
+    await stub.ListJobs(pb.ListJobsRequest(), metadata=beta)  # a new second: allowed again
+
+
+def test_tenants_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("defaults:\n  max_queued_jobs: -1\n")
+    with pytest.raises(InvalidArgument, match="max_queued_jobs"):
+        load_quotas(bad)
+    bad.write_text("tenants:\n  a:\n    max_queud_jobs: 3\n")
+    with pytest.raises(InvalidArgument, match="max_queud_jobs"):
+        load_quotas(bad)
+    with pytest.raises(InvalidArgument, match="cannot read"):
+        load_quotas(tmp_path / "missing.yaml")
+    quotas = load_quotas(None)
+    assert quotas.for_tenant("anyone").max_queued_jobs == 10_000
