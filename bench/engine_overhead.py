@@ -90,6 +90,17 @@ def prototypes_per_second(
     return len(targets) / (w1 - w0), len(targets) / (c1 - c0)
 
 
+def _parse_options(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings -> GenerationConfig overrides, typed like the field's default."""
+    defaults = GenerationConfig()
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        kind = type(getattr(defaults, key))
+        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -102,14 +113,23 @@ def main() -> None:
     parser.add_argument("--batched-steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--json-out", default=None)
+    parser.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a GenerationConfig field for every engine run (repeatable), "
+        "e.g. bn_prior=0 to time the engine without its BatchNorm prior",
+    )
     args = parser.parse_args()
+    overrides = _parse_options(args.engine_option)
     torch.set_num_threads(args.threads)
 
     model = load_model(args.model)
     targets = list(range(args.batch))
     # The defaults, but a noise start (the equidistant baseline is a one-off, memoised cost)
     # and progress every 2 steps so the step clock has fine ticks.
-    config = GenerationConfig(steps=args.steps + 2, start="noise", progress_every=2)
+    config = GenerationConfig(steps=args.steps + 2, start="noise", progress_every=2, **overrides)
     plain = config.replace(channels_last=False)
     runs: dict[str, list[tuple[float, float]]] = {
         k: [] for k in ("bare", "bare_cl", "engine", "engine_plain")
@@ -119,7 +139,7 @@ def main() -> None:
     bare_image_steps: dict[str, list[tuple[float, float]]] = {"bare_batch1": [], "bare_batched": []}
     tput_targets = list(range(args.batched_targets))
     tput_config = GenerationConfig(
-        steps=args.batched_steps, start="noise", max_batch=args.batched_targets
+        steps=args.batched_steps, start="noise", max_batch=args.batched_targets, **overrides
     )
     engine_step_seconds(model, targets, config.replace(steps=4))  # warm-up
     for _ in range(args.repeats):
@@ -150,6 +170,7 @@ def main() -> None:
     machine = f"{platform.machine()} {platform.processor() or ''}".strip()
     result = {
         "model": args.model,
+        "engine_options": overrides,
         "batch": args.batch,
         "steps_per_run": args.steps,
         "repeats": args.repeats,

@@ -62,6 +62,7 @@ CONFIGS = {
         hf_penalty=0.0,
         start="noise",
         blur_every=0,
+        bn_prior=0.0,  # no activation prior (the engine's default has one)
     ),
     "lucent": GenerationConfig(
         parameterisation="fourier",
@@ -70,6 +71,7 @@ CONFIGS = {
         hf_penalty=0.0,
         start="noise",
         blur_every=0,
+        bn_prior=0.0,  # no activation prior (the engine's default has one)
     ),
 }
 # scikit-image sample photo -> the ImageNet class efficientnet_lite0 predicts for it
