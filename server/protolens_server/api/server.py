@@ -75,7 +75,9 @@ class ApiServer:
     async def _sample(self) -> None:
         """Refresh the queue gauges; health follows whether Redis answers."""
         serving = True
-        while True:
+        task = asyncio.current_task()
+        # (checks cancelling(): redis-py may swallow a cancellation that lands mid-command)
+        while task is None or not task.cancelling():
             await asyncio.sleep(self.sample_interval_s)
             try:
                 await self.queue.update_metrics()

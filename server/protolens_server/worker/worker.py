@@ -386,12 +386,15 @@ class Worker:
 
     # --- heartbeat -------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
-        while True:
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
             await asyncio.sleep(self.settings.heartbeat_s)
             try:
                 await self.heartbeat()
             except Exception as e:  # the heartbeat must outlive any one failure
                 log.warning("heartbeat failed: %s", e)
+        # redis-py may swallow a cancellation that lands mid-command (or turn it into a
+        # connection error): the loop checks ``cancelling()`` so shutdown never hangs.
 
     async def heartbeat(self) -> None:
         """Mark alive, keep owned and held entries fresh, end jobs whose cancel was asked."""
