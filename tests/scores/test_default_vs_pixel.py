@@ -13,6 +13,7 @@ PLAIN_PIXEL = GenerationConfig(
     hf_penalty=0.0,
     start="noise",
     blur_every=0,
+    bn_prior=0.0,  # no activation prior either (the engine's default has one)
 )
 CLASSES = [0, 1, 2, 3, 4, 5]
 
