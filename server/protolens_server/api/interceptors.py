@@ -26,6 +26,7 @@ from protolens_server.api.tenancy import (
     TenantResolver,
     default_tenant,
 )
+from protolens_server.errors import InvalidArgument
 from protolens_server.logging import bind, trace_id_from_metadata
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
@@ -46,7 +47,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method.rsplit("/", 1)[-1]
         public = handler_call_details.method.startswith(PUBLIC_SERVICES)
         kw = {
-            "request_deserializer": handler.request_deserializer,
+            "request_deserializer": _tolerant(handler.request_deserializer),
             "response_serializer": handler.response_serializer,
         }
         if handler.unary_unary:
@@ -70,6 +71,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 principal = ANONYMOUS if public else await self._principal(context)
+                _check_parsed(request)
                 with self._bound(context, principal):
                     return await behavior(request, context)
             except Exception as exc:
@@ -92,6 +94,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             start, code = time.perf_counter(), grpc.StatusCode.OK
             try:
                 principal = ANONYMOUS if public else await self._principal(context)
+                _check_parsed(request)
                 with self._bound(context, principal):
                     result = behavior(request, context)
                     if inspect.isasyncgen(result):
@@ -136,6 +139,31 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             return context.code() or grpc.StatusCode.UNKNOWN, None
         error = to_rpc_error(exc, method)
         return error.code, error.to_status()
+
+
+class _Malformed:
+    """A request body that did not parse: answered INVALID_ARGUMENT, never UNKNOWN."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as exc:  # DecodeError and friends
+            return _Malformed(exc)
+
+    return parse
+
+
+def _check_parsed(request: Any) -> None:
+    if isinstance(request, _Malformed):
+        raise InvalidArgument("request", f"not a valid message of this RPC ({request.error})")
 
 
 def _record(method: str, code: grpc.StatusCode | None, start: float) -> None:

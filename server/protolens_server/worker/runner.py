@@ -35,6 +35,7 @@ def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
 
 
 FAULT_OOM_ENV = "PROTOLENS_FAULT_OOM_ABOVE"
+INJECTED_OOMS = [0]  # how many injected out-of-memory errors were raised (for the tests)
 
 
 def with_injected_oom(handle: ModelHandle) -> ModelHandle:
@@ -50,6 +51,7 @@ def with_injected_oom(handle: ModelHandle) -> ModelHandle:
 
     def module(x: Any) -> Any:
         if x.shape[0] > limit:
+            INJECTED_OOMS[0] += 1
             raise torch.OutOfMemoryError(f"injected: forward over {x.shape[0]} > {limit} images")
         return inner(x)
 

@@ -128,11 +128,14 @@ class Worker:
             return
         self.redis = redis_from_url(self.settings.redis_url)
         self.consumer = QueueConsumer(self.redis, self.settings, self.name)
-        await ensure_groups(self.redis, self.consumer.keys)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve_metrics(self.metrics_port)
         await asyncio.to_thread(_warm_up)
-        await self.heartbeat()
+        try:  # Redis may be down right now: the loops retry with backoff, so carry on
+            await ensure_groups(self.redis, self.consumer.keys)
+            await self.heartbeat()
+        except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+            log.warning("redis unreachable at start (%s); will keep trying", e)
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         log.info("worker %s started on %s", self.name, self.device)
 
