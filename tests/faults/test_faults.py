@@ -181,6 +181,20 @@ async def test_nan_during_optimisation_fails_once_without_retries(
     )
 
 
+async def _restart_on(settings, port: int):
+    """A new API server on the same port (retried briefly while the old socket closes)."""
+    for attempt in range(50):
+        try:
+            api, _ = await start_server(
+                settings.model_copy(update={"grpc_port": port}), sample_interval_s=0.2
+            )
+            return api
+        except Exception:
+            if attempt == 49:
+                raise
+            await asyncio.sleep(0.1)
+
+
 async def test_api_restart_while_a_client_watches(settings, worker, report) -> None:
     api, port = await start_server(settings, sample_interval_s=0.2)
     events, restarts = [], 0
@@ -197,9 +211,7 @@ async def test_api_restart_while_a_client_watches(settings, worker, report) -> N
                     if len(events) == 3 and restarts == 0:
                         await api.stop(grace=0)
                         restarts += 1
-                        api, _ = await start_server(
-                            settings.model_copy(update={"grpc_port": port}), sample_interval_s=0.2
-                        )
+                        api = await _restart_on(settings, port)
                 break
             except ProtolensError as exc:  # UNAVAILABLE while it restarts: resume at cursor
                 assert restarts == 1, exc
