@@ -51,10 +51,5 @@ def tiny_net(seed: int = 0) -> TinyNet:
 
 # Small and quick, but every term on: the base for most engine tests.
 FAST = GenerationConfig(
-    steps=12,
-    equidistant_steps=4,
-    progress_every=4,
-    max_batch=32,
-    cpu_max_batch=0,  # the batching tests run on a CPU and mean max_batch
-    transforms="none",
+    steps=12, equidistant_steps=4, progress_every=4, max_batch=32, transforms="none"
 )

@@ -171,15 +171,3 @@ def test_a_targets_seed_changes_only_that_targets_prototypes(tiny: Classifier) -
     b = _images(generate(tiny, TARGETS, RICH, seed=[5, 6, 7, 9]))
     changed = (a - b).abs().amax(dim=(1, 2, 3))
     assert torch.all(changed[:6] < 1e-3) and torch.all(changed[6:] > 0.01)
-
-
-def test_cpu_chunks_hold_at_most_cpu_max_batch_images_and_change_nothing(
-    tiny: Classifier,
-) -> None:
-    config = RICH.replace(diversity=0.0, cpu_max_batch=2, max_batch=8)
-    counting = _CountingForward(tiny_net(), limit=100)
-    generate(Classifier(counting, SPEC, 10), TARGETS, config.replace(steps=2))
-    assert max(counting.sizes) == 2
-    capped = generate(tiny, TARGETS, config)
-    whole = generate(tiny, TARGETS, config.replace(cpu_max_batch=0))
-    torch.testing.assert_close(_images(capped), _images(whole), atol=1e-3, rtol=0)

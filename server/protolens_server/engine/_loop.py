@@ -94,21 +94,8 @@ def generate(
     use_bn = config.bn_prior > 0 and has_batchnorm(runner.module)
     with LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe:
         chunk = _Chunk(runner, config, probe, progress, should_stop)
-        results = _run_all(chunk, units, _chunk_limit(config, runner.device))
+        results = _run_all(chunk, units, config.max_batch)
     return [results[item.position] for item in items]
-
-
-def _chunk_limit(config: GenerationConfig, device: torch.device) -> int:
-    """Images per chunk: ``max_batch``, and on a CPU at most ``cpu_max_batch``.
-
-    A CPU has no idle parallel hardware for a batch to fill, and a larger batch
-    only grows the working set: on EfficientNet-Lite0 (1 thread) a prototype
-    costs ~12% less CPU time in chunks of 2 than of 4. Prototypes do not depend
-    on their chunk, so this changes speed only.
-    """
-    if device.type == "cpu" and config.cpu_max_batch:
-        return min(config.max_batch, config.cpu_max_batch)
-    return config.max_batch
 
 
 def _check_classes(targets: list[Target], num_classes: int) -> None:

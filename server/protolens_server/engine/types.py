@@ -158,7 +158,6 @@ class GenerationConfig:
     bn_prior_every: int = 2
     prototypes: int = 1
     max_batch: int = 32
-    cpu_max_batch: int = 2
     autocast: bool = True
     channels_last: bool = True
     progress_every: int = 8
@@ -192,7 +191,6 @@ class GenerationConfig:
             ("bn_prior_every", self.bn_prior_every >= 1, "must be >= 1"),
             ("prototypes", 1 <= self.prototypes <= 64, "must be 1..64"),
             ("max_batch", self.max_batch >= 1, "must be >= 1"),
-            ("cpu_max_batch", self.cpu_max_batch >= 0, "must be >= 0 (0: max_batch alone)"),
             ("progress_every", self.progress_every >= 1, "must be >= 1"),
         ]
         for name, ok, why in checks:
