@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     max_steps: int = Field(10_000, ge=1)
     max_attempts: int = Field(3, ge=1)
     heartbeat_s: float = Field(2.0, gt=0)
+    # How often a worker reads the cancel flags of the jobs it runs: a cancel takes effect
+    # within this time plus one optimisation step (one HGET per running job per poll).
+    cancel_poll_s: float = Field(0.1, gt=0)
     reclaim_idle_s: float = Field(15.0, gt=0)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     result_ttl_s: int = Field(30 * 24 * 3600, ge=60)

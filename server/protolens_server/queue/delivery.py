@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import prototypes_to_json, record_from_fields
-from protolens_server.queue.keys import GROUP, PARKED, PNG_FIELD, Keys
+from protolens_server.queue.keys import CANCEL_FIELD, GROUP, PARKED, PNG_FIELD, Keys
 from protolens_server.queue.records import JobRecord, StoredPrototype
 from protolens_server.quotas import load_quotas
 
@@ -219,6 +219,16 @@ class QueueConsumer:
         for d, flag in zip(deliveries, flags, strict=True):
             d.lost = int(flag) < 0
             d.cancelled = int(flag) == 1
+
+    async def cancel_requested(self, deliveries: list[Delivery]) -> list[Delivery]:
+        """The deliveries whose job has its cancel flag set (one round trip for all)."""
+        if not deliveries:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for d in deliveries:
+            pipe.hget(self.keys.job(d.job_id), CANCEL_FIELD)
+        flags = await pipe.execute()
+        return [d for d, flag in zip(deliveries, flags, strict=True) if flag in (b"1", "1")]
 
     async def progress(
         self, delivery: Delivery, step: int, total: int, best_probability: float

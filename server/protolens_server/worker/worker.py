@@ -92,6 +92,7 @@ class Worker:
         self._stopping = False
         self._abort = False
         self._heartbeat_task: asyncio.Task[None] | None = None
+        self._cancel_task: asyncio.Task[None] | None = None
         self._publish_task: asyncio.Task[None] | None = None
 
     # --- the story ---------------------------------------------------------------
@@ -137,6 +138,7 @@ class Worker:
         except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
             log.warning("redis unreachable at start (%s); will keep trying", e)
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+        self._cancel_task = asyncio.create_task(self._cancel_loop(), name="cancel-watch")
         log.info("worker %s started on %s", self.name, self.device)
 
     async def shutdown(self) -> None:
@@ -144,9 +146,10 @@ class Worker:
         if self.consumer is None:
             return
         await self._hand_back_entries(self._carry)
-        if self._heartbeat_task is not None:
-            self._heartbeat_task.cancel()
-            await asyncio.gather(self._heartbeat_task, return_exceptions=True)
+        for task in (self._heartbeat_task, self._cancel_task):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         if self._publish_task is not None:
             await asyncio.gather(self._publish_task, return_exceptions=True)
         await self.consumer.leave()
@@ -326,10 +329,11 @@ class Worker:
     async def _end_all(self, deliveries: list[Delivery], mode: str, *, error: str = "") -> None:
         consumer = self.consumer
         assert consumer is not None
+        if mode == "cancel":
+            for d in deliveries:  # before any await: no other path may end them too
+                d.lost = True  # finished: nothing more to report for it
         for d in deliveries:
             outcome = await _persist(lambda d=d: consumer.end(d, mode, error=error, step=d.step))
-            if mode == "cancel":
-                d.lost = True  # finished: nothing more to report for it
             if outcome == "retry":
                 metrics.JOB_RETRIES.inc()
             elif outcome in ("dead", "cancelled"):
@@ -399,13 +403,31 @@ class Worker:
         # redis-py may swallow a cancellation that lands mid-command (or turn it into a
         # connection error): the loop checks ``cancelling()`` so shutdown never hangs.
 
+    async def _cancel_loop(self) -> None:
+        """Read running jobs' cancel flags every ``cancel_poll_s``: a cancel stops the engine
+        at its next step instead of waiting for the (slower) heartbeat."""
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
+            await asyncio.sleep(self.settings.cancel_poll_s)
+            running = [d for d in self._running if d.active]
+            if not running or self.consumer is None:
+                continue
+            try:
+                asked = await self.consumer.cancel_requested(running)
+            except Exception as e:  # the heartbeat reads the flags too; keep polling
+                log.warning("cancel poll failed: %s", e)
+                continue
+            for d in asked:
+                d.cancelled = True  # should_stop sees it at the engine's next step
+            await self._end_all([d for d in asked if not d.lost], "cancel")
+
     async def heartbeat(self) -> None:
         """Mark alive, keep owned and held entries fresh, end jobs whose cancel was asked."""
         assert self.consumer is not None
         running = [d for d in self._running if d.active]
         await self.consumer.heartbeat(running, self._info())
         metrics.WORKER_HEARTBEATS.inc()
-        cancelled = [d for d in running if d.cancelled]
+        cancelled = [d for d in running if d.cancelled and not d.lost]
         # These end now; the engine runs on for the rest of the batch (or stops if none).
         await self._end_all(cancelled, "cancel")
         for entry in list(self._carry):
