@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import signal
 import time
+import urllib.error
 import urllib.request
 
 import pytest
@@ -19,7 +20,17 @@ FAST = {"steps": 4, "start": "constant", "progress_every": 1}
 
 
 def _metric(port: int, name: str, **labels: str) -> float:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    # A worker just started by _ensure_worker serves metrics once it has warmed up.
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = urllib.request.urlopen(url, timeout=5).read().decode()
+            break
+        except urllib.error.URLError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
     want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     key = f"{name}{{{want}}}" if labels else name
     for line in text.splitlines():
