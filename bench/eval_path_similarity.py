@@ -39,7 +39,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "scores"))  # the synthetic data set and ShapeNet
@@ -49,8 +48,11 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import scores_synthetic as synth  # noqa: E402
-from protolens_server.engine import GenerationConfig, _activations, _scores, generate  # noqa: E402  # noqa: E402
+from protolens_server.engine import GenerationConfig, _activations, _scores, generate  # noqa: E402
 from protolens_server.references import ReferenceSet, reference_statistics  # noqa: E402
+from protolens_server.sample_references import SKIMAGE_CLASSES  # noqa: E402
+from protolens_server.sample_references import crops as _crops  # noqa: E402
+from protolens_server.sample_references import photo as _photo  # noqa: E402
 from protolens_server.scoring import score_prototypes  # noqa: E402
 
 CONFIGS = {
@@ -75,7 +77,6 @@ CONFIGS = {
     ),
 }
 # scikit-image sample photo -> the ImageNet class efficientnet_lite0 predicts for it
-SKIMAGE_CLASSES = {"coffee": 967, "camera": 872, "chelsea": 285, "rocket": 657}
 
 
 @dataclass
@@ -132,29 +133,6 @@ def _natural_levels(handle, stats, images: torch.Tensor, labels: list[int]) -> d
 
 
 # -- efficientnet_lite0 with scikit-image photos ----------------------------------------
-
-
-def _photo(name: str) -> Image.Image:
-    from skimage import data
-
-    array = getattr(data, name)()
-    if array.ndim == 2:
-        array = np.stack([array] * 3, axis=-1)
-    return Image.fromarray(array[..., :3].astype(np.uint8))
-
-
-def _crops(photo: Image.Image, n: int, size: int, rng: np.random.Generator) -> list[Image.Image]:
-    """Random square crops (side from ``size`` to the short side) with random flips."""
-    w, h = photo.size
-    out = []
-    for _ in range(n):
-        side = int(rng.integers(size, min(w, h) + 1))
-        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        crop = photo.crop((left, top, left + side, top + side))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        out.append(crop)
-    return out
 
 
 def run_efficientnet(quick: bool, work: Path) -> Result:

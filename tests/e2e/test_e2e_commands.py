@@ -134,3 +134,20 @@ def test_serve_without_redis_is_one_line_error() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("protolens: INVALID_ARGUMENT: redis_url: serve needs a Redis")
     assert done.stderr.count("\n") == 1
+
+
+def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
+    """The README's main job: efficientnet_lite0, scored against scikit-image's photos."""
+    import json
+
+    pytest.importorskip("skimage")
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "protolens.cli", "demo", "--steps", "8", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reference set 'photos'" in done.stdout
+    metas = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
+    assert sorted(m["summary"]["target"]["classes"][0] for m in metas) == [285, 967]
+    for meta in metas:
+        assert meta["scores"]["reference_set"] == "photos"
+        assert isinstance(meta["scores"]["summary"]["path_similarity"], float)

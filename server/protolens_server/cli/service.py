@@ -23,6 +23,9 @@ from typing import Any
 
 DEMO_MODEL = "efficientnet_lite0"
 DEMO_CLASSES = ("281", "948")  # tabby, Granny Smith
+# With scikit-image installed (the ``demo`` extra) the demo scores its prototypes against
+# crops of scikit-image's sample photos, so it picks classes those photos show.
+DEMO_CLASSES_WITH_REFERENCES = ("285", "967")  # Egyptian cat (chelsea), espresso (coffee)
 
 
 def _settings_args(p: argparse.ArgumentParser, *, port_default: str = "") -> None:
@@ -212,6 +215,25 @@ def _demo_reference(settings: Any, wanted: str) -> str:
     return sets[0] if sets else ""
 
 
+def _sample_reference_set(settings: Any, workdir: Path) -> tuple[Any, str]:
+    """Register crops of scikit-image's photos as reference set "photos" (if installed)."""
+    try:
+        from protolens_server.sample_references import write_reference_set
+    except ImportError:
+        return settings, ""
+    root = workdir / "references"
+    try:
+        write_reference_set(root / "photos")
+    except ImportError:  # scikit-image is not installed: no natural images to score against
+        return settings, ""
+    print(
+        "protolens demo: reference set 'photos': crops of scikit-image's sample photos "
+        "(one photo per class)",
+        flush=True,
+    )
+    return settings.model_copy(update={"reference_root": root}), "photos"
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from protolens._cli.jobs import parse_target, save_prototypes
     from protolens._cli.progress import follow
@@ -219,8 +241,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args, grpc_port=0, metrics_port=0)
     reference = _demo_reference(settings, args.reference_set)
-    targets = [parse_target(t) for t in (args.target or DEMO_CLASSES)]
     workdir = Path(tempfile.mkdtemp(prefix="protolens-demo-"))
+    default_targets = DEMO_CLASSES
+    if not reference and not args.target and args.model == "efficientnet_lite0":
+        settings, reference = _sample_reference_set(settings, workdir)
+        if reference:
+            default_targets = DEMO_CLASSES_WITH_REFERENCES
+    targets = [parse_target(t) for t in (args.target or default_targets)]
     print(f"protolens demo: starting Redis, the API and a worker (logs in {workdir})", flush=True)
     stack = _start_stack(settings, workdir, 1)
     try:
