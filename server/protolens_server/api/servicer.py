@@ -132,7 +132,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         record = await self.queue.get(job_id, tenant=tenant)
         if not 0 <= index < len(record.prototypes):
             raise _no_prototype(record, index)
-        png = await self.queue.get_png(job_id, index, tenant=tenant)
+        png = await self.queue.get_png(job_id, index, tenant=tenant, record=record)
         proto = convert.prototype_to_pb(
             record, index, png, await self._class_names(record), ENGINE_VERSION
         )

@@ -357,9 +357,21 @@ class JobQueue:
             block = _WATCH_BLOCK_MS
 
     # --- results ---------------------------------------------------------------------
-    async def get_png(self, job_id: str, index: int, *, tenant: str | None = None) -> bytes:
-        """PNG bytes of prototype ``index`` (its position in ``JobRecord.prototypes``)."""
-        record = await self.get(job_id, tenant=tenant)
+    async def get_png(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        tenant: str | None = None,
+        record: JobRecord | None = None,
+    ) -> bytes:
+        """PNG bytes of prototype ``index`` (its position in ``JobRecord.prototypes``).
+
+        ``record``: the job as ``get(job_id, tenant=tenant)`` just returned it, so a
+        caller that already holds it saves a second read and parse of the job hash.
+        """
+        if record is None or record.job_id != job_id:
+            record = await self.get(job_id, tenant=tenant)
         if record.state != JobState.SUCCEEDED:
             raise FailedPrecondition(
                 f"job {job_id} is {record.state.value}; prototypes exist once it SUCCEEDED",
