@@ -41,6 +41,7 @@ from protolens import AsyncClient
 from protolens_server.api.stack import Child, Stack
 from protolens_server.api.testkit import TINY_MODEL, make_tiny_model_store
 from protolens_server.config import Settings
+from protolens_server.heap import freeze_heap
 
 CONFIG = {"steps": 8, "start": "constant", "progress_every": 4}
 TARGETS = {"cache_get_p99_ms": 10.0, "queue_overhead_p50_ms": 20.0}
@@ -111,6 +112,18 @@ def metric(port: int, name: str, labels: str = "") -> float:
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     key = f"{name}{{{labels}}}" if labels else name
     return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(key + " "))
+
+
+def gc_pauses_over(port: int, seconds: float) -> int:
+    """Full-GC pauses longer than ``seconds`` the API process reported (all generations)."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = under = 0.0
+    for line in text.splitlines():
+        if line.startswith("protolens_gc_pause_seconds_count{"):
+            total += float(line.split()[-1])
+        elif line.startswith("protolens_gc_pause_seconds_bucket{") and f'le="{seconds}"' in line:
+            under += float(line.split()[-1])
+    return int(total - under)
 
 
 async def wait_worker_ready(child: Child, timeout: float = 120) -> None:
@@ -262,6 +275,8 @@ def table(res: dict[str, Any], args: argparse.Namespace) -> str:
         "",
         f"Jobs run by workers: {j['queued_and_run']}; lost: {j['lost']}; "
         f"duplicated: {j['duplicated']}; retried: {j['retried']}.",
+        f"GC pauses over 10 ms in the API server during the run: "
+        f"{res.get('api_gc_pauses_over_10ms', 'n/a')}.",
     ]
     return "\n".join(lines)
 
@@ -291,7 +306,11 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(settings, workdir / "stack", workers=0, extra_env={"OMP_NUM_THREADS": "1"})
     load_before = os.getloadavg()[0]
     with stack:
+        # This harness imports the server (torch) to start the stack; an SDK client never
+        # does. Freeze that heap so the clients' GC pauses are those of an SDK process.
+        freeze_heap(collect=True)
         res = asyncio.run(bench(stack, args))
+        res["api_gc_pauses_over_10ms"] = gc_pauses_over(stack.api.metrics_port, 0.01)
     res["machine"] = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),

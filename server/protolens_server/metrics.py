@@ -162,6 +162,20 @@ GPU_UTILISATION = Gauge(
     registry=REGISTRY,
 )
 
+# --- every process ----------------------------------------------------------------
+GC_PAUSE_SECONDS = Histogram(
+    "protolens_gc_pause_seconds",
+    "Garbage-collector pauses by generation (every RPC and step in flight waits them out)",
+    ["generation"],
+    buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+    registry=REGISTRY,
+)
+GC_FROZEN_OBJECTS = Gauge(
+    "protolens_gc_frozen_objects",
+    "Objects frozen out of the garbage collector's passes (start-up heap, loaded models)",
+    registry=REGISTRY,
+)
+
 
 def serve_metrics(port: int, addr: str = "0.0.0.0") -> int:
     """Serve REGISTRY over HTTP on ``port`` (0 picks a free one); returns the bound port."""

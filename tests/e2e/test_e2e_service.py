@@ -152,6 +152,23 @@ def test_metrics_endpoints_answer_and_counters_move(stack: Stack) -> None:
     assert after == finished + 1
 
 
+def test_served_processes_freeze_their_startup_heap(stack: Stack) -> None:
+    """API server and worker keep torch & co. out of full GC passes (server/heap.py).
+
+    Without the freeze, each full collection walked the whole start-up heap: 50-100 ms
+    pauses that set the cache-hit GetPrototype p99 under load (docs/service.md).
+    """
+    _ensure_worker(stack)
+    worker = next(w for w in stack.worker_procs if w.alive())
+    for port in (stack.settings.metrics_port, worker.metrics_port):
+        # torch alone is several hundred thousand objects
+        assert _metric(port, "protolens_gc_frozen_objects") > 100_000
+    with Client(stack.address, timeout=30) as client:  # make garbage: collections happen
+        for _ in range(50):
+            client.list_models()
+    assert _metric(stack.settings.metrics_port, "protolens_gc_pause_seconds_count", generation="0")
+
+
 def test_bad_inputs_leave_the_stack_serving(stack: Stack) -> None:
     from protolens import errors
 

@@ -4,7 +4,9 @@
 so the API keeps each name's ``ModelInfo`` for ``ttl_s`` seconds (a model
 replaced in the store is seen within that time) and runs misses in a thread.
 Class names for a stored job are keyed by (name, digest): a digest's names never
-change, so a cache-hit GetJob touches neither the disk nor a thread.
+change, so a cache-hit GetJob touches neither the disk nor a thread. A model seen
+for the first time is long-lived heap: it is frozen out of the garbage
+collector's full passes (``heap.py``), as the start-up heap is.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import time
 from typing import Any
+
+from protolens_server.heap import freeze_heap
 
 MAX_ENTRIES = 1024
 
@@ -22,6 +26,7 @@ class ModelView:
         self.ttl_s = ttl_s
         self._infos: dict[str, tuple[float, Any]] = {}
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._seen: set[tuple[str, str]] = set()
 
     async def describe(self, name: str) -> Any:
         """``catalog.describe(name)``; errors (ModelNotFound, InvalidModel) are not cached."""
@@ -29,6 +34,11 @@ class ModelView:
         if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
         info = await asyncio.to_thread(self.catalog.describe, name)
+        if (name, info.digest) not in self._seen:
+            if len(self._seen) >= MAX_ENTRIES:
+                self._seen.clear()
+            self._seen.add((name, info.digest))
+            freeze_heap()  # a loaded model is long-lived heap (heap.py)
         if len(self._infos) >= MAX_ENTRIES:
             self._infos.clear()
         self._infos[name] = (time.monotonic(), info)

@@ -31,6 +31,7 @@ from protolens_server.api.servicer import ProtolensServicer
 from protolens_server.api.tenancy import TenantResolver
 from protolens_server.api.transport import server_credentials
 from protolens_server.config import Settings
+from protolens_server.heap import freeze_startup_heap
 from protolens_server.logging import get_logger
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
@@ -180,6 +181,7 @@ async def serve(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    freeze_startup_heap()  # short GC pauses from here on (heap.py)
     if ready is not None:
         ready(port, metrics_port)
     try:

@@ -70,9 +70,11 @@ def run_worker(args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, *, burst: bool) -> None:
+    from protolens_server.heap import freeze_startup_heap
     from protolens_server.worker.worker import Worker
 
     worker = Worker(settings, metrics_port=settings.metrics_port)
+    freeze_startup_heap()  # torch and the worker's start-up heap: out of full GC passes
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.request_stop)

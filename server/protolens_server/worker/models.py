@@ -8,6 +8,7 @@ from typing import Any
 
 from protolens_server import metrics
 from protolens_server.errors import InvalidArgument
+from protolens_server.heap import freeze_heap
 from protolens_server.models.handle import ModelHandle
 
 
@@ -53,6 +54,7 @@ class ModelCache:
             while len(self._handles) > 1 and self.loaded_bytes > self.budget_bytes:
                 self._handles.popitem(last=False)
             metrics.MODELS_LOADED.set(len(self._handles))
+            freeze_heap()  # a loaded model is long-lived: out of full GC passes (heap.py)
             return handle
 
     @property
