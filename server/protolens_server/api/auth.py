@@ -169,34 +169,52 @@ def bearer_key(metadata: Any) -> str | None:
     return None
 
 
-class RateLimiter:
-    """``requests_per_second`` per tenant: one counter per tenant and second in Redis.
+# GCRA (the generic cell rate algorithm): a tenant may send ``burst`` requests at once,
+# then one every ``interval``; the key holds the theoretical arrival time (TAT) of the
+# next request. Redis' clock, so every API replica agrees.
+# KEYS: the tenant's rate key.  ARGV: interval (microseconds), burst (requests).
+# Returns 0 when allowed, else the microseconds to wait.
+_GCRA = r"""
+local interval, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tat = tonumber(redis.call('GET', KEYS[1]) or now)
+if tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if now < allow_at then return allow_at - now end
+redis.call('SET', KEYS[1], string.format('%d', new_tat), 'PX',
+           math.ceil((new_tat - now) / 1000) + 1)
+return 0
+"""
 
-    Shared by every API replica (the counter lives in Redis); a fixed one-second
-    window, so a burst may reach twice the rate across a second boundary.
+
+class RateLimiter:
+    """``requests_per_second`` per tenant, shared by every API replica (state in Redis).
+
+    GCRA: a burst of up to one second's worth of requests is allowed, then calls
+    are admitted at the steady rate; a refused call is told exactly how long to
+    wait before the next one would be admitted (RetryInfo).
     """
 
     def __init__(self, redis: aioredis.Redis, keys: Keys, quotas: Quotas) -> None:
         self.redis = redis
         self.keys = keys
         self.quotas = quotas
+        self._gcra = redis.register_script(_GCRA)
 
     async def check(self, tenant: str) -> None:
         limit = self.quotas.for_tenant(tenant).requests_per_second
         if not limit:
             return
-        now = time.time()
-        key = self.keys.rate(tenant, int(now))
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.incr(key)
-        pipe.expire(key, 2)
-        count, _ = await pipe.execute()
-        if int(count) > limit:
+        interval_us = max(1, round(1_000_000 / limit))
+        wait_us = int(await self._gcra(keys=[self.keys.rate(tenant)], args=[interval_us, limit]))
+        if wait_us > 0:
             raise QuotaExceeded(
-                f"more than {limit} requests this second (quota requests_per_second); slow down",
+                f"more than {limit} requests per second (quota requests_per_second); slow down",
                 quota="requests_per_second",
                 limit=limit,
-                retry_after_s=round(max(0.05, 1.0 - (now % 1.0)), 3),
+                retry_after_s=round(max(0.001, wait_us / 1_000_000), 3),
             )
 
 

@@ -135,8 +135,9 @@ class Keys:
     def api_keys(self) -> str:
         return f"{self.prefix}:apikeys"
 
-    def rate(self, tenant: str, second: int) -> str:
-        return f"{self.prefix}:rate:{len(tenant)}:{tenant}:{second}"
+    def rate(self, tenant: str) -> str:
+        """The tenant's request-rate state (GCRA arrival time, api/auth.py)."""
+        return f"{self.prefix}:rate:{len(tenant)}:{tenant}"
 
 
 # Fields of the job hash that are queue bookkeeping, not JobRecord fields.
