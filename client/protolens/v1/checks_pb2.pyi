@@ -94,6 +94,22 @@ class GetCheckResponse(_message.Message):
     check: Check
     def __init__(self, check: _Optional[_Union[Check, _Mapping]] = ...) -> None: ...
 
+class ListChecksRequest(_message.Message):
+    __slots__ = ("page_size", "page_token")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+
+class ListChecksResponse(_message.Message):
+    __slots__ = ("checks", "next_page_token")
+    CHECKS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    checks: _containers.RepeatedCompositeFieldContainer[Check]
+    next_page_token: str
+    def __init__(self, checks: _Optional[_Iterable[_Union[Check, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+
 class CancelCheckRequest(_message.Message):
     __slots__ = ("name",)
     NAME_FIELD_NUMBER: _ClassVar[int]

@@ -47,6 +47,11 @@ class CheckServiceStub:
                 request_serializer=protolens_dot_v1_dot_checks__pb2.GetCheckRequest.SerializeToString,
                 response_deserializer=protolens_dot_v1_dot_checks__pb2.GetCheckResponse.FromString,
                 _registered_method=True)
+        self.ListChecks = channel.unary_unary(
+                '/protolens.v1.CheckService/ListChecks',
+                request_serializer=protolens_dot_v1_dot_checks__pb2.ListChecksRequest.SerializeToString,
+                response_deserializer=protolens_dot_v1_dot_checks__pb2.ListChecksResponse.FromString,
+                _registered_method=True)
         self.CancelCheck = channel.unary_unary(
                 '/protolens.v1.CheckService/CancelCheck',
                 request_serializer=protolens_dot_v1_dot_checks__pb2.CancelCheckRequest.SerializeToString,
@@ -80,6 +85,13 @@ class CheckServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListChecks(self, request, context):
+        """List the caller's checks, newest first (kept as long as job records).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CancelCheck(self, request, context):
         """Cancel a running check (and its unfinished jobs). FAILED_PRECONDITION if it ended.
         """
@@ -106,6 +118,11 @@ def add_CheckServiceServicer_to_server(servicer, server):
                     servicer.GetCheck,
                     request_deserializer=protolens_dot_v1_dot_checks__pb2.GetCheckRequest.FromString,
                     response_serializer=protolens_dot_v1_dot_checks__pb2.GetCheckResponse.SerializeToString,
+            ),
+            'ListChecks': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListChecks,
+                    request_deserializer=protolens_dot_v1_dot_checks__pb2.ListChecksRequest.FromString,
+                    response_serializer=protolens_dot_v1_dot_checks__pb2.ListChecksResponse.SerializeToString,
             ),
             'CancelCheck': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelCheck,
@@ -175,6 +192,33 @@ class CheckService:
             '/protolens.v1.CheckService/GetCheck',
             protolens_dot_v1_dot_checks__pb2.GetCheckRequest.SerializeToString,
             protolens_dot_v1_dot_checks__pb2.GetCheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListChecks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/protolens.v1.CheckService/ListChecks',
+            protolens_dot_v1_dot_checks__pb2.ListChecksRequest.SerializeToString,
+            protolens_dot_v1_dot_checks__pb2.ListChecksResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,11 @@ The rest:
 - ``{prefix}:apikey:<id>``         API key hash: tenant, role, name, sha256 of the secret
 - ``{prefix}:apikeys``             ids of every API key (set)
 - ``{prefix}:rate:<tenant>:<sec>`` a tenant's requests in one second (quota counter)
+- ``{prefix}:check:{<id>}``        check hash: the check's record (checks/store.py)
+- ``{prefix}:check:{<id>}:report`` a SUCCEEDED check's HTML and JSON report (hash)
+- ``{prefix}:check:{<id>}:lease``  token of the API replica driving the check (PX lease)
+- ``{prefix}:tenant:<len>:<tenant>:checks`` a tenant's check ids (sorted set, lexical = time)
+- ``{prefix}:checks:running``     ids of RUNNING checks (sorted set, score = start time)
 
 Waiting jobs: each job's entry is XADDed to its priority stream and at once
 delivered to the consumer ``PARKED`` (so XLEN = waiting + running, as before);
@@ -138,6 +143,23 @@ class Keys:
     def rate(self, tenant: str) -> str:
         """The tenant's request-rate state (GCRA arrival time, api/auth.py)."""
         return f"{self.prefix}:rate:{len(tenant)}:{tenant}"
+
+    # --- checks (checks/store.py) ------------------------------------------------------
+    def check(self, check_id: str) -> str:
+        return f"{self.prefix}:check:{{{check_id}}}"
+
+    def check_report(self, check_id: str) -> str:
+        return f"{self.prefix}:check:{{{check_id}}}:report"
+
+    def check_lease(self, check_id: str) -> str:
+        return f"{self.prefix}:check:{{{check_id}}}:lease"
+
+    def tenant_checks(self, tenant: str) -> str:
+        return f"{self.prefix}:tenant:{len(tenant)}:{tenant}:checks"
+
+    @property
+    def running_checks(self) -> str:
+        return f"{self.prefix}:checks:running"
 
 
 # Fields of the job hash that are queue bookkeeping, not JobRecord fields.
