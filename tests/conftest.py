@@ -146,3 +146,171 @@ def redis_server_factory(tmp_path: Path) -> Iterator[type]:
 @pytest.fixture
 def python_exe() -> str:
     return sys.executable
+
+
+# --- Redis Cluster ---------------------------------------------------------------------
+
+
+def _cluster_ports(count: int) -> list[int]:
+    """Free loopback ports whose cluster bus ports (port + 10000) are free too."""
+    ports: list[int] = []
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 > 65535 or port in ports:
+            continue
+        try:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise RuntimeError("no free port pairs (port, port + 10000) for a Redis Cluster")
+
+
+class RedisCluster:
+    """A real Redis Cluster: ``masters`` redis-servers with the 16384 slots split evenly.
+
+    Built the way ``redis-cli --cluster create ... --cluster-replicas 0`` builds one
+    (CLUSTER ADDSLOTS, SET-CONFIG-EPOCH, MEET, then wait for ``cluster_state:ok`` on
+    every node), with the same redis-server as the other fixtures. Nodes keep an AOF
+    and their nodes.conf, so ``stop_node(i)`` then ``start_node(i)`` brings a master back
+    with its slots and data.
+    """
+
+    def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.workdir = workdir
+        self.ports = _cluster_ports(masters)
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{p}" for p in self.ports) + "/"
+
+    def _start_node(self, i: int) -> None:
+        port = self.ports[i]
+        folder = self.workdir / f"node{port}"
+        folder.mkdir(parents=True, exist_ok=True)
+        args = [
+            redis_server_binary(),
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(folder),
+            "--save", "",
+            "--appendonly", "yes",
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(folder / "nodes.conf"),
+            "--cluster-node-timeout", "5000",
+        ]  # fmt: skip
+        log = open(folder / "redis.log", "ab")  # noqa: SIM115 (the child keeps it)
+        self.procs[i] = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            if self.procs[i].poll() is not None:
+                tail = (folder / "redis.log").read_text(errors="replace")[-400:]
+                pytest.skip(f"redis-server cannot run as a Redis Cluster node: {tail}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"cluster node on port {port} did not start")
+
+    def _node(self, i: int):  # a plain (non-cluster) client of one node
+        import redis
+
+        return redis.Redis(host="127.0.0.1", port=self.ports[i], socket_timeout=5)
+
+    def start(self) -> RedisCluster:
+        import redis
+
+        for i in range(len(self.ports)):
+            self._start_node(i)
+        n = len(self.ports)
+        for i in range(n):
+            with self._node(i) as node:
+                try:
+                    enabled = node.info("cluster").get("cluster_enabled")
+                except redis.ResponseError as e:
+                    enabled, why = 0, str(e)
+                else:
+                    why = "cluster_enabled:0"
+                if not enabled:
+                    self.stop()
+                    pytest.skip(f"this redis-server has no cluster support ({why})")
+                first, last = i * 16384 // n, (i + 1) * 16384 // n
+                node.execute_command("CLUSTER ADDSLOTS", *range(first, last))
+                node.execute_command("CLUSTER SET-CONFIG-EPOCH", i + 1)
+        with self._node(0) as node:
+            for port in self.ports[1:]:
+                node.execute_command("CLUSTER MEET", "127.0.0.1", port)
+        self.wait_ok()
+        return self
+
+    def wait_ok(self, timeout: float = 20) -> None:
+        """Until every node says ``cluster_state:ok`` and knows every node."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            ok = True
+            for i in range(len(self.ports)):
+                try:
+                    with self._node(i) as node:
+                        info = node.cluster("info")
+                except Exception:
+                    ok = False
+                    break
+                state, known = info.get("cluster_state"), int(info.get("cluster_known_nodes", 0))
+                ok = ok and state == "ok" and known == len(self.ports)
+            if ok:
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"the Redis Cluster on ports {self.ports} did not reach state ok")
+
+    def flush(self) -> None:
+        for i in range(len(self.ports)):
+            with self._node(i) as node:
+                node.flushall()
+
+    def stop_node(self, i: int) -> None:
+        """Stop master ``i`` (SIGTERM: its AOF is complete); its slots go unserved."""
+        proc = self.procs.pop(i)
+        proc.terminate()
+        proc.wait(10)
+
+    def start_node(self, i: int) -> None:
+        """Start master ``i`` again (same port, nodes.conf and AOF); wait for state ok."""
+        self._start_node(i)
+        self.wait_ok()
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        self.procs.clear()
+
+
+@pytest.fixture(scope="session")
+def _session_redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisCluster]:
+    cluster = RedisCluster(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def redis_cluster(_session_redis_cluster: RedisCluster) -> RedisCluster:
+    """A real 3-master Redis Cluster, flushed before the test (``.url``, ``.stop_node(i)``)."""
+    _session_redis_cluster.flush()
+    return _session_redis_cluster
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: RedisCluster) -> str:
+    """The ``redis+cluster://`` URL of ``redis_cluster``."""
+    return redis_cluster.url

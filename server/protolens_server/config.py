@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protolens_server.errors import InvalidArgument
 
 
 class Settings(BaseSettings):
@@ -64,6 +66,33 @@ class Settings(BaseSettings):
     model_cache_bytes: int = Field(4 * 1024**3, ge=0)
     max_batch: int = Field(32, ge=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
+
+    @model_validator(mode="after")
+    def _cluster_needs_one_slot(self) -> Settings:
+        # The queue's scripts touch keys of many kinds at once (and TAKE finds keys at
+        # run time): on a Redis Cluster only keys of one slot may meet, so the prefix
+        # must pin every key to one slot with a hash tag (docs/queue.md, Redis Cluster).
+        scheme = self.redis_url.split("://", 1)[0]
+        if scheme.endswith("+cluster") and not hash_tag(self.key_prefix):
+            plain = self.key_prefix.replace("{", "").replace("}", "") or "protolens"
+            raise InvalidArgument(
+                "key_prefix",
+                f"{self.key_prefix!r} has no hash tag, but redis_url is a Redis Cluster"
+                f" ({scheme}://): set key_prefix to '{{{plain}}}' (PROTOLENS_KEY_PREFIX)"
+                " so every key shares one slot",
+            )
+        return self
+
+
+def hash_tag(prefix: str) -> str:
+    """The Redis Cluster hash tag that ``prefix`` gives every key, or "" if none.
+
+    Redis hashes only what is between the first ``{`` and the next ``}`` when that
+    is not empty; the tag must close inside the prefix to hold for every key.
+    """
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1 : end] if end > start + 1 else ""
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -122,10 +122,10 @@ def cmd_create(args: argparse.Namespace) -> int:
 def _bootstrap(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
     import asyncio
 
-    import redis.asyncio as aioredis
     from protolens_server.api.auth import ApiKeyStore
     from protolens_server.config import load_settings
     from protolens_server.errors import InvalidArgument
+    from protolens_server.queue.connection import redis_from_url
     from protolens_server.queue.keys import Keys
 
     settings = load_settings(redis_url=args.redis_url)
@@ -133,7 +133,7 @@ def _bootstrap(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
         raise InvalidArgument("redis_url", "--bootstrap needs --redis-url or $PROTOLENS_REDIS_URL")
 
     async def create() -> tuple[Any, str]:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = redis_from_url(settings.redis_url)  # also sentinel and cluster URLs
         try:
             store = ApiKeyStore(client, Keys(settings.key_prefix))
             return await store.create(args.tenant, args.role, args.name)

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from protolens_server.api.tenancy import ANONYMOUS, ROLES, Principal
 from protolens_server.errors import InvalidArgument, NotFound, QuotaExceeded, Unauthenticated
+from protolens_server.queue.connection import is_cluster
 from protolens_server.queue.keys import Keys
 from protolens_server.quotas import Quotas
 
@@ -89,7 +90,10 @@ class ApiKeyStore:
             raise InvalidArgument("name", f"at most {_MAX_NAME} characters")
         key_id, secret = secrets.token_hex(8), secrets.token_hex(32)
         info = ApiKeyInfo(key_id, tenant, role, name, time.time())
-        pipe = self.redis.pipeline(transaction=True)
+        # MULTI/EXEC, except on a Cluster: redis-py's async cluster transactions run each
+        # queued command in a new thread and event loop (8.1), which can leave the client
+        # with connections bound to a closed loop; both keys share one slot anyway.
+        pipe = self.redis.pipeline(transaction=not is_cluster(self.redis))
         pipe.hset(
             self.keys.api_key(key_id),
             mapping={

@@ -1,37 +1,53 @@
-"""The one place Redis clients are made: retries with backoff, and Sentinel URLs.
+"""The one place Redis clients are made: retries with backoff, Sentinel and Cluster URLs.
 
 - ``redis://`` / ``rediss://`` / ``unix://``: a plain client.
 - ``redis+sentinel://[:password@]host1:26379,host2:26379/<service>[/<db>]``
   (``rediss+sentinel://`` for TLS to the master): the master named ``service``
   found through the Sentinels (``redis.asyncio.sentinel``); after a failover
   the next command reconnects to the new master.
+- ``redis+cluster://[[user]:password@]host1:7000,host2:7001[/]`` (``rediss+cluster://``
+  for TLS): a Redis Cluster client (``redis.asyncio.cluster.RedisCluster``); the
+  hosts are startup nodes, the rest of the cluster is discovered. Database 0 only.
+  ``Settings`` refuses a cluster URL unless ``key_prefix`` is a hash tag such as
+  ``{protolens}`` (the queue's scripts need every key in one slot; docs/queue.md).
 
 Every client retries a command after a connection error or timeout a few times
 with exponential backoff (50 ms doubling, capped at 1 s), so a blip is
 invisible; a longer outage surfaces as ``redis.ConnectionError`` (the API answers
-UNAVAILABLE; the worker loop backs off and carries on).
+UNAVAILABLE; the worker loop backs off and carries on). On a Cluster, redis-py
+itself retries a command once after re-reading the slot map (without waiting),
+and ``ClusterClient`` adds the backoff rounds around that.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError, TimeoutError
 
 from protolens_server.errors import InvalidArgument
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
+CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
 RETRIES = 3
+# Errors after which a cluster command is tried again (after the backoff).
+_CLUSTER_RETRY_ON = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCoveredError)
+
+
+def _backoff() -> ExponentialBackoff:
+    return ExponentialBackoff(cap=1.0, base=0.05)
 
 
 def _client_options() -> dict[str, Any]:
     return {
-        "retry": Retry(ExponentialBackoff(cap=1.0, base=0.05), RETRIES),
+        "retry": Retry(_backoff(), RETRIES),
         "retry_on_error": [ConnectionError, TimeoutError],
         "health_check_interval": 30,
         "socket_connect_timeout": 5,
@@ -46,12 +62,7 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     password = None
     if len(netloc) == 2:
         password = unquote(netloc[0].partition(":")[2]) or None
-    hosts: list[tuple[str, int]] = []
-    for item in netloc[-1].split(","):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "26379")
-        if not host:
-            raise InvalidArgument("redis_url", f"bad sentinel address {item!r} in {url!r}")
-        hosts.append((host.strip("[]"), int(port or 26379)))
+    hosts = _hosts(netloc[-1], 26379, url, "sentinel")
     path = [p for p in parts.path.split("/") if p]
     if not path:
         raise InvalidArgument(
@@ -61,12 +72,111 @@ def parse_sentinel_url(url: str) -> tuple[list[tuple[str, int]], str, int, str |
     return hosts, path[0], db, password, parts.scheme.startswith("rediss")
 
 
+def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, str | None, bool]:
+    """(startup node addresses, username, password, tls) of a ``redis+cluster://`` URL."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rsplit("@", 1)
+    username = password = None
+    if len(netloc) == 2:
+        user, _, secret = netloc[0].partition(":")
+        username, password = unquote(user) or None, unquote(secret) or None
+    if not netloc[-1]:
+        raise InvalidArgument(
+            "redis_url",
+            f"a cluster URL names its nodes: redis+cluster://host1:7000,host2:7001/ (got {url!r})",
+        )
+    hosts = _hosts(netloc[-1], 6379, url, "cluster node")
+    path = [p for p in parts.path.split("/") if p]
+    if path and path != ["0"]:
+        raise InvalidArgument(
+            "redis_url", f"a Redis Cluster has only database 0: drop /{'/'.join(path)} from {url!r}"
+        )
+    if parts.query:
+        raise InvalidArgument(
+            "redis_url", f"cluster URLs take no ?options (got {parts.query!r} in {url!r})"
+        )
+    return hosts, username, password, parts.scheme.startswith("rediss")
+
+
+def _hosts(netloc: str, default_port: int, url: str, what: str) -> list[tuple[str, int]]:
+    hosts: list[tuple[str, int]] = []
+    for item in netloc.split(","):
+        if item.startswith("[") and "]" in item:  # [ipv6]:port
+            host, _, port = item[1:].partition("]")
+            port = port.removeprefix(":")
+        elif ":" in item:
+            host, _, port = item.rpartition(":")
+        else:
+            host, port = item, ""
+        if not host or not (port or str(default_port)).isdigit():
+            raise InvalidArgument("redis_url", f"bad {what} address {item!r} in {url!r}")
+        hosts.append((host.strip("[]"), int(port or default_port)))
+    return hosts
+
+
+class ClusterClient(RedisCluster):
+    """``RedisCluster`` whose commands are retried with backoff, like the plain client's.
+
+    redis-py (8.x) retries a cluster command ``retry.get_retries()`` times at once,
+    re-reading the slot map before each try, but never waits in between; a master
+    that is back in half a second would fail every try. Each round here is one such
+    redis-py call; failed rounds are followed by a backoff sleep, ``RETRIES`` times.
+    A cluster still down after that surfaces as ``redis.ConnectionError`` (what the
+    API maps to UNAVAILABLE and the worker waits out), not as a cluster-specific error.
+    Pipelines keep redis-py's own retry (0.25 s apart).
+    """
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        backoff = _backoff()
+        failures = 0
+        while True:
+            try:
+                return await super().execute_command(*args, **kwargs)
+            except _CLUSTER_RETRY_ON as e:
+                failures += 1
+                if failures > RETRIES:
+                    if isinstance(e, ConnectionError | TimeoutError):
+                        raise
+                    raise ConnectionError(f"Redis Cluster unavailable: {e}") from e
+                await asyncio.sleep(backoff.compute(failures))
+
+
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (its pipelines cannot run scripts)."""
+    return isinstance(client, RedisCluster)
+
+
+def cluster_from_url(url: str, **overrides: Any) -> ClusterClient:
+    """A Redis Cluster client for a ``redis+cluster://`` URL (see module docstring)."""
+    hosts, username, password, tls = parse_cluster_url(url)
+    options = {
+        **_client_options(),
+        # one immediate retry inside redis-py (after re-reading the slot map); the
+        # backoff rounds are ClusterClient's
+        "retry": Retry(_backoff(), 1),
+        **overrides,
+    }
+    return ClusterClient(
+        startup_nodes=[ClusterNode(host, port) for host, port in hosts],
+        username=username,
+        password=password,
+        ssl=tls,
+        **options,
+    )
+
+
 def redis_from_url(url: str, **overrides: Any) -> aioredis.Redis:
-    """An asyncio Redis client for ``url`` with retries and backoff (see module docstring)."""
+    """An asyncio Redis client for ``url`` with retries and backoff (see module docstring).
+
+    A cluster URL gives a ``ClusterClient``: not an ``aioredis.Redis`` subclass, but
+    the same command methods, scripts and pipelines.
+    """
     options = {**_client_options(), **overrides}
     scheme = url.split("://", 1)[0]
     if scheme in SENTINEL_SCHEMES:
         hosts, service, db, password, tls = parse_sentinel_url(url)
         sentinel = Sentinel(hosts, socket_connect_timeout=options["socket_connect_timeout"])
         return sentinel.master_for(service, db=db, password=password, ssl=tls, **options)
+    if scheme in CLUSTER_SCHEMES:
+        return cast(aioredis.Redis, cluster_from_url(url, **overrides))
     return aioredis.Redis.from_url(url, **options)

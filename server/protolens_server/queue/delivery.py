@@ -18,6 +18,7 @@ Delivery semantics (at least once, exactly one stored result):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import secrets
 import time
@@ -28,6 +29,7 @@ import redis.asyncio as aioredis
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import prototypes_to_json, record_from_fields
+from protolens_server.queue.connection import is_cluster
 from protolens_server.queue.keys import CANCEL_FIELD, GROUP, PARKED, PNG_FIELD, Keys
 from protolens_server.queue.records import JobRecord, StoredPrototype
 from protolens_server.quotas import load_quotas
@@ -209,13 +211,21 @@ class QueueConsumer:
             pipe.hset(self.keys.worker_info(self.name), mapping=info)
             ttl = max(60, int(self.settings.reclaim_idle_s * 4))
             pipe.expire(self.keys.worker_info(self.name), ttl)
-        for d in deliveries:
-            await self._heartbeat(
-                keys=[self.keys.job(d.job_id), d.entry.stream],
-                args=[d.token, GROUP, self.name, d.entry.entry_id],
-                client=pipe,
+        calls = [
+            (
+                [self.keys.job(d.job_id), d.entry.stream],
+                [d.token, GROUP, self.name, d.entry.entry_id],
             )
-        flags = (await pipe.execute())[3 if info else 1 :]
+            for d in deliveries
+        ]
+        if is_cluster(self.redis):
+            # redis-py's cluster pipelines refuse scripts: run them side by side instead.
+            await pipe.execute()
+            flags = await asyncio.gather(*(self._heartbeat(keys=k, args=a) for k, a in calls))
+        else:
+            for k, a in calls:
+                await self._heartbeat(keys=k, args=a, client=pipe)
+            flags = (await pipe.execute())[3 if info else 1 :]
         for d, flag in zip(deliveries, flags, strict=True):
             d.lost = int(flag) < 0
             d.cancelled = int(flag) == 1
