@@ -37,8 +37,9 @@ docs/tenancy.md (fair scheduling).
 
 Curly braces are Redis Cluster hash tags: one job's keys (hash, events) share a
 slot. Multi-key scripts (submit, finish) touch keys of several kinds; on a
-Cluster set ``key_prefix`` to a hash tag such as ``{protolens}`` so every key
-shares one slot (see docs/queue.md).
+Cluster (``redis+cluster://``) ``key_prefix`` must be a hash tag such as
+``{protolens}`` so every key shares one slot: ``Settings`` refuses a cluster URL
+with any other prefix (see docs/queue.md, Redis Cluster).
 """
 
 from __future__ import annotations
