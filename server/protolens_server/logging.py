@@ -30,7 +30,7 @@ import secrets
 import sys
 import traceback
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from types import MappingProxyType
 from typing import Any, TextIO
 
@@ -71,7 +71,19 @@ def bind(**fields: Any) -> Iterator[None]:
     try:
         yield
     finally:
-        _BOUND.reset(token)
+        reset_context_var(_BOUND, token)
+
+
+def reset_context_var(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    """``var.reset(token)``, except where a generator is closed from another context.
+
+    A server stream the client stops early is closed (``aclose``) by gRPC in another
+    context than the one that set ``var``: ``reset`` raises ValueError there. That
+    context never saw the value, and the one that did ends with its task, so there is
+    nothing to undo.
+    """
+    with suppress(ValueError):
+        var.reset(token)
 
 
 def bound_fields() -> dict[str, Any]:

@@ -27,7 +27,7 @@ from protolens_server.api.tenancy import (
     default_tenant,
 )
 from protolens_server.errors import InvalidArgument
-from protolens_server.logging import bind, trace_id_from_metadata
+from protolens_server.logging import bind, reset_context_var, trace_id_from_metadata
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 # Services anyone may call without a key: they reveal nothing about jobs or tenants.
@@ -129,7 +129,7 @@ class ServiceInterceptor(grpc.aio.ServerInterceptor):
             with bind(tenant=principal.tenant, trace_id=trace_id):
                 yield
         finally:
-            CURRENT_PRINCIPAL.reset(token)
+            reset_context_var(CURRENT_PRINCIPAL, token)
 
     def _map(
         self, exc: Exception, context: grpc.aio.ServicerContext, method: str
