@@ -8,12 +8,21 @@
 
 Methods mirror the RPCs in snake_case and return ``protolens.types`` objects;
 failures raise ``protolens.errors`` types (catch ``ProtolensError``).
+
+``watch_job`` (and so ``wait`` and ``job.result``) rides out a lost connection:
+when the stream fails with UNAVAILABLE (an API server restart, a dropped
+network) it reopens the watch after the last event it delivered, with bounded
+exponential backoff (``WatchRetry``), so the caller sees every event once.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -21,7 +30,7 @@ import grpc
 from protolens import _convert as convert
 from protolens import types
 from protolens._checks import AsyncCheckMethods, CheckMethods
-from protolens.errors import JobFailedError, translate_errors
+from protolens.errors import ConnectionError, JobFailedError, from_rpc_error, translate_errors
 from protolens.v1 import service_pb2 as pb
 from protolens.v1 import service_pb2_grpc
 
@@ -32,11 +41,102 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 JobRef = str | types.Job
 TargetLike = int | str | types.Target | tuple[int | str, ...]
 
+log = logging.getLogger("protolens.client")
 
-def _channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
+
+@dataclass(frozen=True)
+class WatchRetry:
+    """How a watch rides out a lost connection (``Client(..., watch_retry=WatchRetry(...))``).
+
+    On UNAVAILABLE the watch is reopened after the last event it delivered, waiting
+    ``backoff_s`` before the first try and doubling up to ``max_backoff_s`` (times a
+    random 0.5-1 factor, so many watchers do not reconnect in step). It gives up,
+    raising ``ConnectionError``, after ``attempts`` failed tries in a row or
+    ``give_up_after_s`` seconds without an event, whichever comes first, and never
+    past the call's ``timeout``. ``WatchRetry(attempts=0)`` turns resuming off. A
+    watch that never got an event fails at once (a wrong address, a service that is
+    down): resuming is for connections that worked and were lost.
+    The defaults ride out about a minute of outage. UNAVAILABLE is also what the
+    service answers while its Redis is unreachable, so that is ridden out too.
+    """
+
+    attempts: int = 20
+    backoff_s: float = 0.1
+    max_backoff_s: float = 5.0
+    give_up_after_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 0 or self.backoff_s < 0 or self.give_up_after_s < 0:
+            raise ValueError("WatchRetry: attempts, backoff_s and give_up_after_s must be >= 0")
+        if self.max_backoff_s < self.backoff_s:
+            raise ValueError("WatchRetry: max_backoff_s must be >= backoff_s")
+
+
+class _Reconnect:
+    """One watch's reconnection state: failures in a row, when they began, the deadline."""
+
+    def __init__(self, policy: WatchRetry, timeout: float | None, *, opened: bool = False) -> None:
+        self.policy = policy
+        self.deadline = None if timeout is None else time.monotonic() + timeout
+        self.opened = opened  # an event came through: the service exists and was reachable
+        self.failures = 0
+        self.since: float | None = None
+
+    def remaining(self) -> float | None:
+        """Seconds left of the caller's timeout (None: no timeout)."""
+        return None if self.deadline is None else max(0.001, self.deadline - time.monotonic())
+
+    def progressed(self) -> None:
+        self.opened, self.failures, self.since = True, 0, None
+
+    def delay(self, code: grpc.StatusCode) -> float | None:
+        """Seconds to wait before trying again after a failure with ``code``, or None."""
+        if code != grpc.StatusCode.UNAVAILABLE or not self.opened:
+            return None
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        self.failures += 1
+        p = self.policy
+        wait = min(p.max_backoff_s, p.backoff_s * 2 ** (self.failures - 1))
+        wait *= random.uniform(0.5, 1.0)
+        if self.failures > p.attempts or now + wait - self.since > p.give_up_after_s:
+            return None
+        if self.deadline is not None and now + wait >= self.deadline:
+            return None
+        return wait
+
+    def error(self, exc: grpc.RpcError, cursor: str) -> Exception:
+        """The SDK error to raise when giving up (saying how to resume, after retries)."""
+        err = from_rpc_error(exc)
+        if self.failures <= 1 or not isinstance(err, ConnectionError):
+            return err
+        spent = time.monotonic() - (self.since or time.monotonic())
+        return ConnectionError(
+            f"{err.message} (gave up reconnecting the watch after {self.failures - 1} "
+            f"tries in {spent:.1f}s; resume with cursor={cursor!r})",
+            err.reason,
+        )
+
+    def note(self, name: str, exc: grpc.RpcError, cursor: str, wait: float) -> None:
+        log.info(
+            "watch of %s lost (%s: %s); resuming after cursor %r in %.1fs (try %d of %d)",
+            name, exc.code().name, exc.details(), cursor, wait, self.failures,
+            self.policy.attempts,
+        )  # fmt: skip
+
+
+def _channel_options(max_message_bytes: int, retry: WatchRetry) -> list[tuple[str, int]]:
+    """Message limits, and the channel's own reconnect backoff kept to the watch's.
+
+    gRPC's default reconnect backoff grows to 120 s; meanwhile every call fails fast,
+    so a watch could go on failing long after the server is back. Capped at
+    ``retry.max_backoff_s``, the channel tries to connect at least that often.
+    """
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.initial_reconnect_backoff_ms", max(100, int(retry.backoff_s * 1000))),
+        ("grpc.max_reconnect_backoff_ms", max(100, int(retry.max_backoff_s * 1000))),
     ]
 
 
@@ -57,12 +157,14 @@ class _Base:
         metadata: Sequence[tuple[str, str]] = (),
         timeout: float | None = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        watch_retry: WatchRetry | None = None,
     ) -> None:
         self.address = address
         self.timeout = timeout
+        self.watch_retry = watch_retry if watch_retry is not None else WatchRetry()
         self._credentials = credentials
         self._metadata = tuple(metadata)
-        self._options = _channel_options(max_message_bytes)
+        self._options = _channel_options(max_message_bytes, self.watch_retry)
 
     def _kw(self, timeout: float | None = None, *, stream: bool = False) -> dict[str, Any]:
         kw: dict[str, Any] = {"metadata": self._metadata or None}
@@ -156,13 +258,38 @@ class Client(_Base, CheckMethods):
         return self._bind(convert.job(resp.job))
 
     def watch_job(
-        self, job: JobRef, *, cursor: str = "", timeout: float | None = None
+        self,
+        job: JobRef,
+        *,
+        cursor: str = "",
+        timeout: float | None = None,
+        retry: WatchRetry | None = None,
     ) -> Iterator[types.WatchEvent]:
-        """Progress events until the job ends (the last event has a finished state)."""
-        req = pb.WatchJobRequest(name=convert.job_name(job), cursor=cursor)
-        with translate_errors():
-            for msg in self._stub.WatchJob(req, **self._kw(timeout, stream=True)):
-                yield convert.watch_event(msg)
+        """Progress events after ``cursor`` until the job ends (the last has a finished state).
+
+        A lost connection is ridden out by reopening after the last event seen
+        (``retry``, default the client's ``watch_retry``); ``timeout`` bounds it all.
+        """
+        name = convert.job_name(job)
+        state = _Reconnect(retry or self.watch_retry, timeout)
+        while True:
+            req = pb.WatchJobRequest(name=name, cursor=cursor)
+            call = self._stub.WatchJob(req, **self._kw(state.remaining(), stream=True))
+            try:
+                for msg in call:
+                    event = convert.watch_event(msg)
+                    cursor = event.cursor or cursor
+                    state.progressed()
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                wait = state.delay(exc.code())
+                if wait is None:
+                    raise state.error(exc, cursor) from exc
+                state.note(name, exc, cursor, wait)
+            finally:
+                call.cancel()
+            time.sleep(wait)
 
     watch = watch_job
 
@@ -171,13 +298,20 @@ class Client(_Base, CheckMethods):
     ) -> types.Job:
         """Wait for the job to finish and return it; ``JobFailedError`` if it failed/cancelled."""
         deadline = None if timeout is None else time.monotonic() + timeout
-        cursor = ""
-        for event in self.watch_job(job, cursor=cursor, timeout=timeout):
-            cursor = event.cursor
+        for event in self.watch_job(job, timeout=timeout):
             if event.finished:
                 break
-        remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
-        final = self.get_job(job, timeout=min(remaining or self.timeout or 30, 30))
+        state = _Reconnect(self.watch_retry, None, opened=True)  # the watch got through
+        while True:
+            remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+            try:
+                final = self.get_job(job, timeout=min(remaining or self.timeout or 30, 30))
+                break
+            except ConnectionError:
+                wait = state.delay(grpc.StatusCode.UNAVAILABLE)
+                if wait is None:
+                    raise
+                time.sleep(wait)
         if raise_on_failure and final.state != "SUCCEEDED":
             raise JobFailedError(final)
         return final
@@ -281,22 +415,54 @@ class AsyncClient(_Base, AsyncCheckMethods):
         return convert.job(resp.job)
 
     async def watch_job(
-        self, job: JobRef, *, cursor: str = "", timeout: float | None = None
+        self,
+        job: JobRef,
+        *,
+        cursor: str = "",
+        timeout: float | None = None,
+        retry: WatchRetry | None = None,
     ) -> AsyncIterator[types.WatchEvent]:
-        req = pb.WatchJobRequest(name=convert.job_name(job), cursor=cursor)
-        with translate_errors():
-            async for msg in self._stub.WatchJob(req, **self._kw(timeout, stream=True)):
-                yield convert.watch_event(msg)
+        """Progress events after ``cursor`` until the job ends (see ``Client.watch_job``)."""
+        name = convert.job_name(job)
+        state = _Reconnect(retry or self.watch_retry, timeout)
+        while True:
+            req = pb.WatchJobRequest(name=name, cursor=cursor)
+            call = self._stub.WatchJob(req, **self._kw(state.remaining(), stream=True))
+            try:
+                async for msg in call:
+                    event = convert.watch_event(msg)
+                    cursor = event.cursor or cursor
+                    state.progressed()
+                    yield event
+                return
+            except grpc.RpcError as exc:
+                wait = state.delay(exc.code())
+                if wait is None:
+                    raise state.error(exc, cursor) from exc
+                state.note(name, exc, cursor, wait)
+            finally:
+                call.cancel()
+            await asyncio.sleep(wait)
 
     watch = watch_job
 
     async def wait(
         self, job: JobRef, *, timeout: float | None = None, raise_on_failure: bool = True
     ) -> types.Job:
+        """Wait for the job to finish and return it; ``JobFailedError`` if it failed/cancelled."""
         async for event in self.watch_job(job, timeout=timeout):
             if event.finished:
                 break
-        final = await self.get_job(job)
+        state = _Reconnect(self.watch_retry, None, opened=True)  # the watch got through
+        while True:
+            try:
+                final = await self.get_job(job)
+                break
+            except ConnectionError:
+                wait = state.delay(grpc.StatusCode.UNAVAILABLE)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
         if raise_on_failure and final.state != "SUCCEEDED":
             raise JobFailedError(final)
         return final

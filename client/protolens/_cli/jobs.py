@@ -8,9 +8,12 @@ as one line (the dispatcher prints ``protolens: REASON: message``, exit 1).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -194,10 +197,27 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _reconnect_notices() -> Iterator[None]:
+    """Print the SDK's notes on a watch it is resuming (one line each, on stderr)."""
+    logger = logging.getLogger("protolens.client")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("protolens: %(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def cmd_watch(args: argparse.Namespace) -> int:
+    """Follow a job until it ends; a lost connection is resumed by the SDK (``WatchRetry``)."""
     from protolens._cli.progress import follow
 
-    with _client(args) as client:
+    with _client(args) as client, _reconnect_notices():
         if args.json:
             for event in client.watch_job(args.job):
                 print(
