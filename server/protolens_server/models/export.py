@@ -12,6 +12,7 @@ Export with a dynamic batch dimension, e.g.
 from __future__ import annotations
 
 import io
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,6 +27,10 @@ from protolens_server.models._digest import file_sha256
 from protolens_server.models._files import existing_file, merge_metadata, not_a_model_hint, sniff
 from protolens_server.models.handle import ModelHandle
 from protolens_server.models.sidecar import Sidecar, find_sidecar
+
+# torch.export.load keeps its deserializer in a module global (_CURRENT_DESERIALIZER): two
+# loads at once in one process (the API's check threads, an in-process worker) fail.
+_LOAD_LOCK = threading.Lock()
 
 
 def load(
@@ -44,7 +49,7 @@ def load(
 
 def read_program(source: Path | bytes, origin: str) -> torch.export.ExportedProgram:
     try:
-        with warnings.catch_warnings():  # torch's own pytree deprecation noise on load
+        with _LOAD_LOCK, warnings.catch_warnings():  # and torch's pytree deprecation noise
             warnings.simplefilter("ignore", FutureWarning)
             return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source)
     except Exception as exc:  # zip, pickle, schema and version errors alike
