@@ -1,5 +1,7 @@
-"""Model-version checks in the SDK: ``start_check``, ``get_check``, ``wait_check``,
-``cancel_check``, ``get_check_report`` on ``Client`` and ``AsyncClient`` (mixins).
+"""Model-version checks in the SDK: ``start_check``, ``get_check``, ``list_checks``,
+``wait_check``, ``cancel_check``, ``get_check_report`` on ``Client`` and ``AsyncClient``
+(mixins). Checks are stored by the service, so any API replica answers for them and
+they outlive API restarts.
 
     with Client(addr) as client:
         check = client.start_check("vision@2", baseline="vision@1",
@@ -140,6 +142,15 @@ class CheckMethods:
             )
         return _check(resp.check)
 
+    def list_checks(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> tuple[list[Check], str]:
+        """One page of your checks, newest first, and the next page's token ("" at the end)."""
+        req = pb.ListChecksRequest(page_size=page_size, page_token=page_token)
+        with translate_errors():
+            resp = self._checks.ListChecks(req, **self._kw(timeout))
+        return [_check(c) for c in resp.checks], resp.next_page_token
+
     def cancel_check(self, check: CheckRef, *, timeout: float | None = None) -> Check:
         with translate_errors():
             resp = self._checks.CancelCheck(
@@ -202,6 +213,14 @@ class AsyncCheckMethods:
                 pb.GetCheckRequest(name=check_name(check)), **self._kw(timeout)
             )
         return _check(resp.check)
+
+    async def list_checks(
+        self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
+    ) -> tuple[list[Check], str]:
+        req = pb.ListChecksRequest(page_size=page_size, page_token=page_token)
+        with translate_errors():
+            resp = await self._checks.ListChecks(req, **self._kw(timeout))
+        return [_check(c) for c in resp.checks], resp.next_page_token
 
     async def cancel_check(self, check: CheckRef, *, timeout: float | None = None) -> Check:
         with translate_errors():

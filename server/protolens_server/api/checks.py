@@ -1,8 +1,12 @@
 """``CheckService``: each RPC is proto -> ``checks.service.CheckRunner`` call -> proto.
 
 Registered on the API server by ``add_check_service`` (one line in
-``api/server.py``). Domain errors are mapped by the same interceptor as every
-other RPC; the caller's tenant scopes every check lookup.
+``api/server.py``, which also calls the runner's ``tick`` from its sampler loop
+and ``close`` on shutdown). Check records live in Redis, so any API replica
+answers for any check. Domain errors are mapped by the same interceptor as every
+other RPC; the caller's tenant scopes every check lookup (another tenant's check
+is NOT_FOUND, like a missing one). A failed check's error is stored already
+mapped (code, reason, message, metadata) by this module's table.
 """
 
 from __future__ import annotations
@@ -20,9 +24,10 @@ from protolens_server.api.reference_sets import ReferenceSets
 from protolens_server.api.tenancy import current_tenant
 from protolens_server.api.validation import model_name
 from protolens_server.checks.policy import Policy
-from protolens_server.checks.service import CheckRun, CheckRunner
+from protolens_server.checks.service import CheckRunner
+from protolens_server.checks.store import CheckRecord
 from protolens_server.engine.types import GenerationConfig
-from protolens_server.errors import FailedPrecondition, InvalidArgument
+from protolens_server.errors import InvalidArgument, ProtolensError
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckService"].full_name
 _STATES = {
@@ -32,6 +37,8 @@ _STATES = {
     "CANCELLED": pb.CHECK_STATE_CANCELLED,
 }
 MAX_SEED = 2**63 - 1
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
 
 
 def check_id_of(name: str) -> str:
@@ -49,16 +56,15 @@ def _timestamp(unix: float) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def check_to_pb(run: CheckRun) -> pb.Check:
-    doc = run.result.to_dict() if run.result is not None else {}
+def check_to_pb(run: CheckRecord) -> pb.Check:
+    verdict = run.verdict
     error = None
     if run.error is not None:
-        mapped = to_rpc_error(run.error)
         error = common_pb2.Status(
-            code=code_number(mapped.code),
-            message=mapped.message,
-            reason=mapped.reason,
-            metadata=mapped.metadata,
+            code=int(run.error.get("code", 0)),
+            message=str(run.error.get("message", "")),
+            reason=str(run.error.get("reason", "")),
+            metadata={str(k): str(v) for k, v in (run.error.get("metadata") or {}).items()},
         )
     return pb.Check(
         name=f"checks/{run.check_id}",
@@ -67,15 +73,32 @@ def check_to_pb(run: CheckRun) -> pb.Check:
         baseline=run.baseline,
         progress=run.progress,
         message=run.message,
-        passed=bool(doc.get("passed", False)),
-        failed_rules=doc.get("failed_rules", []),
-        flagged_classes=doc.get("flagged_classes", []),
+        passed=bool(verdict.get("passed", False)),
+        failed_rules=verdict.get("failed_rules", []),
+        flagged_classes=verdict.get("flagged_classes", []),
         jobs=run.stats.jobs,
         cache_hits=run.stats.cache_hits,
         error=error,
         create_time=_timestamp(run.created_at),
         end_time=_timestamp(run.finished_at),
     )
+
+
+def error_fields(exc: ProtolensError) -> dict[str, Any]:
+    """A check's error as stored: already mapped by the API's error table."""
+    mapped = to_rpc_error(exc)
+    return {
+        "code": code_number(mapped.code),
+        "reason": mapped.reason,
+        "message": mapped.message,
+        "metadata": dict(mapped.metadata),
+    }
+
+
+def _page_size(value: int) -> int:
+    if value < 0:
+        raise InvalidArgument("page_size", "must be >= 0")
+    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
 
 def _config(request: pb.StartCheckRequest, settings: Any) -> GenerationConfig:
@@ -132,8 +155,16 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
     async def GetCheck(
         self, request: pb.GetCheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckResponse:
-        run = self.runner.get(check_id_of(request.name), current_tenant())
+        run = await self.runner.get(check_id_of(request.name), current_tenant())
         return pb.GetCheckResponse(check=check_to_pb(run))
+
+    async def ListChecks(
+        self, request: pb.ListChecksRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListChecksResponse:
+        runs, token = await self.runner.list(
+            current_tenant(), page_size=_page_size(request.page_size), page_token=request.page_token
+        )
+        return pb.ListChecksResponse(checks=[check_to_pb(r) for r in runs], next_page_token=token)
 
     async def CancelCheck(
         self, request: pb.CancelCheckRequest, context: grpc.aio.ServicerContext
@@ -144,14 +175,22 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
     async def GetCheckReport(
         self, request: pb.GetCheckReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckReportResponse:
-        run = self.runner.get(check_id_of(request.name), current_tenant())
-        if run.state != "SUCCEEDED":
-            raise FailedPrecondition(f"check {run.check_id} is {run.state}; no report")
-        return pb.GetCheckReportResponse(html=run.html, json=run.json)
+        html, json_text = await self.runner.report(check_id_of(request.name), current_tenant())
+        return pb.GetCheckReportResponse(html=html, json=json_text)
 
 
-def add_check_service(server: grpc.aio.Server, queue: Any, catalog: Any, settings: Any) -> str:
-    """Register ``CheckService`` on ``server``; returns its full name (an extra_services hook)."""
-    runner = CheckRunner(queue, catalog, settings, ReferenceSets(settings.reference_root).digest)
+def add_check_service(
+    server: grpc.aio.Server, queue: Any, catalog: Any, settings: Any, **runner_options: Any
+) -> CheckRunner:
+    """Register ``CheckService`` on ``server``; returns its runner (the server calls its
+    ``tick`` periodically and ``close`` on shutdown). ``runner_options``: e.g. ``lease_s``."""
+    runner = CheckRunner(
+        queue,
+        catalog,
+        settings,
+        ReferenceSets(settings.reference_root).digest,
+        error_fields=error_fields,
+        **runner_options,
+    )
     checks_pb2_grpc.add_CheckServiceServicer_to_server(CheckServicer(runner), server)
-    return SERVICE_NAME
+    return runner

@@ -4,7 +4,8 @@ One grpc.aio server carries ``ProtolensService``, ``grpc.health.v1`` (``""`` and
 the service name; NOT_SERVING while Redis is unreachable or on shutdown) and
 server reflection, all behind ``ServiceInterceptor``. Message sizes are capped
 explicitly by ``Settings.max_message_bytes`` (PNG payloads). A background task
-samples queue statistics into the queue gauges.
+samples queue statistics into the queue gauges and resumes checks whose driving
+replica died (``CheckRunner.tick``); on stop this replica's checks are handed back.
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ class ApiServer:
     health: Any
     sample_interval_s: float = SAMPLE_INTERVAL_S
     services: tuple[str, ...] = (SERVICE_NAME,)
+    checks: Any = None  # the CheckRunner: tick() each sample, close() on stop
     _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def _set_health(self, serving: bool) -> None:
@@ -89,6 +91,11 @@ class ApiServer:
             if ok != serving:
                 serving = ok
                 await self._set_health(ok)
+            if ok and self.checks is not None:
+                try:
+                    await self.checks.tick()
+                except Exception as exc:
+                    log.warning("checks.sweep_failed", extra={"error": str(exc)})
 
     def start_sampling(self) -> None:
         self._sampler = asyncio.create_task(self._sample(), name="protolens-queue-sampler")
@@ -104,6 +111,8 @@ class ApiServer:
             await asyncio.wait_for(self.grpc_server.stop(grace), (grace or 0) + 10)
         except TimeoutError:
             log.warning("api.stop_timed_out")
+        if self.checks is not None:
+            await self.checks.close()
         await self.queue.close()
 
     async def wait_for_termination(self) -> None:
@@ -118,6 +127,7 @@ async def start_server(
     tenant_resolver: TenantResolver | None = None,
     sample_interval_s: float = SAMPLE_INTERVAL_S,
     extra_services: Sequence[ServiceHook] = (),
+    check_lease_s: float | None = None,
 ) -> tuple[ApiServer, int]:
     """Start the API on ``settings.grpc_host:grpc_port`` (port 0 picks one); return it and its port.
 
@@ -125,7 +135,8 @@ async def start_server(
     model catalog of ``settings`` (built-ins plus ``model_store``);
     ``tenant_resolver`` to API keys in Redis (``api.auth.ApiKeyAuth``: required
     unless ``settings.insecure``). TLS/mTLS and the insecure-on-loopback rule
-    come from ``api.transport``.
+    come from ``api.transport``. ``check_lease_s``: how long a check's driver may be
+    silent before another replica resumes it (default ``checks.service.LEASE_S``).
     """
     credentials = server_credentials(settings)  # checks the transport rules before anything
     if queue is None:
@@ -147,7 +158,8 @@ async def start_server(
         queue, catalog, settings, ReferenceSets(settings.reference_root).digest
     )
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
-    add_check_service(server, queue, catalog, settings)  # CheckService: api/checks.py
+    lease = {"lease_s": check_lease_s} if check_lease_s else {}
+    checks = add_check_service(server, queue, catalog, settings, **lease)  # api/checks.py
     hooks = (add_admin_service, *extra_services)
     services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in hooks))
     health_servicer = health.aio.HealthServicer()
@@ -161,7 +173,9 @@ async def start_server(
     else:
         port = server.add_secure_port(address, credentials)
     await server.start()
-    api = ApiServer(server, port, queue, catalog, health_servicer, sample_interval_s, services)
+    api = ApiServer(
+        server, port, queue, catalog, health_servicer, sample_interval_s, services, checks
+    )
     await api._set_health(True)
     api.start_sampling()
     log.info("api.started", extra={"address": f"{settings.grpc_host}:{port}"})

@@ -1,12 +1,24 @@
-"""Checks run by the service: generation goes through the job queue, so workers generate
-and the content cache is shared; comparison and the report run here (in a thread).
+"""Checks run by the service: workers generate through the job queue (content cache shared),
+the API replicas keep each check's record in Redis and drive it, one replica at a time.
 
 ``CheckRunner.start(...)`` validates at once (models, classes, policy), submits
 one job per chunk of classes per version with ``JobQueue.submit`` (a cached
-chunk is answered at once: ``cache_hit``), waits for the jobs, reads their PNGs
-and scores back, then runs the same ``analyse`` as ``run_check``. Checks live in
-this API process's memory (``MAX_CHECKS`` kept, oldest finished dropped first);
-their jobs, results and cache are in Redis like any other job's.
+chunk is answered at once: ``cache_hit``), stores the check's record with the
+validated request (``checks.store``) and a lease held by this replica, and
+drives it in an asyncio task: wait for the jobs, read their PNGs and scores
+back, run the same ``analyse`` as ``run_check`` (in a thread), store the result
+and the report. The lease is renewed every ``lease_s / 3`` seconds.
+
+Any replica answers get / list / cancel / report from Redis. A replica that
+finds a RUNNING check whose lease expired (its driver died) takes the lease and
+resumes it: ``get`` does on the spot, ``sweep`` (the API server calls it from
+its sampler loop) for every orphan. Resuming rebuilds the job specs from the
+stored request (same cache keys), waits on the stored jobs (a job whose record
+is gone is submitted again: a cache hit or a dedup join), and analyses; no
+generation is repeated. ``cancel`` marks the record CANCELLED (final) and
+cancels its jobs; the driver sees it on its next write and stops. ``close``
+(API shutdown) stops this replica's drivers and releases their leases, so
+another replica resumes them at once.
 """
 
 from __future__ import annotations
@@ -14,54 +26,41 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
-import time
-from collections import OrderedDict
-from dataclasses import dataclass, field
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
+
+import redis.exceptions
 
 from protolens_server.checks.local_cache import group_by_class
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import (
     DEFAULT_CHUNK,
     ClassPrototypes,
-    GenerationStats,
     check_spec,
     chunks,
 )
 from protolens_server.checks.result import CheckResult, ModelRef
 from protolens_server.checks.run import analyse, check_compatible, resolve_classes
+from protolens_server.checks.store import CheckRecord, CheckStore, new_check_id
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import FailedPrecondition, JobNotFound, ProtolensError
 from protolens_server.queue.records import JobRecord, JobSpec, JobState
 
-MAX_CHECKS = 256
 log = logging.getLogger(__name__)
 POLL_S = 0.2
+LEASE_S = 15.0  # a dead replica's checks are resumed at most this long after it died
+
+_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+ErrorFields = Callable[[ProtolensError], dict[str, Any]]
 
 
-@dataclass
-class CheckRun:
-    check_id: str
-    tenant: str
-    model: str
-    baseline: str
-    state: str = "RUNNING"  # RUNNING | SUCCEEDED | FAILED | CANCELLED
-    progress: float = 0.0
-    message: str = "starting"
-    created_at: float = field(default_factory=time.time)
-    finished_at: float = 0.0
-    stats: GenerationStats = field(default_factory=GenerationStats)
-    result: CheckResult | None = None
-    html: str = ""
-    json: str = ""
-    error: ProtolensError | None = None
-    job_ids: list[str] = field(default_factory=list)
-    task: asyncio.Task[None] | None = field(default=None, repr=False)
-
-    @property
-    def finished(self) -> bool:
-        return self.state != "RUNNING"
+def plain_error(exc: ProtolensError) -> dict[str, Any]:
+    """The stored error without a status code (the API passes one that adds the code)."""
+    return {"code": 2, "reason": exc.reason, "message": exc.message, "metadata": exc.metadata}
 
 
 @dataclass
@@ -70,6 +69,26 @@ class _Version:
     handle: Any
     info: Any
     reference_digest: str = ""
+
+
+@dataclass
+class _Plan:
+    """What a driver needs, built the same way at start and on resume."""
+
+    new: _Version
+    old: _Version | None
+    config: GenerationConfig
+    seed: int
+    policy: Policy
+    specs: list[tuple[_Version, JobSpec]]
+
+
+class _Stop(Exception):
+    """The record stopped taking this driver's writes: ended elsewhere, lost, or gone."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
 
 
 class CheckRunner:
@@ -81,14 +100,26 @@ class CheckRunner:
         resolve_reference: Any = None,
         *,
         chunk_size: int = DEFAULT_CHUNK,
+        lease_s: float = LEASE_S,
+        error_fields: ErrorFields = plain_error,
     ) -> None:
         self.queue = queue
         self.catalog = catalog
         self.settings = settings
         self.resolve_reference = resolve_reference
         self.chunk_size = chunk_size
-        self.checks: OrderedDict[str, CheckRun] = OrderedDict()
+        self.lease_s = lease_s
+        self.error_fields = error_fields
+        self.store = CheckStore(queue.redis, queue.keys, retention_s=settings.job_retention_s)
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.driving: dict[str, asyncio.Task[None]] = {}
+        self._closed = False
 
+    @property
+    def _lease_ms(self) -> int:
+        return max(1, int(self.lease_s * 1000))
+
+    # --- the RPCs ----------------------------------------------------------------------
     async def start(
         self,
         *,
@@ -100,8 +131,8 @@ class CheckRunner:
         seed: int = 0,
         reference_set: str = "",
         policy: Policy,
-    ) -> CheckRun:
-        """Validate, then run in the background; returns the RUNNING check."""
+    ) -> CheckRecord:
+        """Validate, submit the jobs, store the record, drive it; returns it RUNNING."""
         new = await self._version(model)
         old = await self._version(baseline) if baseline else None
         check_compatible(new.handle, old.handle if old else None)
@@ -111,155 +142,309 @@ class CheckRunner:
                 v.reference_digest = await asyncio.to_thread(
                     self.resolve_reference, reference_set, v.info, tuple(wanted)
                 )
-        run = CheckRun(secrets.token_hex(8), tenant, new.name, old.name if old else "")
-        versions = [v for v in (new, old) if v is not None]
-        specs = [
-            (v, check_spec(
-                v.name, v.info.digest, chunk, config, seed,
-                reference_set=reference_set, reference_digest=v.reference_digest, tenant=tenant,
-            ))
-            for v in versions
-            for chunk in chunks(wanted, self.chunk_size)
-        ]  # fmt: skip
-        records = await self._submit(run, specs)
-        self._remember(run)
-        run.task = asyncio.create_task(
-            self._run(run, new, old, specs, records, config, seed, policy),
-            name=f"protolens-check-{run.check_id}",
-        )
-        return run
-
-    async def _submit(
-        self, run: CheckRun, specs: list[tuple[_Version, JobSpec]]
-    ) -> list[JobRecord]:
-        """One job per chunk; a cached chunk comes back finished (``cache_hit``)."""
-        records = []
+        request = {
+            "model": new.name,
+            "model_digest": new.info.digest,
+            "baseline": old.name if old else "",
+            "baseline_digest": old.info.digest if old else "",
+            "classes": wanted,
+            "config": config.to_dict(),
+            "seed": int(seed),
+            "reference_set": reference_set,
+            "reference_digests": [v.reference_digest for v in (new, old) if v is not None],
+            "policy": policy.to_dict(),
+            "policy_source": policy.source,
+            "chunk_size": self.chunk_size,
+        }
+        record = CheckRecord(new_check_id(), tenant, new.name, request["baseline"], request)
+        plan = self._plan(new, old, request, tenant)
+        jobs = await self._submit(record, plan.specs)
         try:
-            for _, spec in specs:
-                record, outcome = await self.queue.submit(spec)
-                run.stats.add(outcome == "cache_hit", record.job_id)
-                run.job_ids.append(record.job_id)
-                records.append(record)
+            await self.store.create(record, self.owner, self._lease_ms)
         except BaseException:
-            await asyncio.shield(self._cancel_jobs(run))
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._cancel_jobs(record))
             raise
-        run.message = f"{run.stats.cache_hits}/{run.stats.jobs} jobs from the cache"
-        return records
+        self._spawn(record, plan, jobs)
+        return record
 
-    def get(self, check_id: str, tenant: str) -> CheckRun:
-        run = self.checks.get(check_id)
-        if run is None or run.tenant != tenant:
+    async def get(self, check_id: str, tenant: str) -> CheckRecord:
+        """The check as stored; resumes it here first if its driver is gone."""
+        record = await self.store.get(check_id, tenant)
+        if not record.finished and not record.lease_held:
+            await self._try_resume(check_id)
+        return record
+
+    async def list(
+        self, tenant: str, *, page_size: int = 50, page_token: str = ""
+    ) -> tuple[list[CheckRecord], str]:
+        return await self.store.list(tenant, page_size=page_size, page_token=page_token)
+
+    async def report(self, check_id: str, tenant: str) -> tuple[str, str]:
+        record = await self.store.get(check_id, tenant)
+        if record.state != "SUCCEEDED":
+            raise FailedPrecondition(f"check {check_id} is {record.state}; no report")
+        report = await self.store.report(check_id)
+        if report is None:
+            raise JobNotFound(f"the report of check {check_id} has expired", check=check_id)
+        return report
+
+    async def cancel(self, check_id: str, tenant: str) -> CheckRecord:
+        """Mark it CANCELLED (from any replica) and cancel its jobs."""
+        outcome, state = await self.store.cancel(check_id, tenant)
+        if outcome == "notfound":
             raise JobNotFound(f"check {check_id!r} not found", check=check_id)
-        return run
+        if outcome == "finished":
+            raise FailedPrecondition(f"check {check_id} already ended {state}")
+        record = await self.store.get(check_id, tenant)
+        await self._cancel_jobs(record)
+        return record
 
-    async def cancel(self, check_id: str, tenant: str) -> CheckRun:
-        run = self.get(check_id, tenant)
-        if run.finished:
-            raise FailedPrecondition(f"check {check_id} already ended {run.state}")
-        if run.task is not None:
-            run.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await run.task
-        return run
+    async def sweep(self) -> int:
+        """Resume every RUNNING check whose lease expired; returns how many this replica took."""
+        taken = 0
+        for check_id in await self.store.orphans():
+            taken += await self._try_resume(check_id)
+        return taken
+
+    async def tick(self) -> None:
+        """The API server's periodic hook."""
+        await self.sweep()
 
     async def close(self) -> None:
-        for run in list(self.checks.values()):
-            if run.task is not None and not run.task.done():
-                run.task.cancel()
+        """Stop driving (jobs keep running) and release the leases: another replica resumes."""
+        self._closed = True
+        tasks = [t for t in self.driving.values() if not t.done()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
-    # -- internals -----------------------------------------------------------------
-    async def _version(self, name: str) -> _Version:
-        info = await asyncio.to_thread(self.catalog.describe, name)
-        handle = await asyncio.to_thread(self.catalog.load, info.name)
-        return _Version(info.name, handle, info)
+    # --- driving -----------------------------------------------------------------------
+    def _spawn(self, record: CheckRecord, plan: _Plan | None, jobs: list[JobRecord] | None) -> None:
+        task = asyncio.create_task(
+            self._drive(record, plan, jobs), name=f"protolens-check-{record.check_id}"
+        )
+        self.driving[record.check_id] = task
+        task.add_done_callback(lambda t: self._forget(record.check_id, t))
 
-    def _remember(self, run: CheckRun) -> None:
-        self.checks[run.check_id] = run
-        while len(self.checks) > MAX_CHECKS:
-            oldest = next((k for k, r in self.checks.items() if r.finished), None)
-            if oldest is None:
-                break
-            del self.checks[oldest]
+    def _forget(self, check_id: str, task: asyncio.Task[None]) -> None:
+        if self.driving.get(check_id) is task:
+            del self.driving[check_id]
 
-    async def _run(
-        self,
-        run: CheckRun,
-        new: _Version,
-        old: _Version | None,
-        specs: list[tuple[_Version, JobSpec]],
-        records: list[JobRecord],
-        config: GenerationConfig,
-        seed: int,
-        policy: Policy,
-    ) -> None:
+    async def _try_resume(self, check_id: str) -> bool:
+        current = self.driving.get(check_id)
+        if self._closed or (current is not None and not current.done()):
+            return False
+        if not await self.store.take(check_id, self.owner, self._lease_ms):
+            return False
         try:
-            versions = [v for v in (new, old) if v is not None]
-            records = await self._wait(run, records)
-            run.message, run.progress = "comparing", max(run.progress, 0.95)
-            produced: dict[int, dict[int, ClassPrototypes]] = {id(v): {} for v in versions}
-            for (v, spec), record in zip(specs, records, strict=True):
-                for cp in await self._read(spec, record, run.tenant):
-                    produced[id(v)][cp.class_index] = cp
-            result = await asyncio.to_thread(
-                analyse,
-                new.handle,
-                produced[id(new)],
-                baseline_model=old.handle if old else None,
-                baseline_prototypes=produced[id(old)] if old else None,
-                policy=policy,
-                model_ref=ModelRef(new.name, new.info.digest, new.info.source),
-                baseline_ref=ModelRef(old.name, old.info.digest, old.info.source) if old else None,
-                config=config,
-                seed=seed,
-                stats=run.stats,
-                reference_digest=new.reference_digest,
-            )
-            run.html, run.json = await asyncio.to_thread(_render, result)
-            run.result, run.state, run.progress, run.message = result, "SUCCEEDED", 1.0, "done"
-        except asyncio.CancelledError:
-            run.state, run.message = "CANCELLED", "cancelled"
-            await asyncio.shield(self._cancel_jobs(run))
-        except ProtolensError as exc:
-            run.state, run.error, run.message = "FAILED", exc, str(exc)
-        except Exception as exc:  # a bug: keep serving, say so on the check
-            log.error("check.internal_error", exc_info=exc, extra={"check": run.check_id})
-            run.state, run.message = "FAILED", "internal error"
-            run.error = ProtolensError(f"internal error: {type(exc).__name__}")
-        finally:
-            run.finished_at = time.time()
+            record = await self.store.get(check_id)
+        except JobNotFound:
+            await self.store.release(check_id, self.owner)
+            return False
+        log.info("check.resumed", extra={"check": check_id, "drives": record.drives})
+        self._spawn(record, None, None)
+        return True
 
-    async def _wait(self, run: CheckRun, records: list[JobRecord]) -> list[JobRecord]:
+    async def _drive(
+        self, record: CheckRecord, plan: _Plan | None, jobs: list[JobRecord] | None
+    ) -> None:
+        """Drive one check to its end under the lease (resuming when ``plan`` is None)."""
+        renew = asyncio.create_task(self._keep_lease(record.check_id, asyncio.current_task()))
+        try:
+            if plan is None or jobs is None:
+                plan = await self._rebuild(record)
+                jobs = await self._submit(record, plan.specs, resume=True)
+                await self._write(record, with_jobs=True)
+            result = await self._generate_and_analyse(record, plan, jobs)
+            html, json_text = await asyncio.to_thread(_render, result)
+            doc = result.to_dict()
+            record.verdict = {k: doc[k] for k in ("passed", "failed_rules", "flagged_classes")}
+            record.state, record.progress, record.message = "SUCCEEDED", 1.0, "done"
+            await self._end(record, html=html, json_text=json_text)
+        except _Stop as stop:  # ended elsewhere (cancelled), or another replica drives it
+            if stop.why == "CANCELLED":
+                await asyncio.shield(self._cancel_jobs(record))
+            log.info("check.stopped", extra={"check": record.check_id, "why": stop.why})
+        except (asyncio.CancelledError, *_REDIS_DOWN) as exc:
+            # close(), a lost lease, or Redis away: the jobs carry on, and a replica (maybe
+            # this one, on its next sweep) resumes the check once the lease is free.
+            if not isinstance(exc, asyncio.CancelledError):
+                log.warning(
+                    "check.redis_error", extra={"check": record.check_id, "error": str(exc)}
+                )
+        except ProtolensError as exc:
+            await self._fail(record, exc)
+        except Exception as exc:  # a bug: keep serving, say so on the check
+            log.error("check.internal_error", exc_info=exc, extra={"check": record.check_id})
+            await self._fail(record, ProtolensError(f"internal error: {type(exc).__name__}"))
+        finally:
+            renew.cancel()
+            with contextlib.suppress(Exception):  # only if still ours (a no-op once finished)
+                await asyncio.shield(self.store.release(record.check_id, self.owner))
+
+    async def _keep_lease(self, check_id: str, driver: asyncio.Task[Any] | None) -> None:
         while True:
-            records = [
-                r if r.state.finished else await self.queue.get(r.job_id, tenant=run.tenant)
-                for r in records
+            await asyncio.sleep(self.lease_s / 3)
+            try:
+                held = await self.store.renew(check_id, self.owner, self._lease_ms)
+            except Exception as exc:  # Redis blip: try again; past the TTL another replica wins
+                log.warning(
+                    "check.lease_renew_failed", extra={"check": check_id, "error": str(exc)}
+                )
+                continue
+            if not held:
+                log.warning("check.lease_lost", extra={"check": check_id})
+                if driver is not None:
+                    driver.cancel()
+                return
+
+    async def _fail(self, record: CheckRecord, exc: ProtolensError) -> None:
+        record.state, record.message = "FAILED", str(exc)
+        record.error = self.error_fields(exc)
+        try:
+            await self._end(record)
+        except (_Stop, *_REDIS_DOWN) as stop:  # ended elsewhere, or resumed after Redis is back
+            log.info("check.fail_not_stored", extra={"check": record.check_id, "why": str(stop)})
+
+    async def _end(self, record: CheckRecord, *, html: str = "", json_text: str = "") -> None:
+        answer = await asyncio.shield(
+            self.store.finish(record, self.owner, html=html, json_text=json_text)
+        )
+        if answer != "ok":
+            raise _Stop(answer)
+
+    async def _write(self, record: CheckRecord, *, with_jobs: bool = False) -> None:
+        answer = await self.store.update(record, self.owner, with_jobs=with_jobs)
+        if answer != "RUNNING":
+            raise _Stop(answer)
+
+    async def _rebuild(self, record: CheckRecord) -> _Plan:
+        """The plan from the stored request; the models must still have the same digests."""
+        r = record.request
+        new = await self._version(r["model"], r["model_digest"])
+        old = await self._version(r["baseline"], r["baseline_digest"]) if r["baseline"] else None
+        for v, digest in zip(filter(None, (new, old)), r["reference_digests"], strict=True):
+            v.reference_digest = digest
+        return self._plan(new, old, r, record.tenant)
+
+    def _plan(self, new: _Version, old: _Version | None, r: dict[str, Any], tenant: str) -> _Plan:
+        config = GenerationConfig.from_dict(r["config"])
+        specs = [
+            (v, check_spec(
+                v.name, v.info.digest, chunk, config, r["seed"],
+                reference_set=r["reference_set"], reference_digest=v.reference_digest,
+                tenant=tenant,
+            ))
+            for v in (new, old) if v is not None
+            for chunk in chunks(r["classes"], r["chunk_size"])
+        ]  # fmt: skip
+        policy = Policy.from_dict(r["policy"], source=r["policy_source"] or "policy")
+        return _Plan(new, old, config, int(r["seed"]), policy, specs)
+
+    async def _submit(
+        self, record: CheckRecord, specs: list[tuple[_Version, JobSpec]], *, resume: bool = False
+    ) -> list[JobRecord]:
+        """One job per chunk (a cached chunk comes back finished: ``cache_hit``). On resume
+        the stored jobs are read back; only a job whose record is gone is submitted again."""
+        jobs: list[JobRecord] = []
+        submitted: list[str] = []
+        known = list(record.job_ids) if resume else []
+        try:
+            for i, (_, spec) in enumerate(specs):
+                if i < len(known):
+                    with contextlib.suppress(JobNotFound):
+                        jobs.append(await self.queue.get(known[i], tenant=record.tenant))
+                        continue
+                job, outcome = await self.queue.submit(spec)
+                submitted.append(job.job_id)
+                record.stats.add(outcome == "cache_hit", job.job_id)
+                jobs.append(job)
+        except BaseException:
+            if not resume:  # a failed start leaves nothing running
+                await asyncio.shield(self._cancel_jobs(record, submitted))
+            raise
+        record.job_ids = [j.job_id for j in jobs]
+        record.message = f"{record.stats.cache_hits}/{record.stats.jobs} jobs from the cache"
+        return jobs
+
+    async def _generate_and_analyse(
+        self, record: CheckRecord, plan: _Plan, jobs: list[JobRecord]
+    ) -> CheckResult:
+        jobs = await self._wait(record, jobs)
+        record.message, record.progress = "comparing", max(record.progress, 0.95)
+        await self._write(record)
+        new, old = plan.new, plan.old
+        produced: dict[int, dict[int, ClassPrototypes]] = {id(new): {}, id(old): {}}
+        for (v, spec), job in zip(plan.specs, jobs, strict=True):
+            for cp in await self._read(spec, job, record.tenant):
+                produced[id(v)][cp.class_index] = cp
+        record.stats.job_ids = list(record.job_ids)
+        return await asyncio.to_thread(
+            analyse,
+            new.handle,
+            produced[id(new)],
+            baseline_model=old.handle if old else None,
+            baseline_prototypes=produced[id(old)] if old else None,
+            policy=plan.policy,
+            model_ref=ModelRef(new.name, new.info.digest, new.info.source),
+            baseline_ref=ModelRef(old.name, old.info.digest, old.info.source) if old else None,
+            config=plan.config,
+            seed=plan.seed,
+            stats=record.stats,
+            reference_digest=new.reference_digest,
+        )
+
+    async def _wait(self, record: CheckRecord, jobs: list[JobRecord]) -> list[JobRecord]:
+        """Until every job ended; each round writes progress (and learns of a cancel)."""
+        while True:
+            jobs = [
+                j if j.state.finished else await self.queue.get(j.job_id, tenant=record.tenant)
+                for j in jobs
             ]
-            done = sum(1.0 if r.state.finished else r.step / max(1, r.total_steps) for r in records)
-            run.progress = 0.95 * done / max(1, len(records))
             bad = next(
-                (r for r in records if r.state.finished and r.state != JobState.SUCCEEDED), None
+                (j for j in jobs if j.state.finished and j.state != JobState.SUCCEEDED), None
             )
             if bad is not None:
                 raise FailedPrecondition(
                     f"generation job {bad.job_id} ended {bad.state.value}: {bad.error}",
                     job=bad.job_id,
                 )
-            if all(r.state.finished for r in records):
-                return records
+            if all(j.state.finished for j in jobs):
+                return jobs
+            done = sum(1.0 if j.state.finished else j.step / max(1, j.total_steps) for j in jobs)
+            ended = sum(j.state.finished for j in jobs)
+            record.progress = max(record.progress, 0.95 * done / max(1, len(jobs)))
+            record.message = (
+                f"generating: {ended}/{len(jobs)} jobs done"
+                f" ({record.stats.cache_hits} from the cache)"
+            )
+            await self._write(record)
             await asyncio.sleep(POLL_S)
 
-    async def _read(self, spec: JobSpec, record: JobRecord, tenant: str) -> list[ClassPrototypes]:
+    async def _read(self, spec: JobSpec, job: JobRecord, tenant: str) -> list[ClassPrototypes]:
         pngs = [
-            await self.queue.get_png(record.job_id, i, tenant=tenant)
-            for i in range(len(record.prototypes))
+            await self.queue.get_png(job.job_id, i, tenant=tenant, record=job)
+            for i in range(len(job.prototypes))
         ]
-        items = [{"probability": p.probability, "scores": p.scores} for p in record.prototypes]
-        return group_by_class(spec, items, pngs, hit=record.cache_hit, job_id=record.job_id)
+        items = [{"probability": p.probability, "scores": p.scores} for p in job.prototypes]
+        return group_by_class(spec, items, pngs, hit=job.cache_hit, job_id=job.job_id)
 
-    async def _cancel_jobs(self, run: CheckRun) -> None:
-        for job_id in run.job_ids:
+    async def _cancel_jobs(self, record: CheckRecord, job_ids: list[str] | None = None) -> None:
+        for job_id in record.job_ids if job_ids is None else job_ids:
             with contextlib.suppress(ProtolensError):
-                await self.queue.cancel(job_id, tenant=run.tenant)
+                await self.queue.cancel(job_id, tenant=record.tenant)
+
+    async def _version(self, name: str, digest: str = "") -> _Version:
+        info = await asyncio.to_thread(self.catalog.describe, name)
+        if digest and info.digest != digest:
+            raise FailedPrecondition(
+                f"model {info.name} changed since the check started (digest {info.digest[:12]},"
+                f" was {digest[:12]}); start a new check",
+                model=info.name,
+            )
+        handle = await asyncio.to_thread(self.catalog.load, info.name)
+        return _Version(info.name, handle, info)
 
 
 def _render(result: CheckResult) -> tuple[str, str]:
