@@ -27,6 +27,7 @@ from protolens_server.api.tenancy import DEFAULT_TENANT
 from protolens_server.checks.store import CheckRecord, CheckStore
 from protolens_server.config import Settings
 from protolens_server.errors import JobNotFound
+from protolens_server.queue.connection import redis_from_url
 from protolens_server.queue.keys import Keys
 from protolens_server.queue.records import JobState
 from protolens_server.worker import Worker
@@ -129,8 +130,17 @@ def names_listed(address: str, tenant: str) -> list[str]:
 
 
 async def test_store_writes_are_one_way_and_fenced(redis_url) -> None:
-    redis = aioredis.from_url(redis_url)
-    store = CheckStore(redis, Keys("t"), retention_s=600)
+    await _one_way_and_fenced(aioredis.from_url(redis_url), Keys("t"))
+
+
+@pytest.mark.xdist_group("redis-cluster")
+async def test_store_on_a_redis_cluster(redis_cluster_url) -> None:
+    """The same on a real 3-master Cluster: every script's keys share the prefix's slot."""
+    await _one_way_and_fenced(redis_from_url(redis_cluster_url), Keys("{pltest}"))
+
+
+async def _one_way_and_fenced(redis: Any, keys: Keys) -> None:
+    store = CheckStore(redis, keys, retention_s=600)
     try:
         run = CheckRecord("c1", "acme", "m@2", "m@1", {"classes": [0]})
         await store.create(run, "owner-a", 5000)
