@@ -128,6 +128,11 @@ JOBS_RECLAIMED = Counter(
     "Jobs reclaimed from a dead worker",
     registry=REGISTRY,
 )
+INJECTED_OOMS = Counter(
+    "protolens_injected_oom_total",
+    "Out-of-memory errors raised by the PROTOLENS_FAULT_OOM_ABOVE fault hook (0 unless set)",
+    registry=REGISTRY,
+)
 MODELS_LOADED = Gauge(
     "protolens_models_loaded",
     "Models resident in this worker",

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 from protolens_server.config import Settings
+from protolens_server.queue.jobs import JobQueue
+from protolens_server.queue.records import JobState
 
 SOAK = os.environ.get("PROTOLENS_SOAK") == "1"
 
@@ -33,3 +39,69 @@ def fault_settings(redis_url: str, store: Path, **changes: Any) -> Settings:
     }
     values.update(changes)
     return Settings(**values)
+
+
+async def stored_once(queue: JobQueue, job_id: str) -> bool:
+    """The job SUCCEEDED with exactly one 'succeeded' event and its result hash names it."""
+    record = await queue.get(job_id)
+    events = await queue.redis.xrange(queue.keys.events(job_id))
+    succeeded = [f for _, f in events if f[b"message"] == b"succeeded"]
+    owner = await queue.redis.hget(queue.keys.result(record.cache_key), "job_id")
+    return record.state == JobState.SUCCEEDED and len(succeeded) == 1 and owner is not None
+
+
+class WorkerProcess:
+    """``python -m protolens_server.worker`` with ``settings`` as PROTOLENS_* variables, plus
+    ``env`` (e.g. a fault hook); its log (text format) goes to ``log``."""
+
+    def __init__(
+        self, settings: Settings, name: str, log: Path, *, env: dict[str, str] | None = None
+    ) -> None:
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+        base.update(
+            PROTOLENS_REDIS_URL=settings.redis_url,
+            PROTOLENS_KEY_PREFIX=settings.key_prefix,
+            PROTOLENS_MODEL_STORE=str(settings.model_store),
+            PROTOLENS_BUILTIN_MODELS="false",
+            PROTOLENS_DEVICE="cpu",
+            PROTOLENS_HEARTBEAT_S=str(settings.heartbeat_s),
+            PROTOLENS_RECLAIM_IDLE_S=str(settings.reclaim_idle_s),
+            PROTOLENS_MAX_ATTEMPTS=str(settings.max_attempts),
+            PROTOLENS_MAX_BATCH=str(settings.max_batch),
+            PROTOLENS_SHUTDOWN_GRACE_S=str(settings.shutdown_grace_s),
+            PROTOLENS_METRICS_PORT="0",
+            PROTOLENS_WORKER_NAME=name,
+            **(env or {}),
+        )
+        self.name, self.log = name, log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "protolens_server.worker", "--log-format", "text"],
+            env=base,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit code (killed if it does not exit in ``timeout``)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+
+def scrape(port: int) -> dict[str, float]:
+    """A Prometheus endpoint's samples: ``{'name{labels}': value}``."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples

@@ -2,11 +2,10 @@
 
 Worker SIGKILL mid-job and SIGTERM hand-back run real worker processes in
 tests/worker/test_worker_processes.py; Redis restart mid-job with AOF in
-tests/worker/test_worker_redis_restart.py. Here: Redis unreachable for a while
-under the API and a worker, a poison job, NaN during optimisation, and an API
-restart while a client watches. (The out-of-memory injection hook,
-PROTOLENS_FAULT_OOM_ABOVE, exists in worker/runner.py, but the tiny CPU model's
-forward passes never exceed 2 images, so its split is not exercised here yet.)
+tests/worker/test_worker_redis_restart.py; out-of-memory in a worker in
+tests/faults/test_oom.py. Here: Redis unreachable for a while under the API and a
+worker, a poison job, NaN during optimisation, and an API restart while clients
+watch (the SDK resumes the watch by itself).
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from faults_support import fault_settings
+from faults_support import fault_settings, stored_once
 from protolens import AsyncClient, Client
 from protolens.errors import ProtolensError
 from protolens_server.api.server import start_server
@@ -29,15 +28,6 @@ from protolens_server.queue.records import JobState
 from protolens_server.worker.worker import Worker
 
 FAST = {"steps": 2, "transforms": "small", "start": "constant", "equidistant_steps": 0}
-
-
-async def stored_once(queue: JobQueue, job_id: str) -> bool:
-    """The job SUCCEEDED with exactly one 'succeeded' event and its result hash names it."""
-    record = await queue.get(job_id)
-    events = await queue.redis.xrange(queue.keys.events(job_id))
-    succeeded = [f for _, f in events if f[b"message"] == b"succeeded"]
-    owner = await queue.redis.hget(queue.keys.result(record.cache_key), "job_id")
-    return record.state == JobState.SUCCEEDED and len(succeeded) == 1 and owner is not None
 
 
 async def wait_all(client: AsyncClient, jobs: list, timeout: float = 120) -> list:

@@ -15,12 +15,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, Target, generate
 from protolens_server.errors import InvalidArgument
+from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
 from protolens_server.queue.records import JobSpec, StoredPrototype, TargetSpec
 
+log = get_logger("protolens.worker")
 _REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
@@ -35,27 +38,57 @@ def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
 
 
 FAULT_OOM_ENV = "PROTOLENS_FAULT_OOM_ABOVE"
-INJECTED_OOMS = [0]  # how many injected out-of-memory errors were raised (for the tests)
 
 
 def with_injected_oom(handle: ModelHandle) -> ModelHandle:
     """Fault injection (tests/faults): with ``PROTOLENS_FAULT_OOM_ABOVE=N`` the model raises
     ``torch.OutOfMemoryError`` on forward passes over more than N images, as a GPU that
-    is too small would; the engine must split the batch and carry on. Off when unset."""
+    is too small would; the engine must split the batch and carry on. Off when unset.
+
+    Each injected error is logged and counted (``protolens_injected_oom_total``). An
+    eager module stays an ``nn.Module`` (wrapped), so layer probes, channels_last and
+    ``.to()`` see it as without the fault and the prototypes are the same.
+    """
     limit = int(os.environ.get(FAULT_OOM_ENV) or 0)
     if limit <= 0:
         return handle
     import torch
+    from torch import nn
 
     inner = handle.module
+    if isinstance(inner, nn.Module) and not isinstance(inner, torch.jit.ScriptModule):
+        return dataclasses.replace(handle, module=_oom_above_module(inner, limit))
 
     def module(x: Any) -> Any:
-        if x.shape[0] > limit:
-            INJECTED_OOMS[0] += 1
-            raise torch.OutOfMemoryError(f"injected: forward over {x.shape[0]} > {limit} images")
+        _raise_if_over(x, limit)
         return inner(x)
 
     return dataclasses.replace(handle, module=module)
+
+
+def _oom_above_module(inner: Any, limit: int) -> Any:
+    from torch import nn
+
+    class OomAbove(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = inner
+            self.train(inner.training)
+
+        def forward(self, x: Any) -> Any:
+            _raise_if_over(x, limit)
+            return self.inner(x)
+
+    return OomAbove()
+
+
+def _raise_if_over(x: Any, limit: int) -> None:
+    if x.shape[0] > limit:
+        import torch
+
+        metrics.INJECTED_OOMS.inc()
+        log.warning("worker.injected_oom", extra={"images": int(x.shape[0]), "limit": limit})
+        raise torch.OutOfMemoryError(f"injected: forward over {x.shape[0]} > {limit} images")
 
 
 def run_engine(
