@@ -2,10 +2,11 @@
 
 ``PROTOLENS_FAULT_OOM_ABOVE=2`` (worker/runner.py) makes the worker's model raise
 ``torch.OutOfMemoryError`` on any forward over 2 images, as a too-small GPU would.
-Before this test the hook was never set anywhere, and jobs submitted one by one to
-an idle worker each start alone (a blocking read returns the first entry at once),
-so no forward went over 2 images. Here the jobs wait in the queue before the worker
-starts, so three compatible jobs (5 images) share one engine batch.
+Until this test no test set the hook at all; and where jobs reach an idle worker one
+by one (the fault suite submits them over gRPC to a worker already waiting), the
+first usually starts alone: a blocking read returns the first entry at once and the
+batch takes only what is already queued. Here the jobs wait in the queue before the
+worker starts, so three compatible jobs (5 images) surely share one engine batch.
 """
 
 from __future__ import annotations
