@@ -6,7 +6,8 @@ seed are explicit; preprocessing comes from the model's ``InputSpec``.
 """
 
 from ._baseline import equidistant_baseline
-from ._loop import generate
+from ._loop import auto_batch_size, generate
+from ._memory import AutoBatch, MemoryFit
 from ._scores import score
 from .types import (
     Classifier,
@@ -19,13 +20,16 @@ from .types import (
 )
 
 __all__ = [
+    "AutoBatch",
     "Classifier",
     "GenerationConfig",
     "ImageClassifier",
     "InputSpec",
+    "MemoryFit",
     "ProgressEvent",
     "Prototype",
     "Target",
+    "auto_batch_size",
     "equidistant_baseline",
     "generate",
     "score",

@@ -1,10 +1,10 @@
 """``generate``: plan the batch, optimise it chunk by chunk, report progress, return prototypes.
 
 Reads top to bottom: validate targets and seeds -> one item per prototype
-(target-major) -> pack items into chunks of at most ``config.max_batch`` images
-(the prototypes of a target stay together when the diversity term couples them)
--> optimise each chunk, halving the chunk size on out-of-memory -> prototypes in
-output order.
+(target-major) -> pack items into chunks of at most ``config.max_batch`` images (0: as many
+as fit the device's memory budget, ``_memory``; the prototypes of a target stay
+together when the diversity term couples them) -> optimise each chunk, halving
+the chunk size on out-of-memory -> prototypes in output order.
 
 Every image has its own generator (init noise, then its transform draws), and
 its loss depends only on itself (and, through diversity, its target's other
@@ -15,18 +15,37 @@ only every ``config.progress_every`` steps and at the end.
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from protolens_server.errors import GenerationCancelled, GenerationDiverged, UnknownClass
+from protolens_server.errors import (
+    GenerationCancelled,
+    GenerationDiverged,
+    InvalidArgument,
+    UnknownClass,
+)
 
 from . import _objectives as obj
 from ._baseline import baseline_for
 from ._forward import ModelRunner
+from ._memory import (
+    CPU_AUTO_BATCH,
+    DEFAULT_MEMORY_BUDGET,
+    PROBE_SIZES,
+    AutoBatch,
+    MemoryFit,
+    check_budget,
+    chunk_size,
+    fit_peaks,
+    headroom_bytes,
+)
 from ._param import PERTURBATION_SD, ImageParam, make_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
 from ._seeds import generator, per_target_seeds, prototype_seed
@@ -69,6 +88,8 @@ def generate(
     device: str | torch.device = "cpu",
     on_progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    compile: bool = False,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
 ) -> list[Prototype]:
     """Generate ``config.prototypes`` prototypes per target, target-major.
 
@@ -76,7 +97,14 @@ def generate(
     ``UnknownClass`` for a class the model does not have, ``GenerationCancelled``
     when ``should_stop()`` turns true between steps, and ``GenerationDiverged``
     when the optimisation produces NaN/Inf.
+
+    Execution options (no effect on the result beyond float rounding, so not part
+    of ``config`` or of a cache key): ``compile`` runs the step's forward through
+    ``torch.compile`` (eager, with a ``RuntimeWarning``, if compiling fails);
+    ``memory_budget`` is the fraction of the device's memory that chunks may fill
+    when ``config.max_batch`` is 0 (CUDA only).
     """
+    check_budget(memory_budget)
     resolved = [Target.of(t) for t in targets]
     _check_classes(resolved, model.num_classes)
     seeds = per_target_seeds(seed, len(resolved))
@@ -87,15 +115,52 @@ def generate(
     ]
     if not items:
         return []
-    runner = ModelRunner(model, config, torch.device(device))
     coupled = config.diversity > 0 and config.prototypes > 1
     units = _units(items, coupled)
     progress = _Progress(len(items), config.steps, on_progress)
+    with _chunker(model, config, device, compile, progress, should_stop) as chunk:
+        limit = config.max_batch or _auto_limit(chunk, items, memory_budget).size
+        results = _run_all(chunk, units, limit)
+    return [results[item.position] for item in items]
+
+
+def auto_batch_size(
+    model: ImageClassifier,
+    config: GenerationConfig = DEFAULT_CONFIG,
+    *,
+    images: int = 1024,
+    device: str | torch.device = "cpu",
+    compile: bool = False,
+    memory_budget: float = DEFAULT_MEMORY_BUDGET,
+) -> AutoBatch:
+    """The chunk size ``generate`` picks with ``max_batch=0`` for a call of ``images``
+    prototypes of this model and config, with the memory fit it comes from (CUDA; on
+    other devices the fixed ``CPU_AUTO_BATCH``). Runs the same probe, memoised alike."""
+    check_budget(memory_budget)
+    if images < 1:
+        raise InvalidArgument("images", f"must be >= 1 (got {images})")
+    target = Target((0,))
+    items = [_Item(k, k, target, 0, k, prototype_seed(k, target, 0)) for k in range(images)]
+    progress = _Progress(images, config.steps, None)
+    with _chunker(model, config, device, compile, progress, None) as chunk:
+        return _auto_limit(chunk, items, memory_budget)
+
+
+@contextmanager
+def _chunker(
+    model: ImageClassifier,
+    config: GenerationConfig,
+    device: str | torch.device,
+    compile: bool,
+    progress: _Progress,
+    should_stop: Callable[[], bool] | None,
+) -> Iterator[_Chunk]:
+    """The per-call machinery: model runner, layer hooks, objective settings."""
+    runner = ModelRunner(model, config, torch.device(device), compile=compile)
+    coupled = config.diversity > 0 and config.prototypes > 1
     use_bn = config.bn_prior > 0 and has_batchnorm(runner.module)
     with LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe:
-        chunk = _Chunk(runner, config, probe, progress, should_stop)
-        results = _run_all(chunk, units, config.max_batch)
-    return [results[item.position] for item in items]
+        yield _Chunk(runner, config, probe, progress, should_stop)
 
 
 def _check_classes(targets: list[Target], num_classes: int) -> None:
@@ -148,6 +213,68 @@ def _run_all(chunk: _Chunk, units: list[list[_Item]], max_batch: int) -> dict[in
     return results
 
 
+# Memory fits per model (weakly held) and memory-relevant settings.
+_fits: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], MemoryFit]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _auto_limit(chunk: _Chunk, items: list[_Item], memory_budget: float) -> AutoBatch:
+    """``max_batch = 0``: the chunk size that fits the memory budget (``_memory``)."""
+    device = chunk.runner.device
+    if device.type != "cuda":
+        return AutoBatch(min(CPU_AUTO_BATCH, len(items)))
+    if len(items) <= PROBE_SIZES[-1]:
+        return AutoBatch(len(items))  # probing would cost as much as running
+    fit = _memory_fit(chunk, items)
+    free, total = torch.cuda.mem_get_info(device)
+    headroom = headroom_bytes(
+        total=total,
+        free=free,
+        reserved=torch.cuda.memory_reserved(device),
+        allocated=torch.cuda.memory_allocated(device),
+        budget=memory_budget,
+    )
+    if fit is None:  # even the smallest probe ran out of memory
+        return AutoBatch(1, None, headroom)
+    return AutoBatch(chunk_size(fit, headroom, cap=len(items)), fit, headroom)
+
+
+def _memory_fit(chunk: _Chunk, items: list[_Item]) -> MemoryFit | None:
+    runner, config = chunk.runner, chunk.config
+    key = (
+        str(runner.device),
+        runner.spec,
+        runner.num_classes,
+        runner.autocast,
+        runner.channels_last,
+        runner.compiled,
+        chunk.probe.want_bn,
+        chunk.probe.want_features,
+        config.parameterisation,
+        config.decorrelate,
+        config.transforms,
+        config.hf_penalty > 0,
+    )
+    try:
+        fits = _fits.setdefault(runner.module, {})
+    except TypeError:  # a callable that cannot be weakly referenced: no memo
+        fits = {}
+    if key not in fits:
+        probes: list[tuple[int, int]] = []
+        for n in PROBE_SIZES:
+            try:
+                probes.append((n, chunk.step_peak_bytes(items[:n])))
+            except torch.OutOfMemoryError:
+                break
+        chunk.probe.take()  # whatever a failed probe recorded
+        torch.cuda.empty_cache()
+        if not probes:
+            return None
+        fits[key] = fit_peaks(probes)
+    return fits[key]
+
+
 class _Progress:
     """Latest target probability of every prototype, and the mean steps done."""
 
@@ -197,7 +324,7 @@ class _Chunk:
                 raise GenerationCancelled(f"generation was cancelled at step {step - 1}")
             # the BatchNorm prior on every k-th step (from the first), k times as strong
             self.probe.bn_active = (step - 1) % config.bn_prior_every == 0
-            logits, loss = self._step(param, optimiser, objective, draws, groups)
+            logits, loss = self._step(param, optimiser, objective, draws.next(), groups)
             if config.blur_every and step % config.blur_every == 0:
                 param.blur_(config.blur_sigma)
             if step % config.progress_every == 0 or step == config.steps:
@@ -205,6 +332,26 @@ class _Chunk:
                 _check_finite(loss, step)
                 self.progress.update(items, step, probs.tolist())
         return self._finish(items, param, weights)
+
+    def step_peak_bytes(self, items: list[_Item]) -> int:
+        """Peak CUDA memory one step of a chunk of ``items`` adds (parameters, optimiser
+        state, activations), on throwaway parameters from a noise start."""
+        config, device = self.config, self.runner.device
+        shape = self.runner.spec.shape
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        generators = [generator(item.seed) for item in items]
+        param = make_param(config.parameterisation, len(items), shape, config.decorrelate, device)
+        param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
+        draws = DrawStream(generators, self.transform.n_draws, device)
+        weights = _class_weights(items, self.runner.num_classes, device)
+        groups = torch.tensor([item.group for item in items], device=device)
+        optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
+        self.probe.bn_active = True  # the heavier of the two kinds of step
+        self._step(param, optimiser, self._objective(weights), draws.next(), groups)
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
 
     def _start(self, items: list[_Item], generators: list[torch.Generator]) -> ImageParam:
         """Parameters at the configured start, each image's randomness from its own generator.
@@ -255,12 +402,32 @@ class _Chunk:
         param: ImageParam,
         optimiser: torch.optim.Optimizer,
         objective: obj.Objective,
-        draws: DrawStream,
+        draws: torch.Tensor,
         groups: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step; gradients only w.r.t. the image parameters."""
+        """One optimisation step; gradients only w.r.t. the image parameters.
+
+        When compiling fails inside it, the step reruns eagerly: nothing it changes
+        (gradients, optimiser state) is touched before the model's backward succeeds.
+        """
+        try:
+            return self._eager_or_compiled_step(param, optimiser, objective, draws, groups)
+        except Exception as error:
+            if not self.runner.compile_failed(error):
+                raise
+        self.probe.take()  # whatever the failed forward recorded
+        return self._eager_or_compiled_step(param, optimiser, objective, draws, groups)
+
+    def _eager_or_compiled_step(
+        self,
+        param: ImageParam,
+        optimiser: torch.optim.Optimizer,
+        objective: obj.Objective,
+        draws: torch.Tensor,
+        groups: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         images = param.image()
-        inputs = self.transform(self.runner.normalise(images), draws.next())
+        inputs = self.transform(self.runner.normalise(images), draws)
         logits = self.runner.forward(inputs)
         features, bn_stats = self.probe.take()
         ctx = obj.StepContext(logits, images, groups, features, bn_stats)

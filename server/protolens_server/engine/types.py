@@ -139,7 +139,11 @@ class GenerationConfig:
     """Every knob that determines the output (and therefore the cache key).
 
     Defaults are the product's recommended settings; the engine helper tunes
-    them so the documented ImageNet classes reach >= 0.9 on CPU.
+    them so the documented ImageNet classes reach >= 0.9 on CPU. ``max_batch``
+    caps the images optimised at once; 0 sizes chunks to the device's memory
+    (``generate``'s ``memory_budget``; a fixed 32 off CUDA). Options that only
+    change how fast the same result is made and belong to the machine, not the
+    request (``torch.compile``, the memory budget), are ``generate`` arguments.
     """
 
     steps: int = 64
@@ -190,7 +194,11 @@ class GenerationConfig:
             ("bn_prior", self.bn_prior >= 0, "must be >= 0"),
             ("bn_prior_every", self.bn_prior_every >= 1, "must be >= 1"),
             ("prototypes", 1 <= self.prototypes <= 64, "must be 1..64"),
-            ("max_batch", self.max_batch >= 1, "must be >= 1"),
+            (
+                "max_batch",
+                self.max_batch >= 0,
+                "must be >= 0 (0: as many images as fit the device memory budget)",
+            ),
             ("progress_every", self.progress_every >= 1, "must be >= 1"),
         ]
         for name, ok, why in checks:
