@@ -457,6 +457,9 @@ class Worker:
             metrics.GPU_MEMORY_PEAK_BYTES.labels(self.device).set(
                 torch.cuda.max_memory_allocated(self.device)
             )
+            utilisation = _gpu_utilisation(self.device)
+            if utilisation is not None:
+                metrics.GPU_UTILISATION.labels(self.device).set(utilisation)
 
     # --- context manager for tests ---------------------------------------------------
     async def __aenter__(self) -> Worker:
@@ -465,6 +468,23 @@ class Worker:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.shutdown()
+
+
+_NO_UTILISATION: list[bool] = []  # set once reading it failed: not retried every heartbeat
+
+
+def _gpu_utilisation(device: str) -> float | None:
+    """The driver's utilisation of ``device`` over its last sample period (0-1), or None
+    where it cannot be read (``torch.cuda.utilization`` needs pynvml or amdsmi)."""
+    if _NO_UTILISATION:
+        return None
+    import torch
+
+    try:
+        return float(torch.cuda.utilization(device)) / 100.0
+    except Exception:  # no pynvml/amdsmi, no NVML driver library, or an NVML error
+        _NO_UTILISATION.append(True)
+        return None
 
 
 def _warm_up() -> None:
