@@ -13,8 +13,14 @@
 #   2. on the GPU machine, in the repo root with .whl/ beside it:
 #        bash bench/gpu_check.sh                      # ~5 min on an H100
 #        bash bench/gpu_check.sh --quick              # ~2 min: fewer batches, 128 steps
+#        bash bench/gpu_check.sh --no-compile         # skip the torch.compile comparisons
 #   3. smoke run of this same script on a CPU (small sizes, 4 steps):
 #        PYTHON=.venv-bench/bin/python bash bench/gpu_check.sh --device cpu --quick
+#
+# By default it also compares the engine's torch.compile switch with eager (correctness
+# check 5; the best batch of each model rerun compiled) and checks max_batch=0 (the engine's
+# CUDA memory probe against the sweep's measured peaks, and a run sized by it). Compiling
+# costs about one extra minute per model (not yet measured on a GPU).
 #
 # Results: $OUT (if set, e.g. the device tool's folder) or out/gpu_check/:
 # correctness.json, throughput_gpu.json, throughput_gpu.md, gpu_check.log.
@@ -26,6 +32,8 @@ PYTHON="${PYTHON:-python3}"
 DEVICE=cuda
 QUICK=()
 EXTRA=()
+COMPILE=(--compare-compile)
+NO_COMPILE=()
 
 # Exact versions: what bench/setup_bench_env.sh resolves (IPython because lucent's
 # render module imports IPython.display). The GPU image already has numpy, pillow, tqdm,
@@ -54,8 +62,9 @@ while [[ $# -gt 0 ]]; do
     --prepare-wheels) prepare_wheels; exit 0 ;;
     --device) DEVICE="$2"; shift 2 ;;
     --quick) QUICK=(--quick); shift ;;
+    --no-compile) COMPILE=(); NO_COMPILE=(--no-compile); shift ;;
     --) shift; EXTRA=("$@"); break ;;
-    *) echo "unknown option $1 (use --prepare-wheels, --device DEV, --quick, -- ARGS)" >&2; exit 2 ;;
+    *) echo "unknown option $1 (use --prepare-wheels, --device DEV, --quick, --no-compile, -- ARGS)" >&2; exit 2 ;;
   esac
 done
 
@@ -77,10 +86,10 @@ export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
   echo "== $(date -u +%FT%TZ) $("$PYTHON" -c 'import torch, torchvision; print("torch", torch.__version__, "torchvision", torchvision.__version__, "cuda", torch.cuda.is_available())')"
   [[ "$DEVICE" == cuda* ]] && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   status=0
-  "$PYTHON" bench/gpu_correctness.py --device "$DEVICE" "${QUICK[@]}" \
+  "$PYTHON" bench/gpu_correctness.py --device "$DEVICE" "${QUICK[@]}" "${NO_COMPILE[@]}" \
     --json-out "$RESULTS/correctness.json" || status=$?
-  "$PYTHON" bench/throughput.py --mode gpu --device "$DEVICE" "${QUICK[@]}" "${EXTRA[@]}" \
-    --json-out "$RESULTS/throughput_gpu.json" --md-out "$RESULTS/throughput_gpu.md"
+  "$PYTHON" bench/throughput.py --mode gpu --device "$DEVICE" "${QUICK[@]}" "${COMPILE[@]}" \
+    "${EXTRA[@]}" --json-out "$RESULTS/throughput_gpu.json" --md-out "$RESULTS/throughput_gpu.md"
   echo "== correctness exit status: $status; results in $RESULTS"
   exit "$status"
 } 2>&1 | tee "$LOG"

@@ -12,7 +12,9 @@ Checks, each printed as a table row (exit status 1 if any fails):
 2. every prototype of both paths reaches a high target probability (``--min-probability``);
 3. the fast path's images hold that probability when the model runs them in fp32 (the
    prototypes do not depend on bf16 rounding);
-4. a prototype generated alone ends at the same target probability as in the batch.
+4. a prototype generated alone ends at the same target probability as in the batch;
+5. (unless ``--no-compile``) the fast path with ``generate(compile=True)`` ends at the same
+   target probabilities as the eager fast path (its first call's seconds include compiling).
 
 On ``--device cpu`` the engine ignores autocast (channels_last still applies), so check 1
 compares fp32 with fp32 there: the CPU run only smoke-tests this script.
@@ -44,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, help="default 128 (quick: 32)")
     p.add_argument("--tolerance", type=float, default=0.05, help="max |p_fast - p_fp32|")
     p.add_argument("--min-probability", type=float, default=0.9)
+    p.add_argument("--no-compile", action="store_true", help="skip the torch.compile check")
     p.add_argument("--json-out", type=Path)
     args = p.parse_args(argv)
     device = torch.device(args.device)
@@ -58,10 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     fast_model = Classifier(copy.deepcopy(base).to(device), spec, 1000)  # made channels_last
 
     def run(
-        clf: Classifier, cfg: GenerationConfig, cls: tuple[int, ...]
+        clf: Classifier, cfg: GenerationConfig, cls: tuple[int, ...], compile: bool = False
     ) -> tuple[list[Any], float]:
         t0 = time.perf_counter()
-        out = generate(clf, list(cls), cfg, seed=0, device=device)
+        out = generate(clf, list(cls), cfg, seed=0, device=device, compile=compile)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
         return out, time.perf_counter() - t0
 
     plain, t_plain = run(plain_model, plain_cfg, classes)
@@ -70,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     p_fast = [x.probability for x in fast]
     p_plain = [x.probability for x in plain]
     p_fast_in_fp32 = _fp32_probabilities(base, spec, fast, device)
+    p_compiled: list[float] = []
+    t_compiled = None
+    if not args.no_compile:
+        compiled, t_compiled = run(fast_model, fast_cfg, classes, compile=True)
+        p_compiled = [x.probability for x in compiled]
     rows = [
         _check(
             "bf16+channels_last vs fp32: max |Δ target p|",
@@ -96,6 +106,15 @@ def main(argv: list[str] | None = None) -> int:
             lambda v: v <= args.tolerance,
         ),
     ]
+    if p_compiled:
+        rows.append(
+            _check(
+                "compiled vs eager fast path: max |Δ target p|",
+                max(abs(a - b) for a, b in zip(p_compiled, p_fast, strict=True)),
+                f"<= {args.tolerance}",
+                lambda v: v <= args.tolerance,
+            )
+        )
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu (smoke)"
     print(
         f"\nCUDA correctness: {args.model}, {size}×{size}, {steps} steps, "
@@ -106,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['check']} | {r['value']:.4g} | {r['needs']} | {'yes' if r['ok'] else 'NO'} |")
     print(f"\ntarget p fast: {_fmt(p_fast)}; fp32: {_fmt(p_plain)}; "
           f"fast images in fp32: {_fmt(p_fast_in_fp32)}")  # fmt: skip
+    if t_compiled is not None:
+        print(f"compiled fast path: {t_compiled:.1f} s including compilation; "
+              f"target p {_fmt(p_compiled)}")  # fmt: skip
     if args.json_out:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         payload = {
@@ -118,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             "p_fast": p_fast,
             "p_fp32": p_plain,
             "p_fast_images_in_fp32": p_fast_in_fp32,
-            "seconds": {"fast": t_fast, "fp32": t_plain},
+            "p_compiled": p_compiled,
+            "seconds": {"fast": t_fast, "fp32": t_plain, "compiled_first_call": t_compiled},
         }
         args.json_out.write_text(json.dumps(payload, indent=2) + "\n")
     return 0 if all(r["ok"] for r in rows) else 1

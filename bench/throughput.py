@@ -78,7 +78,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     gpu.add_argument("--memory-budget-gib", type=float, help="default: 85%% of the card")
     gpu.add_argument("--no-autocast", action="store_true", help="engine in fp32")
     gpu.add_argument("--no-channels-last", action="store_true")
-    gpu.add_argument("--compile", action="store_true", help="torch.compile the model first")
+    gpu.add_argument(
+        "--compile", action="store_true", help="every engine run with generate(compile=True)"
+    )
+    gpu.add_argument(
+        "--compare-compile",
+        action="store_true",
+        help="also rerun the best batch with generate(compile=True)",
+    )
+    gpu.add_argument(
+        "--no-auto", action="store_true", help="skip the max_batch=0 memory-probe check"
+    )
     gpu.add_argument("--lucent-classes", type=int, help="Lucent renders to time (default 2)")
     gpu.add_argument(
         "--max-run-seconds", type=float, default=45.0, help="skip batches whose run is longer"
@@ -211,6 +221,9 @@ def _gpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
         autocast=not args.no_autocast,
         channels_last=not args.no_channels_last,
         compile=args.compile,
+        compare_compile=args.compare_compile,
+        auto_check=not args.no_auto,
+        auto_steps=2 if on_cpu else 16,
         lucent_classes=args.lucent_classes or (1 if quick else 2),
         matmul_n=512 if on_cpu else 8192,
         seed=args.seed,

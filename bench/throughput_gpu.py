@@ -3,10 +3,14 @@
 For each architecture (torchvision ResNet-18/50, random weights: timing does not
 depend on them) the engine runs one batch of B distinct classes for ``steps``
 steps at B = 1, 8, 32, 64, 128, ... until the next batch would pass the memory
-budget; Lucent renders one class per call on the same card. FLOPs per image-step
-come from ``torch.utils.flop_counter.FlopCounterMode`` over the model's forward
-and backward (input gradients only, as the engine computes), and the card's
-matrix-unit rate from timing a large bf16 ``torch.matmul`` in the same run.
+budget; Lucent renders one class per call on the same card. Then, per architecture:
+the best batch again with the engine's ``torch.compile`` switch (``compare_compile``:
+first-call seconds include the compilation), and the automatic batch size
+(``max_batch=0``): the engine's memory probe, its predicted peaks against the
+peaks the sweep measured, and a short run of twice the largest batch sized by it.
+FLOPs per image-step come from ``torch.utils.flop_counter.FlopCounterMode`` over the
+model's forward and backward (input gradients only, as the engine computes), and the
+card's matrix-unit rate from timing a large bf16 ``torch.matmul`` in the same run.
 """
 
 from __future__ import annotations
@@ -20,7 +24,13 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from protolens_server.engine import Classifier, GenerationConfig, InputSpec, generate
+from protolens_server.engine import (
+    Classifier,
+    GenerationConfig,
+    InputSpec,
+    auto_batch_size,
+    generate,
+)
 from torch.utils.flop_counter import FlopCounterMode
 
 IMAGENET_SPEC = InputSpec()
@@ -42,6 +52,9 @@ class GpuSettings:
     matmul_n: int
     seed: int
     max_run_seconds: float = 45.0  # skip a batch whose run would take longer than this
+    compare_compile: bool = False  # rerun the best batch with generate(compile=True)
+    auto_check: bool = True  # the max_batch=0 probe against measured peaks, and a run
+    auto_steps: int = 16  # steps of the max_batch=0 run
 
 
 def measure_matmul_tflops(device: torch.device, n: int, iters: int = 10) -> tuple[float, str]:
@@ -117,16 +130,31 @@ def run_gpu(
         engine_flops = flops_per_image_step(
             model, spec, device, autocast=settings.autocast, weight_grads=False
         )
-        module = torch.compile(model) if settings.compile else model
-        classifier = Classifier(module, spec, 1000)
+        classifier = Classifier(model, spec, 1000)
         engine_runs = _sweep(arch, classifier, engine_flops, tflops, settings, log)
         result["runs"] += engine_runs
+        extra: dict[str, Any] = {}
+        if settings.compare_compile and not settings.compile:
+            best = max(engine_runs, key=lambda r: r["prototypes_per_second"])
+            run = _compiled(arch, classifier, best["batch"], engine_flops, tflops, settings, log)
+            result["runs"].append(run)
+            extra["compile"] = {
+                "batch": run["batch"],
+                "first_call_seconds": run["first_call_seconds"],
+                "prototypes_per_second": run["prototypes_per_second"],
+                "speedup_vs_eager": run["prototypes_per_second"] / best["prototypes_per_second"],
+            }
+        if settings.auto_check:
+            extra["auto"] = _auto(arch, classifier, engine_runs, settings, log)
         lucent_run = None
         if lucent_skip_reason is None:
             lucent_run = _lucent(arch, user_model.to(device), spec, tflops, settings, log)
             result["runs"].append(lucent_run)
-        result["summary"][arch] = _summary(engine_runs, lucent_run, engine_flops, tflops, settings)
-        del model, user_model, module, classifier
+        result["summary"][arch] = {
+            **_summary(engine_runs, lucent_run, engine_flops, tflops, settings),
+            **extra,
+        }
+        del model, user_model, classifier
         _empty_cache(device)
     if lucent_skip_reason is not None:
         result["notes"].append(lucent_skip_reason)
@@ -163,11 +191,12 @@ def _sweep(
         )
         classes = [i % classifier.num_classes for i in range(batch)]
         warm = config.replace(steps=min(settings.steps, config.progress_every))
-        generate(classifier, classes, warm, seed=settings.seed + 1000 + k, device=device)
+        run_kw = {"device": device, "compile": settings.compile}
+        generate(classifier, classes, warm, seed=settings.seed + 1000 + k, **run_kw)
         _reset_peak(device)
         _sync(device)
         t0 = time.perf_counter()
-        protos = generate(classifier, classes, config, seed=settings.seed + k, device=device)
+        protos = generate(classifier, classes, config, seed=settings.seed + k, **run_kw)
         _sync(device)
         seconds = time.perf_counter() - t0
         peak = _peak(device)
@@ -179,6 +208,128 @@ def _sweep(
             f"{run['prototypes_per_second']:.2f} prototypes/s, {run['achieved_tflops']:.1f} TFLOP/s"
         )
     return runs
+
+
+def _compiled(
+    arch: str,
+    classifier: Classifier,
+    batch: int,
+    flops: float,
+    tflops: float,
+    settings: GpuSettings,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The sweep's run at ``batch`` with ``generate(compile=True)``: an untimed first call
+    (it compiles; its seconds are reported), then the timed call."""
+    device = torch.device(settings.device)
+    config = GenerationConfig(
+        steps=settings.steps,
+        max_batch=batch,
+        autocast=settings.autocast,
+        channels_last=settings.channels_last,
+    )
+    classes = [i % classifier.num_classes for i in range(batch)]
+    # progress_every steps: both graphs (steps with and without the BatchNorm prior)
+    warm = config.replace(steps=min(settings.steps, config.progress_every))
+    _sync(device)
+    t0 = time.perf_counter()
+    generate(classifier, classes, warm, seed=settings.seed + 2000, device=device, compile=True)
+    _sync(device)
+    first = time.perf_counter() - t0
+    _reset_peak(device)
+    t0 = time.perf_counter()
+    protos = generate(
+        classifier, classes, config, seed=settings.seed + 2001, device=device, compile=True
+    )
+    _sync(device)
+    seconds = time.perf_counter() - t0
+    run = _row(arch, "engine+compile", batch, seconds, flops, tflops, settings.steps, _peak(device))
+    run["mean_target_probability"] = sum(p.probability for p in protos) / len(protos)
+    run["first_call_seconds"] = first
+    log(
+        f"{arch} engine+compile batch {batch}: first call {first:.1f} s, then {seconds:.2f} s, "
+        f"{run['prototypes_per_second']:.2f} prototypes/s"
+    )
+    return run
+
+
+def _auto(
+    arch: str,
+    classifier: Classifier,
+    runs: list[dict[str, Any]],
+    settings: GpuSettings,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """``max_batch=0``: the engine's memory probe against the sweep's measured peaks, then a
+    short run of twice the largest swept batch, chunked by the probe."""
+    device = torch.device(settings.device)
+    config = GenerationConfig(
+        steps=settings.auto_steps,
+        max_batch=0,
+        autocast=settings.autocast,
+        channels_last=settings.channels_last,
+    )
+    budget = _budget_bytes(device, settings.memory_budget_gib)
+    fraction = 0.85
+    if device.type == "cuda" and budget is not None:
+        fraction = min(1.0, budget / torch.cuda.get_device_properties(device).total_memory)
+    images = 2 * max(r["batch"] for r in runs)
+    kw = {"device": device, "compile": settings.compile, "memory_budget": fraction}
+    base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+    plan = auto_batch_size(classifier, config, images=images, **kw)
+    out: dict[str, Any] = {
+        "images": images,
+        "memory_budget_fraction": fraction,
+        "size": plan.size,
+        "headroom_bytes": plan.headroom_bytes,
+        "fit": None,
+        "peaks": [],
+    }
+    if plan.fit is not None:
+        out["fit"] = {"fixed_bytes": plan.fit.fixed_bytes, "per_image": plan.fit.per_image_bytes}
+        for r in runs:
+            if r["peak_bytes"] is not None:
+                predicted = base + plan.fit.peak(r["batch"])
+                out["peaks"].append(
+                    {
+                        "batch": r["batch"],
+                        "measured_bytes": r["peak_bytes"],
+                        "predicted_bytes": predicted,
+                        "measured_over_predicted": r["peak_bytes"] / predicted,
+                    }
+                )
+    classes = [i % classifier.num_classes for i in range(images)]
+    _reset_peak(device)
+    _sync(device)
+    t0 = time.perf_counter()
+    protos = generate(classifier, classes, config, seed=settings.seed + 3000, **kw)
+    _sync(device)
+    out["run"] = {
+        "seconds": time.perf_counter() - t0,
+        "steps": settings.auto_steps,
+        "prototypes": len(protos),
+        "peak_bytes": _peak(device),
+        "budget_bytes": budget,
+        "within_budget": None
+        if budget is None or _peak(device) is None
+        else _peak(device) <= budget,
+    }
+    log(
+        f"{arch} auto batch: {images} images -> chunks of {plan.size} "
+        f"(fit {_gib(out['fit'])}); run {out['run']['seconds']:.1f} s, "
+        f"peak {_gib_bytes(out['run']['peak_bytes'])} of budget {_gib_bytes(budget)}"
+    )
+    return out
+
+
+def _gib_bytes(value: float | None) -> str:
+    return "n/a" if value is None else f"{value / 2**30:.2f} GiB"
+
+
+def _gib(fit: dict[str, float] | None) -> str:
+    if fit is None:
+        return "none: no probe off CUDA"
+    return f"{_gib_bytes(fit['fixed_bytes'])} + {fit['per_image'] / MIB:.0f} MiB/image"
 
 
 def _stop_before(

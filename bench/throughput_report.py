@@ -150,6 +150,38 @@ def gpu_markdown(result: dict[str, Any]) -> str:
             f"({fmt(summ['gflop_per_image_step'])} GFLOP per image-step), achieved "
             f"{fmt(summ['fraction_of_floor'])} of the floor"
         )
+        if "compile" in summ:
+            c = summ["compile"]
+            out.append(
+                f"- {model}: torch.compile (engine switch) at batch {c['batch']}: "
+                f"{fmt(c['prototypes_per_second'])} prototypes/s, "
+                f"**{fmt(c['speedup_vs_eager'])}×** "
+                f"eager; first call (compiling) {fmt(c['first_call_seconds'])} s"
+            )
+        if "auto" in summ:
+            out.append(f"- {model}: {_auto_line(summ['auto'])}")
     for note in result.get("notes", []):
         out.append(f"- {note}")
     return "\n".join(out)
+
+
+def _auto_line(a: dict[str, Any]) -> str:
+    """The max_batch=0 check: probe fit, predicted vs measured peaks, the run's peak."""
+    gib = 2**30
+    if a["fit"] is None:
+        probe = "no memory probe off CUDA (fixed size)"
+    else:
+        probe = (
+            f"probe fit {fmt(a['fit']['fixed_bytes'] / gib)} GiB + "
+            f"{fmt(a['fit']['per_image'] / 2**20)} MiB per image; measured/predicted peak "
+            + ", ".join(f"B={p['batch']}: {fmt(p['measured_over_predicted'])}" for p in a["peaks"])
+        )
+    run = a["run"]
+    peak = "n/a" if run["peak_bytes"] is None else f"{fmt(run['peak_bytes'] / gib)} GiB"
+    budget = "n/a" if run["budget_bytes"] is None else f"{fmt(run['budget_bytes'] / gib)} GiB"
+    return (
+        f"max_batch=0 (budget {fmt(a['memory_budget_fraction'])} of the card): {a['images']} "
+        f"images in chunks of **{a['size']}**; {probe}; run of {run['steps']} steps: "
+        f"{fmt(run['seconds'])} s, peak {peak} (budget {budget}, within: "
+        f"{fmt(run['within_budget'])})"
+    )
