@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     # within this time plus one optimisation step (one HGET per running job per poll).
     cancel_poll_s: float = Field(0.1, gt=0)
     reclaim_idle_s: float = Field(15.0, gt=0)
+    # A registry check is driven by one API replica under this lease (renewed every third
+    # of it); another replica resumes a check whose driver died after at most this long.
+    check_lease_s: float = Field(15.0, ge=1)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     result_ttl_s: int = Field(30 * 24 * 3600, ge=60)
 

@@ -136,7 +136,7 @@ async def start_server(
     ``tenant_resolver`` to API keys in Redis (``api.auth.ApiKeyAuth``: required
     unless ``settings.insecure``). TLS/mTLS and the insecure-on-loopback rule
     come from ``api.transport``. ``check_lease_s``: how long a check's driver may be
-    silent before another replica resumes it (default ``checks.service.LEASE_S``).
+    silent before another replica resumes it (default ``settings.check_lease_s``).
     """
     credentials = server_credentials(settings)  # checks the transport rules before anything
     if queue is None:
@@ -158,8 +158,8 @@ async def start_server(
         queue, catalog, settings, ReferenceSets(settings.reference_root).digest
     )
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
-    lease = {"lease_s": check_lease_s} if check_lease_s else {}
-    checks = add_check_service(server, queue, catalog, settings, **lease)  # api/checks.py
+    lease_s = check_lease_s or settings.check_lease_s
+    checks = add_check_service(server, queue, catalog, settings, lease_s=lease_s)  # api/checks.py
     hooks = (add_admin_service, *extra_services)
     services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in hooks))
     health_servicer = health.aio.HealthServicer()
