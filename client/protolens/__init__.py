@@ -5,7 +5,7 @@ Needs only grpcio and protobuf; the server side (``protolens_server``) is an ext
 
 __version__ = "0.1.0"
 
-from protolens.client import AsyncClient, Client
+from protolens.client import AsyncClient, Client, WatchRetry
 from protolens.errors import ApiError, ProtolensError
 from protolens.types import Job, Model, Prototype, Target, WatchEvent
 
@@ -19,5 +19,6 @@ __all__ = [
     "Prototype",
     "Target",
     "WatchEvent",
+    "WatchRetry",
     "__version__",
 ]
