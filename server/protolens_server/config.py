@@ -68,6 +68,12 @@ class Settings(BaseSettings):
     worker_name: str = ""
     model_cache_bytes: int = Field(4 * 1024**3, ge=0)
     max_batch: int = Field(32, ge=1)
+    # Execution options of the engine (same prototypes within float rounding, so not in a
+    # job's cache key): compile the step's forward with torch.compile (pays on GPUs, not
+    # measured to pay on CPU: docs/throughput.md), and the fraction of GPU memory that
+    # chunks may fill for jobs whose config asks for max_batch 0 (auto).
+    engine_compile: bool = False
+    gpu_memory_budget: float = Field(0.8, gt=0, le=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
 
     @model_validator(mode="after")

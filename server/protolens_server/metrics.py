@@ -128,6 +128,11 @@ JOBS_RECLAIMED = Counter(
     "Jobs reclaimed from a dead worker",
     registry=REGISTRY,
 )
+ENGINE_OOM_SPLITS = Counter(
+    "protolens_engine_oom_splits_total",
+    "Engine chunks that ran out of device memory and were retried in smaller chunks",
+    registry=REGISTRY,
+)
 INJECTED_OOMS = Counter(
     "protolens_injected_oom_total",
     "Out-of-memory errors raised by the PROTOLENS_FAULT_OOM_ABOVE fault hook (0 unless set)",

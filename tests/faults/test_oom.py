@@ -100,6 +100,9 @@ async def test_oom_in_a_worker_splits_the_batch_and_matches_an_unfaulted_run(
     # 1 (the batch of 5) + 2 (the unsplittable job's two attempts)
     assert samples["protolens_injected_oom_total"] == 3, log[-3000:]
     assert log.count("worker.injected_oom") == 3
+    # the engine reported its one split (5 images -> chunks of <= 2) to the worker
+    assert samples["protolens_engine_oom_splits_total"] == 1
+    assert log.count("worker.oom_split") == 1
     assert samples["protolens_engine_batches_total"] == 2  # the split batch, then `after`
     assert samples["protolens_job_retries_total"] == 1  # only the unsplittable job
 

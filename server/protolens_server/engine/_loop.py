@@ -90,6 +90,7 @@ def generate(
     should_stop: Callable[[], bool] | None = None,
     compile: bool = False,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
+    on_oom_split: Callable[[int, int], None] | None = None,
 ) -> list[Prototype]:
     """Generate ``config.prototypes`` prototypes per target, target-major.
 
@@ -102,7 +103,9 @@ def generate(
     of ``config`` or of a cache key): ``compile`` runs the step's forward through
     ``torch.compile`` (eager, with a ``RuntimeWarning``, if compiling fails);
     ``memory_budget`` is the fraction of the device's memory that chunks may fill
-    when ``config.max_batch`` is 0 (CUDA only).
+    when ``config.max_batch`` is 0 (CUDA only). ``on_oom_split(images, limit)`` is
+    called when a chunk of ``images`` ran out of memory and is retried in chunks of at
+    most ``limit`` (a worker counts these).
     """
     check_budget(memory_budget)
     resolved = [Target.of(t) for t in targets]
@@ -120,7 +123,7 @@ def generate(
     progress = _Progress(len(items), config.steps, on_progress)
     with _chunker(model, config, device, compile, progress, should_stop) as chunk:
         limit = config.max_batch or _auto_limit(chunk, items, memory_budget).size
-        results = _run_all(chunk, units, limit)
+        results = _run_all(chunk, units, limit, on_oom_split)
     return [results[item.position] for item in items]
 
 
@@ -184,7 +187,12 @@ def _units(items: list[_Item], coupled: bool) -> list[list[_Item]]:
     return list(by_group.values())
 
 
-def _run_all(chunk: _Chunk, units: list[list[_Item]], max_batch: int) -> dict[int, Prototype]:
+def _run_all(
+    chunk: _Chunk,
+    units: list[list[_Item]],
+    max_batch: int,
+    on_oom_split: Callable[[int, int], None] | None = None,
+) -> dict[int, Prototype]:
     """Optimise every unit in chunks of at most ``limit`` images; halve ``limit`` on OOM."""
     results: dict[int, Prototype] = {}
     pending = deque(units)
@@ -205,6 +213,8 @@ def _run_all(chunk: _Chunk, units: list[list[_Item]], max_batch: int) -> dict[in
             # outside the except block, so the failed chunk's tensors (held by the
             # traceback) are already released when the cache is emptied
             limit = max(1, len(items) // 2)
+            if on_oom_split is not None:
+                on_oom_split(len(items), limit)
             pending.extendleft(reversed(batch))
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()

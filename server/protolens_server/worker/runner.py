@@ -98,8 +98,14 @@ def run_engine(
     device: str,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    compile: bool = False,
+    memory_budget: float = 0.8,
 ) -> list[list[Prototype]]:
-    """Generate every job's prototypes in one engine call; one list per job, in order."""
+    """Generate every job's prototypes in one engine call; one list per job, in order.
+
+    ``compile`` and ``memory_budget`` are the engine's execution options
+    (``Settings.engine_compile``, ``Settings.gpu_memory_budget``).
+    """
     config = GenerationConfig.from_dict(specs[0].config)
     handle = with_injected_oom(handle)
     targets = [Target(t.classes, t.kind) for spec in specs for t in spec.targets]  # type: ignore[arg-type]
@@ -112,8 +118,16 @@ def run_engine(
         device=device,
         on_progress=on_progress,
         should_stop=should_stop,
+        compile=compile,
+        memory_budget=memory_budget,
+        on_oom_split=_count_oom_split,
     )
     return [prototypes[s] for s in job_slices(specs)]
+
+
+def _count_oom_split(images: int, limit: int) -> None:
+    metrics.ENGINE_OOM_SPLITS.inc()
+    log.warning("worker.oom_split", extra={"images": images, "limit": limit})
 
 
 def reference_path(settings: Settings, name: str) -> Path:

@@ -270,6 +270,8 @@ class Worker:
                 device=self.device,
                 on_progress=self._progress_callback(deliveries),
                 should_stop=self._stop_callback(deliveries),
+                compile=self.settings.engine_compile,
+                memory_budget=self.settings.gpu_memory_budget,
             )
         except GenerationCancelled:
             await self._after_stop(deliveries)
