@@ -113,7 +113,7 @@ _CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
     ("--hf-penalty", "hf_penalty", float, "high-frequency penalty weight"),
     ("--bn-prior", "bn_prior", float, "BatchNorm-statistics prior weight (0 = off)"),
     ("--equidistant-steps", "equidistant_steps", int, "steps to find the equidistant start"),
-    ("--max-batch", "max_batch", int, "most images optimised in one batch"),
+    ("--max-batch", "max_batch", int, "images per batch (0 = fit the GPU memory)"),
 ]
 
 
