@@ -209,3 +209,25 @@ def test_real_process_json_and_error(cli_models, tmp_path) -> None:
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
     assert "not a TorchScript file" in bad.stderr
+
+
+def test_compile_flag_makes_the_same_prototypes(capsys, cli_models, tmp_path) -> None:
+    import warnings
+
+    from torch._dynamo.utils import counters
+
+    docs = []
+    counters.clear()
+    for flag in ((), ("--compile",)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # no silent fallback to eager
+            code, stdout, stderr = generate(
+                capsys, "-m", str(cli_models["exported"]), "-t", "1", "-t", "3", *FAST,
+                *flag, "--out", str(tmp_path / str(len(flag))), "--json",
+            )  # fmt: skip
+        assert code == 0, stderr
+        docs.append(json.loads(stdout))
+    assert counters["stats"]["unique_graphs"] >= 1  # the second run really compiled
+    for eager, compiled in zip(docs[0]["prototypes"], docs[1]["prototypes"], strict=True):
+        assert compiled["class_index"] == eager["class_index"]
+        assert abs(compiled["probability"] - eager["probability"]) < 1e-3

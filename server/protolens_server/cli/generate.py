@@ -72,6 +72,11 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         default="auto",
         help="auto (cuda if available), cpu, cuda or cuda:N (default: auto)",
     )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile the step's forward with torch.compile (same prototypes; pays on GPUs)",
+    )
 
 
 def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
@@ -144,7 +149,13 @@ def run(args: argparse.Namespace) -> int:
     with _progress_bar(config.steps) as on_progress:
         prototypes = _run_engine(
             lambda: generate(
-                handle, targets, config, seed=args.seed, device=device, on_progress=on_progress
+                handle,
+                targets,
+                config,
+                seed=args.seed,
+                device=device,
+                on_progress=on_progress,
+                compile=args.compile,
             )
         )
     records = []
