@@ -115,8 +115,12 @@ def test_auto_sized_chunks_compute_the_same_prototypes_as_fixed_chunks() -> None
     config = FAST.replace(steps=5, prototypes=2, transforms="medium", bn_prior=0.1)
     targets = list(range(10)) * 2  # 40 images: more than the CPU's auto size of 32
     recording = _Recording()
-    auto = generate(Classifier(recording, SPEC, 10), targets, config.replace(max_batch=0))
-    fixed = generate(Classifier(tiny_net(), SPEC, 10), targets, config.replace(max_batch=40))
+    # unfolded (fold_batchnorm=False): a folded copy would not run _Recording.forward
+    auto = generate(
+        Classifier(recording, SPEC, 10), targets, config.replace(max_batch=0), fold_batchnorm=False
+    )
+    fixed_config = config.replace(max_batch=40)
+    fixed = generate(Classifier(tiny_net(), SPEC, 10), targets, fixed_config, fold_batchnorm=False)
     step_sizes = set(recording.sizes) - {1}  # 1: the equidistant baseline
     assert step_sizes == {CPU_AUTO_BATCH, 40 - CPU_AUTO_BATCH}
     torch.testing.assert_close(_images(auto), _images(fixed), atol=1e-3, rtol=0)

@@ -32,6 +32,7 @@ from torch import nn
 
 from protolens_server.errors import InvalidModel, ProtolensError
 
+from ._fold import folded
 from .types import GenerationConfig, ImageClassifier
 
 # Modules whose compilation failed in this process: they run eagerly from then on.
@@ -53,8 +54,12 @@ class ModelRunner:
         device: torch.device,
         *,
         compile: bool = False,
+        fold_batchnorm: bool = False,
     ) -> None:
-        self.module = model.module
+        # A folded copy (BatchNorm folded into the convolutions, _fold.py) when asked and
+        # possible; the caller's module is never changed by folding.
+        self.source = model.module
+        self.module = folded(model.module) if fold_batchnorm else model.module
         self.spec = model.input_spec
         self.num_classes = model.num_classes
         self.device = device
@@ -68,7 +73,10 @@ class ModelRunner:
             if self.channels_last:
                 self.module.to(memory_format=torch.channels_last)
         self._compiled: Callable[[torch.Tensor], torch.Tensor] | None = None
-        if compile and compilable(self.module) and self.module not in _compile_failed:
+        failed = self.module in _compile_failed or (
+            isinstance(self.source, nn.Module) and self.source in _compile_failed
+        )
+        if compile and compilable(self.module) and not failed:
             self._compiled = torch.compile(self.module)
 
     @property
@@ -87,6 +95,8 @@ class ModelRunner:
             return False
         self._compiled = None
         _compile_failed.add(self.module)  # type: ignore[arg-type]
+        if isinstance(self.source, nn.Module):  # and the model it was folded from
+            _compile_failed.add(self.source)
         first_line = (str(error).strip().splitlines() or [""])[0][:300]
         warnings.warn(
             f"torch.compile failed ({type(error).__name__}: {first_line}); "

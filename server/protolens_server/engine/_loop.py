@@ -91,6 +91,7 @@ def generate(
     compile: bool = False,
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
     on_oom_split: Callable[[int, int], None] | None = None,
+    fold_batchnorm: bool = True,
 ) -> list[Prototype]:
     """Generate ``config.prototypes`` prototypes per target, target-major.
 
@@ -105,7 +106,10 @@ def generate(
     ``memory_budget`` is the fraction of the device's memory that chunks may fill
     when ``config.max_batch`` is 0 (CUDA only). ``on_oom_split(images, limit)`` is
     called when a chunk of ``images`` ran out of memory and is retried in chunks of at
-    most ``limit`` (a worker counts these).
+    most ``limit`` (a worker counts these). ``fold_batchnorm`` folds eval-mode
+    BatchNorm layers into the convolutions before them, on a copy of the model
+    (``_fold.py``: the same function, a faster step; off where the model cannot be
+    traced, and for calls that couple prototypes with the diversity term).
     """
     check_budget(memory_budget)
     resolved = [Target.of(t) for t in targets]
@@ -121,7 +125,7 @@ def generate(
     coupled = config.diversity > 0 and config.prototypes > 1
     units = _units(items, coupled)
     progress = _Progress(len(items), config.steps, on_progress)
-    with _chunker(model, config, device, compile, progress, should_stop) as chunk:
+    with _chunker(model, config, device, compile, progress, should_stop, fold_batchnorm) as chunk:
         limit = config.max_batch or _auto_limit(chunk, items, memory_budget).size
         results = _run_all(chunk, units, limit, on_oom_split)
     return [results[item.position] for item in items]
@@ -157,10 +161,14 @@ def _chunker(
     compile: bool,
     progress: _Progress,
     should_stop: Callable[[], bool] | None,
+    fold_batchnorm: bool = True,
 ) -> Iterator[_Chunk]:
     """The per-call machinery: model runner, layer hooks, objective settings."""
-    runner = ModelRunner(model, config, torch.device(device), compile=compile)
     coupled = config.diversity > 0 and config.prototypes > 1
+    # Folding BatchNorm is exact up to float rounding; the diversity term reads a mid
+    # convolution's raw output, which folding would change, so coupled calls keep it.
+    fold = fold_batchnorm and not coupled
+    runner = ModelRunner(model, config, torch.device(device), compile=compile, fold_batchnorm=fold)
     use_bn = config.bn_prior > 0 and has_batchnorm(runner.module)
     with LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe:
         yield _Chunk(runner, config, probe, progress, should_stop)

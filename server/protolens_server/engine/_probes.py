@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._fold import FoldedBatchNorm
+
 
 def _probe_able(module: Callable[..., Any]) -> bool:
     return isinstance(module, nn.Module) and not isinstance(module, torch.jit.ScriptModule)
@@ -27,6 +29,8 @@ def has_batchnorm(module: Callable[..., Any]) -> bool:
 
 
 def _tracks_stats(m: nn.Module) -> bool:
+    if isinstance(m, FoldedBatchNorm):
+        return True
     return isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None
 
 
@@ -101,6 +105,8 @@ class LayerProbe:
         if not (self.enabled and self.bn_active):
             return
         mean, var = channel_moments(inputs[0].float())
+        if isinstance(m, FoldedBatchNorm):  # its input is the folded layer's output (_fold.py)
+            mean, var = m.input_moments(mean, var)
         self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))
 
     def _record_features(self, m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
