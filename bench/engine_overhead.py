@@ -4,10 +4,11 @@ Measures, alternating in one run so machine load hits every method alike:
 
 1. seconds per optimisation step of ``engine.generate`` (default config:
    Fourier parameterisation, colour decorrelation, medium transforms, HF
-   penalty) against a bare forward+backward of the same model at the same batch
-   (the gradient w.r.t. the input only, frozen weights, same memory layout);
-   the difference is the engine's overhead (parameterisation + transforms +
-   objective + optimiser);
+   penalty) against a bare forward+backward of the same network at the same batch
+   (the gradient w.r.t. the input only, frozen weights, same memory layout, and
+   BatchNorm folded as the engine folds it): the difference is the engine's
+   overhead (parameterisation + transforms + objective + optimiser); and against
+   the model as given (BatchNorm unfolded), which is what a user's own loop runs;
 2. throughput of 8 targets in one ``generate`` call against 8 calls of one.
 
 Prints a markdown table and writes JSON (``--json-out``).
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 from protolens_server.engine import GenerationConfig, ProgressEvent, generate
+from protolens_server.engine._fold import folded
 from protolens_server.models import load_model
 
 
@@ -52,11 +54,15 @@ def engine_step_seconds(
 
 
 def bare_step_seconds(
-    model: Any, batch: int, steps: int, channels_last: bool
+    model: Any, batch: int, steps: int, channels_last: bool, fold: bool = True
 ) -> tuple[float, float]:
-    """(wall, CPU) seconds per forward+backward w.r.t. the input, nothing else."""
+    """(wall, CPU) seconds per forward+backward w.r.t. the input, nothing else.
+
+    ``fold``: the network the engine runs, BatchNorm folded into the convolutions
+    (engine/_fold.py), so the difference to the engine is its own machinery; without
+    it, the model as the user gave it."""
     spec = model.input_spec
-    module = model.module
+    module = folded(model.module) if fold else model.module
     module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     x = torch.rand(batch, *spec.shape, requires_grad=True)
     target = torch.arange(batch) % model.num_classes
@@ -132,7 +138,7 @@ def main() -> None:
     config = GenerationConfig(steps=args.steps + 2, start="noise", progress_every=2, **overrides)
     plain = config.replace(channels_last=False)
     runs: dict[str, list[tuple[float, float]]] = {
-        k: [] for k in ("bare", "bare_cl", "engine", "engine_plain")
+        k: [] for k in ("bare", "bare_cl", "bare_given_cl", "engine", "engine_plain")
     }
     throughput: dict[str, list[tuple[float, float]]] = {"batched": [], "sequential": []}
     # the model alone: seconds per image-step at batch 1 and at the batched size
@@ -147,6 +153,9 @@ def main() -> None:
         runs["engine_plain"].append(engine_step_seconds(model, targets, plain))
         runs["bare_cl"].append(bare_step_seconds(model, args.batch, args.steps, channels_last=True))
         runs["engine"].append(engine_step_seconds(model, targets, config))
+        runs["bare_given_cl"].append(
+            bare_step_seconds(model, args.batch, args.steps, channels_last=True, fold=False)
+        )
         for key, size in (("bare_batch1", 1), ("bare_batched", args.batched_targets)):
             w, c = bare_step_seconds(model, size, args.batched_steps, channels_last=True)
             bare_image_steps[key].append((w / size, c / size))
@@ -183,6 +192,7 @@ def main() -> None:
         "all_runs_wall_cpu": runs,
         "overhead_cpu": overhead(1, "engine", "bare_cl"),
         "overhead_wall": overhead(0, "engine", "bare_cl"),
+        "overhead_cpu_vs_model_as_given": overhead(1, "engine", "bare_given_cl"),
         "overhead_cpu_contiguous": overhead(1, "engine_plain", "bare"),
         "overhead_wall_contiguous": overhead(0, "engine_plain", "bare"),
         "prototypes_per_wall_second": tput_wall,
@@ -203,6 +213,18 @@ def main() -> None:
         ("engine.generate (defaults)", "contiguous", "engine_plain", "bare"),
         ("bare forward+backward", "channels_last", "bare_cl", None),
         ("engine.generate (defaults)", "channels_last", "engine", "bare_cl"),
+        (
+            "bare forward+backward, model as given (BatchNorm unfolded)",
+            "channels_last",
+            "bare_given_cl",
+            None,
+        ),
+        (
+            "engine.generate (defaults) vs the model as given",
+            "channels_last",
+            "engine",
+            "bare_given_cl",
+        ),
     ]
     for name, layout, key, ref in rows:
         ow = f"{overhead(0, key, ref):+.1%}" if ref else ""
