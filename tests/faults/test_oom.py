@@ -177,7 +177,9 @@ def test_the_hook_keeps_an_eager_model_visible_to_the_layer_probes(monkeypatch) 
     (faulted,) = run_engine(handle, jobs, device="cpu")
     assert _injected() == before + 1  # the batch of 3 hit it once, then ran in chunks of 1
     for p, q in zip(plain, faulted, strict=True):
-        assert torch.allclose(p.image, q.image, atol=1e-5)
+        # chunks of 1 vs a batch of 3: kernel rounding differs a little (docs/engine.md);
+        # a dropped BatchNorm prior (weight 1.0) would move pixels by far more
+        assert torch.allclose(p.image, q.image, atol=1e-3)
 
 
 def _injected() -> float:

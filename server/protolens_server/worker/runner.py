@@ -57,7 +57,12 @@ def with_injected_oom(handle: ModelHandle) -> ModelHandle:
 
     inner = handle.module
     if isinstance(inner, nn.Module) and not isinstance(inner, torch.jit.ScriptModule):
-        return dataclasses.replace(handle, module=_oom_above_module(inner, limit))
+        from protolens_server.engine._fold import folded
+
+        # The wrapper's size check cannot be traced, so the engine would not fold
+        # BatchNorm through it: fold the inner model here, so the faulted run computes
+        # what an unfaulted one does (the same network, engine/_fold.py).
+        return dataclasses.replace(handle, module=_oom_above_module(folded(inner), limit))
 
     def module(x: Any) -> Any:
         _raise_if_over(x, limit)
