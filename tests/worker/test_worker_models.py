@@ -32,6 +32,25 @@ def test_lru_keeps_models_within_the_byte_budget(store_root) -> None:
     assert len(roomy) == 2 and roomy.loaded_bytes == 2 * one
 
 
+def test_the_budget_counts_the_engines_batchnorm_folded_copy() -> None:
+    from protolens_server.engine import InputSpec
+    from protolens_server.engine._fold import FoldedBatchNorm, folded
+    from protolens_server.models.handle import ModelHandle
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 5),
+    ).eval()  # fmt: skip
+    handle = ModelHandle("bn", "test:bn", net, InputSpec(3, 8, 8), tuple("abcde"), "0" * 64)
+    cache = ModelCache(lambda name: handle, budget_bytes=1 << 30)
+    cache.get("bn")
+    fast = folded(net)  # made at load time, the engine reuses it
+    assert any(isinstance(m, FoldedBatchNorm) for m in fast.modules())
+    assert cache.loaded_bytes == parameter_bytes(net) + parameter_bytes(fast)
+    assert cache.loaded_bytes > parameter_bytes(net)
+
+
 def test_a_model_changed_since_submit_is_refused(store_root) -> None:
     catalog = ModelCatalog(store_root / "models", builtins=False)
     cache = ModelCache(catalog.load, budget_bytes=1 << 30)

@@ -20,8 +20,18 @@ def parameter_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
+def resident_bytes(module: Any) -> int:
+    """What a loaded model keeps in memory while the engine uses it: its own parameters
+    and buffers, plus the BatchNorm-folded copy the engine runs (engine/_fold.py), made
+    here at load time so the budget counts it."""
+    from protolens_server.engine._fold import folded
+
+    fast = folded(module)
+    return parameter_bytes(module) + (parameter_bytes(fast) if fast is not module else 0)
+
+
 class ModelCache:
-    """An LRU of loaded handles keyed by (name, digest), bounded by parameter bytes.
+    """An LRU of loaded handles keyed by (name, digest), bounded by resident bytes.
 
     The most recent model always stays, even over budget: a worker must be able
     to run the job it holds. ``loader(name)`` is ``ModelCatalog.load`` bound to a
@@ -49,7 +59,7 @@ class ModelCache:
                     f"{digest[:12]} -> {handle.digest[:12]}); submit the job again",
                 )
             key = f"{name}\0{handle.digest}"
-            self._handles[key] = (handle, parameter_bytes(handle.module))
+            self._handles[key] = (handle, resident_bytes(handle.module))
             self._handles.move_to_end(key)
             while len(self._handles) > 1 and self.loaded_bytes > self.budget_bytes:
                 self._handles.popitem(last=False)
