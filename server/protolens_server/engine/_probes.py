@@ -81,7 +81,9 @@ class LayerProbe:
     def __enter__(self) -> LayerProbe:
         if self.want_bn:
             for m in self.module.modules():  # type: ignore[union-attr]
-                if _tracks_stats(m):
+                if isinstance(m, FoldedBatchNorm):
+                    self._handles.append(m.register_forward_hook(self._record_folded))
+                elif _tracks_stats(m):
                     self._handles.append(m.register_forward_pre_hook(self._record_bn))
         if self.want_features:
             convs = [m for m in self.module.modules() if isinstance(m, nn.Conv2d)]  # type: ignore[union-attr]
@@ -105,9 +107,22 @@ class LayerProbe:
         if not (self.enabled and self.bn_active):
             return
         mean, var = channel_moments(inputs[0].float())
-        if isinstance(m, FoldedBatchNorm):  # its input is the folded layer's output (_fold.py)
-            mean, var = m.input_moments(mean, var)
         self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))
+
+    def _record_folded(
+        self, m: FoldedBatchNorm, inputs: tuple[torch.Tensor, ...], output: torch.Tensor
+    ) -> torch.Tensor | None:
+        """A folded BatchNorm: its input is the folded convolution's output (_fold.py).
+
+        The moments keep that tensor for their backward, and the identity would hand
+        the same tensor on, where an in-place op (ResNet's ``ReLU(inplace=True)``) would
+        change it: on the steps that record, the layer hands on a copy instead.
+        """
+        if not (self.enabled and self.bn_active):
+            return None
+        mean, var = m.input_moments(*channel_moments(output.float()))
+        self.bn_stats.append((mean, var, m.running_mean.float(), m.running_var.float()))
+        return output.clone()
 
     def _record_features(self, m: nn.Module, inputs: Any, output: torch.Tensor) -> None:
         if self.enabled:
