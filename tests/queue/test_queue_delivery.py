@@ -144,6 +144,33 @@ async def test_watch_replays_then_follows_until_finished_and_resumes(queue, cons
     assert asyncio.get_running_loop().time() - started < 0.5
 
 
+async def test_watch_delivers_a_final_event_that_lands_while_it_checks_the_record(
+    queue, consumer_factory, monkeypatch
+):
+    """The watch is caught up, then checks whether the job ended; if the job finishes in
+    between, its real final event is delivered (once, with its own cursor), not a
+    stand-in that repeats the last cursor (seen once in the API-restart fault test)."""
+    record, _ = await queue.submit(make_spec())
+    consumer = consumer_factory()
+    _, delivery = await _take(consumer)
+    await consumer.progress(delivery, 4, 8, 0.5)
+    real_get = queue.get
+    calls = []
+
+    async def get_finishing_first(job_id, *, tenant=None):
+        calls.append(job_id)
+        if len(calls) == 2:  # the watch's "did it end?" check, after it caught up
+            await consumer.finish(delivery, _protos(delivery), [b"x"], step=8)
+        return await real_get(job_id, tenant=tenant)
+
+    monkeypatch.setattr(queue, "get", get_finishing_first)
+    seen = [(i, e) async for i, e in queue.watch(record.job_id, tenant="team-a")]
+    stream = [i.decode() for i, _ in await queue.redis.xrange(queue.keys.events(record.job_id))]
+    assert len(calls) == 2
+    assert [i for i, _ in seen] == stream  # every event once, the final one included
+    assert seen[-1][1].state == JobState.SUCCEEDED
+
+
 async def test_stats_and_gauges(queue, consumer_factory):
     from protolens_server import metrics
 

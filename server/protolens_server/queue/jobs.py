@@ -342,6 +342,16 @@ class JobQueue:
                 except JobNotFound:
                     return
                 if record.state.finished:
+                    # The script that finished the job wrote its final event atomically
+                    # with the state: read once more, so an event that landed between
+                    # the read above and this check is delivered, not replaced.
+                    reply = await self.redis.xread({key: last}, count=100)
+                    for entry_id, fields in reply[0][1] if reply else []:
+                        last = _text(entry_id)
+                        event = event_from_fields(job_id, fields)
+                        yield last, event
+                        if event.state.finished:
+                            return
                     yield (
                         last,
                         JobEvent(
