@@ -29,8 +29,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from protolens_server.checks.prototypes import GenerationStats
-from protolens_server.errors import InvalidArgument, JobNotFound
+from protolens_server.errors import JobNotFound
 from protolens_server.queue.keys import Keys
+from protolens_server.queue.pages import newest_first
 
 RUNNING = "RUNNING"
 FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
@@ -333,28 +334,14 @@ class CheckStore:
         self, tenant: str, *, page_size: int = 50, page_token: str = ""
     ) -> tuple[list[CheckRecord], str]:
         """The tenant's checks, newest first; pass the returned token for the next page."""
-        if page_size < 1 or page_size > 1000:
-            raise InvalidArgument("page_size", "must be 1..1000")
-        key = self.keys.tenant_checks(tenant)
-        start = f"({page_token}" if page_token else "+"
-        ids = [
-            _text(i)
-            for i in await self.redis.zrange(
-                key, start, "-", desc=True, bylex=True, offset=0, num=page_size
-            )
-        ]
-        pipe = self.redis.pipeline(transaction=False)
-        for check_id in ids:
-            pipe.hgetall(self.keys.check(check_id))
-        records, gone = [], []
-        for check_id, raw in zip(ids, await pipe.execute(), strict=True):
-            try:
-                records.append(self._view(check_id, raw, tenant, False))
-            except JobNotFound:
-                gone.append(check_id)
-        if gone:  # expired records: drop them from the index
-            await self.redis.zrem(key, *gone)
-        return records, (ids[-1] if len(ids) == page_size else "")
+        return await newest_first(
+            self.redis,
+            self.keys.tenant_checks(tenant),
+            self.keys.check,
+            lambda check_id, raw: self._view(check_id, raw, tenant, False),
+            page_size=page_size,
+            page_token=page_token,
+        )
 
     async def orphans(self, limit: int = 100) -> list[str]:
         """RUNNING checks nobody holds the lease of (their driver died or let go)."""

@@ -42,6 +42,7 @@ from protolens_server.queue.keys import (
     TENANT_FIELD_PREFIX,
     Keys,
 )
+from protolens_server.queue.pages import newest_first
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
 from protolens_server.quotas import Quotas, load_quotas
 
@@ -248,28 +249,14 @@ class JobQueue:
         self, *, tenant: str, page_size: int = 50, page_token: str = ""
     ) -> tuple[list[JobRecord], str]:
         """The tenant's jobs, newest first; pass the returned token for the next page."""
-        if page_size < 1 or page_size > 1000:
-            raise InvalidArgument("page_size", "must be 1..1000")
-        key = self.keys.tenant_jobs(tenant)
-        start = f"({page_token}" if page_token else "+"
-        ids = [
-            _text(i)
-            for i in await self.redis.zrange(
-                key, start, "-", desc=True, bylex=True, offset=0, num=page_size
-            )
-        ]
-        pipe = self.redis.pipeline(transaction=False)
-        for job_id in ids:
-            pipe.hgetall(self.keys.job(job_id))
-        records, gone = [], []
-        for job_id, fields in zip(ids, await pipe.execute(), strict=True):
-            try:
-                records.append(self._view(job_id, fields, tenant))
-            except JobNotFound:
-                gone.append(job_id)
-        if gone:
-            await self.redis.zrem(key, *gone)
-        return records, (ids[-1] if len(ids) == page_size else "")
+        return await newest_first(
+            self.redis,
+            self.keys.tenant_jobs(tenant),
+            self.keys.job,
+            lambda job_id, fields: self._view(job_id, fields, tenant),
+            page_size=page_size,
+            page_token=page_token,
+        )
 
     # --- cancel ----------------------------------------------------------------------
     async def cancel(self, job_id: str, *, tenant: str | None = None) -> JobRecord:

@@ -1,0 +1,49 @@
+"""One page of a tenant's records, newest first, from a lexically sorted Redis index.
+
+Jobs and checks are both listed this way: the index is a sorted set of ids (all
+score 0, ids sort by creation time), a page token is the last id of the previous
+page, and each record is one hash. Records that expired since they were indexed
+are dropped from the index as they are met.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+
+from protolens_server.errors import InvalidArgument, JobNotFound
+
+T = TypeVar("T")
+MAX_PAGE_SIZE = 1000
+
+
+async def newest_first(
+    redis: aioredis.Redis,
+    index_key: str,
+    record_key: Callable[[str], str],
+    view: Callable[[str, dict[Any, Any]], T],
+    *,
+    page_size: int,
+    page_token: str,
+) -> tuple[list[T], str]:
+    """(records, next page token or ""). ``view(id, fields)`` raises JobNotFound for a
+    record that is gone or not the caller's."""
+    if page_size < 1 or page_size > MAX_PAGE_SIZE:
+        raise InvalidArgument("page_size", f"must be 1..{MAX_PAGE_SIZE}")
+    start = f"({page_token}" if page_token else "+"
+    raw = await redis.zrange(index_key, start, "-", desc=True, bylex=True, offset=0, num=page_size)
+    ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
+    pipe = redis.pipeline(transaction=False)
+    for record_id in ids:
+        pipe.hgetall(record_key(record_id))
+    records, gone = [], []
+    for record_id, fields in zip(ids, await pipe.execute(), strict=True):
+        try:
+            records.append(view(record_id, fields))
+        except JobNotFound:
+            gone.append(record_id)
+    if gone:
+        await redis.zrem(index_key, *gone)
+    return records, (ids[-1] if len(ids) == page_size else "")
