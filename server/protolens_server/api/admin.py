@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
-from google.protobuf import timestamp_pb2
 from protolens.v1 import admin_pb2 as pb
 from protolens.v1 import admin_pb2_grpc
 
 from protolens_server.api.auth import ApiKeyInfo, ApiKeyStore
+from protolens_server.api.convert import timestamp_pb
 from protolens_server.api.tenancy import ROLE_ADMIN, ROLE_TENANT, current_principal
 from protolens_server.config import Settings
 from protolens_server.errors import InvalidArgument, PermissionDenied
@@ -27,12 +27,6 @@ _ROLE_FROM_PB = {
 }
 
 
-def _timestamp(t: float) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(t * 1e9))
-    return ts
-
-
 def api_key_to_pb(info: ApiKeyInfo) -> pb.ApiKey:
     out = pb.ApiKey(
         name=f"apiKeys/{info.key_id}",
@@ -40,10 +34,10 @@ def api_key_to_pb(info: ApiKeyInfo) -> pb.ApiKey:
         tenant=info.tenant,
         role=_ROLE_TO_PB.get(info.role, pb.API_KEY_ROLE_UNSPECIFIED),
         display_name=info.name,
-        create_time=_timestamp(info.created_at),
+        create_time=timestamp_pb(info.created_at),
     )
     if info.revoked:
-        out.revoke_time.CopyFrom(_timestamp(info.revoked_at))
+        out.revoke_time.CopyFrom(timestamp_pb(info.revoked_at))
     return out
 
 

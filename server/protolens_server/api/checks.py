@@ -15,14 +15,14 @@ from typing import Any
 
 import grpc
 import yaml
-from google.protobuf import timestamp_pb2
 from protolens.v1 import checks_pb2 as pb
 from protolens.v1 import checks_pb2_grpc, common_pb2
 
+from protolens_server.api.convert import timestamp_pb
 from protolens_server.api.errors import code_number, to_rpc_error
 from protolens_server.api.reference_sets import ReferenceSets
 from protolens_server.api.tenancy import current_tenant
-from protolens_server.api.validation import model_name
+from protolens_server.api.validation import generation_config, model_name, page_size, seed_of
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.service import CheckRunner
 from protolens_server.checks.store import CheckRecord
@@ -36,9 +36,6 @@ _STATES = {
     "FAILED": pb.CHECK_STATE_FAILED,
     "CANCELLED": pb.CHECK_STATE_CANCELLED,
 }
-MAX_SEED = 2**63 - 1
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
 
 
 def check_id_of(name: str) -> str:
@@ -46,14 +43,6 @@ def check_id_of(name: str) -> str:
     if not check_id or "/" in check_id:
         raise InvalidArgument("name", f"expected 'checks/{{check}}', got {name!r}")
     return check_id
-
-
-def _timestamp(unix: float) -> timestamp_pb2.Timestamp | None:
-    if not unix:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromNanoseconds(int(unix * 1e9))
-    return ts
 
 
 def check_to_pb(run: CheckRecord) -> pb.Check:
@@ -79,8 +68,8 @@ def check_to_pb(run: CheckRecord) -> pb.Check:
         jobs=run.stats.jobs,
         cache_hits=run.stats.cache_hits,
         error=error,
-        create_time=_timestamp(run.created_at),
-        end_time=_timestamp(run.finished_at),
+        create_time=timestamp_pb(run.created_at),
+        end_time=timestamp_pb(run.finished_at),
     )
 
 
@@ -95,26 +84,10 @@ def error_fields(exc: ProtolensError) -> dict[str, Any]:
     }
 
 
-def _page_size(value: int) -> int:
-    if value < 0:
-        raise InvalidArgument("page_size", "must be >= 0")
-    return min(value or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-
-
 def _config(request: pb.StartCheckRequest, settings: Any) -> GenerationConfig:
-    given = {
-        f.name: getattr(request.config, f.name)
-        for f in request.config.DESCRIPTOR.fields
-        if request.config.HasField(f.name)
-    }
     if not 0 <= request.prototypes_per_class <= 64:
         raise InvalidArgument("prototypes_per_class", "must be 1..64 (0 = 1)")
-    config = GenerationConfig(**given, prototypes=request.prototypes_per_class or 1)
-    if config.steps > settings.max_steps:
-        raise InvalidArgument(
-            "config.steps", f"{config.steps} steps; this server allows at most {settings.max_steps}"
-        )
-    return config
+    return generation_config(request.config, request.prototypes_per_class, settings)
 
 
 def _policy(text: str) -> Policy:
@@ -137,9 +110,7 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
         self, request: pb.StartCheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartCheckResponse:
         settings = self.runner.settings
-        seed = request.seed if request.HasField("seed") else 0
-        if not 0 <= seed <= MAX_SEED:
-            raise InvalidArgument("seed", f"must be 0..{MAX_SEED}")
+        seed = seed_of(request)
         run = await self.runner.start(
             tenant=current_tenant(),
             model=model_name(request.model),
@@ -162,7 +133,7 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
         self, request: pb.ListChecksRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListChecksResponse:
         runs, token = await self.runner.list(
-            current_tenant(), page_size=_page_size(request.page_size), page_token=request.page_token
+            current_tenant(), page_size=page_size(request.page_size), page_token=request.page_token
         )
         return pb.ListChecksResponse(checks=[check_to_pb(r) for r in runs], next_page_token=token)
 

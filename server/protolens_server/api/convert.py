@@ -56,7 +56,8 @@ def prototype_name(job_id: str, index: int) -> str:
     return f"jobs/{job_id}/prototypes/{index}"
 
 
-def _timestamp(unix: float) -> timestamp_pb2.Timestamp | None:
+def timestamp_pb(unix: float) -> timestamp_pb2.Timestamp | None:
+    """A protobuf Timestamp of a unix time; None for 0 (not happened yet)."""
     if not unix:
         return None
     ts = timestamp_pb2.Timestamp()
@@ -153,7 +154,7 @@ def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job
         ("start_time", record.started_at),
         ("end_time", record.finished_at),
     ):
-        ts = _timestamp(unix)
+        ts = timestamp_pb(unix)
         if ts is not None:
             getattr(job, field).CopyFrom(ts)
     error = error_to_pb(record)

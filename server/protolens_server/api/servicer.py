@@ -19,13 +19,16 @@ from protolens_server import ENGINE_VERSION
 from protolens_server.api import convert
 from protolens_server.api.model_view import ModelView
 from protolens_server.api.tenancy import current_tenant
-from protolens_server.api.validation import ReferenceResolver, build_spec, model_name
+from protolens_server.api.validation import (
+    ReferenceResolver,
+    build_spec,
+    model_name,
+    page_size,
+)
 from protolens_server.config import Settings
 from protolens_server.errors import FailedPrecondition, InvalidArgument, NotFound
 from protolens_server.logging import bound_fields
-
-DEFAULT_PAGE_SIZE = 50
-MAX_PAGE_SIZE = 1000
+from protolens_server.queue.pages import MAX_PAGE_SIZE
 
 
 def job_id_of(name: str, field: str = "name") -> str:
@@ -40,12 +43,6 @@ def prototype_ref(name: str) -> tuple[str, int]:
     if len(parts) != 4 or parts[0] != "jobs" or parts[2] != "prototypes" or not parts[3].isdigit():
         raise InvalidArgument("name", f"expected 'jobs/{{job}}/prototypes/{{index}}', got {name!r}")
     return parts[1], int(parts[3])
-
-
-def _page_size(value: int, default: int) -> int:
-    if value < 0:
-        raise InvalidArgument("page_size", "must be >= 0")
-    return min(value or default, MAX_PAGE_SIZE)
 
 
 class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
@@ -99,7 +96,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     ) -> pb.ListJobsResponse:
         records, token = await self.queue.list(
             tenant=current_tenant(),
-            page_size=_page_size(request.page_size, DEFAULT_PAGE_SIZE),
+            page_size=page_size(request.page_size),
             page_token=request.page_token,
         )
         jobs = [await self._job(r) for r in records]
@@ -146,7 +143,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         start = int(request.page_token) if request.page_token.isdigit() else 0
         if request.page_token and not request.page_token.isdigit():
             raise InvalidArgument("page_token", "not a token this server issued")
-        size = _page_size(request.page_size, MAX_PAGE_SIZE)
+        size = page_size(request.page_size, MAX_PAGE_SIZE)
         page = names[start : start + size]
         infos = [await self.models.describe(n) for n in page]
         token = str(start + size) if start + size < len(names) else ""

@@ -16,10 +16,12 @@ from protolens_server.config import Settings
 from protolens_server.engine.types import GenerationConfig, Target
 from protolens_server.errors import InvalidArgument
 from protolens_server.models.classes import resolve_class
+from protolens_server.queue.pages import MAX_PAGE_SIZE
 from protolens_server.queue.records import JobSpec, TargetSpec
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_SEED = 2**63 - 1
+DEFAULT_PAGE_SIZE = 50
 _KINDS = {
     common_pb2.TARGET_KIND_PROTOTYPE: "prototype",
     common_pb2.TARGET_KIND_ANTITYPE: "antitype",
@@ -74,18 +76,35 @@ def _targets(
     return tuple(specs)
 
 
-def _config(request: service_pb2.CreatePrototypeJobRequest, settings: Settings) -> dict[str, Any]:
-    given = {
-        f.name: getattr(request.config, f.name)
-        for f in request.config.DESCRIPTOR.fields
-        if request.config.HasField(f.name)
+def generation_config(
+    given: common_pb2.GenerationConfig, prototypes: int, settings: Settings
+) -> GenerationConfig:
+    """The fields the caller set over the defaults, ``prototypes`` (0 = 1) per target,
+    within the server's step limit (jobs and checks alike)."""
+    fields = {
+        f.name: getattr(given, f.name) for f in given.DESCRIPTOR.fields if given.HasField(f.name)
     }
-    config = GenerationConfig(**given, prototypes=request.prototypes_per_target or 1)
+    config = GenerationConfig(**fields, prototypes=prototypes or 1)
     if config.steps > settings.max_steps:
         raise InvalidArgument(
             "config.steps", f"{config.steps} steps; this server allows at most {settings.max_steps}"
         )
-    return config.to_dict()
+    return config
+
+
+def seed_of(request: Any) -> int:
+    """The request's seed (0 when unset), within 0..MAX_SEED."""
+    seed = request.seed if request.HasField("seed") else 0
+    if not 0 <= seed <= MAX_SEED:
+        raise InvalidArgument("seed", f"must be 0..{MAX_SEED} (got {seed})")
+    return int(seed)
+
+
+def page_size(value: int, default: int = DEFAULT_PAGE_SIZE) -> int:
+    """A list request's page size: 0 means ``default``, capped at MAX_PAGE_SIZE."""
+    if value < 0:
+        raise InvalidArgument("page_size", "must be >= 0")
+    return min(value or default, MAX_PAGE_SIZE)
 
 
 def _request_id(value: str) -> str:
@@ -112,10 +131,8 @@ def build_spec(
     Raises domain errors naming the field.
     """
     targets = _targets(request, info, settings.max_targets_per_job)
-    config = _config(request, settings)
-    seed = request.seed if request.HasField("seed") else 0
-    if not 0 <= seed <= MAX_SEED:
-        raise InvalidArgument("seed", f"must be 0..{MAX_SEED} (got {seed})")
+    config = generation_config(request.config, request.prototypes_per_target, settings).to_dict()
+    seed = seed_of(request)
     if request.priority not in _PRIORITIES:
         raise InvalidArgument(
             "priority", f"unknown priority {request.priority}; use HIGH/NORMAL/LOW"
