@@ -183,14 +183,7 @@ def _sweep(
     for k, batch in enumerate(settings.batches):
         if runs and _stop_before(arch, batch, runs[-1], budget, settings.max_run_seconds, log):
             break
-        config = GenerationConfig(
-            steps=settings.steps,
-            max_batch=batch,
-            autocast=settings.autocast,
-            channels_last=settings.channels_last,
-        )
-        classes = [i % classifier.num_classes for i in range(batch)]
-        warm = config.replace(steps=min(settings.steps, config.progress_every))
+        config, classes, warm = _batch_run(classifier, batch, settings)
         run_kw = {"device": device, "compile": settings.compile}
         generate(classifier, classes, warm, seed=settings.seed + 1000 + k, **run_kw)
         _reset_peak(device)
@@ -210,6 +203,21 @@ def _sweep(
     return runs
 
 
+def _batch_run(
+    classifier: Classifier, batch: int, settings: GpuSettings
+) -> tuple[GenerationConfig, list[int], GenerationConfig]:
+    """A timed run of ``batch`` distinct classes: its config, classes and warm-up config
+    (``progress_every`` steps)."""
+    config = GenerationConfig(
+        steps=settings.steps,
+        max_batch=batch,
+        autocast=settings.autocast,
+        channels_last=settings.channels_last,
+    )
+    classes = [i % classifier.num_classes for i in range(batch)]
+    return config, classes, config.replace(steps=min(settings.steps, config.progress_every))
+
+
 def _compiled(
     arch: str,
     classifier: Classifier,
@@ -222,15 +230,8 @@ def _compiled(
     """The sweep's run at ``batch`` with ``generate(compile=True)``: an untimed first call
     (it compiles; its seconds are reported), then the timed call."""
     device = torch.device(settings.device)
-    config = GenerationConfig(
-        steps=settings.steps,
-        max_batch=batch,
-        autocast=settings.autocast,
-        channels_last=settings.channels_last,
-    )
-    classes = [i % classifier.num_classes for i in range(batch)]
-    # progress_every steps: both graphs (steps with and without the BatchNorm prior)
-    warm = config.replace(steps=min(settings.steps, config.progress_every))
+    # warm-up of progress_every steps: both graphs (steps with and without the prior)
+    config, classes, warm = _batch_run(classifier, batch, settings)
     _sync(device)
     t0 = time.perf_counter()
     generate(classifier, classes, warm, seed=settings.seed + 2000, device=device, compile=True)
