@@ -37,6 +37,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from prometheus_client.parser import text_string_to_metric_families
 from protolens import AsyncClient
 from protolens_server.api.stack import Child, Stack
 from protolens_server.api.testkit import TINY_MODEL, make_tiny_model_store
@@ -108,31 +109,32 @@ async def measure(clients, per_client, make_call, think_s) -> dict[str, float]:
     return {**summary_ms(latencies), "rate_per_s": rate}
 
 
-def metric(port: int, name: str, labels: str = "") -> float:
+def samples(port: int) -> list[Any]:
+    """Every sample a process's /metrics endpoint serves (prometheus_client's parser)."""
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    key = f"{name}{{{labels}}}" if labels else name
-    return sum(float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(key + " "))
+    return [s for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def metric(port: int, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(
+        s.value for s in samples(port) if s.name == name and labels.items() <= s.labels.items()
+    )
 
 
 def rpc_histogram(port: int, method: str) -> dict[str, float]:
     """The API server's own handling-time histogram of ``method``: {le: cumulative count}."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    out = {}
-    for line in text.splitlines():
-        if line.startswith("protolens_rpc_duration_seconds_bucket{") and f'"{method}"' in line:
-            out[line.split('le="')[1].split('"')[0]] = float(line.split()[-1])
-    return out
+    return {
+        s.labels["le"]: s.value
+        for s in samples(port)
+        if s.name == "protolens_rpc_duration_seconds_bucket" and s.labels["method"] == method
+    }
 
 
 def gc_pauses_over(port: int, seconds: float) -> int:
     """Full-GC pauses longer than ``seconds`` the API process reported (all generations)."""
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    total = under = 0.0
-    for line in text.splitlines():
-        if line.startswith("protolens_gc_pause_seconds_count{"):
-            total += float(line.split()[-1])
-        elif line.startswith("protolens_gc_pause_seconds_bucket{") and f'le="{seconds}"' in line:
-            under += float(line.split()[-1])
+    total = metric(port, "protolens_gc_pause_seconds_count")
+    under = metric(port, "protolens_gc_pause_seconds_bucket", le=str(seconds))
     return int(total - under)
 
 
@@ -238,7 +240,7 @@ async def bench(stack: Stack, args: argparse.Namespace) -> dict[str, Any]:
     ran = 1 + args.overhead_jobs + len(finals_all)
     succeeded = sum(1 for j in finals_all if j.state == "SUCCEEDED") + 1 + args.overhead_jobs
     finished = sum(
-        metric(w.metrics_port, "protolens_jobs_finished_total", 'state="SUCCEEDED"')
+        metric(w.metrics_port, "protolens_jobs_finished_total", state="SUCCEEDED")
         for w in stack.worker_procs
     )
     res["jobs"] = {
