@@ -309,6 +309,7 @@ class JobQueue:
         key = self.keys.events(job_id)
         last = after or "0"
         block: int | None = None
+        ended: JobRecord | None = None  # the job's record once it was seen finished
         while True:
             reply = await self.redis.xread({key: last}, count=100, block=block)
             entries = reply[0][1] if reply else []
@@ -321,36 +322,32 @@ class JobQueue:
             if entries:
                 block = None
                 continue
+            if ended is not None:
+                # Still no final event after the job ended (it was read before ``after``,
+                # trimmed or expired): say how the job ended.
+                yield (
+                    last,
+                    JobEvent(
+                        job_id,
+                        ended.state,
+                        ended.step,
+                        ended.total_steps,
+                        ended.best_probability,
+                        ended.error,
+                    ),
+                )
+                return
             if block is None:
-                # Caught up: if the job already ended (its final event was read before
-                # ``after``, trimmed or expired), say how it ended; else wait for more.
+                # Caught up: has the job ended? The script that finished it wrote its
+                # final event atomically with the state, so read once more before
+                # standing in for that event (one may have landed since the read above).
                 try:
                     record = await self.get(job_id, tenant=tenant)
                 except JobNotFound:
                     return
                 if record.state.finished:
-                    # The script that finished the job wrote its final event atomically
-                    # with the state: read once more, so an event that landed between
-                    # the read above and this check is delivered, not replaced.
-                    reply = await self.redis.xread({key: last}, count=100)
-                    for entry_id, fields in reply[0][1] if reply else []:
-                        last = _text(entry_id)
-                        event = event_from_fields(job_id, fields)
-                        yield last, event
-                        if event.state.finished:
-                            return
-                    yield (
-                        last,
-                        JobEvent(
-                            job_id,
-                            record.state,
-                            record.step,
-                            record.total_steps,
-                            record.best_probability,
-                            record.error,
-                        ),
-                    )
-                    return
+                    ended = record
+                    continue
             block = _WATCH_BLOCK_MS
 
     # --- results ---------------------------------------------------------------------
