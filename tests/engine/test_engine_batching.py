@@ -78,7 +78,9 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_prototypes() -> None:
     # bn_prior off: the counting wrapper is a plain callable, which the prior cannot probe
     config = FAST.replace(max_batch=8, steps=6, start="constant", bn_prior=0.0)
     targets = list(range(8))
-    expected = generate(Classifier(net, SPEC, 10), targets, config)
+    # the wrapper cannot be traced, so it runs unfolded: compare with the unfolded net (folding
+    # changes pixels by float rounding, which the optimiser amplifies on some CPUs)
+    expected = generate(Classifier(net, SPEC, 10), targets, config, fold_batchnorm=False)
     forward = _CountingForward(net, limit=4)
     got = generate(Classifier(forward, SPEC, 10), targets, config)
     assert forward.raised == 1
