@@ -1,6 +1,6 @@
 """Models and path-similarity scoring for the throughput benchmark.
 
-Scores come from the product's own facade (``protolens_server.scoring``), with the
+Scores come from the product's own facade (``protolens_server.scores.scoring``), with the
 natural reference images that SCORES' evaluation uses (scikit-image sample images,
 ``bench/eval_path_similarity.py``), so both methods' prototypes are judged by the
 same code against the same references.
@@ -81,8 +81,8 @@ def path_similarity_fn(
     handle: Any, classes: Sequence[int], work: Path
 ) -> Callable[[str, list[tuple[int, torch.Tensor]]], dict[str, Any]]:
     """A scorer: (method, [(class, image)]) -> mean path similarity and per-prototype values."""
-    from protolens_server.references import ReferenceSet
-    from protolens_server.scoring import score_prototypes
+    from protolens_server.scores.references import ReferenceSet
+    from protolens_server.scores.scoring import score_prototypes
 
     folder = reference_folder(handle, work / "references")
     reference = ReferenceSet.from_folder(folder, handle.class_names)
@@ -96,11 +96,16 @@ def path_similarity_fn(
         )
         values = [s.path_similarity for s in scores]
         known = [v for v in values if v is not None]
-        robust = [s.robustness.probability_mean for s in scores if s.robustness]
+        robust = [
+            s.robustness.probability_mean_over_transforms
+            for s in scores
+            if s.robustness and s.robustness.probability_mean_over_transforms is not None
+        ]
         return {
             "mean": statistics.fmean(known) if known else None,
             "sd": statistics.pstdev(known) if len(known) > 1 else None,
             "per_prototype": values,
+            "intervals": [(s.summary.low, s.summary.high) for s in scores],
             "robust_probability_mean": sum(robust) / len(robust) if robust else None,
             "layers": scores[0].layer_names if scores else [],
             "curves": [s.curve() for s in scores],

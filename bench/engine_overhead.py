@@ -27,8 +27,7 @@ import time
 from typing import Any
 
 import torch
-from protolens_server.engine import GenerationConfig, ProgressEvent, generate
-from protolens_server.engine._fold import folded
+from protolens_server.engine import GenerationConfig, ProgressEvent, fold_batchnorm, generate
 from protolens_server.models import load_model
 
 
@@ -59,10 +58,10 @@ def bare_step_seconds(
     """(wall, CPU) seconds per forward+backward w.r.t. the input, nothing else.
 
     ``fold``: the network the engine runs, BatchNorm folded into the convolutions
-    (engine/_fold.py), so the difference to the engine is its own machinery; without
+    (``engine.fold_batchnorm``), so the difference to the engine is its own machinery; without
     it, the model as the user gave it."""
     spec = model.input_spec
-    module = folded(model.module) if fold else model.module
+    module = fold_batchnorm(model.module) if fold else model.module
     module.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
     x = torch.rand(batch, *spec.shape, requires_grad=True)
     target = torch.arange(batch) % model.num_classes

@@ -48,12 +48,20 @@ import matplotlib  # noqa: E402
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import scores_synthetic as synth  # noqa: E402
-from protolens_server.engine import GenerationConfig, _activations, _scores, generate  # noqa: E402
-from protolens_server.references import ReferenceSet, reference_statistics  # noqa: E402
-from protolens_server.sample_references import SKIMAGE_CLASSES  # noqa: E402
-from protolens_server.sample_references import crops as _crops  # noqa: E402
-from protolens_server.sample_references import photo as _photo  # noqa: E402
-from protolens_server.scoring import score_prototypes  # noqa: E402
+from protolens_server.engine import (  # noqa: E402
+    LOGITS,
+    GenerationConfig,
+    PrototypeScores,
+    capture,
+    generate,
+    score_activations,
+)
+from protolens_server.scores.references import ReferenceSet, load_image  # noqa: E402
+from protolens_server.scores.samples import SKIMAGE_CLASSES  # noqa: E402
+from protolens_server.scores.samples import crops as _crops  # noqa: E402
+from protolens_server.scores.samples import photo as _photo  # noqa: E402
+from protolens_server.scores.scoring import score_prototypes  # noqa: E402
+from protolens_server.scores.statistics import reference_statistics  # noqa: E402
 
 CONFIGS = {
     "default": GenerationConfig(),
@@ -85,15 +93,17 @@ class Result:
     layers: list[str]
     curves: dict[str, list[float]] = field(default_factory=dict)  # config -> per-layer mean
     summary: dict[str, list[float]] = field(default_factory=dict)  # config -> per prototype
+    intervals: dict[str, list[tuple[float, float]]] = field(default_factory=dict)  # 95% ends
+    determinate: dict[str, list[int]] = field(default_factory=dict)  # layers per prototype
     probability: dict[str, float] = field(default_factory=dict)
     robust: dict[str, float] = field(default_factory=dict)
-    natural: dict[str, float] = field(default_factory=dict)  # held-out natural levels
+    natural: dict[str, list[PrototypeScores]] = field(default_factory=dict)  # held-out levels
     seconds: dict[str, float] = field(default_factory=dict)
     steps: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
-def _mean_curve(scores: list[_scores.PrototypeScores]) -> list[float]:
+def _mean_curve(scores: list[PrototypeScores]) -> list[float]:
     curves = np.array([[np.nan if v is None else v for v in s.curve()] for s in scores])
     return [float(v) for v in np.nanmean(curves, axis=0)]
 
@@ -108,28 +118,40 @@ def _run_configs(
         result.seconds[name] = time.perf_counter() - start
         result.steps[name] = config.steps
         result.curves[name] = _mean_curve(scores)
-        result.summary[name] = [s.path_similarity for s in scores]
+        _keep_summaries(result, name, scores)
         result.probability[name] = float(np.mean([p.probability for p in protos]))
-        result.robust[name] = float(np.mean([s.robustness.probability_mean for s in scores]))
+        result.robust[name] = float(
+            np.mean([s.robustness.probability_mean_over_transforms for s in scores])
+        )
         print(
-            f"  {name:8s} path similarity {np.mean(result.summary[name]):6.3f}  "
+            f"  {name:8s} path similarity {_summary_cell(result, name)}  "
             f"p={result.probability[name]:.3f}  ({result.seconds[name]:.0f} s)",
             flush=True,
         )
 
 
-def _natural_levels(handle, stats, images: torch.Tensor, labels: list[int]) -> dict[str, float]:
+def _keep_summaries(result: Result, name: str, scores: list[PrototypeScores]) -> None:
+    """Each prototype's headline, its 95% interval and the layers it rests on."""
+    result.summary[name] = [s.path_similarity for s in scores]
+    result.intervals[name] = [(s.summary.low, s.summary.high) for s in scores]
+    result.determinate[name] = [s.summary.layers for s in scores]
+
+
+def _natural_levels(
+    handle, stats, images: torch.Tensor, labels: list[int]
+) -> dict[str, list[PrototypeScores]]:
     """Summary scores of held-out natural images for their own class and for other classes."""
-    layer_set = _activations.LayerSet(stats.layers)
-    acts = _activations.capture(handle, images, layer_set)
-    same, other = [], []
-    for i, label in enumerate(labels):
-        one = {n: v[i] for n, v in acts.items()}
-        same.append(_scores.path_similarity(_scores.layer_scores(one, [label], stats)))
-        for c in stats.classes:
-            if c != label:
-                other.append(_scores.path_similarity(_scores.layer_scores(one, [c], stats)))
-    return {"same": float(np.mean(same)), "other": float(np.mean(other))}
+    acts = capture(handle, images, list(stats.layers))
+    levels: dict[str, list[PrototypeScores]] = {}
+    for key, targets_of in (
+        ("same", lambda label: [label]),
+        ("other", lambda label: [c for c in stats.classes if c != label]),
+    ):
+        rows = [i for i, label in enumerate(labels) for _ in targets_of(label)]
+        targets = [c for label in labels for c in targets_of(label)]
+        scores = score_activations({n: v[rows] for n, v in acts.items()}, targets, stats)
+        levels[key] = scores
+    return levels
 
 
 # -- efficientnet_lite0 with scikit-image photos ----------------------------------------
@@ -160,11 +182,9 @@ def run_efficientnet(quick: bool, work: Path) -> Result:
     refset = ReferenceSet.from_folder(root, handle.class_names)
     stats = reference_statistics(handle, refset, cache_dir=work / "cache")
     result = Result("efficientnet_lite0", list(stats.layers))
-    from protolens_server.references import load_image
 
     held = torch.stack([load_image(p, spec) for p in held_images])
-    with torch.no_grad():
-        predicted = _activations.run_model(handle, spec.normalise(held)).argmax(1).tolist()
+    predicted = capture(handle, held, [LOGITS])[LOGITS].argmax(1).tolist()
     agree = np.mean([p == c for p, c in zip(predicted, held_labels, strict=True)])
     result.natural = _natural_levels(handle, stats, held, held_labels)
     described = ", ".join(f"{n}: {c} {handle.class_names[c]}" for n, c in photos.items())
@@ -223,26 +243,58 @@ def _thirds(curve: list[float]) -> list[float]:
     return [*parts, logits]
 
 
+def _summary_cell(result: Result, name: str) -> str:
+    """``mean [mean low, mean high]`` over the prototypes the reference set could score."""
+    return _cell(result.summary[name], result.intervals[name])
+
+
+def _cell(values: list[float | None], intervals: list[tuple[float | None, float | None]]) -> str:
+    kept = [(v, iv) for v, iv in zip(values, intervals, strict=True) if v is not None]
+    if not kept:
+        return "n/a"
+    mean = float(np.mean([v for v, _ in kept]))
+    ends = [iv for _, iv in kept if iv[0] is not None and iv[1] is not None]
+    text = f"{mean:.2f}"
+    if ends:
+        text += f" [{np.mean([a for a, _ in ends]):.2f}, {np.mean([b for _, b in ends]):.2f}]"
+    missing = len(values) - len(kept)
+    return text + (f" ({missing} n/a)" if missing else "")
+
+
+def _sd(values: list[float | None]) -> str:
+    kept = [v for v in values if v is not None]
+    return f"{statistics.pstdev(kept):.2f}" if len(kept) > 1 else "–"
+
+
 def table(result: Result) -> str:
+    total = len(result.layers)
     lines = [
         f"**{result.model}** — " + "; ".join(result.notes),
         "",
-        "| prototypes | path similarity (mean ± sd) | early layers | middle | late | logits "
-        "| p(target) | p under transforms | steps | time |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| prototypes | path similarity [95% interval] | sd over prototypes | layers scored "
+        "| early layers | middle | late | logits | p(target) | p under transforms | steps | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name in result.curves:
         values = result.summary[name]
-        sd = statistics.pstdev(values) if len(values) > 1 else 0.0
         early, middle, late, logits = _thirds(result.curves[name])
+        layers = np.mean(result.determinate[name])
         lines.append(
-            f"| {name} | {np.mean(values):.2f} ± {sd:.2f} | {_fmt(early)} | {_fmt(middle)} "
+            f"| {name} | {_summary_cell(result, name)} | {_sd(values)} | {layers:.0f}/{total} "
+            f"| {_fmt(early)} | {_fmt(middle)} "
             f"| {_fmt(late)} | {_fmt(logits)} | {result.probability[name]:.2f} "
             f"| {result.robust[name]:.2f} | {result.steps[name]} | {result.seconds[name]:.0f} s |"
         )
     for label, key in (("own class", "same"), ("other classes", "other")):
+        scores = result.natural[key]
+        values = [s.path_similarity for s in scores]
+        cell = _cell(values, [(s.summary.low, s.summary.high) for s in scores])
+        layers = np.mean([s.summary.layers for s in scores])
         blanks = " |" * 8
-        lines.append(f"| natural, held out ({label}) | {result.natural[key]:.2f} |{blanks}")
+        lines.append(
+            f"| natural, held out ({label}) | {cell} | {_sd(values)} | {layers:.0f}/{total} |"
+            f"{blanks}"
+        )
     return "\n".join(lines)
 
 

@@ -179,6 +179,15 @@ def job(msg: job_pb2.Job, outcome: int = 0) -> types.Job:
     )
 
 
+def estimate(msg: prototype_pb2.Estimate) -> types.Estimate:
+    return types.Estimate(
+        value=msg.value if msg.HasField("value") else None,
+        low=msg.low if msg.HasField("low") else None,
+        high=msg.high if msg.HasField("high") else None,
+        reason=msg.reason,
+    )
+
+
 def scores(msg: prototype_pb2.Scores) -> types.Scores:
     return types.Scores(
         layer_names=tuple(msg.layer_names),
@@ -188,6 +197,11 @@ def scores(msg: prototype_pb2.Scores) -> types.Scores:
         reference_set=msg.reference_set,
         reference_digest=msg.reference_digest,
         details=json_format.MessageToDict(msg.details),
+        path_similarity=estimate(msg.path_similarity),
+        determinate_layers=msg.determinate_layers,
+        layers=tuple(estimate(e) for e in msg.layers),
+        confidence=msg.confidence,
+        resamples=msg.resamples,
     )
 
 

@@ -142,8 +142,20 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Estimate:
+    """A score with its bootstrap interval; ``value`` is None (and ``reason`` says why) when
+    the reference set cannot determine it."""
+
+    value: float | None = None
+    low: float | None = None
+    high: float | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class Scores:
-    """Path-similarity scores: per-layer series, summaries, robustness, and the raw dict."""
+    """Path-similarity scores of the stored PNG: the headline and per-layer estimates with
+    intervals, per-layer series, summaries, robustness, and the raw dict."""
 
     layer_names: tuple[str, ...] = ()
     per_layer: dict[str, list[float]] = field(default_factory=dict)
@@ -152,6 +164,11 @@ class Scores:
     reference_set: str = ""
     reference_digest: str = ""
     details: dict[str, Any] = field(default_factory=dict)
+    path_similarity: Estimate = field(default_factory=Estimate)  # median over determinate layers
+    determinate_layers: int = 0  # layers the headline rests on
+    layers: tuple[Estimate, ...] = ()  # normalised Spearman per layer, with intervals
+    confidence: float = 0.0  # of every interval
+    resamples: int = 0  # bootstrap resamples behind them
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""A small per-prototype plot: its normalised path similarity, layer by layer.
+"""A small per-prototype plot: its normalised path similarity, layer by layer, with intervals.
 
-The prototype's curve is drawn against two bands: natural images of its class
-(1 by construction, widened by their spread) and natural images of other
-classes (0, widened likewise). A prototype on a natural path stays near the
+The prototype's curve is drawn with its bootstrap interval as a band, against two
+reference bands: natural images of its class (1 by construction, widened by their
+spread) and natural images of other classes (0, widened likewise). Layers where
+the reference set does not separate the class have no value; they are marked on
+the axis instead of being drawn. A prototype on a natural path stays near the
 upper band; a classic feature visualisation dips to the lower one or below.
 """
 
@@ -18,7 +20,7 @@ matplotlib.use("Agg")  # no display, safe in workers and threads
 
 import matplotlib.pyplot as plt
 
-from protolens_server.engine._scores import PrototypeScores
+from protolens_server.engine import PrototypeScores
 
 
 def _band(scores: PrototypeScores, metric: str, which: str) -> tuple[list[float], list[float]]:
@@ -29,7 +31,7 @@ def _band(scores: PrototypeScores, metric: str, which: str) -> tuple[list[float]
         m = layer.metric(metric)
         sd = m.natural_same_sd if which == "same" else m.natural_other_sd
         span = None
-        if m.natural_same is not None and m.natural_other is not None:
+        if m.normalised is not None and m.natural_same is not None and m.natural_other is not None:
             span = abs(m.natural_same - m.natural_other)
         width = sd / span if sd is not None and span else math.nan
         lows.append(centre - width)
@@ -58,18 +60,37 @@ def plot_scores(
             ("other", "tab:red", "natural, other classes"),
         ):
             low, high = _band(scores, metrics[0], which)
-            ax.fill_between(x, low, high, color=colour, alpha=0.15, lw=0)
+            ax.fill_between(x, low, high, color=colour, alpha=0.12, lw=0)
             ax.axhline(1.0 if which == "same" else 0.0, color=colour, lw=1, ls="--", label=label)
-        for metric, style in zip(metrics, ("-o", ":s"), strict=False):
+        for metric, style, colour in zip(
+            metrics, ("-o", ":s"), ("tab:blue", "tab:orange"), strict=False
+        ):
+            low, high = scores.band(metric)
+            ax.fill_between(x, _values(low), _values(high), color=colour, alpha=0.25, lw=0)
             ax.plot(
-                x, _values(scores.curve(metric)), style, ms=3, lw=1.5, label=f"prototype ({metric})"
+                x,
+                _values(scores.curve(metric)),
+                style,
+                color=colour,
+                ms=3,
+                lw=1.5,
+                label=f"prototype ({metric}), 95% interval",
+            )
+        missing = [i for i, v in enumerate(scores.curve(metrics[0])) if v is None]
+        if missing:
+            ax.plot(
+                missing,
+                [0.5] * len(missing),
+                "x",
+                color="grey",
+                ms=5,
+                label="not separated by the reference set",
             )
         ax.set_xticks(x, scores.layer_names, rotation=70, fontsize=6)
         ax.set_ylabel("normalised similarity")
-        summary = "n/a" if scores.path_similarity is None else f"{scores.path_similarity:.2f}"
         head = title or f"class {'+'.join(map(str, scores.target))}"
         note = "" if scores.layers_available else f" ({scores.reason})"
-        ax.set_title(f"{head}: path similarity {summary}{note}", fontsize=8)
+        ax.set_title(f"{head}: path similarity {scores.summary_text()}{note}", fontsize=8)
         ax.legend(fontsize=6, loc="best")
         ax.grid(alpha=0.3)
         fig.tight_layout()

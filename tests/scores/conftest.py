@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from protolens_server.models.handle import ModelHandle
-from protolens_server.references import MEMORY_CACHE
+from protolens_server.scores.cache import MEMORY_CACHE
 from scores_synthetic import (
     CLASSES,
     handle_for,

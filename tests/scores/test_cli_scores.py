@@ -50,10 +50,16 @@ def test_json_has_scores_and_plots_beside_images(
         scores = p["scores"]
         assert p["path_similarity"] == scores["path_similarity"]
         assert isinstance(p["path_similarity"], float)
+        low, high = p["path_similarity_interval"]
+        assert [low, high] == [scores["path_similarity_low"], scores["path_similarity_high"]]
+        assert low <= p["path_similarity"] <= high
+        assert 1 <= scores["path_similarity_layers"] <= len(scores["layers"])
         assert scores["layers"] == ["block1", "block2", "block3", "block4", "logits"]
         assert scores["layers_available"] is True
         assert len(scores["spearman_normalised"]) == len(scores["layers"])
-        assert scores["robustness"]["samples"] == 4
+        assert len(scores["spearman_normalised_low"]) == len(scores["layers"])
+        assert scores["robustness"]["transform_samples"] == 4
+        assert scores["statistics"]["resamples"] == 200
         plot = Path(p["plot"])
         assert plot.parent == Path(p["file"]).parent and plot.name.endswith("-scores.png")
         with Image.open(plot) as im:
@@ -72,7 +78,7 @@ def test_layers_option_and_human_output(capsys, exported_model, reference_folder
         capsys, "-m", str(exported_model), "-t", "3", *FAST, "--reference", str(reference_folder),
         "--out", str(tmp_path / "h"),
     )  # fmt: skip
-    assert code == 0 and "path_similarity=" in stdout
+    assert code == 0 and "path_similarity=" in stdout and "/5 layers)" in stdout
 
 
 def test_errors_are_one_line(capsys, exported_model, reference_folder, tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from protolens_server.engine import GenerationConfig, generate
-from protolens_server.scoring import score_prototypes
+from protolens_server.scores.scoring import score_prototypes
 
 PLAIN_PIXEL = GenerationConfig(
     parameterisation="pixel",

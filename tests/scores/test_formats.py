@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-from protolens_server.engine import GenerationConfig, generate
-from protolens_server.engine import _activations as acts
-from protolens_server.engine.types import Classifier
+from protolens_server.engine import Classifier, GenerationConfig, capture, generate, layers_of
 from protolens_server.errors import InvalidArgument
-from protolens_server.scoring import score_prototypes
+from protolens_server.scores.scoring import score_prototypes
 from scores_synthetic import SPEC, handle_for
 
 DEFAULT = ("block1", "block2", "block3", "block4", "logits")
@@ -23,25 +21,25 @@ def program(shapenet):
 
 
 def test_default_layers_of_the_eager_model(handle):
-    assert acts.resolve_layers(handle).names == DEFAULT
+    assert layers_of(handle).names == DEFAULT
 
 
 @pytest.mark.parametrize("form", ["module", "unflatten"])
 def test_exported_program_capture_matches_eager(handle, shapenet, program, form):
     module = program.module() if form == "module" else torch.export.unflatten(program)
     exported = handle_for(module, shapenet, "exported")
-    layer_set = acts.resolve_layers(exported)
+    layer_set = layers_of(exported)
     assert layer_set.names == DEFAULT and layer_set.available
-    assert acts.model_layers(exported).mode == ("graph" if form == "module" else "hooks")
+    assert layer_set.mode == ("graph" if form == "module" else "hooks")
     x = torch.rand(5, *SPEC.shape)
-    eager = acts.capture(handle, x, layer_set)
-    got = acts.capture(exported, x, layer_set)
+    eager = capture(handle, x, layer_set)
+    got = capture(exported, x, layer_set)
     for name in DEFAULT:
         assert got[name].shape == eager[name].shape
         assert torch.allclose(got[name], eager[name], atol=1e-5), name
-    chosen = acts.resolve_layers(exported, ["block3.bn", "block1"])
+    chosen = layers_of(exported, ["block3.bn", "block1"])
     assert chosen.names == ("block1", "block3.bn", "logits")
-    assert acts.capture(exported, x, chosen)["block3.bn"].shape == (5, 32)
+    assert capture(exported, x, chosen)["block3.bn"].shape == (5, 32)
 
 
 def test_exported_program_scores(handle, shapenet, program, reference_folder, tmp_path):
@@ -56,10 +54,10 @@ def test_exported_program_scores(handle, shapenet, program, reference_folder, tm
 def test_static_batch_program_is_fed_its_batch_size(shapenet):
     static = torch.export.export(shapenet, (torch.rand(2, *SPEC.shape),)).module()
     model = Classifier(static, SPEC, 10)
-    found = acts.model_layers(model)
-    assert found.fixed_batch == 2
+    layer_set = layers_of(model)
+    assert layer_set.fixed_batch == 2
     x = torch.rand(5, *SPEC.shape)
-    got = acts.capture(model, x, acts.resolve_layers(model))
+    got = capture(model, x, layer_set)
     with torch.no_grad():
         assert torch.allclose(got["logits"], shapenet(SPEC.normalise(x)), atol=1e-5)
 
@@ -78,7 +76,7 @@ def test_torchscript_reports_layers_unavailable_but_scores_logits(
     (eager,) = score_prototypes(handle, [proto], reference_folder, cache_dir=tmp_path)
     assert d["spearman"][0] == pytest.approx(eager.to_dict()["spearman"][-1], abs=1e-6)
     assert d["path_similarity"] == pytest.approx(d["spearman_normalised"][0])
-    assert d["robustness"]["probability_mean"] is not None
+    assert d["robustness"]["probability_mean_over_transforms"] is not None
     with pytest.raises(InvalidArgument, match="TorchScript modules do not expose inner layers"):
         score_prototypes(ts, [proto], reference_folder, layers=["block1"], cache_dir=tmp_path)
 
@@ -106,7 +104,7 @@ class _Nested(torch.nn.Module):
 
 def test_default_layers_expand_containers_and_skip_stateless_modules():
     model = Classifier(_Nested().eval(), SPEC, 4)
-    assert acts.resolve_layers(model).names == (
+    assert layers_of(model).names == (
         "stem.0",
         "stem.1",
         "blocks.0.0",
@@ -115,10 +113,10 @@ def test_default_layers_expand_containers_and_skip_stateless_modules():
         "logits",
     )
     with pytest.raises(InvalidArgument) as err:
-        acts.resolve_layers(model, ["blocks.7"])
+        layers_of(model, ["blocks.7"])
     assert "unknown layer 'blocks.7'" in str(err.value) and "stem.1" in str(err.value)
     with pytest.raises(InvalidArgument, match="unknown layer 'act'"):
-        acts.resolve_layers(model, ["act"])  # shared: called three times, so ambiguous
+        layers_of(model, ["act"])  # shared: called three times, so ambiguous
 
 
 class _Normalise(torch.nn.Module):
@@ -133,5 +131,5 @@ class _Normalise(torch.nn.Module):
 def test_a_wrapper_around_the_whole_network_is_looked_into(shapenet):
     wrapped = torch.nn.Sequential(_Normalise(), shapenet)
     model = Classifier(wrapped, SPEC, 10)
-    names = acts.resolve_layers(model).names
+    names = layers_of(model).names
     assert names == ("0", "1.block1", "1.block2", "1.block3", "1.block4", "logits")

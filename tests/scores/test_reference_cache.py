@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
 from protolens_server.engine import GenerationConfig, generate, score
-from protolens_server.references import (
-    MEMORY_CACHE,
-    ReferenceSet,
-    default_cache_dir,
-    reference_statistics,
-)
-from protolens_server.scoring import score_prototypes
+from protolens_server.scores.cache import MEMORY_CACHE, cache_dir
+from protolens_server.scores.references import ReferenceSet
+from protolens_server.scores.scoring import score_prototypes, stored_image
+from protolens_server.scores.statistics import reference_statistics
 
 
 @contextlib.contextmanager
@@ -57,13 +55,20 @@ def test_scoring_twice_costs_only_the_prototype_passes(
     protos = generate(handle, [1, 4], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
     score_prototypes(handle, protos, reference_folder, robustness_samples=3, cache_dir=tmp_path)
     stats = reference_statistics(
-        handle, ReferenceSet.from_folder(reference_folder, handle.class_names), cache_dir=tmp_path
+        handle,
+        ReferenceSet.from_folder(reference_folder, handle.class_names),
+        cache_dir=tmp_path,
     )
+    as_stored = [dataclasses.replace(p, image=stored_image(p.image)) for p in protos]
     with count_forwards(shapenet) as direct:
-        score(handle, protos, stats, robustness_samples=3)
+        expected = score(handle, as_stored, stats, robustness_samples=3)
     with count_forwards(shapenet) as calls:
         score_prototypes(handle, protos, reference_folder, robustness_samples=3, cache_dir=tmp_path)
     assert calls == direct and sum(calls) == len(protos) * (1 + 3)
+    again = score_prototypes(
+        handle, protos, reference_folder, robustness_samples=3, cache_dir=tmp_path
+    )
+    assert [s.to_dict() for s in again] == [s.to_dict() for s in expected]  # the stored image
 
 
 def test_digest_follows_content_not_names(reference_folder, tmp_path, handle):
@@ -82,9 +87,11 @@ def test_digest_follows_content_not_names(reference_folder, tmp_path, handle):
 
 def test_cache_dir_from_environment(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     monkeypatch.setenv("PROTOLENS_CACHE_DIR", str(tmp_path))
-    assert default_cache_dir() == tmp_path / "refstats"
+    assert cache_dir("refstats") == tmp_path / "refstats"
+    assert cache_dir("checks") == tmp_path / "checks"
+    assert cache_dir("refstats", tmp_path / "mine") == tmp_path / "mine"
     monkeypatch.delenv("PROTOLENS_CACHE_DIR")
-    assert default_cache_dir().parts[-3:] == (".cache", "protolens", "refstats")
+    assert cache_dir("refstats").parts[-3:] == (".cache", "protolens", "refstats")
 
 
 def test_digest_sees_a_file_rewritten_in_place(reference_folder, tmp_path, handle):

@@ -9,8 +9,9 @@ import pytest
 import torch
 from protolens_server.engine import GenerationConfig, generate
 from protolens_server.errors import ReferenceSetError
-from protolens_server.references import ReferenceSet, reference_statistics
-from protolens_server.scoring import score_prototypes
+from protolens_server.scores.references import ReferenceSet
+from protolens_server.scores.scoring import score_prototypes
+from protolens_server.scores.statistics import reference_statistics
 from scores_synthetic import write_png
 
 
@@ -53,7 +54,7 @@ def test_too_small_image_is_named_with_the_size_needed(handle, reference_folder,
 
 
 def test_larger_images_are_scaled_and_centre_cropped(handle, tmp_path):
-    from protolens_server.references import load_image
+    from protolens_server.scores.references import load_image
 
     wide = torch.zeros(3, 64, 128)
     wide[:, :, 32:96] = 1.0  # a white centre square on black
@@ -97,7 +98,7 @@ def test_a_class_with_one_image_or_a_single_class_is_refused(handle, reference_f
     assert str(root / "1") in str(err.value)
     only = tmp_path / "only"
     shutil.copytree(reference_folder / "3", only / "3")
-    with pytest.raises(ReferenceSetError, match="add a second class"):
+    with pytest.raises(ReferenceSetError, match="add another class"):
         reference_statistics(
             handle, ReferenceSet.from_folder(only, handle.class_names), cache_dir=tmp_path / "c"
         )

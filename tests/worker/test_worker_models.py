@@ -33,8 +33,7 @@ def test_lru_keeps_models_within_the_byte_budget(store_root) -> None:
 
 
 def test_the_budget_counts_the_engines_batchnorm_folded_copy() -> None:
-    from protolens_server.engine import InputSpec
-    from protolens_server.engine._fold import FoldedBatchNorm, folded
+    from protolens_server.engine import InputSpec, fold_batchnorm
     from protolens_server.models.handle import ModelHandle
     from torch import nn
 
@@ -45,8 +44,9 @@ def test_the_budget_counts_the_engines_batchnorm_folded_copy() -> None:
     handle = ModelHandle("bn", "test:bn", net, InputSpec(3, 8, 8), tuple("abcde"), "0" * 64)
     cache = ModelCache(lambda name: handle, budget_bytes=1 << 30)
     cache.get("bn")
-    fast = folded(net)  # made at load time, the engine reuses it
-    assert any(isinstance(m, FoldedBatchNorm) for m in fast.modules())
+    fast = fold_batchnorm(net)  # made at load time, the engine reuses it
+    assert fast is not net and fold_batchnorm(net) is fast
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
     assert cache.loaded_bytes == parameter_bytes(net) + parameter_bytes(fast)
     assert cache.loaded_bytes > parameter_bytes(net)
 

@@ -15,8 +15,20 @@ class LayerValues(_message.Message):
     values: _containers.RepeatedScalarFieldContainer[float]
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
+class Estimate(_message.Message):
+    __slots__ = ("value", "low", "high", "reason")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    LOW_FIELD_NUMBER: _ClassVar[int]
+    HIGH_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    value: float
+    low: float
+    high: float
+    reason: str
+    def __init__(self, value: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
+
 class Scores(_message.Message):
-    __slots__ = ("layer_names", "per_layer", "summary", "robustness", "reference_set", "reference_digest", "details")
+    __slots__ = ("layer_names", "per_layer", "summary", "robustness", "reference_set", "reference_digest", "details", "path_similarity", "determinate_layers", "layers", "confidence", "resamples")
     class PerLayerEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -45,6 +57,11 @@ class Scores(_message.Message):
     REFERENCE_SET_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     DETAILS_FIELD_NUMBER: _ClassVar[int]
+    PATH_SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    DETERMINATE_LAYERS_FIELD_NUMBER: _ClassVar[int]
+    LAYERS_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    RESAMPLES_FIELD_NUMBER: _ClassVar[int]
     layer_names: _containers.RepeatedScalarFieldContainer[str]
     per_layer: _containers.MessageMap[str, LayerValues]
     summary: _containers.ScalarMap[str, float]
@@ -52,7 +69,12 @@ class Scores(_message.Message):
     reference_set: str
     reference_digest: str
     details: _struct_pb2.Struct
-    def __init__(self, layer_names: _Optional[_Iterable[str]] = ..., per_layer: _Optional[_Mapping[str, LayerValues]] = ..., summary: _Optional[_Mapping[str, float]] = ..., robustness: _Optional[_Mapping[str, float]] = ..., reference_set: _Optional[str] = ..., reference_digest: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    path_similarity: Estimate
+    determinate_layers: int
+    layers: _containers.RepeatedCompositeFieldContainer[Estimate]
+    confidence: float
+    resamples: int
+    def __init__(self, layer_names: _Optional[_Iterable[str]] = ..., per_layer: _Optional[_Mapping[str, LayerValues]] = ..., summary: _Optional[_Mapping[str, float]] = ..., robustness: _Optional[_Mapping[str, float]] = ..., reference_set: _Optional[str] = ..., reference_digest: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., path_similarity: _Optional[_Union[Estimate, _Mapping]] = ..., determinate_layers: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[Estimate, _Mapping]]] = ..., confidence: _Optional[float] = ..., resamples: _Optional[int] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("model", "model_digest", "config", "seed", "engine_version", "reference_set", "reference_digest", "cache_key")

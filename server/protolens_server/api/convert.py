@@ -187,11 +187,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def scores_to_pb(scores: Mapping[str, Any], reference_set: str) -> prototype_pb2.Scores:
-    """Engine scores dict (engine/_scores.py ``PrototypeScores.to_dict()``) -> Scores.
+def estimate_pb(
+    value: Any, low: Any = None, high: Any = None, reason: Any = ""
+) -> prototype_pb2.Estimate:
+    """A score and its interval; unset numbers stay unset (``None`` or non-finite)."""
+    msg = prototype_pb2.Estimate(reason=str(reason or ""))
+    for field, v in (("value", value), ("low", low), ("high", high)):
+        if _is_number(v) and math.isfinite(v):
+            setattr(msg, field, float(v))
+    return msg
 
-    Lists with one entry per layer become ``per_layer`` series (None -> NaN),
-    top-level numbers ``summary``, the ``robustness`` dict's numbers ``robustness``;
+
+def scores_to_pb(scores: Mapping[str, Any], reference_set: str) -> prototype_pb2.Scores:
+    """Engine scores dict (``engine.PrototypeScores.to_dict()``) -> Scores.
+
+    Typed: the headline ``path_similarity`` and the per-layer normalised Spearman
+    similarity as ``Estimate``s (value, interval, reason), the count of layers the
+    headline rests on, the confidence level and resample count. Generic: lists with
+    one number per layer become ``per_layer`` series (None -> NaN), top-level
+    numbers ``summary``, the ``robustness`` dict's numbers ``robustness``;
     ``details`` keeps the whole dict.
     """
     layers = [str(name) for name in scores.get("layers") or []]
@@ -213,6 +227,34 @@ def scores_to_pb(scores: Mapping[str, Any], reference_set: str) -> prototype_pb2
             for name, v in value.items():
                 if _is_number(v):
                     msg.robustness[name] = float(v)
+    msg.path_similarity.CopyFrom(
+        estimate_pb(
+            scores.get("path_similarity"),
+            scores.get("path_similarity_low"),
+            scores.get("path_similarity_high"),
+            scores.get("path_similarity_reason"),
+        )
+    )
+    msg.determinate_layers = int(scores.get("path_similarity_layers") or 0)
+
+    def column(key: str, default: Any = None) -> list[Any]:
+        values = scores.get(key)
+        return list(values) if isinstance(values, list | tuple) else [default] * len(layers)
+
+    msg.layers.extend(
+        estimate_pb(*parts)
+        for parts in zip(
+            column("spearman_normalised"),
+            column("spearman_normalised_low"),
+            column("spearman_normalised_high"),
+            column("spearman_reason", ""),
+            strict=True,
+        )
+    )
+    statistics = scores.get("statistics")
+    if isinstance(statistics, Mapping):
+        msg.confidence = float(statistics.get("confidence") or 0.0)
+        msg.resamples = int(statistics.get("resamples") or 0)
     details = struct_pb2.Struct()
     details.update(_json_safe(dict(scores)))
     msg.details.CopyFrom(details)

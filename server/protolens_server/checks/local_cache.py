@@ -11,7 +11,6 @@ run never leaves a half entry.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,14 +22,13 @@ from protolens_server.engine import GenerationConfig, ProgressEvent, Target, gen
 from protolens_server.imageio import decode_png, encode_png
 from protolens_server.queue.cache import cache_key
 from protolens_server.queue.records import JobSpec
+from protolens_server.scores.cache import cache_dir
 
 RECORD = "record.json"
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("PROTOLENS_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "protolens"
-    return base / "checks"
+    return cache_dir("checks")
 
 
 class LocalGenerator:
@@ -76,21 +74,22 @@ class LocalGenerator:
             on_progress=progress,
             should_stop=should_stop,
         )
-        if self.reference is not None:
-            from protolens_server.scoring import score_prototypes
+        pngs = [encode_png(p.image) for p in prototypes]
+        if self.reference is not None:  # scored as stored: the PNGs written below
+            from protolens_server.scores.scoring import score_prototypes
 
-            score_prototypes(handle, prototypes, self.reference, device=self.device)
-        _write(entry, prototypes)
+            score_prototypes(handle, prototypes, self.reference, pngs=pngs, device=self.device)
+        _write(entry, prototypes, pngs)
         return _read(entry, spec, hit=False, job_id=key)
 
 
-def _write(entry: Path, prototypes: list[Any]) -> None:
+def _write(entry: Path, prototypes: list[Any], pngs: list[bytes]) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:
         items = []
-        for i, p in enumerate(prototypes):
-            (tmp / f"{i}.png").write_bytes(encode_png(p.image))
+        for i, (p, png) in enumerate(zip(prototypes, pngs, strict=True)):
+            (tmp / f"{i}.png").write_bytes(png)
             scores = p.scores.to_dict() if p.scores is not None else None
             items.append(
                 {

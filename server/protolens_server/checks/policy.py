@@ -16,6 +16,12 @@ Every key is optional; an unknown key is an error naming it. Classes are
 indices or names (resolved like ``--classes``). Rules that cannot apply (no
 baseline, no reference) are ``skipped``, never ``fail``. Results list failed
 rules first.
+
+Path similarity and drift are estimates with bootstrap intervals (docs/scores.md):
+their rules fail, and their flags are raised, only when the whole interval is on
+the wrong side of the threshold (``min_path_similarity``: the interval's upper end
+below it; ``max_drift``: its lower end above it). A class whose path similarity
+the reference set cannot determine is not measured for that rule.
 """
 
 from __future__ import annotations
@@ -129,7 +135,33 @@ class _Threshold:
     value: Callable[[ClassCheck], float | None]
     below_fails: bool  # True: value < limit fails (minimums)
     needs: str
+    # the interval of the value, when it is an estimate: only a cleared interval fails
+    interval: Callable[[ClassCheck], tuple[float, float] | None] = lambda _c: None
     skipped_classes: list[str] = field(default_factory=list)
+
+
+def _path_similarity_interval(c: ClassCheck) -> tuple[float, float] | None:
+    return c.new.path_similarity_interval
+
+
+def _drift_interval(c: ClassCheck) -> tuple[float, float] | None:
+    return c.drift_interval
+
+
+def _clears(
+    value: float, interval: tuple[float, float] | None, limit: float, below_fails: bool
+) -> bool:
+    """Is the estimate on the failing side of ``limit`` beyond its interval?
+
+    Without an interval (an exact value) the value itself decides.
+    """
+    if below_fails:
+        return (interval[1] if interval else value) < limit
+    return (interval[0] if interval else value) > limit
+
+
+def _shown(value: float, interval: tuple[float, float] | None) -> str:
+    return f"{value:.3f}" + ("" if interval is None else f" [{interval[0]:.3f}, {interval[1]:.3f}]")
 
 
 def evaluate(
@@ -149,8 +181,11 @@ def evaluate(
             lambda c: c.new.path_similarity,
             True,
             "a reference set (--reference)",
+            _path_similarity_interval,
         ),
-        _Threshold("max_drift", policy.max_drift, lambda c: c.drift, False, "a baseline"),
+        _Threshold(
+            "max_drift", policy.max_drift, lambda c: c.drift, False, "a baseline", _drift_interval
+        ),
         _Threshold(
             "min_cross_confidence",
             policy.min_cross_confidence,
@@ -180,13 +215,14 @@ def _threshold_rule(t: _Threshold, classes: Sequence[ClassCheck], has_baseline: 
         if v is None:
             continue
         measured += 1
-        if (v < t.limit) if t.below_fails else (v > t.limit):
-            failing.append((c.name, v))
+        interval = t.interval(c)
+        if _clears(v, interval, t.limit, t.below_fails):
+            failing.append((c.name, _shown(v, interval)))
     if measured == 0:
         return RuleResult(t.rule, "skipped", t.limit, message=f"needs {t.needs}")
     if not failing:
         return RuleResult(t.rule, "pass", t.limit, message=f"{measured} classes within the limit")
-    shown = ", ".join(f"{n} ({v:.3f})" for n, v in failing)
+    shown = ", ".join(f"{n} ({v})" for n, v in failing)
     word = "below" if t.below_fails else "above"
     return RuleResult(
         t.rule, "fail", t.limit, [n for n, _ in failing], f"{word} {t.limit:g}: {shown}"
@@ -247,10 +283,14 @@ def flags_for(c: ClassCheck, policy: Policy) -> list[str]:
     if policy.min_confidence is not None and c.new.probability < policy.min_confidence:
         flags.append("low_confidence")
     ps, min_ps = c.new.path_similarity, policy.min_path_similarity
-    if min_ps is not None and ps is not None and ps < min_ps:
+    if (
+        min_ps is not None
+        and ps is not None
+        and _clears(ps, c.new.path_similarity_interval, min_ps, True)
+    ):
         flags.append("low_path_similarity")
     max_drift = policy.max_drift if policy.max_drift is not None else FLAG_DRIFT
-    if c.drift is not None and c.drift > max_drift:
+    if c.drift is not None and _clears(c.drift, c.drift_interval, max_drift, False):
         flags.append("drift")
     cross = policy.min_cross_confidence if policy.min_cross_confidence is not None else FLAG_CROSS
     value = _cross(c)

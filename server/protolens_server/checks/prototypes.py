@@ -41,9 +41,25 @@ class ClassPrototypes:
 
     @property
     def path_similarity(self) -> float | None:
-        values = [s.get("path_similarity") for s in self.scores if s]
-        values = [float(v) for v in values if v is not None]
+        """Mean path similarity over the prototypes that have one."""
+        values = [float(s["path_similarity"]) for s in self._determinate()]
         return sum(values) / len(values) if values else None
+
+    @property
+    def path_similarity_interval(self) -> tuple[float, float] | None:
+        """The mean of those prototypes' interval ends (their errors share one reference
+        set, so they are not averaged away): None when a prototype has no interval."""
+        scored = self._determinate()
+        ends = [(s.get("path_similarity_low"), s.get("path_similarity_high")) for s in scored]
+        if not ends or any(low is None or high is None for low, high in ends):
+            return None
+        return (
+            sum(float(low) for low, _ in ends) / len(ends),
+            sum(float(high) for _, high in ends) / len(ends),
+        )
+
+    def _determinate(self) -> list[dict[str, Any]]:
+        return [s for s in self.scores if s and s.get("path_similarity") is not None]
 
 
 @dataclass

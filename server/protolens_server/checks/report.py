@@ -136,7 +136,7 @@ def _grid(r: CheckResult) -> str:
         if c.baseline is not None:
             figures += _figures("baseline", c.baseline.pngs[:1], c.baseline.probabilities[:1])
         figures += _figures("new", c.new.pngs, c.new.probabilities)
-        drift = "" if c.drift is None else f" · drift {c.drift:.2f}"
+        drift = "" if c.drift is None else f" · drift {_fmt_interval(c.drift, c.drift_interval)}"
         cards.append(
             f'<div class="card{" flagged" if c.flags else ""}" id="class-{c.class_index}">'
             f"<h3>{escape(c.name)} ({c.class_index}){drift}</h3>"
@@ -151,21 +151,34 @@ def _fmt(v: float | None, signed: bool = False) -> str:
     return f"{v:+.3f}" if signed else f"{v:.3f}"
 
 
+def _fmt_interval(
+    v: float | None, interval: tuple[float, float] | None, signed: bool = False
+) -> str:
+    """``0.420 [0.310, 0.550]``: a value with its 95% bootstrap interval."""
+    if v is None or interval is None:
+        return _fmt(v, signed)
+    return f"{_fmt(v, signed)} [{_fmt(interval[0], signed)}, {_fmt(interval[1], signed)}]"
+
+
 def _scores_table(r: CheckResult) -> str:
     rows = []
     for c in r.classes:
+        ch_interval = c.path_similarity_change_interval
         rows.append(
             f'<tr class="{"fail" if c.flags else ""}"><td>{escape(c.name)}</td>'
             f"<td>{_fmt(c.new.probability)}</td>"
             f"<td>{_fmt(c.baseline.probability if c.baseline else None)}</td>"
             f"<td>{_fmt(c.confidence_change, True)}</td>"
-            f"<td>{_fmt(c.new.path_similarity)}</td>"
-            f"<td>{_fmt(c.path_similarity_change, True)}</td>"
-            f"<td>{_fmt(c.drift)}</td>"
+            f"<td>{_fmt_interval(c.new.path_similarity, c.new.path_similarity_interval)}</td>"
+            f"<td>{_fmt_interval(c.path_similarity_change, ch_interval, True)}</td>"
+            f"<td>{_fmt_interval(c.drift, c.drift_interval)}</td>"
             f"<td>{_fmt(c.baseline_by_new_model)}</td><td>{_fmt(c.new_by_baseline_model)}</td>"
             f"<td>{escape(', '.join(c.flags))}</td></tr>"
         )
     return (
+        '<p class="meta">Path similarity, its change and drift show a 95% bootstrap interval '
+        "over the reference images (or the other classes' prototypes) in brackets; a flag needs "
+        "the whole interval past its threshold; – : not determined (docs/scores.md).</p>"
         "<table><tr><th>class</th><th>confidence</th><th>baseline confidence</th>"
         "<th>Δ confidence</th><th>path similarity</th><th>Δ path similarity</th><th>drift</th>"
         "<th>baseline prototype in new model</th><th>new prototype in baseline model</th>"
@@ -197,21 +210,22 @@ def _entanglement(r: CheckResult) -> str:
 
 
 def _drift_layers(r: CheckResult) -> str:
-    with_layers = [c for c in r.classes if c.layer_similarity]
+    with_layers = [c for c in r.classes if c.layer_drift]
     if not with_layers:
         return ""
-    layers = list(with_layers[0].layer_similarity)
+    layers = list(with_layers[0].layer_drift)
     head = "".join(f"<th>{escape(n)}</th>" for n in layers)
     rows = "".join(
         f"<tr><td>{escape(c.name)}</td>"
-        + "".join(f"<td>{_fmt(c.layer_similarity.get(n))}</td>" for n in layers)
+        + "".join(f"<td>{_fmt(c.layer_drift.get(n))}</td>" for n in layers)
         + "</tr>"
         for c in with_layers
     )
     return (
-        "<h2>Baseline vs new prototype, layer by layer (in the new model)</h2>"
-        '<p class="meta">Normalised similarity: 1 = same as the new prototype, 0 = as similar '
-        "as another class's prototype.</p>"
+        "<h2>Drift of the baseline prototype, layer by layer (in the new model)</h2>"
+        '<p class="meta">0 = the same as the new prototype, 1 = at least as different as '
+        "another class's prototype; – : other classes' prototypes are not clearly less alike "
+        "at this layer, so it says nothing.</p>"
         f"<table><tr><th>class</th>{head}</tr>{rows}</table>"
     )
 
@@ -220,7 +234,7 @@ def _plots(r: CheckResult) -> str:
     items = [(c, s) for c in r.classes for s in c.new.scores[:1] if s]
     if not items:
         return ""
-    from protolens_server.engine._scores import PrototypeScores
+    from protolens_server.engine import PrototypeScores
     from protolens_server.plots import plot_scores
 
     images = []

@@ -6,6 +6,7 @@ read these.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,14 +18,19 @@ def _r(v: float | None, digits: int = 4) -> float | None:
     return None if v is None else round(float(v), digits)
 
 
+def _interval(v: tuple[float, float] | None) -> list[float | None] | None:
+    return None if v is None else [_r(v[0]), _r(v[1])]
+
+
 @dataclass
 class ClassCheck:
     class_index: int
     name: str
     new: ClassPrototypes
     baseline: ClassPrototypes | None = None
-    drift: float | None = None
-    layer_similarity: dict[str, float] = field(default_factory=dict)
+    drift: float | None = None  # in [0, 1]: median per-layer drift (comparison.py)
+    drift_interval: tuple[float, float] | None = None  # its bootstrap interval
+    layer_drift: dict[str, float | None] = field(default_factory=dict)  # None: not separated
     new_by_baseline_model: float | None = None  # new prototype, target prob in the old model
     baseline_by_new_model: float | None = None  # old prototype, target prob in the new model
     entangled: list[Edge] = field(default_factory=list)
@@ -46,6 +52,21 @@ class ClassCheck:
         a, b = self.new.path_similarity, self.baseline.path_similarity
         return None if a is None or b is None else a - b
 
+    @property
+    def path_similarity_change_interval(self) -> tuple[float, float] | None:
+        """A conservative interval of the change: each side's distances to its interval ends
+        added in quadrature (independent errors; shared reference images only narrow it)."""
+        change = self.path_similarity_change
+        if change is None or self.baseline is None:
+            return None
+        a, b = self.new.path_similarity_interval, self.baseline.path_similarity_interval
+        va, vb = self.new.path_similarity, self.baseline.path_similarity
+        if a is None or b is None or va is None or vb is None:
+            return None
+        down = math.hypot(va - a[0], b[1] - vb)
+        up = math.hypot(a[1] - va, vb - b[0])
+        return change - down, change + up
+
     def to_dict(self) -> dict[str, Any]:
         def side(p: ClassPrototypes | None) -> dict[str, Any] | None:
             if p is None:
@@ -54,6 +75,7 @@ class ClassCheck:
                 "probability": _r(p.probability),
                 "probabilities": [_r(v) for v in p.probabilities],
                 "path_similarity": _r(p.path_similarity),
+                "path_similarity_interval": _interval(p.path_similarity_interval),
                 "cache_hit": p.cache_hit,
                 "job": p.job_id,
             }
@@ -65,13 +87,15 @@ class ClassCheck:
             "new": side(self.new),
             "baseline": side(self.baseline),
             "drift": _r(self.drift),
-            "layer_similarity": {k: _r(v) for k, v in self.layer_similarity.items()},
+            "drift_interval": _interval(self.drift_interval),
+            "layer_drift": {k: _r(v) for k, v in self.layer_drift.items()},
             "cross_scores": {
                 "new_prototype_in_baseline_model": _r(self.new_by_baseline_model),
                 "baseline_prototype_in_new_model": _r(self.baseline_by_new_model),
             },
             "confidence_change": _r(self.confidence_change),
             "path_similarity_change": _r(self.path_similarity_change),
+            "path_similarity_change_interval": _interval(self.path_similarity_change_interval),
             "entanglement": {
                 "new": [e.to_dict() for e in self.entangled],
                 "baseline": [e.to_dict() for e in self.baseline_entangled],

@@ -79,7 +79,7 @@ def run_check(
     wanted = resolve_classes(new, classes)
     refset = None
     if reference is not None:
-        from protolens_server.scoring import open_reference
+        from protolens_server.scores.scoring import open_reference
 
         refset = open_reference(new, reference)
         refset.require(wanted, new.class_names)
@@ -178,6 +178,7 @@ def analyse(
             model,
             {c: baseline_prototypes[c].images for c in ordered},
             {c: prototypes[c].images for c in ordered},
+            seed=seed,
         )
     checks = []
     for c in ordered:
@@ -186,7 +187,8 @@ def analyse(
             old_images, new_images = baseline_prototypes[c].images, prototypes[c].images
             d = drifts[c]
             item.baseline = baseline_prototypes[c]
-            item.drift, item.layer_similarity = d.drift, d.layers
+            item.drift, item.layer_drift = d.drift, d.layers
+            item.drift_interval = None if d.low is None else (d.low, d.high)
             item.baseline_by_new_model = comparison.target_probability(model, old_images, c)
             item.new_by_baseline_model = comparison.target_probability(
                 baseline_model, new_images, c

@@ -371,8 +371,7 @@ def emit(
     for r in records:
         label = "+".join(r["class_names"])
         kind = "" if r["target_kind"] == "prototype" else f" ({r['target_kind']})"
-        path = r.get("path_similarity")
-        similarity = "" if path is None else f"  path_similarity={path:.2f}"
+        similarity = f"  path_similarity={r['path_similarity_text']}" if "scores" in r else ""
         print(f"{r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}")
 
 
@@ -457,7 +456,7 @@ def _add_scoring_arguments(parser: argparse.ArgumentParser) -> None:
 def open_cli_reference(args: argparse.Namespace, handle: ModelHandle, targets: list[Target]):
     """The reference set named by --reference, checked to cover every target class (or None)."""
     from protolens_server.errors import InvalidArgument, ReferenceSetError
-    from protolens_server.scoring import open_reference
+    from protolens_server.scores.scoring import open_reference
 
     if args.reference is None:
         for flag, given in (("--plots", args.plots), ("--layers", args.layers)):
@@ -484,7 +483,7 @@ def add_scores(
     records: list[dict[str, Any]],
 ) -> None:
     """Score the prototypes; add ``path_similarity`` and ``scores`` to each record; plot."""
-    from protolens_server.scoring import score_prototypes
+    from protolens_server.scores.scoring import score_prototypes
 
     layers = [v.strip() for v in args.layers.split(",") if v.strip()] if args.layers else None
     scores = score_prototypes(
@@ -497,7 +496,10 @@ def add_scores(
         seed=args.seed,
     )
     for record, result in zip(records, scores, strict=True):
-        record["path_similarity"] = result.path_similarity
+        s = result.summary
+        record["path_similarity"] = s.value
+        record["path_similarity_interval"] = None if s.low is None else [s.low, s.high]
+        record["path_similarity_text"] = result.summary_text()
         record["scores"] = result.to_dict()
         if args.plots:
             from protolens_server.plots import plot_scores

@@ -207,7 +207,7 @@ class _StopFlag:
 
 
 def _demo_reference(settings: Any, wanted: str) -> str:
-    from protolens_server.api.reference_sets import available_sets
+    from protolens_server.scores.naming import available_sets
 
     if wanted:
         return wanted
@@ -218,7 +218,7 @@ def _demo_reference(settings: Any, wanted: str) -> str:
 def _sample_reference_set(settings: Any, workdir: Path) -> tuple[Any, str]:
     """Register crops of scikit-image's photos as reference set "photos" (if installed)."""
     try:
-        from protolens_server.sample_references import write_reference_set
+        from protolens_server.scores.samples import write_reference_set
     except ImportError:
         return settings, ""
     root = workdir / "references"

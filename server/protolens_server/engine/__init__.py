@@ -1,14 +1,43 @@
-"""Prototype generation (and, from ``_scores``, similarity scoring): pure torch.
+"""Prototype generation and path-similarity scoring: pure torch.
 
-No logging, files, network or global state beyond a small in-process cache of
-equidistant baselines. Progress goes out through ``on_progress``; device and
-seed are explicit; preprocessing comes from the model's ``InputSpec``.
+No logging, files, network or global state beyond small in-process caches
+(equidistant baselines, layer probes, BatchNorm-folded copies, a reference set's
+bootstrap). Progress goes out through ``on_progress``; device and seed are
+explicit; preprocessing comes from the model's ``InputSpec``.
+
+Nothing outside ``engine/`` imports its private modules (``tests/test_engine_boundary.py``
+checks): what others need is a public name here.
 """
 
+from ._activations import LOGITS, LayerSet, capture, layers_of
 from ._baseline import equidistant_baseline
+from ._bootstrap import CONFIDENCE, MIN_SPAN_Z, RESAMPLES
+from ._drift import Drift, drift
+from ._fold import folded as fold_batchnorm
 from ._loop import auto_batch_size, generate
+from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
-from ._scores import score
+from ._refstats import (
+    MIN_CLASSES,
+    MIN_IMAGES,
+    RECOMMENDED_CLASSES,
+    RECOMMENDED_IMAGES,
+    SCORES_VERSION,
+    SIZE_ADVICE,
+    ReferenceStats,
+    check_reference_counts,
+    reference_stats,
+)
+from ._score import score, score_activations
+from ._score_types import (
+    REASONS,
+    Estimate,
+    LayerScores,
+    MetricScores,
+    PrototypeScores,
+    Robustness,
+    Statistics,
+)
 from .types import (
     Classifier,
     GenerationConfig,
@@ -20,17 +49,46 @@ from .types import (
 )
 
 __all__ = [
+    "CONFIDENCE",
+    "LOGITS",
+    "METRICS",
+    "MIN_CLASSES",
+    "MIN_IMAGES",
+    "MIN_SPAN_Z",
+    "REASONS",
+    "RECOMMENDED_CLASSES",
+    "RECOMMENDED_IMAGES",
+    "RESAMPLES",
+    "SCORES_VERSION",
+    "SIZE_ADVICE",
     "AutoBatch",
     "Classifier",
+    "Drift",
+    "Estimate",
     "GenerationConfig",
     "ImageClassifier",
     "InputSpec",
+    "LayerScores",
+    "LayerSet",
     "MemoryFit",
+    "MetricScores",
     "ProgressEvent",
     "Prototype",
+    "PrototypeScores",
+    "ReferenceStats",
+    "Robustness",
+    "Statistics",
     "Target",
     "auto_batch_size",
+    "capture",
+    "check_reference_counts",
+    "drift",
     "equidistant_baseline",
+    "fold_batchnorm",
     "generate",
+    "layers_of",
+    "reference_stats",
     "score",
+    "score_activations",
+    "similarity",
 ]

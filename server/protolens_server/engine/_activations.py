@@ -57,11 +57,13 @@ class ModuleInfo:
 
 @dataclass(frozen=True)
 class LayerSet:
-    """The ordered layers to capture (always ending with ``"logits"``)."""
+    """The ordered layers to capture (always ending with ``"logits"``), and how they are reached."""
 
     names: tuple[str, ...]
     available: bool = True  # False when inner layers cannot be reached at all
     reason: str = ""
+    mode: CaptureMode = "hooks"  # forward hooks, an FX graph interpreter, or the output only
+    fixed_batch: int | None = None  # a program's static batch size (inputs are fed in chunks)
 
 
 @dataclass
@@ -384,19 +386,25 @@ def model_layers(model: Any, *, device: str | torch.device = "cpu") -> ModelLaye
     return layers
 
 
-def resolve_layers(
+def layers_of(
     model: Any, layers: Sequence[str] | None = None, *, device: str | torch.device = "cpu"
 ) -> LayerSet:
-    """The layer set to capture: the default, or the user's names (validated), then logits."""
+    """The layer set to capture: the default, or the user's names (validated), then logits.
+
+    ``model`` is an ``ImageClassifier`` (a ``ModelHandle`` works). The default walks
+    the top-level children in call order (module docstring); an unknown name is
+    an ``InvalidArgument`` listing the available ones.
+    """
     found = model_layers(model, device=device)
+    how = {"mode": found.mode, "fixed_batch": found.fixed_batch}
     if found.mode == "output":
         if layers and any(name != LOGITS for name in layers):
             raise InvalidArgument(
                 "layers", f"{TORCHSCRIPT_REASON}; leave layers unset (only '{LOGITS}' is scored)"
             )
-        return LayerSet((LOGITS,), available=False, reason=TORCHSCRIPT_REASON)
+        return LayerSet((LOGITS,), available=False, reason=TORCHSCRIPT_REASON, **how)
     if not layers:
-        return LayerSet((*found.default, LOGITS))
+        return LayerSet((*found.default, LOGITS), **how)
     available = found.available()
     unknown = [name for name in layers if name not in available]
     if unknown:
@@ -406,7 +414,7 @@ def resolve_layers(
         raise InvalidArgument("layers", f"unknown layer {unknown[0]!r}; available layers: {shown}")
     order = {name: i for i, name in enumerate(available)}
     inner = sorted({name for name in layers if name != LOGITS}, key=order.__getitem__)
-    return LayerSet((*inner, LOGITS))
+    return LayerSet((*inner, LOGITS), **how)
 
 
 def _chunks(x: torch.Tensor, fixed: int | None) -> list[tuple[torch.Tensor, int]]:
@@ -426,14 +434,18 @@ def _chunks(x: torch.Tensor, fixed: int | None) -> list[tuple[torch.Tensor, int]
 def capture(
     model: Any,
     x01: torch.Tensor,
-    layer_set: LayerSet,
+    layers: LayerSet | Sequence[str] | None = None,
     *,
     device: str | torch.device = "cpu",
 ) -> dict[str, torch.Tensor]:
-    """Activations of ``layer_set`` for a batch in [0, 1] image space: name -> (B, C) on CPU.
+    """Activations for a batch in [0, 1] image space: layer name -> (B, C) float32 on CPU.
 
-    Runs without gradients; the batch is normalised with the model's input spec.
+    ``layers``: a ``LayerSet`` from ``layers_of``, layer names (validated as
+    ``layers_of`` does; ``["logits"]`` gives the logits alone), or None for the
+    default set. Runs without gradients; the batch is normalised with the
+    model's input spec; each output is spatially averaged (``reduce_activation``).
     """
+    layer_set = layers if isinstance(layers, LayerSet) else layers_of(model, layers, device=device)
     found = model_layers(model, device=device)
     inner = [n for n in layer_set.names if n != LOGITS]
     dev = torch.device(device)

@@ -22,11 +22,11 @@ def parameter_bytes(module: Any) -> int:
 
 def resident_bytes(module: Any) -> int:
     """What a loaded model keeps in memory while the engine uses it: its own parameters
-    and buffers, plus the BatchNorm-folded copy the engine runs (engine/_fold.py), made
-    here at load time so the budget counts it."""
-    from protolens_server.engine._fold import folded
+    and buffers, plus the BatchNorm-folded copy the engine runs (``engine.fold_batchnorm``,
+    memoised per module), made here at load time so the budget counts it."""
+    from protolens_server.engine import fold_batchnorm
 
-    fast = folded(module)
+    fast = fold_batchnorm(module)
     return parameter_bytes(module) + (parameter_bytes(fast) if fast is not module else 0)
 
 

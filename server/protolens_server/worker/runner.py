@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, Target, generate
-from protolens_server.errors import InvalidArgument
 from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
 from protolens_server.queue.records import JobSpec, StoredPrototype, TargetSpec
 
 log = get_logger("protolens.worker")
-_REF_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 
 def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
@@ -57,12 +53,12 @@ def with_injected_oom(handle: ModelHandle) -> ModelHandle:
 
     inner = handle.module
     if isinstance(inner, nn.Module) and not isinstance(inner, torch.jit.ScriptModule):
-        from protolens_server.engine._fold import folded
+        from protolens_server.engine import fold_batchnorm
 
         # The wrapper's size check cannot be traced, so the engine would not fold
         # BatchNorm through it: fold the inner model here, so the faulted run computes
-        # what an unfaulted one does (the same network, engine/_fold.py).
-        return dataclasses.replace(handle, module=_oom_above_module(folded(inner), limit))
+        # what an unfaulted one does (the same network, engine.fold_batchnorm).
+        return dataclasses.replace(handle, module=_oom_above_module(fold_batchnorm(inner), limit))
 
     def module(x: Any) -> Any:
         _raise_if_over(x, limit)
@@ -135,20 +131,6 @@ def _count_oom_split(images: int, limit: int) -> None:
     log.warning("worker.oom_split", extra={"images": images, "limit": limit})
 
 
-def reference_path(settings: Settings, name: str) -> Path:
-    """The folder of a registered reference set (a name under ``reference_root``)."""
-    if settings.reference_root is None:
-        raise InvalidArgument(
-            "reference_set", "this service has no reference sets (reference_root is not set)"
-        )
-    if not _REF_NAME.fullmatch(name) or ".." in name:
-        raise InvalidArgument("reference_set", f"{name!r} is not a reference-set name")
-    path = Path(settings.reference_root) / name
-    if not path.is_dir():
-        raise InvalidArgument("reference_set", f"no reference set named {name!r}")
-    return path
-
-
 def package(
     handle: ModelHandle,
     spec: JobSpec,
@@ -157,15 +139,17 @@ def package(
     settings: Settings,
     device: str,
 ) -> tuple[list[StoredPrototype], list[bytes]]:
-    """Score (when the job names a reference set) and encode one job's prototypes."""
+    """Encode one job's prototypes and score them as stored (when the job names a reference
+    set): the scores describe the PNG the user downloads, decoded."""
     from protolens_server.imageio import encode_png
 
+    pngs = [encode_png(p.image) for p in prototypes]
     if spec.reference_set:
-        from protolens_server.scoring import score_prototypes
+        from protolens_server.scores.naming import registered_path
+        from protolens_server.scores.scoring import score_prototypes
 
-        score_prototypes(
-            handle, prototypes, reference_path(settings, spec.reference_set), device=device
-        )
+        folder = registered_path(settings.reference_root, spec.reference_set)
+        score_prototypes(handle, prototypes, folder, pngs=pngs, device=device)
     stored = [
         StoredPrototype(
             target=TargetSpec(tuple(p.target.classes), p.target.kind),
@@ -179,7 +163,7 @@ def package(
         )
         for p in prototypes
     ]
-    return stored, [encode_png(p.image) for p in prototypes]
+    return stored, pngs
 
 
 def _scores_dict(scores: Any) -> dict[str, Any] | None:

@@ -1,9 +1,14 @@
-"""Reference sets: natural images per class, their content digest, and cached statistics.
+"""Reference sets: natural images per class, their content digest, and how they are loaded.
 
 A reference set is either a folder ``ROOT/<class>/*.png|jpg|jpeg`` where
 ``<class>`` is a class index (``281``) or a class name the model knows
 (``tabby``, ``tabby_cat``: matched as ``--target`` matches them), or
 a list of ``(file, class)`` pairs.
+
+Size: at least ``engine.MIN_CLASSES`` (2) classes with ``engine.MIN_IMAGES`` (3)
+images each, or a ``ReferenceSetError`` (INVALID_ARGUMENT) that says what to add;
+``engine.RECOMMENDED_CLASSES`` (5) classes with ``engine.RECOMMENDED_IMAGES`` (20)
+images each give intervals narrow enough to read (docs/scores.md).
 
 Image policy (one rule, so statistics are comparable across sets): each image
 is converted to the model's channel count (RGB or greyscale; alpha dropped),
@@ -12,37 +17,25 @@ scaled with bicubic resampling so it just covers the model's input size
 never enlarged: one smaller than the input in either direction would be blurry
 and would drag the "natural" level down, so it is refused with an error naming
 the file. Values are in [0, 1]; the model's own normalisation is applied later.
-
-Statistics (per layer, per class: mean activation and the natural same/other
-levels) are computed once per (model digest, layer set, reference digest) and
-kept in memory and on disk, so the next prototype of the same model costs no
-reference forward pass. The disk cache lives in ``cache_dir`` if given, else
-``$PROTOLENS_CACHE_DIR/refstats``, else ``~/.cache/protolens/refstats``.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import os
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from protolens_server.engine import _activations, _scores
-from protolens_server.engine.types import InputSpec
+from protolens_server.engine import MIN_IMAGES, SIZE_ADVICE, InputSpec, check_reference_counts
 from protolens_server.errors import ReferenceSetError, UnknownClass
 from protolens_server.models.classes import resolve_class
+from protolens_server.scores.cache import Lru
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 POLICY = "cover-bicubic-centre-crop-no-upscale/v1"  # part of every cache key
-_MEMORY_ENTRIES = 32
 
 
 @dataclass(frozen=True)
@@ -99,23 +92,23 @@ class ReferenceSet:
             )
 
     def check_usable(self) -> None:
-        """Two or more classes, two or more images each (leave-one-out needs a second image)."""
-        where = f"folder {self.root}" if self.root else "reference list"
-        if len(self.classes) < 2:
-            raise ReferenceSetError(
-                "reference",
-                f"the {where} has images of {len(self.classes)} class(es); add a second class "
-                "(natural images of other classes set the 'different class' level)",
-            )
-        for c in self.classes:
-            mine = [im for im in self.images if im.class_index == c]
-            if len(mine) < 2:
-                place = mine[0].path.parent if self.root else mine[0].path
+        """At least ``MIN_CLASSES`` classes with ``MIN_IMAGES`` images each, or an error
+        that names the folder (or file) to add images to."""
+        per_class = {c: sum(im.class_index == c for im in self.images) for c in self.classes}
+        for c, n in per_class.items():
+            if n < MIN_IMAGES:
+                first = next(im for im in self.images if im.class_index == c)
+                place = first.path.parent if self.root else first.path
                 raise ReferenceSetError(
                     "reference",
-                    f"{place}: class {c} has only 1 image; add at least one more",
+                    f"{place}: class {c} has only {n} image(s); add at least {MIN_IMAGES - n} "
+                    f"more; {SIZE_ADVICE}",
                     file=str(place),
+                    missing_class=str(c),
                 )
+        check_reference_counts(
+            per_class, f"the folder {self.root}" if self.root else "the reference list"
+        )
 
     @classmethod
     def from_folder(
@@ -199,34 +192,7 @@ def _content_digest(images: Sequence[ReferenceImage]) -> str:
     return h.hexdigest()
 
 
-class _Lru:
-    """A small thread-safe LRU map."""
-
-    def __init__(self, entries: int) -> None:
-        self._entries = entries
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self._entries:
-                self._data.popitem(last=False)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-
-
-_DIGESTS = _Lru(64)
+_DIGESTS = Lru(64)
 
 
 @dataclass(frozen=True)
@@ -291,103 +257,3 @@ def load_images(refset: ReferenceSet, spec: InputSpec) -> tuple[torch.Tensor, to
     images = torch.stack([load_image(im.path, spec) for im in refset.images])
     labels = torch.tensor([im.class_index for im in refset.images], dtype=torch.long)
     return images, labels
-
-
-# ---------------------------------------------------------------------------------------------
-# Statistics cache.
-
-
-def default_cache_dir() -> Path:
-    root = os.environ.get("PROTOLENS_CACHE_DIR")
-    base = Path(root) if root else Path.home() / ".cache" / "protolens"
-    return base / "refstats"
-
-
-def stats_key(model_digest: str, layers: Sequence[str], reference_digest: str, spec: Any) -> str:
-    payload = {
-        "model": model_digest,
-        "layers": list(layers),
-        "reference": reference_digest,
-        "policy": POLICY,
-        "scores": _scores.SCORES_VERSION,
-        "input_spec": spec.to_dict() if hasattr(spec, "to_dict") else repr(spec),
-    }
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
-
-
-MEMORY_CACHE = _Lru(_MEMORY_ENTRIES)  # stats key -> ReferenceStats
-
-
-def _read_disk(path: Path) -> _scores.ReferenceStats | None:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if state.get("version") != _scores.SCORES_VERSION:
-            return None
-        return _scores.ReferenceStats.from_state(state)
-    except FileNotFoundError:
-        return None
-    except Exception:  # a torn or foreign file: recompute and overwrite it
-        return None
-
-
-def _write_disk(path: Path, stats: _scores.ReferenceStats) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        torch.save(stats.to_state(), tmp)
-        os.replace(tmp, path)
-    except OSError:
-        pass  # a read-only cache only costs a recomputation next time
-
-
-def reference_statistics(
-    model: Any,
-    refset: ReferenceSet,
-    layers: Sequence[str] | None = None,
-    *,
-    device: str | torch.device = "cpu",
-    cache_dir: str | Path | None = None,
-    batch_size: int = 32,
-) -> _scores.ReferenceStats:
-    """Per-layer, per-class reference statistics for ``model`` (a ``ModelHandle``), cached.
-
-    ``layers`` are user layer names (None: the default set). The result's
-    ``layers`` always end with ``"logits"``; for TorchScript it is only that.
-    """
-    refset.check_usable()
-    layer_set = _activations.resolve_layers(model, layers, device=device)
-    model_digest = getattr(model, "digest", "") or ""
-    if not model_digest:
-        raise ReferenceSetError("model", "needs a content digest to cache reference statistics")
-    key = stats_key(model_digest, layer_set.names, refset.digest, model.input_spec)
-    cached = MEMORY_CACHE.get(key)
-    if cached is not None:
-        return cached
-    disk = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    path = disk / f"{key}.pt"
-    stats = _read_disk(path)
-    if stats is None:
-        stats = _compute(model, refset, layer_set, device=device, batch_size=batch_size)
-        _write_disk(path, stats)
-    MEMORY_CACHE.put(key, stats)
-    return stats
-
-
-def _compute(
-    model: Any,
-    refset: ReferenceSet,
-    layer_set: _activations.LayerSet,
-    *,
-    device: str | torch.device,
-    batch_size: int,
-) -> _scores.ReferenceStats:
-    images, labels = load_images(refset, model.input_spec)
-    parts: dict[str, list[torch.Tensor]] = {n: [] for n in layer_set.names}
-    for start in range(0, images.shape[0], batch_size):
-        acts = _activations.capture(
-            model, images[start : start + batch_size], layer_set, device=device
-        )
-        for name, value in acts.items():
-            parts[name].append(value)
-    activations = {n: torch.cat(v) for n, v in parts.items()}
-    return _scores.reference_stats(activations, labels, digest=refset.digest)

@@ -1,0 +1,48 @@
+"""Registered reference sets: folders under ``Settings.reference_root``, named by callers.
+
+A request's ``reference_set`` is a folder name ``<reference_root>/<name>/`` (laid out
+as ``references.ReferenceSet.from_folder`` expects); callers never give paths. The
+API resolves the name at submit time and the worker again when it scores: both go
+through ``registered_path``, so a name means the same folder everywhere. No torch here.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from protolens_server.errors import ReferenceSetError
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+FIELD = "reference_set"
+
+
+def is_name(name: str) -> bool:
+    """A registered-set name: letters, digits, ``._-``, never a path."""
+    return bool(NAME.fullmatch(name)) and ".." not in name
+
+
+def registered_path(root: str | Path | None, name: str) -> Path:
+    """The folder of reference set ``name`` (ReferenceSetError if not registered)."""
+    if not is_name(name):
+        raise ReferenceSetError(
+            FIELD, f"{name!r} is not a reference-set name: name a registered set, never a path"
+        )
+    if root is None:
+        raise ReferenceSetError(
+            FIELD,
+            f"unknown reference set {name!r}: this server has no reference sets registered "
+            "(an admin sets reference_root)",
+        )
+    folder = Path(root) / name
+    if not folder.is_dir():
+        available = ", ".join(available_sets(root)) or "none registered"
+        raise ReferenceSetError(FIELD, f"unknown reference set {name!r} (available: {available})")
+    return folder
+
+
+def available_sets(root: str | Path | None) -> list[str]:
+    """The registered names under ``root``, sorted."""
+    if root is None or not Path(root).is_dir():
+        return []
+    return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and is_name(p.name))

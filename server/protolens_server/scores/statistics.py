@@ -1,0 +1,99 @@
+"""A model's reference statistics for a reference set: computed once, then from the cache.
+
+The key (``cache.stats_key``) covers the model's weight digest, the layer set, the
+set's content digest, the image policy, the input spec, the scores version and
+the bootstrap (resamples, seed): the next prototype of the same model costs no
+reference forward pass. The first costs one forward pass per reference image;
+each class's bootstrap is computed when a prototype of it is first scored
+(``engine.ReferenceStats.class_replicates``) and kept with the statistics in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from protolens_server.engine import (
+    RESAMPLES,
+    LayerSet,
+    ReferenceStats,
+    capture,
+    layers_of,
+    reference_stats,
+)
+from protolens_server.errors import ReferenceSetError
+from protolens_server.scores import cache
+from protolens_server.scores.references import POLICY, ReferenceSet, load_images
+
+STATS_DIR = "refstats"
+
+
+def reference_statistics(
+    model: Any,
+    refset: ReferenceSet,
+    layers: Sequence[str] | None = None,
+    *,
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
+    batch_size: int = 32,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+) -> ReferenceStats:
+    """Per-layer, per-class reference statistics for ``model`` (a ``ModelHandle``), cached.
+
+    ``layers`` are user layer names (None: the default set). The result's
+    ``layers`` always end with ``"logits"``; for TorchScript it is only that.
+    Disk entries live in ``cache_dir`` if given, else ``cache.cache_dir("refstats")``.
+    """
+    refset.check_usable()
+    layer_set = layers_of(model, layers, device=device)
+    model_digest = getattr(model, "digest", "") or ""
+    if not model_digest:
+        raise ReferenceSetError("model", "needs a content digest to cache reference statistics")
+    key = cache.stats_key(
+        model_digest,
+        layer_set.names,
+        refset.digest,
+        model.input_spec,
+        policy=POLICY,
+        resamples=resamples,
+        seed=seed,
+    )
+    cached = cache.MEMORY_CACHE.get(key)
+    if cached is not None:
+        return cached
+    path = cache.cache_dir(STATS_DIR, cache_dir) / f"{key}.pt"
+    stats = cache.read_stats(path)
+    if stats is None:
+        stats = _compute(
+            model, refset, layer_set, device=device, batch_size=batch_size,
+            resamples=resamples, seed=seed,
+        )  # fmt: skip
+        cache.write_stats(path, stats)
+    cache.MEMORY_CACHE.put(key, stats)
+    return stats
+
+
+def _compute(
+    model: Any,
+    refset: ReferenceSet,
+    layer_set: LayerSet,
+    *,
+    device: str | torch.device,
+    batch_size: int,
+    resamples: int,
+    seed: int,
+) -> ReferenceStats:
+    images, labels = load_images(refset, model.input_spec)
+    parts: dict[str, list[torch.Tensor]] = {n: [] for n in layer_set.names}
+    for start in range(0, images.shape[0], batch_size):
+        acts = capture(model, images[start : start + batch_size], layer_set, device=device)
+        for name, value in acts.items():
+            parts[name].append(value)
+    activations = {n: torch.cat(v) for n, v in parts.items()}
+    return reference_stats(
+        activations, labels, digest=refset.digest, resamples=resamples, seed=seed
+    )
