@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
@@ -105,7 +106,9 @@ class Result:
 
 def _mean_curve(scores: list[PrototypeScores]) -> list[float]:
     curves = np.array([[np.nan if v is None else v for v in s.curve()] for s in scores])
-    return [float(v) for v in np.nanmean(curves, axis=0)]
+    with warnings.catch_warnings():  # a layer no prototype has a number for stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [float(v) for v in np.nanmean(curves, axis=0)]
 
 
 def _run_configs(

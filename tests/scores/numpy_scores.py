@@ -111,6 +111,8 @@ class Reference:
         self.other_reps = _weighted_nanmean(other_sims, wo)
         sign = 1.0 if metric != "l1" else -1.0
         gap = sign * (self.same - self.other)
+        if abs(gap) <= 1e-9 * max(abs(self.same), abs(self.other)):
+            gap = 0.0  # rounding, not separation
         gap_reps = sign * (self.same_reps - self.other_reps)
         se = float(np.std(gap_reps[np.isfinite(gap_reps)], ddof=1)) if _enough(gap_reps) else np.nan
         self.z = gap / se if se != 0 else np.inf if gap > 0 else -np.inf if gap < 0 else np.nan

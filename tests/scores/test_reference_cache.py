@@ -109,3 +109,19 @@ def test_digest_sees_a_file_rewritten_in_place(reference_folder, tmp_path, handl
     st = victim.stat()
     os.utime(victim, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
     assert ReferenceSet.from_folder(root, handle.class_names).digest != before
+
+
+def test_class_bootstraps_are_saved_for_the_next_process(handle, reference_folder, tmp_path):
+    """A class's bootstrap (the costly part of its first score) goes to the disk file too."""
+    protos = generate(handle, [2], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    (first,) = score_prototypes(
+        handle, protos, reference_folder, robustness_samples=0, cache_dir=tmp_path
+    )
+    MEMORY_CACHE.clear()  # as a new process would start
+    refset = ReferenceSet.from_folder(reference_folder, handle.class_names)
+    stats = reference_statistics(handle, refset, cache_dir=tmp_path)
+    assert sorted(stats.replicated) == [(2, layer) for layer in sorted(stats.layers)]
+    (again,) = score_prototypes(
+        handle, protos, reference_folder, robustness_samples=0, cache_dir=tmp_path
+    )
+    assert again.to_dict() == first.to_dict()

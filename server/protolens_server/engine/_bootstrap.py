@@ -21,6 +21,7 @@ RESAMPLES = 200
 CONFIDENCE = 0.95
 MIN_SPAN_Z = 3.0
 MIN_VALID_SHARE = 0.5  # fewer valid replicates than this share: no interval, no significance
+NUMERICAL_FLOOR = 1e-9  # relative: gaps smaller than this are rounding, not separation
 
 
 def stratified_resamples(labels: torch.Tensor, resamples: int, seed: int) -> torch.Tensor:
@@ -71,13 +72,17 @@ def standard_error(replicates: torch.Tensor) -> float:
     return float(_valid(replicates).std(unbiased=True))
 
 
-def separated(gap: float, replicates: torch.Tensor) -> tuple[bool, str, float]:
+def separated(gap: float, replicates: torch.Tensor, scale: float = 1.0) -> tuple[bool, str, float]:
     """(defined?, reason code, z) for a gap oriented so that positive means separated.
 
-    z is ``gap / bootstrap standard error`` (inf when the replicates do not vary).
+    z is ``gap / bootstrap standard error`` (inf when the replicates do not vary). A gap
+    within float rounding of 0 (``NUMERICAL_FLOOR`` times ``scale``, the size of the
+    levels) counts as 0: two equal levels computed in different orders differ by ~1e-16.
     """
     if not math.isfinite(gap):
         return False, "UNDEFINED", math.nan
+    if abs(gap) <= NUMERICAL_FLOOR * abs(scale):
+        gap = 0.0
     se = standard_error(replicates)
     if se == 0:
         z = math.copysign(math.inf, gap) if gap else math.nan

@@ -19,15 +19,27 @@ _EPS = 1e-12
 
 
 def average_ranks(x: torch.Tensor) -> torch.Tensor:
-    """Ranks 1..C along the last axis, ties sharing their average rank (as scipy's rankdata)."""
-    x = x.to(torch.float64).contiguous()
-    s = x.sort(dim=-1).values.contiguous()
-    less = torch.searchsorted(s, x, right=False)
-    less_or_equal = torch.searchsorted(s, x, right=True)
-    return (less + less_or_equal + 1).to(torch.float64) / 2
+    """Ranks 1..C along the last axis, ties sharing their average rank (as scipy's rankdata).
+
+    One sort per row; a tie group's first and last positions come from running
+    maxima/minima over the sorted row, so no search is needed.
+    """
+    x = x.to(torch.float64)
+    if x.shape[-1] == 0:
+        return x.clone()
+    s, order = x.sort(dim=-1)
+    pos = torch.arange(x.shape[-1], dtype=torch.float64).expand_as(s)
+    starts = torch.ones_like(s, dtype=torch.bool)
+    starts[..., 1:] = s[..., 1:] != s[..., :-1]
+    ends = torch.ones_like(s, dtype=torch.bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = torch.where(starts, pos, torch.zeros_like(pos)).cummax(dim=-1).values
+    last_flipped = torch.where(ends, pos, torch.full_like(pos, x.shape[-1])).flip(-1)
+    last = last_flipped.cummin(dim=-1).values.flip(-1)
+    return torch.empty_like(s).scatter_(-1, order, (first + last) / 2 + 1)
 
 
-def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x = x - x.mean(dim=-1, keepdim=True)
     y = y - y.mean(dim=-1, keepdim=True)
     den = x.norm(dim=-1) * y.norm(dim=-1)
@@ -37,7 +49,7 @@ def _pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def spearman(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     x, y = torch.broadcast_tensors(x.to(torch.float64), y.to(torch.float64))
-    return _pearson(average_ranks(x), average_ranks(y))
+    return pearson(average_ranks(x), average_ranks(y))
 
 
 def cosine(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

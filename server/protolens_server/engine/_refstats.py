@@ -31,7 +31,7 @@ import torch
 from protolens_server.errors import InvalidArgument, ReferenceSetError
 
 from ._bootstrap import CONFIDENCE, RESAMPLES, counts, separated, stratified_resamples
-from ._measures import CLOSER_IS_HIGHER, MEASURES, METRICS, pairwise
+from ._measures import CLOSER_IS_HIGHER, MEASURES, METRICS, average_ranks, pairwise, pearson
 
 SCORES_VERSION = 2
 LEVELS = ("same", "other", "same_sd", "other_sd")
@@ -55,8 +55,22 @@ class MetricReplicates:
 
 @dataclass(frozen=True)
 class LayerReplicates:
+    """One class at one layer: its mean in every resample, and each metric's replicates."""
+
     means: torch.Tensor  # (B, C) float64: the class mean in each resample
     metrics: dict[str, MetricReplicates]
+    _units: dict[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict, repr=False)
+
+    def similarity(self, a: torch.Tensor, metric: str) -> torch.Tensor:
+        """``metric`` between vector ``a`` (C,) and the class mean of every resample: (B,)."""
+        if metric == "l1":
+            return (self.means - a.to(torch.float64)).abs().mean(dim=-1)
+        if metric not in self._units:  # the means' (centred) ranks or directions, once
+            self._units[metric] = _unit_rows(self.means, metric)
+        unit, ok = self._units[metric]
+        mine, mine_ok = _unit_rows(a[None], metric)
+        out = unit @ mine[0]
+        return torch.where(ok & mine_ok[0], out, torch.full_like(out, math.nan))
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,7 +94,10 @@ class ReferenceStats:
     seed: int = 0
     confidence: float = CONFIDENCE
     digest: str = ""  # the reference set's content digest
-    _memo: dict[tuple[int, str], LayerReplicates] = field(
+    # (class, layer) -> metric -> (2, B): the same/other level replicates, computed on first
+    # use and saved with the statistics (to_state). The resampled means are not kept (a
+    # matrix product recomputes them; kept, they would weigh 200 x channels per class).
+    replicated: dict[tuple[int, str], dict[str, torch.Tensor]] = field(
         default_factory=dict, compare=False, repr=False
     )
     _lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
@@ -101,18 +118,23 @@ class ReferenceStats:
         return int(self.labels.numel())
 
     def class_replicates(self, cls: int, layer: str) -> LayerReplicates:
-        """The bootstrap of class ``cls`` at ``layer`` (computed on first use, then kept)."""
+        """The bootstrap of class ``cls`` at ``layer``: its levels computed on first use and
+        kept (``replicated``), its resampled means recomputed on every call."""
         key = (int(cls), layer)
         with self._lock:
-            hit = self._memo.get(key)
-        if hit is None:
-            hit = _class_replicates(self, int(cls), layer)
+            levels = self.replicated.get(key)
+        out = _class_replicates(self, int(cls), layer, levels)
+        if levels is None:
             with self._lock:
-                self._memo[key] = hit
-        return hit
+                self.replicated[key] = {
+                    m: torch.stack([r.same, r.other]) for m, r in out.metrics.items()
+                }
+        return out
 
     def to_state(self) -> dict[str, Any]:
         """Tensors and plain values only (safe for ``torch.load(weights_only=True)``)."""
+        with self._lock:
+            replicated = sorted(self.replicated.items())
         return {
             "version": SCORES_VERSION,
             "layers": list(self.layers),
@@ -126,6 +148,9 @@ class ReferenceStats:
             "seed": self.seed,
             "confidence": self.confidence,
             "digest": self.digest,
+            "replicated": [
+                [cls, layer, dict(per_metric)] for (cls, layer), per_metric in replicated
+            ],
         }
 
     @classmethod
@@ -142,6 +167,10 @@ class ReferenceStats:
             seed=int(state["seed"]),
             confidence=float(state["confidence"]),
             digest=str(state.get("digest", "")),
+            replicated={
+                (int(cls), str(layer)): dict(per_metric)
+                for cls, layer, per_metric in state.get("replicated", [])
+            },
         )
 
 
@@ -255,25 +284,43 @@ def _weighted_nanmean(values: torch.Tensor, weights: torch.Tensor) -> torch.Tens
     return torch.where(mass > 0, total / mass.clamp_min(1e-300), torch.full_like(total, math.nan))
 
 
-def _class_replicates(stats: ReferenceStats, cls: int, layer: str) -> LayerReplicates:
+def _unit_rows(z: torch.Tensor, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows as unit vectors (Spearman: centred average ranks; cosine: the rows), so that a
+    matrix product gives the similarity; and which rows have a direction at all."""
+    z = z.to(torch.float64)
+    if metric == "spearman":
+        z = average_ranks(z)
+        z = z - z.mean(dim=-1, keepdim=True)
+    norm = z.norm(dim=-1)
+    return z / norm.clamp_min(1e-300)[:, None], norm > 1e-12
+
+
+def _class_replicates(
+    stats: ReferenceStats,
+    cls: int,
+    layer: str,
+    levels: Mapping[str, torch.Tensor] | None = None,
+) -> LayerReplicates:
+    """The class mean in every resample and, unless ``levels`` has them, both natural levels."""
     x = stats.activations[layer].to(torch.float64)
     weights = counts(stats.resamples, x.shape[0])  # (B, N)
     mine = stats.labels == cls
     xs, ws = x[mine], weights[:, mine]  # (n, C), (B, n)
     xo, wo = x[~mine], weights[:, ~mine]
-    n = xs.shape[0]
     sums = ws @ xs  # (B, C)
-    means = sums / n
+    means = sums / xs.shape[0]
     row = stats.row(cls)
     out = {}
     for metric in METRICS:
-        same = _same_replicates(xs, ws, sums, metric)
-        other = _weighted_nanmean(pairwise(means, xo, metric), wo)
+        if levels is not None and metric in levels:
+            same, other = levels[metric][0], levels[metric][1]
+        else:
+            same = _same_replicates(xs, ws, sums, metric)
+            other = _weighted_nanmean(pairwise(means, xo, metric), wo)
         sign = 1.0 if CLOSER_IS_HIGHER[metric] else -1.0
-        gap = sign * (
-            stats.level("same", metric, layer, row) - stats.level("other", metric, layer, row)
-        )
-        ok, reason, z = separated(gap, sign * (same - other))
+        natural = [stats.level(k, metric, layer, row) for k in ("same", "other")]
+        scale = max(abs(natural[0]), abs(natural[1])) if all(map(math.isfinite, natural)) else 1
+        ok, reason, z = separated(sign * (natural[0] - natural[1]), sign * (same - other), scale)
         out[metric] = MetricReplicates(same, other, ok, reason, z)
     return LayerReplicates(means, out)
 
@@ -286,14 +333,17 @@ def _same_replicates(
     n, c = xs.shape
     b_total = ws.shape[0]
     step = max(1, _CHUNK_ELEMENTS // max(1, n * c))
+    ranked = average_ranks(xs) if metric == "spearman" else None  # the images' ranks, once
     parts = []
     for start in range(0, b_total, step):
         w = ws[start : start + step]  # (b, n)
-        rest = (n - w).clamp_min(0)
-        loo = (sums[start : start + step, None, :] - w[..., None] * xs[None]) / rest.clamp_min(1)[
-            ..., None
-        ]
-        sims = MEASURES[metric](xs[None].expand_as(loo), loo)  # (b, n)
+        rest = n - w
+        loo = sums[start : start + step, None, :] - w[..., None] * xs[None]
+        loo = loo / rest.clamp_min(1)[..., None]
+        if ranked is not None:
+            sims = pearson(ranked[None].expand_as(loo), average_ranks(loo))
+        else:
+            sims = MEASURES[metric](xs[None].expand_as(loo), loo)  # (b, n)
         sims = torch.where(rest > 0, sims, torch.full_like(sims, math.nan))
         parts.append(_weighted_nanmean(sims, w))
     return torch.cat(parts)

@@ -32,8 +32,8 @@ from protolens_server.errors import InvalidArgument
 
 from . import _activations
 from ._bootstrap import MIN_SPAN_Z, median, percentile_interval
-from ._measures import MEASURES, METRICS, similarity
-from ._refstats import ReferenceStats
+from ._measures import MEASURES, METRICS
+from ._refstats import LayerReplicates, ReferenceStats
 from ._robustness import robustness
 from ._score_types import Estimate, LayerScores, MetricScores, PrototypeScores, Statistics
 from ._seeds import derive_seed
@@ -50,9 +50,17 @@ def _num(v: float) -> float | None:
 
 
 def _metric(
-    a: torch.Tensor, classes: Sequence[int], stats: ReferenceStats, layer: str, metric: str
+    a: torch.Tensor,
+    classes: Sequence[int],
+    stats: ReferenceStats,
+    layer: str,
+    metric: str,
+    bootstraps: dict[tuple[int, str], LayerReplicates],
 ) -> tuple[MetricScores, torch.Tensor | None]:
-    """One metric at one layer for one image's vector ``a`` (C,), and its replicates (B,)."""
+    """One metric at one layer for one image's vector ``a`` (C,), and its replicates (B,).
+
+    ``bootstraps`` keeps the classes' bootstraps for the images of one call.
+    """
     rows = [stats.row(c) for c in classes]
     others = [i for i, c in enumerate(stats.classes) if c not in classes]
     means = stats.means[layer].to(torch.float64)
@@ -62,7 +70,9 @@ def _metric(
     reasons: list[str] = []
     z_values: list[float] = []
     for c, r in zip(classes, rows, strict=True):
-        rep = stats.class_replicates(c, layer)
+        if (c, layer) not in bootstraps:
+            bootstraps[(c, layer)] = stats.class_replicates(c, layer)
+        rep = bootstraps[(c, layer)]
         m = rep.metrics[metric]
         z_values.append(m.span_z)
         value = float(sims[r])
@@ -74,7 +84,7 @@ def _metric(
             continue
         same, other = (stats.level(k, metric, layer, r) for k in ("same", "other"))
         normalised.append((value - other) / (same - other))
-        mine = similarity(a[None, :], rep.means, metric)  # (B,)
+        mine = rep.similarity(a, metric)  # (B,): against the class mean of each resample
         replicates.append((mine - m.other) / (m.same - m.other))
 
     def level(kind: str) -> float | None:
@@ -122,10 +132,8 @@ def _summary(
 
 
 def _classes_of(target: Target | Sequence[int] | int) -> tuple[tuple[int, ...], str]:
-    if isinstance(target, Target):
-        return tuple(target.classes), target.kind
-    classes = (int(target),) if isinstance(target, int) else tuple(int(c) for c in target)
-    return classes, "class" if len(classes) == 1 else "hybrid"
+    t = Target.of(target)
+    return tuple(t.classes), t.kind
 
 
 def score_activations(
@@ -144,6 +152,7 @@ def score_activations(
         raise InvalidArgument("activations", "share no layer with the reference statistics")
     statistics = Statistics(int(stats.resamples.shape[0]), stats.confidence, stats.seed, MIN_SPAN_Z)
     results = []
+    bootstraps: dict[tuple[int, str], LayerReplicates] = {}
     for i, target in enumerate(targets):
         classes, kind = _classes_of(target)
         layers, replicates = [], []
@@ -151,7 +160,7 @@ def score_activations(
             a = activations[name][i].reshape(-1).to(torch.float64)
             per_metric = {}
             for metric in METRICS:
-                per_metric[metric], reps = _metric(a, classes, stats, name, metric)
+                per_metric[metric], reps = _metric(a, classes, stats, name, metric, bootstraps)
                 if metric == "spearman":
                     replicates.append(reps)
             layers.append(LayerScores(name, **per_metric))

@@ -23,7 +23,7 @@ import torch
 from protolens_server.engine import Prototype, PrototypeScores, score
 from protolens_server.imageio import decode_png, encode_png
 from protolens_server.scores.references import ReferenceSet
-from protolens_server.scores.statistics import reference_statistics
+from protolens_server.scores.statistics import reference_statistics, save_new_bootstraps
 
 
 def open_reference(handle: object, reference: ReferenceSet | str | Path) -> ReferenceSet:
@@ -80,6 +80,7 @@ def score_prototypes(
         robustness_transforms=robustness_transforms,
         seed=seed,
     )
+    save_new_bootstraps(stats)
     for prototype, result in zip(prototypes, results, strict=True):
         prototype.scores = result
     return results

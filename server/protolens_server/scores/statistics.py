@@ -4,12 +4,15 @@ The key (``cache.stats_key``) covers the model's weight digest, the layer set, t
 set's content digest, the image policy, the input spec, the scores version and
 the bootstrap (resamples, seed): the next prototype of the same model costs no
 reference forward pass. The first costs one forward pass per reference image;
-each class's bootstrap is computed when a prototype of it is first scored
-(``engine.ReferenceStats.class_replicates``) and kept with the statistics in memory.
+each class's bootstrap levels are computed when a prototype of it is first scored
+(``engine.ReferenceStats.class_replicates``), kept with the statistics in memory
+and written to their disk file (``save_new_bootstraps``).
 """
 
 from __future__ import annotations
 
+import threading
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,9 @@ from protolens_server.scores import cache
 from protolens_server.scores.references import POLICY, ReferenceSet, load_images
 
 STATS_DIR = "refstats"
+# statistics -> (their disk file, how many class bootstraps it holds)
+_ON_DISK: weakref.WeakKeyDictionary[ReferenceStats, tuple[Path, int]] = weakref.WeakKeyDictionary()
+_ON_DISK_LOCK = threading.Lock()
 
 
 def reference_statistics(
@@ -74,7 +80,20 @@ def reference_statistics(
         )  # fmt: skip
         cache.write_stats(path, stats)
     cache.MEMORY_CACHE.put(key, stats)
+    with _ON_DISK_LOCK:
+        _ON_DISK.setdefault(stats, (path, len(stats.replicated)))
     return stats
+
+
+def save_new_bootstraps(stats: ReferenceStats) -> None:
+    """Rewrite the statistics' disk file when classes were bootstrapped since it was written,
+    so that the next process finds them (the bootstrap is the costly part of a first score)."""
+    with _ON_DISK_LOCK:
+        known = _ON_DISK.get(stats)
+        if known is None or len(stats.replicated) <= known[1]:
+            return
+        _ON_DISK[stats] = (known[0], len(stats.replicated))
+    cache.write_stats(known[0], stats)
 
 
 def _compute(
