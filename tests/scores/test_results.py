@@ -21,6 +21,7 @@ from protolens_server.engine import (
 )
 from protolens_server.plots import plot_scores
 from protolens_server.scores.scoring import score_prototypes
+from scores_synthetic import make_dataset, write_png
 
 PARTS = [f.name for f in dataclasses.fields(MetricScores)]
 
@@ -124,3 +125,41 @@ def test_scores_of_a_prototype_do_not_depend_on_its_batch(handle, reference_fold
         assert ra[key] == pytest.approx(rb[key], rel=1e-5, abs=1e-6), key
     for key in ("spearman", "spearman_normalised_low", "path_similarity_high"):
         assert a[key] == pytest.approx(b[key], abs=1e-6), key
+
+
+def test_intervals_travel_in_the_proto_and_the_sdk(handle, reference_folder, tmp_path):
+    """The API's typed Scores fields and the SDK's Estimates carry the same numbers and nulls."""
+    from protolens import _convert
+    from protolens_server.api.convert import scores_to_pb
+
+    images, labels = make_dataset(3, seed=8)
+    root = tmp_path / "refs"
+    for i, (image, label) in enumerate(zip(images, labels.tolist(), strict=True)):
+        write_png(image, root / str(label) / f"{i}.png")  # 3 per class: few layers resolve
+    (proto,) = generate(handle, [4], GenerationConfig(steps=8, equidistant_steps=2), seed=0)
+    (scores,) = score_prototypes(handle, [proto], root, robustness_samples=2, cache_dir=tmp_path)
+    d = scores.to_dict()
+    msg = scores_to_pb(d, "refs")
+    sdk = _convert.scores(msg)
+    assert msg.determinate_layers == d["path_similarity_layers"] == sdk.determinate_layers
+    assert (msg.confidence, msg.resamples) == (0.95, 200)
+    head = sdk.path_similarity
+    assert (head.value, head.low, head.high) == (
+        d["path_similarity"],
+        d["path_similarity_low"],
+        d["path_similarity_high"],
+    )
+    assert len(sdk.layers) == len(d["layers"])
+    for i, layer in enumerate(sdk.layers):
+        assert (
+            layer.value == d["spearman_normalised"][i] and layer.reason == d["spearman_reason"][i]
+        )
+        assert (layer.low, layer.high) == (
+            d["spearman_normalised_low"][i],
+            d["spearman_normalised_high"][i],
+        )
+    assert any(layer.value is None and layer.reason for layer in sdk.layers)  # nulls stay nulls
+    assert sdk.robustness["probability_min_over_transforms"] == pytest.approx(
+        d["robustness"]["probability_min_over_transforms"]
+    )
+    assert len(sdk.per_layer["spearman_normalised_low"]) == len(d["layers"])
