@@ -165,18 +165,48 @@ def cluster_from_url(url: str, **overrides: Any) -> ClusterClient:
     )
 
 
-def redis_from_url(url: str, **overrides: Any) -> aioredis.Redis:
+def redis_from_url(
+    url: str,
+    *,
+    max_connections: int | None = None,
+    pool_timeout_s: float | None = None,
+    **overrides: Any,
+) -> aioredis.Redis:
     """An asyncio Redis client for ``url`` with retries and backoff (see module docstring).
 
-    A cluster URL gives a ``ClusterClient``: not an ``aioredis.Redis`` subclass, but
-    the same command methods, scripts and pipelines.
+    ``max_connections`` bounds the client's connections. On a plain URL the pool
+    then *waits* for a free connection (up to ``pool_timeout_s``, then
+    ``redis.ConnectionError``, which the API answers UNAVAILABLE) instead of failing
+    at once as redis-py's default pool of 100 does; on Sentinel and Cluster URLs it
+    caps connections per server. A cluster URL gives a ``ClusterClient``: not an
+    ``aioredis.Redis`` subclass, but the same command methods, scripts and pipelines.
     """
     options = {**_client_options(), **overrides}
     scheme = url.split("://", 1)[0]
     if scheme in SENTINEL_SCHEMES:
         hosts, service, db, password, tls = parse_sentinel_url(url)
         sentinel = Sentinel(hosts, socket_connect_timeout=options["socket_connect_timeout"])
+        if max_connections:
+            options["max_connections"] = max_connections
         return sentinel.master_for(service, db=db, password=password, ssl=tls, **options)
     if scheme in CLUSTER_SCHEMES:
+        if max_connections:
+            overrides["max_connections"] = max_connections
         return cast(aioredis.Redis, cluster_from_url(url, **overrides))
+    if max_connections:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, **options
+        )
+        return aioredis.Redis.from_pool(pool)
     return aioredis.Redis.from_url(url, **options)
+
+
+def pool_usage(client: object) -> tuple[int, int]:
+    """(connections in use, idle connections) of a plain or Sentinel client's pool.
+
+    (0, 0) for a cluster client, whose connections live in one pool per node.
+    """
+    pool = getattr(client, "connection_pool", None)
+    in_use = getattr(pool, "_in_use_connections", ())
+    idle = getattr(pool, "_available_connections", ())
+    return len(in_use), len(idle)

@@ -44,11 +44,11 @@ from protolens_server.queue.keys import (
 )
 from protolens_server.queue.pages import newest_first
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
+from protolens_server.queue.watch import EventFanout
 from protolens_server.quotas import Quotas, load_quotas
 
 _SUBMIT_TRIES = 20
 _MAX_ID_CHARS = 256
-_WATCH_BLOCK_MS = 1000
 
 
 def new_job_id() -> str:
@@ -70,6 +70,7 @@ class JobQueue:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.quotas = quotas if quotas is not None else load_quotas(settings.tenants_file)
+        self.events = EventFanout(redis, block_ms=settings.watch_read_block_ms)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._cancel = redis.register_script(scripts.CANCEL)
 
@@ -83,6 +84,7 @@ class JobQueue:
         return queue
 
     async def close(self) -> None:
+        await self.events.close()
         await self.redis.aclose()
 
     # --- submit --------------------------------------------------------------------
@@ -304,15 +306,19 @@ class JobQueue:
     async def watch(
         self, job_id: str, *, tenant: str | None = None, after: str = "0"
     ) -> AsyncIterator[tuple[str, JobEvent]]:
-        """Past events after ``after``, then new ones as they come, until the job ends."""
+        """Past events after ``after``, then new ones as they come, until the job ends.
+
+        Past events are read directly (short reads); live ones come from the
+        process's one shared reader (``queue/watch.py``), so a watch holds no Redis
+        connection while it waits.
+        """
         await self.get(job_id, tenant=tenant)
         key = self.keys.events(job_id)
         last = after or "0"
-        block: int | None = None
-        ended: JobRecord | None = None  # the job's record once it was seen finished
+        checked_end = False
         while True:
-            reply = await self.redis.xread({key: last}, count=100, block=block)
-            entries = reply[0][1] if reply else []
+            entries = await self.redis.xread({key: last}, count=100)
+            entries = entries[0][1] if entries else []
             for entry_id, fields in entries:
                 last = _text(entry_id)
                 event = event_from_fields(job_id, fields)
@@ -320,35 +326,31 @@ class JobQueue:
                 if event.state.finished:
                     return
             if entries:
-                block = None
                 continue
-            if ended is not None:
-                # Still no final event after the job ended (it was read before ``after``,
-                # trimmed or expired): say how the job ended.
-                yield (
-                    last,
-                    JobEvent(
-                        job_id,
-                        ended.state,
-                        ended.step,
-                        ended.total_steps,
-                        ended.best_probability,
-                        ended.error,
-                    ),
-                )
+            if checked_end:
+                break
+            # Caught up: has the job ended? The script that finished it wrote its final
+            # event atomically with the state, so read once more before standing in for
+            # that event (one may have landed since the read above).
+            try:
+                record = await self.get(job_id, tenant=tenant)
+            except JobNotFound:
                 return
-            if block is None:
-                # Caught up: has the job ended? The script that finished it wrote its
-                # final event atomically with the state, so read once more before
-                # standing in for that event (one may have landed since the read above).
-                try:
-                    record = await self.get(job_id, tenant=tenant)
-                except JobNotFound:
+            if not record.state.finished:
+                break
+            checked_end = True
+        if checked_end:
+            # Still no final event after the job ended (it was read before ``after``,
+            # trimmed or expired): say how the job ended.
+            yield last, _final_event(job_id, record)
+            return
+        async with self.events.subscribe(key, last) as subscription:
+            while True:
+                entry_id, fields = await subscription.next()
+                event = event_from_fields(job_id, fields)
+                yield entry_id, event
+                if event.state.finished:
                     return
-                if record.state.finished:
-                    ended = record
-                    continue
-            block = _WATCH_BLOCK_MS
 
     # --- results ---------------------------------------------------------------------
     async def get_png(
@@ -396,8 +398,25 @@ class JobQueue:
 
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
-    """The async client for ``settings.redis_url`` (see queue/connection.py)."""
-    return redis_from_url(settings.redis_url)
+    """The API's async client for ``settings.redis_url``: a bounded pool that waits for a
+    free connection (``redis_max_connections``, ``redis_pool_timeout_s``; queue/connection.py).
+    """
+    return redis_from_url(
+        settings.redis_url,
+        max_connections=settings.redis_max_connections,
+        pool_timeout_s=settings.redis_pool_timeout_s,
+    )
+
+
+def _final_event(job_id: str, record: JobRecord) -> JobEvent:
+    return JobEvent(
+        job_id,
+        record.state,
+        record.step,
+        record.total_steps,
+        record.best_probability,
+        record.error,
+    )
 
 
 async def ensure_groups(redis: aioredis.Redis, keys: Keys) -> None:
