@@ -21,8 +21,15 @@ from protolens.v1 import checks_pb2_grpc, common_pb2
 from protolens_server.api.convert import timestamp_pb
 from protolens_server.api.errors import code_number, to_rpc_error
 from protolens_server.api.reference_sets import ReferenceSets
+from protolens_server.api.request_pool import RequestPool
 from protolens_server.api.tenancy import current_tenant
-from protolens_server.api.validation import generation_config, model_name, page_size, seed_of
+from protolens_server.api.validation import (
+    check_request_size,
+    generation_config,
+    model_name,
+    page_size,
+    seed_of,
+)
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.service import CheckRunner
 from protolens_server.checks.store import CheckRecord
@@ -90,11 +97,33 @@ def _config(request: pb.StartCheckRequest, settings: Any) -> GenerationConfig:
     return generation_config(request.config, request.prototypes_per_class, settings)
 
 
+class _PolicyLoader(yaml.SafeLoader):
+    """YAML without aliases: a policy never needs them, and they let a few bytes expand."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in a policy", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def _check_policy_size(text: str, settings: Any) -> None:
+    limit = settings.max_policy_bytes
+    size = len(text.encode())
+    if size > limit:
+        raise InvalidArgument(
+            "policy_yaml",
+            f"is {size} bytes; this server accepts at most {limit} (max_policy_bytes)",
+        )
+
+
 def _policy(text: str) -> Policy:
     if not text.strip():
         return Policy()
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_PolicyLoader)  # a SafeLoader without aliases
     except yaml.YAMLError as exc:
         raise InvalidArgument("policy_yaml", f"not valid YAML: {exc}") from exc
     if not isinstance(data, dict):
@@ -103,23 +132,34 @@ def _policy(text: str) -> Policy:
 
 
 class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
-    def __init__(self, runner: CheckRunner) -> None:
+    def __init__(self, runner: CheckRunner, pool: RequestPool) -> None:
         self.runner = runner
+        self.pool = pool
 
     async def StartCheck(
         self, request: pb.StartCheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.StartCheckResponse:
         settings = self.runner.settings
+        check_request_size(request, settings)  # at once, before any work
+        _check_policy_size(request.policy_yaml, settings)
+        if len(request.classes) > settings.max_class_refs_per_job:
+            raise InvalidArgument(
+                "classes",
+                f"{len(request.classes)} classes; this server allows at most"
+                f" {settings.max_class_refs_per_job} per check (max_class_refs_per_job)",
+            )
         seed = seed_of(request)
+        config = _config(request, settings)
+        policy = await self.pool.run(_policy, request.policy_yaml)  # YAML: off the event loop
         run = await self.runner.start(
             tenant=current_tenant(),
             model=model_name(request.model),
             baseline=model_name(request.baseline) if request.baseline else "",
             classes=[c for c in request.classes if c.strip()],
-            config=_config(request, settings),
+            config=config,
             seed=seed,
             reference_set=request.reference_set,
-            policy=_policy(request.policy_yaml),
+            policy=policy,
         )
         return pb.StartCheckResponse(check=check_to_pb(run))
 
@@ -151,10 +191,17 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
 
 
 def add_check_service(
-    server: grpc.aio.Server, queue: Any, catalog: Any, settings: Any, **runner_options: Any
+    server: grpc.aio.Server,
+    queue: Any,
+    catalog: Any,
+    settings: Any,
+    *,
+    pool: RequestPool | None = None,
+    **runner_options: Any,
 ) -> CheckRunner:
     """Register ``CheckService`` on ``server``; returns its runner (the server calls its
-    ``tick`` periodically and ``close`` on shutdown). ``runner_options``: e.g. ``lease_s``."""
+    ``tick`` periodically and ``close`` on shutdown). ``pool``: where requests are parsed
+    (the API's shared ``RequestPool``); ``runner_options``: e.g. ``lease_s``."""
     runner = CheckRunner(
         queue,
         catalog,
@@ -163,5 +210,6 @@ def add_check_service(
         error_fields=error_fields,
         **runner_options,
     )
-    checks_pb2_grpc.add_CheckServiceServicer_to_server(CheckServicer(runner), server)
+    pool = pool if pool is not None else RequestPool(settings.request_threads)
+    checks_pb2_grpc.add_CheckServiceServicer_to_server(CheckServicer(runner, pool), server)
     return runner

@@ -6,8 +6,6 @@ tenant comes from ``tenancy.current_tenant()`` and scopes every job lookup.
 
 from __future__ import annotations
 
-import asyncio
-import functools
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -18,10 +16,13 @@ from protolens.v1 import service_pb2_grpc
 from protolens_server import ENGINE_VERSION
 from protolens_server.api import convert
 from protolens_server.api.model_view import ModelView
+from protolens_server.api.request_pool import RequestPool
+from protolens_server.api.stream_slots import StreamSlots
 from protolens_server.api.tenancy import current_tenant
 from protolens_server.api.validation import (
     ReferenceResolver,
     build_spec,
+    check_request_limits,
     model_name,
     page_size,
 )
@@ -29,6 +30,9 @@ from protolens_server.config import Settings
 from protolens_server.errors import FailedPrecondition, InvalidArgument, NotFound
 from protolens_server.logging import bound_fields
 from protolens_server.queue.pages import MAX_PAGE_SIZE
+
+# Replies for jobs with more targets and prototypes than this are built in the pool.
+_INLINE_TARGETS = 64
 
 
 def job_id_of(name: str, field: str = "name") -> str:
@@ -52,24 +56,33 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         catalog: Any,
         settings: Settings,
         resolve_reference: ReferenceResolver,
+        *,
+        pool: RequestPool | None = None,
     ) -> None:
         self.queue = queue
         self.models = ModelView(catalog)
         self.settings = settings
         self.resolve_reference = resolve_reference
+        self.pool = pool if pool is not None else RequestPool(settings.request_threads)
+        self.streams = StreamSlots(settings.max_streams_per_tenant)
 
     async def _class_names(self, record: Any) -> tuple[str, ...]:
         return await self.models.class_names(record.spec.model, record.spec.model_digest)
 
     async def _job(self, record: Any) -> Any:
-        return convert.job_to_pb(record, await self._class_names(record))
+        names = await self._class_names(record)
+        if len(record.spec.targets) + len(record.prototypes) > _INLINE_TARGETS:
+            return await self.pool.run(convert.job_to_pb, record, names)  # a big job: off the loop
+        return convert.job_to_pb(record, names)
 
     # --- jobs --------------------------------------------------------------------
     async def CreatePrototypeJob(
         self, request: pb.CreatePrototypeJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreatePrototypeJobResponse:
+        check_request_limits(request, self.settings)  # at once, before any work
         info = await self.models.describe(model_name(request.model))
-        build = functools.partial(
+        # Class resolution (and a reference set's digest: file I/O) off the event loop.
+        spec = await self.pool.run(
             build_spec,
             request,
             info=info,
@@ -78,8 +91,6 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
             tenant=current_tenant(),
             trace_id=str(bound_fields().get("trace_id") or ""),
         )
-        # A reference set means file I/O (its digest): off the event loop.
-        spec = await asyncio.to_thread(build) if request.reference_set else build()
         record, outcome = await self.queue.submit(spec)  # counts protolens_jobs_created_total
         return pb.CreatePrototypeJobResponse(
             job=await self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
@@ -114,11 +125,13 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     async def WatchJob(
         self, request: pb.WatchJobRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.WatchJobResponse]:
-        events = self.queue.watch(
-            job_id_of(request.name), tenant=current_tenant(), after=request.cursor or "0"
-        )
-        async for entry_id, event in events:  # ends after the event with a finished state
-            yield convert.event_to_pb(entry_id, event)
+        tenant = current_tenant()
+        with self.streams.hold(tenant, "WatchJob"):
+            events = self.queue.watch(
+                job_id_of(request.name), tenant=tenant, after=request.cursor or "0"
+            )
+            async for entry_id, event in events:  # ends after the event with a finished state
+                yield convert.event_to_pb(entry_id, event)
 
     # --- prototypes --------------------------------------------------------------
     async def GetPrototype(

@@ -6,20 +6,23 @@ error naming the request field (``targets[1].classes[0]``, ``config.steps``...).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
+from google.protobuf.message import Message
 from protolens.v1 import common_pb2, service_pb2
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.config import Settings
 from protolens_server.engine.types import GenerationConfig, Target
 from protolens_server.errors import InvalidArgument
-from protolens_server.models.classes import resolve_class
+from protolens_server.models.classes import ClassIndex, class_index
 from protolens_server.queue.pages import MAX_PAGE_SIZE
 from protolens_server.queue.records import JobSpec, TargetSpec
 
 MAX_REQUEST_ID_CHARS = 128
+MAX_CLASS_NAME_CHARS = 256
 MAX_SEED = 2**63 - 1
 DEFAULT_PAGE_SIZE = 50
 _KINDS = {
@@ -47,24 +50,70 @@ def model_name(value: str) -> str:
     return name
 
 
+def check_request_limits(
+    request: service_pb2.CreatePrototypeJobRequest, settings: Settings
+) -> None:
+    """A job request's size limits, checked at once (cheap: before any class is resolved)."""
+    check_request_size(request, settings)
+    if len(request.targets) > settings.max_targets_per_job:
+        raise InvalidArgument(
+            "targets",
+            f"{len(request.targets)} targets; this server allows at most"
+            f" {settings.max_targets_per_job} per job (max_targets_per_job)",
+        )
+    refs = 0
+    for i, target in enumerate(request.targets):
+        count = len(target.classes)
+        if count > settings.max_classes_per_target:
+            raise InvalidArgument(
+                f"targets[{i}].classes",
+                f"{count} classes; this server allows at most {settings.max_classes_per_target}"
+                " per target (max_classes_per_target)",
+            )
+        refs += count
+    if refs > settings.max_class_refs_per_job:
+        raise InvalidArgument(
+            "targets",
+            f"{refs} class references in all (targets x classes per target); this server"
+            f" allows at most {settings.max_class_refs_per_job} per job (max_class_refs_per_job)",
+        )
+
+
+def check_request_size(request: Message, settings: Settings) -> None:
+    size = request.ByteSize()
+    if size > settings.max_request_bytes:
+        raise InvalidArgument(
+            "request",
+            f"is {size} bytes; this server accepts at most {settings.max_request_bytes}"
+            " (max_request_bytes): split it",
+        )
+
+
+def _class_ref(ref: common_pb2.ClassRef, index: ClassIndex, field: str) -> int:
+    which = ref.WhichOneof("ref")
+    if which is None:
+        raise InvalidArgument(field, "set a class index or a class name")
+    value = getattr(ref, which)
+    if which == "name" and len(value) > MAX_CLASS_NAME_CHARS:
+        raise InvalidArgument(
+            field, f"a class name of {len(value)} characters; at most {MAX_CLASS_NAME_CHARS}"
+        )
+    return index.resolve(value, field=field)
+
+
 def _targets(
-    request: service_pb2.CreatePrototypeJobRequest, info: Any, limit: int
+    request: service_pb2.CreatePrototypeJobRequest, info: Any, settings: Settings
 ) -> tuple[TargetSpec, ...]:
     if not request.targets:
         raise InvalidArgument("targets", "give at least one target (a class index or name)")
-    if len(request.targets) > limit:
-        raise InvalidArgument(
-            "targets", f"{len(request.targets)} targets; this server allows at most {limit} per job"
-        )
+    check_request_limits(request, settings)
+    index = class_index(info)
     specs = []
     for i, target in enumerate(request.targets):
-        classes = []
-        for j, ref in enumerate(target.classes):
-            field = f"targets[{i}].classes[{j}]"
-            which = ref.WhichOneof("ref")
-            if which is None:
-                raise InvalidArgument(field, "set a class index or a class name")
-            classes.append(resolve_class(info, getattr(ref, which), field=field))
+        classes = [
+            _class_ref(ref, index, f"targets[{i}].classes[{j}]")
+            for j, ref in enumerate(target.classes)
+        ]
         if target.kind not in _KINDS and target.kind != common_pb2.TARGET_KIND_UNSPECIFIED:
             raise InvalidArgument(f"targets[{i}].kind", f"unknown kind {target.kind}")
         kind = _KINDS.get(target.kind) or ("hybrid" if len(classes) > 1 else "prototype")
@@ -84,6 +133,9 @@ def generation_config(
     fields = {
         f.name: getattr(given, f.name) for f in given.DESCRIPTOR.fields if given.HasField(f.name)
     }
+    for name, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"config.{name}", f"must be a finite number (got {value!r})")
     config = GenerationConfig(**fields, prototypes=prototypes or 1)
     if config.steps > settings.max_steps:
         raise InvalidArgument(
@@ -130,7 +182,7 @@ def build_spec(
 
     Raises domain errors naming the field.
     """
-    targets = _targets(request, info, settings.max_targets_per_job)
+    targets = _targets(request, info, settings)
     config = generation_config(request.config, request.prototypes_per_target, settings).to_dict()
     seed = seed_of(request)
     if request.priority not in _PRIORITIES:
