@@ -37,6 +37,10 @@ _PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()} | {
 CONFIG_FIELDS = tuple(f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields)
 
 
+_INDEX_DIGITS = 9  # longer digit strings go as names; the service explains
+_INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+
+
 def _bad(field: str, message: str) -> InvalidArgumentError:
     return InvalidArgumentError(
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -65,13 +69,27 @@ def config_to_pb(config: Mapping[str, Any] | None) -> common_pb2.GenerationConfi
 def target_to_pb(target: types.Target) -> common_pb2.Target:
     if target.kind not in _KINDS:
         raise _bad("targets.kind", "must be prototype, antitype or hybrid")
-    refs = []
-    for c in target.classes:
-        if isinstance(c, int) or (isinstance(c, str) and c.lstrip("-").isdigit()):
-            refs.append(common_pb2.ClassRef(index=int(c)))
-        else:
-            refs.append(common_pb2.ClassRef(name=str(c)))
-    return common_pb2.Target(classes=refs, kind=_KINDS[target.kind])
+    return common_pb2.Target(
+        classes=[class_ref(c) for c in target.classes], kind=_KINDS[target.kind]
+    )
+
+
+def class_ref(value: int | str) -> common_pb2.ClassRef:
+    """An int, or a string of ASCII digits that fits a class index, is an index; any
+    other string is a class name (the service says if it knows it)."""
+    if isinstance(value, bool):
+        raise _bad("targets.classes", f"{value!r} is not a class index or name")
+    if isinstance(value, str):
+        text = value.strip()
+        digits = text.removeprefix("-")
+        if not (digits.isascii() and digits.isdigit() and len(digits) <= _INDEX_DIGITS):
+            return common_pb2.ClassRef(name=value)
+        value = int(text)
+    if not isinstance(value, int):
+        return common_pb2.ClassRef(name=str(value))
+    if not _INT32_MIN <= value <= _INT32_MAX:
+        raise _bad("targets.classes", f"class index {value} is out of range")
+    return common_pb2.ClassRef(index=value)
 
 
 def create_request(

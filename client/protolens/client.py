@@ -234,6 +234,21 @@ class Client(_Base, CheckMethods):
             )
         return self._bind(convert.job(resp.job))
 
+    def get_job_after_watch(self, job: JobRef, *, timeout: float | None = None) -> types.Job:
+        """``get_job`` for a job one has just watched: a lost connection or an unavailable
+        service (an API restart) is ridden out with the client's ``watch_retry`` policy."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        state = _Reconnect(self.watch_retry, timeout, opened=True)  # the watch got through
+        while True:
+            remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+            try:
+                return self.get_job(job, timeout=min(remaining or self.timeout or 30, 30))
+            except ConnectionError:
+                wait = state.delay(grpc.StatusCode.UNAVAILABLE)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+
     def list_jobs(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> tuple[list[types.Job], str]:
@@ -301,17 +316,8 @@ class Client(_Base, CheckMethods):
         for event in self.watch_job(job, timeout=timeout):
             if event.finished:
                 break
-        state = _Reconnect(self.watch_retry, None, opened=True)  # the watch got through
-        while True:
-            remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
-            try:
-                final = self.get_job(job, timeout=min(remaining or self.timeout or 30, 30))
-                break
-            except ConnectionError:
-                wait = state.delay(grpc.StatusCode.UNAVAILABLE)
-                if wait is None:
-                    raise
-                time.sleep(wait)
+        remaining = None if deadline is None else max(0.1, deadline - time.monotonic())
+        final = self.get_job_after_watch(job, timeout=remaining)
         if raise_on_failure and final.state != "SUCCEEDED":
             raise JobFailedError(final)
         return final
@@ -400,6 +406,18 @@ class AsyncClient(_Base, AsyncCheckMethods):
             resp = await self._stub.GetJob(req, **self._kw(timeout))
         return convert.job(resp.job)
 
+    async def get_job_after_watch(self, job: JobRef, *, timeout: float | None = None) -> types.Job:
+        """``get_job`` riding out a lost connection (see ``Client.get_job_after_watch``)."""
+        state = _Reconnect(self.watch_retry, timeout, opened=True)  # the watch got through
+        while True:
+            try:
+                return await self.get_job(job, timeout=state.remaining())
+            except ConnectionError:
+                wait = state.delay(grpc.StatusCode.UNAVAILABLE)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+
     async def list_jobs(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
     ) -> tuple[list[types.Job], str]:
@@ -453,16 +471,7 @@ class AsyncClient(_Base, AsyncCheckMethods):
         async for event in self.watch_job(job, timeout=timeout):
             if event.finished:
                 break
-        state = _Reconnect(self.watch_retry, None, opened=True)  # the watch got through
-        while True:
-            try:
-                final = await self.get_job(job)
-                break
-            except ConnectionError:
-                wait = state.delay(grpc.StatusCode.UNAVAILABLE)
-                if wait is None:
-                    raise
-                await asyncio.sleep(wait)
+        final = await self.get_job_after_watch(job)
         if raise_on_failure and final.state != "SUCCEEDED":
             raise JobFailedError(final)
         return final

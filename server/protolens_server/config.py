@@ -31,6 +31,28 @@ class Settings(BaseSettings):
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0 = pick a free port; -1 not allowed
 
+    # Sharing the API fairly (docs/tenancy.md, "Limits that keep the service up").
+    # The API's Redis connections: a bounded pool; a command waits up to
+    # ``redis_pool_timeout_s`` for a free connection, then answers UNAVAILABLE.
+    redis_max_connections: int = Field(32, ge=2)
+    redis_pool_timeout_s: float = Field(5.0, gt=0)
+    # Every WatchJob of an API process is served by one reader of the job event
+    # streams (queue/watch.py); a new watch joins its reads within this time.
+    watch_read_block_ms: int = Field(250, ge=10, le=60_000)
+    # Concurrent WatchJob streams one tenant may hold open on one API process.
+    max_streams_per_tenant: int = Field(256, ge=1)
+    # Request validation, class-name resolution and policy YAML run in this many
+    # threads, never on the event loop.
+    request_threads: int = Field(4, ge=1, le=64)
+    # Requests: refused with INVALID_ARGUMENT at once, naming the limit.
+    max_request_bytes: int = Field(1024 * 1024, ge=1024)
+    max_classes_per_target: int = Field(16, ge=1)
+    max_class_refs_per_job: int = Field(4096, ge=1)  # targets x classes per target
+    max_policy_bytes: int = Field(64 * 1024, ge=256)
+    # How often the API pings Redis for its health status (NOT_SERVING within
+    # about twice this after Redis stops answering, SERVING again as soon as it does).
+    health_probe_s: float = Field(0.25, gt=0, le=30)
+
     # Authentication and transport (docs/tenancy.md). Without ``insecure`` every RPC but
     # health/reflection needs an API key; ``insecure`` (development, loopback only) lets
     # callers without a key in as the ``default`` tenant over plaintext.

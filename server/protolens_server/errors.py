@@ -6,7 +6,8 @@
     │   └── ReferenceSetError  a reference folder/file is missing, unreadable or the wrong size
     ├── NotFound
     │   ├── ModelNotFound      no model of that name/path
-    │   └── JobNotFound        no such job (or not yours)
+    │   ├── JobNotFound        no such job (or not yours)
+    │   └── CheckNotFound      no such registry check (or not yours)
     ├── InvalidModel           a file that is not a loadable model, or a shape mismatch
     ├── QueueFull              a queue or quota limit was hit (carries retry_after_s)
     │   └── QuotaExceeded      a per-tenant quota (tenants_file) was hit; names the quota
@@ -63,6 +64,10 @@ class ModelNotFound(NotFound):
 
 class JobNotFound(NotFound):
     reason = "JOB_NOT_FOUND"
+
+
+class CheckNotFound(NotFound):
+    reason = "CHECK_NOT_FOUND"
 
 
 class InvalidModel(ProtolensError):

@@ -47,6 +47,43 @@ DEDUP_JOINS = Counter(
     "Requests attached to an identical job in flight",
     registry=REGISTRY,
 )
+WATCHERS = Gauge(
+    "protolens_watchers",
+    "WatchJob streams this API process is serving",
+    registry=REGISTRY,
+)
+WATCH_STREAMS_READ = Gauge(
+    "protolens_watch_streams_read",
+    "Job event streams the process's one shared reader follows (one per watched job)",
+    registry=REGISTRY,
+)
+WATCH_READS = Counter(
+    "protolens_watch_reads_total",
+    "Reads of the shared event reader (one blocking XREAD for all watched jobs)",
+    registry=REGISTRY,
+)
+STREAMS_REFUSED = Counter(
+    "protolens_streams_refused_total",
+    "Streaming RPCs refused because the tenant had max_streams_per_tenant open",
+    registry=REGISTRY,
+)
+REDIS_CONNECTIONS = Gauge(
+    "protolens_redis_connections",
+    "Connections of the API's Redis pool, by state (bounded by redis_max_connections)",
+    ["state"],  # in_use | idle
+    registry=REGISTRY,
+)
+REQUEST_POOL_BUSY = Gauge(
+    "protolens_request_pool_busy",
+    "Requests being validated in the request thread pool (bounded by request_threads)",
+    registry=REGISTRY,
+)
+EVENT_LOOP_LAG = Histogram(
+    "protolens_event_loop_lag_seconds",
+    "How late the API's event loop ran a timer (a CPU-bound call on the loop shows here)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+    registry=REGISTRY,
+)
 
 # --- Queue (sampled by whoever serves metrics) ---------------------------------------
 QUEUE_DEPTH = Gauge(

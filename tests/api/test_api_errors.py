@@ -26,6 +26,7 @@ TABLE_CASES = [
     (domain.NotFound("gone"), S.NOT_FOUND, "NOT_FOUND"),
     (domain.ModelNotFound("no model"), S.NOT_FOUND, "MODEL_NOT_FOUND"),
     (domain.JobNotFound("no job"), S.NOT_FOUND, "JOB_NOT_FOUND"),
+    (domain.CheckNotFound("no check"), S.NOT_FOUND, "CHECK_NOT_FOUND"),
     (domain.InvalidModel("broken"), S.FAILED_PRECONDITION, "INVALID_MODEL"),
     (domain.QueueFull("full", retry_after_s=2.5), S.RESOURCE_EXHAUSTED, "QUEUE_FULL"),
     (domain.FailedPrecondition("done"), S.FAILED_PRECONDITION, "FAILED_PRECONDITION"),

@@ -26,7 +26,7 @@ from protolens_server.api.server import ApiServer, start_server
 from protolens_server.api.tenancy import DEFAULT_TENANT
 from protolens_server.checks.store import CheckRecord, CheckStore
 from protolens_server.config import Settings
-from protolens_server.errors import JobNotFound
+from protolens_server.errors import CheckNotFound
 from protolens_server.queue.connection import redis_from_url
 from protolens_server.queue.keys import Keys
 from protolens_server.queue.records import JobState
@@ -145,7 +145,7 @@ async def _one_way_and_fenced(redis: Any, keys: Keys) -> None:
         run = CheckRecord("c1", "acme", "m@2", "m@1", {"classes": [0]})
         await store.create(run, "owner-a", 5000)
         assert (await store.get("c1", "acme")).lease_held
-        with pytest.raises(JobNotFound):
+        with pytest.raises(CheckNotFound):
             await store.get("c1", "other")  # another tenant's check: like a missing one
         run.progress = 0.5
         assert await store.update(run, "owner-b") == "lost"  # not the lease holder: nothing

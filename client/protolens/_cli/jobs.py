@@ -119,8 +119,8 @@ def parse_target(text: str) -> Any:
 
 
 def _class(text: str) -> int | str:
-    text = text.strip()
-    return int(text) if text.isdigit() else text
+    """A class index or name as typed: the SDK decides which (``_convert.class_ref``)."""
+    return text.strip()
 
 
 def parse_config(pairs: list[str], steps: int | None) -> dict[str, Any]:
@@ -231,10 +231,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
                     )
                 )
                 sys.stdout.flush()
-            job = client.get_job(args.job)
+            job = client.get_job_after_watch(args.job)
         else:
             follow(client, args.job)
-            job = client.get_job(args.job)
+            job = client.get_job_after_watch(args.job)
             print(_job_line(job))
     return 0 if job.state == "SUCCEEDED" else 1
 

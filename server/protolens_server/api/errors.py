@@ -43,6 +43,7 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     domain.NotFound: Mapping(grpc.StatusCode.NOT_FOUND),
     domain.ModelNotFound: Mapping(grpc.StatusCode.NOT_FOUND),
     domain.JobNotFound: Mapping(grpc.StatusCode.NOT_FOUND),
+    domain.CheckNotFound: Mapping(grpc.StatusCode.NOT_FOUND),
     domain.InvalidModel: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
     domain.QueueFull: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.QuotaExceeded: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),

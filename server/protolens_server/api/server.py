@@ -1,11 +1,14 @@
 """The API server: ``start_server(settings)`` for tests and ``serve(settings)`` for deployments.
 
 One grpc.aio server carries ``ProtolensService``, ``grpc.health.v1`` (``""`` and
-the service name; NOT_SERVING while Redis is unreachable or on shutdown) and
-server reflection, all behind ``ServiceInterceptor``. Message sizes are capped
-explicitly by ``Settings.max_message_bytes`` (PNG payloads). A background task
-samples queue statistics into the queue gauges and resumes checks whose driving
-replica died (``CheckRunner.tick``); on stop this replica's checks are handed back.
+the service name; NOT_SERVING while Redis does not answer a PING, checked every
+``health_probe_s``, or on shutdown) and server reflection, all behind
+``ServiceInterceptor``. Message sizes are capped explicitly by
+``Settings.max_message_bytes`` (PNG payloads). A background task samples queue
+statistics into the queue gauges and resumes checks whose driving replica died
+(``CheckRunner.tick``); on stop this replica's checks are handed back. Requests
+are validated in a bounded thread pool (``api/request_pool.py``) shared by the
+services, and ``LoopLagProbe`` measures how late the event loop runs.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from protolens_server.api.admin import add_admin_service
 from protolens_server.api.auth import ApiKeyAuth, ApiKeyStore, RateLimiter
 from protolens_server.api.checks import add_check_service
 from protolens_server.api.interceptors import ServiceInterceptor
+from protolens_server.api.loop_lag import LoopLagProbe
 from protolens_server.api.reference_sets import ReferenceSets
+from protolens_server.api.request_pool import RequestPool
 from protolens_server.api.servicer import ProtolensServicer
 from protolens_server.api.tenancy import TenantResolver
 from protolens_server.api.transport import server_credentials
@@ -64,7 +69,12 @@ class ApiServer:
     sample_interval_s: float = SAMPLE_INTERVAL_S
     services: tuple[str, ...] = (SERVICE_NAME,)
     checks: Any = None  # the CheckRunner: tick() each sample, close() on stop
+    pool: RequestPool | None = None  # where requests are validated (closed on stop)
+    redis_probe: Any = None  # a one-connection client without retries: health's PING
+    health_probe_s: float = 0.25
+    lag: LoopLagProbe = field(default_factory=LoopLagProbe)
     _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
+    _prober: asyncio.Task[None] | None = field(default=None, repr=False)
 
     async def _set_health(self, serving: bool) -> None:
         status = (
@@ -76,37 +86,54 @@ class ApiServer:
             await self.health.set(name, status)
 
     async def _sample(self) -> None:
-        """Refresh the queue gauges; health follows whether Redis answers."""
-        serving = True
+        """Refresh the queue gauges; resume checks whose driving replica died."""
         task = asyncio.current_task()
         # (checks cancelling(): redis-py may swallow a cancellation that lands mid-command)
         while task is None or not task.cancelling():
             await asyncio.sleep(self.sample_interval_s)
             try:
                 await self.queue.update_metrics()
-                ok = True
             except Exception as exc:
                 log.warning("queue.stats_failed", extra={"error": str(exc)})
-                ok = False
-            if ok != serving:
-                serving = ok
-                await self._set_health(ok)
-            if ok and self.checks is not None:
+                continue
+            if self.checks is not None:
                 try:
                     await self.checks.tick()
                 except Exception as exc:
                     log.warning("checks.sweep_failed", extra={"error": str(exc)})
 
+    async def _probe_redis(self) -> None:
+        """Health follows whether Redis answers a PING, checked every ``health_probe_s``:
+        NOT_SERVING within about twice that of an outage, SERVING at the first answer."""
+        serving = True
+        timeout = max(0.5, self.health_probe_s)
+        task = asyncio.current_task()
+        while task is None or not task.cancelling():
+            await asyncio.sleep(self.health_probe_s)
+            try:
+                ok = bool(await asyncio.wait_for(self.redis_probe.ping(), timeout))
+            except Exception:
+                ok = False
+            if ok != serving:
+                serving = ok
+                log.warning("api.health", extra={"serving": ok, "why": "redis ping"})
+                await self._set_health(ok)
+
     def start_sampling(self) -> None:
         self._sampler = asyncio.create_task(self._sample(), name="protolens-queue-sampler")
+        if self.redis_probe is not None:
+            self._prober = asyncio.create_task(self._probe_redis(), name="protolens-redis-probe")
+        self.lag.start()
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """NOT_SERVING first (load balancers drain), then finish in-flight RPCs, then close."""
         await self._set_health(False)
-        if self._sampler:
-            self._sampler.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sampler
+        for task in (self._sampler, self._prober):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        await self.lag.stop()
         try:  # bounded: a stuck stream must not keep the process from exiting
             await asyncio.wait_for(self.grpc_server.stop(grace), (grace or 0) + 10)
         except TimeoutError:
@@ -114,6 +141,10 @@ class ApiServer:
         if self.checks is not None:
             await self.checks.close()
         await self.queue.close()
+        if self.redis_probe is not None:
+            await self.redis_probe.aclose()
+        if self.pool is not None:
+            self.pool.close()
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -154,12 +185,15 @@ async def start_server(
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
     )
+    pool = RequestPool(settings.request_threads)
     servicer = ProtolensServicer(
-        queue, catalog, settings, ReferenceSets(settings.reference_root).digest
+        queue, catalog, settings, ReferenceSets(settings.reference_root).digest, pool=pool
     )
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
     lease_s = check_lease_s or settings.check_lease_s
-    checks = add_check_service(server, queue, catalog, settings, lease_s=lease_s)  # api/checks.py
+    checks = add_check_service(  # api/checks.py
+        server, queue, catalog, settings, pool=pool, lease_s=lease_s
+    )
     hooks = (add_admin_service, *extra_services)
     services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in hooks))
     health_servicer = health.aio.HealthServicer()
@@ -174,12 +208,52 @@ async def start_server(
         port = server.add_secure_port(address, credentials)
     await server.start()
     api = ApiServer(
-        server, port, queue, catalog, health_servicer, sample_interval_s, services, checks
+        server,
+        port,
+        queue,
+        catalog,
+        health_servicer,
+        sample_interval_s,
+        services,
+        checks,
+        pool=pool,
+        redis_probe=_probe_client(settings, queue),
+        health_probe_s=settings.health_probe_s,
     )
+    _export_pool_usage(queue.redis)
     await api._set_health(True)
     api.start_sampling()
     log.info("api.started", extra={"address": f"{settings.grpc_host}:{port}"})
     return api, port
+
+
+def _probe_client(settings: Settings, queue: Any) -> Any:
+    """A client for health's PING: one connection, no retries, short timeouts (so an
+    outage shows at once, and a busy main pool never looks like one)."""
+    if not settings.redis_url:
+        return queue.redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    from protolens_server.queue.connection import redis_from_url
+
+    timeout = max(0.5, settings.health_probe_s)
+    return redis_from_url(
+        settings.redis_url,
+        max_connections=1,
+        pool_timeout_s=timeout,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=0,
+    )
+
+
+def _export_pool_usage(client: Any) -> None:
+    from protolens_server.queue.connection import pool_usage
+
+    metrics.REDIS_CONNECTIONS.labels("in_use").set_function(lambda: pool_usage(client)[0])
+    metrics.REDIS_CONNECTIONS.labels("idle").set_function(lambda: pool_usage(client)[1])
 
 
 async def serve(

@@ -47,7 +47,12 @@ from protolens_server.checks.result import CheckResult, ModelRef
 from protolens_server.checks.run import analyse, check_compatible, resolve_classes
 from protolens_server.checks.store import CheckRecord, CheckStore, new_check_id
 from protolens_server.engine.types import GenerationConfig
-from protolens_server.errors import FailedPrecondition, JobNotFound, ProtolensError
+from protolens_server.errors import (
+    CheckNotFound,
+    FailedPrecondition,
+    JobNotFound,
+    ProtolensError,
+)
 from protolens_server.queue.records import JobRecord, JobSpec, JobState
 
 log = logging.getLogger(__name__)
@@ -186,14 +191,14 @@ class CheckRunner:
             raise FailedPrecondition(f"check {check_id} is {record.state}; no report")
         report = await self.store.report(check_id)
         if report is None:
-            raise JobNotFound(f"the report of check {check_id} has expired", check=check_id)
+            raise CheckNotFound(f"the report of check {check_id} has expired", check=check_id)
         return report
 
     async def cancel(self, check_id: str, tenant: str) -> CheckRecord:
         """Mark it CANCELLED (from any replica) and cancel its jobs."""
         outcome, state = await self.store.cancel(check_id, tenant)
         if outcome == "notfound":
-            raise JobNotFound(f"check {check_id!r} not found", check=check_id)
+            raise CheckNotFound(f"check {check_id!r} not found", check=check_id)
         if outcome == "finished":
             raise FailedPrecondition(f"check {check_id} already ended {state}")
         record = await self.store.get(check_id, tenant)
@@ -239,7 +244,7 @@ class CheckRunner:
             return False
         try:
             record = await self.store.get(check_id)
-        except JobNotFound:
+        except CheckNotFound:
             await self.store.release(check_id, self.owner)
             return False
         log.info("check.resumed", extra={"check": check_id, "drives": record.drives})

@@ -29,7 +29,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from protolens_server.checks.prototypes import GenerationStats
-from protolens_server.errors import JobNotFound
+from protolens_server.errors import CheckNotFound
 from protolens_server.queue.keys import Keys
 from protolens_server.queue.pages import newest_first
 
@@ -306,7 +306,7 @@ class CheckStore:
 
     # --- any replica -------------------------------------------------------------------
     async def get(self, check_id: str, tenant: str | None = None) -> CheckRecord:
-        """The record; JobNotFound when missing or another tenant's (no hint which)."""
+        """The record; CheckNotFound when missing or another tenant's (no hint which)."""
         raw, lease = {}, 0
         if check_id:
             pipe = self.redis.pipeline(transaction=False)
@@ -369,10 +369,10 @@ class CheckStore:
         self, check_id: str, raw: dict[Any, Any], tenant: str | None, leased: bool
     ) -> CheckRecord:
         if not raw or b"tenant" not in raw:
-            raise JobNotFound(f"check {check_id!r} not found", check=check_id)
+            raise CheckNotFound(f"check {check_id!r} not found", check=check_id)
         record = CheckRecord.from_fields(check_id, raw)
         if tenant is not None and record.tenant != tenant:
-            raise JobNotFound(f"check {check_id!r} not found", check=check_id)
+            raise CheckNotFound(f"check {check_id!r} not found", check=check_id)
         record.lease_held = leased
         return record
 

@@ -34,8 +34,10 @@ from protolens_server.queue.keys import CANCEL_FIELD, GROUP, PARKED, PNG_FIELD, 
 from protolens_server.queue.records import JobRecord, StoredPrototype
 from protolens_server.quotas import load_quotas
 
-# An entry handed back gets this idle time, so the next XAUTOCLAIM of any worker takes it.
+# An entry handed back gets this idle time (plus how long it has been in the line of
+# handed-back entries), so the next reclaim of any worker takes it, oldest in line first.
 HANDBACK_IDLE_MS = 31_536_000_000
+_SCAN_ROWS = 1000  # pending entries looked at per worker consumer when reclaiming
 
 
 def _text(v: object) -> str:
@@ -44,12 +46,17 @@ def _text(v: object) -> str:
 
 @dataclass(frozen=True)
 class Entry:
-    """A stream entry in this consumer's pending list, not yet claimed."""
+    """A stream entry in this consumer's pending list, not yet claimed.
+
+    ``line_since_ms``: when a batch first passed this entry over (unix ms; 0 if never):
+    its place in the line of passed-over entries, kept when it is passed over again.
+    """
 
     stream: str
     entry_id: str
     job_id: str
     reclaimed: bool = False
+    line_since_ms: int = 0
 
 
 @dataclass
@@ -116,16 +123,18 @@ class QueueConsumer:
         return [Entry(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
     async def reclaim(self, count: int) -> list[Entry]:
-        """Entries idle longer than ``reclaim_idle_s`` (their worker stopped), p0 first.
+        """Up to ``count`` entries no worker is running, in the order they should run.
 
-        Only entries held by workers: the ``PARKED`` consumer's waiting entries are
-        idle by design and are taken in fair order by ``read``.
+        First the line of entries handed back (passed over by a batch of another
+        config, or read ahead and released), in the order they were first passed
+        over; then entries of workers that stopped heartbeating (idle longer than
+        ``reclaim_idle_s``), p0 first. Only entries held by workers: the ``PARKED``
+        consumer's waiting entries are taken in fair order by ``read``.
         """
         min_idle = int(self.settings.reclaim_idle_s * 1000)
-        out: list[Entry] = []
-        for stream in self.keys.streams:
-            if len(out) >= count:
-                break
+        now_ms = int(time.time() * 1000)
+        found: list[tuple[tuple[int, int, int], str, str, int]] = []
+        for rank, stream in enumerate(self.keys.streams):
             summary = await self.redis.xpending(stream, GROUP)
             holders = [
                 _text(c["name"])
@@ -133,21 +142,27 @@ class QueueConsumer:
                 if _text(c["name"]) != PARKED and int(c["pending"]) > 0
             ]
             for holder in holders:
-                if len(out) >= count:
-                    break
                 rows = await self.redis.xpending_range(
-                    stream, GROUP, "-", "+", count - len(out), consumername=holder, idle=min_idle
+                    stream, GROUP, "-", "+", _SCAN_ROWS, consumername=holder, idle=min_idle
                 )
-                ids = [row["message_id"] for row in rows]
-                if not ids:
-                    continue
-                for entry_id, fields in await self.redis.xclaim(
-                    stream, GROUP, self.name, min_idle, ids
-                ):
-                    if fields:
-                        out.append(Entry(stream, _text(entry_id), _text(fields[b"job"]), True))
-                    else:  # deleted while pending: nothing to run
-                        await self.redis.xack(stream, GROUP, entry_id)
+                for row in rows:
+                    idle = int(row["time_since_delivered"])
+                    since = now_ms - (idle - HANDBACK_IDLE_MS) if idle >= HANDBACK_IDLE_MS else 0
+                    order = (0, 0, since) if since else (1, rank, -idle)
+                    found.append((order, stream, _text(row["message_id"]), since))
+        found.sort(key=lambda f: f[0])
+        out: list[Entry] = []
+        for _order, stream, entry_id, since in found:
+            if len(out) >= count:
+                break
+            for claimed_id, fields in await self.redis.xclaim(
+                stream, GROUP, self.name, min_idle, [entry_id]
+            ):
+                if fields:
+                    job_id = _text(fields[b"job"])
+                    out.append(Entry(stream, _text(claimed_id), job_id, True, since))
+                else:  # deleted while pending: nothing to run
+                    await self.redis.xack(stream, GROUP, claimed_id)
         return out
 
     async def claim(
@@ -337,9 +352,17 @@ class QueueConsumer:
         return _text(answer)
 
     async def hand_back_entry(self, entry: Entry) -> None:
-        """Release an entry read but never claimed so the next reclaim takes it at once."""
+        """Release an entry read but never claimed so the next reclaim takes it at once,
+        keeping its place in the line of handed-back entries (``Entry.line_since_ms``)."""
+        waited = int(time.time() * 1000) - entry.line_since_ms if entry.line_since_ms else 0
         await self.redis.xclaim(
-            entry.stream, GROUP, self.name, 0, [entry.entry_id], idle=HANDBACK_IDLE_MS, justid=True
+            entry.stream,
+            GROUP,
+            self.name,
+            0,
+            [entry.entry_id],
+            idle=HANDBACK_IDLE_MS + max(0, waited),
+            justid=True,
         )
 
     async def leave(self) -> None:

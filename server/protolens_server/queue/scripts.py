@@ -54,9 +54,12 @@ local function park(stream, group, parked)
   redis.pcall('XGROUP', 'CREATE', stream, group, '0', 'MKSTREAM')
   redis.call('XREADGROUP', 'GROUP', group, parked, 'COUNT', 1000, 'STREAMS', stream, '>')
 end
+-- A tenant that had nothing waiting joins the ring at its head, so the next take
+-- serves it (it has had no turn while others' batches ran): with configs that
+-- cannot share a batch, its job heads the next batch formed (docs/tenancy.md).
 local function tenant_push(tq, ring, ringset, base, job_id)
   redis.call('RPUSH', tq, job_id)
-  if redis.call('SADD', ringset, base) == 1 then redis.call('RPUSH', ring, base) end
+  if redis.call('SADD', ringset, base) == 1 then redis.call('LPUSH', ring, base) end
 end
 """
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 import traceback
@@ -46,6 +47,28 @@ T = TypeVar("T")
 # Caller mistakes, and divergence (generation is deterministic: the same request
 # diverges again): retrying cannot help, so the job fails on the first attempt.
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, NotFound, GenerationDiverged)
+
+
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
+_MAX_ERROR_CHARS = 300
+
+
+def job_error_text(error: BaseException) -> str:
+    """What a job records of its error (tenants read it in ``Job.error``):
+    ``"<ErrorClass>: <first line>"`` (the last line after a traceback), file paths
+    replaced by ``<path>``, capped.
+
+    A model's own exceptions can carry a TorchScript traceback with the paths of the
+    machine that built it, or of this one; the whole traceback goes to the log only.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if any(line.startswith("Traceback") for line in lines):
+        lines = lines[-1:]  # the exception a (TorchScript) traceback ends with
+    first = _PATH.sub("<path>", lines[0] if lines else "")
+    if len(first) > _MAX_ERROR_CHARS:
+        first = first[: _MAX_ERROR_CHARS - 3] + "..."
+    name = type(error).__name__
+    return f"{name}: {first}" if first else name
 
 
 def default_worker_name() -> str:
@@ -317,9 +340,11 @@ class Worker:
             for delivery in live:
                 await self._generate_and_store([delivery])
             return
-        text = f"{type(error).__name__}: {error}"
-        if not isinstance(error, (*PERMANENT_ERRORS, GenerationCancelled)):
-            log.warning("job failed: %s", "".join(traceback.format_exception(error))[-2000:])
+        text = job_error_text(error)
+        detail = "".join(traceback.format_exception(error))[-4000:]
+        for d in live:  # the detail stays in the server log; the job keeps the clean text
+            with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
+                log.warning("job %s failed: %s\n%s", d.job_id, text, detail)
         await self._end_all(live, "fail" if permanent else "retry", error=text)
 
     async def _after_stop(self, deliveries: list[Delivery]) -> None:
