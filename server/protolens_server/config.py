@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     # Sharing the API fairly (docs/tenancy.md, "Limits that keep the service up").
     # The API's Redis connections: a bounded pool; a command waits up to
     # ``redis_pool_timeout_s`` for a free connection, then answers UNAVAILABLE.
-    redis_max_connections: int = Field(32, ge=2)
+    redis_max_connections: int = Field(16, ge=2)
     redis_pool_timeout_s: float = Field(5.0, gt=0)
     # Every WatchJob of an API process is served by one reader of the job event
     # streams (queue/watch.py); a new watch joins its reads within this time.
@@ -43,7 +43,7 @@ class Settings(BaseSettings):
     max_streams_per_tenant: int = Field(256, ge=1)
     # Request validation, class-name resolution and policy YAML run in this many
     # threads, never on the event loop.
-    request_threads: int = Field(4, ge=1, le=64)
+    request_threads: int = Field(2, ge=1, le=64)
     # Requests: refused with INVALID_ARGUMENT at once, naming the limit.
     max_request_bytes: int = Field(1024 * 1024, ge=1024)
     max_classes_per_target: int = Field(16, ge=1)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from faults_support import fault_settings
+from faults_support import Keyed, fault_settings
 from protolens_server.api.server import ApiServer, start_server
 from protolens_server.api.testkit import make_tiny_model_store
 from protolens_server.config import Settings
@@ -71,3 +71,17 @@ async def worker(settings: Settings) -> AsyncIterator[Worker]:
             await asyncio.wait_for(task, 30)
         except TimeoutError:
             task.cancel()
+
+
+@pytest.fixture
+async def keyed(settings: Settings) -> AsyncIterator[Keyed]:
+    """The API with keys required: tenants ``alpha`` and ``beta``, each with a key."""
+    from protolens_server.api.auth import ApiKeyStore
+
+    api, port = await start_server(settings.model_copy(update={"insecure": False}))
+    try:
+        store = ApiKeyStore(api.queue.redis, api.queue.keys)
+        keys = {t: (await store.create(t, "tenant", f"{t} faults"))[1] for t in ("alpha", "beta")}
+        yield Keyed(api, f"127.0.0.1:{port}", keys)
+    finally:
+        await api.stop(grace=0)

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,28 @@ from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobState
 
 SOAK = os.environ.get("PROTOLENS_SOAK") == "1"
+
+
+@dataclass
+class Keyed:
+    """An API server with keys required, its address and one key per tenant."""
+
+    api: Any
+    address: str
+    keys: dict[str, str]
+
+    def md(self, tenant: str) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self.keys[tenant]}"),)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))] if ordered else 0.0
+
+
+async def redis_clients(redis: Any) -> int:
+    """Client connections Redis has open right now (CLIENT LIST), this one included."""
+    return len(await redis.client_list())
 
 
 def fault_settings(redis_url: str, store: Path, **changes: Any) -> Settings:

@@ -186,6 +186,8 @@ async def start_server(
         interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
     )
     pool = RequestPool(settings.request_threads)
+    if getattr(queue, "offload", False) is None:
+        queue.offload = pool.run  # large job records are encoded and parsed in the pool
     servicer = ProtolensServicer(
         queue, catalog, settings, ReferenceSets(settings.reference_root).digest, pool=pool
     )

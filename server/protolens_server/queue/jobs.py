@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import redis.asyncio as aioredis
 
@@ -42,12 +42,15 @@ from protolens_server.queue.keys import (
     TENANT_FIELD_PREFIX,
     Keys,
 )
-from protolens_server.queue.pages import newest_first
+from protolens_server.queue.pages import Offload, newest_first
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
 from protolens_server.queue.watch import EventFanout
 from protolens_server.quotas import Quotas, load_quotas
 
 _SUBMIT_TRIES = 20
+_INLINE_TARGETS = 64  # specs with more targets are encoded off the event loop
+_INLINE_SPEC_BYTES = 16 * 1024  # stored specs larger than this are parsed off it
+T = TypeVar("T")
 _MAX_ID_CHARS = 256
 
 
@@ -64,9 +67,17 @@ class JobQueue:
     """The API side of the queue. Create with ``await JobQueue.connect(settings)``."""
 
     def __init__(
-        self, redis: aioredis.Redis, settings: Settings, quotas: Quotas | None = None
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        quotas: Quotas | None = None,
+        *,
+        offload: Offload | None = None,
     ) -> None:
         self.redis = redis
+        # Where large records are encoded and parsed (the API's RequestPool), so a job of
+        # a thousand targets never holds the event loop; None: inline.
+        self.offload = offload
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.quotas = quotas if quotas is not None else load_quotas(settings.tenants_file)
@@ -95,7 +106,7 @@ class JobQueue:
         ``cache_hit``, ``dedup_join`` or ``idempotent_replay``.
         """
         self._validate(spec)
-        ck = cache_key(spec)
+        ck = await self._cpu(_large(spec), cache_key, spec)
         for _ in range(_SUBMIT_TRIES):
             answer = await self._try_submit(spec, ck)
             if answer is not None:
@@ -125,7 +136,7 @@ class JobQueue:
                 pass  # expired, or this tenant cancelled its interest: submit afresh
         inflight = _text(inflight) if inflight else ""
         record = self._new_record(spec, ck, cached)
-        fields = record_to_fields(record)
+        fields = await self._cpu(_large(spec), record_to_fields, record)
         flat = [x for kv in fields.items() for x in kv]
         inflight_job = k.job(inflight) if inflight else k.job(record.job_id)
         answer = await self._submit(
@@ -234,7 +245,14 @@ class JobQueue:
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
         """The job as ``tenant`` sees it; JobNotFound if missing or not theirs."""
         fields = await self.redis.hgetall(self.keys.job(job_id)) if job_id else {}
-        return self._view(job_id, fields, tenant)
+        large = len(fields.get(b"spec") or b"") > _INLINE_SPEC_BYTES
+        return await self._cpu(large, self._view, job_id, fields, tenant)
+
+    async def _cpu(self, large: bool, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)``: offloaded when the work is ``large`` and an offload is set."""
+        if large and self.offload is not None:
+            return cast(T, await self.offload(fn, *args))
+        return fn(*args)
 
     def _view(self, job_id: str, fields: dict[Any, Any], tenant: str | None) -> JobRecord:
         if not fields or b"spec" not in fields:
@@ -258,6 +276,7 @@ class JobQueue:
             lambda job_id, fields: self._view(job_id, fields, tenant),
             page_size=page_size,
             page_token=page_token,
+            offload=self.offload,
         )
 
     # --- cancel ----------------------------------------------------------------------
@@ -406,6 +425,10 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
         max_connections=settings.redis_max_connections,
         pool_timeout_s=settings.redis_pool_timeout_s,
     )
+
+
+def _large(spec: JobSpec) -> bool:
+    return len(spec.targets) > _INLINE_TARGETS
 
 
 def _final_event(job_id: str, record: JobRecord) -> JobEvent:

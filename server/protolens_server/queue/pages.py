@@ -8,7 +8,7 @@ are dropped from the index as they are met.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -16,6 +16,8 @@ import redis.asyncio as aioredis
 from protolens_server.errors import InvalidArgument, JobNotFound
 
 T = TypeVar("T")
+Offload = Callable[..., Awaitable[Any]]
+"""``await offload(fn, *args)`` runs ``fn(*args)`` elsewhere (e.g. ``RequestPool.run``)."""
 MAX_PAGE_SIZE = 1000
 
 
@@ -27,9 +29,11 @@ async def newest_first(
     *,
     page_size: int,
     page_token: str,
+    offload: Offload | None = None,
 ) -> tuple[list[T], str]:
     """(records, next page token or ""). ``view(id, fields)`` raises JobNotFound for a
-    record that is gone or not the caller's."""
+    record that is gone or not the caller's. ``offload(fn, *args)``: where to parse the
+    page (a thread pool, so a page of large records never blocks the event loop)."""
     if page_size < 1 or page_size > MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"must be 1..{MAX_PAGE_SIZE}")
     start = f"({page_token}" if page_token else "+"
@@ -38,12 +42,23 @@ async def newest_first(
     pipe = redis.pipeline(transaction=False)
     for record_id in ids:
         pipe.hgetall(record_key(record_id))
+    rows = list(zip(ids, await pipe.execute(), strict=True))
+    if offload is None:
+        records, gone = _views(view, rows)
+    else:
+        records, gone = await offload(_views, view, rows)
+    if gone:
+        await redis.zrem(index_key, *gone)
+    return records, (ids[-1] if len(ids) == page_size else "")
+
+
+def _views(
+    view: Callable[[str, dict[Any, Any]], T], rows: list[tuple[str, dict[Any, Any]]]
+) -> tuple[list[T], list[str]]:
     records, gone = [], []
-    for record_id, fields in zip(ids, await pipe.execute(), strict=True):
+    for record_id, fields in rows:
         try:
             records.append(view(record_id, fields))
         except JobNotFound:
             gone.append(record_id)
-    if gone:
-        await redis.zrem(index_key, *gone)
-    return records, (ids[-1] if len(ids) == page_size else "")
+    return records, gone
