@@ -5,8 +5,11 @@ Usage: python bench/fault_report.py [--soak] [--out docs/faults.md]
 
 Runs ``pytest tests/faults`` (each scenario records its outcome through
 PROTOLENS_FAULT_REPORT) plus the real-process fault tests that live beside the
-worker (SIGKILL mid-job, SIGTERM hand-back, Redis restart with AOF), then renders
-one markdown table: fault -> outcome, load held, fuzzed inputs, jobs lost.
+worker (SIGKILL mid-job, SIGTERM hand-back, Redis restart with AOF), the health
+test under Redis outages and the hostile-request cases of tests/api, then renders
+one markdown table: fault -> outcome, load held, inputs tried, jobs lost. The
+tenant-isolation scenarios of issue 14 (watch flood, large request, mixed-config
+fairness) live in tests/faults/test_sharing.py.
 """
 
 from __future__ import annotations
@@ -31,6 +34,18 @@ PROCESS_TESTS = {
     "tests/worker/test_worker_redis_restart.py::test_redis_restart_mid_job_loses_nothing":
         "Redis restart mid-job with AOF",
 }  # fmt: skip
+# Tests outside tests/faults that the report runs too: test -> (fault, outcome when it passed).
+OTHER_TESTS = {
+    "tests/api/test_api_health.py::test_health_follows_redis_within_a_second":
+        ("Redis stopped, restarted, then hung (SIGSTOP) under the API",
+         "health NOT_SERVING within 1 s of each outage and SERVING within 1 s of its end"),
+}  # fmt: skip
+# Files of hostile-input cases: each test case counts as inputs tried.
+INPUT_FILES = {
+    "tests/api/test_api_limits.py":
+        "hostile requests: class names '²', '٣', 40 and 5,000 digits; inf/nan/1e308 config"
+        " floats; oversized requests, targets x classes, policies, YAML aliases; SDK and CLI",
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     env = {**os.environ, "PROTOLENS_FAULT_REPORT": str(records)}
     if args.soak:
         env["PROTOLENS_SOAK"] = "1"
-    selected = [p.split("::")[0] for p in PROCESS_TESTS]
+    selected = [p.split("::")[0] for p in (*PROCESS_TESTS, *OTHER_TESTS, *INPUT_FILES)]
     cmd = [sys.executable, "-m", "pytest", "tests/faults", *sorted(set(selected)), "-q",
            "-p", "no:xdist", "--timeout", "600", f"--junitxml={junit}"]  # fmt: skip
     load_before = os.getloadavg()[0]
@@ -56,6 +71,23 @@ def main(argv: list[str] | None = None) -> int:
         state = outcomes.get(name, "not run")
         rows.append({"fault": fault, "outcome": f"test {state}: job finished, stored once",
                      "lost": 0 if state == "passed" else "?"})  # fmt: skip
+    for test, (fault, outcome) in OTHER_TESTS.items():
+        state = outcomes.get(test.split("::")[1], "not run")
+        rows.append({"fault": fault, "outcome": outcome if state == "passed" else f"test {state}",
+                     "lost": "-"})  # fmt: skip
+    for path, fault in INPUT_FILES.items():
+        module = Path(path).stem
+        cases = {n: st for n, st in outcomes.items() if n.startswith(f"{module}::")}
+        passed = sum(st == "passed" for st in cases.values())
+        rows.append(
+            {
+                "fault": fault,
+                "fuzzed": len(cases),
+                "lost": "-",
+                "outcome": f"{passed}/{len(cases)} cases answered INVALID_ARGUMENT,"
+                " NOT_FOUND or one CLI line as specified; server kept serving",
+            }
+        )
     args.out.write_text(_render(rows, started, load_before, args.soak, done.returncode))
     print(f"wrote {args.out} ({len(rows)} rows); pytest exit {done.returncode}")
     return done.returncode
@@ -68,7 +100,11 @@ def _junit(path: Path) -> dict[str, str]:
     for case in ET.parse(path).getroot().iter("testcase"):
         failed = case.find("failure") is not None or case.find("error") is not None
         skipped = case.find("skipped") is not None
-        out[case.get("name", "")] = "failed" if failed else "skipped" if skipped else "passed"
+        state = "failed" if failed else "skipped" if skipped else "passed"
+        name = case.get("name", "")
+        out[name] = state
+        module = case.get("classname", "").rsplit(".", 1)[-1]
+        out[f"{module}::{name}"] = state  # also by module, to count a file's cases
     return out
 
 
@@ -102,7 +138,7 @@ def _render(rows: list[dict], started: dt.datetime, load: float, soak: bool, cod
                 f"| {r['clients']} | {r['jobs']} | {r['rpcs']} | {r['create_p99_ms']} | "
                 f"{r['get_p99_ms']} | {r['errors']} | {r['wall_s']} |"
             )
-    lines += ["", f"Fuzzed inputs tried: {fuzzed}. Jobs lost: {lost}.", ""]
+    lines += ["", f"Inputs tried (fuzzed and hostile): {fuzzed}. Jobs lost: {lost}.", ""]
     return "\n".join(lines)
 
 
