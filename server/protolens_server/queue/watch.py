@@ -23,6 +23,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+
 from protolens_server import metrics
 from protolens_server.logging import get_logger
 
@@ -111,7 +113,7 @@ class EventFanout:
                 await self._task
         for subs in self._subs.values():
             for sub in subs:
-                sub.inbox.put_nowait(ConnectionAbortedError("the server is shutting down"))
+                sub.inbox.put_nowait(RedisConnectionError("the server is shutting down"))
 
     def _update_gauges(self) -> None:
         metrics.WATCHERS.set(self.watchers)
