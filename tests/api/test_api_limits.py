@@ -125,6 +125,9 @@ async def test_check_limits_and_missing_check(address: str) -> None:
         big = checks_pb2.StartCheckRequest(model="tiny", policy_yaml="# x\n" * 20_000)
         error = await _refused(checks.StartCheck, big)
         assert error.code() == S.INVALID_ARGUMENT and "max_policy_bytes" in error.details()
+        long_name = checks_pb2.StartCheckRequest(model="tiny", classes=["apple", "x" * 5000])
+        error = await _refused(checks.StartCheck, long_name)
+        assert error.code() == S.INVALID_ARGUMENT and "classes[1]" in error.details()
         bomb = "a: &a [1, 2, 3]\nb: [*a, *a, *a]\n"
         error = await _refused(
             checks.StartCheck, checks_pb2.StartCheckRequest(model="tiny", policy_yaml=bomb)

@@ -24,6 +24,7 @@ from protolens_server.api.reference_sets import ReferenceSets
 from protolens_server.api.request_pool import RequestPool
 from protolens_server.api.tenancy import current_tenant
 from protolens_server.api.validation import (
+    MAX_CLASS_NAME_CHARS,
     check_request_size,
     generation_config,
     model_name,
@@ -148,6 +149,12 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
                 f"{len(request.classes)} classes; this server allows at most"
                 f" {settings.max_class_refs_per_job} per check (max_class_refs_per_job)",
             )
+        for i, name in enumerate(request.classes):
+            if len(name) > MAX_CLASS_NAME_CHARS:
+                raise InvalidArgument(
+                    f"classes[{i}]",
+                    f"a class name of {len(name)} characters; at most {MAX_CLASS_NAME_CHARS}",
+                )
         seed = seed_of(request)
         config = _config(request, settings)
         policy = await self.pool.run(_policy, request.policy_yaml)  # YAML: off the event loop
