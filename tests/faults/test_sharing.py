@@ -340,15 +340,13 @@ async def test_another_config_waits_at_most_the_running_batch(
         worker.stop()
         await queue.close()
     assert b.state == JobState.SUCCEEDED
-    first_batch_end = min(r.started_at for r in a if r.started_at > b.created_at)
     between = [r for r in a if b.created_at <= r.started_at <= b.started_at]
     report(
         f"mixed-config fairness: tenant A {A_JOBS} one-target jobs, tenant B one job with"
         f" another steps value (real worker process, max_batch {BATCH})",
         f"B started {b.started_at - b.created_at:.1f} s after asking, in the batch after the"
         f" one running; {len(between)} of A's jobs started in between (bound: none, beyond"
-        f" the batch running when B asked); A's next batch followed"
-        f" {max(0.0, first_batch_end - b.started_at):.1f} s after B's start",
+        " the batch running when B asked)",
         jobs=A_JOBS + 1,
         lost=0,
     )
