@@ -4,15 +4,15 @@ The handle's module is ``torch.export.unflatten(program)``, which keeps the
 original submodule hierarchy so forward hooks on inner layers work (the
 scorer needs them); if unflattening fails we fall back to
 ``program.module()``. The program itself rides along in ``handle.program``.
-``torch.export.load`` unpickles: load only files from a trusted store.
+The file is read by ``_pt2.read_program``, never ``torch.export.load`` (which
+unpickles sample inputs and more, and eval()s strings from the file): no pickle
+runs, and the graph may call tensor operators only (``_operators``).
 Export with a dynamic batch dimension, e.g.
 ``dynamic_shapes={"x": {0: torch.export.Dim("batch")}}``, so prototypes batch.
 """
 
 from __future__ import annotations
 
-import io
-import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,15 +22,12 @@ import torch
 
 from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidModel
+from protolens_server.models import _pt2
 from protolens_server.models._build import build_handle
 from protolens_server.models._digest import file_sha256
 from protolens_server.models._files import existing_file, merge_metadata, not_a_model_hint, sniff
 from protolens_server.models.handle import ModelHandle
 from protolens_server.models.sidecar import Sidecar, find_sidecar
-
-# torch.export.load keeps its deserializer in a module global (_CURRENT_DESERIALIZER): two
-# loads at once in one process (the API's check threads, an in-process worker) fail.
-_LOAD_LOCK = threading.Lock()
 
 
 def load(
@@ -48,13 +45,10 @@ def load(
 
 
 def read_program(source: Path | bytes, origin: str) -> torch.export.ExportedProgram:
-    try:
-        with _LOAD_LOCK, warnings.catch_warnings():  # and torch's pytree deprecation noise
-            warnings.simplefilter("ignore", FutureWarning)
-            return torch.export.load(io.BytesIO(source) if isinstance(source, bytes) else source)
-    except Exception as exc:  # zip, pickle, schema and version errors alike
-        hint = not_a_model_hint(sniff(source))
-        raise InvalidModel(f"{origin}: not a torch.export .pt2 program{hint}") from exc
+    kind = sniff(source)
+    if kind != "exported":
+        raise InvalidModel(f"{origin}: not a torch.export .pt2 program{not_a_model_hint(kind)}")
+    return _pt2.read_program(source, origin)
 
 
 def handle_for(
@@ -92,7 +86,7 @@ def module_of(program: torch.export.ExportedProgram) -> Any:
             warnings.simplefilter("ignore", FutureWarning)
             return torch.export.unflatten(program)
     except Exception:  # some programs (e.g. with preserved-module calls) do not unflatten
-        return program.module()
+        return program.module(check_guards=False)  # guards are Python source: never compiled
 
 
 def _spec_from_program(program: torch.export.ExportedProgram) -> InputSpec | None:

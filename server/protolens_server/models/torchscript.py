@@ -1,8 +1,12 @@
 """TorchScript files (``torch.jit.save``; ``.pt``/``.ts``).
 
-TorchScript runs in its own interpreter, not arbitrary Python, but the service
-still loads these only from the admin's model store. Inner layers are not
-reachable by hooks (``format="torchscript"``).
+TorchScript runs in its own interpreter, not arbitrary Python, and torch's C++
+unpickler for ``data.pkl``/``constants.pkl`` knows no Python globals. What it can
+still do - write files with ``torch.save`` (also from a ``__setstate__`` that
+``torch.jit.load`` runs), read them with ``torch.from_file``, call RPC - is refused:
+the archive's ``code/`` is scanned before loading and the inlined ``forward`` graph
+after (``_operators``). Inner layers are not reachable by hooks
+(``format="torchscript"``).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from protolens_server.errors import InvalidModel
 from protolens_server.models._build import build_handle
 from protolens_server.models._digest import file_sha256
 from protolens_server.models._files import existing_file, merge_metadata, not_a_model_hint, sniff
+from protolens_server.models._operators import check_script_module, check_script_source
 from protolens_server.models.handle import ModelHandle
 from protolens_server.models.sidecar import Sidecar, find_sidecar
 
@@ -38,14 +43,17 @@ def load(
 
 
 def read_torchscript(source: Path | bytes, origin: str) -> torch.jit.ScriptModule:
+    check_script_source(source, origin)  # before load: torch.jit.load runs __setstate__
     try:
         f = io.BytesIO(source) if isinstance(source, bytes) else str(source)
         with warnings.catch_warnings():  # "torch.jit is deprecated": we know (DESIGN.md)
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(f, map_location="cpu")
+            module = torch.jit.load(f, map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError/ValueError/pickle errors alike
         hint = not_a_model_hint(sniff(source))
         raise InvalidModel(f"{origin}: not a TorchScript file{hint}") from exc
+    check_script_module(module, origin)
+    return module
 
 
 def handle_for(
