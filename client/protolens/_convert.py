@@ -254,7 +254,15 @@ def model(msg: model_pb2.Model) -> types.Model:
         digest=msg.digest,
         format=msg.format,
         description=msg.description,
+        state=_model_state(msg.state),
+        unusable_reason=msg.unusable_reason,
     )
+
+
+def _model_state(value: int) -> str:
+    if value == model_pb2.Model.STATE_UNSPECIFIED:  # a server from before model states
+        return "READY"
+    return model_pb2.Model.State.Name(value).removeprefix("STATE_")
 
 
 def watch_event(msg: service_pb2.WatchJobResponse) -> types.WatchEvent:

@@ -230,10 +230,18 @@ class Model:
     digest: str
     format: str = ""
     description: str = ""
+    # READY, UNUSABLE (the file is broken or refused as unsafe: unusable_reason says why)
+    # or INSPECTING (new or changed, retry shortly).
+    state: str = "READY"
+    unusable_reason: str = ""
 
     @property
     def id(self) -> str:
         return self.name.removeprefix("models/")
+
+    @property
+    def usable(self) -> bool:
+        return self.state == "READY"
 
 
 @dataclass(frozen=True)

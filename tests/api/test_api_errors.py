@@ -209,8 +209,11 @@ async def test_broken_registered_model_is_failed_precondition(
             error = await _call_error(client.create_prototype_job("broken", [0]))
             assert isinstance(error, sdk.FailedPreconditionError), error
             assert error.reason == "INVALID_MODEL"
-            error = await _call_error(client.get_model("broken"))
-            assert error.reason == "INVALID_MODEL"
+            assert "not a TorchScript file" in error.message
+            # GetModel and ListModels answer: the model is listed as UNUSABLE, with why
+            model = await client.get_model("broken")
+            assert model.state == "UNUSABLE" and "not a TorchScript file" in model.unusable_reason
+            assert [m.state for m in await client.list_models()] == ["UNUSABLE"]
     finally:
         await server.stop(grace=0)
 

@@ -280,5 +280,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         return 0
     for m in models:
         s = m.input_spec
+        if not m.usable:
+            print(f"{m.id}\t{m.state}\t{m.unusable_reason}")
+            continue
         print(f"{m.id}\t{m.num_classes} classes\t{s.channels}x{s.height}x{s.width}\t{m.source}")
     return 0

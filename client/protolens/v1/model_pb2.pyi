@@ -1,4 +1,5 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -21,7 +22,17 @@ class InputSpec(_message.Message):
     def __init__(self, channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "source", "input_spec", "num_classes", "class_names", "digest", "format", "description")
+    __slots__ = ("name", "source", "input_spec", "num_classes", "class_names", "digest", "format", "description", "state", "unusable_reason")
+    class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        STATE_UNSPECIFIED: _ClassVar[Model.State]
+        STATE_READY: _ClassVar[Model.State]
+        STATE_UNUSABLE: _ClassVar[Model.State]
+        STATE_INSPECTING: _ClassVar[Model.State]
+    STATE_UNSPECIFIED: Model.State
+    STATE_READY: Model.State
+    STATE_UNUSABLE: Model.State
+    STATE_INSPECTING: Model.State
     NAME_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     INPUT_SPEC_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +41,8 @@ class Model(_message.Message):
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     FORMAT_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    UNUSABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     input_spec: InputSpec
@@ -38,4 +51,6 @@ class Model(_message.Message):
     digest: str
     format: str
     description: str
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., input_spec: _Optional[_Union[InputSpec, _Mapping]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., format: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+    state: Model.State
+    unusable_reason: str
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., input_spec: _Optional[_Union[InputSpec, _Mapping]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., format: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., unusable_reason: _Optional[str] = ...) -> None: ...

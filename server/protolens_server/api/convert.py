@@ -291,22 +291,36 @@ def prototype_to_pb(
 
 
 def model_to_pb(info: Any) -> model_pb2.Model:
-    """A catalog ``ModelInfo`` (name, source, input_spec, class_names, digest, ...) -> Model."""
+    """A catalog ``ModelInfo`` (name, source, input_spec, class_names, digest, state...) -> Model;
+    a model that is not READY carries its state and reason, and no input spec."""
     spec = info.input_spec
     class_names = list(getattr(info, "class_names", ()) or ())
-    return model_pb2.Model(
+    msg = model_pb2.Model(
         name=f"models/{info.name}",
         source=str(getattr(info, "source", "")),
-        input_spec=model_pb2.InputSpec(
-            channels=spec.channels,
-            height=spec.height,
-            width=spec.width,
-            mean=list(spec.mean),
-            std=list(spec.std),
-        ),
         num_classes=int(getattr(info, "num_classes", len(class_names))),
         class_names=class_names,
         digest=str(getattr(info, "digest", "")),
         format=str(getattr(info, "format", "")),
         description=str(getattr(info, "description", "")),
+        state=_MODEL_STATE_TO_PB[str(getattr(info, "state", "READY"))],
+        unusable_reason=str(getattr(info, "unusable_reason", "")),
     )
+    if spec is not None:
+        msg.input_spec.CopyFrom(
+            model_pb2.InputSpec(
+                channels=spec.channels,
+                height=spec.height,
+                width=spec.width,
+                mean=list(spec.mean),
+                std=list(spec.std),
+            )
+        )
+    return msg
+
+
+_MODEL_STATE_TO_PB = {
+    "READY": model_pb2.Model.STATE_READY,
+    "UNUSABLE": model_pb2.Model.STATE_UNUSABLE,
+    "INSPECTING": model_pb2.Model.STATE_INSPECTING,
+}

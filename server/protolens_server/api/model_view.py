@@ -1,47 +1,61 @@
 """The API's view of the model catalog: cached, and never blocking the event loop.
 
-``catalog.describe`` scans the model store (and loads a model the first time),
-so the API keeps each name's ``ModelInfo`` for ``ttl_s`` seconds (a model
-replaced in the store is seen within that time) and runs misses in a thread.
+The API process never loads a model: the catalog's ``Inspector`` loads each file
+once in a child process under time and memory limits (models/inspection.py) and
+caches the result by content. Here each name's ``ModelInfo`` is kept for ``ttl_s``
+seconds (a model replaced in the store is seen within that time) and misses run
+in a thread, waiting at most ``wait_s`` for a pending inspection:
+
+- ``show``: READY, UNUSABLE (with the reason) or INSPECTING; what ListModels and
+  GetModel answer, so one broken or hostile file never fails them for everyone;
+- ``describe``: a READY model, else ``InvalidModel`` / ``FailedPrecondition`` naming
+  the fix (CreatePrototypeJob).
+
 Class names for a stored job are keyed by (name, digest): a digest's names never
-change, so a cache-hit GetJob touches neither the disk nor a thread. A model seen
-for the first time is long-lived heap: it is frozen out of the garbage
-collector's full passes (``heap.py``), as the start-up heap is.
+change, so a cache-hit GetJob touches neither the disk nor a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Sequence
 from typing import Any
 
-from protolens_server.heap import freeze_heap
+from protolens_server.models.info import ModelInfo, ModelState
 
 MAX_ENTRIES = 1024
 
 
 class ModelView:
-    def __init__(self, catalog: Any, ttl_s: float = 2.0) -> None:
+    def __init__(self, catalog: Any, ttl_s: float = 2.0, wait_s: float = 5.0) -> None:
         self.catalog = catalog
         self.ttl_s = ttl_s
-        self._infos: dict[str, tuple[float, Any]] = {}
+        self.wait_s = wait_s
+        self._infos: dict[str, tuple[float, ModelInfo]] = {}
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
-        self._seen: set[tuple[str, str]] = set()
 
-    async def describe(self, name: str) -> Any:
-        """``catalog.describe(name)``; errors (ModelNotFound, InvalidModel) are not cached."""
+    async def show(self, name: str) -> ModelInfo:
+        """The model in whatever state it is (ModelNotFound/InvalidArgument for bad names)."""
         hit = self._infos.get(name)
         if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
-        info = await asyncio.to_thread(self.catalog.describe, name)
-        if (name, info.digest) not in self._seen:
-            if len(self._seen) >= MAX_ENTRIES:
-                self._seen.clear()
-            self._seen.add((name, info.digest))
-            freeze_heap()  # a loaded model is long-lived heap (heap.py)
-        if len(self._infos) >= MAX_ENTRIES:
-            self._infos.clear()
-        self._infos[name] = (time.monotonic(), info)
+        info: ModelInfo = await asyncio.to_thread(self.catalog.show, name, wait_s=self.wait_s)
+        if info.state is not ModelState.INSPECTING:
+            if len(self._infos) >= MAX_ENTRIES:
+                self._infos.clear()
+            self._infos[name] = (time.monotonic(), info)
+        return info
+
+    async def show_all(self, names: Sequence[str]) -> list[ModelInfo]:
+        """``show`` for each name, concurrently (a page of ListModels)."""
+        return list(await asyncio.gather(*(self.show(n) for n in names)))
+
+    async def describe(self, name: str) -> ModelInfo:
+        """A READY model; InvalidModel (UNUSABLE) or FailedPrecondition (INSPECTING) else."""
+        info = await self.show(name)
+        if info.state is not ModelState.READY:
+            raise info.refusal()
         return info
 
     async def names(self) -> list[str]:
@@ -53,10 +67,10 @@ class ModelView:
         names = self._names.get(key)
         if names is None:
             try:
-                info = await self.describe(model)
+                info = await self.show(model)
             except Exception:  # removed from the store since: callers see class indices only
                 return ()
-            if info.digest != digest:
+            if info.digest != digest or not info.usable:
                 return ()
             names = tuple(info.class_names)
             if len(self._names) >= MAX_ENTRIES:

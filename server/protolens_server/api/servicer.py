@@ -60,7 +60,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         pool: RequestPool | None = None,
     ) -> None:
         self.queue = queue
-        self.models = ModelView(catalog)
+        self.models = ModelView(catalog, wait_s=settings.model_inspect_wait_s)
         self.settings = settings
         self.resolve_reference = resolve_reference
         self.pool = pool if pool is not None else RequestPool(settings.request_threads)
@@ -158,7 +158,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
             raise InvalidArgument("page_token", "not a token this server issued")
         size = page_size(request.page_size, MAX_PAGE_SIZE)
         page = names[start : start + size]
-        infos = [await self.models.describe(n) for n in page]
+        infos = await self.models.show_all(page)  # UNUSABLE models listed with their reason
         token = str(start + size) if start + size < len(names) else ""
         return pb.ListModelsResponse(
             models=[convert.model_to_pb(i) for i in infos], next_page_token=token
@@ -168,7 +168,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
         name = model_name(request.name)
-        info = await self.models.describe(name)
+        info = await self.models.show(name)
         return pb.GetModelResponse(model=convert.model_to_pb(info))
 
 

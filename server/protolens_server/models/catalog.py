@@ -10,7 +10,13 @@ Callers name ``name`` (a flat model, or the latest version) or ``name@version``.
 Anything that looks like a path is refused: the catalog is how the service makes
 sure it only loads what an admin registered. Loaded handles are kept in an
 in-process LRU bounded by their parameter bytes; a model file replaced on disk
-is reloaded (the cache key includes its size and mtime).
+is reloaded (the cache key includes its size and mtime, and its sidecars').
+
+With an ``Inspector`` (``from_settings``: the API and the workers) the catalog
+never loads a model to describe it: ``show`` and ``describe`` use the inspection
+made in a child process under limits (``inspection.py``), and ``load`` loads only
+a model whose inspection found it READY. One broken or hostile file makes that
+model UNUSABLE, with its reason; ``names`` and every other model are unaffected.
 """
 
 from __future__ import annotations
@@ -18,62 +24,26 @@ from __future__ import annotations
 import re
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidArgument, InvalidModel, ModelNotFound
 from protolens_server.models import builtin
 from protolens_server.models.handle import ModelHandle
+from protolens_server.models.info import ModelInfo, ModelState
+from protolens_server.models.inspection import (
+    InspectionLimits,
+    Inspector,
+    Target,
+    inspect_here,
+    unusable_info,
+)
 from protolens_server.models.registry import MODEL_SUFFIXES, load_path
+from protolens_server.models.sidecar import sidecar_paths
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ListShown = 20
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What a caller may know about a model without loading it on a device."""
-
-    name: str  # canonical: "name" or "name@version"
-    source: str
-    format: str
-    input_spec: InputSpec
-    num_classes: int
-    class_names: tuple[str, ...]
-    digest: str
-    description: str = ""
-    version: str = ""
-    class_aliases: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
-
-    @classmethod
-    def of(cls, handle: ModelHandle, name: str, version: str = "") -> ModelInfo:
-        return cls(
-            name=name,
-            source=handle.source,
-            format=handle.format,
-            input_spec=handle.input_spec,
-            num_classes=handle.num_classes,
-            class_names=handle.class_names,
-            digest=handle.digest,
-            description=handle.description,
-            version=version,
-            class_aliases=handle.class_aliases,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "version": self.version,
-            "source": self.source,
-            "format": self.format,
-            "input_spec": self.input_spec.to_dict(),
-            "num_classes": self.num_classes,
-            "class_names": list(self.class_names),
-            "digest": self.digest,
-            "description": self.description,
-        }
 
 
 @dataclass(frozen=True)
@@ -83,10 +53,25 @@ class _Entry:
     path: Path | None  # None for a built-in
 
     def signature(self) -> tuple[Any, ...]:
+        """Name, path, and (size, mtime) of the file and of each sidecar that exists."""
         if self.path is None:
             return (self.name,)
-        st = self.path.stat()
-        return (self.name, str(self.path), st.st_size, st.st_mtime_ns)
+        try:
+            st = self.path.stat()
+        except FileNotFoundError:
+            raise ModelNotFound(f"model {self.name!r} was removed", model=self.name) from None
+        out: tuple[Any, ...] = (self.name, str(self.path), st.st_size, st.st_mtime_ns)
+        for extra in (*sidecar_paths(self.path), self.path.with_name("index_to_name.json")):
+            try:
+                est = extra.stat()
+            except OSError:
+                continue
+            if extra != self.path:
+                out += (extra.name, est.st_size, est.st_mtime_ns)
+        return out
+
+    def target(self) -> Target:
+        return Target(self.name, self.version, None if self.path is None else str(self.path))
 
 
 class ModelCatalog:
@@ -96,18 +81,25 @@ class ModelCatalog:
         builtins: bool = True,
         *,
         cache_bytes: int = 4 * 1024**3,
+        inspector: Inspector | None = None,
     ) -> None:
         self.store = Path(model_store).expanduser() if model_store else None
         self.builtins = builtins
         self.cache_bytes = cache_bytes
+        self.inspector = inspector
         self._handles: OrderedDict[tuple[Any, ...], tuple[ModelHandle, int]] = OrderedDict()
-        self._infos: dict[tuple[Any, ...], ModelInfo] = {}
+        self._infos: OrderedDict[tuple[Any, ...], ModelInfo] = OrderedDict()
         self._lock = threading.RLock()
 
     @classmethod
-    def from_settings(cls, settings: Any) -> ModelCatalog:
+    def from_settings(cls, settings: Any, *, cache_bytes: int | None = None) -> ModelCatalog:
+        """The service's catalog: models inspected in child processes under the settings'
+        limits (``model_inspect_*``)."""
         return cls(
-            settings.model_store, settings.builtin_models, cache_bytes=settings.model_cache_bytes
+            settings.model_store,
+            settings.builtin_models,
+            cache_bytes=settings.model_cache_bytes if cache_bytes is None else cache_bytes,
+            inspector=Inspector(InspectionLimits.from_settings(settings)),
         )
 
     # -- listing ---------------------------------------------------------------
@@ -130,20 +122,41 @@ class ModelCatalog:
         return self._entry(name).name
 
     # -- describing and loading ------------------------------------------------
-    def describe(self, name: str) -> ModelInfo:
-        entry = self._entry(name)
+    def show(self, name: str, *, wait_s: float | None = None) -> ModelInfo:
+        """The model's info in whatever state it is: READY, UNUSABLE (with the reason) or
+        INSPECTING (when its inspection takes longer than ``wait_s``; None waits).
+        Raises only for a name that is malformed or not in the catalog."""
+        try:
+            entry = self._entry(name)
+        except InvalidModel as exc:  # this name's files are laid out wrongly in the store
+            base, version = self._split(name)
+            return ModelInfo.not_ready(f"{base}@{version}" if version else base, version, str(exc))
         key = entry.signature()
         with self._lock:
             info = self._infos.get(key)
-            if info is not None:
-                return info
-            cached = next((h for k, (h, _) in self._handles.items() if k[:-1] == key), None)
-            handle = cached or self._load_entry(entry, "cpu")
-            info = ModelInfo.of(handle, entry.name, entry.version)
-            self._infos[key] = info
+        if info is not None:
             return info
+        if self.inspector is not None:
+            info = self.inspector.inspect(entry.target(), key, wait_s)
+        else:
+            info = self._inspect_here(entry, key)
+        if info.state is not ModelState.INSPECTING:
+            with self._lock:
+                self._infos[key] = info
+                while len(self._infos) > _MAX_INFOS:
+                    self._infos.popitem(last=False)
+        return info
+
+    def describe(self, name: str, *, wait_s: float | None = None) -> ModelInfo:
+        """The info of a READY model; ``InvalidModel`` (UNUSABLE, with the reason and the
+        fix) or ``FailedPrecondition`` (still INSPECTING, retry shortly) otherwise."""
+        info = self.show(name, wait_s=wait_s)
+        if info.state is not ModelState.READY:
+            raise info.refusal()
+        return info
 
     def load(self, name: str, device: str = "cpu") -> ModelHandle:
+        """A loaded handle; with an inspector, only of a model inspected READY."""
         entry = self._entry(name)
         key = (*entry.signature(), str(device))
         with self._lock:
@@ -151,6 +164,9 @@ class ModelCatalog:
             if hit is not None:
                 self._handles.move_to_end(key)
                 return hit[0]
+        if self.inspector is not None:
+            self.describe(name)  # waits for the inspection; refuses an UNUSABLE model
+        with self._lock:
             handle = self._load_entry(entry, device)
             self._handles[key] = (handle, _module_bytes(handle.module))
             self._infos.setdefault(key[:-1], ModelInfo.of(handle, entry.name, entry.version))
@@ -163,6 +179,17 @@ class ModelCatalog:
             self._infos.clear()
 
     # -- internals ---------------------------------------------------------------
+    def _inspect_here(self, entry: _Entry, key: tuple[Any, ...]) -> ModelInfo:
+        """Without an inspector (local use): describe from a loaded handle, or load one."""
+        with self._lock:
+            cached = next((h for k, (h, _) in self._handles.items() if k[:-1] == key), None)
+        if cached is not None:
+            return ModelInfo.of(cached, entry.name, entry.version)
+        try:
+            return inspect_here(entry.target())
+        except (InvalidModel, InvalidArgument) as exc:
+            return unusable_info(entry.target(), str(exc))
+
     def _load_entry(self, entry: _Entry, device: str) -> ModelHandle:
         if entry.path is None:
             return builtin.load(entry.name, device=device)
@@ -225,19 +252,20 @@ class ModelCatalog:
         return ", ".join(names[:_ListShown]) + more
 
     def _scan(self) -> tuple[dict[str, list[Path]], dict[str, list[str]]]:
+        """Flat and versioned models; an unreadable folder is skipped, never an error."""
         flat: dict[str, list[Path]] = {}
         versioned: dict[str, list[str]] = {}
         if self.store is None or not self.store.is_dir():
             return flat, versioned
-        for child in sorted(self.store.iterdir()):
+        for child in sorted(_listdir(self.store)):
             if child.name.startswith(".") or not _NAME.fullmatch(child.stem):
                 continue
-            if child.is_file() and child.suffix.lower() in MODEL_SUFFIXES:
+            if _is_model_file(child):
                 flat.setdefault(child.stem, []).append(child)
             elif child.is_dir() and _NAME.fullmatch(child.name):
                 versions = [
                     v.name
-                    for v in child.iterdir()
+                    for v in _listdir(child)
                     if v.is_dir() and _NAME.fullmatch(v.name) and _model_files(v)
                 ]
                 if versions:
@@ -245,12 +273,32 @@ class ModelCatalog:
         return flat, versioned
 
 
+_MAX_INFOS = 4096
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except OSError:  # unreadable (permissions) or removed meanwhile
+        return []
+
+
+def _is_model_file(p: Path) -> bool:
+    try:
+        return p.is_file() and p.suffix.lower() in MODEL_SUFFIXES
+    except OSError:
+        return False
+
+
 def _model_files(folder: Path) -> list[Path]:
-    return sorted(f for f in folder.iterdir() if f.is_file() and f.suffix.lower() in MODEL_SUFFIXES)
+    return sorted(f for f in _listdir(folder) if _is_model_file(f))
 
 
 def _version_key(v: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.split(r"[.\-_]", v))
+
+
+__all__ = ["ModelCatalog", "ModelInfo", "ModelState"]
 
 
 def _module_bytes(module: Any) -> int:

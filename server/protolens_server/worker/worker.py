@@ -99,7 +99,8 @@ class Worker:
         if catalog is None:
             from protolens_server.models.catalog import ModelCatalog
 
-            catalog = ModelCatalog(settings.model_store, settings.builtin_models, cache_bytes=0)
+            # inspected in a child process before it is loaded here (models/inspection.py)
+            catalog = ModelCatalog.from_settings(settings, cache_bytes=0)
         self.settings = settings
         self.catalog = catalog
         self.device = resolve_device(device or settings.device)
