@@ -145,6 +145,37 @@ def _python_call(marker: Path) -> Callable[[Members], None]:
     return edit
 
 
+def _file_operator(marker: Path) -> Callable[[Members], None]:
+    # torch's verifier allows any operator overload, aten::save (writes a file) included.
+    def edit(m: Members) -> None:
+        program = json.loads(m["models/model.json"])
+        node = {
+            "target": "torch.ops.aten.save.default",
+            "inputs": [
+                {"name": "item", "arg": {"as_tensor": {"name": "x"}}, "kind": 1},
+                {"name": "filename", "arg": {"as_string": str(marker)}, "kind": 1},
+            ],
+            "outputs": [],
+            "metadata": {},
+            "is_hop_single_tensor_return": None,
+            "name": "hidden",
+        }
+        program["graph_module"]["graph"]["nodes"].insert(0, node)
+        m["models/model.json"] = json.dumps(program).encode()
+
+    return edit
+
+
+def _guards_code(marker: Path) -> Callable[[Members], None]:
+    # torch: ep.module() compiles guards_code strings with exec() and runs them per call.
+    def edit(m: Members) -> None:
+        program = json.loads(m["models/model.json"])
+        program["guards_code"] = [f"__import__('os').mkdir('{marker}') is None"]
+        m["models/model.json"] = json.dumps(program).encode()
+
+    return edit
+
+
 def _second_program(marker: Path) -> Callable[[Members], None]:
     # torch.export.load deserialises every program in the archive, sample inputs included.
     def edit(m: Members) -> None:
@@ -175,11 +206,15 @@ PT2_VECTORS: dict[str, Callable[[Path], Callable[[Members], None]]] = {
     "legacy_constants": lambda mk: _legacy("data/constants/model.pt", mk),
     "sympy_expr": _sympy_expr,
     "python_call": _python_call,
+    "file_operator": _file_operator,
+    "guards_code": _guards_code,
     "second_program": _second_program,
     "compiled_code": _compiled_code,
 }
-# The vectors torch.export.load itself falls for (the payload runs during torch's load).
+# The vectors torch itself falls for: the payload runs in torch.export.load, or (guards)
+# when its ep.module() is called.
 TORCH_RUNS = (
+    "guards_code",
     "sample_inputs",
     "pickled_weight",
     "pickled_constant",
@@ -260,8 +295,8 @@ class _Spins(torch.nn.Module):
 class _Hoards(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kept: list[torch.Tensor] = []
-        for _ in range(1 << 20):  # 4 MiB each: up to 4 TiB
-            kept.append(torch.ones(1 << 20))
+        for i in range(1 << 20):  # 4 MiB each, all different: up to 4 TiB
+            kept.append(torch.full([1 << 20], float(i)))
         return x.mean((2, 3)) + kept[0][0]
 
 

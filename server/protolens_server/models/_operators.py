@@ -15,8 +15,7 @@ and RPC. So every program is checked against one allow-list before it runs:
   ``forward`` graph after (``check_script_module``).
 
 Denied everywhere: ``aten::save``, ``aten::from_file``, RPC and Python operators, and
-any operator outside ``ALLOWED_NAMESPACES`` (custom operators from packages the admin
-did not list there are refused with that advice).
+any operator outside ``ALLOWED_NAMESPACES`` (custom operators of other packages).
 """
 
 from __future__ import annotations
@@ -56,9 +55,9 @@ _SYMBOLIC_HELPERS: frozenset[Any] = frozenset({
     torch.autograd.grad_mode.set_grad_enabled,
 })  # fmt: skip
 _FIX = (
-    "protolens runs tensor operators only (namespaces: "
+    "protolens runs tensor operators only (namespaces "
     + ", ".join(sorted(ALLOWED_NAMESPACES))
-    + "); remove the call or ask the operator of the service to allow it"
+    + "): save the model again without this call (torch.export.export, torch.export.save)"
 )
 
 

@@ -96,6 +96,7 @@ class Inspector:
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="protolens-inspect")
         self._lock = threading.Lock()
         self._futures: OrderedDict[tuple[Any, ...], Future[_Result]] = OrderedDict()
+        self.processes_started = 0  # inspections that needed a child (not a cache hit)
 
     def inspect(
         self, target: Target, signature: tuple[Any, ...], wait_s: float | None = None
@@ -135,6 +136,8 @@ class Inspector:
         hit = _RESULTS.get(key)
         if hit is not None:
             return hit
+        with self._lock:
+            self.processes_started += 1
         result = _run_child(target, self.limits)
         _RESULTS.put(key, result)
         return result
@@ -259,16 +262,22 @@ def _inspect_reply(target: Target, memory_bytes: int) -> dict[str, Any]:
     )
     try:
         return {"info": inspect_here(target).to_wire()}
-    except ProtolensError as exc:
-        return {"reason": str(exc)}
-    except MemoryError:
-        return {"reason": memory, "retry": True}
-    except Exception as exc:
-        text = str(exc)
-        if any(word in text for word in _MEMORY_WORDS):
+    except Exception as exc:  # the loaders wrap torch's errors: look down the chain
+        if _out_of_memory(exc):
             return {"reason": memory, "retry": True}
-        first = (text.strip().splitlines() or [type(exc).__name__])[0][:300]
-        return {"reason": f"could not be loaded: {type(exc).__name__}: {first}"}
+        if isinstance(exc, ProtolensError):
+            return {"reason": str(exc)}
+        text = str(exc).strip().splitlines() or [type(exc).__name__]
+        return {"reason": f"could not be loaded: {type(exc).__name__}: {text[0][:300]}"}
+
+
+def _out_of_memory(exc: BaseException | None) -> bool:
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, MemoryError) or any(w in str(exc) for w in _MEMORY_WORDS):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 def _lower_limits(timeout_s: float, memory_bytes: int) -> None:
