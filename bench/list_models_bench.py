@@ -33,9 +33,8 @@ from typing import Any
 
 import grpc
 import torch
-from protolens.v1 import common_pb2
+from protolens.v1 import common_pb2, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
-from protolens.v1 import service_pb2_grpc
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import make_tiny_model_store
 from protolens_server.config import Settings

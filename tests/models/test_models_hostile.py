@@ -92,9 +92,7 @@ def test_pt2_payloads_never_run_and_the_file_is_refused(
     assert "torch.export" in message  # the fix: re-export / re-save
 
 
-def test_pt2_guards_are_never_compiled(
-    exported_path: Path, tmp_path: Path, marker: Path
-) -> None:
+def test_pt2_guards_are_never_compiled(exported_path: Path, tmp_path: Path, marker: Path) -> None:
     """Guards are Python source torch exec()s: protolens drops them (it feeds the spec's
     shape), so the program still loads and runs, without the payload."""
     path = hostile_pt2(exported_path, tmp_path / "h.pt2", "guards_code", marker)
@@ -217,7 +215,7 @@ def test_pickle_scan_passes_tensors_and_names_payloads(marker: Path) -> None:
             pickle_protocol=protocol,
         )
         check_plain_tensors(buf.getvalue(), "sample inputs", "x")
-    with pytest.raises(InvalidModel, match="__builtin__.exec"):
+    with pytest.raises(InvalidModel, match=r"__builtin__\.exec"):
         check_plain_tensors(torch_pickle(marker), "sample inputs", "x")
     assert pickle_globals(pickle.dumps(print, protocol=4)) == {"builtins.print"}
     assert not marker.exists()

@@ -54,7 +54,7 @@ def test_inspection_is_cached_by_content(scripted_path: Path, tmp_path: Path) ->
     assert other.inspect(Target("m", "", str(path)), _sig(path)) == first
     assert other.processes_started == 0
     (tmp_path / "m.json").write_text(json.dumps({"description": "changed sidecar"}))
-    changed = inspector.inspect(Target("m", "", str(path)), _sig(path) + ("sidecar",))
+    changed = inspector.inspect(Target("m", "", str(path)), (*_sig(path), "sidecar"))
     assert changed.description == "changed sidecar" and inspector.processes_started == 2
 
 
@@ -122,7 +122,7 @@ def test_one_bad_file_never_breaks_the_store(mixed_store: Path, tmp_path: Path) 
     assert "eval" in states["hostile"].unusable_reason
     assert "calls save()" in states["writer"].unusable_reason
     assert "several model files" in states["twice"].unusable_reason
-    with pytest.raises(InvalidModel, match="model 'hostile' is unusable: .*eval"):
+    with pytest.raises(InvalidModel, match=r"model 'hostile' is unusable: .*eval"):
         catalog.describe("hostile")
     with pytest.raises(InvalidModel, match="unusable"):
         catalog.load("writer")  # refused before any in-process load
