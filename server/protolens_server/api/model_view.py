@@ -18,10 +18,12 @@ change, so a cache-hit GetJob touches neither the disk nor a thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import Any
 
+from protolens_server.errors import NotFound
 from protolens_server.models.info import ModelInfo, ModelState
 
 MAX_ENTRIES = 1024
@@ -34,22 +36,53 @@ class ModelView:
         self.wait_s = wait_s
         self._infos: dict[str, tuple[float, ModelInfo]] = {}
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
+        self._prefetch: asyncio.Task[None] | None = None
 
     async def show(self, name: str) -> ModelInfo:
         """The model in whatever state it is (ModelNotFound/InvalidArgument for bad names)."""
+        hit = self._fresh(name)
+        if hit is not None:
+            return hit
+        info: ModelInfo = await asyncio.to_thread(self.catalog.show, name, wait_s=self.wait_s)
+        self._keep(name, info)
+        return info
+
+    async def show_all(self, names: Sequence[str]) -> list[ModelInfo]:
+        """``show`` for a page of names, waiting at most ``wait_s`` in all; a name removed
+        from the store meanwhile is left out."""
+        infos = {n: hit for n in names if (hit := self._fresh(n)) is not None}
+        missing = [n for n in names if n not in infos]
+        if missing:
+            found = await asyncio.to_thread(self._show_page, missing)
+            for name, info in found.items():
+                self._keep(name, info)
+            infos |= found
+        return [infos[n] for n in names if n in infos]
+
+    def _show_page(self, names: list[str]) -> dict[str, ModelInfo]:
+        deadline = time.monotonic() + self.wait_s
+        out: dict[str, ModelInfo] = {}
+        for name in names:  # start every inspection first, then wait for them together
+            with contextlib.suppress(NotFound):
+                out[name] = self.catalog.show(name, wait_s=0)
+        for name, info in out.items():
+            if info.state is ModelState.INSPECTING:
+                left = max(0.0, deadline - time.monotonic())
+                with contextlib.suppress(NotFound):
+                    out[name] = self.catalog.show(name, wait_s=left)
+        return out
+
+    def _fresh(self, name: str) -> ModelInfo | None:
         hit = self._infos.get(name)
         if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
             return hit[1]
-        info: ModelInfo = await asyncio.to_thread(self.catalog.show, name, wait_s=self.wait_s)
+        return None
+
+    def _keep(self, name: str, info: ModelInfo) -> None:
         if info.state is not ModelState.INSPECTING:
             if len(self._infos) >= MAX_ENTRIES:
                 self._infos.clear()
             self._infos[name] = (time.monotonic(), info)
-        return info
-
-    async def show_all(self, names: Sequence[str]) -> list[ModelInfo]:
-        """``show`` for each name, concurrently (a page of ListModels)."""
-        return list(await asyncio.gather(*(self.show(n) for n in names)))
 
     async def describe(self, name: str) -> ModelInfo:
         """A READY model; InvalidModel (UNUSABLE) or FailedPrecondition (INSPECTING) else."""
@@ -59,7 +92,18 @@ class ModelView:
         return info
 
     async def names(self) -> list[str]:
-        return await asyncio.to_thread(self.catalog.names)
+        """Every name; models not yet inspected start their inspection in the background
+        (so the pages that follow find them ready)."""
+        names: list[str] = await asyncio.to_thread(self.catalog.names)
+        unseen = [n for n in names if n not in self._infos]
+        if unseen and (self._prefetch is None or self._prefetch.done()):
+            self._prefetch = asyncio.create_task(asyncio.to_thread(self._start_all, unseen))
+        return names
+
+    def _start_all(self, names: list[str]) -> None:
+        for name in names:
+            with contextlib.suppress(Exception):  # a name removed meanwhile; seen on demand
+                self.catalog.show(name, wait_s=0)
 
     async def class_names(self, model: str, digest: str) -> tuple[str, ...]:
         """Class names of the model a job ran on; () if that model is gone or changed."""

@@ -286,6 +286,10 @@ def _lower_limits(timeout_s: float, memory_bytes: int) -> None:
     import torch
 
     torch.set_num_threads(1)
+    with contextlib.suppress(ImportError, AttributeError):  # fx's progress bar would make a
+        from torch.hub import tqdm  # multiprocessing lock this short-lived child leaks
+
+        tqdm.set_lock(threading.RLock())
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     with contextlib.suppress(ValueError, OSError):  # a backstop: the parent kills it first
@@ -315,6 +319,19 @@ def unusable_info(target: Target, reason: str) -> ModelInfo:
 
 _START_LOCK = threading.Lock()
 _CONTEXT: Any = None
+# Imported once by the forkserver, so each child starts with them (a cold .pt2 load
+# would otherwise import torch.export's deserializer, sympy and fake tensors: seconds).
+# "__main__" too: a child then does not import the parent's main script again.
+_PRELOAD = [
+    "__main__",
+    __name__,
+    "protolens_server.models.registry",
+    "torch._export.serde.serialize",
+    "torch._export.verifier",
+    "torch.export.pt2_archive._package",
+    "torch.export.unflatten",
+    "torch.fx.experimental.symbolic_shapes",
+]
 
 
 def _context() -> Any:
@@ -323,6 +340,6 @@ def _context() -> Any:
     with _START_LOCK:
         if _CONTEXT is None:
             ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload([__name__, "protolens_server.models.registry"])
+            ctx.set_forkserver_preload(_PRELOAD)
             _CONTEXT = ctx
         return _CONTEXT
