@@ -163,7 +163,8 @@ async def test_hostile_model_files_never_run_and_never_break_the_service(
             good_done = await _until_finished(client, good)
             victim_done = await _until_finished(client, victim)
             assert good_done.state == "SUCCEEDED", good_done
-            assert victim_done.state == "FAILED" and "unusable" in victim_done.error.message, victim_done
+            assert victim_done.state == "FAILED", victim_done
+            assert "unusable" in victim_done.error.message, victim_done
 
             for _ in range(300):
                 spins = await client.get_model("h_spins")
