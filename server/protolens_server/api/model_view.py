@@ -37,6 +37,9 @@ class ModelView:
         self._infos: dict[str, tuple[float, ModelInfo]] = {}
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
         self._prefetch: asyncio.Task[None] | None = None
+        with contextlib.suppress(RuntimeError):  # in the server's loop: inspect the store now
+            asyncio.get_running_loop()
+            self._prefetch = asyncio.ensure_future(self._start_store())
 
     async def show(self, name: str) -> ModelInfo:
         """The model in whatever state it is (ModelNotFound/InvalidArgument for bad names)."""
@@ -99,6 +102,11 @@ class ModelView:
         if unseen and (self._prefetch is None or self._prefetch.done()):
             self._prefetch = asyncio.create_task(asyncio.to_thread(self._start_all, unseen))
         return names
+
+    async def _start_store(self) -> None:
+        with contextlib.suppress(Exception):  # a store that cannot be listed: seen on demand
+            names = await asyncio.to_thread(self.catalog.names)
+            await asyncio.to_thread(self._start_all, names)
 
     def _start_all(self, names: list[str]) -> None:
         for name in names:

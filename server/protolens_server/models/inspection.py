@@ -97,6 +97,8 @@ class Inspector:
         self._lock = threading.Lock()
         self._futures: OrderedDict[tuple[Any, ...], Future[_Result]] = OrderedDict()
         self.processes_started = 0  # inspections that needed a child (not a cache hit)
+        # start the forkserver now (it imports torch: seconds), not on the first request
+        threading.Thread(target=_start_forkserver, name="protolens-forkserver", daemon=True).start()
 
     def inspect(
         self, target: Target, signature: tuple[Any, ...], wait_s: float | None = None
@@ -332,6 +334,14 @@ _PRELOAD = [
     "torch.export.unflatten",
     "torch.fx.experimental.symbolic_shapes",
 ]
+
+
+def _start_forkserver() -> None:
+    from multiprocessing import forkserver
+
+    _context()
+    with contextlib.suppress(Exception):  # the first inspection retries and reports it
+        forkserver.ensure_running()
 
 
 def _context() -> Any:
