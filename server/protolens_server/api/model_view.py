@@ -4,12 +4,13 @@ The API process never loads a model: the catalog's ``Inspector`` loads each file
 once in a child process under time and memory limits (models/inspection.py) and
 caches the result by content. Here each name's ``ModelInfo`` is kept for ``ttl_s``
 seconds (a model replaced in the store is seen within that time) and misses run
-in a thread, waiting at most ``wait_s`` for a pending inspection:
+in a thread; a request waiting for a pending inspection polls it (holding no
+thread):
 
-- ``show``: READY, UNUSABLE (with the reason) or INSPECTING; what ListModels and
-  GetModel answer, so one broken or hostile file never fails them for everyone;
-- ``describe``: a READY model, else ``InvalidModel`` / ``FailedPrecondition`` naming
-  the fix (CreatePrototypeJob).
+- ``show``: READY, UNUSABLE (with the reason) or INSPECTING after ``wait_s``; what
+  ListModels and GetModel answer, so one broken or hostile file never fails them;
+- ``describe``: a READY model (waiting up to ``use_wait_s``), else ``InvalidModel`` /
+  ``FailedPrecondition`` naming the fix (CreatePrototypeJob).
 
 Class names for a stored job are keyed by (name, digest): a digest's names never
 change, so a cache-hit GetJob touches neither the disk nor a thread.
@@ -27,13 +28,20 @@ from protolens_server.errors import NotFound
 from protolens_server.models.info import ModelInfo, ModelState
 
 MAX_ENTRIES = 1024
+POLL_S = 0.05  # how often a waiting request looks at a pending inspection
 
 
 class ModelView:
-    def __init__(self, catalog: Any, ttl_s: float = 2.0, wait_s: float = 5.0) -> None:
+    """``wait_s``: how long ListModels/GetModel wait for pending inspections (in all, per
+    call); ``use_wait_s``: how long CreatePrototypeJob waits for the model it names."""
+
+    def __init__(
+        self, catalog: Any, ttl_s: float = 2.0, wait_s: float = 5.0, use_wait_s: float = 60.0
+    ) -> None:
         self.catalog = catalog
         self.ttl_s = ttl_s
         self.wait_s = wait_s
+        self.use_wait_s = use_wait_s
         self._infos: dict[str, tuple[float, ModelInfo]] = {}
         self._names: dict[tuple[str, str], tuple[str, ...]] = {}
         self._prefetch: asyncio.Task[None] | None = None
@@ -41,58 +49,56 @@ class ModelView:
             asyncio.get_running_loop()
             self._prefetch = asyncio.ensure_future(self._start_store())
 
-    async def show(self, name: str) -> ModelInfo:
+    async def show(self, name: str, wait_s: float | None = None) -> ModelInfo:
         """The model in whatever state it is (ModelNotFound/InvalidArgument for bad names)."""
-        hit = self._fresh(name)
-        if hit is not None:
-            return hit
-        info: ModelInfo = await asyncio.to_thread(self.catalog.show, name, wait_s=self.wait_s)
-        self._keep(name, info)
-        return info
+        return (await self._settle([name], self.wait_s if wait_s is None else wait_s, True))[0]
 
     async def show_all(self, names: Sequence[str]) -> list[ModelInfo]:
         """``show`` for a page of names, waiting at most ``wait_s`` in all; a name removed
         from the store meanwhile is left out."""
-        infos = {n: hit for n in names if (hit := self._fresh(n)) is not None}
-        missing = [n for n in names if n not in infos]
-        if missing:
-            found = await asyncio.to_thread(self._show_page, missing)
-            for name, info in found.items():
-                self._keep(name, info)
-            infos |= found
-        return [infos[n] for n in names if n in infos]
-
-    def _show_page(self, names: list[str]) -> dict[str, ModelInfo]:
-        deadline = time.monotonic() + self.wait_s
-        out: dict[str, ModelInfo] = {}
-        for name in names:  # start every inspection first, then wait for them together
-            with contextlib.suppress(NotFound):
-                out[name] = self.catalog.show(name, wait_s=0)
-        for name, info in out.items():
-            if info.state is ModelState.INSPECTING:
-                left = max(0.0, deadline - time.monotonic())
-                with contextlib.suppress(NotFound):
-                    out[name] = self.catalog.show(name, wait_s=left)
-        return out
-
-    def _fresh(self, name: str) -> ModelInfo | None:
-        hit = self._infos.get(name)
-        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
-            return hit[1]
-        return None
-
-    def _keep(self, name: str, info: ModelInfo) -> None:
-        if info.state is not ModelState.INSPECTING:
-            if len(self._infos) >= MAX_ENTRIES:
-                self._infos.clear()
-            self._infos[name] = (time.monotonic(), info)
+        return await self._settle(list(names), self.wait_s, False)
 
     async def describe(self, name: str) -> ModelInfo:
         """A READY model; InvalidModel (UNUSABLE) or FailedPrecondition (INSPECTING) else."""
-        info = await self.show(name)
+        info = await self.show(name, self.use_wait_s)
         if info.state is not ModelState.READY:
             raise info.refusal()
         return info
+
+    async def _settle(self, names: list[str], wait_s: float, strict: bool) -> list[ModelInfo]:
+        """Infos of ``names``, polling (no thread held) those still INSPECTING until
+        ``wait_s`` has passed; ``strict``: a name not found raises, else it is left out."""
+        deadline = time.monotonic() + wait_s
+        infos: dict[str, ModelInfo] = {}
+        todo = names
+        while todo:
+            found = await asyncio.to_thread(self._show_now, todo, strict)
+            infos |= found
+            todo = [n for n, i in found.items() if i.state is ModelState.INSPECTING]
+            if not todo or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(min(POLL_S, max(0.0, deadline - time.monotonic())))
+        return [infos[n] for n in names if n in infos]
+
+    def _show_now(self, names: list[str], strict: bool) -> dict[str, ModelInfo]:
+        out: dict[str, ModelInfo] = {}
+        for name in names:
+            hit = self._infos.get(name)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+                out[name] = hit[1]
+                continue
+            try:
+                info = self.catalog.show(name, wait_s=0)
+            except NotFound:
+                if strict:
+                    raise
+                continue
+            if info.state is not ModelState.INSPECTING:
+                if len(self._infos) >= MAX_ENTRIES:
+                    self._infos.clear()
+                self._infos[name] = (time.monotonic(), info)
+            out[name] = info
+        return out
 
     async def names(self) -> list[str]:
         """Every name; models not yet inspected start their inspection in the background

@@ -60,7 +60,11 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         pool: RequestPool | None = None,
     ) -> None:
         self.queue = queue
-        self.models = ModelView(catalog, wait_s=settings.model_inspect_wait_s)
+        self.models = ModelView(
+            catalog,
+            wait_s=settings.model_inspect_wait_s,
+            use_wait_s=settings.model_inspect_timeout_s + settings.model_inspect_wait_s,
+        )
         self.settings = settings
         self.resolve_reference = resolve_reference
         self.pool = pool if pool is not None else RequestPool(settings.request_threads)

@@ -8,7 +8,7 @@ sockets or credentials). The child lowers its own limits before touching the fil
 
 - address space: what it uses after the fork plus ``memory_bytes`` (``RLIMIT_AS``);
 - CPU time: ``timeout_s`` plus a margin (``RLIMIT_CPU``, a backstop);
-- no core dumps, one torch thread;
+- no core dumps, one torch thread, the first process the kernel's OOM killer picks;
 
 and the parent kills it when ``timeout_s`` of wall time pass without an answer.
 The answer is JSON over a pipe (the parent unpickles nothing the child wrote).
@@ -294,6 +294,8 @@ def _lower_limits(timeout_s: float, memory_bytes: int) -> None:
         tqdm.set_lock(threading.RLock())
     with contextlib.suppress(ValueError, OSError):
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    with contextlib.suppress(OSError), open("/proc/self/oom_score_adj", "w") as f:
+        f.write("1000")  # under a cgroup memory limit, the kernel kills this child first
     with contextlib.suppress(ValueError, OSError):  # a backstop: the parent kills it first
         _, hard = resource.getrlimit(resource.RLIMIT_CPU)
         cpu = int(timeout_s) + 10
