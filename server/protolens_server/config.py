@@ -68,11 +68,11 @@ class Settings(BaseSettings):
     # Model inspection (models/inspection.py, docs/models.md "Trust model"): each model file
     # is loaded once in a child process under these limits before the API lists it or a
     # worker loads it; a file that hits them is UNUSABLE (a hit limit is retried after
-    # model_inspect_retry_s). Requests wait model_inspect_wait_s for a pending inspection.
+    # model_inspect_retry_s). ListModels/GetModel wait model_inspect_wait_s for pending ones.
     model_inspect_timeout_s: float = Field(60.0, gt=0)
     model_inspect_memory_bytes: int = Field(4 * 1024**3, ge=64 * 1024**2)
     model_inspect_retry_s: float = Field(600.0, ge=0)
-    model_inspect_wait_s: float = Field(5.0, ge=0)
+    model_inspect_wait_s: float = Field(2.0, ge=0)
 
     # Per-tenant quotas (YAML, see quotas.py / docs/tenancy.md); None: built-in defaults.
     tenants_file: Path | None = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -39,6 +40,9 @@ def api_settings(redis_url: str, tiny_store: Path, tmp_path: Path) -> Settings:
 @pytest.fixture
 async def api(api_settings: Settings) -> AsyncIterator[ApiServer]:
     server, _port = await start_server(api_settings, sample_interval_s=0.2)
+    # the store's model inspected (a child process; seconds on a loaded machine) before
+    # the tests time their calls
+    await asyncio.to_thread(server.catalog.show, "tiny")
     try:
         yield server
     finally:

@@ -60,7 +60,7 @@ def test_inspection_is_cached_by_content(scripted_path: Path, tmp_path: Path) ->
 
 def test_a_model_that_never_finishes_is_cut_off_by_the_time_limit(tmp_path: Path) -> None:
     path = scripted_spinning(tmp_path / "spin.pt")
-    inspector = Inspector(InspectionLimits(timeout_s=2.0))
+    inspector = Inspector(InspectionLimits(timeout_s=2.0, retry_s=0.0))
     target = Target("spin", "", str(path))
     pending = inspector.inspect(target, _sig(path), wait_s=0.1)
     assert pending.state is ModelState.INSPECTING and "being inspected" in pending.unusable_reason
@@ -70,6 +70,9 @@ def test_a_model_that_never_finishes_is_cut_off_by_the_time_limit(tmp_path: Path
     assert info.state is ModelState.UNUSABLE
     assert "did not finish within 2 s" in info.unusable_reason
     assert "model_inspect_timeout_s" in info.unusable_reason
+    # a hit limit is tried again after retry_s (the machine may have been busy)
+    assert inspector.inspect(target, _sig(path)).state is ModelState.UNUSABLE
+    assert inspector.processes_started == 2
 
 
 def test_a_model_that_eats_memory_is_cut_off_by_the_memory_limit(tmp_path: Path) -> None:
@@ -87,8 +90,11 @@ def test_a_hostile_file_is_unusable_and_its_payload_never_runs_in_the_child(
 ) -> None:
     marker = tmp_path / "payload-ran"
     path = hostile_pt2(exported_path, tmp_path / "h.pt2", "sample_inputs", marker)
-    info = Inspector().inspect(Target("h", "", str(path)), _sig(path))
+    inspector = Inspector(InspectionLimits(retry_s=0.0))
+    info = inspector.inspect(Target("h", "", str(path)), _sig(path))
     assert info.state is ModelState.UNUSABLE and "__builtin__.exec" in info.unusable_reason
+    assert inspector.inspect(Target("h", "", str(path)), _sig(path)) == info
+    assert inspector.processes_started == 1  # a refusal stands until the file changes
     assert info.input_spec is None and info.digest == ""
     assert not marker.exists()
 

@@ -36,7 +36,7 @@ class ModelView:
     call); ``use_wait_s``: how long CreatePrototypeJob waits for the model it names."""
 
     def __init__(
-        self, catalog: Any, ttl_s: float = 2.0, wait_s: float = 5.0, use_wait_s: float = 60.0
+        self, catalog: Any, ttl_s: float = 2.0, wait_s: float = 2.0, use_wait_s: float = 60.0
     ) -> None:
         self.catalog = catalog
         self.ttl_s = ttl_s

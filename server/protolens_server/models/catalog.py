@@ -132,15 +132,12 @@ class ModelCatalog:
             base, version = self._split(name)
             return ModelInfo.not_ready(f"{base}@{version}" if version else base, version, str(exc))
         key = entry.signature()
+        if self.inspector is not None:  # keeps its answers, retrying a hit limit in time
+            return self.inspector.inspect(entry.target(), key, wait_s)
         with self._lock:
             info = self._infos.get(key)
-        if info is not None:
-            return info
-        if self.inspector is not None:
-            info = self.inspector.inspect(entry.target(), key, wait_s)
-        else:
+        if info is None:
             info = self._inspect_here(entry, key)
-        if info.state is not ModelState.INSPECTING:
             with self._lock:
                 self._infos[key] = info
                 while len(self._infos) > _MAX_INFOS:

@@ -23,6 +23,7 @@ inspection and are told the model is INSPECTING meanwhile.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import hashlib
 import json
@@ -140,7 +141,11 @@ class Inspector:
             return hit
         with self._lock:
             self.processes_started += 1
-        result = _run_child(target, self.limits)
+        try:
+            result = _run_child(target, self.limits)
+        except Exception as exc:  # no child could be started (fork failed, no forkserver)
+            reason = f"the inspection process could not start: {type(exc).__name__}: {exc}"
+            return _Result(unusable_info(target, reason), time.monotonic() + 5.0)
         _RESULTS.put(key, result)
         return result
 
@@ -210,6 +215,7 @@ def _run_child(target: Target, limits: InspectionLimits) -> _Result:
     )
     with _START_LOCK:
         process.start()
+        _RUNNING.add(process)
     sender.close()
     try:
         if not receiver.poll(limits.timeout_s):
@@ -228,6 +234,7 @@ def _run_child(target: Target, limits: InspectionLimits) -> _Result:
             process.kill()
         process.join(5)
         receiver.close()
+        _RUNNING.discard(process)
     if "info" in reply:
         return _Result(ModelInfo.from_wire(reply["info"]))
     retry_at = time.monotonic() + limits.retry_s if reply.get("retry") else None
@@ -336,6 +343,25 @@ _PRELOAD = [
     "torch.export.unflatten",
     "torch.fx.experimental.symbolic_shapes",
 ]
+
+
+_RUNNING: set[Any] = set()  # inspection processes alive now
+
+
+@atexit.register
+def _stop_at_exit() -> None:
+    """The API or worker is exiting: end its inspections and its forkserver with it (the
+    forkserver would notice within moments anyway; this makes it at once)."""
+    for process in list(_RUNNING):
+        with contextlib.suppress(Exception):
+            process.kill()
+    if _CONTEXT is None:
+        return
+    from multiprocessing import forkserver, resource_tracker
+
+    for owner in (getattr(forkserver, "_forkserver", None), resource_tracker._resource_tracker):
+        with contextlib.suppress(Exception):
+            owner._stop()  # private but stable since 3.8; harmless when absent
 
 
 def _start_forkserver() -> None:
