@@ -35,7 +35,9 @@ class ModelCache:
 
     The most recent model always stays, even over budget: a worker must be able
     to run the job it holds. ``loader(name)`` is ``ModelCatalog.load`` bound to a
-    device. Thread-safe: loads happen in the engine thread.
+    device: it loads only a model whose inspection (a child process under limits) found
+    it READY, with the loaders of ``models/`` that never unpickle untrusted data
+    (docs/models.md, "Trust model"). Thread-safe: loads happen in the engine thread.
     """
 
     def __init__(self, loader: Any, budget_bytes: int) -> None:
