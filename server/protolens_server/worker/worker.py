@@ -29,6 +29,7 @@ from protolens_server.errors import (
     GenerationCancelled,
     GenerationDiverged,
     InvalidArgument,
+    InvalidModel,
     NotFound,
 )
 from protolens_server.logging import bind, get_logger
@@ -44,9 +45,15 @@ from protolens_server.worker.runner import job_slices, package, run_engine
 log = get_logger("protolens.worker")
 T = TypeVar("T")
 
-# Caller mistakes, and divergence (generation is deterministic: the same request
-# diverges again): retrying cannot help, so the job fails on the first attempt.
-PERMANENT_ERRORS: tuple[type[BaseException], ...] = (InvalidArgument, NotFound, GenerationDiverged)
+# Caller mistakes, a model file the loaders refuse (the same bytes are refused again),
+# and divergence (generation is deterministic: the same request diverges again):
+# retrying cannot help, so the job fails on the first attempt.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    InvalidArgument,
+    NotFound,
+    InvalidModel,
+    GenerationDiverged,
+)
 
 
 _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
