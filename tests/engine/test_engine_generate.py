@@ -186,8 +186,9 @@ def test_progress_is_reported_every_k_steps_and_at_the_end(tiny: Classifier) -> 
         on_progress=events.append,
     )
     assert all(e.total_steps == 10 and len(e.target_probabilities) == 3 for e in events)
-    # chunk of 2 reports at steps 4, 8, 10; then the chunk of 1 does the same
-    assert [e.step for e in events] == [2, 5, 6, 8, 9, 10]
+    # step 0 once the start is ready; the chunk of 2 reports at steps 4, 8, 10; then the
+    # chunk of 1 does the same
+    assert [e.step for e in events] == [0, 2, 5, 6, 8, 9, 10]
     assert all(0 < p <= 1 for p in events[-1].target_probabilities)
 
 

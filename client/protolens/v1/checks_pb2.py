@@ -26,37 +26,37 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from protolens.v1 import common_pb2 as protolens_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protolens/v1/checks.proto\x12\x0cprotolens.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19protolens/v1/common.proto\"\xe7\x02\n\x05\x43heck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.protolens.v1.CheckState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x04 \x01(\t\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0e\n\x06passed\x18\x07 \x01(\x08\x12\x14\n\x0c\x66\x61iled_rules\x18\x08 \x03(\t\x12\x17\n\x0f\x66lagged_classes\x18\t \x03(\t\x12\x0c\n\x04jobs\x18\n \x01(\x05\x12\x12\n\ncache_hits\x18\x0b \x01(\x05\x12#\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x14.protolens.v1.Status\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xdb\x01\n\x11StartCheckRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12.\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x1c\n\x14prototypes_per_class\x18\x05 \x01(\x05\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rreference_set\x18\x07 \x01(\t\x12\x13\n\x0bpolicy_yaml\x18\x08 \x01(\tB\x07\n\x05_seed\"8\n\x12StartCheckResponse\x12\"\n\x05\x63heck\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Check\"\x1f\n\x0fGetCheckRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetCheckResponse\x12\"\n\x05\x63heck\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Check\":\n\x11ListChecksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListChecksResponse\x12#\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x13.protolens.v1.Check\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x43\x61ncelCheckRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x13\x43\x61ncelCheckResponse\x12\"\n\x05\x63heck\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Check\"%\n\x15GetCheckReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x16GetCheckReportResponse\x12\x0c\n\x04html\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t*\x90\x01\n\nCheckState\x12\x1b\n\x17\x43HECK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HECK_STATE_RUNNING\x10\x01\x12\x19\n\x15\x43HECK_STATE_SUCCEEDED\x10\x02\x12\x16\n\x12\x43HECK_STATE_FAILED\x10\x03\x12\x19\n\x15\x43HECK_STATE_CANCELLED\x10\x04\x32\xac\x03\n\x0c\x43heckService\x12O\n\nStartCheck\x12\x1f.protolens.v1.StartCheckRequest\x1a .protolens.v1.StartCheckResponse\x12I\n\x08GetCheck\x12\x1d.protolens.v1.GetCheckRequest\x1a\x1e.protolens.v1.GetCheckResponse\x12O\n\nListChecks\x12\x1f.protolens.v1.ListChecksRequest\x1a .protolens.v1.ListChecksResponse\x12R\n\x0b\x43\x61ncelCheck\x12 .protolens.v1.CancelCheckRequest\x1a!.protolens.v1.CancelCheckResponse\x12[\n\x0eGetCheckReport\x12#.protolens.v1.GetCheckReportRequest\x1a$.protolens.v1.GetCheckReportResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protolens/v1/checks.proto\x12\x0cprotolens.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19protolens/v1/common.proto\"\xe7\x02\n\x05\x43heck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x05state\x18\x02 \x01(\x0e\x32\x18.protolens.v1.CheckState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x04 \x01(\t\x12\x10\n\x08progress\x18\x05 \x01(\x01\x12\x0f\n\x07message\x18\x06 \x01(\t\x12\x0e\n\x06passed\x18\x07 \x01(\x08\x12\x14\n\x0c\x66\x61iled_rules\x18\x08 \x03(\t\x12\x17\n\x0f\x66lagged_classes\x18\t \x03(\t\x12\x0c\n\x04jobs\x18\n \x01(\x05\x12\x12\n\ncache_hits\x18\x0b \x01(\x05\x12#\n\x05\x65rror\x18\x0c \x01(\x0b\x32\x14.protolens.v1.Status\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xef\x01\n\x11StartCheckRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x03 \x03(\t\x12.\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x1c\n\x14prototypes_per_class\x18\x05 \x01(\x05\x12\x11\n\x04seed\x18\x06 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rreference_set\x18\x07 \x01(\t\x12\x13\n\x0bpolicy_yaml\x18\x08 \x01(\t\x12\x12\n\nrequest_id\x18\t \x01(\tB\x07\n\x05_seed\"8\n\x12StartCheckResponse\x12\"\n\x05\x63heck\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Check\"\x1f\n\x0fGetCheckRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetCheckResponse\x12\"\n\x05\x63heck\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Check\":\n\x11ListChecksRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListChecksResponse\x12#\n\x06\x63hecks\x18\x01 \x03(\x0b\x32\x13.protolens.v1.Check\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\"\n\x12\x43\x61ncelCheckRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"9\n\x13\x43\x61ncelCheckResponse\x12\"\n\x05\x63heck\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Check\"%\n\x15GetCheckReportRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"4\n\x16GetCheckReportResponse\x12\x0c\n\x04html\x18\x01 \x01(\t\x12\x0c\n\x04json\x18\x02 \x01(\t*\x90\x01\n\nCheckState\x12\x1b\n\x17\x43HECK_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13\x43HECK_STATE_RUNNING\x10\x01\x12\x19\n\x15\x43HECK_STATE_SUCCEEDED\x10\x02\x12\x16\n\x12\x43HECK_STATE_FAILED\x10\x03\x12\x19\n\x15\x43HECK_STATE_CANCELLED\x10\x04\x32\xac\x03\n\x0c\x43heckService\x12O\n\nStartCheck\x12\x1f.protolens.v1.StartCheckRequest\x1a .protolens.v1.StartCheckResponse\x12I\n\x08GetCheck\x12\x1d.protolens.v1.GetCheckRequest\x1a\x1e.protolens.v1.GetCheckResponse\x12O\n\nListChecks\x12\x1f.protolens.v1.ListChecksRequest\x1a .protolens.v1.ListChecksResponse\x12R\n\x0b\x43\x61ncelCheck\x12 .protolens.v1.CancelCheckRequest\x1a!.protolens.v1.CancelCheckResponse\x12[\n\x0eGetCheckReport\x12#.protolens.v1.GetCheckReportRequest\x1a$.protolens.v1.GetCheckReportResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protolens.v1.checks_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CHECKSTATE']._serialized_start=1167
-  _globals['_CHECKSTATE']._serialized_end=1311
+  _globals['_CHECKSTATE']._serialized_start=1187
+  _globals['_CHECKSTATE']._serialized_end=1331
   _globals['_CHECK']._serialized_start=104
   _globals['_CHECK']._serialized_end=463
   _globals['_STARTCHECKREQUEST']._serialized_start=466
-  _globals['_STARTCHECKREQUEST']._serialized_end=685
-  _globals['_STARTCHECKRESPONSE']._serialized_start=687
-  _globals['_STARTCHECKRESPONSE']._serialized_end=743
-  _globals['_GETCHECKREQUEST']._serialized_start=745
-  _globals['_GETCHECKREQUEST']._serialized_end=776
-  _globals['_GETCHECKRESPONSE']._serialized_start=778
-  _globals['_GETCHECKRESPONSE']._serialized_end=832
-  _globals['_LISTCHECKSREQUEST']._serialized_start=834
-  _globals['_LISTCHECKSREQUEST']._serialized_end=892
-  _globals['_LISTCHECKSRESPONSE']._serialized_start=894
-  _globals['_LISTCHECKSRESPONSE']._serialized_end=976
-  _globals['_CANCELCHECKREQUEST']._serialized_start=978
-  _globals['_CANCELCHECKREQUEST']._serialized_end=1012
-  _globals['_CANCELCHECKRESPONSE']._serialized_start=1014
-  _globals['_CANCELCHECKRESPONSE']._serialized_end=1071
-  _globals['_GETCHECKREPORTREQUEST']._serialized_start=1073
-  _globals['_GETCHECKREPORTREQUEST']._serialized_end=1110
-  _globals['_GETCHECKREPORTRESPONSE']._serialized_start=1112
-  _globals['_GETCHECKREPORTRESPONSE']._serialized_end=1164
-  _globals['_CHECKSERVICE']._serialized_start=1314
-  _globals['_CHECKSERVICE']._serialized_end=1742
+  _globals['_STARTCHECKREQUEST']._serialized_end=705
+  _globals['_STARTCHECKRESPONSE']._serialized_start=707
+  _globals['_STARTCHECKRESPONSE']._serialized_end=763
+  _globals['_GETCHECKREQUEST']._serialized_start=765
+  _globals['_GETCHECKREQUEST']._serialized_end=796
+  _globals['_GETCHECKRESPONSE']._serialized_start=798
+  _globals['_GETCHECKRESPONSE']._serialized_end=852
+  _globals['_LISTCHECKSREQUEST']._serialized_start=854
+  _globals['_LISTCHECKSREQUEST']._serialized_end=912
+  _globals['_LISTCHECKSRESPONSE']._serialized_start=914
+  _globals['_LISTCHECKSRESPONSE']._serialized_end=996
+  _globals['_CANCELCHECKREQUEST']._serialized_start=998
+  _globals['_CANCELCHECKREQUEST']._serialized_end=1032
+  _globals['_CANCELCHECKRESPONSE']._serialized_start=1034
+  _globals['_CANCELCHECKRESPONSE']._serialized_end=1091
+  _globals['_GETCHECKREPORTREQUEST']._serialized_start=1093
+  _globals['_GETCHECKREPORTREQUEST']._serialized_end=1130
+  _globals['_GETCHECKREPORTRESPONSE']._serialized_start=1132
+  _globals['_GETCHECKREPORTRESPONSE']._serialized_end=1184
+  _globals['_CHECKSERVICE']._serialized_start=1334
+  _globals['_CHECKSERVICE']._serialized_end=1762
 # @@protoc_insertion_point(module_scope)

@@ -57,7 +57,7 @@ class Check(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[CheckState, str]] = ..., model: _Optional[str] = ..., baseline: _Optional[str] = ..., progress: _Optional[float] = ..., message: _Optional[str] = ..., passed: _Optional[bool] = ..., failed_rules: _Optional[_Iterable[str]] = ..., flagged_classes: _Optional[_Iterable[str]] = ..., jobs: _Optional[int] = ..., cache_hits: _Optional[int] = ..., error: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StartCheckRequest(_message.Message):
-    __slots__ = ("model", "baseline", "classes", "config", "prototypes_per_class", "seed", "reference_set", "policy_yaml")
+    __slots__ = ("model", "baseline", "classes", "config", "prototypes_per_class", "seed", "reference_set", "policy_yaml", "request_id")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     BASELINE_FIELD_NUMBER: _ClassVar[int]
     CLASSES_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class StartCheckRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_SET_FIELD_NUMBER: _ClassVar[int]
     POLICY_YAML_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     model: str
     baseline: str
     classes: _containers.RepeatedScalarFieldContainer[str]
@@ -74,7 +75,8 @@ class StartCheckRequest(_message.Message):
     seed: int
     reference_set: str
     policy_yaml: str
-    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., prototypes_per_class: _Optional[int] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., policy_yaml: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, model: _Optional[str] = ..., baseline: _Optional[str] = ..., classes: _Optional[_Iterable[str]] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., prototypes_per_class: _Optional[int] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., policy_yaml: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class StartCheckResponse(_message.Message):
     __slots__ = ("check",)

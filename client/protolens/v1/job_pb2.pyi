@@ -19,24 +19,45 @@ class JobState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     JOB_STATE_SUCCEEDED: _ClassVar[JobState]
     JOB_STATE_FAILED: _ClassVar[JobState]
     JOB_STATE_CANCELLED: _ClassVar[JobState]
+
+class JobPhase(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    JOB_PHASE_UNSPECIFIED: _ClassVar[JobPhase]
+    JOB_PHASE_LOADING_MODEL: _ClassVar[JobPhase]
+    JOB_PHASE_PREPARING: _ClassVar[JobPhase]
+    JOB_PHASE_OPTIMISING: _ClassVar[JobPhase]
+    JOB_PHASE_SCORING: _ClassVar[JobPhase]
+    JOB_PHASE_STORING: _ClassVar[JobPhase]
 JOB_STATE_UNSPECIFIED: JobState
 JOB_STATE_QUEUED: JobState
 JOB_STATE_RUNNING: JobState
 JOB_STATE_SUCCEEDED: JobState
 JOB_STATE_FAILED: JobState
 JOB_STATE_CANCELLED: JobState
+JOB_PHASE_UNSPECIFIED: JobPhase
+JOB_PHASE_LOADING_MODEL: JobPhase
+JOB_PHASE_PREPARING: JobPhase
+JOB_PHASE_OPTIMISING: JobPhase
+JOB_PHASE_SCORING: JobPhase
+JOB_PHASE_STORING: JobPhase
 
 class Progress(_message.Message):
-    __slots__ = ("step", "total_steps", "best_probability", "fraction")
+    __slots__ = ("step", "total_steps", "best_probability", "fraction", "phase", "phase_message", "update_time")
     STEP_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     BEST_PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     FRACTION_FIELD_NUMBER: _ClassVar[int]
+    PHASE_FIELD_NUMBER: _ClassVar[int]
+    PHASE_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     step: int
     total_steps: int
     best_probability: float
     fraction: float
-    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., best_probability: _Optional[float] = ..., fraction: _Optional[float] = ...) -> None: ...
+    phase: JobPhase
+    phase_message: str
+    update_time: _timestamp_pb2.Timestamp
+    def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., best_probability: _Optional[float] = ..., fraction: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., phase_message: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
     __slots__ = ("name", "state", "model", "model_digest", "targets", "prototypes_per_target", "config", "seed", "reference_set", "priority", "request_id", "progress", "create_time", "start_time", "end_time", "error", "cache_hit", "attempts", "prototypes")

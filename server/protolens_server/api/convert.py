@@ -19,6 +19,7 @@ from protolens_server import errors as domain_errors
 from protolens_server.api.errors import lookup
 from protolens_server.queue.records import (
     JobEvent,
+    JobPhase,
     JobRecord,
     JobState,
     StoredPrototype,
@@ -77,9 +78,34 @@ def target_to_pb(target: TargetSpec, class_names: Sequence[str]) -> common_pb2.R
     )
 
 
-def progress_to_pb(step: int, total: int, best: float) -> job_pb2.Progress:
+PHASE_TO_PB = {
+    JobPhase.LOADING_MODEL: job_pb2.JOB_PHASE_LOADING_MODEL,
+    JobPhase.PREPARING: job_pb2.JOB_PHASE_PREPARING,
+    JobPhase.OPTIMISING: job_pb2.JOB_PHASE_OPTIMISING,
+    JobPhase.SCORING: job_pb2.JOB_PHASE_SCORING,
+    JobPhase.STORING: job_pb2.JOB_PHASE_STORING,
+}
+
+
+def progress_to_pb(
+    step: int,
+    total: int,
+    best: float,
+    *,
+    state: JobState = JobState.RUNNING,
+    phase: str = "",
+    phase_message: str = "",
+    updated: float = 0.0,
+) -> job_pb2.Progress:
+    """Progress; the worker's phase only while the job runs (a finished job does nothing)."""
     fraction = min(1.0, step / total) if total > 0 else 0.0
-    return job_pb2.Progress(step=step, total_steps=total, best_probability=best, fraction=fraction)
+    msg = job_pb2.Progress(step=step, total_steps=total, best_probability=best, fraction=fraction)
+    if state == JobState.RUNNING and phase in PHASE_TO_PB:
+        msg.phase, msg.phase_message = PHASE_TO_PB[JobPhase(phase)], phase_message
+    ts = timestamp_pb(updated)
+    if ts is not None:
+        msg.update_time.CopyFrom(ts)
+    return msg
 
 
 def error_to_pb(record: JobRecord) -> common_pb2.Status | None:
@@ -142,7 +168,15 @@ def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job
         reference_set=spec.reference_set,
         priority=spec.priority + 1,  # queue 0/1/2 -> PRIORITY_HIGH/NORMAL/LOW
         request_id=spec.request_id,
-        progress=progress_to_pb(record.step, record.total_steps, record.best_probability),
+        progress=progress_to_pb(
+            record.step,
+            record.total_steps,
+            record.best_probability,
+            state=record.state,
+            phase=record.phase,
+            phase_message=record.phase_message,
+            updated=record.progress_at,
+        ),
         cache_hit=record.cache_hit,
         attempts=record.attempts,
         prototypes=[
@@ -166,7 +200,15 @@ def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job
 def event_to_pb(entry_id: str, event: JobEvent) -> service_pb2.WatchJobResponse:
     return service_pb2.WatchJobResponse(
         state=STATE_TO_PB[event.state],
-        progress=progress_to_pb(event.step, event.total_steps, event.best_probability),
+        progress=progress_to_pb(
+            event.step,
+            event.total_steps,
+            event.best_probability,
+            state=event.state,
+            phase=event.phase,
+            phase_message=event.phase_message,
+            updated=event.time,
+        ),
         message=event.message,
         cursor=entry_id,
     )

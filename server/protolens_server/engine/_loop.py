@@ -304,6 +304,11 @@ class _Progress:
         self.total_steps = steps
         self.callback = callback
 
+    def begin(self) -> None:
+        """Step 0, once per call: the starting point is ready and the optimisation begins."""
+        if self.callback is not None and not any(self.steps_done):
+            self.callback(ProgressEvent(0, self.total_steps, tuple(self.probabilities)))
+
     def update(self, items: list[_Item], step: int, probabilities: list[float]) -> None:
         for item, p in zip(items, probabilities, strict=True):
             self.probabilities[item.position] = p
@@ -332,6 +337,7 @@ class _Chunk:
         config, device = self.config, self.runner.device
         generators = [generator(item.seed) for item in items]
         param = self._start(items, generators)
+        self.progress.begin()
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
         objective = self._objective(weights)

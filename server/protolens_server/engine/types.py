@@ -222,7 +222,8 @@ class GenerationConfig:
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Sent to ``on_progress`` every ``config.progress_every`` steps and at the end."""
+    """Sent to ``on_progress`` at step 0 (the starting point is ready: the optimisation
+    begins), every ``config.progress_every`` steps and at the end."""
 
     step: int
     total_steps: int

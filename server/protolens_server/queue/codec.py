@@ -15,9 +15,9 @@ from typing import Any
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState, StoredPrototype
 
 _JSON_FIELDS = ("spec", "prototypes")
-_FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "best_probability")
+_FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "best_probability", "progress_at")
 _INT_FIELDS = ("step", "total_steps", "attempts")
-_STR_FIELDS = ("job_id", "state", "error", "cache_key", "worker")
+_STR_FIELDS = ("job_id", "state", "error", "cache_key", "worker", "phase", "phase_message")
 RECORD_FIELDS = (*_JSON_FIELDS, *_FLOAT_FIELDS, *_INT_FIELDS, *_STR_FIELDS, "cache_hit")
 
 
@@ -70,8 +70,10 @@ def prototypes_from_json(raw: str | bytes) -> list[StoredPrototype]:
 _EMPTY_SPEC = dataclasses.asdict(JobSpec(model="", model_digest="", targets=(), config={}, seed=0))
 
 
-def event_from_fields(job_id: str, fields: dict[Any, Any]) -> JobEvent:
+def event_from_fields(job_id: str, fields: dict[Any, Any], entry_id: str = "") -> JobEvent:
+    """An event from its stream entry; ``entry_id`` (``<ms>-<seq>``) gives its time."""
     f = {_text(k): _text(v) for k, v in fields.items()}
+    millis = entry_id.partition("-")[0]
     return JobEvent(
         job_id=job_id,
         state=JobState(f.get("state", "QUEUED")),
@@ -79,4 +81,7 @@ def event_from_fields(job_id: str, fields: dict[Any, Any]) -> JobEvent:
         total_steps=int(float(f.get("total_steps", 0) or 0)),
         best_probability=float(f.get("best_probability", 0) or 0),
         message=f.get("message", ""),
+        phase=f.get("phase", ""),
+        phase_message=f.get("phase_message", ""),
+        time=int(millis) / 1000 if millis.isdigit() else 0.0,
     )

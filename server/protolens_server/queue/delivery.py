@@ -72,6 +72,8 @@ class Delivery:
     took_over: bool = False  # the job was RUNNING under a worker that stopped heartbeating
     step: int = 0  # latest progress, kept by the worker
     best_probability: float = 0.0
+    phase: str = ""  # what the worker is doing for it (a JobPhase value), kept by the worker
+    phase_message: str = ""
 
     @property
     def active(self) -> bool:
@@ -256,8 +258,15 @@ class QueueConsumer:
         return [d for d, flag in zip(deliveries, flags, strict=True) if flag in (b"1", "1")]
 
     async def progress(
-        self, delivery: Delivery, step: int, total: int, best_probability: float
+        self,
+        delivery: Delivery,
+        step: int,
+        total: int,
+        best_probability: float,
+        phase: str = "",
+        phase_message: str = "",
     ) -> bool:
+        """Record progress (and what the worker is doing: a ``JobPhase``) and add an event."""
         k = self.keys
         return bool(
             await self._progress(
@@ -268,6 +277,9 @@ class QueueConsumer:
                     total,
                     repr(float(best_probability)),
                     self.settings.job_retention_s,
+                    phase,
+                    phase_message,
+                    repr(time.time()),
                 ],
             )
         )

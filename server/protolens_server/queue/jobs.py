@@ -340,7 +340,7 @@ class JobQueue:
             entries = entries[0][1] if entries else []
             for entry_id, fields in entries:
                 last = _text(entry_id)
-                event = event_from_fields(job_id, fields)
+                event = event_from_fields(job_id, fields, last)
                 yield last, event
                 if event.state.finished:
                     return

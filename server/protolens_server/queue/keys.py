@@ -28,6 +28,7 @@ The rest:
 - ``{prefix}:check:{<id>}:lease``  token of the API replica driving the check (PX lease)
 - ``{prefix}:tenant:<len>:<tenant>:checks`` a tenant's check ids (sorted set, lexical = time)
 - ``{prefix}:checks:running``     ids of RUNNING checks (sorted set, score = start time)
+- ``{prefix}:checkidem:<len>:<tenant>:<rid>`` check id for a tenant's StartCheck request_id
 
 Waiting jobs: each job's entry is XADDed to its priority stream and at once
 delivered to the consumer ``PARKED`` (so XLEN = waiting + running, as before);
@@ -154,6 +155,10 @@ class Keys:
 
     def check_lease(self, check_id: str) -> str:
         return f"{self.prefix}:check:{{{check_id}}}:lease"
+
+    def check_idempotency(self, tenant: str, request_id: str) -> str:
+        """A tenant's StartCheck request_id -> the id of the check it started."""
+        return f"{self.prefix}:checkidem:{len(tenant)}:{tenant}:{request_id}"
 
     def tenant_checks(self, tenant: str) -> str:
         return f"{self.prefix}:tenant:{len(tenant)}:{tenant}:checks"

@@ -27,6 +27,17 @@ class JobState(enum.StrEnum):
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
+class JobPhase(enum.StrEnum):
+    """What a running job's worker is doing (``Progress.phase`` in the API)."""
+
+    NONE = ""
+    LOADING_MODEL = "LOADING_MODEL"
+    PREPARING = "PREPARING"
+    OPTIMISING = "OPTIMISING"
+    SCORING = "SCORING"
+    STORING = "STORING"
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     classes: tuple[int, ...]
@@ -80,6 +91,9 @@ class JobRecord:
     step: int = 0
     total_steps: int = 0
     best_probability: float = 0.0
+    phase: str = ""  # a JobPhase value, written with the progress
+    phase_message: str = ""
+    progress_at: float = 0.0  # when the worker last wrote progress (unix seconds)
     attempts: int = 0
     error: str = ""
     cache_hit: bool = False
@@ -122,3 +136,6 @@ class JobEvent:
     total_steps: int = 0
     best_probability: float = 0.0
     message: str = ""
+    phase: str = ""  # a JobPhase value
+    phase_message: str = ""
+    time: float = 0.0  # when the event was written (unix seconds; 0 when unknown)

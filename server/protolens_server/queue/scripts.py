@@ -32,10 +32,12 @@ local function move(jobkey, job_id, new_state, now)
   redis.call('HSET', jobkey, 'state', new_state)
 end
 local function event(jobkey, eventskey, message, retention)
-  local v = redis.call('HMGET', jobkey, 'state', 'step', 'total_steps', 'best_probability')
+  local v = redis.call('HMGET', jobkey, 'state', 'step', 'total_steps', 'best_probability',
+    'phase', 'phase_message')
   redis.call('XADD', eventskey, 'MAXLEN', '~', 1000, '*',
     'state', v[1] or '', 'step', v[2] or '0', 'total_steps', v[3] or '0',
-    'best_probability', v[4] or '0', 'message', message or '')
+    'best_probability', v[4] or '0', 'message', message or '',
+    'phase', v[5] or '', 'phase_message', v[6] or '')
   redis.call('EXPIRE', eventskey, retention)
 end
 local function drop_entry(stream, group, entry)
@@ -204,14 +206,16 @@ redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[3], 'JUSTID')
 return 1
 """
 
-# KEYS: job, events; ARGV: token, step, total_steps, best_probability, retention
+# KEYS: job, events
+# ARGV: token, step, total_steps, best_probability, retention, phase, phase_message, now
 PROGRESS = (
     _PRELUDE
     + r"""
 if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return 0 end
 redis.call('HSET', KEYS[1], 'step', ARGV[2], 'total_steps', ARGV[3],
-  'best_probability', ARGV[4])
+  'best_probability', ARGV[4], 'phase', ARGV[6], 'phase_message', ARGV[7],
+  'progress_at', ARGV[8])
 event(KEYS[1], KEYS[2], '', tonumber(ARGV[5]))
 return 1
 """

@@ -27,8 +27,15 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
     p.add_argument("--metrics-port", type=int, help="Prometheus port (0 = any free port)")
     p.add_argument("--max-batch", type=int, help="images per engine batch")
     p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--log-format", choices=("json", "text"), default="json")
+    p.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="the worker's log level",
+    )
+    p.add_argument(
+        "--log-format", choices=("json", "text"), default="json", help="log lines as JSON or text"
+    )
     return p
 
 

@@ -46,6 +46,14 @@ class ModelCache:
         self._handles: OrderedDict[str, tuple[ModelHandle, int]] = OrderedDict()
         self._lock = threading.Lock()
 
+    def holds(self, name: str, digest: str = "") -> bool:
+        """Whether ``get(name, digest)`` would answer without loading."""
+        with self._lock:
+            return any(
+                key == f"{name}\0{digest}" or (not digest and key.startswith(f"{name}\0"))
+                for key in self._handles
+            )
+
     def get(self, name: str, digest: str = "") -> ModelHandle:
         """The handle for ``name``; InvalidArgument if its digest is not ``digest``."""
         with self._lock:

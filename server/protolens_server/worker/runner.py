@@ -18,7 +18,7 @@ from protolens_server.config import Settings
 from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, Target, generate
 from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
-from protolens_server.queue.records import JobSpec, StoredPrototype, TargetSpec
+from protolens_server.queue.records import JobPhase, JobSpec, StoredPrototype, TargetSpec
 
 log = get_logger("protolens.worker")
 
@@ -31,6 +31,42 @@ def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
         out.append(slice(start, start + n))
         start += n
     return out
+
+
+# --- what the worker says it is doing (Progress.phase / phase_message in the API) ----------
+
+
+def loading_phase(model: str, device: str) -> tuple[JobPhase, str]:
+    """Loading a model this worker has not loaded yet (the catalog folds its BatchNorm too)."""
+    return JobPhase.LOADING_MODEL, (
+        f"loading model {model} onto {device} and folding its BatchNorm layers "
+        "(first use on this worker)"
+    )
+
+
+def preparing_phase(spec: JobSpec, *, compile: bool) -> tuple[JobPhase, str]:
+    """Everything ``generate`` does before its first optimisation step."""
+    config = spec.config
+    parts = ["building the optimisation"]
+    if config.get("start") == "equidistant" and int(config.get("equidistant_steps") or 0) > 0:
+        parts.append(f"finding the equidistant start ({config['equidistant_steps']} steps)")
+    if compile:
+        parts.append("torch.compile compiles the step on the first steps (minutes on a CPU)")
+    return JobPhase.PREPARING, "; ".join(parts)
+
+
+def optimising_phase(images: int) -> tuple[JobPhase, str]:
+    return JobPhase.OPTIMISING, f"optimising {images} image{'s' if images != 1 else ''}"
+
+
+def finishing_phase(spec: JobSpec) -> tuple[JobPhase, str]:
+    """After the last step: scores (when the job names a reference set), then the PNGs."""
+    if spec.reference_set:
+        return JobPhase.SCORING, (
+            f"scoring against reference set '{spec.reference_set}' (its statistics are "
+            "computed on first use per model, then cached)"
+        )
+    return JobPhase.STORING, "encoding and storing the result"
 
 
 FAULT_OOM_ENV = "PROTOLENS_FAULT_OOM_ABOVE"

@@ -40,7 +40,15 @@ from protolens_server.queue.jobs import ensure_groups
 from protolens_server.queue.records import JobSpec, JobState
 from protolens_server.worker.batching import Batch, job_images
 from protolens_server.worker.models import ModelCache
-from protolens_server.worker.runner import job_slices, package, run_engine
+from protolens_server.worker.runner import (
+    finishing_phase,
+    job_slices,
+    loading_phase,
+    optimising_phase,
+    package,
+    preparing_phase,
+    run_engine,
+)
 
 log = get_logger("protolens.worker")
 T = TypeVar("T")
@@ -125,6 +133,7 @@ class Worker:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._cancel_task: asyncio.Task[None] | None = None
         self._publish_task: asyncio.Task[None] | None = None
+        self._publish_next: list[Delivery] | None = None  # asked while a round was running
 
     # --- the story ---------------------------------------------------------------
     async def run(self, *, burst: bool = False) -> None:
@@ -293,7 +302,13 @@ class Worker:
         specs = [d.record.spec for d in deliveries]
         started = time.monotonic()
         try:
-            handle = await asyncio.to_thread(self.models.get, specs[0].model, specs[0].model_digest)
+            model, digest = specs[0].model, specs[0].model_digest
+            if not self.models.holds(model, digest):
+                self._set_phase(deliveries, *loading_phase(model, self.device))
+            handle = await asyncio.to_thread(self.models.get, model, digest)
+            self._set_phase(
+                deliveries, *preparing_phase(specs[0], compile=self.settings.engine_compile)
+            )
             results = await asyncio.to_thread(
                 run_engine,
                 handle,
@@ -320,6 +335,7 @@ class Worker:
     ) -> None:
         assert self.consumer is not None
         spec = delivery.record.spec
+        self._set_phase([delivery], *finishing_phase(spec))
         try:
             stored, pngs = await asyncio.to_thread(
                 package, handle, spec, prototypes, settings=self.settings, device=self.device
@@ -396,33 +412,51 @@ class Worker:
         images = sum(s.stop - s.start for s in slices)
         last = [0]
 
+        phase, message = optimising_phase(images)
+
         def on_progress(event: ProgressEvent) -> None:
             metrics.GENERATION_STEPS.inc(max(0, event.step - last[0]) * images)
             last[0] = event.step
             for d, s in zip(deliveries, slices, strict=True):
                 d.step = event.step
                 d.best_probability = max(event.target_probabilities[s], default=0.0)
+                d.phase, d.phase_message = phase, message
             loop.call_soon_threadsafe(self._schedule_publish, deliveries)
 
         return on_progress
 
+    def _set_phase(self, deliveries: list[Delivery], phase: str, message: str) -> None:
+        """Say what the worker is doing for these jobs (written at once, in the background)."""
+        for d in deliveries:
+            d.phase, d.phase_message = phase, message
+        self._schedule_publish(deliveries)
+
     def _schedule_publish(self, deliveries: list[Delivery]) -> None:
         if self._publish_task is None or self._publish_task.done():
             self._publish_task = asyncio.create_task(self._publish(deliveries))
+        else:  # the running round writes these too once it is done with its own
+            self._publish_next = deliveries
 
     async def _publish(self, deliveries: list[Delivery]) -> None:
-        """Write each job's latest progress (coalesced: one write per job per round)."""
+        """Write each job's latest progress and phase (coalesced: one write per job per round)."""
         assert self.consumer is not None
-        published: dict[str, int] = {}
+        published: dict[str, tuple[int, str]] = {}
         while True:
-            todo = [d for d in deliveries if d.active and published.get(d.job_id) != d.step]
+            if self._publish_next is not None:
+                deliveries = list({id(d): d for d in (*deliveries, *self._publish_next)}.values())
+                self._publish_next = None
+            todo = [
+                d for d in deliveries if d.active and published.get(d.job_id) != (d.step, d.phase)
+            ]
             if not todo:
                 return
             for d in todo:
-                published[d.job_id] = d.step
+                published[d.job_id] = (d.step, d.phase)
                 total = int(d.record.spec.config.get("steps", 0) or 0)
                 try:
-                    await self.consumer.progress(d, d.step, total, d.best_probability)
+                    await self.consumer.progress(
+                        d, d.step, total, d.best_probability, d.phase, d.phase_message
+                    )
                 except aioredis.RedisError as e:
                     log.warning("progress of job %s not written: %s", d.job_id, e)
 
