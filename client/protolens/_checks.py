@@ -97,6 +97,7 @@ def start_request(
     seed: int | None = None,
     reference_set: str = "",
     policy_yaml: str = "",
+    request_id: str = "",
 ) -> pb.StartCheckRequest:
     cfg = common_pb2.GenerationConfig(**dict(config or {}))
     if steps is not None:
@@ -109,6 +110,7 @@ def start_request(
         prototypes_per_class=int(prototypes),
         reference_set=reference_set,
         policy_yaml=policy_yaml,
+        request_id=request_id,
     )
     if seed is not None:
         req.seed = int(seed)
@@ -130,7 +132,8 @@ class CheckMethods:
 
     def start_check(self, model: str, *, timeout: float | None = None, **options: Any) -> Check:
         """Start checking ``model`` (options: baseline, classes, steps, prototypes, config,
-        seed, reference_set, policy_yaml); returns the RUNNING check at once."""
+        seed, reference_set, policy_yaml, request_id); returns the RUNNING check at once.
+        A retry with the same ``request_id`` returns the check the first call started."""
         with translate_errors():
             resp = self._checks.StartCheck(start_request(model, **options), **self._kw(timeout))
         return _check(resp.check)

@@ -16,11 +16,13 @@ from protolens.v1 import service_pb2 as pb
 from protolens_server import metrics
 from protolens_server.api.server import SERVICE_NAME
 
+SERVICES = (SERVICE_NAME, "protolens.v1.CheckService", "protolens.v1.AdminService")
+
 
 async def test_health_serves_overall_and_service(address: str) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        for service in ("", SERVICE_NAME):
+        for service in ("", *SERVICES):
             reply = await health.Check(health_pb2.HealthCheckRequest(service=service))
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         with pytest.raises(grpc.aio.AioRpcError) as info:
@@ -37,7 +39,7 @@ async def test_reflection_lists_and_describes_the_service(address: str) -> None:
         ]
         replies = [r async for r in stub.ServerReflectionInfo(iter(requests))]
     names = {s.name for s in replies[0].list_services_response.service}
-    assert {SERVICE_NAME, "grpc.health.v1.Health"} <= names
+    assert {*SERVICES, "grpc.health.v1.Health"} <= names
     assert replies[1].file_descriptor_response.file_descriptor_proto
 
 

@@ -29,6 +29,7 @@ from protolens_server.api.validation import (
     generation_config,
     model_name,
     page_size,
+    request_id_of,
     seed_of,
 )
 from protolens_server.checks.policy import Policy
@@ -167,6 +168,7 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
             seed=seed,
             reference_set=request.reference_set,
             policy=policy,
+            request_id=request_id_of(request.request_id),
         )
         return pb.StartCheckResponse(check=check_to_pb(run))
 

@@ -1,8 +1,9 @@
 """The API server: ``start_server(settings)`` for tests and ``serve(settings)`` for deployments.
 
-One grpc.aio server carries ``ProtolensService``, ``grpc.health.v1`` (``""`` and
-the service name; NOT_SERVING while Redis does not answer a PING, checked every
-``health_probe_s``, or on shutdown) and server reflection, all behind
+One grpc.aio server carries ``ProtolensService``, ``CheckService``, the
+``AdminService``, ``grpc.health.v1`` (``""`` and each service's name; NOT_SERVING
+while Redis does not answer a PING, checked every ``health_probe_s``, or on
+shutdown) and server reflection, all behind
 ``ServiceInterceptor``. Message sizes are capped explicitly by
 ``Settings.max_message_bytes`` (PNG payloads). A background task samples queue
 statistics into the queue gauges and resumes checks whose driving replica died
@@ -28,6 +29,7 @@ from protolens.v1 import service_pb2, service_pb2_grpc
 from protolens_server import metrics
 from protolens_server.api.admin import add_admin_service
 from protolens_server.api.auth import ApiKeyAuth, ApiKeyStore, RateLimiter
+from protolens_server.api.checks import SERVICE_NAME as CHECK_SERVICE_NAME
 from protolens_server.api.checks import add_check_service
 from protolens_server.api.interceptors import ServiceInterceptor
 from protolens_server.api.loop_lag import LoopLagProbe
@@ -197,7 +199,11 @@ async def start_server(
         server, queue, catalog, settings, pool=pool, lease_s=lease_s
     )
     hooks = (add_admin_service, *extra_services)
-    services = (SERVICE_NAME, *(hook(server, queue, catalog, settings) for hook in hooks))
+    services = (
+        SERVICE_NAME,
+        CHECK_SERVICE_NAME,
+        *(hook(server, queue, catalog, settings) for hook in hooks),
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

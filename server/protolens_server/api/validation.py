@@ -159,7 +159,8 @@ def page_size(value: int, default: int = DEFAULT_PAGE_SIZE) -> int:
     return min(value or default, MAX_PAGE_SIZE)
 
 
-def _request_id(value: str) -> str:
+def request_id_of(value: str) -> str:
+    """An idempotency key (AIP-155) as given, checked: printable ASCII, bounded length."""
     if len(value) > MAX_REQUEST_ID_CHARS:
         raise InvalidArgument(
             "request_id", f"is {len(value)} characters; at most {MAX_REQUEST_ID_CHARS}"
@@ -204,6 +205,6 @@ def build_spec(
         engine_version=ENGINE_VERSION,
         priority=_PRIORITIES[request.priority],
         tenant=tenant,
-        request_id=_request_id(request.request_id),
+        request_id=request_id_of(request.request_id),
         trace_id=trace_id,
     )

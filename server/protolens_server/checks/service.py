@@ -58,6 +58,7 @@ from protolens_server.queue.records import JobRecord, JobSpec, JobState
 log = logging.getLogger(__name__)
 POLL_S = 0.2
 LEASE_S = 15.0  # a dead replica's checks are resumed at most this long after it died
+IDEMPOTENT_WAIT_S = 60.0  # a retry waits at most this long for the first call's start
 
 _REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 ErrorFields = Callable[[ProtolensError], dict[str, Any]]
@@ -136,8 +137,57 @@ class CheckRunner:
         seed: int = 0,
         reference_set: str = "",
         policy: Policy,
+        request_id: str = "",
     ) -> CheckRecord:
-        """Validate, submit the jobs, store the record, drive it; returns it RUNNING."""
+        """Validate, submit the jobs, store the record, drive it; returns it RUNNING.
+
+        With a ``request_id`` (AIP-155) a retry returns the check the first call started
+        (whatever its state now) instead of starting another.
+        """
+        check_id = new_check_id()
+        if request_id:
+            first = await self._started_by(tenant, request_id, check_id)
+            if first is not None:
+                return first
+        try:
+            return await self._start(
+                check_id, tenant, model, baseline, classes, config, seed, reference_set, policy
+            )
+        except BaseException:
+            if request_id:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.forget_request(tenant, request_id, check_id))
+            raise
+
+    async def _started_by(self, tenant: str, request_id: str, check_id: str) -> CheckRecord | None:
+        """The check ``request_id`` started (waiting while its first call is still starting
+        it), or None once the id is bound to ``check_id`` for this call to start."""
+        deadline = asyncio.get_running_loop().time() + IDEMPOTENT_WAIT_S
+        while True:
+            first = await self.store.claim_request(tenant, request_id, check_id)
+            if not first:
+                return None
+            with contextlib.suppress(JobNotFound):
+                return await self.store.get(first, tenant)
+            if asyncio.get_running_loop().time() > deadline:
+                raise FailedPrecondition(
+                    f"the check of request_id {request_id!r} is still starting; retry later",
+                    request_id=request_id,
+                )
+            await asyncio.sleep(POLL_S)
+
+    async def _start(
+        self,
+        check_id: str,
+        tenant: str,
+        model: str,
+        baseline: str,
+        classes: list[str] | None,
+        config: GenerationConfig,
+        seed: int,
+        reference_set: str,
+        policy: Policy,
+    ) -> CheckRecord:
         new = await self._version(model)
         old = await self._version(baseline) if baseline else None
         check_compatible(new.handle, old.handle if old else None)
@@ -161,7 +211,7 @@ class CheckRunner:
             "policy_source": policy.source,
             "chunk_size": self.chunk_size,
         }
-        record = CheckRecord(new_check_id(), tenant, new.name, request["baseline"], request)
+        record = CheckRecord(check_id, tenant, new.name, request["baseline"], request)
         plan = self._plan(new, old, request, tenant)
         jobs = await self._submit(record, plan.specs)
         try:

@@ -9,6 +9,7 @@ share a slot):
 - ``check:{id}:lease``   the driving replica's token (``SET NX PX``, renewed while it drives)
 - ``tenant:<len>:<tenant>:checks``  the tenant's check ids (score 0: lexical = time order)
 - ``checks:running``     ids of RUNNING checks (score = start time): what the sweep reads
+- ``checkidem:<len>:<tenant>:<rid>``  the check a tenant's StartCheck ``request_id`` started
 
 Every state change is one Lua script, so it is atomic and one-way: RUNNING ->
 SUCCEEDED | FAILED | CANCELLED, and a finished record never changes again;
@@ -104,6 +105,12 @@ if not redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 en
 redis.call('HSET', KEYS[1], 'driver', ARGV[1])
 redis.call('HINCRBY', KEYS[1], 'drives', 1)
 return 1
+"""
+
+# KEYS: idempotency key.  ARGV: check id. Forget a request_id whose check never started.
+_FORGET_REQUEST = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
 """
 
 # KEYS: lease.  ARGV: owner, lease_ms (0: release).
@@ -213,6 +220,26 @@ class CheckStore:
         self._cancel = redis.register_script(_CANCEL)
         self._take = redis.register_script(_TAKE)
         self._renew = redis.register_script(_RENEW)
+        self._forget_request = redis.register_script(_FORGET_REQUEST)
+
+    # --- idempotent starts (AIP-155) ------------------------------------------------------
+    async def claim_request(self, tenant: str, request_id: str, check_id: str) -> str:
+        """Bind ``request_id`` to ``check_id`` unless it is bound already: "" when this call
+        bound it (start the check), else the id of the check it was bound to first."""
+        key = self.keys.check_idempotency(tenant, request_id)
+        if await self.redis.set(key, check_id, nx=True, ex=self.retention_s):
+            return ""
+        first = await self.redis.get(key)
+        return (
+            _text(first)
+            if first is not None
+            else await self.claim_request(tenant, request_id, check_id)
+        )  # it expired or was forgotten in between: try again
+
+    async def forget_request(self, tenant: str, request_id: str, check_id: str) -> None:
+        """Unbind ``request_id`` if it still names ``check_id`` (whose start failed)."""
+        key = self.keys.check_idempotency(tenant, request_id)
+        await self._forget_request(keys=[key], args=[check_id])
 
     # --- the driver's writes -----------------------------------------------------------
     async def create(self, record: CheckRecord, owner: str, lease_ms: int) -> None:
