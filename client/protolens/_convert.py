@@ -146,7 +146,16 @@ def resolved_target(msg: common_pb2.ResolvedTarget) -> types.ResolvedTarget:
 
 
 def progress(msg: job_pb2.Progress) -> types.Progress:
-    return types.Progress(msg.step, msg.total_steps, msg.best_probability, msg.fraction)
+    phase = job_pb2.JobPhase.Name(msg.phase).removeprefix("JOB_PHASE_") if msg.phase else ""
+    return types.Progress(
+        step=msg.step,
+        total_steps=msg.total_steps,
+        best_probability=msg.best_probability,
+        fraction=msg.fraction,
+        phase=phase,
+        phase_message=msg.phase_message,
+        update_time=_time(msg.update_time, msg.HasField("update_time")),
+    )
 
 
 def summary(msg: job_pb2.PrototypeSummary) -> types.PrototypeSummary:

@@ -13,6 +13,8 @@ import importlib
 import sys
 from collections.abc import Sequence
 
+from protolens._cli import help as help_format
+
 # (module, server_side). Each module defines ``register(subparsers) -> None`` and
 # sets ``func`` (args -> int exit code) on its parser(s).
 COMMAND_MODULES: list[tuple[str, bool]] = [
@@ -22,6 +24,11 @@ COMMAND_MODULES: list[tuple[str, bool]] = [
     ("protolens._cli.jobs", False),
     ("protolens._cli.admin", False),
 ]
+
+_FIRST_STEPS = """first steps:
+  protolens demo              the main job end to end on this machine (docs: README.md)
+  protolens up                the service on this machine, with the gallery in a browser
+  protolens COMMAND --help    what a command does, its options and their defaults"""
 
 SERVER_EXTRA_HINT = (
     "this command runs on the server side and needs its dependencies: "
@@ -33,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protolens",
         description="Prototype generation for image classifiers: locally or as a service.",
+        epilog=_FIRST_STEPS,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module_name, _server_side in COMMAND_MODULES:
@@ -43,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # a part not written yet / not installed
             raise
         module.register(sub)
+    help_format.apply(parser)
     return parser
 
 
@@ -63,6 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         raise
     except Exception as exc:
+        hint = _connection_hint(exc, args)
+        if hint:
+            print(f"protolens: {hint}", file=sys.stderr)
+            return 1
         if _is_protolens_error(exc):
             reason = getattr(exc, "reason", "")
             prefix = f"{reason}: " if reason and reason != "PROTOLENS_ERROR" else ""
@@ -86,6 +99,23 @@ _SERVER_ONLY_MODULES = {
     "yaml",
     "matplotlib",
 }
+
+
+def _connection_hint(exc: BaseException, args: argparse.Namespace) -> str:
+    """One line for a service that cannot be reached: where, why, and what to do."""
+    from protolens.errors import CAUSE_TEXT, ConnectionError
+
+    if not isinstance(exc, ConnectionError) or exc.cause not in CAUSE_TEXT:
+        return ""
+    from protolens.client import service_target
+
+    address = service_target(getattr(args, "address", "") or "")
+    todo = (
+        "is that the protolens API's port? (`protolens up` serves it on 127.0.0.1:50051)"
+        if exc.cause == "not_grpc"
+        else "start one with `protolens up`, or point --address (or $PROTOLENS_ADDRESS) at it"
+    )
+    return f"UNAVAILABLE: no protolens API at {address}: {CAUSE_TEXT[exc.cause]}; {todo}"
 
 
 def _is_protolens_error(exc: BaseException) -> bool:

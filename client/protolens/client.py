@@ -1,6 +1,6 @@
 """``Client`` (blocking) and ``AsyncClient`` (asyncio): the protolens SDK.
 
-    with Client("127.0.0.1:50051") as client:
+    with Client("127.0.0.1:50051") as client:   # a host without a port means :50051
         job = client.create_prototype_job("efficientnet_lite0", [281, "Granny Smith"])
         job = job.result(timeout=600)            # or client.wait(job)
         for summary in job.prototypes:
@@ -18,12 +18,13 @@ exponential backoff (``WatchRetry``), so the caller sees every event once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import grpc
 
@@ -34,7 +35,9 @@ from protolens.errors import ConnectionError, JobFailedError, from_rpc_error, tr
 from protolens.v1 import service_pb2 as pb
 from protolens.v1 import service_pb2_grpc
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_PORT = 50051
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
+_URI_SCHEMES = ("dns:", "unix:", "unix-abstract:", "ipv4:", "ipv6:", "vsock:")
 DEFAULT_TIMEOUT_S = 30.0
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
@@ -140,6 +143,22 @@ def _channel_options(max_message_bytes: int, retry: WatchRetry) -> list[tuple[st
     ]
 
 
+def service_target(address: str) -> str:
+    """The gRPC target for ``address``: a host without a port means the service's port 50051
+    (gRPC itself would try 443); ``host:port``, ``[v6]:port`` and gRPC URIs (``dns:``,
+    ``unix:``, ...) stay as given."""
+    a = address.strip()
+    if not a:
+        return DEFAULT_ADDRESS
+    if a.startswith(_URI_SCHEMES) or "://" in a:
+        return a
+    if a.startswith("["):
+        return a if "]:" in a else f"{a}:{DEFAULT_PORT}"
+    if a.count(":") > 1:  # a bare IPv6 address
+        return f"[{a}]:{DEFAULT_PORT}"
+    return a if ":" in a else f"{a}:{DEFAULT_PORT}"
+
+
 def _prototype_name(job: JobRef, index: int) -> str:
     return f"{convert.job_name(job)}/prototypes/{int(index)}"
 
@@ -159,12 +178,23 @@ class _Base:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         watch_retry: WatchRetry | None = None,
     ) -> None:
-        self.address = address
+        self.address = service_target(address)
         self.timeout = timeout
         self.watch_retry = watch_retry if watch_retry is not None else WatchRetry()
         self._credentials = credentials
         self._metadata = tuple(metadata)
         self._options = _channel_options(max_message_bytes, self.watch_retry)
+        self._owns_channel = True
+
+    def with_metadata(self, metadata: Sequence[tuple[str, str]]) -> Self:
+        """A client on the same channel that sends ``metadata`` (e.g. another caller's
+        ``auth_metadata(api_key)``) instead of this one's; closing it leaves the channel
+        open (the client it came from owns it). A gateway serving many callers over one
+        connection uses this: ``client.with_metadata(auth_metadata(key)).list_models()``."""
+        view = copy.copy(self)
+        view._metadata = tuple(metadata)
+        view._owns_channel = False  # stubs carry no metadata: the view shares them too
+        return view
 
     def _kw(self, timeout: float | None = None, *, stream: bool = False) -> dict[str, Any]:
         kw: dict[str, Any] = {"metadata": self._metadata or None}
@@ -179,10 +209,11 @@ class Client(_Base, CheckMethods):
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
         super().__init__(address, **kwargs)
+        target = self.address
         if self._credentials is None:
-            self._channel = grpc.insecure_channel(address, options=self._options)
+            self._channel = grpc.insecure_channel(target, options=self._options)
         else:
-            self._channel = grpc.secure_channel(address, self._credentials, options=self._options)
+            self._channel = grpc.secure_channel(target, self._credentials, options=self._options)
         self._stub = service_pb2_grpc.ProtolensServiceStub(self._channel)
 
     def __enter__(self) -> Client:
@@ -192,7 +223,8 @@ class Client(_Base, CheckMethods):
         self.close()
 
     def close(self) -> None:
-        self._channel.close()
+        if self._owns_channel:
+            self._channel.close()
 
     def _bind(self, job: types.Job) -> types.Job:
         job._waiter = self.wait
@@ -356,11 +388,12 @@ class AsyncClient(_Base, AsyncCheckMethods):
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
         super().__init__(address, **kwargs)
+        target = self.address
         if self._credentials is None:
-            self._channel = grpc.aio.insecure_channel(address, options=self._options)
+            self._channel = grpc.aio.insecure_channel(target, options=self._options)
         else:
             self._channel = grpc.aio.secure_channel(
-                address, self._credentials, options=self._options
+                target, self._credentials, options=self._options
             )
         self._stub = service_pb2_grpc.ProtolensServiceStub(self._channel)
 
@@ -371,7 +404,12 @@ class AsyncClient(_Base, AsyncCheckMethods):
         await self.close()
 
     async def close(self) -> None:
-        await self._channel.close()
+        if self._owns_channel:
+            await self._channel.close()
+
+    def _bind(self, job: types.Job) -> types.Job:
+        job._waiter = self.wait  # job.result() returns this coroutine: await it
+        return job
 
     async def create_prototype_job(
         self,
@@ -398,13 +436,13 @@ class AsyncClient(_Base, AsyncCheckMethods):
         )
         with translate_errors():
             resp = await self._stub.CreatePrototypeJob(req, **self._kw(timeout))
-        return convert.job(resp.job, resp.outcome)
+        return self._bind(convert.job(resp.job, resp.outcome))
 
     async def get_job(self, job: JobRef, *, timeout: float | None = None) -> types.Job:
         req = pb.GetJobRequest(name=convert.job_name(job))
         with translate_errors():
             resp = await self._stub.GetJob(req, **self._kw(timeout))
-        return convert.job(resp.job)
+        return self._bind(convert.job(resp.job))
 
     async def get_job_after_watch(self, job: JobRef, *, timeout: float | None = None) -> types.Job:
         """``get_job`` riding out a lost connection (see ``Client.get_job_after_watch``)."""
@@ -424,13 +462,13 @@ class AsyncClient(_Base, AsyncCheckMethods):
         req = pb.ListJobsRequest(page_size=page_size, page_token=page_token)
         with translate_errors():
             resp = await self._stub.ListJobs(req, **self._kw(timeout))
-        return [convert.job(j) for j in resp.jobs], resp.next_page_token
+        return [self._bind(convert.job(j)) for j in resp.jobs], resp.next_page_token
 
     async def cancel_job(self, job: JobRef, *, timeout: float | None = None) -> types.Job:
         req = pb.CancelJobRequest(name=convert.job_name(job))
         with translate_errors():
             resp = await self._stub.CancelJob(req, **self._kw(timeout))
-        return convert.job(resp.job)
+        return self._bind(convert.job(resp.job))
 
     async def watch_job(
         self,

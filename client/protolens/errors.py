@@ -102,11 +102,39 @@ class InternalError(ApiError):
 
 
 class ConnectionError(ProtolensError):
-    """The service could not be reached, or said it is unavailable (retry later)."""
+    """The service could not be reached, or said it is unavailable (retry later).
 
-    def __init__(self, message: str, reason: str = "UNAVAILABLE") -> None:
+    ``cause`` says which, when the transport told: ``"refused"`` (nothing listens at the
+    address), ``"not_grpc"`` (something answered, but not a gRPC server: a wrong port),
+    ``"unresolved"`` (the host name does not resolve), or ``""`` (the service answered
+    UNAVAILABLE itself, e.g. while its Redis is unreachable, or the cause is unknown).
+    """
+
+    def __init__(self, message: str, reason: str = "UNAVAILABLE", cause: str = "") -> None:
         super().__init__(message)
         self.reason = reason or "UNAVAILABLE"
+        self.cause = cause
+
+
+# What gRPC's transport says (in the status details) for each ConnectionError.cause.
+_CONNECTION_CAUSES = (
+    ("refused", ("Connection refused", "connection refused")),
+    ("not_grpc", ("Failed parsing HTTP/2", "Trying to connect an http1.x")),
+    ("unresolved", ("DNS resolution failed", "errors resolving", "hostname lookup")),
+)
+CAUSE_TEXT = {
+    "refused": "nothing is listening there (connection refused)",
+    "not_grpc": "something answered, but not a gRPC server",
+    "unresolved": "the host name does not resolve",
+}
+
+
+def connection_cause(details: str) -> str:
+    """The ``ConnectionError.cause`` that gRPC's status details show ("" if none)."""
+    for cause, needles in _CONNECTION_CAUSES:
+        if any(n in details for n in needles):
+            return cause
+    return ""
 
 
 class JobFailedError(ProtolensError):
@@ -138,6 +166,10 @@ def from_rpc_error(exc: grpc.RpcError) -> ProtolensError:
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
     reason, metadata = _error_info(trailing or ())
     if code == grpc.StatusCode.UNAVAILABLE:
+        cause = "" if reason else connection_cause(message)
+        if cause:
+            text = f"service unavailable: {CAUSE_TEXT[cause]} ({message})"
+            return ConnectionError(text, reason, cause)
         return ConnectionError(f"service unavailable: {message}", reason)
     cls = _BY_CODE.get(code, InternalError)
     return cls(code, reason, message, metadata)

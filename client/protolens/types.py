@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from protolens.files import prototype_record, prototype_stem
+
 FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
@@ -58,10 +60,18 @@ class ClassProbability:
 
 @dataclass(frozen=True)
 class Progress:
+    """How far a job has got. ``phase`` says what its worker is doing while it runs:
+    LOADING_MODEL, PREPARING, OPTIMISING (``step`` counts), SCORING or STORING ("" when
+    not running); ``phase_message`` says it in words; ``update_time`` is when the worker
+    reported it (None before its first report)."""
+
     step: int = 0
     total_steps: int = 0
     best_probability: float = 0.0
     fraction: float = 0.0
+    phase: str = ""
+    phase_message: str = ""
+    update_time: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +100,8 @@ class PrototypeSummary:
 
 @dataclass
 class Job:
-    """A prototype generation job. ``result()`` waits for it (when it came from a ``Client``)."""
+    """A prototype generation job. ``result()`` waits for it: ``job.result()`` from a
+    ``Client``, ``await job.result()`` from an ``AsyncClient``."""
 
     name: str
     state: str
@@ -112,7 +123,7 @@ class Job:
     attempts: int = 0
     prototypes: tuple[PrototypeSummary, ...] = ()
     outcome: str = ""  # set on the job CreatePrototypeJob returns: queued|cache_hit|dedup_join|...
-    _waiter: Callable[..., Job] | None = field(default=None, repr=False, compare=False)
+    _waiter: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
 
     @property
     def id(self) -> str:
@@ -126,10 +137,14 @@ class Job:
     def succeeded(self) -> bool:
         return self.state == "SUCCEEDED"
 
-    def result(self, timeout: float | None = None) -> Job:
-        """Block until the job finishes; return it, or raise ``JobFailedError``."""
+    def result(self, timeout: float | None = None) -> Any:
+        """The finished job, or ``JobFailedError`` if it failed or was cancelled.
+
+        From a ``Client`` this blocks and returns the ``Job``; from an ``AsyncClient`` it
+        returns an awaitable: ``job = await job.result(timeout=600)``.
+        """
         if self._waiter is None:
-            raise TypeError("this Job is not bound to a sync Client; use client.wait(job_id)")
+            raise TypeError("this Job is not bound to a client; use client.wait(job_id)")
         return self._waiter(self.id, timeout=timeout)
 
     def to_dict(self) -> dict[str, Any]:
@@ -193,21 +208,41 @@ class Prototype:
     scores: Scores | None
     provenance: Provenance
 
+    @property
+    def stem(self) -> str:
+        """The file name it is saved under, without suffix (``281-tabby_cat-0``)."""
+        t = self.summary.target
+        return prototype_stem(t.classes, t.class_names, t.kind, self.summary.target_index)
+
+    def record(self, file: str = "") -> dict[str, Any]:
+        """Its JSON record: the same keys ``protolens generate`` writes (``protolens.files``)."""
+        s, t = self.summary, self.summary.target
+        return prototype_record(
+            name=self.name,
+            file=file,
+            classes=t.classes,
+            class_names=t.class_names,
+            kind=t.kind,
+            target_index=s.target_index,
+            probability=s.probability,
+            logit=s.logit,
+            top5=[(c.index, c.name, c.probability) for c in s.top5],
+            steps=s.steps,
+            seed=s.seed,
+            scores=self.scores.details if self.scores else None,
+            provenance=asdict(self.provenance),
+        )
+
     def save(self, directory: str | Path, stem: str | None = None) -> tuple[Path, Path]:
-        """Write ``<stem>.png`` and ``<stem>.json`` (summary, scores, provenance)."""
+        """Write ``<stem>.png`` and ``<stem>.json`` (its record); ``stem`` defaults to
+        ``self.stem``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        stem = stem or f"{self.summary.index:03d}_{self.summary.target.label()}"
-        stem = "".join(c if c.isalnum() or c in "+-_." else "_" for c in stem)
+        stem = "".join(c if c.isalnum() or c in "+-_." else "_" for c in (stem or self.stem))
         png_path, json_path = out / f"{stem}.png", out / f"{stem}.json"
         png_path.write_bytes(self.png)
-        meta = {
-            "name": self.name,
-            "summary": asdict(self.summary),
-            "scores": asdict(self.scores) if self.scores else None,
-            "provenance": asdict(self.provenance),
-        }
-        json_path.write_text(json.dumps(meta, indent=2) + "\n")
+        record = self.record(file=png_path.name)
+        json_path.write_text(json.dumps(record, indent=2) + "\n")
         return png_path, json_path
 
 

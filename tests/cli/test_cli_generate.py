@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -32,32 +31,34 @@ def test_writes_pngs_and_one_json_document(capsys, cli_models, tmp_path) -> None
     assert stderr == ""  # not a terminal: no progress bar
     doc = json.loads(stdout)
     assert doc["model"]["name"] == "fruit" and len(doc["model"]["digest"]) == 64
-    assert doc["seed"] == 7 and doc["config"]["steps"] == 4
+    assert doc["seed"] == 7 and doc["config"]["steps"] == 4 and doc["out"] == str(out)
     protos = doc["prototypes"]
     assert len(protos) == 8  # 4 targets x 2 prototypes
     first = protos[0]
-    assert (first["class_index"], first["class_name"], first["target_kind"]) == (
-        2,
-        "cherry",
-        "prototype",
-    )
-    assert Path(first["file"]).name == "2-cherry-0.png"
-    assert [p["target_kind"] for p in protos[::2]] == [
+    assert first["schema"] == "protolens.prototype.v1"
+    assert first["target"] == {"classes": [2], "class_names": ["cherry"], "kind": "prototype"}
+    assert first["file"] == "2-cherry-0.png"
+    assert [p["target"]["kind"] for p in protos[::2]] == [
         "prototype",
         "prototype",
         "antitype",
         "hybrid",
     ]
-    assert Path(protos[4]["file"]).name == "anti-1-banana-0.png"
-    assert Path(protos[7]["file"]).name == "0+3-apple+date-1.png"
-    assert protos[7]["classes"] == [0, 3] and protos[7]["class_names"] == ["apple", "date"]
+    assert protos[4]["file"] == "anti-1-banana-0.png"
+    assert protos[7]["file"] == "0+3-apple+date-1.png" and protos[7]["target_index"] == 1
+    assert protos[7]["target"]["classes"] == [0, 3]
+    assert protos[7]["target"]["class_names"] == ["apple", "date"]
     for p in protos:
         assert 0.0 <= p["probability"] <= 1.0 and isinstance(p["logit"], float)
-        assert len(p["top5"]) == 5 and {"index", "name", "prob"} == set(p["top5"][0])
-        assert p["steps"] == 4 and p["config"]["prototypes"] == 2
-        with Image.open(p["file"]) as img:
+        assert len(p["top5"]) == 5 and {"index", "name", "probability"} == set(p["top5"][0])
+        assert p["steps"] == 4 and p["provenance"]["config"]["prototypes"] == 2
+        assert p["provenance"]["model"] == "fruit" and p["scores"] is None
+        with Image.open(out / p["file"]) as img:
             assert img.size == (16, 16) and img.mode == "RGB"
-    assert sorted(f.name for f in out.iterdir()) == sorted(Path(p["file"]).name for p in protos)
+        # the record beside each PNG is the one printed
+        assert json.loads((out / p["file"]).with_suffix(".json").read_text()) == p
+    names = sorted(f.name for f in out.iterdir())
+    assert names == sorted(n for p in protos for n in (p["file"], p["file"][:-4] + ".json"))
 
 
 def test_same_seed_same_pixels_and_human_output(capsys, cli_models, tmp_path) -> None:
@@ -82,7 +83,7 @@ def test_input_spec_flags_and_class_names_file(capsys, cli_models, tmp_path) -> 
     )  # fmt: skip
     assert code == 0, stderr
     proto = json.loads(stdout)["prototypes"][0]
-    assert (proto["class_index"], proto["class_name"]) == (4, "z")
+    assert proto["target"]["classes"] == [4] and proto["target"]["class_names"] == ["z"]
 
 
 def test_exported_program_with_bn_prior_and_diversity(capsys, cli_models, tmp_path) -> None:
@@ -91,9 +92,9 @@ def test_exported_program_with_bn_prior_and_diversity(capsys, cli_models, tmp_pa
         "--diversity", "0.5", "--bn-prior", "0.1", *FAST, "--out", str(tmp_path), "--json",
     )  # fmt: skip
     assert code == 0 and stderr == "", stderr
-    files = [p["file"] for p in json.loads(stdout)["prototypes"]]
-    assert [Path(f).name for f in files] == ["2-cherry-0.png", "2-cherry-1.png"]
-    assert Path(files[0]).read_bytes() != Path(files[1]).read_bytes()
+    files = [tmp_path / p["file"] for p in json.loads(stdout)["prototypes"]]
+    assert [f.name for f in files] == ["2-cherry-0.png", "2-cherry-1.png"]
+    assert files[0].read_bytes() != files[1].read_bytes()
     line = _one_line_error(
         capsys, "-m", str(cli_models["exported"]), "-t", "7", *FAST, "--out", str(tmp_path)
     )
@@ -204,7 +205,7 @@ def test_real_process_json_and_error(cli_models, tmp_path) -> None:
         "--json",
     )
     assert ok.returncode == 0, ok.stderr
-    assert json.loads(ok.stdout)["prototypes"][0]["class_name"] == "date"
+    assert json.loads(ok.stdout)["prototypes"][0]["target"]["class_names"] == ["date"]
     bad = _run_cli("generate", "-m", str(cli_models["notes"]), "-t", "1", "--out", str(tmp_path))
     assert bad.returncode == 1
     assert bad.stderr.strip().count("\n") == 0 and "Traceback" not in bad.stderr
@@ -229,5 +230,5 @@ def test_compile_flag_makes_the_same_prototypes(capsys, cli_models, tmp_path) ->
         docs.append(json.loads(stdout))
     assert counters["stats"]["unique_graphs"] >= 1  # the second run really compiled
     for eager, compiled in zip(docs[0]["prototypes"], docs[1]["prototypes"], strict=True):
-        assert compiled["class_index"] == eager["class_index"]
+        assert compiled["target"] == eager["target"]
         assert abs(compiled["probability"] - eager["probability"]) < 1e-3

@@ -11,24 +11,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import redis
-from PIL import Image
 from protolens_server.api.stack import Stack
-from protolens_server.api.testkit import TINY_CLASSES, make_tiny_model_store
+from protolens_server.api.testkit import make_reference_root, make_tiny_model_store
 from protolens_server.config import Settings
-
-
-def make_reference_root(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for name in TINY_CLASSES:
-        folder = root / "tinyref" / name
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(3):
-            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
-            Image.fromarray(pixels).save(folder / f"{i}.png")
-    return root
 
 
 @pytest.fixture(scope="session")

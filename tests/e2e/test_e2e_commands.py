@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -43,13 +45,21 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     port, metrics_port = free_port(), free_port()
     cmd = [
         sys.executable, "-m", "protolens.cli", "up", "--port", str(port),
-        "--metrics-port", str(metrics_port), "--model-store", str(e2e_store),
-        "--data-dir", str(tmp_path / "up"),
+        "--metrics-port", str(metrics_port), "--web-port", "0", "--model-store", str(e2e_store),
     ]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=_env())
+    env = {**_env(), "TMPDIR": str(tmp_path)}  # its temporary folder goes here
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         first = _first_line(proc, timeout=90)
         assert first.strip() == f"protolens: serving on 127.0.0.1:{port}", first
+        gallery = proc.stdout.readline().decode().split()  # printed right after (buffered)
+        assert gallery[0] == "gallery:" and gallery[1].startswith("http://127.0.0.1:"), gallery
+        with urllib.request.urlopen(gallery[1], timeout=10) as page:  # no key needed on up
+            assert page.status == 200 and b"tiny" in page.read()
+        # a second `up` on the same port: one line, before starting anything
+        again = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=60)
+        assert again.returncode == 1 and "Traceback" not in again.stderr
+        assert again.stderr.startswith("protolens: PORT_IN_USE: the API cannot listen on")
         out = tmp_path / "out"
         code = cli_main(
             ["submit", "--address", f"127.0.0.1:{port}", "--model", "tiny", "--target", "cherry",
@@ -69,7 +79,9 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     time.sleep(0.2)
     assert not _listening(port) and not _listening(metrics_port)
     assert _processes_with(f"PROTOLENS_GRPC_PORT={port}") == [], "API/worker children left"
-    assert _processes_with(str(tmp_path / "up" / "redis")) == [], "embedded Redis left"
+    assert _processes_with(str(tmp_path)) == [], "embedded Redis or the gallery left"
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith("protolens")]
+    assert left == [], "its temporary folder was left"  # (torch keeps its own caches there)
 
 
 def _processes_with(marker: str) -> list[int]:
@@ -94,12 +106,17 @@ def test_demo_writes_png_and_says_scores_are_skipped(e2e_store: Path, tmp_path: 
         sys.executable, "-m", "protolens.cli", "demo", "--model", "tiny", "--target", "1",
         "--steps", "4", "--model-store", str(e2e_store), "--out", str(out),
     ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {**_env(), "TMPDIR": str(temp)}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no reference set registered" in done.stdout
     assert "stopping the stack" in done.stdout
+    assert re.search(r"done in \d+\.\d s \(the job took \d+\.\d s\)", done.stdout)
     pngs = list(out.glob("*.png"))
     assert len(pngs) == 1 and (out / "job.json").exists()
+    assert [p for p in temp.iterdir() if p.name.startswith("protolens")] == []  # removed
 
 
 def test_demo_with_a_reference_set_writes_scores(
@@ -116,7 +133,7 @@ def test_demo_with_a_reference_set_writes_scores(
     done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     (meta,) = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
-    assert meta["scores"]["reference_set"] == "tinyref" and meta["scores"]["layer_names"]
+    assert meta["provenance"]["reference_set"] == "tinyref" and meta["scores"]["layers"]
 
 
 def test_worker_command_runs_a_burst_worker(redis_url: str, e2e_store: Path) -> None:
@@ -147,7 +164,8 @@ def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "reference set 'photos'" in done.stdout
     metas = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
-    assert sorted(m["summary"]["target"]["classes"][0] for m in metas) == [285, 967]
+    assert sorted(m["target"]["classes"][0] for m in metas) == [285, 967]
+    assert sorted(m["target"]["class_names"][0] for m in metas) == ["Egyptian Mau", "espresso"]
     for meta in metas:
-        assert meta["scores"]["reference_set"] == "photos"
-        assert isinstance(meta["scores"]["summary"]["path_similarity"], float)
+        assert meta["provenance"]["reference_set"] == "photos"
+        assert isinstance(meta["path_similarity"], float)

@@ -45,7 +45,7 @@ def test_json_has_scores_and_plots_beside_images(
     )  # fmt: skip
     assert code == 0, stderr
     protos = json.loads(stdout)["prototypes"]
-    assert [p["class_index"] for p in protos] == [0, 5]
+    assert [p["target"]["classes"] for p in protos] == [[0], [5]]
     for p in protos:
         scores = p["scores"]
         assert p["path_similarity"] == scores["path_similarity"]
@@ -60,8 +60,7 @@ def test_json_has_scores_and_plots_beside_images(
         assert len(scores["spearman_normalised_low"]) == len(scores["layers"])
         assert scores["robustness"]["transform_samples"] == 4
         assert scores["statistics"]["resamples"] == 200
-        plot = Path(p["plot"])
-        assert plot.parent == Path(p["file"]).parent and plot.name.endswith("-scores.png")
+        plot = out / p["file"].replace(".png", "-scores.png")  # beside the image
         with Image.open(plot) as im:
             assert im.format == "PNG"
 

@@ -19,15 +19,30 @@ _ROLES = ("tenant", "admin")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    admin = sub.add_parser("admin", help="operator commands (API keys)")
+    admin = sub.add_parser(
+        "admin",
+        help="operator commands (API keys)",
+        description="Operator commands: create, list and revoke API keys (docs/tenancy.md).",
+    )
     admin_sub = admin.add_subparsers(dest="admin_command", metavar="ADMIN_COMMAND")
-    keys = admin_sub.add_parser("keys", help="create, list and revoke API keys")
+    keys = admin_sub.add_parser(
+        "keys",
+        help="create, list and revoke API keys",
+        description="API keys: each belongs to a tenant and reaches only that tenant's jobs "
+        "and checks; an admin key also reaches these commands (docs/tenancy.md).",
+    )
     keys_sub = keys.add_subparsers(dest="keys_command", metavar="KEYS_COMMAND")
 
-    p = keys_sub.add_parser("create", help="create a key; prints it once")
+    p = keys_sub.add_parser(
+        "create",
+        help="create a key; prints it once",
+        description="Create an API key for a tenant and print it, once (only its hash is "
+        "stored). The first admin key has no key to call the API with: --bootstrap writes "
+        "it straight into the service's Redis.",
+    )
     _common(p)
     p.add_argument("--tenant", required=True, help="tenant the key belongs to")
-    p.add_argument("--role", choices=_ROLES, default="tenant")
+    p.add_argument("--role", choices=_ROLES, default="tenant", help="what the key may do")
     p.add_argument("--name", default="", help="label: who or what uses the key")
     p.add_argument(
         "--bootstrap",
@@ -37,34 +52,49 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--redis-url", default=None, help="with --bootstrap ($PROTOLENS_REDIS_URL)")
     p.set_defaults(func=cmd_create)
 
-    p = keys_sub.add_parser("list", help="list keys (never their secrets)")
+    p = keys_sub.add_parser(
+        "list",
+        help="list keys (never their secrets)",
+        description="List API keys (never their secrets), optionally of one tenant.",
+    )
     _common(p)
     p.add_argument("--tenant", default="", help="only this tenant's keys")
     p.set_defaults(func=cmd_list)
 
-    p = keys_sub.add_parser("revoke", help="revoke a key by id")
+    p = keys_sub.add_parser(
+        "revoke",
+        help="revoke a key by id",
+        description="Revoke an API key: the next call made with it is UNAUTHENTICATED.",
+    )
     _common(p)
     p.add_argument("key_id", help="key id (the middle of pl_<id>_<secret>) or apiKeys/<id>")
     p.set_defaults(func=cmd_revoke)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--address", default=_address_default(), help="service host:port")
+    p.add_argument(
+        "--address",
+        default=_address_default(),
+        metavar="HOST[:PORT]",
+        help="the protolens API ($PROTOLENS_ADDRESS; a host without a port means port 50051)",
+    )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="seconds per call"
+    )
     connection_args(p)
 
 
 def _stub(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     import grpc
 
+    from protolens.client import service_target
     from protolens.v1 import admin_pb2_grpc
 
     kw = connection_kwargs(args)
     creds = kw.get("credentials")
-    channel = (
-        grpc.secure_channel(args.address, creds) if creds else grpc.insecure_channel(args.address)
-    )
+    target = service_target(args.address)
+    channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
     return channel, admin_pb2_grpc.AdminServiceStub(channel), kw["metadata"] or None
 
 

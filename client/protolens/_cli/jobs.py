@@ -26,20 +26,31 @@ def _address_default() -> str:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--address", default=_address_default(), help="service host:port ($PROTOLENS_ADDRESS)"
+        "--address",
+        default=_address_default(),
+        metavar="HOST[:PORT]",
+        help="the protolens API ($PROTOLENS_ADDRESS; a host without a port means port 50051)",
     )
     p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument("--timeout", type=float, default=30.0, help="seconds per call (default 30)")
+    p.add_argument(
+        "--timeout", type=float, default=30.0, metavar="SECONDS", help="seconds per call"
+    )
     connection_args(p)
 
 
 def connection_args(p: argparse.ArgumentParser) -> None:
     """API key and TLS options (each defaults to its environment variable)."""
-    p.add_argument("--api-key", default=None, help="API key ($PROTOLENS_API_KEY)")
+    p.add_argument("--api-key", default=None, metavar="KEY", help="API key ($PROTOLENS_API_KEY)")
     p.add_argument("--tls", action="store_true", default=None, help="TLS with the system roots")
-    p.add_argument("--tls-ca", default=None, help="CA certificate to trust ($PROTOLENS_TLS_CA)")
-    p.add_argument("--tls-cert", default=None, help="client cert, mTLS ($PROTOLENS_TLS_CERT)")
-    p.add_argument("--tls-key", default=None, help="client key, mTLS ($PROTOLENS_TLS_KEY)")
+    p.add_argument(
+        "--tls-ca", default=None, metavar="PEM", help="CA certificate to trust ($PROTOLENS_TLS_CA)"
+    )
+    p.add_argument(
+        "--tls-cert", default=None, metavar="PEM", help="client cert, mTLS ($PROTOLENS_TLS_CERT)"
+    )
+    p.add_argument(
+        "--tls-key", default=None, metavar="PEM", help="client key, mTLS ($PROTOLENS_TLS_KEY)"
+    )
 
 
 def connection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
@@ -54,10 +65,25 @@ def connection_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     )
 
 
+_SERVICE_NOTE = (
+    "Talks to a running service: start one on this machine with `protolens up` "
+    "(127.0.0.1:50051), or point --address / $PROTOLENS_ADDRESS at yours."
+)
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="create a prototype job on a running service")
+    p = sub.add_parser(
+        "submit",
+        help="create a prototype job on a running service",
+        description="Create a prototype job: the service queues it (or answers it from its "
+        "cache at once) and a worker generates it. With --wait, show its progress and, with "
+        "--out, write one PNG and one JSON record per prototype (docs/prototype-files.md). "
+        "Path-similarity scores need a reference set the service has registered "
+        "(--reference-set; `protolens up --reference-root DIR` registers each folder of DIR).\n\n"
+        + _SERVICE_NOTE,
+    )
     _common(p)
-    p.add_argument("--model", required=True, help="registered model name")
+    p.add_argument("--model", required=True, help="registered model name (see protolens models)")
     p.add_argument(
         "--target",
         action="append",
@@ -65,36 +91,78 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="CLASS",
         help="class index or name; A+B for a hybrid, anti:C for an antitype (repeatable)",
     )
-    p.add_argument("--prototypes", type=int, default=1, help="prototypes per target")
-    p.add_argument("--steps", type=int, help="optimisation steps")
+    p.add_argument("--prototypes", type=int, default=1, metavar="N", help="prototypes per target")
     p.add_argument(
-        "--config", action="append", default=[], metavar="KEY=VALUE", help="generation option"
+        "--steps", type=int, metavar="N", help="optimisation steps (default: the engine's, 64)"
     )
-    p.add_argument("--seed", type=int)
-    p.add_argument("--reference-set", default="", help="registered reference set (for scores)")
-    p.add_argument("--priority", choices=("high", "normal", "low"), default="normal")
-    p.add_argument("--request-id", default="", help="idempotency key")
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a generation option, e.g. lr=0.1 or transforms=small (repeatable; "
+        "see docs/engine.md)",
+    )
+    p.add_argument("--seed", type=int, metavar="N", help="random seed (default: 0)")
+    p.add_argument(
+        "--reference-set",
+        default="",
+        metavar="NAME",
+        help="registered reference set to score against (without it the job has no scores)",
+    )
+    p.add_argument(
+        "--priority", choices=("high", "normal", "low"), default="normal", help="queue priority"
+    )
+    p.add_argument(
+        "--request-id",
+        default="",
+        metavar="ID",
+        help="idempotency key: a retry with the same id returns the first job",
+    )
     p.add_argument("--wait", action="store_true", help="wait for the job, showing progress")
-    p.add_argument("--out", type=Path, help="with --wait: write PNGs and scores here")
+    p.add_argument(
+        "--out", type=Path, metavar="DIR", help="with --wait: write the PNGs and JSON here"
+    )
     p.set_defaults(func=cmd_submit)
 
-    p = sub.add_parser("watch", help="show a job's progress until it ends")
+    p = sub.add_parser(
+        "watch",
+        help="show a job's progress until it ends",
+        description="Follow a job until it ends: state, what its worker is doing, steps, "
+        "rate and best probability. A lost connection is resumed. Exit 0 when the job "
+        "SUCCEEDED, 1 otherwise.\n\n" + _SERVICE_NOTE,
+    )
     _common(p)
     p.add_argument("job", help="job id or jobs/{id}")
     p.set_defaults(func=cmd_watch)
 
-    p = sub.add_parser("get", help="show a job; with --out, write its PNGs and scores")
+    p = sub.add_parser(
+        "get",
+        help="show a job; with --out, write its PNGs and JSON",
+        description="Show a job and its prototypes; with --out, write one PNG and one JSON "
+        "record per prototype (docs/prototype-files.md) and job.json.\n\n" + _SERVICE_NOTE,
+    )
     _common(p)
     p.add_argument("job", help="job id or jobs/{id}")
-    p.add_argument("--out", type=Path, help="folder for the PNGs and scores JSON")
+    p.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNGs and JSON")
     p.set_defaults(func=cmd_get)
 
-    p = sub.add_parser("cancel", help="cancel a queued or running job")
+    p = sub.add_parser(
+        "cancel",
+        help="cancel a queued or running job",
+        description="Cancel a queued job at once, or a running one between two optimisation "
+        "steps.\n\n" + _SERVICE_NOTE,
+    )
     _common(p)
     p.add_argument("job", help="job id or jobs/{id}")
     p.set_defaults(func=cmd_cancel)
 
-    p = sub.add_parser("models", help="list the models the service serves")
+    p = sub.add_parser(
+        "models",
+        help="list the models the service serves",
+        description="List the models the service serves: name, classes, input shape, "
+        "source.\n\n" + _SERVICE_NOTE,
+    )
     _common(p)
     p.set_defaults(func=cmd_models)
 
@@ -154,11 +222,18 @@ def _job_line(job: Any) -> str:
 
 
 def save_prototypes(client: Any, job: Any, out: Path) -> list[Path]:
-    """Fetch every prototype of a finished job and write PNG + JSON files into ``out``."""
+    """Fetch every prototype of a finished job and write its PNG + JSON record into ``out``
+    (names as ``protolens generate`` gives them; a name two targets share gets the
+    prototype's position in the job appended), then ``job.json``."""
     paths: list[Path] = []
+    used: set[str] = set()
     for summary in job.prototypes:
         prototype = client.get_prototype(job, summary.index)
-        paths += prototype.save(out)
+        stem = prototype.stem
+        if stem in used:
+            stem = f"{stem}-{summary.index}"
+        used.add(stem)
+        paths += prototype.save(out, stem)
     if job.prototypes:
         (out / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
         paths.append(out / "job.json")
@@ -220,17 +295,16 @@ def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client, _reconnect_notices():
         if args.json:
             for event in client.watch_job(args.job):
-                print(
-                    json.dumps(
-                        {
-                            "state": event.state,
-                            **vars(event.progress),
-                            "message": event.message,
-                            "cursor": event.cursor,
-                        }
-                    )
-                )
-                sys.stdout.flush()
+                progress = {**vars(event.progress)}
+                when = progress.pop("update_time")
+                line = {
+                    "state": event.state,
+                    **progress,
+                    "update_time": when.isoformat() if when else None,
+                    "message": event.message,
+                    "cursor": event.cursor,
+                }
+                print(json.dumps(line), flush=True)
             job = client.get_job_after_watch(args.job)
         else:
             follow(client, args.job)

@@ -30,12 +30,31 @@ from typing import Any
 
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
 
+_DESCRIPTION = """A CI gate for a model version: generate its prototypes (and the baseline's),
+compare them class by class (confidence, path similarity, drift, cross-scores,
+entanglement), apply the policy, and write an HTML report and JSON.
+
+MODEL is a name@version of --model-store (NAME/VERSION/ folders), an MLflow
+models:/NAME/VERSION, a built-in, or a model file (.pt/.pt2/.mar).
+
+Prototypes are made in this process, cached in --cache-dir, so re-checking an
+unchanged version generates nothing; or, with --address, by the service's workers
+(its cache is shared by everyone who checks the same version)."""
+
+_EPILOG = """exit codes: 0 the policy passed, 1 a rule failed, 2 an error (bad input, unreadable
+model), 130 cancelled (Ctrl-C).
+
+example:
+  protolens check vision@2 --baseline vision@1 --model-store models/ \\
+      --policy policy.yaml --report report.html   (docs/checks.md)"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "check",
         help="check a model version: prototypes, drift vs a baseline, policy, HTML report",
-        description=__doc__.split("\n\n")[0],
+        description=_DESCRIPTION,
+        epilog=_EPILOG,
     )
     p.add_argument("model", metavar="MODEL", help="model version to check (e.g. vision@2)")
     p.add_argument("--baseline", metavar="MODEL", help="earlier version to compare with")
@@ -51,21 +70,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     p.add_argument("--model-store", metavar="DIR", type=Path, help="versioned model store")
     p.add_argument("--reference", metavar="DIR", help="reference images for path similarity")
-    p.add_argument("--steps", type=int, default=64, help="optimisation steps (default 64)")
-    p.add_argument("--prototypes", type=int, default=1, help="prototypes per class (default 1)")
-    p.add_argument("--diversity", type=float, default=0.0, help="diversity weight (default 0)")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate (default 0.05)")
+    p.add_argument("--steps", type=int, default=64, metavar="N", help="optimisation steps")
+    p.add_argument("--prototypes", type=int, default=1, metavar="N", help="prototypes per class")
+    p.add_argument("--diversity", type=float, default=0.0, metavar="W", help="diversity weight")
+    p.add_argument("--lr", type=float, default=0.05, metavar="LR", help="learning rate")
     p.add_argument(
         "--transforms",
         default="medium",
         choices=("none", "small", "medium", "large", "xlarge"),
-        help="random transforms (default medium)",
+        help="random transforms",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--cache-dir", metavar="DIR", type=Path, help="local prototype cache")
-    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
+    )
+    p.add_argument(
+        "--cache-dir",
+        metavar="DIR",
+        type=Path,
+        help="local prototype cache (default: $PROTOLENS_CACHE_DIR/checks or "
+        "~/.cache/protolens/checks)",
+    )
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (local checks)")
     p.add_argument("--address", metavar="HOST:PORT", help="run the check on this service")
-    p.add_argument("--api-key", default=None, help="API key for --address ($PROTOLENS_API_KEY)")
+    p.add_argument(
+        "--api-key", default=None, metavar="KEY", help="API key for --address ($PROTOLENS_API_KEY)"
+    )
     p.set_defaults(func=run)
 
 

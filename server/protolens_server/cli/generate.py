@@ -1,8 +1,10 @@
 """``protolens generate``: prototypes of a local model, no service needed.
 
-Writes one PNG per prototype into ``--out`` (``281-tabby_cat-0.png``,
-``anti-281-tabby_cat-0.png``, ``281+207-tabby_cat+Golden_Retriever-0.png``) and
-with ``--json`` prints one JSON document describing them. Every failure is a
+Writes one PNG and one JSON record per prototype into ``--out``
+(``281-tabby_cat-0.png`` + ``.json``, ``anti-281-tabby_cat-0``,
+``281+207-tabby_cat+Golden_Retriever-0``: names and records as ``protolens.files``
+makes them for the service's files too) and with ``--json`` prints one JSON document
+with all the records. Every failure is a
 ``ProtolensError``, which the dispatcher prints as one line (exit 1).
 
 Module top level imports nothing heavy: torch loads only when the command runs.
@@ -15,8 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
-import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -32,10 +34,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "generate",
         help="generate prototypes of a model locally (needs the server extras)",
         description=(
-            "Generate prototypes: inputs optimised until the model is confident of a class. "
-            "MODEL is a built-in name (efficientnet_lite0), a TorchScript .pt/.ts, a "
-            "torch.export .pt2, a TorchServe .mar, or factory:package.module:function@weights.pth. "
-            "CLASS is an index or a class name."
+            "Generate prototypes on this machine, no service needed: inputs optimised until "
+            "the model is confident of a class. MODEL is a built-in name (efficientnet_lite0), "
+            "a TorchScript .pt/.ts, a torch.export .pt2, a TorchServe .mar, or "
+            "factory:package.module:function@weights.pth. CLASS is an index or a class name. "
+            "Each prototype is written as NAME.png and NAME.json, e.g. 281-tabby_cat-0.png "
+            "(docs/prototype-files.md); --reference adds path-similarity scores."
         ),
     )
     _add_model_arguments(parser)
@@ -105,36 +109,58 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-# (flag, config field, type, help) for the generation options; defaults come from
-# GenerationConfig so the help and the engine never disagree.
-_CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str]] = [
-    ("--prototypes", "prototypes", int, "prototypes per target"),
-    ("--steps", "steps", int, "optimisation steps"),
-    ("--lr", "lr", float, "learning rate"),
-    ("--param", "parameterisation", str, "image parameterisation: fourier | pixel"),
-    ("--start", "start", str, "start image: noise | constant | equidistant"),
-    ("--transforms", "transforms", str, "transform preset: none|small|medium|large|xlarge"),
-    ("--diversity", "diversity", float, "diversity weight between a target's prototypes"),
-    ("--hf-penalty", "hf_penalty", float, "high-frequency penalty weight"),
-    ("--bn-prior", "bn_prior", float, "BatchNorm-statistics prior weight (0 = off)"),
-    ("--equidistant-steps", "equidistant_steps", int, "steps to find the equidistant start"),
-    ("--max-batch", "max_batch", int, "images per batch (0 = fit the GPU memory)"),
+# (flag, config field, type, metavar, help) for the generation options; defaults come
+# from GenerationConfig (read only when the help is shown: it needs torch), so the help
+# and the engine never disagree.
+_CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
+    ("--prototypes", "prototypes", int, "N", "prototypes per target"),
+    ("--steps", "steps", int, "N", "optimisation steps"),
+    ("--lr", "lr", float, "LR", "learning rate"),
+    ("--param", "parameterisation", str, "NAME", "image parameterisation: fourier | pixel"),
+    ("--start", "start", str, "NAME", "start image: noise | constant | equidistant"),
+    ("--transforms", "transforms", str, "PRESET", "none | small | medium | large | xlarge"),
+    ("--diversity", "diversity", float, "W", "diversity weight between a target's prototypes"),
+    ("--hf-penalty", "hf_penalty", float, "W", "high-frequency penalty weight"),
+    ("--bn-prior", "bn_prior", float, "W", "BatchNorm-statistics prior weight (0 = off)"),
+    ("--equidistant-steps", "equidistant_steps", int, "N", "steps to find the equidistant start"),
+    ("--max-batch", "max_batch", int, "N", "images per batch (0 = fit the GPU memory)"),
 ]
+
+
+def _engine_default(field: str) -> Any:
+    from protolens_server.engine.types import GenerationConfig
+
+    return getattr(GenerationConfig(), field)
 
 
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("generation")
-    for flag, field, kind, text in _CONFIG_FLAGS:
-        g.add_argument(flag, dest=f"cfg_{field}", type=kind, default=None, help=text)
-    g.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    for flag, field, kind, metavar, text in _CONFIG_FLAGS:
+        action = g.add_argument(
+            flag, dest=f"cfg_{field}", type=kind, default=None, metavar=metavar, help=text
+        )
+        action.lazy_default = functools.partial(_engine_default, field)  # type: ignore[attr-defined]
+    g.add_argument(
+        "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
+    )
     g.add_argument("--no-autocast", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
 
 
 def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("output")
-    g.add_argument("--out", "-o", required=True, metavar="DIR", help="folder for the PNGs")
-    g.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    g.add_argument(
+        "--out",
+        "-o",
+        required=True,
+        metavar="DIR",
+        help="folder for one PNG and one JSON record per prototype (docs/prototype-files.md)",
+    )
+    g.add_argument(
+        "--json",
+        action="store_true",
+        help="also print one JSON document on stdout: the model, the config and the records",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,12 +184,15 @@ def run(args: argparse.Namespace) -> int:
                 compile=args.compile,
             )
         )
-    records = []
-    for proto, path in zip(prototypes, write_pngs(prototypes, handle, out), strict=True):
-        records.append(prototype_record(proto, handle, path))
-    if reference is not None:
-        add_scores(args, handle, prototypes, reference, device, records)
-    emit(args, handle, config, device, out, records)
+    paths = write_pngs(prototypes, handle, out)
+    scores = add_scores(args, handle, prototypes, reference, device, paths) if reference else None
+    records = [
+        prototype_record(proto, handle, path, None if scores is None else scores[k])
+        for k, (proto, path) in enumerate(zip(prototypes, paths, strict=True))
+    ]
+    write_records(records, paths)
+    texts = None if scores is None else [result.summary_text() for result in scores]
+    emit(args, handle, config, device, out, records, texts)
     return 0
 
 
@@ -233,7 +262,7 @@ def build_config(args: argparse.Namespace) -> GenerationConfig:
 
     changes = {
         field: getattr(args, f"cfg_{field}")
-        for _, field, _, _ in _CONFIG_FLAGS
+        for _, field, _, _, _ in _CONFIG_FLAGS
         if getattr(args, f"cfg_{field}") is not None
     }
     if args.no_autocast:
@@ -244,7 +273,8 @@ def build_config(args: argparse.Namespace) -> GenerationConfig:
         return GenerationConfig(**changes)
     except InvalidArgument as exc:
         flag = next(
-            (f for f, field, _, _ in _CONFIG_FLAGS if exc.field == f"config.{field}"), exc.field
+            (f for f, field, _, _, _ in _CONFIG_FLAGS if exc.field == f"config.{field}"),
+            exc.field,
         )
         raise InvalidArgument(flag, exc.message.partition(": ")[2] or exc.message) from exc
 
@@ -311,32 +341,62 @@ def write_pngs(prototypes: Sequence[Prototype], handle: ModelHandle, out: Path) 
 
 
 def prototype_filename(proto: Prototype, handle: ModelHandle) -> str:
+    """``281-tabby_cat-0.png``: the name every protolens command gives a prototype."""
+    from protolens.files import prototype_stem
+
     classes = proto.target.classes
-    indices = "+".join(str(c) for c in classes)
-    names = "+".join(_slug(handle.class_names[c]) for c in classes)
-    prefix = "anti-" if proto.target.kind == "antitype" else ""
-    return f"{prefix}{indices}-{names}-{proto.index}.png"
+    names = [handle.class_names[c] for c in classes]
+    return prototype_stem(classes, names, proto.target.kind, proto.index) + ".png"
 
 
-def prototype_record(proto: Prototype, handle: ModelHandle, path: Path) -> dict[str, Any]:
-    """The JSON description of one prototype (scoring adds its keys to this dict)."""
+def prototype_record(
+    proto: Prototype, handle: ModelHandle, path: Path, scores: Any | None = None
+) -> dict[str, Any]:
+    """One prototype's JSON record: the schema the service's files use too (protolens.files)."""
+    from protolens.files import prototype_record as record
+
+    from protolens_server import ENGINE_VERSION
+
     names = handle.class_names
     classes = list(proto.target.classes)
-    return {
-        "class_index": classes[0],
-        "class_name": names[classes[0]],
-        "classes": classes,
-        "class_names": [names[c] for c in classes],
-        "target_kind": proto.target.kind,
-        "index": proto.index,
-        "file": str(path),
-        "probability": proto.probability,
-        "logit": proto.logit,
-        "top5": [{"index": i, "name": names[i], "prob": p} for i, p in proto.top5],
-        "steps": proto.steps,
-        "seed": proto.seed,
-        "config": proto.config.to_dict(),
-    }
+    return record(
+        file=path.name,
+        classes=classes,
+        class_names=[names[c] for c in classes],
+        kind=proto.target.kind,
+        target_index=proto.index,
+        probability=proto.probability,
+        logit=proto.logit,
+        top5=[(i, names[i], p) for i, p in proto.top5],
+        steps=proto.steps,
+        seed=proto.seed,
+        scores=None if scores is None else scores.to_dict(),
+        provenance={
+            "model": handle.name,
+            "model_digest": handle.digest,
+            "engine_version": ENGINE_VERSION,
+            "config": proto.config.to_dict(),
+            "seed": proto.seed,
+            "reference_digest": "" if scores is None else _reference_digest(scores),
+        },
+    )
+
+
+def _reference_digest(scores: Any) -> str:
+    reference = scores.to_dict().get("reference") or {}
+    return str(reference.get("digest", "")) if isinstance(reference, dict) else ""
+
+
+def write_records(records: list[dict[str, Any]], paths: list[Path]) -> None:
+    """``NAME.json`` beside each ``NAME.png``."""
+    from protolens_server.errors import InvalidArgument
+
+    for record, png in zip(records, paths, strict=True):
+        path = png.with_suffix(".json")
+        try:
+            path.write_text(json.dumps(record, indent=2) + "\n")
+        except OSError as exc:
+            raise InvalidArgument("--out", f"cannot write {path}: {exc.strerror}") from exc
 
 
 def emit(
@@ -346,7 +406,10 @@ def emit(
     device: str,
     out: Path,
     records: list[dict[str, Any]],
+    similarity_texts: list[str] | None = None,
 ) -> None:
+    """``--json``: one document with the records; otherwise one line per prototype (with
+    its path similarity in words, e.g. ``0.42 [0.31, 0.55] (12/18 layers)``)."""
     from protolens_server import ENGINE_VERSION
 
     if args.json:
@@ -368,11 +431,13 @@ def emit(
         }
         print(json.dumps(doc, indent=2))
         return
-    for r in records:
-        label = "+".join(r["class_names"])
-        kind = "" if r["target_kind"] == "prototype" else f" ({r['target_kind']})"
-        similarity = f"  path_similarity={r['path_similarity_text']}" if "scores" in r else ""
-        print(f"{r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}")
+    for k, r in enumerate(records):
+        target = r["target"]
+        label = "+".join(target["class_names"])
+        kind = "" if target["kind"] == "prototype" else f" ({target['kind']})"
+        text = similarity_texts[k] if similarity_texts else ""
+        similarity = f"  path_similarity={text}" if text else ""
+        print(f"{out / r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}")
 
 
 @contextlib.contextmanager
@@ -416,10 +481,6 @@ def _class_names_file(path: str | None) -> list[str] | None:
 
         raise InvalidArgument("--class-names", f"{p}: no such file")
     return list(parse_class_names(read_json(p, "class names"), str(p)).names)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60] or "class"
 
 
 # -- scoring: --reference / --layers / --plots (Engineer SCORES) -------------------------
@@ -480,9 +541,9 @@ def add_scores(
     prototypes: Sequence[Prototype],
     reference: Any,
     device: str,
-    records: list[dict[str, Any]],
-) -> None:
-    """Score the prototypes; add ``path_similarity`` and ``scores`` to each record; plot."""
+    paths: Sequence[Path],
+) -> list[Any]:
+    """Score the prototypes (one result per prototype); with --plots draw NAME-scores.png."""
     from protolens_server.scores.scoring import score_prototypes
 
     layers = [v.strip() for v in args.layers.split(",") if v.strip()] if args.layers else None
@@ -495,16 +556,9 @@ def add_scores(
         robustness_samples=args.robustness_samples,
         seed=args.seed,
     )
-    for record, result in zip(records, scores, strict=True):
-        s = result.summary
-        record["path_similarity"] = s.value
-        record["path_similarity_interval"] = None if s.low is None else [s.low, s.high]
-        record["path_similarity_text"] = result.summary_text()
-        record["scores"] = result.to_dict()
-        if args.plots:
-            from protolens_server.plots import plot_scores
+    if args.plots:
+        from protolens_server.plots import plot_scores
 
-            image = Path(record["file"])
-            plot = image.with_name(f"{image.stem}-scores.png")
-            plot_scores(result, plot, title=image.stem)
-            record["plot"] = str(plot)
+        for result, image in zip(scores, paths, strict=True):
+            plot_scores(result, image.with_name(f"{image.stem}-scores.png"), title=image.stem)
+    return list(scores)

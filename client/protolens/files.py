@@ -1,0 +1,95 @@
+"""The files written for a prototype: one PNG and one JSON record, the same everywhere.
+
+``protolens generate`` (local), ``protolens submit --out`` / ``get --out``,
+``protolens demo`` and ``Prototype.save()`` in the SDK all name and describe a
+prototype with these two functions, so a folder of prototypes reads the same
+whichever way it was made (docs/prototype-files.md lists the keys):
+
+    281-tabby_cat-0.png         the image (8-bit RGB PNG)
+    281-tabby_cat-0.json        its record: target, probability, top-5, scores, provenance
+
+Names are ``[anti-]<class indices joined by +>-<class names>-<n>``, where n is the
+prototype's number within its target. No grpc or torch import: plain data in, plain
+data out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+SCHEMA = "protolens.prototype.v1"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")[:60] or "class"
+
+
+def prototype_stem(
+    classes: Sequence[int], class_names: Sequence[str], kind: str, target_index: int
+) -> str:
+    """The file name without suffix, e.g. ``281-tabby_cat-0`` or ``anti-281-tabby_cat-0``."""
+    indices = "+".join(str(int(c)) for c in classes)
+    names = "+".join(_slug(n or str(c)) for c, n in zip(classes, class_names, strict=False))
+    prefix = "anti-" if kind == "antitype" else ""
+    return f"{prefix}{indices}-{names or 'class'}-{int(target_index)}"
+
+
+def prototype_record(
+    *,
+    file: str,
+    classes: Sequence[int],
+    class_names: Sequence[str],
+    kind: str,
+    target_index: int,
+    probability: float,
+    logit: float,
+    top5: Sequence[tuple[int, str, float]],
+    steps: int,
+    seed: int,
+    scores: Mapping[str, Any] | None,
+    provenance: Mapping[str, Any],
+    name: str = "",
+) -> dict[str, Any]:
+    """One prototype's JSON record (``SCHEMA``); ``scores`` is the engine's scores dict
+    (docs/scores.md) or None, ``provenance`` the keys of ``PROVENANCE_KEYS``."""
+    path_similarity = scores.get("path_similarity") if scores else None
+    low, high = (
+        (scores.get("path_similarity_low"), scores.get("path_similarity_high"))
+        if scores
+        else (None, None)
+    )
+    return {
+        "schema": SCHEMA,
+        "name": name,
+        "file": file,
+        "target": {
+            "classes": [int(c) for c in classes],
+            "class_names": list(class_names),
+            "kind": kind,
+        },
+        "target_index": int(target_index),
+        "probability": float(probability),
+        "logit": float(logit),
+        "top5": [{"index": int(i), "name": n, "probability": float(p)} for i, n, p in top5],
+        "steps": int(steps),
+        "seed": int(seed),
+        "path_similarity": path_similarity,
+        "path_similarity_interval": None if low is None or high is None else [low, high],
+        "scores": dict(scores) if scores else None,
+        "provenance": {key: provenance.get(key, _EMPTY.get(key, "")) for key in PROVENANCE_KEYS},
+    }
+
+
+_EMPTY: dict[str, Any] = {"config": {}, "seed": 0}
+PROVENANCE_KEYS = (
+    "model",
+    "model_digest",
+    "engine_version",
+    "config",
+    "seed",
+    "reference_set",
+    "reference_digest",
+    "cache_key",
+)
