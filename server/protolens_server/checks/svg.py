@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from html import escape
+from typing import TYPE_CHECKING
 
-from protolens_server.checks.result import ClassCheck
+if TYPE_CHECKING:  # a type only: the web gallery draws from report JSON without torch
+    from protolens_server.checks.result import ClassCheck
 
 NEW, KEPT, LOST = "#d62728", "#555555", "#aaaaaa"
 

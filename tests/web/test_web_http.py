@@ -1,0 +1,109 @@
+"""The gallery over plain HTTP: sign-in, cookies, CSRF, headers, downloads, tenant scoping."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Gallery
+
+pytestmark = pytest.mark.xdist_group("web")
+
+
+def test_an_api_that_needs_keys_sends_viewers_to_sign_in(gallery: Gallery, http_for) -> None:
+    h = http_for()
+    status, headers, _ = h.request("/jobs")
+    assert status == 303 and headers["location"] == "/login?next=/jobs"
+    status, _, body = h.request("/login")
+    assert status == 200 and b'type="password"' in body and b'name="api_key"' in body
+
+
+def test_sign_in_keeps_the_key_out_of_urls_and_readable_cookies(gallery: Gallery, http_for) -> None:
+    h = http_for()
+    status, _, body = h.sign_in("pl_wrong_key")
+    assert status == 401 and b"did not accept that key" in body
+    status, headers, _ = h.sign_in(gallery.keys["alpha"])
+    assert status == 303 and headers["location"] == "/"
+    session = next(c for c in h.jar if c.name == "protolens_session")
+    assert gallery.keys["alpha"] not in session.value  # sealed, not the key itself
+    assert session.has_nonstandard_attr("HttpOnly") and session.path == "/"
+    set_cookie = [v for k, v in headers.items() if k.lower() == "set-cookie"]
+    assert all("samesite=strict" in v.lower() for v in set_cookie), set_cookie
+    status, _, body = h.request("/")
+    assert status == 200 and gallery.jobs["fruit@1"][:12].encode() in body
+    # a tampered cookie is no session at all
+    session.value = session.value[:-4] + ("AAAA" if not session.value.endswith("AAAA") else "BBBB")
+    assert h.request("/jobs")[0] == 303
+
+
+@pytest.mark.parametrize(
+    ("path", "fields", "origin"),
+    [
+        ("/login", {"api_key": "x"}, None),  # no token
+        ("/logout", {}, None),
+        ("/jobs/0123456789ab/cancel", {}, None),
+        ("/compare", {"a": "fruit@1", "b": "fruit@2", "classes": "apple"}, None),
+        ("/logout", {"csrf": "TOKEN"}, "https://evil.example"),  # right token, foreign page
+    ],
+)
+def test_posts_need_the_csrf_token_and_this_origin(
+    gallery: Gallery, http_for, path: str, fields: dict[str, str], origin: str | None
+) -> None:
+    h = http_for("alpha")
+    token = h.csrf()
+    data = {k: (token if v == "TOKEN" else v) for k, v in fields.items()}
+    headers = {"Origin": origin} if origin else {}
+    status, _, body = h.request(path, data, headers)
+    assert status == 403 and b"Form expired" in body
+    assert h.request("/")[0] == 200  # still signed in: nothing happened
+
+
+def test_security_headers(gallery: Gallery, http_for) -> None:
+    status, headers, _ = http_for("alpha").request("/")
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert status == 200
+    csp = lower["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'none'" in csp and "unsafe" not in csp
+    assert lower["x-content-type-options"] == "nosniff" and lower["cache-control"] == "no-store"
+
+
+def test_downloads_are_the_prototype_files(gallery: Gallery, http_for) -> None:
+    h = http_for("alpha")
+    job = gallery.jobs["fruit@2"]
+    status, headers, png = h.request(f"/jobs/{job}/prototypes/1.png?download=1")
+    assert status == 200 and png.startswith(b"\x89PNG")
+    assert headers["content-disposition"] == 'attachment; filename="1-banana-0.png"'
+    status, headers, raw = h.request(f"/jobs/{job}/prototypes/1.json")
+    record = json.loads(raw)
+    assert headers["content-disposition"] == 'attachment; filename="1-banana-0.json"'
+    with gallery.client("alpha") as client:  # the same record the SDK saves
+        assert record == client.get_prototype(job, 1).record(file="1-banana-0.png")
+    assert record["schema"] == "protolens.prototype.v1" and record["file"] == "1-banana-0.png"
+    assert record["scores"]["layers"] and "path_similarity" in record  # scored against tinyref
+
+
+def test_another_tenants_things_are_not_found(gallery: Gallery, http_for) -> None:
+    alpha, beta = http_for("alpha"), http_for("beta")
+    job, check = gallery.jobs["fruit@1"], gallery.check
+    paths = [
+        f"/jobs/{job}",
+        f"/jobs/{job}/progress",
+        f"/jobs/{job}/prototypes/0",
+        f"/jobs/{job}/prototypes/0.png",
+        f"/jobs/{job}/prototypes/0.json",
+        f"/checks/{check}",
+        f"/checks/{check}/report.html",
+    ]
+    for path in paths:  # alpha sees them (and the gallery caches alpha's prototype)...
+        assert alpha.request(path)[0] == 200, path
+    for path in paths:  # ...beta gets what a missing one gives, cache or not
+        status, _, body = beta.request(path)
+        assert status == 404 and b"Not found" in body, path
+        assert b"banana" not in body and b"\x89PNG" not in body, path
+    for path in ("/", "/jobs", "/checks", "/search?q=apple", "/models/fruit@1"):
+        status, _, body = beta.request(path)
+        assert status == 200 and job[:12].encode() not in body and check[:12].encode() not in body
+    status, _, body = beta.request("/")
+    assert gallery.jobs["beta"][:12].encode() in body  # beta sees its own
+    status, _, body = beta.request(f"/jobs/{gallery.jobs['beta']}/prototypes/0.png")
+    assert status == 200 and body.startswith(b"\x89PNG")
