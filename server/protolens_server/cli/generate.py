@@ -168,11 +168,13 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)  # cheap checks first, before loading the model
     device = handle_device(args.device)
-    handle = load_cli_model(args)
-    targets = build_targets(handle, args)
-    reference = open_cli_reference(args, handle, targets)  # before the long part
-    out = prepare_out_dir(args.out)
-    with _progress_bar(config.steps) as on_progress:
+    with _progress_bar(config.steps) as bar:
+        bar.phase(f"loading {args.model}")
+        handle = load_cli_model(args)
+        targets = build_targets(handle, args)
+        reference = open_cli_reference(args, handle, targets)  # before the long part
+        out = prepare_out_dir(args.out)
+        bar.phase(_preparing(config, args.compile))
         prototypes = _run_engine(
             lambda: generate(
                 handle,
@@ -180,12 +182,15 @@ def run(args: argparse.Namespace) -> int:
                 config,
                 seed=args.seed,
                 device=device,
-                on_progress=on_progress,
+                on_progress=bar.on_progress,
                 compile=args.compile,
             )
         )
-    paths = write_pngs(prototypes, handle, out)
-    scores = add_scores(args, handle, prototypes, reference, device, paths) if reference else None
+        paths = write_pngs(prototypes, handle, out)
+        scores = None
+        if reference is not None:
+            bar.phase("scoring against the reference images")
+            scores = add_scores(args, handle, prototypes, reference, device, paths)
     records = [
         prototype_record(proto, handle, path, None if scores is None else scores[k])
         for k, (proto, path) in enumerate(zip(prototypes, paths, strict=True))
@@ -440,23 +445,52 @@ def emit(
         print(f"{out / r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}")
 
 
+def _preparing(config: GenerationConfig, compile: bool) -> str:
+    if config.start == "equidistant" and config.equidistant_steps > 0:
+        text = f"preparing: equidistant start ({config.equidistant_steps} steps)"
+    else:
+        text = "preparing"
+    return text + (", torch.compile on the first steps" if compile else "")
+
+
+class _Bar:
+    """What ``generate`` is doing, on a tqdm bar on stderr when it is a terminal (else
+    nothing): the phase in the bar's label (loading, preparing, optimising, scoring),
+    the steps and the best probability on the bar."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.bar: Any = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False)
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.set_description_str(text, refresh=True)
+
+    @property
+    def on_progress(self) -> Callable[[Any], None] | None:
+        return self._on_progress if self.bar is not None else None
+
+    def _on_progress(self, event: Any) -> None:
+        self.bar.set_description_str("optimising", refresh=False)
+        self.bar.n = min(event.step, self.total)
+        p = max(event.target_probabilities, default=0.0)
+        self.bar.set_postfix_str(f"p={p:.2f}", refresh=False)
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 @contextlib.contextmanager
-def _progress_bar(total: int) -> Iterator[Callable[[Any], None] | None]:
-    """A tqdm bar on stderr when it is a terminal; otherwise no callback at all."""
-    if not sys.stderr.isatty():
-        yield None
-        return
-    from tqdm import tqdm
-
-    bar = tqdm(total=total, unit="step", file=sys.stderr, leave=False)
-
-    def on_progress(event: Any) -> None:
-        bar.n = min(event.step, total)
-        bar.set_postfix_str(f"p={max(event.target_probabilities, default=0.0):.2f}", refresh=False)
-        bar.refresh()
-
+def _progress_bar(total: int) -> Iterator[_Bar]:
+    bar = _Bar(total)
     try:
-        yield on_progress
+        yield bar
     finally:
         bar.close()
 

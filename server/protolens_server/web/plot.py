@@ -13,7 +13,7 @@ users.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from html import escape
 from typing import Any
@@ -24,6 +24,7 @@ SAME, OTHER = "#1a7f37", "#cf222e"
 CURVES = (("spearman", "#0969da", ""), ("cosine", "#8250df", "4,3"))
 _SHOWN = (-1.0, 2.0)  # the y range never grows past this: outliers sit on its edge
 W_LAYER, H, LEFT, RIGHT, TOP, BOTTOM = 34, 300, 56, 16, 20, 96
+Scale = Callable[[float], float]  # data -> SVG coordinate
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def layer_plot_svg(rows: Sequence[LayerRow], title: str) -> str:
     width = LEFT + RIGHT + W_LAYER * max(n, 6)
     lo, hi = _y_range(rows)
 
-    def x(i: int) -> float:
+    def x(i: float) -> float:
         return LEFT + W_LAYER * (i + 0.5)
 
     def y(v: float) -> float:
@@ -143,7 +144,9 @@ def _y_range(rows: Sequence[LayerRow]) -> tuple[float, float]:
     return lo, hi
 
 
-def _band_path(rows, which, centre, colour, x, y) -> str:  # type: ignore[no-untyped-def]
+def _band_path(
+    rows: Sequence[LayerRow], which: str, centre: float, colour: str, x: Scale, y: Scale
+) -> str:
     widths = [r.same_band if which == "same" else r.other_band for r in rows]
     points = [(i, w) for i, w in enumerate(widths) if w is not None]
     if not points:
@@ -157,7 +160,7 @@ def _band_path(rows, which, centre, colour, x, y) -> str:  # type: ignore[no-unt
     )
 
 
-def _axes(lo: float, hi: float, width: int, y) -> list[str]:  # type: ignore[no-untyped-def]
+def _axes(lo: float, hi: float, width: int, y: Scale) -> list[str]:
     out = [
         f'<line x1="{LEFT}" x2="{LEFT}" y1="{TOP}" y2="{H - BOTTOM}" stroke="#57606a"/>',
         f'<text x="14" y="{(TOP + H - BOTTOM) / 2:.0f}" font-size="11" text-anchor="middle" '
@@ -176,7 +179,16 @@ def _axes(lo: float, hi: float, width: int, y) -> list[str]:  # type: ignore[no-
     return out
 
 
-def _curve(rows, metric, colour, dash, x, y, lo, hi) -> list[str]:  # type: ignore[no-untyped-def]
+def _curve(
+    rows: Sequence[LayerRow],
+    metric: str,
+    colour: str,
+    dash: str,
+    x: Scale,
+    y: Scale,
+    lo: float,
+    hi: float,
+) -> list[str]:
     points = [(i, r.values.get(metric)) for i, r in enumerate(rows)]
     out = []
     segment: list[str] = []

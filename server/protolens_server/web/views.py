@@ -70,6 +70,7 @@ HOME_JOBS_SCANNED = 200  # the home page's thumbnails come from this many newest
 THUMBS_PER_MODEL = 6
 STALLED_S = 30.0  # a running job without a report for this long is flagged on its page
 SMALL_IMAGE_PX = 96  # prototypes smaller than this are enlarged without smoothing
+SHOWN_PX = 448  # a prototype page shows the image enlarged to about this (whole multiples)
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'"
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
@@ -331,12 +332,41 @@ async def jobs(request: Request, state: GalleryState) -> Response:
     return render(request, state, "jobs.html", {"jobs": listed})
 
 
+PHASES = (
+    ("QUEUED", "queued"),
+    ("LOADING_MODEL", "loading model"),
+    ("PREPARING", "preparing"),
+    ("OPTIMISING", "optimising"),
+    ("SCORING", "scoring"),
+    ("STORING", "storing"),
+)
+
+
+def _phases(job: Job) -> list[tuple[str, str]]:
+    """The job's way from queued to stored, each step ``done``, ``now`` or ``todo``."""
+    steps = [(k, w) for k, w in PHASES if k != "SCORING" or job.reference_set]
+    keys = [k for k, _ in steps]
+    if job.state == "SUCCEEDED":
+        current = len(steps)
+    elif job.state == "RUNNING":
+        current = keys.index(job.progress.phase) if job.progress.phase in keys else 1
+    elif job.state == "QUEUED":
+        current = 0
+    else:  # failed or cancelled: the phases it went through are not known any more
+        return []
+    return [
+        (word, "done" if i < current else "now" if i == current else "todo")
+        for i, (_, word) in enumerate(steps)
+    ]
+
+
 def _job_context(job: Job) -> dict[str, Any]:
     p = job.progress
     updated = p.update_time
     silent = (datetime.now(UTC) - updated).total_seconds() if updated else None
     return {
         "job": job,
+        "phases": _phases(job),
         "stalled": job.state == "RUNNING" and silent is not None and silent > STALLED_S,
         "silent_s": silent,
     }
@@ -383,9 +413,11 @@ async def prototype(request: Request, state: GalleryState) -> Response:
     job_id, index = request.path_params["job"], request.path_params["index"]
     found, proto = await asyncio.gather(v.client.get_job(job_id), v.prototype(job_id, index))
     models = await v.models()
-    height = next((m.input_spec.height for m in models if m.id == found.model), 224)
+    model = next((m for m in models if m.id == found.model), None)
+    height = model.input_spec.height if model else 224
     scores = proto.scores
     rows = layer_rows(scores.details) if scores else []
+    robustness = _robustness(scores.robustness if scores else {}, model)
     title = f"Path similarity of {proto.summary.target.label()}, layer by layer"
     context = {
         "job": found,
@@ -396,11 +428,38 @@ async def prototype(request: Request, state: GalleryState) -> Response:
         "interval": interval_of(scores.details, "path_similarity") if scores else None,
         "rows": rows,
         "plot": layer_plot_svg(rows, title),
-        "scale": max(1, 256 // max(1, height)),
+        "scale": max(1, SHOWN_PX // max(1, height)),
+        "robustness": robustness,
         "height": height,
         "config": json.dumps(proto.provenance.config, indent=2, sort_keys=True),
     }
     return render(request, state, "prototype.html", context)
+
+
+_ROBUSTNESS_WORDS = {
+    "probability": "target probability, untransformed",
+    "probability_mean": "mean over random transforms",
+    "probability_min": "lowest over random transforms",
+    "logit_margin": "logit margin to the runner-up",
+    "runner_up": "runner-up class",
+    "samples": "random transforms drawn",
+}
+
+
+def _robustness(values: Mapping[str, float], model: Any) -> list[tuple[str, str]]:
+    """Robustness figures in words: whole numbers as such, the runner-up by its name."""
+    names = model.class_names if model is not None else ()
+    rows = []
+    for key, value in sorted(values.items()):
+        label = _ROBUSTNESS_WORDS.get(key, key.replace("_", " "))
+        if key == "runner_up" and float(value).is_integer() and 0 <= int(value) < len(names):
+            text = f"{names[int(value)]} ({int(value)})"
+        elif float(value).is_integer() and key in ("samples", "runner_up"):
+            text = str(int(value))
+        else:
+            text = _num(value, 3)
+        rows.append((label, text))
+    return rows
 
 
 @page
@@ -434,7 +493,9 @@ async def checks(request: Request, state: GalleryState) -> Response:
 async def check(request: Request, state: GalleryState) -> Response:
     v = viewer(request, state)
     found = await v.client.get_check(request.path_params["check"])
-    context: dict[str, Any] = {"check": found, "view": None}
+    models = await v.models()
+    height = next((m.input_spec.height for m in models if m.id == found.model), 224)
+    context: dict[str, Any] = {"check": found, "view": None, "small": height < SMALL_IMAGE_PX}
     if found.state == "SUCCEEDED":
         report = json.loads((await v.client.get_check_report(found)).json)
         ids = job_ids(report)
