@@ -120,5 +120,8 @@ async def test_cli_cancel_twice_and_unreachable(
     assert code == 1 and err.startswith("protolens: FAILED_PRECONDITION: job") and err[-1] == "\n"
     code, _, err = await _cli(capsys, "get", "--address", address, job_id, "--out", "x")
     assert code == 1 and err.startswith("protolens: CANCELLED: job")
-    code, _, err = await _cli(capsys, "models", "--address", f"127.0.0.1:{free_port()}")
-    assert code == 1 and err.startswith("protolens: UNAVAILABLE: service unavailable")
+    port = free_port()
+    code, _, err = await _cli(capsys, "models", "--address", f"127.0.0.1:{port}")
+    assert code == 1 and err.startswith(
+        f"protolens: UNAVAILABLE: no protolens API at 127.0.0.1:{port}"
+    )

@@ -134,3 +134,16 @@ def test_class_search_by_words_or_index() -> None:
     assert matches("tabby", "tabby cat", (281,)) and matches("CAT tab", "tabby cat", (281,))
     assert matches("281", "tabby cat", (281,)) and not matches("28", "tabby cat", (281,))
     assert not matches("dog", "tabby cat", (281,)) and matches("", "anything", ())
+
+
+def test_a_cached_prototype_is_served_again_only_while_its_key_was_accepted_recently() -> None:
+    import time
+
+    from protolens_server.web.api import PrototypeCache
+
+    cache = PrototypeCache(recheck_s=0.05)
+    assert not cache.fresh("alpha")
+    cache.accepted("alpha")
+    assert cache.fresh("alpha") and not cache.fresh("beta")
+    time.sleep(0.06)
+    assert not cache.fresh("alpha")  # the next hit asks the API first (GetJob)

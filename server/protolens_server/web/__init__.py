@@ -5,7 +5,9 @@ own API key (``session.py``), so it sees exactly what that viewer's tenant may s
 scales and fails apart from the API, and never reads Redis. Parts:
 
 - ``app.py``      the Starlette app: routes, security headers, the API client
-- ``views.py``    pages and htmx fragments; API errors -> pages
+- ``views.py``    pages and htmx fragments
+- ``render.py``   templates, the request's viewer, API errors -> pages, checked form posts
+- ``signin.py``   the sign-in form and sign-out
 - ``api.py``      what the pages read: a viewer's calls, grids, search, the PNG cache
 - ``compare.py``  a check's report JSON -> the side-by-side view of two versions
 - ``plot.py``     the per-layer path-similarity plot as inline SVG

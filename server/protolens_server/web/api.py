@@ -11,6 +11,7 @@ another (``PrototypeCache``).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from protolens.types import Job, Model, Prototype, PrototypeSummary
 MAX_JOBS_SCANNED = 1000  # jobs read (newest first) to build a version's grid or a search
 JOB_PAGE = 100
 CACHE_BYTES = 64 * 1024 * 1024
+RECHECK_S = 10.0  # a cached prototype is served again without asking the API for this long
 FETCH_CONCURRENCY = 8
 _INTERVAL_SUFFIXES = (("_low", "_high"), ("_lo", "_hi"), ("_lower", "_upper"))
 
@@ -146,12 +148,27 @@ def matches(query: str, label: str, classes: Sequence[int]) -> bool:
 
 
 class PrototypeCache:
-    """LRU of finished prototypes keyed by (viewer fingerprint, prototype name)."""
+    """LRU of finished prototypes keyed by (viewer fingerprint, prototype name).
 
-    def __init__(self, budget_bytes: int = CACHE_BYTES) -> None:
+    A hit is served only while its owner's key was accepted by the API within
+    ``recheck_s`` (``accepted``/``fresh``): a revoked key stops seeing its cached
+    prototypes within that time too.
+    """
+
+    def __init__(self, budget_bytes: int = CACHE_BYTES, recheck_s: float = RECHECK_S) -> None:
         self.budget_bytes = budget_bytes
+        self.recheck_s = recheck_s
         self._items: OrderedDict[tuple[str, str], Prototype] = OrderedDict()
         self._bytes = 0
+        self._accepted: dict[str, float] = {}
+
+    def accepted(self, owner: str) -> None:
+        if len(self._accepted) > 10_000:
+            self._accepted.clear()
+        self._accepted[owner] = time.monotonic()
+
+    def fresh(self, owner: str) -> bool:
+        return time.monotonic() - self._accepted.get(owner, -1e9) < self.recheck_s
 
     def get(self, owner: str, name: str) -> Prototype | None:
         item = self._items.get((owner, name))
@@ -202,8 +219,12 @@ class Viewer:
         name = f"jobs/{job_id}/prototypes/{index}"
         hit = self.cache.get(self.owner, name)
         if hit is not None:
+            if not self.cache.fresh(self.owner):
+                await self.client.get_job(job_id)  # the key still works, the job is still theirs
+                self.cache.accepted(self.owner)
             return hit
         prototype = await self.client.get_prototype(job_id, index)
+        self.cache.accepted(self.owner)
         self.cache.put(self.owner, prototype)
         return prototype
 

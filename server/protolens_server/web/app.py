@@ -28,8 +28,9 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from protolens_server.config import Settings
-from protolens_server.web import views
+from protolens_server.web import signin, views
 from protolens_server.web.api import PrototypeCache
+from protolens_server.web.render import GalleryState, not_found_handler
 from protolens_server.web.session import SessionSealer
 
 HERE = Path(__file__).parent
@@ -85,7 +86,7 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Star
     shutdown.
     """
     address = api_address(settings)
-    state = views.GalleryState(
+    state = GalleryState(
         address=address,
         sealer=SessionSealer(settings.web_secret, settings.web_session_hours * 3600),
         cache=PrototypeCache(),
@@ -116,9 +117,9 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Star
     routes = [
         Route("/", bound(views.home)),
         Route("/healthz", bound(views.healthz)),
-        Route("/login", bound(views.login_form), methods=["GET"]),
-        Route("/login", bound(views.login), methods=["POST"]),
-        Route("/logout", bound(views.logout), methods=["POST"]),
+        Route("/login", bound(signin.login_form), methods=["GET"]),
+        Route("/login", bound(signin.login), methods=["POST"]),
+        Route("/logout", bound(signin.logout), methods=["POST"]),
         Route("/models/{ref}", bound(views.model_version)),
         Route("/search", bound(views.search)),
         Route("/jobs", bound(views.jobs)),
@@ -140,7 +141,7 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Star
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={404: views.not_found_handler(state)},
+        exception_handlers={404: not_found_handler(state)},
     )
     app.add_middleware(SecurityHeaders)
     return app

@@ -1,47 +1,28 @@
 """The gallery's pages and fragments: API answers in, server-rendered HTML out.
 
 Each handler takes the request and the ``GalleryState`` and reads the API as the
-request's viewer (``viewer()``). API errors become pages in one place (``page``):
-NOT_FOUND (another tenant's job, too) is a 404, UNAUTHENTICATED sends the viewer to
-sign in, an unreachable API is a 503 that says where the gallery looked. POSTs check
-the CSRF token first (``session.py``).
+request's viewer (``render.viewer``); ``render.page`` turns API errors into pages and
+``render.posted_form`` checks every POST first. Signing in and out: ``signin.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import secrets
-import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from protolens import AsyncClient
-from protolens.errors import (
-    ApiError,
-    ConnectionError,
-    FailedPreconditionError,
-    InvalidArgumentError,
-    NotFoundError,
-    PermissionDeniedError,
-    ResourceExhaustedError,
-    UnauthenticatedError,
-)
+from protolens.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from protolens.types import Job
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from starlette.templating import Jinja2Templates
 
 from protolens_server.web.api import (
     Card,
-    PrototypeCache,
-    Viewer,
     card_of,
     group_models,
     interval_of,
@@ -53,15 +34,15 @@ from protolens_server.web.api import (
 )
 from protolens_server.web.compare import check_view, job_ids
 from protolens_server.web.plot import layer_plot_svg, layer_rows
-from protolens_server.web.session import (
-    CSRF_COOKIE,
-    CSRF_FIELD,
-    SESSION_COOKIE,
-    SessionSealer,
-    csrf_ok,
-    key_fingerprint,
-    new_csrf_token,
-    same_origin,
+from protolens_server.web.render import (
+    SMALL_IMAGE_PX,
+    GalleryState,
+    mark_small,
+    number,
+    page,
+    posted_form,
+    render,
+    viewer,
 )
 
 PAGE_CARDS = 48
@@ -69,178 +50,8 @@ RECENT_JOBS = 10
 HOME_JOBS_SCANNED = 200  # the home page's thumbnails come from this many newest jobs
 THUMBS_PER_MODEL = 6
 STALLED_S = 30.0  # a running job without a report for this long is flagged on its page
-SMALL_IMAGE_PX = 96  # prototypes smaller than this are enlarged without smoothing
 SHOWN_PX = 448  # a prototype page shows the image enlarged to about this (whole multiples)
 REPORT_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'none'"
-
-templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
-
-
-@dataclass
-class GalleryState:
-    address: str
-    sealer: SessionSealer
-    cache: PrototypeCache
-    secure_cookies: bool = False
-    client: AsyncClient | None = None
-
-
-# --- formatting filters ------------------------------------------------------------------
-
-
-def _num(v: Any, digits: int = 3, signed: bool = False) -> str:
-    if not isinstance(v, int | float) or isinstance(v, bool) or v != v:
-        return "–"
-    return f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
-
-
-def _when(v: datetime | None) -> str:
-    if v is None:
-        return "–"
-    seconds = (datetime.now(UTC) - v).total_seconds()
-    if seconds < 90:
-        return f"{max(0, int(seconds))} s ago"
-    if seconds < 90 * 60:
-        return f"{int(seconds // 60)} min ago"
-    return v.strftime("%Y-%m-%d %H:%M UTC")
-
-
-templates.env.filters.update(
-    num=_num,
-    signed=functools.partial(_num, signed=True),
-    when=_when,
-    short=lambda s: (s or "")[:12],
-    phase=lambda p: p.replace("_", " ").lower(),
-)
-
-
-# --- the request's viewer, pages and errors ---------------------------------------------------
-
-
-def viewer(request: Request, state: GalleryState) -> Viewer:
-    session = state.sealer.open(request.cookies.get(SESSION_COOKIE))
-    key = session.api_key if session else ""
-    assert state.client is not None
-    return Viewer.of(state.client, key, key_fingerprint(key) if key else "-", state.cache)
-
-
-def signed_in(request: Request, state: GalleryState) -> bool:
-    return state.sealer.open(request.cookies.get(SESSION_COOKIE)) is not None
-
-
-def render(
-    request: Request,
-    state: GalleryState,
-    name: str,
-    context: Mapping[str, Any] | None = None,
-    status: int = 200,
-    headers: Mapping[str, str] | None = None,
-) -> Response:
-    token = request.cookies.get(CSRF_COOKIE) or ""
-    fresh = not token
-    token = token or new_csrf_token()
-    ctx = {
-        "csrf_field": CSRF_FIELD,
-        "csrf_token": token,
-        "signed_in": signed_in(request, state),
-        "api_address": state.address,
-        "path": request.url.path,
-        **(context or {}),
-    }
-    response = templates.TemplateResponse(
-        request, name, ctx, status_code=status, headers=dict(headers or {})
-    )
-    if fresh:
-        _set_cookie(response, state, CSRF_COOKIE, token, max_age=None)
-    return response
-
-
-def _set_cookie(
-    response: Response, state: GalleryState, name: str, value: str, max_age: int | None
-) -> None:
-    response.set_cookie(
-        name,
-        value,
-        max_age=max_age,
-        path="/",
-        httponly=True,
-        samesite="strict",
-        secure=state.secure_cookies,
-    )
-
-
-def _next_path(value: str | None) -> str:
-    """Where to go after signing in: a path on this site only (never another host)."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/"
-    return value
-
-
-def _is_fragment(request: Request) -> bool:
-    return request.headers.get("hx-request") == "true"
-
-
-Handler = Callable[[Request, GalleryState], Awaitable[Response]]
-
-
-def page(handler: Handler) -> Handler:
-    """Turn the API's errors into pages (or, for htmx fragments, into what htmx acts on)."""
-
-    @functools.wraps(handler)
-    async def wrapped(request: Request, state: GalleryState) -> Response:
-        try:
-            return await handler(request, state)
-        except UnauthenticatedError:
-            target = f"/login?next={quote(request.url.path)}"
-            if _is_fragment(request):
-                return Response(status_code=401, headers={"HX-Redirect": target})
-            return RedirectResponse(target, status_code=303)
-        except (NotFoundError, InvalidArgumentError) as exc:
-            return _error(request, state, 404, "Not found", str(exc))
-        except PermissionDeniedError as exc:
-            return _error(request, state, 403, "Not allowed", str(exc))
-        except ResourceExhaustedError as exc:
-            return _error(request, state, 429, "Too many requests", str(exc))
-        except ConnectionError as exc:
-            detail = f"The API at {state.address} cannot be reached: {exc}"
-            return _error(request, state, 503, "The API is unavailable", detail)
-        except ApiError as exc:
-            return _error(request, state, 502, "The API answered with an error", str(exc))
-
-    return wrapped
-
-
-def _error(request: Request, state: GalleryState, status: int, title: str, detail: str) -> Response:
-    if _is_fragment(request):
-        return HTMLResponse(f'<p class="notice error">{title}</p>', status_code=status)
-    return render(request, state, "error.html", {"title": title, "detail": detail}, status)
-
-
-def not_found_handler(state: GalleryState) -> Callable[[Request, Exception], Awaitable[Response]]:
-    async def handle(request: Request, exc: Exception) -> Response:
-        return _error(request, state, 404, "Not found", f"Nothing at {request.url.path}.")
-
-    return handle
-
-
-async def _form(request: Request, state: GalleryState) -> Mapping[str, str] | Response:
-    """The POSTed form, or a 403 when its CSRF token or origin is wrong."""
-    form = await request.form()
-    host = request.headers.get("host", "")
-    if not (
-        csrf_ok(request.cookies.get(CSRF_COOKIE), str(form.get(CSRF_FIELD) or ""))
-        and same_origin(request.headers.get("origin"), request.url.scheme, host)
-    ):
-        return _error(
-            request, state, 403, "Form expired", "Reload the page and send the form again."
-        )
-    return {k: str(v) for k, v in form.items()}
-
-
-def _small(cards: list[Card], sizes: Mapping[str, int]) -> None:
-    for card in cards:
-        card.small = sizes.get(card.model, 224) < SMALL_IMAGE_PX
-
 
 # --- pages -------------------------------------------------------------------------------
 
@@ -256,7 +67,7 @@ async def home(request: Request, state: GalleryState) -> Response:
         v.models(), v.jobs(limit=HOME_JOBS_SCANNED), v.client.list_checks(page_size=8)
     )
     thumbs = recent_by_model(jobs, THUMBS_PER_MODEL)
-    _small(
+    mark_small(
         [c for cards in thumbs.values() for c in cards],
         {m.id: m.input_spec.height for m in models},
     )
@@ -281,7 +92,7 @@ async def model_version(request: Request, state: GalleryState) -> Response:
     pages = max(1, -(-len(cards) // PAGE_CARDS))
     number = min(max(1, _int(request.query_params.get("page"), 1)), pages)
     shown = cards[(number - 1) * PAGE_CARDS : number * PAGE_CARDS]
-    _small(shown, {model.id: model.input_spec.height})
+    mark_small(shown, {model.id: model.input_spec.height})
     await v.add_scores(shown)
     return render(
         request,
@@ -317,7 +128,7 @@ async def search(request: Request, state: GalleryState) -> Response:
     if query:
         models, jobs = await asyncio.gather(v.models(), v.jobs())
         cards = search_cards(jobs, query)[: PAGE_CARDS * 2]
-        _small(cards, {m.id: m.input_spec.height for m in models})
+        mark_small(cards, {m.id: m.input_spec.height for m in models})
         await v.add_scores(cards)
         for m in models:
             known += [(m.id, i, n) for i, n in enumerate(m.class_names) if matches(query, n, (i,))]
@@ -378,7 +189,7 @@ async def job(request: Request, state: GalleryState) -> Response:
     found = await v.client.get_job(request.path_params["job"])
     models = await v.models()
     cards = [card_of(found, s) for s in found.prototypes]
-    _small(cards, {m.id: m.input_spec.height for m in models})
+    mark_small(cards, {m.id: m.input_spec.height for m in models})
     await v.add_scores(cards)
     return render(request, state, "job.html", {**_job_context(found), "cards": cards})
 
@@ -397,7 +208,7 @@ async def job_progress(request: Request, state: GalleryState) -> Response:
 
 @page
 async def cancel_job(request: Request, state: GalleryState) -> Response:
-    form = await _form(request, state)
+    form = await posted_form(request, state)
     if isinstance(form, Response):
         return form
     job_id = request.path_params["job"]
@@ -457,7 +268,7 @@ def _robustness(values: Mapping[str, float], model: Any) -> list[tuple[str, str]
         elif float(value).is_integer() and key in ("samples", "runner_up"):
             text = str(int(value))
         else:
-            text = _num(value, 3)
+            text = number(value, 3)
         rows.append((label, text))
     return rows
 
@@ -524,7 +335,7 @@ async def check_report(request: Request, state: GalleryState) -> Response:
 
 @page
 async def cancel_check(request: Request, state: GalleryState) -> Response:
-    form = await _form(request, state)
+    form = await posted_form(request, state)
     if isinstance(form, Response):
         return form
     check_id = request.path_params["check"]
@@ -571,7 +382,7 @@ async def compare_form(request: Request, state: GalleryState) -> Response:
 
 @page
 async def start_compare(request: Request, state: GalleryState) -> Response:
-    form = await _form(request, state)
+    form = await posted_form(request, state)
     if isinstance(form, Response):
         return form
     v = viewer(request, state)
@@ -593,51 +404,3 @@ async def start_compare(request: Request, state: GalleryState) -> Response:
         context["error"] = str(exc)
         return render(request, state, "compare.html", context, status=400)
     return RedirectResponse(f"/checks/{quote(started.name.removeprefix('checks/'))}", 303)
-
-
-# --- signing in and out --------------------------------------------------------------------
-
-
-async def login_form(request: Request, state: GalleryState) -> Response:
-    context = {"next": _next_path(request.query_params.get("next"))}
-    return render(request, state, "login.html", context)
-
-
-async def login(request: Request, state: GalleryState) -> Response:
-    form = await _form(request, state)
-    if isinstance(form, Response):
-        return form
-    key, target = form.get("api_key", "").strip(), _next_path(form.get("next"))
-    assert state.client is not None
-    problem = ""
-    if not key:
-        problem = "Paste an API key (it starts with pl_)."
-    else:
-        try:
-            await Viewer.of(state.client, key, "-", state.cache).client.list_jobs(page_size=1)
-        except UnauthenticatedError:
-            problem = "The API did not accept that key (revoked, mistyped, or for another API)."
-        except ConnectionError as exc:
-            problem = f"The API at {state.address} cannot be reached: {exc}"
-    if problem:
-        context = {"next": target, "error": problem}
-        return render(request, state, "login.html", context, status=401)
-    response = RedirectResponse(target, status_code=303)
-    _set_cookie(
-        response,
-        state,
-        SESSION_COOKIE,
-        state.sealer.seal(key, time.time()),
-        max_age=int(state.sealer.lifetime_s),
-    )
-    _set_cookie(response, state, CSRF_COOKIE, new_csrf_token(), max_age=None)  # a new token
-    return response
-
-
-async def logout(request: Request, state: GalleryState) -> Response:
-    form = await _form(request, state)
-    if isinstance(form, Response):
-        return form
-    response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(SESSION_COOKIE, path="/", samesite="strict")
-    return response
