@@ -24,7 +24,8 @@ _PHASE_WORDS = {
     "SCORING": "scoring",
     "STORING": "storing",
 }
-BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}] {postfix}"
+# (tqdm puts ", " before the postfix)
+BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
 
 
 class StepRate:
