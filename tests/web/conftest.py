@@ -69,15 +69,18 @@ def _fill(g: Gallery) -> None:
     with g.client("alpha") as alpha:
         for version in ("1", "2"):
             job = alpha.create_prototype_job(
-                f"fruit@{version}", ["apple", "banana", "cherry"], config=FAST, seed=1,
+                f"fruit@{version}", ["apple", "banana"], config=FAST, seed=1,
                 reference_set="tinyref",
             )  # fmt: skip
             g.jobs[f"fruit@{version}"] = alpha.wait(job, timeout=120).id
         job = alpha.create_prototype_job("tiny", ["date"], config=FAST)
         g.jobs["tiny"] = alpha.wait(job, timeout=120).id
+        # the same classes, config, seed and reference set: its jobs are cache hits
         check = alpha.start_check(
-            "fruit@2", baseline="fruit@1", classes=["apple", "banana"], steps=8, seed=1
-        )
+            "fruit@2", baseline="fruit@1", classes=["apple", "banana"], seed=1,
+            steps=FAST["steps"], config={k: v for k, v in FAST.items() if k != "steps"},
+            reference_set="tinyref",
+        )  # fmt: skip
         done = alpha.wait_check(check, timeout=120)
         assert done.state == "SUCCEEDED", done
         g.check = done.name.removeprefix("checks/")

@@ -43,7 +43,7 @@ def test_pages_load_without_console_errors_or_outside_requests(
         "/models/fruit@2",
         "/models/fruit@2?q=ban",
         "/models/tiny",
-        "/search?q=cherry",
+        "/search?q=banana",
         "/jobs",
         f"/jobs/{job}",
         f"/jobs/{job}/prototypes/0",
@@ -117,7 +117,7 @@ def test_a_running_job_updates_live_then_shows_its_prototypes(
 ) -> None:
     with gallery.client("alpha") as client:
         job = client.create_prototype_job(
-            "tiny", ["apple"], config={"steps": 3000, "progress_every": 25}, seed=5
+            "tiny", ["apple"], config={"steps": 1500, "progress_every": 10}, seed=5
         )
         load = browser.goto(f"{gallery.url}/jobs/{job.id}")
         seen = set()
