@@ -4,42 +4,23 @@ worker and the gallery process (``protolens web``), all as child processes.
 Two tenants, alpha and beta, each with a key. Alpha owns prototypes of two versions of
 a model (``fruit@1``, ``fruit@2``, scored against a reference set), a finished check
 of one version against the other and a flat model's job; beta owns one job. Built once
-per session (about 10 s), in its own Redis, so no other test's flush can touch it.
+per session (about 20 s on a busy 2-core box), in its own Redis, so no other test's
+flush can touch it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import http.cookiejar
-import re
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from protolens import Client
-from protolens.auth import auth_metadata
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import make_reference_root, make_tiny_model_store
 from protolens_server.config import Settings
+from web_support import Gallery, Http
 
-pytestmark = pytest.mark.xdist_group("web")
 FAST = {"steps": 8, "equidistant_steps": 2, "lr": 0.1}
-
-
-@dataclass
-class Gallery:
-    url: str  # http://127.0.0.1:PORT (no trailing slash)
-    address: str  # the API
-    keys: dict[str, str]
-    jobs: dict[str, str] = field(default_factory=dict)  # label -> job id
-    check: str = ""  # alpha's finished check id
-
-    def client(self, tenant: str) -> Client:
-        return Client(self.address, timeout=30, metadata=auth_metadata(self.keys[tenant]))
 
 
 def make_store(root: Path) -> Path:
@@ -113,49 +94,6 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gallery]:
         )
         _fill(g)
         yield g
-
-
-# --- plain HTTP, as a browser without JavaScript would -------------------------------------
-
-
-class NoRedirect(urllib.request.HTTPRedirectHandler):
-    def redirect_request(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        return None
-
-
-@dataclass
-class Http:
-    """An HTTP client with a cookie jar that does not follow redirects."""
-
-    base: str
-    jar: http.cookiejar.CookieJar = field(default_factory=http.cookiejar.CookieJar)
-
-    def request(
-        self,
-        path: str,
-        data: dict[str, str] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], bytes]:
-        opener = urllib.request.build_opener(
-            urllib.request.HTTPCookieProcessor(self.jar), NoRedirect
-        )
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        req = urllib.request.Request(self.base + path, data=body, headers=headers or {})
-        try:
-            with opener.open(req, timeout=30) as resp:
-                return resp.status, dict(resp.headers), resp.read()
-        except urllib.error.HTTPError as err:
-            return err.code, dict(err.headers), err.read()
-
-    def csrf(self) -> str:
-        """The CSRF token of the sign-in form (and the cookie it came with)."""
-        _, _, body = self.request("/login")
-        found = re.search(rb'name="csrf" value="([^"]+)"', body)
-        assert found, body[:500]
-        return found.group(1).decode()
-
-    def sign_in(self, key: str) -> tuple[int, dict[str, str], bytes]:
-        return self.request("/login", {"csrf": self.csrf(), "api_key": key, "next": "/"})
 
 
 @pytest.fixture

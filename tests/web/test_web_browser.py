@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 
 import pytest
-from conftest import Gallery
 from web_browser import Browser, chromium_binary
+from web_support import Gallery
 
 pytestmark = [
     pytest.mark.xdist_group("web"),

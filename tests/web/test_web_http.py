@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import Gallery
+from web_support import Gallery
 
 pytestmark = pytest.mark.xdist_group("web")
 
