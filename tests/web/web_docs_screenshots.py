@@ -29,11 +29,11 @@ from PIL import Image  # noqa: E402
 from protolens import Client  # noqa: E402
 from protolens_server.api.stack import Stack  # noqa: E402
 from protolens_server.config import Settings  # noqa: E402
-from protolens_server.sample_references import write_reference_set  # noqa: E402
+from protolens_server.scores.samples import write_reference_set  # noqa: E402
 from web_browser import Browser  # noqa: E402
 
 ROOT = HERE.parents[1]
-SCORED = [285, 967, 872, 657]  # the classes scikit-image's photos show (sample_references.py)
+SCORED = [285, 967, 872, 657]  # the classes scikit-image's photos show (scores/samples.py)
 UNSCORED = [948, 417, 817, 980]  # Granny Smith apple, balloon, sports car, volcano
 POLICY = "min_confidence: 0.5\nmax_drift: 0.6\nmin_cross_confidence: 0.5\n"
 

@@ -65,7 +65,7 @@ def _settings_args(p: argparse.ArgumentParser, *, embedded: bool) -> None:
         type=Path,
         metavar="DIR",
         help="folder of reference sets: each subfolder DIR/NAME (natural images, one folder "
-        "per class, at least two classes) is the set NAME that jobs score against",
+        "per class, at least two classes of three images) is the set NAME jobs score against",
     )
     p.add_argument(
         "--log-level", default="INFO", choices=LOG_LEVELS, help="log level of the API server"
@@ -96,8 +96,8 @@ on loopback without API keys, worker processes and the gallery, until Ctrl-C.
 
 Scores: jobs are scored against a reference set the service has registered. Give
 --reference-root DIR, where each DIR/NAME holds natural images in one folder per class
-(index or class name, at least two classes, two or more images each), then submit with
---reference-set NAME:
+(index or class name, at least two classes, three or more images each), then submit
+with --reference-set NAME:
 
   protolens up --reference-root refs/
   protolens submit --model efficientnet_lite0 --target 285 --reference-set photos --wait --out out/
@@ -381,7 +381,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _reference_note(root: Path | None) -> str:
     if root is None:
         return "none (jobs get no scores: pass --reference-root DIR, see protolens up --help)"
-    from protolens_server.api.reference_sets import available_sets
+    from protolens_server.scores.naming import available_sets
 
     sets = available_sets(root)
     names = ", ".join(sets) if sets else "none yet"

@@ -20,7 +20,7 @@ from typing import Any
 
 from protolens import AsyncClient
 from protolens.auth import auth_metadata
-from protolens.types import Job, Model, Prototype, PrototypeSummary
+from protolens.types import Job, Model, Prototype, PrototypeSummary, Scores
 
 MAX_JOBS_SCANNED = 1000  # jobs read (newest first) to build a version's grid or a search
 JOB_PAGE = 100
@@ -112,6 +112,7 @@ class Card:
     created: datetime | None
     path_similarity: float | None = None
     interval: tuple[float, float] | None = None
+    score_reason: str = ""  # why a scored prototype has no path similarity (a reason code)
     small: bool = False  # a low-resolution model's image: enlarge without smoothing
 
     @property
@@ -236,14 +237,28 @@ class Viewer:
             async with gate:
                 p = await self.prototype(card.job_id, card.index)
             if p.scores is not None:
-                card.path_similarity = _finite(p.scores.summary.get("path_similarity"))
-                card.interval = interval_of(p.scores.details, "path_similarity")
+                card.path_similarity, card.interval, card.score_reason = headline(p.scores)
 
         await asyncio.gather(*(one(c) for c in cards if c.has_scores))
 
 
 def _finite(v: Any) -> float | None:
     return float(v) if _number(v) else None
+
+
+def headline(scores: Scores) -> tuple[float | None, tuple[float, float] | None, str]:
+    """Path similarity, its interval and, when it is undetermined, the reason code.
+
+    From the typed ``Scores.path_similarity`` estimate; a service that predates it (no
+    value and no reason there) is read from the scores dict instead.
+    """
+    e = scores.path_similarity
+    value = _finite(e.value)
+    interval = (e.low, e.high) if _number(e.low) and _number(e.high) else None
+    if value is None and not e.reason:
+        value = _finite(scores.summary.get("path_similarity"))
+        interval = interval_of(scores.details, "path_similarity")
+    return value, interval, e.reason
 
 
 def version_cards(jobs: Iterable[Job], model: Model) -> list[Card]:

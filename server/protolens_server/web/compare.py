@@ -14,6 +14,8 @@ from typing import Any
 
 from protolens.types import Job
 
+from protolens_server.web.api import interval_of
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -43,6 +45,7 @@ class Side:
 
     probability: float | None
     path_similarity: float | None
+    path_similarity_interval: tuple[float, float] | None
     job_id: str
     index: int | None  # the prototype's position in its job (None: not found)
 
@@ -60,8 +63,10 @@ class ClassRow:
     new: Side
     baseline: Side | None
     drift: float | None
+    drift_interval: tuple[float, float] | None
     confidence_change: float | None
     path_similarity_change: float | None
+    path_similarity_change_interval: tuple[float, float] | None
     new_in_baseline_model: float | None
     baseline_in_new_model: float | None
     entangled: list[str] = field(default_factory=list)
@@ -79,6 +84,7 @@ class CheckView:
     graph_svg: str
     layers: list[str]
     layer_rows: list[tuple[str, list[float | None]]]
+    layer_measure: str  # "drift" (0 = same, 1 = another class), or an older report's "similarity"
 
 
 def job_ids(report: Mapping[str, Any]) -> list[str]:
@@ -109,6 +115,7 @@ def _side(data: Mapping[str, Any] | None, cls: int, jobs: Mapping[str, Job]) -> 
     return Side(
         probability=data.get("probability"),
         path_similarity=data.get("path_similarity"),
+        path_similarity_interval=interval_of(data, "path_similarity"),
         job_id=job_id,
         index=_position(jobs.get(job_id), cls),
     )
@@ -122,7 +129,7 @@ def check_view(report: Mapping[str, Any], jobs: Mapping[str, Job]) -> CheckView:
     for c in report.get("classes", []):
         cls, ent = int(c["class"]), c.get("entanglement") or {}
         cross = c.get("cross_scores") or {}
-        new = _side(c.get("new"), cls, jobs) or Side(None, None, "", None)
+        new = _side(c.get("new"), cls, jobs) or Side(None, None, None, "", None)
         rows.append(
             ClassRow(
                 index=cls,
@@ -131,8 +138,10 @@ def check_view(report: Mapping[str, Any], jobs: Mapping[str, Job]) -> CheckView:
                 new=new,
                 baseline=_side(c.get("baseline"), cls, jobs),
                 drift=c.get("drift"),
+                drift_interval=interval_of(c, "drift"),
                 confidence_change=c.get("confidence_change"),
                 path_similarity_change=c.get("path_similarity_change"),
+                path_similarity_change_interval=interval_of(c, "path_similarity_change"),
                 new_in_baseline_model=cross.get("new_prototype_in_baseline_model"),
                 baseline_in_new_model=cross.get("baseline_prototype_in_new_model"),
                 entangled=[_name(names, e["target"]) for e in ent.get("new", [])],
@@ -152,8 +161,8 @@ def check_view(report: Mapping[str, Any], jobs: Mapping[str, Job]) -> CheckView:
             )
         )
     rows.sort(key=lambda r: (not r.flags, r.index))
-    with_layers = [c for c in report.get("classes", []) if c.get("layer_similarity")]
-    layers = list(with_layers[0]["layer_similarity"]) if with_layers else []
+    with_layers = [c for c in report.get("classes", []) if _layer_drift(c)]
+    layers = list(_layer_drift(with_layers[0])) if with_layers else []
     return CheckView(
         passed=bool(report.get("passed")),
         model=str((report.get("model") or {}).get("ref", "")),
@@ -163,9 +172,15 @@ def check_view(report: Mapping[str, Any], jobs: Mapping[str, Job]) -> CheckView:
         graph_svg=entanglement_svg(graph) if graph else "",  # type: ignore[arg-type]
         layers=layers,
         layer_rows=[
-            (str(c["name"]), [c["layer_similarity"].get(n) for n in layers]) for c in with_layers
+            (str(c["name"]), [_layer_drift(c).get(n) for n in layers]) for c in with_layers
         ],
+        layer_measure="drift" if with_layers and "layer_drift" in with_layers[0] else "similarity",
     )
+
+
+def _layer_drift(c: Mapping[str, Any]) -> Mapping[str, float | None]:
+    """Per-layer drift of a class (``layer_similarity`` in reports before intervals)."""
+    return c.get("layer_drift") or c.get("layer_similarity") or {}
 
 
 def _edges(items: Sequence[Mapping[str, Any]]) -> list[Edge]:

@@ -34,6 +34,7 @@ class LayerRow:
     name: str
     values: dict[str, float | None]  # metric -> normalised value
     interval: tuple[float, float] | None  # Spearman's, when reported
+    reason: str  # why Spearman's normalised value is missing (a reason code), else ""
     same_band: float | None  # half-width of the natural same-class band (normalised)
     other_band: float | None
 
@@ -48,11 +49,18 @@ def layer_rows(scores: Mapping[str, Any]) -> list[LayerRow]:
                 name=name,
                 values=values,
                 interval=_layer_interval(scores, i),
+                reason=str(_item(scores.get("spearman_reason"), i) or ""),
                 same_band=_band(scores, "same", i),
                 other_band=_band(scores, "other", i),
             )
         )
     return rows
+
+
+def _item(series: Any, i: int) -> Any:
+    if isinstance(series, Sequence) and not isinstance(series, str) and i < len(series):
+        return series[i]
+    return None
 
 
 def _at(series: Any, i: int) -> float | None:

@@ -25,7 +25,7 @@ from protolens_server.web.api import (
     Card,
     card_of,
     group_models,
-    interval_of,
+    headline,
     matches,
     recent_by_model,
     search_cards,
@@ -229,14 +229,17 @@ async def prototype(request: Request, state: GalleryState) -> Response:
     scores = proto.scores
     rows = layer_rows(scores.details) if scores else []
     robustness = _robustness(scores.robustness if scores else {}, model)
+    value, interval, reason = headline(scores) if scores else (None, None, "")
     title = f"Path similarity of {proto.summary.target.label()}, layer by layer"
     context = {
         "job": found,
         "proto": proto,
         "card": card_of(found, proto.summary),
         "scores": scores,
-        "path_similarity": scores.summary.get("path_similarity") if scores else None,
-        "interval": interval_of(scores.details, "path_similarity") if scores else None,
+        "path_similarity": value,
+        "interval": interval,
+        "reason": _reason_text(scores.details, reason) if scores else "",
+        "determinate": f"{scores.determinate_layers}/{len(scores.layer_names)}" if scores else "",
         "rows": rows,
         "plot": layer_plot_svg(rows, title),
         "scale": max(1, SHOWN_PX // max(1, height)),
@@ -249,12 +252,24 @@ async def prototype(request: Request, state: GalleryState) -> Response:
 
 _ROBUSTNESS_WORDS = {
     "probability": "target probability, untransformed",
-    "probability_mean": "mean over random transforms",
-    "probability_min": "lowest over random transforms",
+    "probability_mean_over_transforms": "mean over random transforms",
+    "probability_min_over_transforms": "lowest over random transforms",
     "logit_margin": "logit margin to the runner-up",
     "runner_up": "runner-up class",
+    "transform_samples": "random transforms drawn",
+    # the names of scores version 1
+    "probability_mean": "mean over random transforms",
+    "probability_min": "lowest over random transforms",
     "samples": "random transforms drawn",
 }
+
+
+def _reason_text(details: Mapping[str, Any], code: str) -> str:
+    """A reason code in words (the scores spell out the codes they use)."""
+    if not code:
+        return ""
+    words = (details.get("reasons") or {}).get(code)
+    return f"{words} ({code})" if words else code
 
 
 def _robustness(values: Mapping[str, float], model: Any) -> list[tuple[str, str]]:
@@ -265,7 +280,7 @@ def _robustness(values: Mapping[str, float], model: Any) -> list[tuple[str, str]
         label = _ROBUSTNESS_WORDS.get(key, key.replace("_", " "))
         if key == "runner_up" and float(value).is_integer() and 0 <= int(value) < len(names):
             text = f"{names[int(value)]} ({int(value)})"
-        elif float(value).is_integer() and key in ("samples", "runner_up"):
+        elif float(value).is_integer() and key in ("samples", "transform_samples", "runner_up"):
             text = str(int(value))
         else:
             text = number(value, 3)
