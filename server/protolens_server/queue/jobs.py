@@ -366,7 +366,7 @@ class JobQueue:
         async with self.events.subscribe(key, last) as subscription:
             while True:
                 entry_id, fields = await subscription.next()
-                event = event_from_fields(job_id, fields)
+                event = event_from_fields(job_id, fields, _text(entry_id))
                 yield entry_id, event
                 if event.state.finished:
                     return
