@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -47,7 +49,8 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
         sys.executable, "-m", "protolens.cli", "up", "--port", str(port),
         "--metrics-port", str(metrics_port), "--web-port", "0", "--model-store", str(e2e_store),
     ]  # fmt: skip
-    env = {**_env(), "TMPDIR": str(tmp_path)}  # its temporary folder goes here
+    temp = Path(tempfile.mkdtemp(prefix="pl-up-t-"))  # short: Unix sockets live in TMPDIR
+    env = {**_env(), "TMPDIR": str(temp)}  # its temporary folder goes here
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
     try:
         first = _first_line(proc, timeout=90)
@@ -79,8 +82,9 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     time.sleep(0.2)
     assert not _listening(port) and not _listening(metrics_port)
     assert _processes_with(f"PROTOLENS_GRPC_PORT={port}") == [], "API/worker children left"
-    assert _processes_with(str(tmp_path)) == [], "embedded Redis or the gallery left"
-    left = [p.name for p in tmp_path.iterdir() if p.name.startswith("protolens")]
+    assert _processes_with(str(temp)) == [], "embedded Redis or the gallery left"
+    left = [p.name for p in temp.iterdir() if p.name.startswith("protolens")]
+    shutil.rmtree(temp, ignore_errors=True)
     assert left == [], "its temporary folder was left"  # (torch keeps its own caches there)
 
 
@@ -106,17 +110,21 @@ def test_demo_writes_png_and_says_scores_are_skipped(e2e_store: Path, tmp_path: 
         sys.executable, "-m", "protolens.cli", "demo", "--model", "tiny", "--target", "1",
         "--steps", "4", "--model-store", str(e2e_store), "--out", str(out),
     ]  # fmt: skip
-    temp = tmp_path / "temp"
-    temp.mkdir()
+    # its own temporary folder goes here (short: a Unix socket path lives under TMPDIR)
+    temp = Path(tempfile.mkdtemp(prefix="pl-demo-t-"))
     env = {**_env(), "TMPDIR": str(temp)}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+        left = [p.name for p in temp.iterdir() if p.name.startswith("protolens")]
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no reference set registered" in done.stdout
     assert "stopping the stack" in done.stdout
     assert re.search(r"done in \d+\.\d s \(the job took \d+\.\d s\)", done.stdout)
     pngs = list(out.glob("*.png"))
     assert len(pngs) == 1 and (out / "job.json").exists()
-    assert [p for p in temp.iterdir() if p.name.startswith("protolens")] == []  # removed
+    assert left == []  # its stack's temporary folder is removed
 
 
 def test_demo_with_a_reference_set_writes_scores(

@@ -167,7 +167,7 @@ class CheckRunner:
             first = await self.store.claim_request(tenant, request_id, check_id)
             if not first:
                 return None
-            with contextlib.suppress(JobNotFound):
+            with contextlib.suppress(CheckNotFound):  # the first call is still starting it
                 return await self.store.get(first, tenant)
             if asyncio.get_running_loop().time() > deadline:
                 raise FailedPrecondition(
