@@ -119,8 +119,9 @@ def test_cancel_stops_a_running_job_within_a_few_steps(stack: Stack) -> None:
         final = [e for e in client.watch_job(job, timeout=60)][-1]
         assert final.state == "CANCELLED"
         # Workers notice a cancel at their next heartbeat (0.5 s here) and stop between
-        # steps: a few dozen tiny-model steps at most, never the 5000 asked for.
-        assert final.progress.step <= at_cancel + 100, "stopped within a few steps"
+        # steps: a few dozen tiny-model steps on a quiet machine (194 were seen under a
+        # load of 10 on 2 cores, where the watcher's view lags too), never the 5000 asked for.
+        assert final.progress.step <= at_cancel + 500, "stopped within a few steps"
         # The worker stops between steps: the job never ran on to its 5000 steps.
         record = client.get_job(job)
         assert record.progress.step < 5000 and record.prototypes == ()
