@@ -148,3 +148,34 @@ def test_a_pending_inspection_answers_inspecting_then_the_result(tmp_path: Path)
         catalog.describe("spin", wait_s=0)
     assert info.value.metadata["retry_after_s"] == "2"
     assert catalog.show("spin").state is ModelState.UNUSABLE  # waits: cut off after 2 s
+
+
+_LONG_TMPDIR_SCRIPT = """
+import json, sys
+from protolens_server.models.inspection import Inspector, Target
+if __name__ == "__main__":
+    info = Inspector().inspect(Target("m", "", sys.argv[1]), ("sig",))
+    print(json.dumps(info.state.name))
+"""
+
+
+def test_inspection_works_under_a_long_tmpdir(scripted_path: Path, tmp_path: Path) -> None:
+    """The forkserver's Unix socket lives under TMPDIR; a deep TMPDIR (a CI or pytest
+    folder) made it fail with "AF_UNIX path too long" before the inspector used a short
+    folder of its own."""
+    import subprocess
+    import sys
+
+    long_tmp = tmp_path / ("t" * 100)
+    long_tmp.mkdir()
+    script = tmp_path / "inspect_long_tmp.py"
+    script.write_text(_LONG_TMPDIR_SCRIPT)
+    out = subprocess.run(
+        [sys.executable, str(script), str(scripted_path)],
+        env={**os.environ, "TMPDIR": str(long_tmp)},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == '"READY"'

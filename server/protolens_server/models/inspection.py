@@ -372,11 +372,32 @@ def _start_forkserver() -> None:
         forkserver.ensure_running()
 
 
+# A Unix socket path holds at most 107 bytes; multiprocessing puts the forkserver's
+# under TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX (about 35 bytes more than TMPDIR).
+_MAX_SOCKET_DIR = 60
+
+
+def _short_socket_dir() -> None:
+    """Give multiprocessing a short folder for the forkserver's socket when TMPDIR is
+    long (a deep CI or pytest folder): "AF_UNIX path too long" otherwise."""
+    import shutil
+    import tempfile
+    from multiprocessing import process, util
+
+    config = process.current_process()._config
+    if "tempdir" in config or len(tempfile.gettempdir()) <= _MAX_SOCKET_DIR:
+        return
+    folder = tempfile.mkdtemp(prefix="pl-mp-", dir="/tmp")
+    config["tempdir"] = folder  # multiprocessing's own slot (util.get_temp_dir)
+    util.Finalize(None, shutil.rmtree, args=(folder, True), exitpriority=-100)
+
+
 def _context() -> Any:
     """The forkserver context; its server imports torch and the loaders once."""
     global _CONTEXT
     with _START_LOCK:
         if _CONTEXT is None:
+            _short_socket_dir()
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(_PRELOAD)
             _CONTEXT = ctx
