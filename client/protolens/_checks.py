@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from protolens import names
 from protolens.errors import translate_errors
 from protolens.v1 import checks_pb2 as pb
 from protolens.v1 import checks_pb2_grpc, common_pb2
@@ -64,8 +65,7 @@ Progress = Callable[[float, str], None]
 
 
 def check_name(check: CheckRef) -> str:
-    name = check.name if isinstance(check, Check) else str(check)
-    return name if name.startswith("checks/") else f"checks/{name}"
+    return check.name if isinstance(check, Check) else names.CHECKS.name(str(check))
 
 
 def _check(msg: pb.Check) -> Check:

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from protolens import names
 from protolens.types import Job, Progress, WatchEvent
 
 _PHASE_WORDS = {
@@ -69,7 +70,7 @@ def follow(client: Any, job: Job | str, *, file: TextIO | None = None) -> WatchE
     """Show a bar until the job ends; returns the last event (None if there was none)."""
     last: WatchEvent | None = None
     rate = StepRate()
-    label = job.id if isinstance(job, Job) else str(job).removeprefix("jobs/")
+    label = job.id if isinstance(job, Job) else names.JOBS.id(str(job))
     with tqdm(
         total=1, desc=label[:12], file=file or sys.stderr, leave=True, bar_format=BAR_FORMAT
     ) as bar:

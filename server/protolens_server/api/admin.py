@@ -9,12 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import grpc
+from protolens import names
 from protolens.v1 import admin_pb2 as pb
 from protolens.v1 import admin_pb2_grpc
 
 from protolens_server.api.auth import ApiKeyInfo, ApiKeyStore
 from protolens_server.api.convert import timestamp_pb
 from protolens_server.api.tenancy import ROLE_ADMIN, ROLE_TENANT, current_principal
+from protolens_server.api.validation import read_name
 from protolens_server.config import Settings
 from protolens_server.errors import InvalidArgument, PermissionDenied
 
@@ -29,7 +31,7 @@ _ROLE_FROM_PB = {
 
 def api_key_to_pb(info: ApiKeyInfo) -> pb.ApiKey:
     out = pb.ApiKey(
-        name=f"apiKeys/{info.key_id}",
+        name=names.API_KEYS.name(info.key_id),
         key_id=info.key_id,
         tenant=info.tenant,
         role=_ROLE_TO_PB.get(info.role, pb.API_KEY_ROLE_UNSPECIFIED),
@@ -71,9 +73,7 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         self, request: pb.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> pb.RevokeApiKeyResponse:
         _require_admin()
-        key_id = request.name.removeprefix("apiKeys/")
-        if not key_id or "/" in key_id:
-            raise InvalidArgument("name", f"expected 'apiKeys/{{key_id}}', got {request.name!r}")
+        key_id = read_name(names.API_KEYS.parse, request.name)
         return pb.RevokeApiKeyResponse(api_key=api_key_to_pb(await self.store.revoke(key_id)))
 
 

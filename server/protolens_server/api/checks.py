@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import yaml
+from protolens import names
 from protolens.v1 import checks_pb2 as pb
 from protolens.v1 import checks_pb2_grpc, common_pb2
 
@@ -29,6 +30,7 @@ from protolens_server.api.validation import (
     generation_config,
     model_name,
     page_size,
+    read_name,
     request_id_of,
     seed_of,
 )
@@ -47,13 +49,6 @@ _STATES = {
 }
 
 
-def check_id_of(name: str) -> str:
-    check_id = name.removeprefix("checks/")
-    if not check_id or "/" in check_id:
-        raise InvalidArgument("name", f"expected 'checks/{{check}}', got {name!r}")
-    return check_id
-
-
 def check_to_pb(run: CheckRecord) -> pb.Check:
     verdict = run.verdict
     error = None
@@ -65,7 +60,7 @@ def check_to_pb(run: CheckRecord) -> pb.Check:
             metadata={str(k): str(v) for k, v in (run.error.get("metadata") or {}).items()},
         )
     return pb.Check(
-        name=f"checks/{run.check_id}",
+        name=names.CHECKS.name(run.check_id),
         state=_STATES[run.state],
         model=run.model,
         baseline=run.baseline,
@@ -175,7 +170,7 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
     async def GetCheck(
         self, request: pb.GetCheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckResponse:
-        run = await self.runner.get(check_id_of(request.name), current_tenant())
+        run = await self.runner.get(read_name(names.CHECKS.parse, request.name), current_tenant())
         return pb.GetCheckResponse(check=check_to_pb(run))
 
     async def ListChecks(
@@ -189,13 +184,17 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
     async def CancelCheck(
         self, request: pb.CancelCheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelCheckResponse:
-        run = await self.runner.cancel(check_id_of(request.name), current_tenant())
+        run = await self.runner.cancel(
+            read_name(names.CHECKS.parse, request.name), current_tenant()
+        )
         return pb.CancelCheckResponse(check=check_to_pb(run))
 
     async def GetCheckReport(
         self, request: pb.GetCheckReportRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetCheckReportResponse:
-        html, json_text = await self.runner.report(check_id_of(request.name), current_tenant())
+        html, json_text = await self.runner.report(
+            read_name(names.CHECKS.parse, request.name), current_tenant()
+        )
         return pb.GetCheckReportResponse(html=html, json=json_text)
 
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
+from protolens import names
 from protolens.v1 import (
     common_pb2,
     job_pb2,
@@ -47,14 +48,6 @@ OUTCOME_TO_PB = {
 _CONFIG_FIELDS = {f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields}
 _UNKNOWN_CODE = 2  # google.rpc.Code.UNKNOWN
 _CANCELLED_CODE = 1
-
-
-def job_name(job_id: str) -> str:
-    return f"jobs/{job_id}"
-
-
-def prototype_name(job_id: str, index: int) -> str:
-    return f"jobs/{job_id}/prototypes/{index}"
 
 
 def timestamp_pb(unix: float) -> timestamp_pb2.Timestamp | None:
@@ -141,7 +134,7 @@ def summary_to_pb(
         for c, pr in p.top5
     ]
     return job_pb2.PrototypeSummary(
-        name=prototype_name(job_id, index),
+        name=names.prototype_name(job_id, index),
         index=index,
         target=target_to_pb(p.target, class_names),
         target_index=p.index,
@@ -157,7 +150,7 @@ def summary_to_pb(
 def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job:
     spec = record.spec
     job = job_pb2.Job(
-        name=job_name(record.job_id),
+        name=names.JOBS.name(record.job_id),
         state=STATE_TO_PB[record.state],
         model=spec.model,
         model_digest=spec.model_digest,
@@ -313,7 +306,7 @@ def prototype_to_pb(
     stored = record.prototypes[index]
     spec = record.spec
     msg = prototype_pb2.Prototype(
-        name=prototype_name(record.job_id, index),
+        name=names.prototype_name(record.job_id, index),
         summary=summary_to_pb(record.job_id, index, stored, class_names),
         png=png,
         provenance=prototype_pb2.Provenance(
@@ -338,7 +331,7 @@ def model_to_pb(info: Any) -> model_pb2.Model:
     spec = info.input_spec
     class_names = list(getattr(info, "class_names", ()) or ())
     msg = model_pb2.Model(
-        name=f"models/{info.name}",
+        name=names.MODELS.name(info.name),
         source=str(getattr(info, "source", "")),
         num_classes=int(getattr(info, "num_classes", len(class_names))),
         class_names=class_names,

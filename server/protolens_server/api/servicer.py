@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+from protolens import names
 from protolens.v1 import service_pb2 as pb
 from protolens.v1 import service_pb2_grpc
 
@@ -25,6 +26,7 @@ from protolens_server.api.validation import (
     check_request_limits,
     model_name,
     page_size,
+    read_name,
 )
 from protolens_server.config import Settings
 from protolens_server.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -33,20 +35,6 @@ from protolens_server.queue.pages import MAX_PAGE_SIZE
 
 # Replies for jobs with more targets and prototypes than this are built in the pool.
 _INLINE_TARGETS = 64
-
-
-def job_id_of(name: str, field: str = "name") -> str:
-    job_id = name.removeprefix("jobs/")
-    if not job_id or "/" in job_id:
-        raise InvalidArgument(field, f"expected 'jobs/{{job}}', got {name!r}")
-    return job_id
-
-
-def prototype_ref(name: str) -> tuple[str, int]:
-    parts = name.split("/")
-    if len(parts) != 4 or parts[0] != "jobs" or parts[2] != "prototypes" or not parts[3].isdigit():
-        raise InvalidArgument("name", f"expected 'jobs/{{job}}/prototypes/{{index}}', got {name!r}")
-    return parts[1], int(parts[3])
 
 
 class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
@@ -103,7 +91,9 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     async def GetJob(
         self, request: pb.GetJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetJobResponse:
-        record = await self.queue.get(job_id_of(request.name), tenant=current_tenant())
+        record = await self.queue.get(
+            read_name(names.JOBS.parse, request.name), tenant=current_tenant()
+        )
         return pb.GetJobResponse(job=await self._job(record))
 
     async def ListJobs(
@@ -120,7 +110,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     async def CancelJob(
         self, request: pb.CancelJobRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelJobResponse:
-        job_id, tenant = job_id_of(request.name), current_tenant()
+        job_id, tenant = read_name(names.JOBS.parse, request.name), current_tenant()
         record = await self.queue.cancel(job_id, tenant=tenant)
         if record is None:
             record = await self.queue.get(job_id, tenant=tenant)
@@ -132,7 +122,9 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         tenant = current_tenant()
         with self.streams.hold(tenant, "WatchJob"):
             events = self.queue.watch(
-                job_id_of(request.name), tenant=tenant, after=request.cursor or "0"
+                read_name(names.JOBS.parse, request.name),
+                tenant=tenant,
+                after=request.cursor or "0",
             )
             async for entry_id, event in events:  # ends after the event with a finished state
                 yield convert.event_to_pb(entry_id, event)
@@ -141,7 +133,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     async def GetPrototype(
         self, request: pb.GetPrototypeRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetPrototypeResponse:
-        job_id, index = prototype_ref(request.name)
+        job_id, index = read_name(names.prototype_of, request.name)
         tenant = current_tenant()
         record = await self.queue.get(job_id, tenant=tenant)
         if not 0 <= index < len(record.prototypes):

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf.message import Message
+from protolens import names
 from protolens.v1 import common_pb2, service_pb2
 
 from protolens_server import ENGINE_VERSION
@@ -43,8 +44,20 @@ ReferenceResolver = Callable[[str, Any, tuple[int, ...]], str]
 Raises ReferenceSetError when the set is unknown or lacks a target class."""
 
 
+T = TypeVar("T")
+
+
+def read_name(parse: Callable[[str], T], name: str, field: str = "name") -> T:
+    """A request's resource name read by ``parse`` (from ``protolens.names``); one that
+    does not fit is ``InvalidArgument`` naming ``field`` and the expected form."""
+    try:
+        return parse(name)
+    except names.ResourceNameError as exc:
+        raise InvalidArgument(field, str(exc)) from exc
+
+
 def model_name(value: str) -> str:
-    name = value.removeprefix("models/").strip()
+    name = names.MODELS.id(value).strip()
     if not name:
         raise InvalidArgument("model", "is required: name a registered model (see ListModels)")
     return name

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from protolens import AsyncClient
+from protolens import AsyncClient, names
 from protolens.auth import auth_metadata
 from protolens.types import Job, Model, Prototype, PrototypeSummary, Scores
 
@@ -217,7 +217,7 @@ class Viewer:
         return out
 
     async def prototype(self, job_id: str, index: int) -> Prototype:
-        name = f"jobs/{job_id}/prototypes/{index}"
+        name = names.prototype_name(job_id, index)
         hit = self.cache.get(self.owner, name)
         if hit is not None:
             if not self.cache.fresh(self.owner):

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from protolens import names
 from protolens.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from protolens.types import Job
 from starlette.requests import Request
@@ -418,4 +419,4 @@ async def start_compare(request: Request, state: GalleryState) -> Response:
         context = await _compare_context(request, state, form)
         context["error"] = str(exc)
         return render(request, state, "compare.html", context, status=400)
-    return RedirectResponse(f"/checks/{quote(started.name.removeprefix('checks/'))}", 303)
+    return RedirectResponse(f"/checks/{quote(names.CHECKS.id(started.name))}", 303)
