@@ -7,10 +7,11 @@ __version__ = "0.1.0"
 
 from protolens.client import AsyncClient, Client, WatchRetry
 from protolens.errors import ApiError, ProtolensError
-from protolens.types import Job, Model, Prototype, Target, WatchEvent
+from protolens.types import ApiKey, Job, Model, Prototype, Target, WatchEvent
 
 __all__ = [
     "ApiError",
+    "ApiKey",
     "AsyncClient",
     "Client",
     "Job",

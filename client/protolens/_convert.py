@@ -9,9 +9,10 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 
-from protolens import types
+from protolens import names, types
 from protolens.errors import InvalidArgumentError
 from protolens.v1 import (
+    admin_pb2,
     common_pb2,
     job_pb2,
     model_pb2,
@@ -34,6 +35,8 @@ PRIORITIES = {
 _PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()} | {
     common_pb2.PRIORITY_UNSPECIFIED: "normal"
 }
+ROLES = {"tenant": admin_pb2.API_KEY_ROLE_TENANT, "admin": admin_pb2.API_KEY_ROLE_ADMIN}
+_ROLE_NAMES = {v: k for k, v in ROLES.items()} | {admin_pb2.API_KEY_ROLE_UNSPECIFIED: "tenant"}
 CONFIG_FIELDS = tuple(f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields)
 
 
@@ -121,9 +124,18 @@ def create_request(
 
 def job_name(job: str | types.Job) -> str:
     """Accept a Job, "jobs/{id}" or a bare id."""
-    if isinstance(job, types.Job):
-        return job.name
-    return job if job.startswith("jobs/") else f"jobs/{job}"
+    return job.name if isinstance(job, types.Job) else names.JOBS.name(job)
+
+
+def api_key_request(tenant: str, role: str, display_name: str) -> admin_pb2.CreateApiKeyRequest:
+    if role not in ROLES:
+        raise _bad("role", f"must be one of {', '.join(ROLES)}")
+    return admin_pb2.CreateApiKeyRequest(tenant=tenant, role=ROLES[role], display_name=display_name)
+
+
+def api_key_name(key: str | types.ApiKey) -> str:
+    """Accept an ApiKey, "apiKeys/{key_id}" or a bare key id."""
+    return key.name if isinstance(key, types.ApiKey) else names.API_KEYS.name(key)
 
 
 # --- responses ------------------------------------------------------------------
@@ -280,4 +292,17 @@ def watch_event(msg: service_pb2.WatchJobResponse) -> types.WatchEvent:
         progress=progress(msg.progress),
         message=msg.message,
         cursor=msg.cursor,
+    )
+
+
+def api_key(msg: admin_pb2.ApiKey, secret_key: str = "") -> types.ApiKey:
+    return types.ApiKey(
+        name=msg.name,
+        key_id=msg.key_id,
+        tenant=msg.tenant,
+        role=_ROLE_NAMES.get(msg.role, "tenant"),
+        display_name=msg.display_name,
+        create_time=_time(msg.create_time, msg.HasField("create_time")),
+        revoke_time=_time(msg.revoke_time, msg.HasField("revoke_time")),
+        secret_key=secret_key,
     )

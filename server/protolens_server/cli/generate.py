@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from protolens_server.cli.edge import command_errors
+
 if TYPE_CHECKING:
     from protolens_server.engine.types import GenerationConfig, Prototype, Target
     from protolens_server.models.handle import ModelHandle
@@ -163,6 +165,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+@command_errors()
 def run(args: argparse.Namespace) -> int:
     from protolens_server.engine import generate
 

