@@ -26,20 +26,11 @@ from protolens.v1 import admin_pb2_grpc
 ApiKeyRef = str | types.ApiKey
 
 
-class _Stub:
-    _channel: Any
-    _kw: Callable[..., dict[str, Any]]
-
-    @property
-    def _admin(self) -> admin_pb2_grpc.AdminServiceStub:
-        stub = self.__dict__.get("_admin_stub")
-        if stub is None:
-            stub = self.__dict__["_admin_stub"] = admin_pb2_grpc.AdminServiceStub(self._channel)
-        return stub
-
-
-class AdminMethods(_Stub):
+class AdminMethods:
     """Blocking admin methods (mixed into ``Client``)."""
+
+    _admin: admin_pb2_grpc.AdminServiceStub  # made by the client on its channel
+    _kw: Callable[..., dict[str, Any]]
 
     def create_api_key(
         self,
@@ -74,8 +65,11 @@ class AdminMethods(_Stub):
         return convert.api_key(resp.api_key)
 
 
-class AsyncAdminMethods(_Stub):
+class AsyncAdminMethods:
     """The same, for ``AsyncClient``."""
+
+    _admin: admin_pb2_grpc.AdminServiceStub
+    _kw: Callable[..., dict[str, Any]]
 
     async def create_api_key(
         self,

@@ -120,15 +120,8 @@ def start_request(
 class CheckMethods:
     """Blocking check methods (mixed into ``Client``)."""
 
-    _channel: Any
+    _checks: checks_pb2_grpc.CheckServiceStub  # made by the client on its channel
     _kw: Callable[..., dict[str, Any]]
-
-    @property
-    def _checks(self) -> checks_pb2_grpc.CheckServiceStub:
-        stub = self.__dict__.get("_check_stub")
-        if stub is None:
-            stub = self.__dict__["_check_stub"] = checks_pb2_grpc.CheckServiceStub(self._channel)
-        return stub
 
     def start_check(self, model: str, *, timeout: float | None = None, **options: Any) -> Check:
         """Start checking ``model`` (options: baseline, classes, steps, prototypes, config,
@@ -191,15 +184,8 @@ class CheckMethods:
 class AsyncCheckMethods:
     """The same, for ``AsyncClient``."""
 
-    _channel: Any
+    _checks: checks_pb2_grpc.CheckServiceStub  # made by the client on its channel
     _kw: Callable[..., dict[str, Any]]
-
-    @property
-    def _checks(self) -> checks_pb2_grpc.CheckServiceStub:
-        stub = self.__dict__.get("_check_stub")
-        if stub is None:
-            stub = self.__dict__["_check_stub"] = checks_pb2_grpc.CheckServiceStub(self._channel)
-        return stub
 
     async def start_check(
         self, model: str, *, timeout: float | None = None, **options: Any

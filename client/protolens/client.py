@@ -36,8 +36,8 @@ from protolens import names, types
 from protolens._admin import AdminMethods, AsyncAdminMethods
 from protolens._checks import AsyncCheckMethods, CheckMethods
 from protolens.errors import ConnectionError, JobFailedError, from_rpc_error, translate_errors
+from protolens.v1 import admin_pb2_grpc, checks_pb2_grpc, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
-from protolens.v1 import service_pb2_grpc
 
 DEFAULT_PORT = 50051
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORT}"
@@ -192,6 +192,13 @@ class _Base:
         view._owns_channel = False  # stubs carry no metadata: the view shares them too
         return view
 
+    def _open(self, channel: grpc.Channel | grpc.aio.Channel) -> None:
+        """Keep ``channel`` and a stub of each service on it."""
+        self._channel = channel
+        self._stub = service_pb2_grpc.ProtolensServiceStub(channel)
+        self._checks = checks_pb2_grpc.CheckServiceStub(channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(channel)
+
     def _kw(self, timeout: float | None = None, *, stream: bool = False) -> dict[str, Any]:
         kw: dict[str, Any] = {"metadata": self._metadata or None}
         t = timeout if timeout is not None else (None if stream else self.timeout)
@@ -207,10 +214,9 @@ class Client(_Base, CheckMethods, AdminMethods):
         super().__init__(address, **kwargs)
         target = self.address
         if self._credentials is None:
-            self._channel = grpc.insecure_channel(target, options=self._options)
+            self._open(grpc.insecure_channel(target, options=self._options))
         else:
-            self._channel = grpc.secure_channel(target, self._credentials, options=self._options)
-        self._stub = service_pb2_grpc.ProtolensServiceStub(self._channel)
+            self._open(grpc.secure_channel(target, self._credentials, options=self._options))
 
     def __enter__(self) -> Client:
         return self
@@ -386,12 +392,9 @@ class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
         super().__init__(address, **kwargs)
         target = self.address
         if self._credentials is None:
-            self._channel = grpc.aio.insecure_channel(target, options=self._options)
+            self._open(grpc.aio.insecure_channel(target, options=self._options))
         else:
-            self._channel = grpc.aio.secure_channel(
-                target, self._credentials, options=self._options
-            )
-        self._stub = service_pb2_grpc.ProtolensServiceStub(self._channel)
+            self._open(grpc.aio.secure_channel(target, self._credentials, options=self._options))
 
     async def __aenter__(self) -> AsyncClient:
         return self
