@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from protolens._cli import entry_points
-from protolens._cli.jobs import _address_default, connection_args, connection_kwargs
+from protolens._cli.jobs import client_of, service_args
 
 if TYPE_CHECKING:
     from protolens.types import ApiKey
@@ -49,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "stored). The first admin key has no key to call the API with: --bootstrap writes "
         "it straight into the service's Redis.",
     )
-    _common(p)
+    service_args(p)
     p.add_argument("--tenant", required=True, help="tenant the key belongs to")
     p.add_argument("--role", choices=_ROLES, default="tenant", help="what the key may do")
     p.add_argument("--name", default="", help="label: who or what uses the key")
@@ -66,7 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="list keys (never their secrets)",
         description="List API keys (never their secrets), optionally of one tenant.",
     )
-    _common(p)
+    service_args(p)
     p.add_argument("--tenant", default="", help="only this tenant's keys")
     p.set_defaults(func=cmd_list)
 
@@ -75,29 +75,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="revoke a key by id",
         description="Revoke an API key: the next call made with it is UNAUTHENTICATED.",
     )
-    _common(p)
+    service_args(p)
     p.add_argument("key_id", help="key id (the middle of pl_<id>_<secret>) or apiKeys/<id>")
     p.set_defaults(func=cmd_revoke)
-
-
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--address",
-        default=_address_default(),
-        metavar="HOST[:PORT]",
-        help="the protolens API ($PROTOLENS_ADDRESS; a host without a port means port 50051)",
-    )
-    p.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    p.add_argument(
-        "--timeout", type=float, default=30.0, metavar="SECONDS", help="seconds per call"
-    )
-    connection_args(p)
-
-
-def _client(args: argparse.Namespace) -> Any:
-    from protolens.client import Client
-
-    return Client(args.address, timeout=args.timeout, **connection_kwargs(args))
 
 
 def _time(when: datetime | None) -> str:
@@ -127,7 +107,7 @@ def cmd_create(args: argparse.Namespace) -> int:
             args.tenant, role=args.role, display_name=args.name, redis_url=args.redis_url
         )
     else:
-        with _client(args) as client:
+        with client_of(args) as client:
             key = client.create_api_key(args.tenant, role=args.role, display_name=args.name)
     d = _key_dict(key)
     if args.json:
@@ -140,7 +120,7 @@ def cmd_create(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_of(args) as client:
         keys = [_key_dict(k) for k in client.list_api_keys(tenant=args.tenant)]
     if args.json:
         print(json.dumps(keys))
@@ -151,7 +131,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_revoke(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_of(args) as client:
         d = _key_dict(client.revoke_api_key(args.key_id))
     print(json.dumps(d) if args.json else f"revoked {d['key_id']} (tenant {d['tenant']})")
     return 0

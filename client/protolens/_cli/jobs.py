@@ -24,7 +24,8 @@ def _address_default() -> str:
     return os.environ.get("PROTOLENS_ADDRESS", DEFAULT_ADDRESS)
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def service_args(p: argparse.ArgumentParser) -> None:
+    """--address, --json, --timeout and the connection options of a command that calls the API."""
     p.add_argument(
         "--address",
         default=_address_default(),
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(--reference-set; `protolens up --reference-root DIR` registers each folder of DIR).\n\n"
         + _SERVICE_NOTE,
     )
-    _common(p)
+    service_args(p)
     p.add_argument("--model", required=True, help="registered model name (see protolens models)")
     p.add_argument(
         "--target",
@@ -132,7 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "rate and best probability. A lost connection is resumed. Exit 0 when the job "
         "SUCCEEDED, 1 otherwise.\n\n" + _SERVICE_NOTE,
     )
-    _common(p)
+    service_args(p)
     p.add_argument("job", help="job id or jobs/{id}")
     p.set_defaults(func=cmd_watch)
 
@@ -142,7 +143,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Show a job and its prototypes; with --out, write one PNG and one JSON "
         "record per prototype (docs/prototype-files.md) and job.json.\n\n" + _SERVICE_NOTE,
     )
-    _common(p)
+    service_args(p)
     p.add_argument("job", help="job id or jobs/{id}")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNGs and JSON")
     p.set_defaults(func=cmd_get)
@@ -153,7 +154,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Cancel a queued job at once, or a running one between two optimisation "
         "steps.\n\n" + _SERVICE_NOTE,
     )
-    _common(p)
+    service_args(p)
     p.add_argument("job", help="job id or jobs/{id}")
     p.set_defaults(func=cmd_cancel)
 
@@ -163,14 +164,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="List the models the service serves: name, classes, input shape, "
         "source.\n\n" + _SERVICE_NOTE,
     )
-    _common(p)
+    service_args(p)
     p.set_defaults(func=cmd_models)
 
 
 # --- helpers --------------------------------------------------------------------
 
 
-def _client(args: argparse.Namespace) -> Any:
+def client_of(args: argparse.Namespace) -> Any:
+    """The SDK client the options of ``service_args`` describe."""
     from protolens.client import Client
 
     return Client(args.address, timeout=args.timeout, **connection_kwargs(args))
@@ -247,7 +249,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     from protolens._cli.progress import follow
 
     targets = [parse_target(t) for t in args.target]
-    with _client(args) as client:
+    with client_of(args) as client:
         job = client.create_prototype_job(
             args.model,
             targets,
@@ -292,7 +294,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Follow a job until it ends; a lost connection is resumed by the SDK (``WatchRetry``)."""
     from protolens._cli.progress import follow
 
-    with _client(args) as client, _reconnect_notices():
+    with client_of(args) as client, _reconnect_notices():
         if args.json:
             for event in client.watch_job(args.job):
                 progress = {**vars(event.progress)}
@@ -316,7 +318,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
 def cmd_get(args: argparse.Namespace) -> int:
     from protolens.errors import JobFailedError, ProtolensError
 
-    with _client(args) as client:
+    with client_of(args) as client:
         job = client.get_job(args.job)
         if args.out and not job.succeeded:
             if job.finished:
@@ -335,7 +337,7 @@ def cmd_get(args: argparse.Namespace) -> int:
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with client_of(args) as client:
         job = client.cancel_job(args.job)
     if args.json:
         _print_json(job.to_dict())
@@ -347,7 +349,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 def cmd_models(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
-    with _client(args) as client:
+    with client_of(args) as client:
         models = client.list_models()
     if args.json:
         _print_json([{**asdict(m), "id": m.id} for m in models])
