@@ -7,12 +7,14 @@ __version__ = "0.1.0"
 
 from protolens.client import AsyncClient, Client, WatchRetry
 from protolens.errors import ApiError, ProtolensError
-from protolens.types import ApiKey, Job, Model, Prototype, Target, WatchEvent
+from protolens.types import ApiKey, Check, CheckReport, Job, Model, Prototype, Target, WatchEvent
 
 __all__ = [
     "ApiError",
     "ApiKey",
     "AsyncClient",
+    "Check",
+    "CheckReport",
     "Client",
     "Job",
     "Model",

@@ -15,106 +15,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
-from protolens import names
+from protolens import _convert as convert
 from protolens.errors import translate_errors
+from protolens.types import Check, CheckReport
 from protolens.v1 import checks_pb2 as pb
-from protolens.v1 import checks_pb2_grpc, common_pb2
+from protolens.v1 import checks_pb2_grpc
 
 POLL_S = 0.25
-_STATE_NAMES = {
-    v.number: v.name.removeprefix("CHECK_STATE_") for v in pb.CheckState.DESCRIPTOR.values
-}
-
-
-@dataclass(frozen=True)
-class Check:
-    """A check as the service last reported it."""
-
-    name: str
-    state: str  # RUNNING | SUCCEEDED | FAILED | CANCELLED
-    model: str
-    baseline: str
-    progress: float
-    message: str
-    passed: bool
-    failed_rules: tuple[str, ...] = ()
-    flagged_classes: tuple[str, ...] = ()
-    jobs: int = 0
-    cache_hits: int = 0
-    error: str = ""
-    error_reason: str = ""
-
-    @property
-    def finished(self) -> bool:
-        return self.state != "RUNNING"
-
-
-@dataclass(frozen=True)
-class CheckReport:
-    html: str
-    json: str
-    extras: dict[str, Any] = field(default_factory=dict)
-
-
 CheckRef = str | Check
 Progress = Callable[[float, str], None]
-
-
-def check_name(check: CheckRef) -> str:
-    return check.name if isinstance(check, Check) else names.CHECKS.name(str(check))
-
-
-def _check(msg: pb.Check) -> Check:
-    return Check(
-        name=msg.name,
-        state=_STATE_NAMES.get(msg.state, "UNSPECIFIED"),
-        model=msg.model,
-        baseline=msg.baseline,
-        progress=msg.progress,
-        message=msg.message,
-        passed=msg.passed,
-        failed_rules=tuple(msg.failed_rules),
-        flagged_classes=tuple(msg.flagged_classes),
-        jobs=msg.jobs,
-        cache_hits=msg.cache_hits,
-        error=msg.error.message if msg.HasField("error") else "",
-        error_reason=msg.error.reason if msg.HasField("error") else "",
-    )
-
-
-def start_request(
-    model: str,
-    *,
-    baseline: str = "",
-    classes: Sequence[int | str] = (),
-    steps: int | None = None,
-    prototypes: int = 1,
-    config: Mapping[str, Any] | None = None,
-    seed: int | None = None,
-    reference_set: str = "",
-    policy_yaml: str = "",
-    request_id: str = "",
-) -> pb.StartCheckRequest:
-    cfg = common_pb2.GenerationConfig(**dict(config or {}))
-    if steps is not None:
-        cfg.steps = int(steps)
-    req = pb.StartCheckRequest(
-        model=model,
-        baseline=baseline,
-        classes=[str(c) for c in classes],
-        config=cfg,
-        prototypes_per_class=int(prototypes),
-        reference_set=reference_set,
-        policy_yaml=policy_yaml,
-        request_id=request_id,
-    )
-    if seed is not None:
-        req.seed = int(seed)
-    return req
 
 
 class CheckMethods:
@@ -128,15 +40,17 @@ class CheckMethods:
         seed, reference_set, policy_yaml, request_id); returns the RUNNING check at once.
         A retry with the same ``request_id`` returns the check the first call started."""
         with translate_errors():
-            resp = self._checks.StartCheck(start_request(model, **options), **self._kw(timeout))
-        return _check(resp.check)
+            resp = self._checks.StartCheck(
+                convert.check_request(model, **options), **self._kw(timeout)
+            )
+        return convert.check(resp.check)
 
     def get_check(self, check: CheckRef, *, timeout: float | None = None) -> Check:
         with translate_errors():
             resp = self._checks.GetCheck(
-                pb.GetCheckRequest(name=check_name(check)), **self._kw(timeout)
+                pb.GetCheckRequest(name=convert.check_name(check)), **self._kw(timeout)
             )
-        return _check(resp.check)
+        return convert.check(resp.check)
 
     def list_checks(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -145,14 +59,14 @@ class CheckMethods:
         req = pb.ListChecksRequest(page_size=page_size, page_token=page_token)
         with translate_errors():
             resp = self._checks.ListChecks(req, **self._kw(timeout))
-        return [_check(c) for c in resp.checks], resp.next_page_token
+        return [convert.check(c) for c in resp.checks], resp.next_page_token
 
     def cancel_check(self, check: CheckRef, *, timeout: float | None = None) -> Check:
         with translate_errors():
             resp = self._checks.CancelCheck(
-                pb.CancelCheckRequest(name=check_name(check)), **self._kw(timeout)
+                pb.CancelCheckRequest(name=convert.check_name(check)), **self._kw(timeout)
             )
-        return _check(resp.check)
+        return convert.check(resp.check)
 
     def wait_check(
         self,
@@ -170,13 +84,13 @@ class CheckMethods:
             if current.finished:
                 return current
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{check_name(check)} still running after {timeout}s")
+                raise TimeoutError(f"{convert.check_name(check)} still running after {timeout}s")
             time.sleep(POLL_S)
 
     def get_check_report(self, check: CheckRef, *, timeout: float | None = None) -> CheckReport:
         with translate_errors():
             resp = self._checks.GetCheckReport(
-                pb.GetCheckReportRequest(name=check_name(check)), **self._kw(timeout)
+                pb.GetCheckReportRequest(name=convert.check_name(check)), **self._kw(timeout)
             )
         return CheckReport(html=resp.html, json=resp.json)
 
@@ -192,16 +106,16 @@ class AsyncCheckMethods:
     ) -> Check:
         with translate_errors():
             resp = await self._checks.StartCheck(
-                start_request(model, **options), **self._kw(timeout)
+                convert.check_request(model, **options), **self._kw(timeout)
             )
-        return _check(resp.check)
+        return convert.check(resp.check)
 
     async def get_check(self, check: CheckRef, *, timeout: float | None = None) -> Check:
         with translate_errors():
             resp = await self._checks.GetCheck(
-                pb.GetCheckRequest(name=check_name(check)), **self._kw(timeout)
+                pb.GetCheckRequest(name=convert.check_name(check)), **self._kw(timeout)
             )
-        return _check(resp.check)
+        return convert.check(resp.check)
 
     async def list_checks(
         self, *, page_size: int = 0, page_token: str = "", timeout: float | None = None
@@ -209,14 +123,14 @@ class AsyncCheckMethods:
         req = pb.ListChecksRequest(page_size=page_size, page_token=page_token)
         with translate_errors():
             resp = await self._checks.ListChecks(req, **self._kw(timeout))
-        return [_check(c) for c in resp.checks], resp.next_page_token
+        return [convert.check(c) for c in resp.checks], resp.next_page_token
 
     async def cancel_check(self, check: CheckRef, *, timeout: float | None = None) -> Check:
         with translate_errors():
             resp = await self._checks.CancelCheck(
-                pb.CancelCheckRequest(name=check_name(check)), **self._kw(timeout)
+                pb.CancelCheckRequest(name=convert.check_name(check)), **self._kw(timeout)
             )
-        return _check(resp.check)
+        return convert.check(resp.check)
 
     async def wait_check(
         self,
@@ -233,7 +147,7 @@ class AsyncCheckMethods:
             if current.finished:
                 return current
             if deadline is not None and time.monotonic() > deadline:
-                raise TimeoutError(f"{check_name(check)} still running after {timeout}s")
+                raise TimeoutError(f"{convert.check_name(check)} still running after {timeout}s")
             await asyncio.sleep(POLL_S)
 
     async def get_check_report(
@@ -241,6 +155,6 @@ class AsyncCheckMethods:
     ) -> CheckReport:
         with translate_errors():
             resp = await self._checks.GetCheckReport(
-                pb.GetCheckReportRequest(name=check_name(check)), **self._kw(timeout)
+                pb.GetCheckReportRequest(name=convert.check_name(check)), **self._kw(timeout)
             )
         return CheckReport(html=resp.html, json=resp.json)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,6 +13,7 @@ from protolens import names, types
 from protolens.errors import InvalidArgumentError
 from protolens.v1 import (
     admin_pb2,
+    checks_pb2,
     common_pb2,
     job_pb2,
     model_pb2,
@@ -37,6 +38,9 @@ _PRIORITY_NAMES = {v: k for k, v in PRIORITIES.items()} | {
 }
 ROLES = {"tenant": admin_pb2.API_KEY_ROLE_TENANT, "admin": admin_pb2.API_KEY_ROLE_ADMIN}
 _ROLE_NAMES = {v: k for k, v in ROLES.items()} | {admin_pb2.API_KEY_ROLE_UNSPECIFIED: "tenant"}
+_CHECK_STATES = {
+    v.number: v.name.removeprefix("CHECK_STATE_") for v in checks_pb2.CheckState.DESCRIPTOR.values
+}
 CONFIG_FIELDS = tuple(f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields)
 
 
@@ -125,6 +129,42 @@ def create_request(
 def job_name(job: str | types.Job) -> str:
     """Accept a Job, "jobs/{id}" or a bare id."""
     return job.name if isinstance(job, types.Job) else names.JOBS.name(job)
+
+
+def check_request(
+    model: str,
+    *,
+    baseline: str = "",
+    classes: Sequence[int | str] = (),
+    steps: int | None = None,
+    prototypes: int = 1,
+    config: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    reference_set: str = "",
+    policy_yaml: str = "",
+    request_id: str = "",
+) -> checks_pb2.StartCheckRequest:
+    cfg = config_to_pb(config)
+    if steps is not None:
+        cfg.steps = int(steps)
+    req = checks_pb2.StartCheckRequest(
+        model=model,
+        baseline=baseline,
+        classes=[str(c) for c in classes],
+        config=cfg,
+        prototypes_per_class=int(prototypes),
+        reference_set=reference_set,
+        policy_yaml=policy_yaml,
+        request_id=request_id,
+    )
+    if seed is not None:
+        req.seed = int(seed)
+    return req
+
+
+def check_name(check: str | types.Check) -> str:
+    """Accept a Check, "checks/{check}" or a bare id."""
+    return check.name if isinstance(check, types.Check) else names.CHECKS.name(str(check))
 
 
 def api_key_request(tenant: str, role: str, display_name: str) -> admin_pb2.CreateApiKeyRequest:
@@ -305,4 +345,22 @@ def api_key(msg: admin_pb2.ApiKey, secret_key: str = "") -> types.ApiKey:
         create_time=_time(msg.create_time, msg.HasField("create_time")),
         revoke_time=_time(msg.revoke_time, msg.HasField("revoke_time")),
         secret_key=secret_key,
+    )
+
+
+def check(msg: checks_pb2.Check) -> types.Check:
+    return types.Check(
+        name=msg.name,
+        state=_CHECK_STATES.get(msg.state, "UNSPECIFIED"),
+        model=msg.model,
+        baseline=msg.baseline,
+        progress=msg.progress,
+        message=msg.message,
+        passed=msg.passed,
+        failed_rules=tuple(msg.failed_rules),
+        flagged_classes=tuple(msg.flagged_classes),
+        jobs=msg.jobs,
+        cache_hits=msg.cache_hits,
+        error=msg.error.message if msg.HasField("error") else "",
+        error_reason=msg.error.reason if msg.HasField("error") else "",
     )

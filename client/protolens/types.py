@@ -2,8 +2,9 @@
 
 ``Job`` is the job resource (``jobs/{job}``); ``Prototype`` a finished image with
 its scores and provenance; ``Model`` a model the service serves; ``WatchEvent``
-one progress event; ``ApiKey`` an API key (``apiKeys/{key_id}``, admin calls). Job
-states are the strings QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED.
+one progress event; ``Check`` a model-version check (``checks/{check}``) and
+``CheckReport`` its report; ``ApiKey`` an API key (``apiKeys/{key_id}``, admin calls).
+Job states are the strings QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED.
 """
 
 from __future__ import annotations
@@ -311,3 +312,33 @@ class ApiKey:
     @property
     def revoked(self) -> bool:
         return self.revoke_time is not None
+
+
+@dataclass(frozen=True)
+class Check:
+    """A check as the service last reported it."""
+
+    name: str
+    state: str  # RUNNING | SUCCEEDED | FAILED | CANCELLED
+    model: str
+    baseline: str
+    progress: float
+    message: str
+    passed: bool
+    failed_rules: tuple[str, ...] = ()
+    flagged_classes: tuple[str, ...] = ()
+    jobs: int = 0
+    cache_hits: int = 0
+    error: str = ""
+    error_reason: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "RUNNING"
+
+
+@dataclass(frozen=True)
+class CheckReport:
+    html: str
+    json: str
+    extras: dict[str, Any] = field(default_factory=dict)
