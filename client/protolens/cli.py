@@ -5,6 +5,9 @@ the server side adds its own (generate, check, serve, worker, up, web, demo) thr
 the entry-point group ``protolens.commands`` (``_cli.entry_points``), so the client
 imports nothing from it. Those import torch only when run: ``protolens --help`` works
 on a client-only install, and a server-side command there says what to install.
+
+What a command added that way may use of the client CLI is public here:
+``HelpFormatter``, ``parse_target``, ``save_prototypes`` and ``follow`` (the progress bar).
 """
 
 from __future__ import annotations
@@ -15,8 +18,13 @@ from collections.abc import Sequence
 
 from protolens._cli import admin, entry_points, jobs
 from protolens._cli import help as help_format
+from protolens._cli.help import HelpFormatter
+from protolens._cli.jobs import parse_target, save_prototypes
+from protolens._cli.progress import follow
 from protolens.client import service_target
 from protolens.errors import CAUSE_TEXT, ConnectionError, ProtolensError
+
+__all__ = ["HelpFormatter", "build_parser", "follow", "main", "parse_target", "save_prototypes"]
 
 _FIRST_STEPS = """first steps:
   protolens demo              the main job end to end on this machine (docs: README.md)

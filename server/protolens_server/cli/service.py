@@ -285,7 +285,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 @command_errors()
 def cmd_worker(args: argparse.Namespace) -> int:
-    from protolens._cli.help import HelpFormatter
+    from protolens.cli import HelpFormatter
 
     from protolens_server.worker.main import build_parser, run_worker
 
@@ -456,7 +456,7 @@ def _sample_reference_set(settings: Any, workdir: Path) -> tuple[Any, str]:
 
 @command_errors()
 def cmd_demo(args: argparse.Namespace) -> int:
-    from protolens._cli.jobs import parse_target
+    from protolens.cli import parse_target
 
     started = time.monotonic()
     settings = _settings(args, grpc_port=0, metrics_port=0)
@@ -507,8 +507,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def _demo_job(
     args: argparse.Namespace, address: str, targets: list[Any], reference: str
 ) -> tuple[list[Path], Any, float]:
-    from protolens._cli.jobs import save_prototypes
-    from protolens._cli.progress import follow
+    from protolens.cli import follow, save_prototypes
     from protolens.client import Client
 
     config = {"steps": args.steps} if args.steps else {}
