@@ -171,10 +171,10 @@ def _run_local(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
     from protolens import Client
+    from protolens.auth import auth_metadata
 
     policy_text = args.policy.read_text() if args.policy else ""
-    key = args.api_key or os.environ.get("PROTOLENS_API_KEY", "")
-    metadata = [("authorization", f"Bearer {key}")] if key else []
+    metadata = auth_metadata(args.api_key or os.environ.get("PROTOLENS_API_KEY", ""))
     with Client(args.address, metadata=metadata) as client, _progress() as on_progress:
         check = client.start_check(
             args.model,
