@@ -243,7 +243,7 @@ def _probe_client(settings: Settings, queue: Any) -> Any:
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
 
-    from protolens_server.queue.connection import redis_from_url
+    from protolens_server.queue.connection import client_name, redis_from_url
 
     timeout = max(0.5, settings.health_probe_s)
     return redis_from_url(
@@ -254,6 +254,7 @@ def _probe_client(settings: Settings, queue: Any) -> Any:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=0,
+        client_name=client_name("api-health"),
     )
 
 

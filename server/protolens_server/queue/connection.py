@@ -22,6 +22,8 @@ and ``ClusterClient`` adds the backoff rounds around that.
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -43,6 +45,13 @@ _CLUSTER_RETRY_ON = (ConnectionError, TimeoutError, ClusterDownError, SlotNotCov
 
 def _backoff() -> ExponentialBackoff:
     return ExponentialBackoff(cap=1.0, base=0.05)
+
+
+def client_name(role: str) -> str:
+    """The name this process's connections give Redis (``CLIENT SETNAME``) for ``role``:
+    ``protolens-<role>@<host>:<pid>``, so ``CLIENT LIST`` tells which pod holds which
+    connections (and a test can count its own among others')."""
+    return f"protolens-{role}@{socket.gethostname()}:{os.getpid()}"
 
 
 def _client_options() -> dict[str, Any]:

@@ -33,7 +33,7 @@ from protolens_server.queue.codec import (
     record_from_fields,
     record_to_fields,
 )
-from protolens_server.queue.connection import redis_from_url
+from protolens_server.queue.connection import client_name, redis_from_url
 from protolens_server.queue.keys import (
     GROUP,
     PARKED,
@@ -424,6 +424,7 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
         settings.redis_url,
         max_connections=settings.redis_max_connections,
         pool_timeout_s=settings.redis_pool_timeout_s,
+        client_name=client_name("api"),
     )
 
 

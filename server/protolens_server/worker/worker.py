@@ -34,7 +34,7 @@ from protolens_server.errors import (
 )
 from protolens_server.logging import bind, get_logger
 from protolens_server.queue.codec import record_from_fields
-from protolens_server.queue.connection import redis_from_url
+from protolens_server.queue.connection import client_name, redis_from_url
 from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
 from protolens_server.queue.jobs import ensure_groups
 from protolens_server.queue.records import JobSpec, JobState
@@ -167,7 +167,7 @@ class Worker:
     async def startup(self) -> None:
         if self.consumer is not None:
             return
-        self.redis = redis_from_url(self.settings.redis_url)
+        self.redis = redis_from_url(self.settings.redis_url, client_name=client_name("worker"))
         self.consumer = QueueConsumer(self.redis, self.settings, self.name)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve_metrics(self.metrics_port)
