@@ -97,6 +97,18 @@ def test_settings_are_known_and_grace_periods_fit(config):
             assert env["PROTOLENS_GRPC_HOST"] == "0.0.0.0"
 
 
+def test_gallery_reads_the_api_service_and_nothing_else(config):
+    web = config["services"]["web"]
+    assert web["command"] == ["web"]
+    env = web["environment"]
+    host, port = env["PROTOLENS_WEB_API_ADDRESS"].rsplit(":", 1)
+    assert host == "api" and int(port) == int(config["services"]["api"]["ports"][0]["target"])
+    assert not any(k.startswith("PROTOLENS_REDIS") for k in env)
+    assert web["depends_on"]["api"]["condition"] == "service_healthy"
+    assert int(web["ports"][0]["target"]) == int(env["PROTOLENS_WEB_PORT"])
+    assert "/healthz" in " ".join(web["healthcheck"]["test"])
+
+
 def test_workers_health_check_reads_metrics(config):
     for name in ("worker", "worker-gpu"):
         test = config["services"][name]["healthcheck"]["test"]

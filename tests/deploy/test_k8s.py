@@ -140,6 +140,27 @@ def test_api_probes_use_the_grpc_health_service(rendered):
     }
 
 
+def test_gallery_reads_the_api_and_nothing_else(rendered):
+    """The gallery (docs/gallery.md) calls the API Service's gRPC port with each viewer's
+    key; it gets no Redis settings or label (NetworkPolicy keeps it out of Redis)."""
+    _, docs = rendered
+    web = by_kind(docs, "Deployment")["protolens-web"]["spec"]["template"]
+    [container] = web["spec"]["containers"]
+    assert container["args"] == ["web"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    host, port = env["PROTOLENS_WEB_API_ADDRESS"].rsplit(":", 1)
+    api = by_kind(docs, "Service")[host]
+    assert int(port) in {p["port"] for p in api["spec"]["ports"] if p["name"] == "grpc"}
+    assert env["PROTOLENS_WEB_SECURE_COOKIES"] == "true"
+    [http] = container["ports"]
+    assert http["containerPort"] == int(env["PROTOLENS_WEB_PORT"])
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["path"] == "/healthz"
+    assert not any("configMapRef" in ref for ref in container["envFrom"])
+    assert "protolens.io/redis-client" not in web["metadata"]["labels"]
+    assert "protolens-web-http" in by_kind(docs, "NetworkPolicy")
+
+
 def test_termination_grace_outlasts_the_worker_shutdown_grace(rendered):
     _, docs = rendered
     grace = float(config_data(docs)["PROTOLENS_SHUTDOWN_GRACE_S"])
@@ -239,7 +260,7 @@ def test_placeholder_secrets_are_marked(rendered):
 
     _, docs = rendered
     secrets = by_kind(docs, "Secret")
-    for name in ("protolens-api-keys", "protolens-tls"):
+    for name in ("protolens-tls",):
         [secret] = [s for n, s in secrets.items() if n.startswith(name)]
         for value in secret["data"].values():
             assert b"PLACEHOLDER" in base64.b64decode(value)
