@@ -5,7 +5,10 @@ differentiable graph. With ``config.channels_last`` an eager module and its
 inputs use the channels_last memory format (same numbers; about 10% faster per
 step on this CPU too; the module is converted in place, which changes no
 result). ``config.autocast`` runs the forward under bf16 autocast on CUDA only:
-CPU bf16 is slower than fp32 on most CPUs and would change CPU results.
+CPU bf16 is slower than fp32 on most CPUs and would change CPU results. With
+autocast the runner uses a copy whose convolution and linear weights are bf16
+already (``_precision.py``), so autocast does not re-cast the frozen fp32 weights
+on every forward (the same numbers: autocast would round them the same way).
 
 ``compile=True`` (an execution option of ``generate``, not a config field: it
 changes no result beyond float rounding, so it stays out of the cache key) runs
@@ -33,8 +36,11 @@ from torch import nn
 from protolens_server.errors import InvalidModel, ProtolensError
 
 from ._fold import folded
+from ._precision import cast_frozen
 from .types import GenerationConfig, ImageClassifier
 
+# Device types whose forward runs under bf16 autocast when ``config.autocast`` is set.
+AUTOCAST_DEVICES = frozenset({"cuda"})
 # Modules whose compilation failed in this process: they run eagerly from then on.
 _compile_failed: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
@@ -57,13 +63,15 @@ class ModelRunner:
         fold_batchnorm: bool = False,
     ) -> None:
         # A folded copy (BatchNorm folded into the convolutions, _fold.py) when asked and
-        # possible; the caller's module is never changed by folding.
+        # possible, with its weights cast to bf16 once under autocast (_precision.py);
+        # the caller's module is never changed by either.
         self.source = model.module
-        self.module = folded(model.module) if fold_batchnorm else model.module
+        self.device = device
+        self.autocast = config.autocast and device.type in AUTOCAST_DEVICES
+        module = folded(model.module) if fold_batchnorm else model.module
+        self.module = cast_frozen(module, torch.bfloat16) if self.autocast else module
         self.spec = model.input_spec
         self.num_classes = model.num_classes
-        self.device = device
-        self.autocast = config.autocast and device.type == "cuda"
         self.channels_last = config.channels_last and compilable(self.module)
         self._layout_checked = False
         self._affine_cache_key: tuple[torch.device, torch.dtype] | None = None
