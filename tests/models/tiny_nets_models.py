@@ -96,3 +96,18 @@ def archive(
         cmd += ["--model-file", str(model_file)]
     subprocess.run(cmd, check=True, capture_output=True, timeout=60)
     return workdir / f"{name}.mar"
+
+
+class DictOutputNet(nn.Module):
+    """TinyNet whose forward returns a dict, as many research and Hugging Face models do."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = trained_like(0)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"features": x.mean((2, 3)), "logits": self.net(x)}
+
+
+def dict_output_net() -> DictOutputNet:
+    return DictOutputNet().eval()

@@ -72,3 +72,54 @@ def make_reference_root(root: str | Path, *, name: str = "tinyref") -> Path:
             pixels = rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)
             Image.fromarray(pixels).save(folder / f"{i}.png")
     return root
+
+
+VIT_CLASSES = ("cat", "dog", "bird")
+
+
+def make_tiny_vit(
+    folder: str | Path,
+    *,
+    seed: int = 0,
+    size: int = 16,
+    mean: tuple[float, ...] = (0.5, 0.4, 0.3),
+    std: tuple[float, ...] = (0.2, 0.25, 0.3),
+    preprocessor: bool = True,
+) -> Path:
+    """A tiny Hugging Face ViT image classifier (3 classes, one 16-wide layer) saved with
+    ``save_pretrained`` into ``folder``, with a ``preprocessor_config.json``: what a
+    registered transformers model looks like, made locally (no hub). Needs transformers."""
+    import torch
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(seed)
+    config = ViTConfig(
+        image_size=size,
+        patch_size=8,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        id2label=dict(enumerate(VIT_CLASSES)),
+        label2id={n: i for i, n in enumerate(VIT_CLASSES)},
+    )
+    model = ViTForImageClassification(config).eval()
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if preprocessor:
+        (folder / "preprocessor_config.json").write_text(
+            json.dumps(
+                {
+                    "image_processor_type": "ViTImageProcessor",
+                    "do_resize": True,
+                    "size": {"height": size, "width": size},
+                    "do_rescale": True,
+                    "rescale_factor": 1 / 255,
+                    "do_normalize": True,
+                    "image_mean": list(mean),
+                    "image_std": list(std),
+                }
+            )
+        )
+    return folder

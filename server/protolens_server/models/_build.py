@@ -11,6 +11,7 @@ import torch
 from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidArgument, InvalidModel
 from protolens_server.models._digest import model_digest
+from protolens_server.models._logits import LogitsOnly, describe_output, logits_of
 from protolens_server.models.handle import ModelFormat, ModelHandle
 from protolens_server.models.sidecar import ClassNames
 
@@ -27,8 +28,12 @@ def freeze(module: Any) -> None:
             param.requires_grad_(False)
 
 
-def check_forward(module: Callable[[torch.Tensor], Any], spec: InputSpec, source: str) -> int:
-    """Run zeros of the spec's shape through ``module``; return the number of logits."""
+def check_forward(
+    module: Callable[[torch.Tensor], Any], spec: InputSpec, source: str
+) -> tuple[int, Callable[[torch.Tensor], torch.Tensor]]:
+    """Run zeros of the spec's shape through ``module``; return the number of logits and
+    the module to use: ``module`` itself, or wrapped in ``LogitsOnly`` when it returns a
+    dict, a Hugging Face ``ModelOutput`` or a tuple holding the logits."""
     shape = (DRY_RUN_BATCH, *spec.shape)
     fix = (
         "set the model's input spec (--input-shape C,H,W, or channels/height/width "
@@ -50,10 +55,13 @@ def check_forward(module: Callable[[torch.Tensor], Any], spec: InputSpec, source
             f"{_first_line(exc)}; {fix}"
         ) from exc
     if not isinstance(out, torch.Tensor):
-        raise InvalidModel(
-            f"{source}: forward returned {type(out).__name__}, expected a logits tensor "
-            "of shape (batch, num_classes)"
-        )
+        logits = logits_of(out)
+        if logits is None or not isinstance(module, torch.nn.Module):
+            raise InvalidModel(
+                f"{source}: forward returned {describe_output(out)}, expected a logits tensor "
+                "of shape (batch, num_classes) (or a dict / ModelOutput with 'logits')"
+            )
+        out, module = logits, LogitsOnly(module)
     if out.ndim != 2 or out.shape[0] != DRY_RUN_BATCH:
         raise InvalidModel(
             f"{source}: output shape {tuple(out.shape)} for input {shape}; expected logits "
@@ -63,7 +71,7 @@ def check_forward(module: Callable[[torch.Tensor], Any], spec: InputSpec, source
         raise InvalidModel(f"{source}: outputs {out.shape[1]} logit(s); need >= 2 classes")
     if not torch.isfinite(out).all():
         raise InvalidModel(f"{source}: produced NaN/Inf logits on a zeros input of {shape}")
-    return int(out.shape[1])
+    return int(out.shape[1]), module
 
 
 def _accepts_batch_one(module: Callable[[torch.Tensor], Any], spec: InputSpec) -> bool:
@@ -72,7 +80,8 @@ def _accepts_batch_one(module: Callable[[torch.Tensor], Any], spec: InputSpec) -
             out = module(torch.zeros(1, *spec.shape))
     except Exception:
         return False
-    return isinstance(out, torch.Tensor) and out.ndim == 2
+    out = logits_of(out)
+    return out is not None and out.ndim == 2
 
 
 def _first_line(exc: BaseException) -> str:
@@ -100,7 +109,8 @@ def build_handle(
     classes_origin: str = "class names",
 ) -> ModelHandle:
     freeze(module)
-    n = check_forward(module, spec, source)
+    n, module = check_forward(module, spec, source)
+    freeze(module)  # a LogitsOnly wrapper made by check_forward
     if classes is None:
         classes = default_class_names(n)
     elif len(classes.names) != n:

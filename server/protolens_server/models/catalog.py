@@ -21,6 +21,7 @@ model UNUSABLE, with its reason; ``names`` and every other model are unaffected.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections import OrderedDict
@@ -39,7 +40,9 @@ from protolens_server.models.inspection import (
     inspect_here,
     unusable_info,
 )
-from protolens_server.models.registry import MODEL_SUFFIXES, load_path
+from protolens_server.models.kinds import MODEL_SUFFIXES, is_model
+from protolens_server.models.pretrained import folder_files, is_model_folder
+from protolens_server.models.registry import load_path
 from protolens_server.models.sidecar import sidecar_paths
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -61,6 +64,10 @@ class _Entry:
         except FileNotFoundError:
             raise ModelNotFound(f"model {self.name!r} was removed", model=self.name) from None
         out: tuple[Any, ...] = (self.name, str(self.path), st.st_size, st.st_mtime_ns)
+        for part in folder_files(self.path) if self.path.is_dir() else ():
+            with contextlib.suppress(OSError):
+                pst = part.stat()
+                out += (part.name, pst.st_size, pst.st_mtime_ns)
         for extra in (*sidecar_paths(self.path), self.path.with_name("index_to_name.json")):
             try:
                 est = extra.stat()
@@ -257,7 +264,10 @@ class ModelCatalog:
         for child in sorted(_listdir(self.store)):
             if child.name.startswith(".") or not _NAME.fullmatch(child.stem):
                 continue
-            if _is_model_file(child):
+            if _is_model_folder(child):  # <store>/<name>/config.json: a flat HF/timm model
+                if _NAME.fullmatch(child.name):
+                    flat.setdefault(child.name, []).append(child)
+            elif _is_model_file(child):
                 flat.setdefault(child.stem, []).append(child)
             elif child.is_dir() and _NAME.fullmatch(child.name):
                 versions = [
@@ -287,8 +297,16 @@ def _is_model_file(p: Path) -> bool:
         return False
 
 
+def _is_model_folder(p: Path) -> bool:
+    return is_model_folder(p)
+
+
 def _model_files(folder: Path) -> list[Path]:
-    return sorted(f for f in _listdir(folder) if _is_model_file(f))
+    """The models in a version folder: the folder itself when it is a Hugging Face/timm
+    model folder, else each model file or model folder in it."""
+    if _is_model_folder(folder):
+        return [folder]
+    return sorted(f for f in _listdir(folder) if is_model(f))
 
 
 def _version_key(v: str) -> tuple[tuple[int, int | str], ...]:

@@ -184,16 +184,21 @@ _RESULTS = _ResultCache()
 
 
 def _content_key(target: Target) -> str:
-    """sha256 of the model file and of every sidecar that can describe it."""
+    """sha256 of the model file (or of each file of a model folder) and of every sidecar
+    that can describe it."""
     if target.path is None:
         return f"builtin:{target.name}"
+    from protolens_server.models.pretrained import folder_files
     from protolens_server.models.sidecar import sidecar_paths
 
     path = Path(target.path)
     h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
+    for part in folder_files(path) if path.is_dir() else [path]:
+        if part != path:
+            h.update(f"\0{part.name}\0".encode())
+        with part.open("rb") as f:
+            while chunk := f.read(_CHUNK):
+                h.update(chunk)
     for extra in (*sidecar_paths(path), path.with_name("index_to_name.json")):
         if extra != path and extra.is_file():
             h.update(f"\0{extra.name}\0".encode())

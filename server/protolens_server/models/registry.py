@@ -1,39 +1,78 @@
 """``load_model``: one reference string -> the right loader.
 
-References, by scheme first, then by file suffix:
+References, by scheme first, then by file suffix (``kinds.py``):
 
 =====================================  ==============================================
 ``efficientnet_lite0``                 a built-in (also ``builtin:efficientnet_lite0``)
 ``m.pt``, ``m.ts``                     TorchScript (also ``torchscript:PATH``)
 ``m.pt2``                              a torch.export program (also ``export:PATH``)
 ``m.mar``                              a TorchServe archive (also ``mar:PATH``)
+``folder/`` with ``config.json``       a transformers classifier or a timm model
+                                       (also ``hf:PATH``, ``timm:PATH``)
 ``models:/NAME/VERSION``               an MLflow registry version (``models/mlflow.py``)
 ``factory:pkg.mod:fn@weights.pth``     an eager factory + state dict (or ``@m.mar``)
 ``m.pth`` with ``"factory"`` sidecar   the same, the factory named beside the weights
 =====================================  ==============================================
 
+Every path goes through ``load_path``, which dispatches once on ``kinds.kind_of``.
 Paths are for local use (the CLI, notebooks). The service goes through
-``ModelCatalog``, which accepts names only.
+``ModelCatalog``, which accepts names (and, when enabled, ``models:/`` URIs).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidModel, ModelNotFound
 from protolens_server.models import builtin, export, factory, mar, mlflow, torchscript
-from protolens_server.models._files import existing_file, not_a_model_hint, sniff
+from protolens_server.models._files import not_a_model_hint, sniff
 from protolens_server.models.handle import ModelHandle
+from protolens_server.models.kinds import (
+    MODEL_SUFFIXES,
+    SCHEME_KINDS,
+    Kind,
+    kind_of,
+)
 from protolens_server.models.sidecar import find_sidecar
 
-SCHEMES = ("builtin", "torchscript", "export", "mar", "factory")
-TORCHSCRIPT_SUFFIXES = (".pt", ".ts", ".jit", ".torchscript")
-EXPORT_SUFFIXES = (".pt2",)
-MAR_SUFFIXES = (".mar",)
-STATE_DICT_SUFFIXES = (".pth", ".bin", ".ckpt")
-MODEL_SUFFIXES = TORCHSCRIPT_SUFFIXES + EXPORT_SUFFIXES + MAR_SUFFIXES + STATE_DICT_SUFFIXES
+SCHEMES = ("builtin", "factory", *SCHEME_KINDS)
+Loader = Callable[..., ModelHandle]
+
+
+def _hf(path: Path, **kw: object) -> ModelHandle:
+    from protolens_server.models import hf  # imports transformers only when needed
+
+    return hf.load(path, **kw)  # type: ignore[arg-type]
+
+
+def _timm(path: Path, **kw: object) -> ModelHandle:
+    from protolens_server.models import timm_models
+
+    return timm_models.load(path, **kw)  # type: ignore[arg-type]
+
+
+def _state_dict(path: Path, **kw: object) -> ModelHandle:
+    target = find_sidecar(path).factory
+    if target is None:
+        raise InvalidModel(
+            f"{path}: a state dict needs its architecture: load it as "
+            f'factory:package.module:function@{path}, or put "factory" in {path.stem}.json '
+            "beside it"
+        )
+    return factory.load(target, path, **kw)  # type: ignore[arg-type]
+
+
+_LOADERS: dict[Kind, Loader] = {
+    "torchscript": torchscript.load,
+    "exported": export.load,
+    "mar": mar.load,
+    "state_dict": _state_dict,
+    "transformers": _hf,
+    "timm": _timm,
+}
 
 
 def load_model(
@@ -44,13 +83,21 @@ def load_model(
     device: str = "cpu",
     name: str | None = None,
 ) -> ModelHandle:
-    """Load a model from a built-in name, a file path or a factory reference (see module doc)."""
+    """Load a model from a built-in name, a path, a factory or an MLflow URI (module doc)."""
     ref = ref.strip()
-    if ref.startswith("models:/"):  # an MLflow registry version (models/mlflow.py)
-        return mlflow.load(ref, spec=spec, class_names=class_names, device=device, name=name)
+    kw = {"spec": spec, "class_names": class_names, "device": device, "name": name}
+    if ref.startswith(mlflow.PREFIX):
+        return load_mlflow(ref, **kw)  # type: ignore[arg-type]
     scheme, sep, rest = ref.partition(":")
-    if sep and scheme in SCHEMES:
-        return _load_scheme(scheme, rest, spec, class_names, device, name)
+    if sep and scheme == "builtin":
+        return builtin.load(rest, device=device)
+    if sep and scheme == "factory":
+        target, weights = factory.parse_ref(rest)
+        if weights is None:
+            return factory.load(target, **kw)  # type: ignore[arg-type]
+        return load_path(Path(weights).expanduser(), factory_ref=target, **kw)  # type: ignore[arg-type]
+    if sep and scheme in SCHEME_KINDS:
+        return load_path(Path(rest).expanduser(), kind=SCHEME_KINDS[scheme], **kw)  # type: ignore[arg-type]
     if ref in builtin.available():
         return builtin.load(ref, device=device)
     path = Path(ref).expanduser()
@@ -59,7 +106,7 @@ def load_model(
             f"no model {ref!r}: not a built-in ({', '.join(builtin.available())}) and no such file",
             model=ref,
         )
-    return load_path(path, spec=spec, class_names=class_names, device=device, name=name)
+    return load_path(path, **kw)  # type: ignore[arg-type]
 
 
 def load_path(
@@ -70,58 +117,38 @@ def load_path(
     device: str = "cpu",
     name: str | None = None,
     factory_ref: str | None = None,
+    kind: Kind | None = None,
 ) -> ModelHandle:
-    """Load a model file by its suffix (or its contents when the suffix says nothing)."""
-    p = existing_file(path)
+    """Load a model file or folder: its kind from ``kind``, else ``kinds.kind_of``."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelNotFound(f"{path}: no such model file", model=str(path))
     kw = {"spec": spec, "class_names": class_names, "device": device, "name": name}
-    suffix = p.suffix.lower()
     if factory_ref is not None:
-        if suffix in MAR_SUFFIXES:
-            return mar.load(p, factory_ref=factory_ref, **kw)
-        return factory.load(factory_ref, p, **kw)
-    if suffix in TORCHSCRIPT_SUFFIXES:
-        return torchscript.load(p, **kw)
-    if suffix in EXPORT_SUFFIXES:
-        return export.load(p, **kw)
-    if suffix in MAR_SUFFIXES:
-        return mar.load(p, **kw)
-    if suffix in STATE_DICT_SUFFIXES:
-        target = find_sidecar(p).factory
-        if target is None:
-            raise InvalidModel(
-                f"{p}: a state dict needs its architecture: load it as "
-                f'factory:package.module:function@{p}, or put "factory" in {p.stem}.json '
-                "beside it"
-            )
-        return factory.load(target, p, **kw)
-    kind = sniff(p)
-    if kind == "torchscript":
-        return torchscript.load(p, **kw)
-    if kind == "exported":
-        return export.load(p, **kw)
-    if kind == "mar":
-        return mar.load(p, **kw)
+        if path.suffix.lower() == ".mar":
+            return mar.load(path, factory_ref=factory_ref, **kw)  # type: ignore[arg-type]
+        return factory.load(factory_ref, path, **kw)  # type: ignore[arg-type]
+    kind = kind or kind_of(path)
+    loader = _LOADERS.get(kind)
+    if loader is not None:
+        return loader(path, **kw)
+    if path.is_dir():
+        raise InvalidModel(
+            f"{path}: a folder, but not a model folder (config.json of a transformers or timm "
+            "model plus *.safetensors weights)"
+        )
     raise InvalidModel(
-        f"{p}: not a TorchScript (.pt/.ts), torch.export (.pt2), TorchServe (.mar) or "
-        f"state-dict model file{not_a_model_hint(kind)}"
+        f"{path}: not a TorchScript (.pt/.ts), torch.export (.pt2), TorchServe (.mar), "
+        f"state-dict or Hugging Face/timm model{not_a_model_hint(sniff(path))}"
     )
 
 
-def _load_scheme(
-    scheme: str,
-    rest: str,
-    spec: InputSpec | None,
-    class_names: Sequence[str] | None,
-    device: str,
-    name: str | None,
-) -> ModelHandle:
-    kw = {"spec": spec, "class_names": class_names, "device": device, "name": name}
-    if scheme == "builtin":
-        return builtin.load(rest, device=device)
-    if scheme == "factory":
-        target, weights = factory.parse_ref(rest)
-        if weights is None:
-            return factory.load(target, **kw)
-        return load_path(Path(weights).expanduser(), factory_ref=target, **kw)
-    loader = {"torchscript": torchscript.load, "export": export.load, "mar": mar.load}[scheme]
-    return loader(Path(rest).expanduser(), **kw)
+def load_mlflow(uri: str, **kw: object) -> ModelHandle:
+    """An MLflow registry version: its artifacts downloaded, its one model loaded here."""
+    with mlflow.downloaded(uri) as (local, default_name):
+        handle = load_path(local, **{**kw, "name": kw.get("name") or default_name})  # type: ignore[arg-type]
+        metadata = {**handle.metadata, "mlflow_uri": uri, "mlflow_file": local.name}
+    return dataclasses.replace(handle, source=f"mlflow:{uri}", metadata=metadata)
+
+
+__all__ = ["MODEL_SUFFIXES", "SCHEMES", "load_model", "load_path"]
