@@ -12,7 +12,8 @@ Checks, each printed as a table row (exit status 1 if any fails):
 2. every prototype of both paths reaches a high target probability (``--min-probability``);
 3. the fast path's images hold that probability when the model runs them in fp32 (the
    prototypes do not depend on bf16 rounding);
-4. a prototype generated alone ends at the same target probability as in the batch;
+4. a prototype generated alone ends at the same target probability as in the batch, on the
+   fp32 path and on the fast path (bf16 weights cast once, ``engine/_precision.py``);
 5. (unless ``--no-compile``) the fast path with ``generate(compile=True)`` ends at the same
    target probabilities as the eager fast path (its first call's seconds include compiling).
 
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     plain, t_plain = run(plain_model, plain_cfg, classes)
     alone, _ = run(plain_model, plain_cfg, classes[:1])
     fast, t_fast = run(fast_model, fast_cfg, classes)
+    fast_alone, _ = run(fast_model, fast_cfg, classes[:1])
     p_fast = [x.probability for x in fast]
     p_plain = [x.probability for x in plain]
     p_fast_in_fp32 = _fp32_probabilities(base, spec, fast, device)
@@ -102,6 +104,12 @@ def main(argv: list[str] | None = None) -> int:
         _check(
             "alone vs in batch (fp32): |Δ target p|",
             abs(alone[0].probability - plain[0].probability),
+            f"<= {args.tolerance}",
+            lambda v: v <= args.tolerance,
+        ),
+        _check(
+            "alone vs in batch (bf16 fast path): |Δ target p|",
+            abs(fast_alone[0].probability - fast[0].probability),
             f"<= {args.tolerance}",
             lambda v: v <= args.tolerance,
         ),
