@@ -8,8 +8,9 @@ watchers) and hands each entry to every subscriber of that stream.
 
 Each subscription has its own cursor (the last entry id it was given); the
 reader reads each stream after the smallest cursor of its subscribers and gives
-a subscriber only entries after its own cursor, so a subscriber that joins late
-(or behind the others) misses nothing and sees nothing twice. A stream that
+a subscriber only entries after its own cursor, and only from a read that started at
+or before that cursor, so a subscriber that joins late (or behind the others, even
+while a read is in flight) misses nothing and sees nothing twice. A stream that
 joins waits at most ``block_ms`` for the reader's current read to end. When a
 read fails (Redis unreachable after the client's retries), every subscriber gets
 the error, so each watch ends the way a direct read would have ended it.
@@ -139,10 +140,15 @@ class EventFanout:
                 continue
             metrics.WATCH_READS.inc()
             for key, entries in reply or []:
-                subs = self._subs.get(_text(key), ())
+                key = _text(key)
+                start = entry_order(wanted[key])
+                # A subscriber that joined during the read with a cursor before the read's
+                # start would get a gap (entries it never saw are skipped by its cursor):
+                # it waits for the next read, which starts at its cursor.
+                subs = [s for s in self._subs.get(key, ()) if entry_order(s.cursor) >= start]
                 for entry_id, fields in entries:
                     eid = _text(entry_id)
-                    for sub in list(subs):
+                    for sub in subs:
                         sub.offer(eid, fields)
 
     @staticmethod
