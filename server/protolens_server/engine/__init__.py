@@ -38,6 +38,7 @@ from ._score_types import (
     Robustness,
     Statistics,
 )
+from ._units import check_units, layer_shapes
 from .types import (
     Classifier,
     GenerationConfig,
@@ -46,6 +47,7 @@ from .types import (
     ProgressEvent,
     Prototype,
     Target,
+    UnitTerm,
 )
 
 __all__ = [
@@ -79,13 +81,16 @@ __all__ = [
     "Robustness",
     "Statistics",
     "Target",
+    "UnitTerm",
     "auto_batch_size",
     "capture",
     "check_reference_counts",
+    "check_units",
     "drift",
     "equidistant_baseline",
     "fold_batchnorm",
     "generate",
+    "layer_shapes",
     "layers_of",
     "reference_stats",
     "score",

@@ -50,6 +50,7 @@ from ._param import PERTURBATION_SD, ImageParam, make_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
 from ._seeds import generator, per_target_seeds, prototype_seed
 from ._transforms import DrawStream, preset
+from ._units import UnitProbe, check_units, has_units
 from .types import (
     GenerationConfig,
     ImageClassifier,
@@ -114,6 +115,7 @@ def generate(
     check_budget(memory_budget)
     resolved = [Target.of(t) for t in targets]
     _check_classes(resolved, model.num_classes)
+    check_units(model, resolved)
     seeds = per_target_seeds(seed, len(resolved))
     items = [
         _Item(g * config.prototypes + i, g, t, i, seeds[g], prototype_seed(seeds[g], t, i))
@@ -125,7 +127,9 @@ def generate(
     coupled = config.diversity > 0 and config.prototypes > 1
     units = _units(items, coupled)
     progress = _Progress(len(items), config.steps, on_progress)
-    with _chunker(model, config, device, compile, progress, should_stop, fold_batchnorm) as chunk:
+    with _chunker(
+        model, config, device, compile, progress, should_stop, fold_batchnorm, resolved
+    ) as chunk:
         limit = config.max_batch or _auto_limit(chunk, items, memory_budget).size
         results = _run_all(chunk, units, limit, on_oom_split)
     return [results[item.position] for item in items]
@@ -162,20 +166,27 @@ def _chunker(
     progress: _Progress,
     should_stop: Callable[[], bool] | None,
     fold_batchnorm: bool = True,
+    targets: Sequence[Target] = (),
 ) -> Iterator[_Chunk]:
     """The per-call machinery: model runner, layer hooks, objective settings."""
     coupled = config.diversity > 0 and config.prototypes > 1
     # Folding BatchNorm is exact up to float rounding; the diversity term reads a mid
     # convolution's raw output, which folding would change, so coupled calls keep it.
-    fold = fold_batchnorm and not coupled
+    # Unit objectives hook the model's own layers (folding and compiling rewrite them).
+    units = has_units(targets)
+    fold = fold_batchnorm and not coupled and not units
+    compile = compile and not units
     runner = ModelRunner(model, config, torch.device(device), compile=compile, fold_batchnorm=fold)
     use_bn = config.bn_prior > 0 and has_batchnorm(runner.module)
-    with LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe:
-        yield _Chunk(runner, config, probe, progress, should_stop)
+    with (
+        LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe,
+        UnitProbe(runner.module, targets, model) as unit_probe,
+    ):
+        yield _Chunk(runner, config, probe, progress, should_stop, unit_probe)
 
 
 def _check_classes(targets: list[Target], num_classes: int) -> None:
-    for t in targets:
+    for t in targets:  # a unit target has no classes (check_units checks its units)
         for c in t.classes:
             if not 0 <= c < num_classes:
                 raise UnknownClass(
@@ -328,8 +339,10 @@ class _Chunk:
         probe: LayerProbe,
         progress: _Progress,
         should_stop: Callable[[], bool] | None,
+        unit_probe: UnitProbe | None = None,
     ) -> None:
         self.runner, self.config, self.probe = runner, config, probe
+        self.unit_probe = unit_probe
         self.progress, self.should_stop = progress, should_stop
         self.transform = preset(config.transforms)
 
@@ -340,7 +353,7 @@ class _Chunk:
         self.progress.begin()
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
-        objective = self._objective(weights)
+        objective = self._objective(weights, items)
         groups = torch.tensor([item.group for item in items], device=device)
         optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
         for step in range(1, config.steps + 1):
@@ -373,7 +386,7 @@ class _Chunk:
         groups = torch.tensor([item.group for item in items], device=device)
         optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
         self.probe.bn_active = True  # the heavier of the two kinds of step
-        self._step(param, optimiser, self._objective(weights), draws.next(), groups)
+        self._step(param, optimiser, self._objective(weights, items), draws.next(), groups)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
 
@@ -409,9 +422,13 @@ class _Chunk:
             param.tensors[0].add_(noise.to(runner.device) * PERTURBATION_SD)
         return param
 
-    def _objective(self, weights: torch.Tensor) -> obj.Objective:
+    def _objective(self, weights: torch.Tensor, items: list[_Item]) -> obj.Objective:
         config = self.config
         objective = obj.target_logits(weights) + LOG_PROB_WEIGHT * obj.target_log_probs(weights)
+        if self.unit_probe is not None:
+            targets = [item.target for item in items]
+            if has_units(targets):
+                objective = objective + self.unit_probe.objective(targets)
         if config.hf_penalty > 0:
             objective = objective + (config.hf_penalty * HF_SCALE) * obj.high_frequency()
         if config.diversity > 0 and config.prototypes > 1:
@@ -471,6 +488,7 @@ class _Chunk:
         self.probe.enabled = False
         try:
             logits = self.runner.logits(images)
+            unit_values = self._unit_values(items, logits)
         finally:
             self.probe.enabled = True
             self.probe.take()
@@ -478,6 +496,8 @@ class _Chunk:
         probs = F.softmax(logits, dim=1)
         target_probs = _target_probability(probs, weights).tolist()
         target_logits = _target_probability(logits, weights).tolist()  # mean over the classes
+        for k, value in unit_values.items():  # a unit target's "logit" is its objective value
+            target_logits[k] = value
         top_p, top_c = probs.topk(min(5, probs.shape[1]), dim=1)
         images = images.cpu()
         out = []
@@ -497,6 +517,14 @@ class _Chunk:
             )
         return out
 
+    def _unit_values(self, items: list[_Item], logits: torch.Tensor) -> dict[int, float]:
+        """Position in ``items`` -> the weighted unit sum of a unit target's final image."""
+        targets = [item.target for item in items]
+        if self.unit_probe is None or not has_units(targets):
+            return {}
+        values = self.unit_probe.value(targets, logits.float()).tolist()
+        return {k: values[k] for k, t in enumerate(targets) if t.kind == "unit"}
+
 
 def _class_weights(items: list[_Item], num_classes: int, device: torch.device) -> torch.Tensor:
     """(N, K): +1 on each class an item maximises, -1 on the class an antitype minimises."""
@@ -509,9 +537,10 @@ def _class_weights(items: list[_Item], num_classes: int, device: torch.device) -
 
 
 def _target_probability(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mean of ``values`` over each item's classes (one class unless a hybrid)."""
+    """Mean of ``values`` over each item's classes (one class unless a hybrid; 0 for a
+    unit target, which has none)."""
     mask = weights.abs()
-    return (values * mask).sum(dim=1) / mask.sum(dim=1)
+    return (values * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
 
 
 def _check_finite(values: torch.Tensor, step: int) -> None:

@@ -21,6 +21,8 @@ def derive_seed(*parts: object) -> int:
 
 def prototype_seed(call_seed: int, target: Target, index: int) -> int:
     """The seed of prototype ``index`` of ``target``: independent of what else is in the batch."""
+    if target.units:  # class targets keep the seeds they always had
+        return derive_seed("prototype", call_seed, target.label(), target.kind, index)
     return derive_seed("prototype", call_seed, target.classes, target.kind, index)
 
 

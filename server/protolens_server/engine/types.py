@@ -20,7 +20,9 @@ from protolens_server.errors import InvalidArgument
 Parameterisation = Literal["fourier", "pixel"]
 Start = Literal["noise", "constant", "equidistant"]
 TransformPreset = Literal["none", "small", "medium", "large", "xlarge"]
-TargetKind = Literal["prototype", "antitype", "hybrid"]
+TargetKind = Literal["prototype", "antitype", "hybrid", "unit"]
+UnitKind = Literal["channel", "neuron", "direction"]
+UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "direction")
 
 
 @dataclass(frozen=True)
@@ -101,18 +103,86 @@ class Classifier:
 
 
 @dataclass(frozen=True)
+class UnitTerm:
+    """One weighted term of a unit objective: what a layer's activation should do.
+
+    - ``channel``: the mean of channel ``index`` over positions (tokens for a
+      (B, T, D) output; the value itself for a (B, D) output);
+    - ``neuron``: channel ``index`` at one position, ``position`` = (y, x) in the
+      layer's own grid (a token index for (B, T, D)); unset: the centre;
+    - ``direction``: the spatial mean of the activation projected on ``direction``
+      (one value per channel, normalised to unit length): a one-hot direction is
+      the channel objective of that channel.
+
+    ``layer`` is a module path as ``layers`` lists it, or ``"logits"`` (then a
+    channel is a class logit). The objective maximises ``weight * value``: a
+    negative weight minimises the value (differences of terms).
+    """
+
+    layer: str
+    unit: UnitKind = "channel"
+    index: int = 0
+    position: tuple[int, ...] = ()
+    direction: tuple[float, ...] = ()
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.layer:
+            raise InvalidArgument("target.layer", "name a layer (see `protolens layers MODEL`)")
+        if self.unit not in UNIT_KINDS:
+            raise InvalidArgument(
+                "target.unit", f"must be channel, neuron or direction ({self.unit!r})"
+            )
+        if self.unit == "direction":
+            if not self.direction or not any(v != 0 for v in self.direction):
+                raise InvalidArgument("target.direction", "needs one non-zero value per channel")
+        elif self.index < 0:
+            raise InvalidArgument("target.index", f"must be >= 0 (got {self.index})")
+        if self.position and (self.unit != "neuron" or len(self.position) not in (1, 2)):
+            raise InvalidArgument(
+                "target.position", "only a neuron has a position: (y, x) or (token,)"
+            )
+        if any(p < 0 for p in self.position):
+            raise InvalidArgument("target.position", f"must be >= 0 (got {self.position})")
+        if not (self.weight == self.weight and abs(self.weight) < 1e6) or self.weight == 0:
+            raise InvalidArgument(
+                "target.weight", f"must be finite and non-zero (got {self.weight})"
+            )
+
+    def label(self) -> str:
+        """``layer:features.3:channel:12`` (the CLI's syntax), with a ``2*`` weight prefix."""
+        if self.unit == "direction":
+            what = "direction:" + ",".join(f"{v:g}" for v in self.direction)
+        elif self.unit == "neuron" and self.position:
+            what = f"neuron:{self.index}@" + ",".join(str(p) for p in self.position)
+        else:
+            what = f"{self.unit}:{self.index}"
+        weight = "" if self.weight == 1 else ("-" if self.weight == -1 else f"{self.weight:g}*")
+        return f"{weight}layer:{self.layer}:{what}"
+
+
+@dataclass(frozen=True)
 class Target:
     """What one prototype optimises for.
 
     - ``prototype``: maximise one class's logit (``classes`` has one entry);
     - ``antitype``: minimise one class's logit;
-    - ``hybrid``: maximise two or more classes at once.
+    - ``hybrid``: maximise two or more classes at once;
+    - ``unit``: maximise a weighted sum of ``units`` (layer channels, neurons,
+      directions; ``classes`` is empty).
     """
 
     classes: tuple[int, ...]
     kind: TargetKind = "prototype"
+    units: tuple[UnitTerm, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.kind == "unit" or self.units:
+            if self.kind != "unit" or self.classes or not self.units:
+                raise InvalidArgument(
+                    "target", "a unit target names one or more units and no classes"
+                )
+            return
         if not self.classes:
             raise InvalidArgument("target", "needs at least one class")
         if self.kind in ("prototype", "antitype") and len(self.classes) != 1:
@@ -130,6 +200,8 @@ class Target:
         return cls(classes, "hybrid" if len(classes) > 1 else "prototype")
 
     def label(self) -> str:
+        if self.kind == "unit":
+            return "+".join(u.label() for u in self.units).replace("+-", "-")
         joined = "+".join(str(c) for c in self.classes)
         return {"prototype": joined, "antitype": f"-{joined}", "hybrid": joined}[self.kind]
 
