@@ -7,7 +7,18 @@ __version__ = "0.1.0"
 
 from protolens.client import AsyncClient, Client, WatchRetry
 from protolens.errors import ApiError, ProtolensError
-from protolens.types import ApiKey, Check, CheckReport, Job, Model, Prototype, Target, WatchEvent
+from protolens.types import (
+    ApiKey,
+    Check,
+    CheckReport,
+    Job,
+    Layer,
+    Model,
+    Prototype,
+    Target,
+    UnitTerm,
+    WatchEvent,
+)
 
 __all__ = [
     "ApiError",
@@ -17,10 +28,12 @@ __all__ = [
     "CheckReport",
     "Client",
     "Job",
+    "Layer",
     "Model",
     "ProtolensError",
     "Prototype",
     "Target",
+    "UnitTerm",
     "WatchEvent",
     "WatchRetry",
     "__version__",

@@ -19,6 +19,7 @@ from protolens.v1 import (
     model_pb2,
     prototype_pb2,
     service_pb2,
+    units_pb2,
 )
 
 _KINDS = {
@@ -26,7 +27,14 @@ _KINDS = {
     "prototype": common_pb2.TARGET_KIND_PROTOTYPE,
     "antitype": common_pb2.TARGET_KIND_ANTITYPE,
     "hybrid": common_pb2.TARGET_KIND_HYBRID,
+    "unit": common_pb2.TARGET_KIND_UNIT,
 }
+_UNIT_KINDS = {
+    "channel": units_pb2.UNIT_KIND_CHANNEL,
+    "neuron": units_pb2.UNIT_KIND_NEURON,
+    "direction": units_pb2.UNIT_KIND_DIRECTION,
+}
+_UNIT_NAMES = {v: k for k, v in _UNIT_KINDS.items()} | {units_pb2.UNIT_KIND_UNSPECIFIED: "channel"}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
 PRIORITIES = {
     "high": common_pb2.PRIORITY_HIGH,
@@ -75,9 +83,35 @@ def config_to_pb(config: Mapping[str, Any] | None) -> common_pb2.GenerationConfi
 
 def target_to_pb(target: types.Target) -> common_pb2.Target:
     if target.kind not in _KINDS:
-        raise _bad("targets.kind", "must be prototype, antitype or hybrid")
+        raise _bad("targets.kind", "must be prototype, antitype, hybrid or unit")
     return common_pb2.Target(
-        classes=[class_ref(c) for c in target.classes], kind=_KINDS[target.kind]
+        classes=[class_ref(c) for c in target.classes],
+        kind=_KINDS[target.kind],
+        units=[unit_to_pb(u) for u in target.units],
+    )
+
+
+def unit_to_pb(term: types.UnitTerm) -> units_pb2.UnitTerm:
+    if term.unit not in _UNIT_KINDS:
+        raise _bad("targets.units.unit", "must be channel, neuron or direction")
+    return units_pb2.UnitTerm(
+        layer=term.layer,
+        unit=_UNIT_KINDS[term.unit],
+        index=term.index,
+        position=list(term.position),
+        direction=list(term.direction),
+        weight=term.weight,
+    )
+
+
+def unit_from_pb(msg: units_pb2.UnitTerm) -> types.UnitTerm:
+    return types.UnitTerm(
+        layer=msg.layer,
+        unit=_UNIT_NAMES.get(msg.unit, "channel"),
+        index=msg.index,
+        position=tuple(msg.position),
+        direction=tuple(msg.direction),
+        weight=msg.weight or 1.0,
     )
 
 
@@ -194,6 +228,7 @@ def resolved_target(msg: common_pb2.ResolvedTarget) -> types.ResolvedTarget:
         classes=tuple(msg.classes),
         class_names=tuple(msg.class_names),
         kind=_KIND_NAMES.get(msg.kind, "prototype"),
+        units=tuple(unit_from_pb(u) for u in msg.units),
     )
 
 
@@ -317,6 +352,7 @@ def model(msg: model_pb2.Model) -> types.Model:
         description=msg.description,
         state=_model_state(msg.state),
         unusable_reason=msg.unusable_reason,
+        layers=tuple(types.Layer(layer.name, tuple(layer.shape)) for layer in msg.layers),
     )
 
 

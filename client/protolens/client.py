@@ -384,6 +384,10 @@ class Client(_Base, CheckMethods, AdminMethods):
             resp = self._stub.GetModel(req, **self._kw(timeout))
         return convert.model(resp.model)
 
+    def layers(self, model: str, *, timeout: float | None = None) -> tuple[types.Layer, ...]:
+        """The layers unit targets may name, with their output shapes, ending with logits."""
+        return self.get_model(model, timeout=timeout).layers
+
 
 class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
     """The asyncio client: ``async with AsyncClient(addr) as client: ...``."""
@@ -538,3 +542,7 @@ class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
         with translate_errors():
             resp = await self._stub.GetModel(req, **self._kw(timeout))
         return convert.model(resp.model)
+
+    async def layers(self, model: str, *, timeout: float | None = None) -> tuple[types.Layer, ...]:
+        """The layers unit targets may name, with their output shapes, ending with logits."""
+        return (await self.get_model(model, timeout=timeout)).layers

@@ -27,9 +27,17 @@ def _slug(name: str) -> str:
 
 
 def prototype_stem(
-    classes: Sequence[int], class_names: Sequence[str], kind: str, target_index: int
+    classes: Sequence[int],
+    class_names: Sequence[str],
+    kind: str,
+    target_index: int,
+    units_label: str = "",
 ) -> str:
-    """The file name without suffix, e.g. ``281-tabby_cat-0`` or ``anti-281-tabby_cat-0``."""
+    """The file name without suffix, e.g. ``281-tabby_cat-0`` or ``anti-281-tabby_cat-0``;
+    a unit target's is its label made safe, ``layer_features.3_channel_12-0``."""
+    if units_label:
+        safe = "".join(c if c.isalnum() or c in "+-_." else "_" for c in units_label)
+        return f"{safe[:120]}-{int(target_index)}"
     indices = "+".join(str(int(c)) for c in classes)
     names = "+".join(_slug(n or str(c)) for c, n in zip(classes, class_names, strict=False))
     prefix = "anti-" if kind == "antitype" else ""

@@ -23,15 +23,48 @@ FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
 
 @dataclass(frozen=True)
+class UnitTerm:
+    """One weighted term of a unit target: what a layer's activation should do.
+
+    ``unit`` is "channel" (the channel's mean over positions), "neuron" (channel
+    ``index`` at ``position`` = (y, x), or (token,); empty: the centre) or
+    "direction" (the spatial mean projected on ``direction``, one value per channel).
+    ``layer`` is a module path as ``Client.layers(model)`` lists it, or "logits" (a
+    channel is then a class). A negative ``weight`` minimises the term.
+    """
+
+    layer: str
+    unit: str = "channel"
+    index: int = 0
+    position: tuple[int, ...] = ()
+    direction: tuple[float, ...] = ()
+    weight: float = 1.0
+
+    def label(self) -> str:
+        """The CLI's syntax: ``layer:features.3:channel:12``, ``0.5*layer:...``."""
+        if self.unit == "direction":
+            what = "direction:" + ",".join(f"{v:g}" for v in self.direction)
+        elif self.unit == "neuron" and self.position:
+            what = f"neuron:{self.index}@" + ",".join(str(p) for p in self.position)
+        else:
+            what = f"{self.unit}:{self.index}"
+        weight = "" if self.weight == 1 else ("-" if self.weight == -1 else f"{self.weight:g}*")
+        return f"{weight}layer:{self.layer}:{what}"
+
+
+@dataclass(frozen=True)
 class Target:
     """What to generate: class indices or names, and a kind.
 
-    ``kind`` is "prototype" (one class), "antitype" (one class, minimised) or
-    "hybrid" (two or more classes); "" lets the service pick prototype/hybrid.
+    ``kind`` is "prototype" (one class), "antitype" (one class, minimised),
+    "hybrid" (two or more classes) or "unit" (``units``: a weighted sum of layer
+    channels, neurons or directions, no classes); "" lets the service pick.
+    ``Target.units_of("layer:features.3:channel:12")`` reads the CLI's syntax.
     """
 
     classes: tuple[int | str, ...]
     kind: str = ""
+    units: tuple[UnitTerm, ...] = ()
 
     @classmethod
     def of(cls, value: int | str | Target | tuple[int | str, ...] | list[int | str]) -> Target:
@@ -41,14 +74,38 @@ class Target:
             return cls((value,))
         return cls(tuple(value))
 
+    @classmethod
+    def unit(cls, *terms: UnitTerm) -> Target:
+        """A unit target: maximise the weighted sum of ``terms``."""
+        return cls((), "unit", tuple(terms))
+
+    @classmethod
+    def units_of(cls, text: str) -> Target:
+        """A unit target from the CLI's syntax, e.g.
+        ``layer:features.3:channel:12-0.5*layer:features.3:channel:7``."""
+        from protolens._units import parse_units
+
+        return cls.unit(*parse_units(text))
+
+
+@dataclass(frozen=True)
+class Layer:
+    """A model layer that unit targets may name, and its output shape for one image."""
+
+    name: str
+    shape: tuple[int, ...]
+
 
 @dataclass(frozen=True)
 class ResolvedTarget:
     classes: tuple[int, ...]
     class_names: tuple[str, ...]
     kind: str
+    units: tuple[UnitTerm, ...] = ()
 
     def label(self) -> str:
+        if self.units:
+            return "+".join(u.label() for u in self.units).replace("+-", "-")
         names = [n or str(c) for c, n in zip(self.classes, self.class_names, strict=False)]
         return ("-" if self.kind == "antitype" else "") + "+".join(names or map(str, self.classes))
 
@@ -214,7 +271,8 @@ class Prototype:
     def stem(self) -> str:
         """The file name it is saved under, without suffix (``281-tabby_cat-0``)."""
         t = self.summary.target
-        return prototype_stem(t.classes, t.class_names, t.kind, self.summary.target_index)
+        units = t.label() if t.units else ""
+        return prototype_stem(t.classes, t.class_names, t.kind, self.summary.target_index, units)
 
     def record(self, file: str = "") -> dict[str, Any]:
         """Its JSON record: the same keys ``protolens generate`` writes (``protolens.files``)."""
@@ -271,6 +329,7 @@ class Model:
     # or INSPECTING (new or changed, retry shortly).
     state: str = "READY"
     unusable_reason: str = ""
+    layers: tuple[Layer, ...] = ()  # from get_model only (list_models leaves it empty)
 
     @property
     def id(self) -> str:

@@ -90,7 +90,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="append",
         required=True,
         metavar="CLASS",
-        help="class index or name; A+B for a hybrid, anti:C for an antitype (repeatable)",
+        help="class index or name; A+B for a hybrid, anti:C for an antitype; a unit objective"
+        " layer:NAME:channel:C, neuron:C[@Y,X] or direction:V1,V2,..., weighted terms joined"
+        " by + or - (e.g. layer:features.3:channel:12-0.5*layer:features.3:channel:7;"
+        " layers: protolens layers MODEL) (repeatable)",
     )
     p.add_argument("--prototypes", type=int, default=1, metavar="N", help="prototypes per target")
     p.add_argument(
@@ -167,6 +170,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     service_args(p)
     p.set_defaults(func=cmd_models)
 
+    p = sub.add_parser(
+        "layers",
+        help="list a model's layers (for unit targets) with their output shapes",
+        description="List the layers of a registered model that unit targets may name "
+        "(--target layer:NAME:channel:C), in call order, with each one's output shape for "
+        "one image (channels x height x width, tokens x width, or width), ending with "
+        "logits. A TorchScript or exported model lists logits only.\n\n" + _SERVICE_NOTE,
+    )
+    service_args(p)
+    p.add_argument("model", metavar="MODEL", help="registered model name (see protolens models)")
+    p.set_defaults(func=cmd_layers)
+
 
 # --- helpers --------------------------------------------------------------------
 
@@ -182,6 +197,8 @@ def parse_target(text: str) -> Any:
     from protolens.types import Target
 
     text = text.strip()
+    if "layer:" in text:
+        return Target.units_of(text)
     if text.startswith("anti:"):
         return Target((_class(text[5:]),), "antitype")
     parts = [_class(p) for p in text.split("+")]
@@ -343,6 +360,18 @@ def cmd_cancel(args: argparse.Namespace) -> int:
         _print_json(job.to_dict())
     else:
         print(_job_line(job))
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    with client_of(args) as client:
+        layers = client.layers(args.model)
+    if args.json:
+        _print_json([{"name": layer.name, "shape": list(layer.shape)} for layer in layers])
+        return 0
+    width = max((len(layer.name) for layer in layers), default=0)
+    for layer in layers:
+        print(f"{layer.name:<{width}}  {'x'.join(map(str, layer.shape))}")
     return 0
 
 

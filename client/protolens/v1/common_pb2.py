@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from protolens.v1 import units_pb2 as protolens_dot_v1_dot_units__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protolens/v1/common.proto\x12\x0cprotolens.v1\"2\n\x08\x43lassRef\x12\x0f\n\x05index\x18\x01 \x01(\x05H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"Y\n\x06Target\x12\'\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x16.protolens.v1.ClassRef\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.protolens.v1.TargetKind\"^\n\x0eResolvedTarget\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\x05\x12\x13\n\x0b\x63lass_names\x18\x02 \x03(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.protolens.v1.TargetKind\"\xb6\x05\n\x10GenerationConfig\x12\x12\n\x05steps\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x02lr\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10parameterisation\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0b\x64\x65\x63orrelate\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x12\n\x05start\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x18\n\x0bstart_value\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x65quidistant_steps\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x17\n\ntransforms\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x17\n\nhf_penalty\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x17\n\nblur_every\x18\n \x01(\x05H\t\x88\x01\x01\x12\x17\n\nblur_sigma\x18\x0b \x01(\x01H\n\x88\x01\x01\x12\x16\n\tdiversity\x18\x0c \x01(\x01H\x0b\x88\x01\x01\x12\x15\n\x08\x62n_prior\x18\r \x01(\x01H\x0c\x88\x01\x01\x12\x16\n\tmax_batch\x18\x0e \x01(\x05H\r\x88\x01\x01\x12\x15\n\x08\x61utocast\x18\x0f \x01(\x08H\x0e\x88\x01\x01\x12\x1a\n\rchannels_last\x18\x10 \x01(\x08H\x0f\x88\x01\x01\x12\x1b\n\x0eprogress_every\x18\x11 \x01(\x05H\x10\x88\x01\x01\x42\x08\n\x06_stepsB\x05\n\x03_lrB\x13\n\x11_parameterisationB\x0e\n\x0c_decorrelateB\x08\n\x06_startB\x0e\n\x0c_start_valueB\x14\n\x12_equidistant_stepsB\r\n\x0b_transformsB\r\n\x0b_hf_penaltyB\r\n\x0b_blur_everyB\r\n\x0b_blur_sigmaB\x0c\n\n_diversityB\x0b\n\t_bn_priorB\x0c\n\n_max_batchB\x0b\n\t_autocastB\x10\n\x0e_channels_lastB\x11\n\x0f_progress_every\"\x9e\x01\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x34\n\x08metadata\x18\x04 \x03(\x0b\x32\".protolens.v1.Status.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x10\x43lassProbability\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x01*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03*v\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15TARGET_KIND_PROTOTYPE\x10\x01\x12\x18\n\x14TARGET_KIND_ANTITYPE\x10\x02\x12\x16\n\x12TARGET_KIND_HYBRID\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19protolens/v1/common.proto\x12\x0cprotolens.v1\x1a\x18protolens/v1/units.proto\"2\n\x08\x43lassRef\x12\x0f\n\x05index\x18\x01 \x01(\x05H\x00\x12\x0e\n\x04name\x18\x02 \x01(\tH\x00\x42\x05\n\x03ref\"\x80\x01\n\x06Target\x12\'\n\x07\x63lasses\x18\x01 \x03(\x0b\x32\x16.protolens.v1.ClassRef\x12&\n\x04kind\x18\x02 \x01(\x0e\x32\x18.protolens.v1.TargetKind\x12%\n\x05units\x18\x03 \x03(\x0b\x32\x16.protolens.v1.UnitTerm\"\x85\x01\n\x0eResolvedTarget\x12\x0f\n\x07\x63lasses\x18\x01 \x03(\x05\x12\x13\n\x0b\x63lass_names\x18\x02 \x03(\t\x12&\n\x04kind\x18\x03 \x01(\x0e\x32\x18.protolens.v1.TargetKind\x12%\n\x05units\x18\x04 \x03(\x0b\x32\x16.protolens.v1.UnitTerm\"\xb6\x05\n\x10GenerationConfig\x12\x12\n\x05steps\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x0f\n\x02lr\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x1d\n\x10parameterisation\x18\x03 \x01(\tH\x02\x88\x01\x01\x12\x18\n\x0b\x64\x65\x63orrelate\x18\x04 \x01(\x08H\x03\x88\x01\x01\x12\x12\n\x05start\x18\x05 \x01(\tH\x04\x88\x01\x01\x12\x18\n\x0bstart_value\x18\x06 \x01(\x01H\x05\x88\x01\x01\x12\x1e\n\x11\x65quidistant_steps\x18\x07 \x01(\x05H\x06\x88\x01\x01\x12\x17\n\ntransforms\x18\x08 \x01(\tH\x07\x88\x01\x01\x12\x17\n\nhf_penalty\x18\t \x01(\x01H\x08\x88\x01\x01\x12\x17\n\nblur_every\x18\n \x01(\x05H\t\x88\x01\x01\x12\x17\n\nblur_sigma\x18\x0b \x01(\x01H\n\x88\x01\x01\x12\x16\n\tdiversity\x18\x0c \x01(\x01H\x0b\x88\x01\x01\x12\x15\n\x08\x62n_prior\x18\r \x01(\x01H\x0c\x88\x01\x01\x12\x16\n\tmax_batch\x18\x0e \x01(\x05H\r\x88\x01\x01\x12\x15\n\x08\x61utocast\x18\x0f \x01(\x08H\x0e\x88\x01\x01\x12\x1a\n\rchannels_last\x18\x10 \x01(\x08H\x0f\x88\x01\x01\x12\x1b\n\x0eprogress_every\x18\x11 \x01(\x05H\x10\x88\x01\x01\x42\x08\n\x06_stepsB\x05\n\x03_lrB\x13\n\x11_parameterisationB\x0e\n\x0c_decorrelateB\x08\n\x06_startB\x0e\n\x0c_start_valueB\x14\n\x12_equidistant_stepsB\r\n\x0b_transformsB\r\n\x0b_hf_penaltyB\r\n\x0b_blur_everyB\r\n\x0b_blur_sigmaB\x0c\n\n_diversityB\x0b\n\t_bn_priorB\x0c\n\n_max_batchB\x0b\n\t_autocastB\x10\n\x0e_channels_lastB\x11\n\x0f_progress_every\"\x9e\x01\n\x06Status\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x34\n\x08metadata\x18\x04 \x03(\x0b\x32\".protolens.v1.Status.MetadataEntry\x1a/\n\rMetadataEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"D\n\x10\x43lassProbability\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0bprobability\x18\x03 \x01(\x01*^\n\x08Priority\x12\x18\n\x14PRIORITY_UNSPECIFIED\x10\x00\x12\x11\n\rPRIORITY_HIGH\x10\x01\x12\x13\n\x0fPRIORITY_NORMAL\x10\x02\x12\x10\n\x0cPRIORITY_LOW\x10\x03*\x8c\x01\n\nTargetKind\x12\x1b\n\x17TARGET_KIND_UNSPECIFIED\x10\x00\x12\x19\n\x15TARGET_KIND_PROTOTYPE\x10\x01\x12\x18\n\x14TARGET_KIND_ANTITYPE\x10\x02\x12\x16\n\x12TARGET_KIND_HYBRID\x10\x03\x12\x14\n\x10TARGET_KIND_UNIT\x10\x04\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,22 +34,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_STATUS_METADATAENTRY']._loaded_options = None
   _globals['_STATUS_METADATAENTRY']._serialized_options = b'8\001'
-  _globals['_PRIORITY']._serialized_start=1210
-  _globals['_PRIORITY']._serialized_end=1304
-  _globals['_TARGETKIND']._serialized_start=1306
-  _globals['_TARGETKIND']._serialized_end=1424
-  _globals['_CLASSREF']._serialized_start=43
-  _globals['_CLASSREF']._serialized_end=93
-  _globals['_TARGET']._serialized_start=95
-  _globals['_TARGET']._serialized_end=184
-  _globals['_RESOLVEDTARGET']._serialized_start=186
-  _globals['_RESOLVEDTARGET']._serialized_end=280
-  _globals['_GENERATIONCONFIG']._serialized_start=283
-  _globals['_GENERATIONCONFIG']._serialized_end=977
-  _globals['_STATUS']._serialized_start=980
-  _globals['_STATUS']._serialized_end=1138
-  _globals['_STATUS_METADATAENTRY']._serialized_start=1091
-  _globals['_STATUS_METADATAENTRY']._serialized_end=1138
-  _globals['_CLASSPROBABILITY']._serialized_start=1140
-  _globals['_CLASSPROBABILITY']._serialized_end=1208
+  _globals['_PRIORITY']._serialized_start=1316
+  _globals['_PRIORITY']._serialized_end=1410
+  _globals['_TARGETKIND']._serialized_start=1413
+  _globals['_TARGETKIND']._serialized_end=1553
+  _globals['_CLASSREF']._serialized_start=69
+  _globals['_CLASSREF']._serialized_end=119
+  _globals['_TARGET']._serialized_start=122
+  _globals['_TARGET']._serialized_end=250
+  _globals['_RESOLVEDTARGET']._serialized_start=253
+  _globals['_RESOLVEDTARGET']._serialized_end=386
+  _globals['_GENERATIONCONFIG']._serialized_start=389
+  _globals['_GENERATIONCONFIG']._serialized_end=1083
+  _globals['_STATUS']._serialized_start=1086
+  _globals['_STATUS']._serialized_end=1244
+  _globals['_STATUS_METADATAENTRY']._serialized_start=1197
+  _globals['_STATUS_METADATAENTRY']._serialized_end=1244
+  _globals['_CLASSPROBABILITY']._serialized_start=1246
+  _globals['_CLASSPROBABILITY']._serialized_end=1314
 # @@protoc_insertion_point(module_scope)

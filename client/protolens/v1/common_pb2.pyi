@@ -1,3 +1,4 @@
+from protolens.v1 import units_pb2 as _units_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -20,6 +21,7 @@ class TargetKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TARGET_KIND_PROTOTYPE: _ClassVar[TargetKind]
     TARGET_KIND_ANTITYPE: _ClassVar[TargetKind]
     TARGET_KIND_HYBRID: _ClassVar[TargetKind]
+    TARGET_KIND_UNIT: _ClassVar[TargetKind]
 PRIORITY_UNSPECIFIED: Priority
 PRIORITY_HIGH: Priority
 PRIORITY_NORMAL: Priority
@@ -28,6 +30,7 @@ TARGET_KIND_UNSPECIFIED: TargetKind
 TARGET_KIND_PROTOTYPE: TargetKind
 TARGET_KIND_ANTITYPE: TargetKind
 TARGET_KIND_HYBRID: TargetKind
+TARGET_KIND_UNIT: TargetKind
 
 class ClassRef(_message.Message):
     __slots__ = ("index", "name")
@@ -38,22 +41,26 @@ class ClassRef(_message.Message):
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ...) -> None: ...
 
 class Target(_message.Message):
-    __slots__ = ("classes", "kind")
+    __slots__ = ("classes", "kind", "units")
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
     classes: _containers.RepeatedCompositeFieldContainer[ClassRef]
     kind: TargetKind
-    def __init__(self, classes: _Optional[_Iterable[_Union[ClassRef, _Mapping]]] = ..., kind: _Optional[_Union[TargetKind, str]] = ...) -> None: ...
+    units: _containers.RepeatedCompositeFieldContainer[_units_pb2.UnitTerm]
+    def __init__(self, classes: _Optional[_Iterable[_Union[ClassRef, _Mapping]]] = ..., kind: _Optional[_Union[TargetKind, str]] = ..., units: _Optional[_Iterable[_Union[_units_pb2.UnitTerm, _Mapping]]] = ...) -> None: ...
 
 class ResolvedTarget(_message.Message):
-    __slots__ = ("classes", "class_names", "kind")
+    __slots__ = ("classes", "class_names", "kind", "units")
     CLASSES_FIELD_NUMBER: _ClassVar[int]
     CLASS_NAMES_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
+    UNITS_FIELD_NUMBER: _ClassVar[int]
     classes: _containers.RepeatedScalarFieldContainer[int]
     class_names: _containers.RepeatedScalarFieldContainer[str]
     kind: TargetKind
-    def __init__(self, classes: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[TargetKind, str]] = ...) -> None: ...
+    units: _containers.RepeatedCompositeFieldContainer[_units_pb2.UnitTerm]
+    def __init__(self, classes: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[TargetKind, str]] = ..., units: _Optional[_Iterable[_Union[_units_pb2.UnitTerm, _Mapping]]] = ...) -> None: ...
 
 class GenerationConfig(_message.Message):
     __slots__ = ("steps", "lr", "parameterisation", "decorrelate", "start", "start_value", "equidistant_steps", "transforms", "hf_penalty", "blur_every", "blur_sigma", "diversity", "bn_prior", "max_batch", "autocast", "channels_last", "progress_every")

@@ -14,6 +14,7 @@ from protolens.v1 import (
     model_pb2,
     prototype_pb2,
     service_pb2,
+    units_pb2,
 )
 
 from protolens_server import errors as domain_errors
@@ -31,6 +32,7 @@ KIND_TO_PB = {
     "prototype": common_pb2.TARGET_KIND_PROTOTYPE,
     "antitype": common_pb2.TARGET_KIND_ANTITYPE,
     "hybrid": common_pb2.TARGET_KIND_HYBRID,
+    "unit": common_pb2.TARGET_KIND_UNIT,
 }
 STATE_TO_PB = {
     JobState.QUEUED: job_pb2.JOB_STATE_QUEUED,
@@ -68,7 +70,29 @@ def target_to_pb(target: TargetSpec, class_names: Sequence[str]) -> common_pb2.R
         classes=list(target.classes),
         class_names=[class_names[c] if 0 <= c < len(class_names) else "" for c in target.classes],
         kind=KIND_TO_PB.get(target.kind, common_pb2.TARGET_KIND_UNSPECIFIED),
+        units=[
+            units_pb2.UnitTerm(
+                layer=u.layer,
+                unit=UNIT_TO_PB[u.unit],
+                index=u.index,
+                position=list(u.position),
+                direction=list(u.direction),
+                weight=u.weight,
+            )
+            for u in target.units
+        ],
     )
+
+
+UNIT_TO_PB = {
+    "channel": units_pb2.UNIT_KIND_CHANNEL,
+    "neuron": units_pb2.UNIT_KIND_NEURON,
+    "direction": units_pb2.UNIT_KIND_DIRECTION,
+}
+
+
+def layers_to_pb(info: Any) -> list[units_pb2.Layer]:
+    return [units_pb2.Layer(name=n, shape=list(s)) for n, s in getattr(info, "layers", ())]
 
 
 PHASE_TO_PB = {

@@ -165,7 +165,9 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     ) -> pb.GetModelResponse:
         name = model_name(request.name)
         info = await self.models.show(name)
-        return pb.GetModelResponse(model=convert.model_to_pb(info))
+        model = convert.model_to_pb(info)
+        model.layers.extend(convert.layers_to_pb(info))
+        return pb.GetModelResponse(model=model)
 
 
 def _no_prototype(record: Any, index: int) -> Exception:

@@ -123,3 +123,59 @@ def make_tiny_vit(
             )
         )
     return folder
+
+
+TINY_EAGER_MODEL = "tinyeager"
+
+
+def tiny_eager_net() -> object:
+    """The factory of ``make_tiny_eager_model``: a seeded eager conv net, 16x16 RGB, 5 classes
+    (``features.0`` conv 6 channels, ``features.3`` conv 8 channels at 8x8, ``head``)."""
+    import torch
+    from torch import nn
+
+    class TinyEager(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 6, 3, padding=1),
+                nn.BatchNorm2d(6),
+                nn.ReLU(),
+                nn.Conv2d(6, 8, 3, stride=2, padding=1),
+                nn.ReLU(),
+            )
+            self.head = nn.Linear(8, len(TINY_CLASSES))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.features(x).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    net = TinyEager()
+    return net.eval()
+
+
+def make_tiny_eager_model(folder: str | Path, *, name: str = TINY_EAGER_MODEL) -> Path:
+    """Add an eager model ``name`` (``tiny_eager_net``'s state dict + a factory sidecar) to
+    ``folder``: unit targets can name its inner layers. Returns the folder."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pth"
+    if path.exists():
+        return folder
+    tmp = folder / f".{name}.pth.tmp"
+    torch.save(tiny_eager_net().state_dict(), tmp)  # type: ignore[attr-defined]
+    sidecar = {
+        "channels": 3,
+        "height": TINY_SIZE,
+        "width": TINY_SIZE,
+        "mean": 0.5,
+        "std": 0.25,
+        "class_names": list(TINY_CLASSES),
+        "description": "tiny eager test classifier",
+        "factory": f"{__name__}:tiny_eager_net",
+    }
+    (folder / f"{name}.json").write_text(json.dumps(sidecar))
+    tmp.rename(path)
+    return folder

@@ -12,15 +12,17 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 from protolens import names
-from protolens.v1 import common_pb2, service_pb2
+from protolens.v1 import common_pb2, service_pb2, units_pb2
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.config import Settings
+from protolens_server.engine import check_unit_shapes
 from protolens_server.engine.types import GenerationConfig, Target
 from protolens_server.errors import InvalidArgument
 from protolens_server.models.classes import ClassIndex, class_index
 from protolens_server.queue.pages import MAX_PAGE_SIZE
-from protolens_server.queue.records import JobSpec, TargetSpec
+from protolens_server.queue.records import JobSpec, TargetSpec, UnitSpec
+from protolens_server.targets import engine_target
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_CLASS_NAME_CHARS = 256
@@ -30,6 +32,13 @@ _KINDS = {
     common_pb2.TARGET_KIND_PROTOTYPE: "prototype",
     common_pb2.TARGET_KIND_ANTITYPE: "antitype",
     common_pb2.TARGET_KIND_HYBRID: "hybrid",
+    common_pb2.TARGET_KIND_UNIT: "unit",
+}
+_UNITS = {
+    units_pb2.UNIT_KIND_UNSPECIFIED: "channel",
+    units_pb2.UNIT_KIND_CHANNEL: "channel",
+    units_pb2.UNIT_KIND_NEURON: "neuron",
+    units_pb2.UNIT_KIND_DIRECTION: "direction",
 }
 _PRIORITIES = {
     common_pb2.PRIORITY_UNSPECIFIED: 1,
@@ -76,11 +85,12 @@ def check_request_limits(
         )
     refs = 0
     for i, target in enumerate(request.targets):
-        count = len(target.classes)
+        count = len(target.classes) + len(target.units)
         if count > settings.max_classes_per_target:
+            what = "units" if target.units else "classes"
             raise InvalidArgument(
-                f"targets[{i}].classes",
-                f"{count} classes; this server allows at most {settings.max_classes_per_target}"
+                f"targets[{i}].{what}",
+                f"{count} {what}; this server allows at most {settings.max_classes_per_target}"
                 " per target (max_classes_per_target)",
             )
         refs += count
@@ -123,6 +133,9 @@ def _targets(
     index = class_index(info)
     specs = []
     for i, target in enumerate(request.targets):
+        if target.units or target.kind == common_pb2.TARGET_KIND_UNIT:
+            specs.append(_unit_target(target, f"targets[{i}]"))
+            continue
         classes = [
             _class_ref(ref, index, f"targets[{i}].classes[{j}]")
             for j, ref in enumerate(target.classes)
@@ -135,7 +148,43 @@ def _targets(
         except InvalidArgument as exc:
             raise InvalidArgument(f"targets[{i}]", exc.message.removeprefix("target: ")) from None
         specs.append(TargetSpec(tuple(classes), kind))
+    layers = dict(getattr(info, "layers", ()) or ())
+    if layers:  # known from the model's inspection; else the worker checks them
+        check_unit_shapes([engine_target(s) for s in specs], layers, field="targets")
     return tuple(specs)
+
+
+def _unit_target(target: common_pb2.Target, field: str) -> TargetSpec:
+    """A unit target: its terms checked for shape (layers are checked with the model's)."""
+    if target.classes or target.kind not in (
+        common_pb2.TARGET_KIND_UNIT,
+        common_pb2.TARGET_KIND_UNSPECIFIED,
+    ):
+        raise InvalidArgument(field, "a unit target names units only: no classes, kind UNIT")
+    if not target.units:
+        raise InvalidArgument(f"{field}.units", "a unit target needs at least one unit term")
+    units = []
+    for j, term in enumerate(target.units):
+        if term.unit not in _UNITS:
+            raise InvalidArgument(f"{field}.units[{j}].unit", f"unknown unit kind {term.unit}")
+        if not all(math.isfinite(v) for v in (term.weight, *term.direction)):
+            raise InvalidArgument(f"{field}.units[{j}]", "weights and directions must be finite")
+        units.append(
+            UnitSpec(
+                layer=term.layer,
+                unit=_UNITS[term.unit],
+                index=term.index,
+                position=tuple(term.position),
+                direction=tuple(term.direction),
+                weight=term.weight or 1.0,
+            )
+        )
+    spec = TargetSpec((), "unit", tuple(units))
+    try:
+        engine_target(spec)  # the engine's own shape rules
+    except InvalidArgument as exc:
+        raise InvalidArgument(field, exc.message) from None
+    return spec
 
 
 def generation_config(
@@ -204,6 +253,12 @@ def build_spec(
             "priority", f"unknown priority {request.priority}; use HIGH/NORMAL/LOW"
         )
     reference_digest = ""
+    if request.reference_set and any(t.kind == "unit" for t in targets):
+        raise InvalidArgument(
+            "reference_set",
+            "path-similarity scores compare a prototype with natural images of its class;"
+            " unit targets have no class: leave reference_set empty for them",
+        )
     if request.reference_set:
         classes = tuple(sorted({c for t in targets for c in t.classes}))
         reference_digest = resolve_reference(request.reference_set, info, classes)

@@ -248,6 +248,9 @@ def build_targets(handle: ModelHandle, args: argparse.Namespace) -> list[Target]
 
     targets: list[Target] = []
     for value in args.target:
+        if "layer:" in value:
+            targets.append(_unit_target(value))
+            continue
         targets.append(Target((resolve_class(handle, value, field="--target"),)))
     for value in args.antitype:
         targets.append(Target((resolve_class(handle, value, field="--antitype"),), "antitype"))
@@ -261,7 +264,30 @@ def build_targets(handle: ModelHandle, args: argparse.Namespace) -> list[Target]
         targets.append(Target(classes, "hybrid"))
     if not targets:
         raise InvalidArgument("--target", "give at least one --target, --antitype or --hybrid")
+    if getattr(args, "reference", None) is not None and any(t.kind == "unit" for t in targets):
+        raise InvalidArgument(
+            "--reference", "scores compare with natural images of a class: unit targets have none"
+        )
     return list(dict.fromkeys(targets))  # a repeated target would only repeat its files
+
+
+def _unit_target(text: str) -> Target:
+    """``layer:NAME:channel:C...`` (the client's syntax) as an engine unit target."""
+    from protolens.errors import ProtolensError
+    from protolens.types import Target as ClientTarget
+
+    from protolens_server.engine.types import Target, UnitTerm
+    from protolens_server.errors import InvalidArgument
+
+    try:
+        parsed = ClientTarget.units_of(text)
+    except ProtolensError as exc:
+        raise InvalidArgument("--target", str(exc).removeprefix("targets: ")) from None
+    terms = tuple(
+        UnitTerm(u.layer, u.unit, u.index, u.position, u.direction, u.weight)  # type: ignore[arg-type]
+        for u in parsed.units
+    )
+    return Target((), "unit", terms)
 
 
 def build_config(args: argparse.Namespace) -> GenerationConfig:
@@ -354,7 +380,8 @@ def prototype_filename(proto: Prototype, handle: ModelHandle) -> str:
 
     classes = proto.target.classes
     names = [handle.class_names[c] for c in classes]
-    return prototype_stem(classes, names, proto.target.kind, proto.index) + ".png"
+    units = proto.target.label() if proto.target.kind == "unit" else ""
+    return prototype_stem(classes, names, proto.target.kind, proto.index, units) + ".png"
 
 
 def prototype_record(

@@ -38,7 +38,7 @@ from ._score_types import (
     Robustness,
     Statistics,
 )
-from ._units import check_units, layer_shapes
+from ._units import check_unit_shapes, check_units, layer_shapes
 from .types import (
     Classifier,
     GenerationConfig,
@@ -85,6 +85,7 @@ __all__ = [
     "auto_batch_size",
     "capture",
     "check_reference_counts",
+    "check_unit_shapes",
     "check_units",
     "drift",
     "equidistant_baseline",

@@ -178,9 +178,10 @@ def _chunker(
     compile = compile and not units
     runner = ModelRunner(model, config, torch.device(device), compile=compile, fold_batchnorm=fold)
     use_bn = config.bn_prior > 0 and has_batchnorm(runner.module)
+    # the unit probe first: it measures its layers' spread before the layer probe listens
     with (
-        LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe,
         UnitProbe(runner.module, targets, model) as unit_probe,
+        LayerProbe(runner.module, batchnorm=use_bn, features=coupled) as probe,
     ):
         yield _Chunk(runner, config, probe, progress, should_stop, unit_probe)
 

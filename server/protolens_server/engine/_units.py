@@ -6,11 +6,18 @@ outputs by forward hooks that ``UnitProbe`` holds on the (unfolded) eager model
 for one ``generate`` call. ``check_units`` validates a target against the
 model's layers before anything runs, naming the layer or unit at fault and what
 exists; ``layer_shapes`` is what ``protolens layers`` lists.
+
+The loss divides each layer's values by that layer's typical spread (the standard
+deviation of its output over ``SCALE_IMAGES`` seeded uniform-noise images), so
+terms from different layers weigh alike in a sum and a unit objective stands
+against the image priors (high-frequency penalty, BatchNorm prior) as a class
+logit does; the value reported on a prototype is the raw weighted sum.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,6 +30,8 @@ from ._activations import LOGITS, model_layers
 from .types import Target, UnitTerm
 
 SHOWN_LAYERS = 40  # an unknown layer's message lists at most this many
+SCALE_IMAGES = 8  # noise images that measure a layer's spread
+SCALE_SEED = 0
 
 
 def layer_shapes(
@@ -64,7 +73,13 @@ def check_units(model: Any, targets: Sequence[Target], *, field: str = "targets"
             f" factory, or a pickled module); this model's layers are reached by {found.mode!r}:"
             f" only '{LOGITS}' can be named",
         )
-    shapes = dict(layer_shapes(model))
+    check_unit_shapes(targets, dict(layer_shapes(model)), field=field)
+
+
+def check_unit_shapes(
+    targets: Sequence[Target], shapes: dict[str, tuple[int, ...]], *, field: str = "targets"
+) -> None:
+    """``check_units`` against known layer shapes (``layer_shapes``), without the model."""
     for i, target in enumerate(targets):
         for j, term in enumerate(target.units):
             _check_term(term, shapes, f"{field}[{i}].units[{j}]")
@@ -185,14 +200,20 @@ class UnitProbe:
         self.layers = sorted({u.layer for t in targets for u in t.units if u.layer != LOGITS})
         self.outputs: dict[str, torch.Tensor] = {}
         self._module = module
+        self._targets = tuple(targets)
+        self._names = sorted({u.layer for t in targets for u in t.units})
         self._thread = threading.get_ident()
         self._handles: list[Any] = []
         self._grids: dict[str, tuple[int, ...]] = {}
+        self._model = model
+        self.scales: dict[str, float] = {}
         if model is not None and self.layers:
             shapes = dict(layer_shapes(model))
             self._grids = {n: _grid(shapes.get(n, ())) for n in self.layers}
 
     def __enter__(self) -> UnitProbe:
+        if self._model is not None and has_units_in(self._targets):
+            self.scales = layer_scales(self._module, self._model.input_spec, self._names)
         for name in self.layers:
             sub = self._module.get_submodule(name)
             self._handles.append(sub.register_forward_hook(self._hook(name)))
@@ -214,18 +235,69 @@ class UnitProbe:
 
         return hook
 
-    def value(self, targets: Sequence[Target], logits: torch.Tensor) -> torch.Tensor:
-        """(N,) ``sum(weight * value)`` per image of the last forward (0 for class targets)."""
+    def value(
+        self, targets: Sequence[Target], logits: torch.Tensor, *, scaled: bool = False
+    ) -> torch.Tensor:
+        """(N,) ``sum(weight * value)`` per image of the last forward (0 for class targets);
+        ``scaled``: each value divided by its layer's spread (the loss's units)."""
         values = []
         for k, target in enumerate(targets):
             v = logits.new_zeros((), dtype=torch.float32)
             for term in target.units:
                 act = logits if term.layer == LOGITS else self.outputs[term.layer]
                 grid = self._grids.get(term.layer, ())
-                v = v + term.weight * term_value(act[k : k + 1], term, grid)[0]
+                scale = self.scales.get(term.layer, 1.0) if scaled else 1.0
+                v = v + term.weight * term_value(act[k : k + 1], term, grid)[0] / scale
             values.append(v)
         return torch.stack(values)
 
     def objective(self, targets: Sequence[Target]) -> obj.Objective:
         """Minimise ``-value`` (maximise the weighted unit sum) per image."""
-        return obj.Objective(lambda c: -self.value(targets, c.logits), "units")
+        return obj.Objective(lambda c: -self.value(targets, c.logits, scaled=True), "units")
+
+
+def has_units_in(targets: Sequence[Target]) -> bool:
+    return any(t.units for t in targets)
+
+
+# Layer spreads per module (weakly held), by layer name.
+_scales: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def layer_scales(module: Any, spec: Any, names: Sequence[str]) -> dict[str, float]:
+    """Each named layer's output standard deviation over ``SCALE_IMAGES`` seeded noise
+    images (``logits``: the logits'); memoised per module."""
+    try:
+        memo = _scales.setdefault(module, {})
+    except TypeError:
+        memo = {}
+    missing = [n for n in names if n not in memo]
+    if missing:
+        seen: dict[str, torch.Tensor] = {}
+        handles = []
+        for name in missing:
+            if name == LOGITS:
+                continue
+            hook = _keep(seen, name)
+            handles.append(module.get_submodule(name).register_forward_hook(hook))
+        device = next((p.device for p in module.parameters()), torch.device("cpu"))
+        g = torch.Generator().manual_seed(SCALE_SEED)
+        x01 = torch.rand((SCALE_IMAGES, *spec.shape), generator=g).to(device)
+        try:
+            out = module(spec.normalise(x01))
+        finally:
+            for h in handles:
+                h.remove()
+        seen[LOGITS] = out[0] if isinstance(out, (tuple, list)) else out
+        for name in missing:
+            std = float(seen[name].float().std()) if name in seen else 1.0
+            memo[name] = std if std > 1e-6 else 1.0
+    return {n: memo[n] for n in names}
+
+
+def _keep(seen: dict[str, torch.Tensor], name: str) -> Callable[..., None]:
+    def hook(_module: Any, _inputs: Any, output: Any) -> None:
+        seen[name] = output[0] if isinstance(output, (tuple, list)) else output
+
+    return hook

@@ -39,6 +39,9 @@ class ModelInfo:
     class_aliases: tuple[tuple[str, ...], ...] = field(default=(), repr=False)
     state: ModelState = ModelState.READY
     unusable_reason: str = ""
+    # (name, output shape per image) of every layer a unit target may name, ending with
+    # "logits"; empty when unknown (not READY, or the probe failed)
+    layers: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), repr=False)
 
     @property
     def usable(self) -> bool:
@@ -68,6 +71,7 @@ class ModelInfo:
             description=handle.description,
             version=version,
             class_aliases=handle.class_aliases,
+            layers=_layers(handle),
         )
 
     @classmethod
@@ -112,7 +116,11 @@ class ModelInfo:
 
     def to_wire(self) -> dict[str, Any]:
         """``to_dict`` plus class aliases: what an inspection process sends back (JSON)."""
-        return {**self.to_dict(), "class_aliases": [list(a) for a in self.class_aliases]}
+        return {
+            **self.to_dict(),
+            "class_aliases": [list(a) for a in self.class_aliases],
+            "layers": [[name, list(shape)] for name, shape in self.layers],
+        }
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> ModelInfo:
@@ -130,4 +138,18 @@ class ModelInfo:
             class_aliases=tuple(tuple(str(a) for a in al) for al in data.get("class_aliases", ())),
             state=ModelState(data.get("state", "READY")),
             unusable_reason=str(data.get("unusable_reason", "")),
+            layers=tuple(
+                (str(name), tuple(int(v) for v in shape)) for name, shape in data.get("layers", ())
+            ),
         )
+
+
+def _layers(handle: ModelHandle) -> tuple[tuple[str, tuple[int, ...]], ...]:
+    """The handle's layers with their shapes (one probe forward, memoised per module); a
+    model the probe cannot run lists none (jobs on it then fail as before, at the worker)."""
+    from protolens_server.engine import layer_shapes
+
+    try:
+        return tuple(layer_shapes(handle))
+    except Exception:  # the probe is advisory here: the model loaded, which is what counts
+        return ()

@@ -19,7 +19,7 @@ def cache_material(spec: JobSpec) -> dict[str, Any]:
     """The fields hashed into the cache key, as a JSON-able dict."""
     return {
         "model_digest": spec.model_digest,
-        "targets": [{"classes": list(t.classes), "kind": t.kind} for t in spec.targets],
+        "targets": [t.material() for t in spec.targets],
         "config": spec.config,
         "seed": spec.seed,
         "reference_digest": spec.reference_digest,

@@ -39,9 +39,46 @@ class JobPhase(enum.StrEnum):
 
 
 @dataclass(frozen=True)
+class UnitSpec:
+    """One term of a unit target (the engine's ``UnitTerm``): a layer's channel, neuron or
+    direction, weighted."""
+
+    layer: str
+    unit: str = "channel"  # channel | neuron | direction
+    index: int = 0
+    position: tuple[int, ...] = ()
+    direction: tuple[float, ...] = ()
+    weight: float = 1.0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UnitSpec:
+        return cls(
+            layer=str(d["layer"]),
+            unit=str(d.get("unit", "channel")),
+            index=int(d.get("index", 0)),
+            position=tuple(int(v) for v in d.get("position", ())),
+            direction=tuple(float(v) for v in d.get("direction", ())),
+            weight=float(d.get("weight", 1.0)),
+        )
+
+
+@dataclass(frozen=True)
 class TargetSpec:
     classes: tuple[int, ...]
-    kind: str = "prototype"  # prototype | antitype | hybrid
+    kind: str = "prototype"  # prototype | antitype | hybrid | unit
+    units: tuple[UnitSpec, ...] = ()  # a unit target's terms (then classes is empty)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TargetSpec:
+        units = tuple(UnitSpec.from_dict(u) for u in d.get("units", ()))
+        return cls(tuple(d["classes"]), d.get("kind", "prototype"), units)
+
+    def material(self) -> dict[str, Any]:
+        """What the cache key hashes of this target (a class target's as it always was)."""
+        out: dict[str, Any] = {"classes": list(self.classes), "kind": self.kind}
+        if self.units:
+            out["units"] = [dataclasses.asdict(u) for u in self.units]
+        return out
 
 
 @dataclass(frozen=True)
@@ -108,16 +145,14 @@ class JobRecord:
     def from_json(cls, raw: str | bytes) -> JobRecord:
         d = json.loads(raw)
         spec = d["spec"]
-        spec["targets"] = tuple(
-            TargetSpec(tuple(t["classes"]), t.get("kind", "prototype")) for t in spec["targets"]
-        )
+        spec["targets"] = tuple(TargetSpec.from_dict(t) for t in spec["targets"])
         d["spec"] = JobSpec(**spec)
         d["state"] = JobState(d["state"])
         d["prototypes"] = [
             StoredPrototype(
                 **{
                     **p,
-                    "target": TargetSpec(tuple(p["target"]["classes"]), p["target"]["kind"]),
+                    "target": TargetSpec.from_dict(p["target"]),
                     "top5": [tuple(t) for t in p["top5"]],
                 }
             )

@@ -15,10 +15,11 @@ from typing import Any
 
 from protolens_server import metrics
 from protolens_server.config import Settings
-from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, Target, generate
+from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, generate
 from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
-from protolens_server.queue.records import JobPhase, JobSpec, StoredPrototype, TargetSpec
+from protolens_server.queue.records import JobPhase, JobSpec, StoredPrototype
+from protolens_server.targets import engine_target, target_spec
 
 log = get_logger("protolens.worker")
 
@@ -145,7 +146,7 @@ def run_engine(
     """
     config = GenerationConfig.from_dict(specs[0].config)
     handle = with_injected_oom(handle)
-    targets = [Target(t.classes, t.kind) for spec in specs for t in spec.targets]  # type: ignore[arg-type]
+    targets = [engine_target(t) for spec in specs for t in spec.targets]
     seeds = [spec.seed for spec in specs for _ in spec.targets]
     prototypes = generate(
         handle,
@@ -188,7 +189,7 @@ def package(
         score_prototypes(handle, prototypes, folder, pngs=pngs, device=device)
     stored = [
         StoredPrototype(
-            target=TargetSpec(tuple(p.target.classes), p.target.kind),
+            target=target_spec(p.target),
             index=p.index,
             probability=float(p.probability),
             logit=float(p.logit),
