@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import urllib.request
 
 import grpc
@@ -61,7 +62,8 @@ async def test_models_list_and_get(address: str) -> None:
     async with AsyncClient(address) as client:
         (listed,) = await client.list_models()
         model = await client.get_model("models/tiny")
-    assert listed == model
+    assert dataclasses.replace(listed, layers=model.layers) == model  # layers: GetModel only
+    assert [(layer.name, layer.shape) for layer in model.layers] == [("logits", (5,))]
     assert model.id == "tiny" and model.num_classes == 5 and model.class_names[2] == "cherry"
     assert (model.input_spec.height, model.input_spec.width) == (16, 16)
     assert model.format == "torchscript" and len(model.digest) == 64
