@@ -23,6 +23,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The MLflow tests use mlflow's file backend (a real local registry; the server extras
+# ship no database backend for it), which mlflow 3 refuses without this. Set for the
+# whole session, before any model-inspection forkserver starts: its children keep the
+# environment it started with (tests/checks/test_check_mlflow.py).
+os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     model_store: Path | None = None
     reference_root: Path | None = None
     builtin_models: bool = True
+    # An MLflow tracking server (or file store) whose registry the catalog also serves:
+    # models:/NAME/VERSION and models:/NAME@ALIAS are then model names (models/mlflow.py).
+    # Empty: no registry. "env": whatever MLFLOW_TRACKING_URI says, as mlflow reads it.
+    mlflow_tracking_uri: str = ""
     # Model inspection (models/inspection.py, docs/models.md "Trust model"): each model file
     # is loaded once in a child process under these limits before the API lists it or a
     # worker loads it; a file that hits them is UNUSABLE (a hit limit is retried after

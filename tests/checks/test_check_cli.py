@@ -64,6 +64,13 @@ def test_cli_exit_codes_and_reports(shapes_store, tmp_path, capsys) -> None:
     assert code == 0 and doc["passed"]
     assert doc["generation"]["generated"] == 0  # shapes@3 = shapes@1's file: all cached
 
+    # --baseline previous: shapes@3's predecessor is shapes@2 (a different model: generated)
+    code = main([*_args(shapes_store, cache, "shapes@2", "--baseline", "previous"), "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["baseline"]["ref"] == "shapes@1" and doc["generation"]["generated"] == 0
+    assert main(_args(shapes_store, cache, "shapes@1", "--baseline", "previous")) == 2
+    assert "first version" in capsys.readouterr().err
+
     assert main(_args(shapes_store, tmp_path / "cache", "shapes@9")) == 2
     assert "MODEL_NOT_FOUND" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"

@@ -4,13 +4,15 @@ model store's copy, so a check through MLflow reuses the store check's cache."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from checks_shortcut_models import CONFIG, POLICY
 from protolens_server.checks import run_check
-from protolens_server.errors import InvalidModel, ModelNotFound
-from protolens_server.models import load_model
+from protolens_server.errors import InvalidArgument, InvalidModel, ModelNotFound
+from protolens_server.models import ModelCatalog, load_model
+from protolens_server.models.inspection import InspectionLimits, Inspector
 
 mlflow = pytest.importorskip("mlflow", reason="pip install 'protolens[registry]'")
 
@@ -81,3 +83,92 @@ def test_mlflow_bad_versions(registry) -> None:
         load_model("models:/shapes/7")
     with pytest.raises(InvalidModel, match="does not unpickle"):
         load_model("models:/shapes/3")
+
+
+def test_catalog_serves_mlflow_versions_through_the_inspection_child(
+    registry, shapes_store, catalog
+) -> None:
+    served = ModelCatalog(
+        shapes_store,
+        builtins=False,
+        inspector=Inspector(InspectionLimits(120.0)),
+        mlflow_tracking_uri=registry,
+    )
+    info = served.show("models:/shapes/2")
+    assert info.usable, info.unusable_reason
+    assert info.name == "models:/shapes/2" and info.version == "2"
+    assert info.digest == catalog.describe("shapes@2").digest  # same weights, same cache keys
+    handle = served.load("models:/shapes/2")
+    assert handle.digest == info.digest and handle.source == "mlflow:models:/shapes/2"
+    bad = served.show("models:/shapes/3")  # a pickle only: UNUSABLE, never unpickled
+    assert not bad.usable and "does not unpickle" in bad.unusable_reason
+    with pytest.raises(ModelNotFound):
+        served.show("models:/shapes/9")
+    assert served.previous("models:/shapes/2") == "models:/shapes/1"
+    assert served.previous("models:/shapes/3") == "models:/shapes/2"
+    with pytest.raises(ModelNotFound, match="first"):
+        served.previous("models:/shapes/1")
+    with pytest.raises(InvalidArgument, match="no MLflow registry"):
+        catalog.show("models:/shapes/1")  # a catalog without mlflow_tracking_uri
+
+
+def test_store_previous_versions(catalog) -> None:
+    assert catalog.previous("shapes@2") == "shapes@1"
+    assert catalog.previous("shapes") == "shapes@2"  # the latest is shapes@3
+    with pytest.raises(ModelNotFound, match="first version"):
+        catalog.previous("shapes@1")
+
+
+def test_check_previous_through_mlflow_without_a_store(registry, catalog, tmp_path) -> None:
+    result = run_check(
+        "models:/shapes/2", baseline="previous", config=CONFIG, policy=POLICY, cache_dir=tmp_path
+    )
+    assert result.baseline is not None and result.baseline.ref == "models:/shapes/1"
+    assert result.baseline.source == "mlflow:models:/shapes/1"
+
+
+async def test_start_check_on_mlflow_versions_with_previous_baseline(
+    registry, shapes_store, redis_url
+) -> None:
+    """StartCheck over real gRPC names MLflow versions: the API resolves "previous" in the
+    registry, a real worker downloads and loads each version (after its inspection)."""
+    import asyncio
+
+    from protolens import AsyncClient
+    from protolens_server.api.server import start_server
+    from protolens_server.api.tenancy import default_tenant
+    from protolens_server.config import Settings
+    from protolens_server.worker import Worker
+
+    settings = Settings(
+        redis_url=redis_url,
+        grpc_port=0,
+        metrics_port=0,
+        model_store=shapes_store,
+        builtin_models=False,
+        mlflow_tracking_uri=registry,
+        shutdown_grace_s=0,
+        device="cpu",
+    )
+    api, port = await start_server(settings, sample_interval_s=0.2, tenant_resolver=default_tenant)
+    worker = Worker(settings, name="w-mlflow", block_ms=100)
+    task = asyncio.create_task(worker.run())
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}") as client:
+            check = await client.start_check(
+                "models:/shapes/2",
+                baseline="previous",
+                classes=["disc", "bars"],
+                steps=8,
+                prototypes=1,
+                config={"transforms": "small"},
+            )
+            assert check.model == "models:/shapes/2" and check.baseline == "models:/shapes/1"
+            done = await client.wait_check(check, timeout=180)
+            assert done.state == "SUCCEEDED", done.error
+            doc = json.loads((await client.get_check_report(done)).json)
+            assert doc["baseline"]["source"] == "mlflow:models:/shapes/1"
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+        await api.stop(grace=0)

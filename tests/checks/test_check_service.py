@@ -86,6 +86,12 @@ async def test_check_through_the_queue_then_recheck_is_all_cache_hits(service, t
             assert (await api.queue.get(job_id)).cache_hit
         assert [c["drift"] for c in doc2["classes"]] == [c["drift"] for c in doc["classes"]]
 
+        # "previous": the version registered before shapes@2's, resolved by the server
+        prev = await client.start_check("shapes@2", baseline="previous", **OPTIONS)
+        assert prev.baseline == "shapes@1" and prev.cache_hits == prev.jobs == 2
+        with pytest.raises(NotFoundError, match="first version"):
+            await client.start_check("shapes@1", baseline="previous", **OPTIONS)
+
         # The CLI talks to the same service with --address (blocking client: off the loop).
         html = tmp_path / "report.html"
         args = ["check", "shapes@3", "--baseline", "shapes@1", "--address", address,

@@ -47,6 +47,28 @@ def open_model(ref: Any, catalog: Any = None) -> tuple[Any, str]:
     return load_model(ref), ref
 
 
+PREVIOUS = "previous"  # a baseline: the version registered before the checked one
+
+
+def resolve_baseline(model: Any, baseline: Any, catalog: Any = None) -> Any:
+    """``baseline`` itself, or for ``"previous"`` the version registered before ``model``'s:
+    from the catalog (``ModelCatalog.previous``: store versions or MLflow), or from MLflow
+    for a ``models:/`` ref without a catalog."""
+    if baseline != PREVIOUS:
+        return baseline
+    if catalog is not None and isinstance(model, str):
+        return catalog.previous(model)
+    if isinstance(model, str) and model.strip().startswith("models:/"):
+        from protolens_server.models import mlflow
+
+        return mlflow.previous(model.strip())
+    raise InvalidArgument(
+        "baseline",
+        "'previous' needs a registered model: a model store name (--model-store) or an "
+        "MLflow models:/NAME/VERSION",
+    )
+
+
 def resolve_classes(handle: Any, classes: Sequence[int | str] | None) -> list[int]:
     if not classes:
         return list(range(handle.num_classes))
@@ -73,6 +95,7 @@ def run_check(
     """Check ``model`` (a handle, a catalog name like ``vision@2``, or a ``load_model`` ref)."""
     config = config or GenerationConfig()
     policy = policy or Policy()
+    baseline = resolve_baseline(model, baseline, catalog)
     new, new_name = open_model(model, catalog)
     old, old_name = open_model(baseline, catalog) if baseline is not None else (None, "")
     check_compatible(new, old)

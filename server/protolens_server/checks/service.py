@@ -44,7 +44,7 @@ from protolens_server.checks.prototypes import (
     chunks,
 )
 from protolens_server.checks.result import CheckResult, ModelRef
-from protolens_server.checks.run import analyse, check_compatible, resolve_classes
+from protolens_server.checks.run import PREVIOUS, analyse, check_compatible, resolve_classes
 from protolens_server.checks.store import CheckRecord, CheckStore, new_check_id
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import (
@@ -188,6 +188,8 @@ class CheckRunner:
         reference_set: str,
         policy: Policy,
     ) -> CheckRecord:
+        if baseline == PREVIOUS:
+            baseline = await asyncio.to_thread(self.catalog.previous, model)
         new = await self._version(model)
         old = await self._version(baseline) if baseline else None
         check_compatible(new.handle, old.handle if old else None)

@@ -61,7 +61,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
     )
     p.add_argument("model", metavar="MODEL", help="model version to check (e.g. vision@2)")
-    p.add_argument("--baseline", metavar="MODEL", help="earlier version to compare with")
+    p.add_argument(
+        "--baseline",
+        metavar="MODEL",
+        help="earlier version to compare with; 'previous': the version registered before "
+        "MODEL's (in --model-store, or in MLflow for models:/NAME/VERSION)",
+    )
     p.add_argument(
         "--classes",
         metavar="C",
@@ -146,7 +151,7 @@ def _run_local(args: argparse.Namespace) -> dict[str, Any]:
     if args.model_store is not None:
         from protolens_server.models import ModelCatalog
 
-        catalog = ModelCatalog(args.model_store)
+        catalog = ModelCatalog(args.model_store, mlflow_tracking_uri="env")
     policy = Policy.from_yaml(args.policy) if args.policy else Policy()
     stop = threading.Event()
     with _progress() as on_progress, _ctrl_c(stop):

@@ -6,7 +6,10 @@ Store layout (``Settings.model_store``)::
     <store>/<name>/<version>/<file>         versioned: one model file per version folder,
                                             optional sidecar / index_to_name.json beside it
 
-Callers name ``name`` (a flat model, or the latest version) or ``name@version``.
+Callers name ``name`` (a flat model, or the latest version) or ``name@version``,
+and, when the catalog serves an MLflow registry (``mlflow_tracking_uri``),
+``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` (not listed by ``names``).
+``previous(name)`` is the version registered before a name's.
 Anything that looks like a path is refused: the catalog is how the service makes
 sure it only loads what an admin registered. Loaded handles are kept in an
 in-process LRU bounded by their parameter bytes; a model file replaced on disk
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from protolens_server.errors import InvalidArgument, InvalidModel, ModelNotFound
-from protolens_server.models import builtin
+from protolens_server.models import builtin, mlflow
 from protolens_server.models.handle import ModelHandle
 from protolens_server.models.info import ModelInfo, ModelState
 from protolens_server.models.inspection import (
@@ -42,7 +45,7 @@ from protolens_server.models.inspection import (
 )
 from protolens_server.models.kinds import MODEL_SUFFIXES, is_model
 from protolens_server.models.pretrained import folder_files, is_model_folder
-from protolens_server.models.registry import load_path
+from protolens_server.models.registry import load_mlflow, load_path
 from protolens_server.models.sidecar import sidecar_paths
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
@@ -53,10 +56,16 @@ _ListShown = 20
 class _Entry:
     name: str  # canonical
     version: str
-    path: Path | None  # None for a built-in
+    path: Path | None  # None for a built-in or an MLflow version
+    uri: str = ""  # an MLflow version: models:/NAME/VERSION (or @ALIAS)
+    tracking_uri: str = ""
+    registry_signature: tuple[str, ...] = ()  # mlflow.signature(uri): run, source, update
 
     def signature(self) -> tuple[Any, ...]:
-        """Name, path, and (size, mtime) of the file and of each sidecar that exists."""
+        """Name, path, and (size, mtime) of the file and of each sidecar that exists (for an
+        MLflow version: what the registry says of it)."""
+        if self.uri:
+            return (self.name, self.tracking_uri, *self.registry_signature)
         if self.path is None:
             return (self.name,)
         try:
@@ -78,6 +87,9 @@ class _Entry:
         return out
 
     def target(self) -> Target:
+        if self.uri:
+            sig = "\0".join(self.registry_signature)
+            return Target(self.name, self.version, self.uri, self.tracking_uri, sig)
         return Target(self.name, self.version, None if self.path is None else str(self.path))
 
 
@@ -89,8 +101,12 @@ class ModelCatalog:
         *,
         cache_bytes: int = 4 * 1024**3,
         inspector: Inspector | None = None,
+        mlflow_tracking_uri: str | None = None,
     ) -> None:
+        """``mlflow_tracking_uri``: None serves no MLflow registry; a URI (or "" / "env":
+        ``MLFLOW_TRACKING_URI`` as mlflow reads it) makes ``models:/NAME/VERSION`` names."""
         self.store = Path(model_store).expanduser() if model_store else None
+        self.mlflow = "" if mlflow_tracking_uri == "env" else mlflow_tracking_uri
         self.builtins = builtins
         self.cache_bytes = cache_bytes
         self.inspector = inspector
@@ -107,6 +123,7 @@ class ModelCatalog:
             settings.builtin_models,
             cache_bytes=settings.model_cache_bytes if cache_bytes is None else cache_bytes,
             inspector=Inspector(InspectionLimits.from_settings(settings)),
+            mlflow_tracking_uri=getattr(settings, "mlflow_tracking_uri", "") or None,
         )
 
     # -- listing ---------------------------------------------------------------
@@ -127,6 +144,31 @@ class ModelCatalog:
     def resolve(self, name: str) -> str:
         """The canonical name (``name@version`` for the latest of a versioned model)."""
         return self._entry(name).name
+
+    def previous(self, name: str) -> str:
+        """The version registered before ``name``'s: ``vision@1`` for ``vision@2`` (or for
+        ``vision`` when 2 is the latest), the highest earlier version number for an MLflow
+        ``models:/NAME/VERSION``. ``ModelNotFound`` when there is none, ``InvalidArgument``
+        for a model without versions (a flat file or a built-in)."""
+        entry = self._entry(name)
+        if entry.uri:
+            return mlflow.previous(entry.uri, self.mlflow or "")
+        base, _ = self._split(name)
+        versions = self._scan()[1].get(base, [])
+        if not entry.version or entry.version not in versions:
+            raise InvalidArgument(
+                "baseline",
+                f"'previous': model {entry.name!r} has no versions (a flat file or a built-in); "
+                f"register versions as <store>/{base}/<version>/ or name the baseline",
+            )
+        at = versions.index(entry.version)
+        if at == 0:
+            raise ModelNotFound(
+                f"'previous': {entry.name} is the first version of {base!r}; no earlier one to "
+                "compare with (name the baseline, or check without one)",
+                model=entry.name,
+            )
+        return f"{base}@{versions[at - 1]}"
 
     # -- describing and loading ------------------------------------------------
     def show(self, name: str, *, wait_s: float | None = None) -> ModelInfo:
@@ -195,6 +237,10 @@ class ModelCatalog:
             return unusable_info(entry.target(), str(exc))
 
     def _load_entry(self, entry: _Entry, device: str) -> ModelHandle:
+        if entry.uri:
+            return load_mlflow(
+                entry.uri, name=entry.name, device=device, tracking_uri=entry.tracking_uri
+            )
         if entry.path is None:
             return builtin.load(entry.name, device=device)
         return load_path(entry.path, name=entry.name, device=device)
@@ -218,7 +264,21 @@ class ModelCatalog:
                 )
         return base, version
 
+    def _mlflow_entry(self, name: str) -> _Entry:
+        if self.mlflow is None:
+            raise InvalidArgument(
+                "model",
+                f"{name!r}: this server serves no MLflow registry (set mlflow_tracking_uri); "
+                "name a model of its store",
+            )
+        uri = mlflow.canonical(name)
+        signature = mlflow.signature(uri, self.mlflow)
+        version = signature[0].rpartition("/")[2]
+        return _Entry(uri, version, None, uri, self.mlflow, signature)
+
     def _entry(self, name: str) -> _Entry:
+        if isinstance(name, str) and name.strip().startswith(mlflow.PREFIX):
+            return self._mlflow_entry(name.strip())
         base, version = self._split(name)
         flat, versioned = self._scan()
         if not version:

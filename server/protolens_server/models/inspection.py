@@ -68,7 +68,9 @@ class Target:
 
     name: str
     version: str = ""
-    path: str | None = None  # None: the built-in ``name``
+    path: str | None = None  # None: the built-in ``name``; or an MLflow ``models:/`` URI
+    tracking_uri: str = ""  # the MLflow tracking server of a ``models:/`` path
+    signature: str = ""  # what identifies a registry version's content (mlflow.signature)
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,10 @@ def inspect_here(target: Target) -> ModelInfo:
 
     if target.path is None:
         handle = builtin.load(target.name)
+    elif target.path.startswith("models:/"):
+        from protolens_server.models.registry import load_mlflow
+
+        handle = load_mlflow(target.path, name=target.name, tracking_uri=target.tracking_uri)
     else:
         handle = load_path(Path(target.path), name=target.name)
     return ModelInfo.of(handle, target.name, target.version)
@@ -188,6 +194,8 @@ def _content_key(target: Target) -> str:
     that can describe it."""
     if target.path is None:
         return f"builtin:{target.name}"
+    if target.path.startswith("models:/"):  # a registry version: its run, source, update time
+        return f"mlflow:{target.tracking_uri}:{target.signature}"
     from protolens_server.models.pretrained import folder_files
     from protolens_server.models.sidecar import sidecar_paths
 

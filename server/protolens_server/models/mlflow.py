@@ -45,41 +45,46 @@ def parse(uri: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def downloaded(uri: str) -> Iterator[tuple[Path, str]]:
+def downloaded(uri: str, tracking_uri: str = "") -> Iterator[tuple[Path, str]]:
     """The registered version's artifacts in a temporary folder: yields its one model
     (file or Hugging Face/timm folder) and a default name (``NAME@VERSION``). The caller
-    loads it (``registry.load_mlflow``); this module never imports a loader."""
+    loads it (``registry.load_mlflow``); this module never imports a loader.
+    ``tracking_uri`` ("" for mlflow's own environment variables) serves as the registry
+    URI too, so a process whose environment is older than the setting finds it."""
     reg_name, version = parse(uri)
-    mlflow, mlflow_exception = _client(uri)
+    mlflow, mlflow_exception = _mlflow(uri)
     with tempfile.TemporaryDirectory(prefix="protolens-mlflow-") as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            client = _registry(mlflow, tracking_uri)
+            mv = _model_version(client, reg_name, version)
+            source = client.get_model_version_download_uri(reg_name, mv.version)
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=source, dst_path=tmp, tracking_uri=tracking_uri or None
+                )
+            )
         except mlflow_exception as exc:
             raise _not_found_or_invalid(uri, exc) from exc
         yield _model_file(uri, local), f"{reg_name}@{version.lstrip('@')}"
 
 
-def versions(name: str) -> list[str]:
+def versions(name: str, tracking_uri: str = "") -> list[str]:
     """The registered versions of ``name``, oldest first (by version number)."""
-    mlflow, mlflow_exception = _client(f"{PREFIX}{name}")
+    mlflow, mlflow_exception = _mlflow(f"{PREFIX}{name}")
     try:
-        found = mlflow.MlflowClient().search_model_versions(f"name = '{_quoted(name)}'")
+        found = _registry(mlflow, tracking_uri).search_model_versions(f"name = '{_quoted(name)}'")
     except mlflow_exception as exc:
         raise _not_found_or_invalid(f"{PREFIX}{name}", exc) from exc
     return [str(v) for v in sorted(int(mv.version) for mv in found)]
 
 
-def signature(uri: str) -> tuple[str, ...]:
+def signature(uri: str, tracking_uri: str = "") -> tuple[str, ...]:
     """What identifies a registered version's content without downloading it: its run,
     source and last update (an alias resolves to the version it names now)."""
     reg_name, version = parse(uri)
-    mlflow, mlflow_exception = _client(uri)
-    client = mlflow.MlflowClient()
+    mlflow, mlflow_exception = _mlflow(uri)
     try:
-        if version.startswith("@"):
-            mv = client.get_model_version_by_alias(reg_name, version[1:])
-        else:
-            mv = client.get_model_version(reg_name, version)
+        mv = _model_version(_registry(mlflow, tracking_uri), reg_name, version)
     except mlflow_exception as exc:
         raise _not_found_or_invalid(uri, exc) from exc
     return (
@@ -90,7 +95,7 @@ def signature(uri: str) -> tuple[str, ...]:
     )
 
 
-def _client(uri: str) -> tuple[Any, type[Exception]]:
+def _mlflow(uri: str) -> tuple[Any, type[Exception]]:
     try:
         import mlflow
         from mlflow.exceptions import MlflowException
@@ -99,6 +104,42 @@ def _client(uri: str) -> tuple[Any, type[Exception]]:
             f"{uri}: MLflow models need the mlflow client: pip install 'protolens[registry]'"
         ) from exc
     return mlflow, MlflowException
+
+
+def _registry(mlflow: Any, tracking_uri: str) -> Any:
+    uri = tracking_uri or None
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def _model_version(client: Any, name: str, version: str) -> Any:
+    if version.startswith("@"):
+        return client.get_model_version_by_alias(name, version[1:])
+    return client.get_model_version(name, version)
+
+
+def previous(uri: str, tracking_uri: str = "") -> str:
+    """The registered version before ``uri``'s (``models:/NAME/VERSION`` or an alias):
+    the highest version number below it. ``ModelNotFound`` when it is the first."""
+    reg_name, _ = parse(uri)
+    current = int(signature(uri, tracking_uri)[0].rpartition("/")[2])
+    earlier = [v for v in versions(reg_name, tracking_uri) if int(v) < current]
+    if not earlier:
+        raise ModelNotFound(
+            f"{uri}: no earlier registered version of {reg_name!r} to compare with "
+            f"(version {current} is the first); name the baseline, or check without one",
+            model=uri,
+        )
+    return f"{PREFIX}{reg_name}/{earlier[-1]}"
+
+
+def canonical(uri: str) -> str:
+    """``models:/NAME/VERSION`` as written (an alias stays an alias)."""
+    reg_name, version = parse(uri)
+    return (
+        f"{PREFIX}{reg_name}@{version[1:]}"
+        if version.startswith("@")
+        else f"{PREFIX}{reg_name}/{version}"
+    )
 
 
 def _not_found_or_invalid(uri: str, exc: Any) -> Exception:

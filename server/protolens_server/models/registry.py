@@ -143,9 +143,9 @@ def load_path(
     )
 
 
-def load_mlflow(uri: str, **kw: object) -> ModelHandle:
+def load_mlflow(uri: str, *, tracking_uri: str = "", **kw: object) -> ModelHandle:
     """An MLflow registry version: its artifacts downloaded, its one model loaded here."""
-    with mlflow.downloaded(uri) as (local, default_name):
+    with mlflow.downloaded(uri, tracking_uri) as (local, default_name):
         handle = load_path(local, **{**kw, "name": kw.get("name") or default_name})  # type: ignore[arg-type]
         metadata = {**handle.metadata, "mlflow_uri": uri, "mlflow_file": local.name}
     return dataclasses.replace(handle, source=f"mlflow:{uri}", metadata=metadata)
