@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 from protolens_server.config import Settings
@@ -11,9 +12,10 @@ from protolens_server.queue.jobs import JobQueue
 
 
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
+def settings(redis_url: str, tmp_path: Path) -> Settings:
     return Settings(
         redis_url=redis_url,
+        blob_url=str(tmp_path / "blobs"),
         key_prefix="pltest",
         reclaim_idle_s=0.2,
         heartbeat_s=0.05,

@@ -103,6 +103,10 @@ class ApiServer:
                     await self.checks.tick()
                 except Exception as exc:
                     log.warning("checks.sweep_failed", extra={"error": str(exc)})
+            try:
+                await self.queue.collect_blobs_if_due()
+            except Exception as exc:
+                log.warning("blobs.sweep_failed", extra={"error": str(exc)})
 
     async def _probe_redis(self) -> None:
         """Health follows whether Redis answers a PING, checked every ``health_probe_s``:

@@ -26,11 +26,21 @@ from dataclasses import dataclass, replace
 
 import redis.asyncio as aioredis
 
+from protolens_server.blobs import BlobStore, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import prototypes_to_json, record_from_fields
 from protolens_server.queue.connection import is_cluster
-from protolens_server.queue.keys import CANCEL_FIELD, GROUP, PARKED, PNG_FIELD, Keys
+from protolens_server.queue.keys import (
+    BLOBS_FIELD,
+    CANCEL_FIELD,
+    GROUP,
+    JOB_ID_FIELD,
+    PARKED,
+    PNG_FIELD,
+    PROTOTYPES_FIELD,
+    Keys,
+)
 from protolens_server.queue.records import JobRecord, StoredPrototype
 from protolens_server.quotas import load_quotas
 
@@ -87,11 +97,22 @@ class Delivery:
 class QueueConsumer:
     """One worker's connection to the queue, as consumer ``name`` of group ``workers``."""
 
-    def __init__(self, redis: aioredis.Redis, settings: Settings, name: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        settings: Settings,
+        name: str,
+        *,
+        blobs: BlobStore | None = None,
+    ) -> None:
         self.redis = redis
         self.settings = settings
         self.name = name
         self.keys = Keys(settings.key_prefix)
+        # Where result images go (Redis keeps their keys): settings.blob_url by default.
+        self.blobs = blobs or open_blob_store(
+            settings.blob_url, endpoint_url=settings.blob_endpoint_url
+        )
         self._claim = redis.register_script(scripts.CLAIM)
         self._heartbeat = redis.register_script(scripts.HEARTBEAT)
         self._hold = redis.register_script(scripts.HOLD)
@@ -291,11 +312,21 @@ class QueueConsumer:
         """Store the result and mark the job SUCCEEDED; False if this delivery lost the job."""
         k = self.keys
         ck = delivery.record.cache_key
-        stored = [_with_png_key(p, PNG_FIELD.format(index=i)) for i, p in enumerate(prototypes)]
+        # The bytes go to the blob store first; the result hash names them (a sweep between
+        # the two spares them: blob_gc's grace).
+        keys = await asyncio.to_thread(lambda: [self.blobs.put(png) for png in pngs])
+        stored = [replace(p, png_key=key) for p, key in zip(prototypes, keys, strict=False)]
         protos_json = prototypes_to_json(stored)
-        result_fields: list[str | bytes] = ["prototypes", protos_json, "job_id", delivery.job_id]
-        for i, png in enumerate(pngs):
-            result_fields += [PNG_FIELD.format(index=i), png]
+        result_fields: list[str | bytes] = [
+            PROTOTYPES_FIELD,
+            protos_json,
+            JOB_ID_FIELD,
+            delivery.job_id,
+            BLOBS_FIELD,
+            " ".join(keys),
+        ]
+        for i, key in enumerate(keys):
+            result_fields += [PNG_FIELD.format(index=i), key]
         best = max((p.probability for p in prototypes), default=0.0)
         answer = await self._finish(
             keys=[
@@ -381,7 +412,3 @@ class QueueConsumer:
         """Remove this worker from the heartbeat set (clean shutdown)."""
         await self.redis.zrem(self.keys.workers, self.name)
         await self.redis.delete(self.keys.worker_info(self.name))
-
-
-def _with_png_key(p: StoredPrototype, key: str) -> StoredPrototype:
-    return replace(p, png_key=key)

@@ -7,6 +7,7 @@ errors. Workers use ``queue.delivery`` for their side.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 
 from protolens_server import metrics
+from protolens_server.blobs import BlobStore, is_blob_key, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.errors import (
     FailedPrecondition,
@@ -25,7 +27,9 @@ from protolens_server.errors import (
     QueueFull,
     QuotaExceeded,
 )
+from protolens_server.logging import get_logger
 from protolens_server.queue import scripts
+from protolens_server.queue.blob_gc import BlobSweep, collect_blobs
 from protolens_server.queue.cache import cache_key
 from protolens_server.queue.codec import (
     event_from_fields,
@@ -39,6 +43,7 @@ from protolens_server.queue.keys import (
     PARKED,
     PNG_FIELD,
     PRIORITIES,
+    PROTOTYPES_FIELD,
     TENANT_FIELD_PREFIX,
     Keys,
 )
@@ -52,6 +57,7 @@ _INLINE_TARGETS = 64  # specs with more targets are encoded off the event loop
 _INLINE_SPEC_BYTES = 16 * 1024  # stored specs larger than this are parsed off it
 T = TypeVar("T")
 _MAX_ID_CHARS = 256
+log = get_logger("protolens.queue")
 
 
 def new_job_id() -> str:
@@ -73,8 +79,14 @@ class JobQueue:
         quotas: Quotas | None = None,
         *,
         offload: Offload | None = None,
+        blobs: BlobStore | None = None,
     ) -> None:
         self.redis = redis
+        # Where result images live (Redis holds their keys): settings.blob_url by default.
+        self.blobs = blobs or open_blob_store(
+            settings.blob_url, endpoint_url=settings.blob_endpoint_url
+        )
+        self._next_blob_sweep = 0.0
         # Where large records are encoded and parsed (the API's RequestPool), so a job of
         # a thousand targets never holds the event loop; None: inline.
         self.offload = offload
@@ -125,7 +137,7 @@ class JobQueue:
         idem_key = k.idempotency(spec.tenant, spec.request_id)
         pipe = self.redis.pipeline(transaction=False)
         pipe.get(idem_key)
-        pipe.hget(k.result(ck), "prototypes")
+        pipe.hget(k.result(ck), PROTOTYPES_FIELD)
         pipe.get(k.inflight(ck))
         prev, cached, inflight = await pipe.execute()
         prev = _text(prev) if (prev and use_idem) else ""
@@ -397,12 +409,40 @@ class JobQueue:
             raise InvalidArgument(
                 "index", f"job {job_id} has prototypes 0..{len(record.prototypes) - 1}"
             )
-        png = await self.redis.hget(
+        stored = await self.redis.hget(
             self.keys.result(record.cache_key), PNG_FIELD.format(index=index)
         )
+        # The result hash names the blob (results stored before the blob store hold the
+        # bytes themselves, until they expire).
+        png = stored
+        if stored is not None and is_blob_key(stored):
+            png = await asyncio.to_thread(self.blobs.get, _text(stored))
         if png is None:
             raise NotFound(f"the stored image of job {job_id} has expired; submit it again")
         return bytes(png)
+
+    async def collect_blobs(self) -> BlobSweep:
+        """Delete the blobs no stored result names (older than ``blob_gc_grace_s``)."""
+        return await collect_blobs(
+            self.redis, self.keys, self.blobs, grace_s=self.settings.blob_gc_grace_s
+        )
+
+    async def collect_blobs_if_due(self) -> BlobSweep | None:
+        """``collect_blobs`` once per ``blob_gc_interval_s`` across all API replicas
+        (the first to set the lock key sweeps); None when not due here."""
+        interval = self.settings.blob_gc_interval_s
+        now = time.monotonic()
+        if interval <= 0 or now < self._next_blob_sweep:
+            return None
+        self._next_blob_sweep = now + interval
+        if not await self.redis.set(self.keys.blob_gc_lock, "1", nx=True, px=int(interval * 1000)):
+            return None
+        sweep = await self.collect_blobs()
+        log.info(
+            "blobs.collected",
+            extra={"results": sweep.results, "deleted": sweep.deleted, "young": sweep.kept_young},
+        )
+        return sweep
 
     # --- operations ------------------------------------------------------------------
     async def stats(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ The rest:
 
 - ``{prefix}:job:{<id>}``          job hash: JobRecord fields + queue bookkeeping
 - ``{prefix}:job:{<id>}:events``   per-job progress stream (what WatchJob relays)
-- ``{prefix}:result:{<ck>}``       cached result hash: prototypes JSON + ``png:<i>`` bytes
+- ``{prefix}:result:{<ck>}``       cached result hash: prototypes JSON + ``png:<i>`` blob keys
+  (the bytes live in the blob store, blobs.py) + ``blobs`` (every key it names)
 - ``{prefix}:inflight:{<ck>}``     id of the job generating that cache key (dedup)
 - ``{prefix}:idem:<len>:<tenant>:<rid>`` job id for a tenant's request_id (idempotency)
 - ``{prefix}:tenant:<tenant>:jobs`` a tenant's job ids (sorted set, lexical = time order)
@@ -29,6 +30,7 @@ The rest:
 - ``{prefix}:tenant:<len>:<tenant>:checks`` a tenant's check ids (sorted set, lexical = time)
 - ``{prefix}:checks:running``     ids of RUNNING checks (sorted set, score = start time)
 - ``{prefix}:checkidem:<len>:<tenant>:<rid>`` check id for a tenant's StartCheck request_id
+- ``{prefix}:blobgc``              lock: the API replica collecting unreferenced blobs
 
 Waiting jobs: each job's entry is XADDed to its priority stream and at once
 delivered to the consumer ``PARKED`` (so XLEN = waiting + running, as before);
@@ -167,6 +169,21 @@ class Keys:
     def running_checks(self) -> str:
         return f"{self.prefix}:checks:running"
 
+    # --- the blob store (blobs.py, queue/blob_gc.py) -------------------------------------
+    @property
+    def results_pattern(self) -> str:
+        """SCAN pattern of every result hash (the prefix matched literally)."""
+        return f"{_glob_escape(self.prefix)}:result:*"
+
+    @property
+    def blob_gc_lock(self) -> str:
+        return f"{self.prefix}:blobgc"
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally by a Redis glob pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
 
 # Fields of the job hash that are queue bookkeeping, not JobRecord fields.
 TENANT_FIELD_PREFIX = "t:"  # t:<tenant> -> number of that tenant's requests attached
@@ -174,4 +191,7 @@ OWNER_FIELD = "owner"  # delivery token of the worker allowed to finish the job
 CANCEL_FIELD = "cancel"  # "1" once cancel was asked while running
 STREAM_FIELD = "stream"  # priority stream holding the job's entry
 ENTRY_FIELD = "entry"  # that entry's id
-PNG_FIELD = "png:{index}"  # field of the result hash holding prototype <index>'s PNG
+PNG_FIELD = "png:{index}"  # field of the result hash: blob key of prototype <index>'s PNG
+BLOBS_FIELD = "blobs"  # field of the result hash: every blob key it names, space-separated
+PROTOTYPES_FIELD = "prototypes"  # field of the job and result hashes: prototypes JSON
+JOB_ID_FIELD = "job_id"  # field of the result hash: the job that made it

@@ -22,18 +22,9 @@ from typing import Any
 import torch
 
 from protolens_server.engine import SCORES_VERSION, ReferenceStats
+from protolens_server.paths import ENV, cache_dir  # noqa: F401 (ENV: re-exported)
 
-ENV = "PROTOLENS_CACHE_DIR"
 MEMORY_ENTRIES = 32
-
-
-def cache_dir(kind: str, override: str | Path | None = None) -> Path:
-    """The folder for cached ``kind`` (``override`` as given, when given)."""
-    if override is not None:
-        return Path(override)
-    root = os.environ.get(ENV)
-    base = Path(root) if root else Path.home() / ".cache" / "protolens"
-    return base / kind
 
 
 class Lru:
