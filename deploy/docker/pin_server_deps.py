@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """Write deploy/docker/constraints-server.txt: exact versions for the container images.
 
-The images install ``protolens[server]`` with this file as pip constraints, so
+The images install ``protolens[server,s3]`` with this file as pip constraints, so
 a rebuild gets the versions the test suite ran with. The set of names is the
-server extra and the client dependencies from pyproject.toml plus everything
+server and s3 extras and the client dependencies from pyproject.toml plus everything
 they require, read from the installed distributions' metadata (run it in the
 project's .venv after ``pip install -e .[dev]``). torch is left out: the
 Dockerfile's TORCH_SPEC picks the CPU or CUDA build.
@@ -42,7 +42,8 @@ def normalise(name: str) -> str:
 
 def top_level() -> list[Requirement]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    specs = [*project["dependencies"], *project["optional-dependencies"]["server"]]
+    extras = project["optional-dependencies"]
+    specs = [*project["dependencies"], *extras["server"], *extras["s3"]]
     return [Requirement(s) for s in specs]
 
 
