@@ -158,7 +158,8 @@ def main() -> int:
                 proc.terminate()
                 proc.wait()
     result["label"] = args.label
-    result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}"
+    load = os.getloadavg()[0]
+    result["machine"] = f"{platform.machine()} {os.cpu_count()} cores, load average {load:.1f}"
     print(f"| what | bytes ({result['label'] or 'this checkout'}) |\n|---|---|")
     for key in (
         "result_hash_bytes_per_prototype",

@@ -21,9 +21,14 @@ from queue_helpers import make_spec
 PNG = b"\x89PNG\r\n\x1a\n" + os.urandom(20_000)  # bytes that compress as badly as an image
 
 
+SCORES = {"path_similarity": 0.5, "layers": [{"name": f"layer{i}", "z": 0.1} for i in range(99)]}
+
+
 def _protos(delivery) -> list[StoredPrototype]:
     return [
-        StoredPrototype(t, 0, 0.8, 3.0, [(t.classes[0], 0.8)], 8, delivery.record.spec.seed)
+        StoredPrototype(
+            t, 0, 0.8, 3.0, [(t.classes[0], 0.8)], 8, delivery.record.spec.seed, scores=SCORES
+        )
         for t in delivery.record.spec.targets
     ]
 
@@ -69,6 +74,9 @@ async def test_result_hash_names_blobs_and_holds_no_image_bytes(
     result = queue.keys.result(done.cache_key)
     assert await queue.redis.hget(result, PNG_FIELD.format(index=0)) == blob_key(PNG).encode()
     assert await queue.redis.memory_usage(result) < 2048 * 2  # two prototypes, no PNG bytes
+    assert all(p.scores is None and p.has_scores for p in done.prototypes)  # scores: a blob
+    await queue.load_scores(done, [1])
+    assert done.prototypes[0].scores is None and done.prototypes[1].scores == SCORES
     assert await queue.get_png(done.job_id, 0) == PNG
     assert await queue.get_png(done.job_id, 1) == other
     hit, outcome = await queue.submit(make_spec(classes=(3, 4)))
@@ -92,7 +100,7 @@ async def test_sweep_collects_only_old_unreferenced_blobs(
     for key in (blob_key(PNG), orphan_old):
         _age(store, key, 7200)  # older than the grace (3600 s)
     sweep = await queue.collect_blobs()
-    assert (sweep.deleted, sweep.kept_young) == (1, 1) and sweep.referenced >= 1
+    assert (sweep.deleted, sweep.kept_young) == (1, 1) and sweep.referenced == 2  # PNG, scores
     assert store.get(orphan_old) is None and store.get(orphan_young) is not None
     assert await queue.get_png(done.job_id, 0) == PNG  # named by a result: kept, however old
     # The result expires (here: is deleted): its blob goes at the next sweep.
@@ -168,7 +176,7 @@ async def test_s3_store_end_to_end(s3_endpoint: str, settings: Settings) -> None
         assert await queue.get_png(done.job_id, 0) == PNG
         orphan = queue.blobs.put(b"orphan on s3")
         listed = {b.key: b.modified for b in queue.blobs.list()}
-        assert set(listed) == {blob_key(PNG), orphan}
+        assert set(listed) == {blob_key(PNG), done.prototypes[0].scores_key, orphan}
         assert abs(listed[orphan] - time.time()) < 120  # S3's LastModified, read back
         young = await queue.collect_blobs()  # both written just now: both spared
         assert young.deleted == 0 and young.kept_young == 1

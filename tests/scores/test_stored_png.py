@@ -73,6 +73,7 @@ async def test_stored_scores_equal_a_recomputation_from_the_stored_png(
             assert await worker.run_once() == 1
         done = await queue.get(record.job_id)
         assert done.state == JobState.SUCCEEDED, done.error
+        await queue.load_scores(done)  # the scores live in the blob store, as the PNGs do
         pngs = [await queue.get_png(record.job_id, i) for i in range(len(done.prototypes))]
     finally:
         await queue.close()

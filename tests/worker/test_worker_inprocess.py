@@ -30,6 +30,8 @@ async def test_job_runs_to_completion_with_png_and_scores_then_hits_cache(
     assert done.state == JobState.SUCCEEDED, done.error
     assert done.worker == "w-inproc" and done.attempts == 1 and done.step == 6
     assert [p.target.classes for p in done.prototypes] == [(1,), (2,)]
+    assert all(p.scores is None and p.scores_key for p in done.prototypes)  # a blob each
+    await wqueue.load_scores(done)
     for i, proto in enumerate(done.prototypes):
         assert 0 < proto.probability <= 1 and proto.seed != 0
         assert proto.scores is not None and "layers" in proto.scores
@@ -42,6 +44,7 @@ async def test_job_runs_to_completion_with_png_and_scores_then_hits_cache(
     # The same request again: a finished job at once, nothing queued for a worker.
     hit, outcome = await wqueue.submit(spec)
     assert outcome == "cache_hit" and hit.state == JobState.SUCCEEDED
+    await wqueue.load_scores(hit)
     assert hit.prototypes == done.prototypes
     assert await wqueue.redis.xlen(wqueue.keys.stream(1)) == 0
     assert await wqueue.get_png(hit.job_id, 1) == await wqueue.get_png(record.job_id, 1)

@@ -167,7 +167,7 @@ def summary_to_pb(
         top5=top5,
         steps=p.steps,
         seed=p.seed,
-        has_scores=bool(p.scores),
+        has_scores=p.has_scores,
     )
 
 

@@ -139,6 +139,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         if not 0 <= index < len(record.prototypes):
             raise _no_prototype(record, index)
         png = await self.queue.get_png(job_id, index, tenant=tenant, record=record)
+        await self.queue.load_scores(record, [index])
         proto = convert.prototype_to_pb(
             record, index, png, await self._class_names(record), ENGINE_VERSION
         )

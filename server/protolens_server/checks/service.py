@@ -484,6 +484,7 @@ class CheckRunner:
             await self.queue.get_png(job.job_id, i, tenant=tenant, record=job)
             for i in range(len(job.prototypes))
         ]
+        await self.queue.load_scores(job)
         items = [{"probability": p.probability, "scores": p.scores} for p in job.prototypes]
         return group_by_class(spec, items, pngs, hit=job.cache_hit, job_id=job.job_id)
 

@@ -61,6 +61,15 @@ def prototypes_to_json(prototypes: list[StoredPrototype]) -> str:
     return json.dumps([dataclasses.asdict(p) for p in prototypes], separators=(",", ":"))
 
 
+def scores_to_json(scores: dict[str, Any]) -> bytes:
+    """A prototype's scores as the blob that holds them (canonical JSON: same scores, same key)."""
+    return json.dumps(scores, separators=(",", ":"), sort_keys=True).encode()
+
+
+def scores_from_json(raw: bytes) -> dict[str, Any]:
+    return dict(json.loads(raw))
+
+
 def prototypes_from_json(raw: str | bytes) -> list[StoredPrototype]:
     """Parse a prototypes list by round-tripping through JobRecord's own parser."""
     stub = {"job_id": "", "spec": _EMPTY_SPEC, "state": "QUEUED", "prototypes": json.loads(raw)}

@@ -29,7 +29,7 @@ import redis.asyncio as aioredis
 from protolens_server.blobs import BlobStore, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
-from protolens_server.queue.codec import prototypes_to_json, record_from_fields
+from protolens_server.queue.codec import prototypes_to_json, record_from_fields, scores_to_json
 from protolens_server.queue.connection import is_cluster
 from protolens_server.queue.keys import (
     BLOBS_FIELD,
@@ -312,10 +312,9 @@ class QueueConsumer:
         """Store the result and mark the job SUCCEEDED; False if this delivery lost the job."""
         k = self.keys
         ck = delivery.record.cache_key
-        # The bytes go to the blob store first; the result hash names them (a sweep between
-        # the two spares them: blob_gc's grace).
-        keys = await asyncio.to_thread(lambda: [self.blobs.put(png) for png in pngs])
-        stored = [replace(p, png_key=key) for p, key in zip(prototypes, keys, strict=False)]
+        # Images and scores go to the blob store first; the result hash names them (a sweep
+        # between the two spares them: blob_gc's grace).
+        stored, keys = await asyncio.to_thread(_put_blobs, self.blobs, prototypes, pngs)
         protos_json = prototypes_to_json(stored)
         result_fields: list[str | bytes] = [
             PROTOTYPES_FIELD,
@@ -325,8 +324,9 @@ class QueueConsumer:
             BLOBS_FIELD,
             " ".join(keys),
         ]
-        for i, key in enumerate(keys):
-            result_fields += [PNG_FIELD.format(index=i), key]
+        for i, p in enumerate(stored):
+            if p.png_key:
+                result_fields += [PNG_FIELD.format(index=i), p.png_key]
         best = max((p.probability for p in prototypes), default=0.0)
         answer = await self._finish(
             keys=[
@@ -412,3 +412,17 @@ class QueueConsumer:
         """Remove this worker from the heartbeat set (clean shutdown)."""
         await self.redis.zrem(self.keys.workers, self.name)
         await self.redis.delete(self.keys.worker_info(self.name))
+
+
+def _put_blobs(
+    blobs: BlobStore, prototypes: list[StoredPrototype], pngs: list[bytes]
+) -> tuple[list[StoredPrototype], list[str]]:
+    """Write each prototype's PNG and scores to the blob store; the prototypes as Redis
+    keeps them (blob keys, no scores) and every key written."""
+    stored, keys = [], []
+    for i, p in enumerate(prototypes):
+        png_key = blobs.put(pngs[i]) if i < len(pngs) else ""
+        scores_key = blobs.put(scores_to_json(p.scores)) if p.scores else ""
+        keys += [k for k in (png_key, scores_key) if k]
+        stored.append(replace(p, png_key=png_key, scores_key=scores_key, scores=None))
+    return stored, keys

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar, cast
 
@@ -36,6 +36,7 @@ from protolens_server.queue.codec import (
     prototypes_from_json,
     record_from_fields,
     record_to_fields,
+    scores_from_json,
 )
 from protolens_server.queue.connection import client_name, redis_from_url
 from protolens_server.queue.keys import (
@@ -420,6 +421,20 @@ class JobQueue:
         if png is None:
             raise NotFound(f"the stored image of job {job_id} has expired; submit it again")
         return bytes(png)
+
+    async def load_scores(self, record: JobRecord, indexes: Sequence[int] | None = None) -> None:
+        """Fill ``scores`` of the record's prototypes (all, or those at ``indexes``) from the
+        blob store; a prototype whose scores blob is gone (its result expired) keeps None."""
+        wanted = range(len(record.prototypes)) if indexes is None else indexes
+        todo = [i for i in wanted if record.prototypes[i].scores_key]
+        if not todo:
+            return
+        raws = await asyncio.to_thread(
+            lambda: [self.blobs.get(record.prototypes[i].scores_key) for i in todo]
+        )
+        for i, raw in zip(todo, raws, strict=True):
+            if raw is not None:
+                record.prototypes[i] = replace(record.prototypes[i], scores=scores_from_json(raw))
 
     async def collect_blobs(self) -> BlobSweep:
         """Delete the blobs no stored result names (older than ``blob_gc_grace_s``)."""

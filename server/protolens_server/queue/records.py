@@ -104,7 +104,13 @@ class JobSpec:
 
 @dataclass
 class StoredPrototype:
-    """One finished prototype as stored (PNG bytes live under their own key)."""
+    """One finished prototype as stored.
+
+    Its PNG and its scores live in the blob store (blobs.py) under ``png_key`` and
+    ``scores_key``; Redis holds this record without the scores (``scores`` is None there,
+    and filled by ``JobQueue.load_scores`` where they are needed). Records stored before
+    the blob store carry their ``scores`` inline and no ``scores_key``.
+    """
 
     target: TargetSpec
     index: int
@@ -114,7 +120,12 @@ class StoredPrototype:
     steps: int
     seed: int
     scores: dict[str, Any] | None = None  # engine scores as a JSON-able dict
-    png_key: str = ""
+    png_key: str = ""  # blob key of the PNG
+    scores_key: str = ""  # blob key of the scores JSON ("" = no scores)
+
+    @property
+    def has_scores(self) -> bool:
+        return bool(self.scores or self.scores_key)
 
 
 @dataclass
