@@ -118,6 +118,8 @@ async def measure(args: argparse.Namespace, workdir: Path, redis_url: str) -> di
             job_bytes += await redis.memory_usage(queue.keys.job(d.job_id), samples=0)
             event_bytes += await redis.memory_usage(queue.keys.events(d.job_id), samples=0)
         png_bytes = [len(await queue.get_png(d.job_id, i)) for d in done for i in range(2)]
+        if hasattr(queue, "load_scores"):  # the scores are a blob (since the blob store)
+            await queue.load_scores(done[0])
         stored = done[0].prototypes[0]
         scores_json = len(json.dumps(stored.scores or {}, separators=(",", ":")))
     finally:

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
     result_ttl_s: int = Field(30 * 24 * 3600, ge=60)
     # Where result images live (blobs.py; docs/queue.md, "Where results live"): Redis holds
     # only their keys. "" = the folder <cache dir>/blobs ($PROTOLENS_CACHE_DIR, else
-    # ~/.cache/protolens); a path or file:// URL = that folder (API and workers must
+    # ~/.cache/protolens; `protolens up` with its embedded Redis: <data dir>/blobs); a path or file:// URL = that folder (API and workers must
     # share it: one machine, or a shared volume); s3://bucket/prefix = an S3-compatible
     # bucket (the `s3` extra; credentials from the usual AWS_* variables or files).
     blob_url: str = ""

@@ -170,8 +170,11 @@ class Stack:
         ]  # fmt: skip
         self.redis = self._spawn("redis", args)
         _wait_port("127.0.0.1", port, self.redis.proc, 15, "redis-server")
+        # The embedded Redis lives in the workdir; so do the result blobs it names
+        # (unless blob_url says otherwise), so both go (or stay: --data-dir) together.
+        blob_url = self.settings.blob_url or str(self.workdir / "blobs")
         self.settings = self.settings.model_copy(
-            update={"redis_url": f"redis://127.0.0.1:{port}/0"}
+            update={"redis_url": f"redis://127.0.0.1:{port}/0", "blob_url": blob_url}
         )
 
     def _start_api(self) -> None:
