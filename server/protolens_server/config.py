@@ -96,11 +96,12 @@ class Settings(BaseSettings):
     check_lease_s: float = Field(15.0, ge=1)
     job_retention_s: int = Field(7 * 24 * 3600, ge=60)
     result_ttl_s: int = Field(30 * 24 * 3600, ge=60)
-    # Where result images live (blobs.py; docs/queue.md, "Where results live"): Redis holds
-    # only their keys. "" = the folder <cache dir>/blobs ($PROTOLENS_CACHE_DIR, else
-    # ~/.cache/protolens; `protolens up` with its embedded Redis: <data dir>/blobs); a path or file:// URL = that folder (API and workers must
-    # share it: one machine, or a shared volume); s3://bucket/prefix = an S3-compatible
-    # bucket (the `s3` extra; credentials from the usual AWS_* variables or files).
+    # Where result images and scores live (blobs.py; docs/queue.md, "Where results live"):
+    # Redis holds only their keys. "" = the folder <cache dir>/blobs ($PROTOLENS_CACHE_DIR,
+    # else ~/.cache/protolens; `protolens up` with its embedded Redis: <data dir>/blobs);
+    # a path or file:// URL = that folder (API and workers must share it: one machine, or
+    # a shared volume); s3://bucket/prefix = an S3-compatible bucket (the `s3` extra;
+    # credentials from the usual AWS_* variables or files).
     blob_url: str = ""
     blob_endpoint_url: str = ""  # S3-compatible endpoint (MinIO, Ceph...); "" = AWS
     # The API collects blobs no stored result names every blob_gc_interval_s (one replica
