@@ -59,9 +59,12 @@ def prototype_record(
     scores: Mapping[str, Any] | None,
     provenance: Mapping[str, Any],
     name: str = "",
+    float_file: str = "",
 ) -> dict[str, Any]:
     """One prototype's JSON record (``SCHEMA``); ``scores`` is the engine's scores dict
-    (docs/scores.md) or None, ``provenance`` the keys of ``PROVENANCE_KEYS``."""
+    (docs/scores.md) or None, ``provenance`` the keys of ``PROVENANCE_KEYS``;
+    ``float_file`` the lossless float32 tensor beside the PNG (``.safetensors``), if
+    one was written."""
     path_similarity = scores.get("path_similarity") if scores else None
     low, high = (
         (scores.get("path_similarity_low"), scores.get("path_similarity_high"))
@@ -72,6 +75,7 @@ def prototype_record(
         "schema": SCHEMA,
         "name": name,
         "file": file,
+        "float_file": float_file or None,
         "target": {
             "classes": [int(c) for c in classes],
             "class_names": list(class_names),

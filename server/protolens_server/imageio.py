@@ -3,16 +3,30 @@
 Used by the ``generate`` CLI and the workers to store prototypes, and by
 anything that feeds photos to a model (``load_image`` resizes the shorter side
 and centre-crops, the usual ImageNet evaluation transform).
+
+A prototype of any number of channels C has two forms (docs/prototype-files.md):
+
+- ``encode_png``: an 8-bit preview, grayscale or RGB, of chosen channels
+  (``preview_channels``: all of a 1- or 3-channel image; channel 0 of a 2-channel
+  one; channels 0-2 of one with more), carrying its provenance (model digest,
+  target, config, seed, engine version) in PNG text chunks;
+- ``encode_tensor``: the lossless float32 (C, H, W) tensor as a safetensors file
+  (tensor ``image``, provenance in the header's ``__metadata__``), written and read
+  here without the safetensors package (the format is a length, a JSON header and
+  the raw little-endian bytes).
 """
 
 from __future__ import annotations
 
 import io
+import json
+import struct
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, PngImagePlugin, UnidentifiedImageError
 
 from protolens_server.errors import InvalidArgument
 
@@ -21,16 +35,92 @@ from protolens_server.errors import InvalidArgument
 CROP_FRACTION = 0.875
 
 
-def encode_png(image: torch.Tensor) -> bytes:
-    """PNG bytes of a (C, H, W) tensor in [0, 1]: grayscale for C=1, RGB for C=3."""
-    if image.ndim != 3 or image.shape[0] not in (1, 3):
-        raise InvalidArgument("image", f"expected shape (1|3, H, W), got {tuple(image.shape)}")
-    arr = image.detach().to("cpu", torch.float32).clamp(0, 1).mul(255).round().to(torch.uint8)
+TENSOR_NAME = "image"  # the tensor's name inside a prototype's safetensors file
+PROVENANCE_PREFIX = "protolens:"  # PNG text chunk keys: protolens:model_digest, ...
+
+
+def preview_channels(channels: int, chosen: Sequence[int] | None = None) -> tuple[int, ...]:
+    """Which channels of a C-channel image its PNG preview shows: ``chosen`` (1 or 3
+    indices, checked), else all of a 1- or 3-channel image, channel 0 of a 2-channel
+    one, channels 0, 1, 2 of one with more."""
+    if chosen:
+        picked = tuple(int(c) for c in chosen)
+        if len(picked) not in (1, 3) or not all(0 <= c < channels for c in picked):
+            raise InvalidArgument(
+                "preview_channels",
+                f"{list(picked)}: give 1 (grayscale) or 3 (RGB) channel indices in "
+                f"0..{channels - 1}",
+            )
+        return picked
+    if channels in (1, 3):
+        return tuple(range(channels))
+    return (0,) if channels == 2 else (0, 1, 2)
+
+
+def encode_png(
+    image: torch.Tensor,
+    *,
+    channels: Sequence[int] | None = None,
+    provenance: Mapping[str, str] | None = None,
+) -> bytes:
+    """PNG bytes of a (C, H, W) tensor in [0, 1]: grayscale or RGB of ``preview_channels``
+    (every channel for C = 1 or 3), with ``provenance`` as ``protolens:<key>`` text
+    chunks."""
+    if image.ndim != 3 or image.shape[0] < 1:
+        raise InvalidArgument("image", f"expected shape (C, H, W), got {tuple(image.shape)}")
+    shown = list(preview_channels(int(image.shape[0]), channels))
+    arr = image.detach().to("cpu", torch.float32)[shown]
+    arr = arr.clamp(0, 1).mul(255).round().to(torch.uint8)
     hwc = arr.permute(1, 2, 0).numpy()
     pil = Image.fromarray(hwc[:, :, 0], "L") if hwc.shape[2] == 1 else Image.fromarray(hwc, "RGB")
+    info = PngImagePlugin.PngInfo()
+    for key, value in (provenance or {}).items():
+        info.add_itxt(f"{PROVENANCE_PREFIX}{key}", str(value))
     buf = io.BytesIO()
-    pil.save(buf, format="PNG")
+    pil.save(buf, format="PNG", pnginfo=info)
     return buf.getvalue()
+
+
+def png_provenance(data: bytes) -> dict[str, str]:
+    """The ``protolens:`` text chunks of a PNG, without the prefix."""
+    pil = Image.open(io.BytesIO(data))
+    text = getattr(pil, "text", {}) or {}
+    return {
+        k.removeprefix(PROVENANCE_PREFIX): str(v)
+        for k, v in text.items()
+        if k.startswith(PROVENANCE_PREFIX)
+    }
+
+
+def encode_tensor(image: torch.Tensor, metadata: Mapping[str, str] | None = None) -> bytes:
+    """A safetensors file holding the (C, H, W) float32 tensor ``image`` (lossless) and
+    ``metadata`` (string to string) in its header."""
+    t = image.detach().to("cpu", torch.float32).contiguous()
+    data = t.numpy().astype("<f4", copy=False).tobytes()
+    header: dict[str, object] = {
+        TENSOR_NAME: {"dtype": "F32", "shape": list(t.shape), "data_offsets": [0, len(data)]}
+    }
+    if metadata:
+        header["__metadata__"] = {str(k): str(v) for k, v in metadata.items()}
+    raw = json.dumps(header, separators=(",", ":"), sort_keys=True).encode()
+    raw += b" " * (-len(raw) % 8)  # the data starts 8-byte aligned
+    return struct.pack("<Q", len(raw)) + raw + data
+
+
+def decode_tensor(data: bytes) -> tuple[torch.Tensor, dict[str, str]]:
+    """The float32 tensor and metadata of a prototype's safetensors file."""
+    try:
+        (n,) = struct.unpack("<Q", data[:8])
+        header = json.loads(data[8 : 8 + n])
+        entry = header[TENSOR_NAME]
+        start, end = entry["data_offsets"]
+        if entry["dtype"] != "F32" or end - start != 4 * int(np.prod(entry["shape"])):
+            raise ValueError(f"unexpected tensor entry {entry}")
+        body = data[8 + n + start : 8 + n + end]
+        arr = np.frombuffer(body, dtype="<f4").reshape(entry["shape"]).astype(np.float32)
+    except (struct.error, ValueError, KeyError, TypeError) as exc:
+        raise InvalidArgument("tensor", f"not a protolens safetensors file: {exc}") from exc
+    return torch.from_numpy(arr.copy()), dict(header.get("__metadata__") or {})
 
 
 def decode_png(data: bytes, channels: int | None = None) -> torch.Tensor:

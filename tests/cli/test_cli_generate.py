@@ -232,3 +232,52 @@ def test_compile_flag_makes_the_same_prototypes(capsys, cli_models, tmp_path) ->
     for eager, compiled in zip(docs[0]["prototypes"], docs[1]["prototypes"], strict=True):
         assert compiled["target"] == eager["target"]
         assert abs(compiled["probability"] - eager["probability"]) < 1e-3
+
+
+def test_any_number_of_channels_writes_a_float_tensor_and_a_preview(
+    capsys, cli_models, tmp_path
+) -> None:
+    import torch
+    from protolens_server.imageio import decode_tensor, png_provenance
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(4, 6, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(6, 3),
+    ).eval()
+    path = tmp_path / "four.pt"
+    torch.jit.script(net).save(str(path))
+    path.with_suffix(".json").write_text(json.dumps({"channels": 4, "height": 16, "width": 16}))
+    out = tmp_path / "out"
+    code, stdout, stderr = generate(
+        capsys, "-m", str(path), "-t", "2", *FAST, "--out", str(out), "--json",
+        "--preview-channels", "3,1,0",
+    )  # fmt: skip
+    assert code == 0, stderr
+    record = json.loads(stdout)["prototypes"][0]
+    assert record["float_file"] == "2-class_2-0.safetensors"
+    image, meta = decode_tensor((out / record["float_file"]).read_bytes())
+    assert image.shape == (4, 16, 16) and image.dtype == torch.float32
+    png = (out / record["file"]).read_bytes()
+    preview = torch.tensor(list(Image.open(out / record["file"]).getdata())).T.reshape(3, 16, 16)
+    assert (preview.float() / 255 - image[[3, 1, 0]]).abs().max() <= 0.5 / 255 + 1e-6
+    for both in (meta, png_provenance(png)):
+        assert both["model_digest"] == json.loads(stdout)["model"]["digest"]
+        assert json.loads(both["target"]) == {"classes": [2], "kind": "prototype"}
+        assert both["seed"] == str(record["seed"]) and json.loads(both["config"])["steps"] == 4
+        assert both["engine_version"] == record["provenance"]["engine_version"]
+    # a 3-channel model writes the tensor only with --float
+    code, stdout, _ = generate(
+        capsys, "-m", str(cli_models["fruit"]), "-t", "1", *FAST, "--out", str(tmp_path / "f"),
+        "--json", "--float",
+    )  # fmt: skip
+    record = json.loads(stdout)["prototypes"][0]
+    assert code == 0 and record["float_file"].endswith(".safetensors")
+    code, stdout, _ = generate(
+        capsys, "-m", str(cli_models["fruit"]), "-t", "1", *FAST, "--out", str(tmp_path / "g"),
+        "--json",
+    )  # fmt: skip
+    assert json.loads(stdout)["prototypes"][0]["float_file"] is None

@@ -9,7 +9,15 @@ import skimage.data
 import torch
 from PIL import Image
 from protolens_server.errors import InvalidArgument
-from protolens_server.imageio import decode_png, encode_png, load_image, save_png
+from protolens_server.imageio import (
+    decode_png,
+    decode_tensor,
+    encode_png,
+    encode_tensor,
+    load_image,
+    png_provenance,
+    save_png,
+)
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -27,7 +35,52 @@ def test_png_round_trip(channels) -> None:
 def test_encode_clamps_and_checks_shape() -> None:
     assert decode_png(encode_png(torch.full((3, 8, 8), 2.0))).min() == 1.0
     with pytest.raises(InvalidArgument, match="expected shape"):
-        encode_png(torch.rand(4, 8, 8))
+        encode_png(torch.rand(8, 8))
+
+
+@pytest.mark.parametrize(("channels", "shown"), [(2, [0]), (4, [0, 1, 2]), (7, [0, 1, 2])])
+def test_png_preview_of_any_number_of_channels(channels, shown) -> None:
+    image = torch.rand(channels, 6, 5, generator=torch.Generator().manual_seed(channels))
+    back = decode_png(encode_png(image))
+    assert back.shape == (len(shown), 6, 5)
+    assert (back - image[shown]).abs().max() <= 0.5 / 255 + 1e-6
+    picked = decode_png(encode_png(image, channels=[1, 0, 1]))
+    assert (picked - image[[1, 0, 1]]).abs().max() <= 0.5 / 255 + 1e-6
+    gray = decode_png(encode_png(image, channels=[channels - 1]))
+    assert (gray[0] - image[channels - 1]).abs().max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(InvalidArgument, match="preview_channels"):
+        encode_png(image, channels=[0, channels])
+    with pytest.raises(InvalidArgument, match="preview_channels"):
+        encode_png(image, channels=[0, 1])
+
+
+def test_png_carries_provenance_in_text_chunks() -> None:
+    meta = {"model_digest": "ab" * 32, "target": '{"classes":[3]}', "seed": "7", "note": "é"}
+    data = encode_png(torch.rand(3, 4, 4), provenance=meta)
+    assert png_provenance(data) == meta
+    assert Image.open(io.BytesIO(data)).text["protolens:seed"] == "7"  # any PNG reader sees it
+    assert png_provenance(encode_png(torch.rand(3, 4, 4))) == {}
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4, 6])
+def test_float_tensor_round_trip_is_lossless(channels) -> None:
+    image = torch.rand(channels, 5, 7, generator=torch.Generator().manual_seed(channels))
+    data = encode_tensor(image, {"seed": "3", "model_digest": "cd" * 32})
+    back, meta = decode_tensor(data)
+    assert torch.equal(back, image) and back.dtype == torch.float32
+    assert meta == {"seed": "3", "model_digest": "cd" * 32}
+    with pytest.raises(InvalidArgument, match="not a protolens safetensors"):
+        decode_tensor(data[:20])
+
+
+def test_float_tensor_is_a_safetensors_file() -> None:
+    safetensors = pytest.importorskip("safetensors.torch", reason="the hf/dev extra")
+    image = torch.rand(4, 3, 2)
+    data = encode_tensor(image, {"seed": "1"})
+    assert torch.equal(safetensors.load(data)["image"], image)
+    theirs = safetensors.save({"image": image}, metadata={"seed": "2"})
+    back, meta = decode_tensor(theirs)
+    assert torch.equal(back, image) and meta == {"seed": "2"}
 
 
 def test_decode_rejects_garbage_and_forces_channels() -> None:

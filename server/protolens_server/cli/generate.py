@@ -163,6 +163,19 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="also print one JSON document on stdout: the model, the config and the records",
     )
+    g.add_argument(
+        "--float",
+        action="store_true",
+        dest="float_files",
+        help="also write each prototype as a lossless float32 tensor (<name>.safetensors); "
+        "always done for a model whose input has other than 1 or 3 channels",
+    )
+    g.add_argument(
+        "--preview-channels",
+        metavar="C[,C,C]",
+        help="the channels the PNG shows (1 for grayscale or 3 for RGB; default: all of a 1- or "
+        "3-channel image, else 0,1,2, or 0 for 2 channels)",
+    )
 
 
 @command_errors()
@@ -189,7 +202,13 @@ def run(args: argparse.Namespace) -> int:
                 compile=args.compile,
             )
         )
-        paths = write_pngs(prototypes, handle, out)
+        paths = write_pngs(
+            prototypes,
+            handle,
+            out,
+            float_files=getattr(args, "float_files", False),
+            channels=parse_channels(getattr(args, "preview_channels", None)),
+        )
         scores = None
         if reference is not None:
             bar.phase("scoring against the reference images")
@@ -198,6 +217,9 @@ def run(args: argparse.Namespace) -> int:
         prototype_record(proto, handle, path, None if scores is None else scores[k])
         for k, (proto, path) in enumerate(zip(prototypes, paths, strict=True))
     ]
+    for record, path in zip(records, paths, strict=True):
+        if path.with_suffix(".safetensors").is_file():
+            record["float_file"] = path.with_suffix(".safetensors").name
     write_records(records, paths)
     texts = None if scores is None else [result.summary_text() for result in scores]
     emit(args, handle, config, device, out, records, texts)
@@ -359,19 +381,65 @@ def _run_engine(call: Callable[[], list[Prototype]]) -> list[Prototype]:
         ) from exc
 
 
-def write_pngs(prototypes: Sequence[Prototype], handle: ModelHandle, out: Path) -> list[Path]:
+def write_pngs(
+    prototypes: Sequence[Prototype],
+    handle: ModelHandle,
+    out: Path,
+    *,
+    float_files: bool = False,
+    channels: Sequence[int] | None = None,
+) -> list[Path]:
+    """One PNG per prototype (a preview of ``channels``, provenance in its text chunks),
+    plus ``<name>.safetensors`` (lossless float32) with ``float_files`` or whenever the
+    model's input has other than 1 or 3 channels. Returns the PNG paths."""
     from protolens_server.errors import InvalidArgument
-    from protolens_server.imageio import save_png
+    from protolens_server.imageio import encode_png, encode_tensor
 
     paths = []
     for proto in prototypes:
         path = out / prototype_filename(proto, handle)
+        meta = file_provenance(proto, handle)
         try:
-            save_png(proto.image, path)
+            path.write_bytes(encode_png(proto.image, channels=channels, provenance=meta))
+            if float_files or int(proto.image.shape[0]) not in (1, 3):
+                path.with_suffix(".safetensors").write_bytes(encode_tensor(proto.image, meta))
         except OSError as exc:
             raise InvalidArgument("--out", f"cannot write {path}: {exc.strerror}") from exc
         paths.append(path)
     return paths
+
+
+def file_provenance(proto: Prototype, handle: ModelHandle) -> dict[str, str]:
+    """What a prototype's PNG and tensor files say about themselves (as the service's do)."""
+    import json
+
+    from protolens_server import ENGINE_VERSION
+    from protolens_server.targets import target_spec
+
+    return {
+        "model": handle.name,
+        "model_digest": handle.digest,
+        "target": json.dumps(
+            target_spec(proto.target).material(), sort_keys=True, separators=(",", ":")
+        ),
+        "config": json.dumps(proto.config.to_dict(), sort_keys=True, separators=(",", ":")),
+        "seed": str(int(proto.seed)),
+        "engine_version": ENGINE_VERSION,
+        "index": str(int(proto.index)),
+    }
+
+
+def parse_channels(text: str | None) -> list[int] | None:
+    from protolens_server.errors import InvalidArgument
+
+    if not text:
+        return None
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError as exc:
+        raise InvalidArgument(
+            "--preview-channels", f"{text!r}: expected channel indices such as 0 or 3,1,2"
+        ) from exc
 
 
 def prototype_filename(proto: Prototype, handle: ModelHandle) -> str:

@@ -38,8 +38,12 @@ def open_reference(handle: object, reference: ReferenceSet | str | Path) -> Refe
 
 
 def stored_image(image: torch.Tensor, png: bytes | None = None) -> torch.Tensor:
-    """The image as its stored PNG decodes (``png``, or the PNG ``imageio.encode_png`` makes)."""
+    """The image as it is stored: as its PNG decodes (``png``, or the PNG
+    ``imageio.encode_png`` makes) for 1 or 3 channels; any other number of channels is
+    stored as a lossless float tensor (the PNG is only a preview), so the image itself."""
     channels = int(image.shape[0])
+    if channels not in (1, 3):
+        return image.detach().to("cpu", torch.float32).clamp(0, 1)
     return decode_png(png if png is not None else encode_png(image), channels)
 
 

@@ -9,6 +9,7 @@ ran alone or with others (the engine seeds every prototype independently).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -180,7 +181,7 @@ def package(
     set): the scores describe the PNG the user downloads, decoded."""
     from protolens_server.imageio import encode_png
 
-    pngs = [encode_png(p.image) for p in prototypes]
+    pngs = [encode_png(p.image, provenance=provenance(spec, p)) for p in prototypes]
     if spec.reference_set:
         from protolens_server.scores.naming import registered_path
         from protolens_server.scores.scoring import score_prototypes
@@ -201,6 +202,21 @@ def package(
         for p in prototypes
     ]
     return stored, pngs
+
+
+def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:
+    """What a stored prototype file says about itself (PNG text chunks, safetensors
+    metadata): enough to reproduce it with the same engine version."""
+    target = target_spec(prototype.target)
+    return {
+        "model": spec.model,
+        "model_digest": spec.model_digest,
+        "target": json.dumps(target.material(), sort_keys=True, separators=(",", ":")),
+        "config": json.dumps(spec.config, sort_keys=True, separators=(",", ":")),
+        "seed": str(int(prototype.seed)),
+        "engine_version": spec.engine_version,
+        "index": str(int(prototype.index)),
+    }
 
 
 def _scores_dict(scores: Any) -> dict[str, Any] | None:
