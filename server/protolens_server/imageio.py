@@ -33,6 +33,7 @@ from protolens_server.errors import InvalidArgument
 # Resize the shorter side to size / CROP_FRACTION, then centre-crop `size`
 # (224 -> 256 -> 224): the evaluation transform ImageNet classifiers expect.
 CROP_FRACTION = 0.875
+_PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 TENSOR_NAME = "image"  # the tensor's name inside a prototype's safetensors file
@@ -62,17 +63,23 @@ def encode_png(
     *,
     channels: Sequence[int] | None = None,
     provenance: Mapping[str, str] | None = None,
+    alpha: bool = False,
 ) -> bytes:
     """PNG bytes of a (C, H, W) tensor in [0, 1]: grayscale or RGB of ``preview_channels``
     (every channel for C = 1 or 3), with ``provenance`` as ``protolens:<key>`` text
-    chunks."""
-    if image.ndim != 3 or image.shape[0] < 1:
+    chunks. ``alpha``: the last channel is an opacity (an alpha prototype), kept as the
+    PNG's alpha (grayscale+alpha or RGBA)."""
+    if image.ndim != 3 or image.shape[0] < (2 if alpha else 1):
         raise InvalidArgument("image", f"expected shape (C, H, W), got {tuple(image.shape)}")
-    shown = list(preview_channels(int(image.shape[0]), channels))
+    colour = image[:-1] if alpha else image
+    shown = list(preview_channels(int(colour.shape[0]), channels))
+    if alpha:
+        shown.append(int(image.shape[0]) - 1)
     arr = image.detach().to("cpu", torch.float32)[shown]
     arr = arr.clamp(0, 1).mul(255).round().to(torch.uint8)
     hwc = arr.permute(1, 2, 0).numpy()
-    pil = Image.fromarray(hwc[:, :, 0], "L") if hwc.shape[2] == 1 else Image.fromarray(hwc, "RGB")
+    mode = _PNG_MODES[hwc.shape[2]]
+    pil = Image.fromarray(hwc[:, :, 0], mode) if mode == "L" else Image.fromarray(hwc, mode)
     info = PngImagePlugin.PngInfo()
     for key, value in (provenance or {}).items():
         info.add_itxt(f"{PROVENANCE_PREFIX}{key}", str(value))
@@ -140,9 +147,9 @@ def decode_png(data: bytes, channels: int | None = None) -> torch.Tensor:
 def pil_to_tensor(pil: Image.Image, channels: int | None = None) -> torch.Tensor:
     if channels is None:
         channels = 1 if pil.mode in ("L", "I", "I;16", "1") else 3
-    if channels not in (1, 3):
-        raise InvalidArgument("channels", f"must be 1 or 3, got {channels}")
-    pil = pil.convert("L" if channels == 1 else "RGB")
+    if channels not in _PNG_MODES:
+        raise InvalidArgument("channels", f"must be 1 or 3 (2 or 4 with alpha), got {channels}")
+    pil = pil.convert(_PNG_MODES[channels])
     arr = np.asarray(pil, dtype=np.uint8).copy()
     if arr.ndim == 2:
         arr = arr[:, :, None]

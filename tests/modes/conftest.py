@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 from protolens_server.api.server import ApiServer, start_server
-from protolens_server.api.testkit import make_tiny_eager_model, make_tiny_model_store
+from protolens_server.api.testkit import (
+    make_reference_root,
+    make_tiny_eager_model,
+    make_tiny_model_store,
+)
 from protolens_server.config import Settings
 
 
@@ -20,10 +24,14 @@ def modes_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_eager_model(folder)
 
 
+@pytest.fixture(scope="session")
+def modes_refs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_reference_root(tmp_path_factory.mktemp("modes-refs"))  # set "tinyref"
+
+
 @pytest.fixture
-def modes_settings(redis_url: str, modes_store: Path, tmp_path: Path) -> Settings:
-    refs = tmp_path / "refs"
-    (refs / "empty").mkdir(parents=True)
+def modes_settings(redis_url: str, modes_store: Path, modes_refs: Path) -> Settings:
+    refs = modes_refs
     return Settings(
         redis_url=redis_url,
         key_prefix="plm",

@@ -87,7 +87,7 @@ async def test_unit_targets_with_a_reference_set_are_refused(modes_address: str)
     async with AsyncClient(modes_address) as client:
         with pytest.raises(sdk.InvalidArgumentError, match="unit targets have no class"):
             await client.create_prototype_job(
-                "tinyeager", [Target.units_of("layer:head:channel:1")], reference_set="empty"
+                "tinyeager", [Target.units_of("layer:head:channel:1")], reference_set="tinyref"
             )
 
 

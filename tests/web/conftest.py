@@ -56,6 +56,8 @@ def _fill(g: Gallery) -> None:
             g.jobs[f"fruit@{version}"] = alpha.wait(job, timeout=120).id
         job = alpha.create_prototype_job("tiny", ["date"], config=FAST)
         g.jobs["tiny"] = alpha.wait(job, timeout=120).id
+        job = alpha.create_prototype_job("tiny", ["cherry"], config={**FAST, "alpha": True})
+        g.jobs["rgba"] = alpha.wait(job, timeout=120).id
         # the same classes, config, seed and reference set: its jobs are cache hits
         check = alpha.start_check(
             "fruit@2", baseline="fruit@1", classes=["apple", "banana"], seed=1,

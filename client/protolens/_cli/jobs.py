@@ -109,6 +109,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--seed", type=int, metavar="N", help="random seed (default: 0)")
     p.add_argument(
+        "--alpha",
+        action="store_true",
+        help="alpha prototypes: an opacity channel optimised with the image, stored as RGBA"
+        " (the same as --config alpha=true; docs/modes.md)",
+    )
+    p.add_argument(
         "--reference-set",
         default="",
         metavar="NAME",
@@ -271,7 +277,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             args.model,
             targets,
             prototypes_per_target=args.prototypes,
-            config=parse_config(args.config, args.steps),
+            config={
+                **parse_config(args.config, args.steps),
+                **({"alpha": True} if args.alpha else {}),
+            },
             seed=args.seed,
             reference_set=args.reference_set,
             priority=args.priority,

@@ -126,6 +126,7 @@ _CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
     ("--bn-prior", "bn_prior", float, "W", "BatchNorm-statistics prior weight (0 = off)"),
     ("--equidistant-steps", "equidistant_steps", int, "N", "steps to find the equidistant start"),
     ("--max-batch", "max_batch", int, "N", "images per batch (0 = fit the GPU memory)"),
+    ("--alpha-penalty", "alpha_penalty", float, "W", "weight of the mean opacity (with --alpha)"),
 ]
 
 
@@ -144,6 +145,12 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         action.lazy_default = functools.partial(_engine_default, field)  # type: ignore[attr-defined]
     g.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
+    )
+    g.add_argument(
+        "--alpha",
+        action="store_true",
+        help="an alpha prototype: opacity optimised with the image over random backgrounds,"
+        " saved as RGBA (docs/modes.md)",
     )
     g.add_argument("--no-autocast", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--no-channels-last", action="store_true", help="keep NCHW memory layout")
@@ -321,6 +328,8 @@ def build_config(args: argparse.Namespace) -> GenerationConfig:
         for _, field, _, _, _ in _CONFIG_FLAGS
         if getattr(args, f"cfg_{field}") is not None
     }
+    if args.alpha:
+        changes["alpha"] = True
     if args.no_autocast:
         changes["autocast"] = False
     if args.no_channels_last:
@@ -400,8 +409,10 @@ def write_pngs(
         path = out / prototype_filename(proto, handle)
         meta = file_provenance(proto, handle)
         try:
-            path.write_bytes(encode_png(proto.image, channels=channels, provenance=meta))
-            if float_files or int(proto.image.shape[0]) not in (1, 3):
+            alpha = proto.config.alpha  # the last channel is the opacity: RGBA
+            png = encode_png(proto.image, channels=channels, provenance=meta, alpha=alpha)
+            path.write_bytes(png)
+            if float_files or int(proto.image.shape[0]) - alpha not in (1, 3):
                 path.with_suffix(".safetensors").write_bytes(encode_tensor(proto.image, meta))
         except OSError as exc:
             raise InvalidArgument("--out", f"cannot write {path}: {exc.strerror}") from exc

@@ -10,6 +10,7 @@ checks): what others need is a public name here.
 """
 
 from ._activations import LOGITS, LayerSet, capture, layers_of
+from ._alpha import flatten_alpha
 from ._baseline import equidistant_baseline
 from ._bootstrap import CONFIDENCE, MIN_SPAN_Z, RESAMPLES
 from ._drift import Drift, drift
@@ -89,6 +90,7 @@ __all__ = [
     "check_units",
     "drift",
     "equidistant_baseline",
+    "flatten_alpha",
     "fold_batchnorm",
     "generate",
     "layer_shapes",

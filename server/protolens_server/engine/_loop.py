@@ -33,6 +33,7 @@ from protolens_server.errors import (
 )
 
 from . import _objectives as obj
+from ._alpha import AlphaParam, alpha_mean
 from ._baseline import baseline_for
 from ._forward import ModelRunner
 from ._memory import (
@@ -351,10 +352,16 @@ class _Chunk:
         config, device = self.config, self.runner.device
         generators = [generator(item.seed) for item in items]
         param = self._start(items, generators)
+        if config.alpha:  # an opacity channel beside the image (_alpha.py)
+            seeds = [item.seed for item in items]
+            shape = self.runner.spec.shape
+            param = AlphaParam(param, shape, seeds, device)
         self.progress.begin()
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
         objective = self._objective(weights, items)
+        if isinstance(param, AlphaParam):
+            objective = objective + config.alpha_penalty * alpha_mean(param)
         groups = torch.tensor([item.group for item in items], device=device)
         optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
         for step in range(1, config.steps + 1):
@@ -485,6 +492,8 @@ class _Chunk:
         self, items: list[_Item], param: ImageParam, weights: torch.Tensor
     ) -> list[Prototype]:
         """Evaluate the final, untransformed images and package them."""
+        if isinstance(param, AlphaParam):
+            param.final = True  # evaluated over mid-grey; stored as RGBA
         images = param.image().float()
         self.probe.enabled = False
         try:
@@ -500,7 +509,7 @@ class _Chunk:
         for k, value in unit_values.items():  # a unit target's "logit" is its objective value
             target_logits[k] = value
         top_p, top_c = probs.topk(min(5, probs.shape[1]), dim=1)
-        images = images.cpu()
+        images = (param.rgba() if isinstance(param, AlphaParam) else images).float().cpu()
         out = []
         for k, item in enumerate(items):
             out.append(

@@ -237,6 +237,8 @@ class GenerationConfig:
     autocast: bool = True
     channels_last: bool = True
     progress_every: int = 8
+    alpha: bool = False
+    alpha_penalty: float = 8.0
 
     def __post_init__(self) -> None:
         checks = [
@@ -272,6 +274,7 @@ class GenerationConfig:
                 "must be >= 0 (0: as many images as fit the device memory budget)",
             ),
             ("progress_every", self.progress_every >= 1, "must be >= 1"),
+            ("alpha_penalty", 0 <= self.alpha_penalty <= 1e4, "must be in [0, 10000]"),
         ]
         for name, ok, why in checks:
             if not ok:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from protolens_server.engine import Prototype, PrototypeScores, score
+from protolens_server.engine import Prototype, PrototypeScores, flatten_alpha, score
 from protolens_server.imageio import decode_png, encode_png
 from protolens_server.scores.references import ReferenceSet
 from protolens_server.scores.statistics import reference_statistics, save_new_bootstraps
@@ -37,14 +37,23 @@ def open_reference(handle: object, reference: ReferenceSet | str | Path) -> Refe
     )
 
 
-def stored_image(image: torch.Tensor, png: bytes | None = None) -> torch.Tensor:
+def stored_image(
+    image: torch.Tensor, png: bytes | None = None, *, alpha: bool = False
+) -> torch.Tensor:
     """The image as it is stored: as its PNG decodes (``png``, or the PNG
-    ``imageio.encode_png`` makes) for 1 or 3 channels; any other number of channels is
-    stored as a lossless float tensor (the PNG is only a preview), so the image itself."""
+    ``imageio.encode_png`` makes) for 1 or 3 channels (plus the opacity of an ``alpha``
+    prototype); any other number of channels is stored as a lossless float tensor (the
+    PNG is only a preview), so the image itself."""
     channels = int(image.shape[0])
-    if channels not in (1, 3):
+    if channels - alpha not in (1, 3):
         return image.detach().to("cpu", torch.float32).clamp(0, 1)
-    return decode_png(png if png is not None else encode_png(image), channels)
+    encoded = png if png is not None else encode_png(image, alpha=alpha)
+    return decode_png(encoded, channels)
+
+
+def _seen(prototype: Prototype, image: torch.Tensor) -> torch.Tensor:
+    """What the model is scored on: an alpha prototype over mid-grey (as its probability)."""
+    return flatten_alpha(image) if prototype.config.alpha else image
 
 
 def score_prototypes(
@@ -72,7 +81,10 @@ def score_prototypes(
     refset.require(needed, getattr(handle, "class_names", ()))
     stats = reference_statistics(handle, refset, layers, device=device, cache_dir=cache_dir)
     as_stored = [
-        dataclasses.replace(p, image=stored_image(p.image, pngs[i] if pngs else None))
+        dataclasses.replace(
+            p,
+            image=_seen(p, stored_image(p.image, pngs[i] if pngs else None, alpha=p.config.alpha)),
+        )
         for i, p in enumerate(prototypes)
     ]
     results = score(

@@ -181,7 +181,10 @@ def package(
     set): the scores describe the PNG the user downloads, decoded."""
     from protolens_server.imageio import encode_png
 
-    pngs = [encode_png(p.image, provenance=provenance(spec, p)) for p in prototypes]
+    pngs = [
+        encode_png(p.image, provenance=provenance(spec, p), alpha=p.config.alpha)
+        for p in prototypes
+    ]
     if spec.reference_set:
         from protolens_server.scores.naming import registered_path
         from protolens_server.scores.scoring import score_prototypes
