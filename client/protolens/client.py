@@ -358,9 +358,18 @@ class Client(_Base, CheckMethods, AdminMethods):
 
     # --- prototypes and models ---------------------------------------------------
     def get_prototype(
-        self, job: JobRef, index: int = 0, *, timeout: float | None = None
+        self,
+        job: JobRef,
+        index: int = 0,
+        *,
+        include_float: bool = False,
+        timeout: float | None = None,
     ) -> types.Prototype:
-        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
+        """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
+        tensor (``Prototype.float_tensor``, safetensors bytes)."""
+        req = pb.GetPrototypeRequest(
+            name=names.prototype_name(convert.job_name(job), index), include_float=include_float
+        )
         with translate_errors():
             resp = self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)
@@ -518,9 +527,18 @@ class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
         return final
 
     async def get_prototype(
-        self, job: JobRef, index: int = 0, *, timeout: float | None = None
+        self,
+        job: JobRef,
+        index: int = 0,
+        *,
+        include_float: bool = False,
+        timeout: float | None = None,
     ) -> types.Prototype:
-        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
+        """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
+        tensor (``Prototype.float_tensor``, safetensors bytes)."""
+        req = pb.GetPrototypeRequest(
+            name=names.prototype_name(convert.job_name(job), index), include_float=include_float
+        )
         with translate_errors():
             resp = await self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)

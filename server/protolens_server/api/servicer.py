@@ -143,6 +143,10 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         proto = convert.prototype_to_pb(
             record, index, png, await self._class_names(record), ENGINE_VERSION
         )
+        if request.include_float:
+            proto.float_tensor = await self.queue.get_tensor(
+                job_id, index, tenant=tenant, record=record
+            )
         return pb.GetPrototypeResponse(prototype=proto)
 
     # --- models ------------------------------------------------------------------

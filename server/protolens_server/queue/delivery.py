@@ -333,14 +333,22 @@ class QueueConsumer:
 
     # --- giving work up ------------------------------------------------------------
     async def finish(
-        self, delivery: Delivery, prototypes: list[StoredPrototype], pngs: list[bytes], step: int
+        self,
+        delivery: Delivery,
+        prototypes: list[StoredPrototype],
+        pngs: list[bytes],
+        step: int,
+        tensors: list[bytes] | None = None,
     ) -> bool:
-        """Store the result and mark the job SUCCEEDED; False if this delivery lost the job."""
+        """Store the result and mark the job SUCCEEDED; False if this delivery lost the job.
+        ``pngs`` and ``tensors`` (float32 safetensors) are each prototype's image files."""
         k = self.keys
         ck = delivery.record.cache_key
         # Images and scores go to the blob store first; the result hash names them (a sweep
         # between the two spares them: blob_gc's grace).
-        stored, keys = await asyncio.to_thread(_put_blobs, self.blobs, prototypes, pngs)
+        stored, keys = await asyncio.to_thread(
+            _put_blobs, self.blobs, prototypes, pngs, tensors or []
+        )
         protos_json = prototypes_to_json(stored)
         result_fields: list[str | bytes] = [
             PROTOTYPES_FIELD,
@@ -441,14 +449,20 @@ class QueueConsumer:
 
 
 def _put_blobs(
-    blobs: BlobStore, prototypes: list[StoredPrototype], pngs: list[bytes]
+    blobs: BlobStore,
+    prototypes: list[StoredPrototype],
+    pngs: list[bytes],
+    tensors: list[bytes] = (),  # type: ignore[assignment]
 ) -> tuple[list[StoredPrototype], list[str]]:
-    """Write each prototype's PNG and scores to the blob store; the prototypes as Redis
-    keeps them (blob keys, no scores) and every key written."""
+    """Write each prototype's PNG, float tensor and scores to the blob store; the
+    prototypes as Redis keeps them (blob keys, no scores) and every key written."""
     stored, keys = [], []
     for i, p in enumerate(prototypes):
         png_key = blobs.put(pngs[i]) if i < len(pngs) else ""
+        tensor_key = blobs.put(tensors[i]) if i < len(tensors) else ""
         scores_key = blobs.put(scores_to_json(p.scores)) if p.scores else ""
-        keys += [k for k in (png_key, scores_key) if k]
-        stored.append(replace(p, png_key=png_key, scores_key=scores_key, scores=None))
+        keys += [k for k in (png_key, tensor_key, scores_key) if k]
+        stored.append(
+            replace(p, png_key=png_key, tensor_key=tensor_key, scores_key=scores_key, scores=None)
+        )
     return stored, keys

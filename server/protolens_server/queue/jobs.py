@@ -424,6 +424,29 @@ class JobQueue:
             raise NotFound(f"the stored image of job {job_id} has expired; submit it again")
         return bytes(png)
 
+    async def get_tensor(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        tenant: str | None = None,
+        record: JobRecord | None = None,
+    ) -> bytes:
+        """Prototype ``index`` as a float32 safetensors file (``imageio.encode_tensor``):
+        the lossless tensor the worker stored, or, for a result stored before tensors
+        were, its PNG decoded (8-bit values; metadata ``"from": "png"``)."""
+        if record is None or record.job_id != job_id:
+            record = await self.get(job_id, tenant=tenant)
+        ready = record.state == JobState.SUCCEEDED and 0 <= index < len(record.prototypes)
+        key = record.prototypes[index].tensor_key if ready else ""
+        if key:
+            data = await asyncio.to_thread(self.blobs.get, key)
+            if data is None:
+                raise NotFound(f"the stored tensor of job {job_id} has expired; submit it again")
+            return bytes(data)
+        png = await self.get_png(job_id, index, tenant=tenant, record=record)  # checks state
+        return await asyncio.to_thread(_tensor_from_png, png)
+
     async def load_scores(self, record: JobRecord, indexes: Sequence[int] | None = None) -> None:
         """Fill ``scores`` of the record's prototypes (all, or those at ``indexes``) from the
         blob store; a prototype whose scores blob is gone (its result expired) keeps None."""
@@ -571,3 +594,10 @@ def set_queue_gauges(stats: dict[str, Any]) -> None:
         metrics.JOBS_BY_STATE.labels(state).set(n)
     metrics.DEAD_LETTERS.set(stats["dead_letters"])
     metrics.WORKERS_ALIVE.set(stats["workers_alive"])
+
+
+def _tensor_from_png(png: bytes) -> bytes:
+    from protolens_server.imageio import decode_png, encode_tensor, png_provenance
+
+    meta = {**png_provenance(png), "from": "png"}
+    return encode_tensor(decode_png(png), meta)

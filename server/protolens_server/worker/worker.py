@@ -325,7 +325,7 @@ class Worker:
         spec = delivery.record.spec
         self._set_phase([delivery], *finishing_phase(spec))
         try:
-            stored, pngs = await asyncio.to_thread(
+            stored, pngs, tensors = await asyncio.to_thread(
                 package, handle, spec, prototypes, settings=self.settings, device=self.device
             )
         except Exception as e:
@@ -333,7 +333,9 @@ class Worker:
             return
         steps = max((p.steps for p in prototypes), default=0)
         consumer = self.consumer
-        ok = await _persist(lambda: consumer.finish(delivery, stored, pngs, step=steps))
+        ok = await _persist(
+            lambda: consumer.finish(delivery, stored, pngs, step=steps, tensors=tensors)
+        )
         elapsed = time.monotonic() - started
         with bind(job_id=delivery.job_id, tenant=spec.tenant, trace_id=spec.trace_id or None):
             if ok:
