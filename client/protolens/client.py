@@ -363,12 +363,16 @@ class Client(_Base, CheckMethods, AdminMethods):
         index: int = 0,
         *,
         include_float: bool = False,
+        preview_channels: Sequence[int] = (),
         timeout: float | None = None,
     ) -> types.Prototype:
         """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
-        tensor (``Prototype.float_tensor``, safetensors bytes)."""
+        tensor (``Prototype.float_tensor``, safetensors bytes); ``preview_channels`` (1 or 3
+        channel indices) makes its PNG show those channels instead of the stored preview."""
         req = pb.GetPrototypeRequest(
-            name=names.prototype_name(convert.job_name(job), index), include_float=include_float
+            name=names.prototype_name(convert.job_name(job), index),
+            include_float=include_float,
+            preview_channels=list(preview_channels),
         )
         with translate_errors():
             resp = self._stub.GetPrototype(req, **self._kw(timeout))
@@ -532,12 +536,16 @@ class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
         index: int = 0,
         *,
         include_float: bool = False,
+        preview_channels: Sequence[int] = (),
         timeout: float | None = None,
     ) -> types.Prototype:
         """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
-        tensor (``Prototype.float_tensor``, safetensors bytes)."""
+        tensor (``Prototype.float_tensor``, safetensors bytes); ``preview_channels`` (1 or 3
+        channel indices) makes its PNG show those channels instead of the stored preview."""
         req = pb.GetPrototypeRequest(
-            name=names.prototype_name(convert.job_name(job), index), include_float=include_float
+            name=names.prototype_name(convert.job_name(job), index),
+            include_float=include_float,
+            preview_channels=list(preview_channels),
         )
         with translate_errors():
             resp = await self._stub.GetPrototype(req, **self._kw(timeout))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 from protolens import Client
+from protolens.errors import InvalidArgumentError
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import VIT_CLASSES, make_tiny_vit
 from protolens_server.config import Settings
@@ -94,8 +95,17 @@ def test_four_channel_prototype_as_preview_png_and_float_tensor(
         and chunks["target"] == '{"classes":[1],"kind":"prototype"}'
     )
     assert chunks["engine_version"] == proto.provenance.engine_version
+    with Client(hf_stack.address, timeout=60) as client:  # other channels, from the tensor
+        gray = client.get_prototype(job, 0, preview_channels=[3])
+        with pytest.raises(InvalidArgumentError, match="preview_channels"):
+            client.get_prototype(job, 0, preview_channels=[0, 9, 1])
+    assert (decode_png(gray.png)[0] - image[3]).abs().max() <= 0.5 / 255 + 1e-6
+    assert png_provenance(gray.png) == meta
     out = tmp_path / "out"
-    assert main(["get", job.name, "--address", hf_stack.address, "--out", str(out), "--float"]) == 0
+    args = ["get", job.name, "--address", hf_stack.address, "--out", str(out), "--float"]
+    assert main([*args, "--preview-channels", "3,2,1"]) == 0
+    shown = decode_png((out / f"{proto.stem}.png").read_bytes())
+    assert (shown - image[[3, 2, 1]]).abs().max() <= 0.5 / 255 + 1e-6
     saved = out / f"{proto.stem}.safetensors"
     assert saved.read_bytes() == proto.float_tensor
     record = json.loads((out / f"{proto.stem}.json").read_text())

@@ -257,20 +257,44 @@ def _float_arg(p: argparse.ArgumentParser) -> None:
         "(<name>.safetensors; the prototype itself when the model takes other than 1 or 3 "
         "channels, whose PNG is a preview)",
     )
+    p.add_argument(
+        "--preview-channels",
+        metavar="C[,C,C]",
+        type=_channels,
+        help="with --out: the channels the PNGs show, 1 (grayscale) or 3 (RGB) indices "
+        "(default: the stored preview: all of a 1- or 3-channel image, else 0,1,2)",
+    )
 
 
-def save_prototypes(client: Any, job: Any, out: Path, *, include_float: bool = False) -> list[Path]:
+def _channels(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected channel indices such as 0 or 3,1,2"
+        ) from None
+
+
+def save_prototypes(
+    client: Any,
+    job: Any,
+    out: Path,
+    *,
+    include_float: bool = False,
+    preview_channels: list[int] | None = None,
+) -> list[Path]:
     """Fetch every prototype of a finished job and write its PNG + JSON record into ``out``
     (names as ``protolens generate`` gives them; a name two targets share gets the
     prototype's position in the job appended), then ``job.json``. ``include_float``: also
-    its lossless float32 tensor (``<name>.safetensors``)."""
+    its lossless float32 tensor (``<name>.safetensors``); ``preview_channels``: the
+    channels the PNGs show (1 or 3 indices; default the stored preview)."""
     paths: list[Path] = []
     used: set[str] = set()
     for summary in job.prototypes:
-        if include_float:
-            prototype = client.get_prototype(job, summary.index, include_float=True)
-        else:
-            prototype = client.get_prototype(job, summary.index)
+        extra: dict[str, Any] = {"include_float": True} if include_float else {}
+        if preview_channels:
+            extra["preview_channels"] = preview_channels
+        prototype = client.get_prototype(job, summary.index, **extra)
         stem = prototype.stem
         if stem in used:
             stem = f"{stem}-{summary.index}"
@@ -310,7 +334,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
                 follow(client, job)
             job = client.wait(job)
         files = (
-            save_prototypes(client, job, args.out, include_float=args.float_files)
+            save_prototypes(
+                client,
+                job,
+                args.out,
+                include_float=args.float_files,
+                preview_channels=args.preview_channels,
+            )
             if (args.out and job.succeeded)
             else []
         )
@@ -374,7 +404,13 @@ def cmd_get(args: argparse.Namespace) -> int:
                 raise JobFailedError(job)
             raise ProtolensError(f"job {job.id} is {job.state}: wait for it (protolens watch)")
         files = (
-            save_prototypes(client, job, args.out, include_float=args.float_files)
+            save_prototypes(
+                client,
+                job,
+                args.out,
+                include_float=args.float_files,
+                preview_channels=args.preview_channels,
+            )
             if args.out
             else []
         )
