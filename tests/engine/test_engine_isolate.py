@@ -62,7 +62,7 @@ def test_bad_input_fails_early(patch_model: Classifier, image: torch.Tensor) -> 
         isolate(patch_model, image[:, :16], 1)
     with pytest.raises(UnknownClass):
         isolate(patch_model, image, 2)
-    with pytest.raises(InvalidArgument, match="config.sparsity"):
+    with pytest.raises(InvalidArgument, match=r"config\.sparsity"):
         IsolationConfig(sparsity=-1)
     with pytest.raises(InvalidArgument, match="not an isolation option"):
         IsolationConfig.from_dict({"alpha": True})
