@@ -358,22 +358,9 @@ class Client(_Base, CheckMethods, AdminMethods):
 
     # --- prototypes and models ---------------------------------------------------
     def get_prototype(
-        self,
-        job: JobRef,
-        index: int = 0,
-        *,
-        include_float: bool = False,
-        preview_channels: Sequence[int] = (),
-        timeout: float | None = None,
+        self, job: JobRef, index: int = 0, *, timeout: float | None = None
     ) -> types.Prototype:
-        """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
-        tensor (``Prototype.float_tensor``, safetensors bytes); ``preview_channels`` (1 or 3
-        channel indices) makes its PNG show those channels instead of the stored preview."""
-        req = pb.GetPrototypeRequest(
-            name=names.prototype_name(convert.job_name(job), index),
-            include_float=include_float,
-            preview_channels=list(preview_channels),
-        )
+        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
         with translate_errors():
             resp = self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)
@@ -531,22 +518,9 @@ class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
         return final
 
     async def get_prototype(
-        self,
-        job: JobRef,
-        index: int = 0,
-        *,
-        include_float: bool = False,
-        preview_channels: Sequence[int] = (),
-        timeout: float | None = None,
+        self, job: JobRef, index: int = 0, *, timeout: float | None = None
     ) -> types.Prototype:
-        """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
-        tensor (``Prototype.float_tensor``, safetensors bytes); ``preview_channels`` (1 or 3
-        channel indices) makes its PNG show those channels instead of the stored preview."""
-        req = pb.GetPrototypeRequest(
-            name=names.prototype_name(convert.job_name(job), index),
-            include_float=include_float,
-            preview_channels=list(preview_channels),
-        )
+        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
         with translate_errors():
             resp = await self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)

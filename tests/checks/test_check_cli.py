@@ -48,6 +48,22 @@ def test_cli_exit_codes_and_reports(shapes_store, tmp_path, capsys) -> None:
     doc = json.loads(doc_path.read_text())
     assert not doc["passed"] and "bars" in doc["flagged_classes"]
 
+    # the shipped policy by name (same prototypes: all from the cache)
+    code = main(
+        [
+            *_args(
+                shapes_store, cache, "shapes@2", "--baseline", "shapes@1", "--policy", "default"
+            ),
+            "--json",
+        ]
+    )
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1 and doc["generation"]["generated"] == 0
+    rules = {r["rule"]: r for r in doc["rules"]}
+    assert set(rules) == {"min_confidence", "max_drift", "min_cross_confidence"}
+    assert rules["min_cross_confidence"]["status"] == "fail"
+    assert "bars" in rules["min_cross_confidence"]["classes"]
+
     code = main(
         [
             *_args(

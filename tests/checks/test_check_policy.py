@@ -98,3 +98,31 @@ def test_entanglement_edges_and_graph_svg() -> None:
     assert svg.startswith("<svg") and svg.endswith("</svg>")
     assert svg.count("<line") == 2 and 'stroke-dasharray="5,4"' in svg  # new + lost arrow
     assert "#f8d0d0" in svg  # the flagged class is filled red
+
+
+def test_default_policy_by_name(tmp_path, monkeypatch) -> None:
+    from protolens_server.checks.policy import DEFAULT_POLICY_YAML, policy_yaml
+
+    p = Policy.load("default")
+    assert (p.min_confidence, p.max_drift, p.min_cross_confidence) == (0.5, 0.5, 0.5)
+    assert p.min_path_similarity is None and p.source == "default"
+    assert policy_yaml("default") == DEFAULT_POLICY_YAML  # what --address sends
+    # a file is still a file, also one called "default" when written as a path
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "default").write_text("max_drift: 0.25\n")
+    assert Policy.load("./default").max_drift == 0.25
+    assert policy_yaml("./default") == "max_drift: 0.25\n"
+    with pytest.raises(InvalidArgument, match="cannot read"):
+        policy_yaml("missing.yaml")
+    # the default fails a shortcut-like class and passes a steady one
+    items = [
+        _item(0, 0.99, drift=0.1, new_by_baseline_model=0.9, baseline_by_new_model=0.9),
+        _item(1, 0.99, drift=0.2, new_by_baseline_model=0.01, baseline_by_new_model=0.9),
+    ]
+    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert (rules[0].rule, rules[0].status, rules[0].classes) == (
+        "min_cross_confidence",
+        "fail",
+        ["dog"],
+    )
+    assert [r.status for r in rules[1:]] == ["pass", "pass"]

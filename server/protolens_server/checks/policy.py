@@ -12,6 +12,9 @@ forbidden_entanglements:     # must not be entangled in the new version
 entanglement: {threshold: 0.1, top_k: 3}
 ```
 
+A shipped policy is used by name: ``default`` (``DEFAULT_POLICY_YAML``, what
+``protolens check --policy default`` applies; ``Policy.load("default")``).
+
 Every key is optional; an unknown key is an error naming it. Classes are
 indices or names (resolved like ``--classes``). Rules that cannot apply (no
 baseline, no reference) are ``skipped``, never ``fail``. Results list failed
@@ -36,6 +39,19 @@ import yaml
 from protolens_server.checks.entanglement import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from protolens_server.checks.result import ClassCheck, RuleResult
 from protolens_server.errors import InvalidArgument
+
+# The shipped policy: what a CI gate should fail without anyone having tuned it to a model.
+# Each rule fails on something a person must look at: a class whose own prototype the
+# model is unsure of (nothing to show), a class whose prototype now takes a different
+# path through the model, and a class whose prototype the other version does not
+# recognise (what a planted shortcut does: bench/shortcut_suite.py, docs/checks.md).
+DEFAULT_POLICY_YAML = """\
+# protolens check --policy default
+min_confidence: 0.5        # the new version's prototype of every class: target probability
+max_drift: 0.5             # needs a baseline: the prototype's path through the new model
+min_cross_confidence: 0.5  # needs a baseline: each version's prototype in the other's model
+"""
+NAMED_POLICIES = {"default": DEFAULT_POLICY_YAML}
 
 # Flags (not rules) use these when the policy sets no threshold of its own.
 FLAG_DRIFT = 0.5
@@ -114,6 +130,15 @@ class Policy:
             raise InvalidArgument("policy", f"{p} must hold a mapping of policy keys")
         return cls.from_dict(data, source=str(p))
 
+    @classmethod
+    def load(cls, value: str | Path) -> Policy:
+        """A shipped policy by name (``default``) or a YAML file (``./default`` for a file
+        of that name)."""
+        text = named_policy_yaml(value)
+        if text is not None:
+            return cls.from_dict(yaml.safe_load(text), source=str(value))
+        return cls.from_yaml(value)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "min_confidence": self.min_confidence,
@@ -126,6 +151,22 @@ class Policy:
                 "top_k": self.entanglement_top_k,
             },
         }
+
+
+def named_policy_yaml(value: str | Path) -> str | None:
+    """The YAML of the shipped policy called ``value``, or None if it names none."""
+    return NAMED_POLICIES.get(value) if isinstance(value, str) else None
+
+
+def policy_yaml(value: str | Path) -> str:
+    """The YAML text of a shipped policy's name or of a policy file (for the service)."""
+    text = named_policy_yaml(value)
+    if text is not None:
+        return text
+    try:
+        return Path(value).read_text()
+    except OSError as exc:
+        raise InvalidArgument("policy", f"cannot read {value}: {exc.strerror}") from exc
 
 
 @dataclass

@@ -1,5 +1,4 @@
-"""The server side's commands of ``protolens``: generate, isolate, check, serve, worker, up, web,
-demo.
+"""The server side's commands of ``protolens``: generate, check, serve, worker, up, web, demo.
 
 ``register`` is the ``protolens.commands`` entry point named ``server`` (pyproject.toml):
 the client CLI calls it to add these commands, in this order, and never imports this
@@ -11,9 +10,9 @@ from __future__ import annotations
 
 import argparse
 
-from protolens_server.cli import check, generate, isolate, service
+from protolens_server.cli import check, generate, service
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for module in (generate, isolate, check, service):
+    for module in (generate, check, service):
         module.register(subparsers)

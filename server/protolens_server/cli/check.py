@@ -50,7 +50,8 @@ model), 130 cancelled (Ctrl-C).
 
 example:
   protolens check vision@2 --baseline vision@1 --model-store models/ \\
-      --policy policy.yaml --report report.html   (docs/checks.md)"""
+      --policy policy.yaml --report report.html   (docs/checks.md)
+  protolens check vision@2 --baseline vision@1 --model-store models/ --policy default"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -73,7 +74,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         nargs="+",
         help="class indices or names (comma or space separated; default: all)",
     )
-    p.add_argument("--policy", metavar="YAML", type=Path, help="policy file (thresholds)")
+    p.add_argument(
+        "--policy",
+        metavar="YAML",
+        help="policy file (thresholds), or 'default' for the shipped policy (docs/checks.md)",
+    )
     p.add_argument("--report", metavar="HTML", type=Path, help="write the HTML report here")
     p.add_argument("--report-json", metavar="PATH", type=Path, help="write the JSON report here")
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
@@ -152,7 +157,7 @@ def _run_local(args: argparse.Namespace) -> dict[str, Any]:
         from protolens_server.models import ModelCatalog
 
         catalog = ModelCatalog(args.model_store, mlflow_tracking_uri="env")
-    policy = Policy.from_yaml(args.policy) if args.policy else Policy()
+    policy = Policy.load(args.policy) if args.policy else Policy()
     stop = threading.Event()
     with _progress() as on_progress, _ctrl_c(stop):
         result = run_check(
@@ -178,7 +183,9 @@ def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
     from protolens import Client
     from protolens.auth import auth_metadata
 
-    policy_text = args.policy.read_text() if args.policy else ""
+    from protolens_server.checks.policy import policy_yaml
+
+    policy_text = policy_yaml(args.policy) if args.policy else ""
     metadata = auth_metadata(args.api_key or os.environ.get("PROTOLENS_API_KEY", ""))
     with Client(args.address, metadata=metadata) as client, _progress() as on_progress:
         check = client.start_check(

@@ -15,7 +15,6 @@ come from a TorchServe ``index_to_name.json`` (``{"0": "name" | ["id", "name"]}`
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -44,13 +43,6 @@ class Sidecar:
     factory: str | None = None
     description: str = ""
     origin: str = ""
-    # which of SPEC_KEYS the source gave ("" = all, e.g. explicit arguments): a sidecar
-    # that gives only mean/std leaves the shape to what a .pt2 program says
-    spec_keys: frozenset[str] = frozenset()
-
-    @property
-    def gives_shape(self) -> bool:
-        return not self.spec_keys or bool({"channels", "height", "width"} & self.spec_keys)
 
     def merged_over(self, other: Sidecar) -> Sidecar:
         """``self`` with gaps filled from ``other`` (self wins)."""
@@ -62,7 +54,6 @@ class Sidecar:
             # error messages about class names should name where the names came from
             origin=(self.origin if self.classes or not other.classes else other.origin)
             or other.origin,
-            spec_keys=self.spec_keys if self.input_spec else other.spec_keys,
         )
 
 
@@ -88,9 +79,7 @@ def parse_sidecar(data: Any, origin: str) -> Sidecar:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise InvalidArgument(f"{origin}: description", "must be a string")
-    return Sidecar(
-        spec, classes, factory, description, origin, frozenset(k for k in SPEC_KEYS if k in data)
-    )
+    return Sidecar(spec, classes, factory, description, origin)
 
 
 def spec_from_mapping(d: Mapping[str, Any], origin: str) -> InputSpec:
@@ -175,5 +164,11 @@ def find_sidecar(model_path: Path) -> Sidecar:
     index = model_path.with_name("index_to_name.json")
     if sidecar.classes is None and index.is_file():
         classes = parse_class_names(read_json(index, "index_to_name.json"), str(index))
-        sidecar = dataclasses.replace(sidecar, classes=classes, origin=sidecar.origin or str(index))
+        sidecar = Sidecar(
+            sidecar.input_spec,
+            classes,
+            sidecar.factory,
+            sidecar.description,
+            sidecar.origin or str(index),
+        )
     return sidecar

@@ -20,7 +20,6 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from protolens_server.blobs import BlobStore
-from protolens_server.queue.codec import text
 from protolens_server.queue.keys import BLOBS_FIELD, Keys
 
 
@@ -44,7 +43,8 @@ async def referenced_blobs(redis: aioredis.Redis, keys: Keys) -> tuple[set[str],
             pipe.hget(key, BLOBS_FIELD)
         for value in await pipe.execute():
             if value:
-                marked.update(text(value).split())
+                text = value.decode() if isinstance(value, bytes) else str(value)
+                marked.update(text.split())
 
     async for key in redis.scan_iter(match=keys.results_pattern, count=1000):
         results += 1
