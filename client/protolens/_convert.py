@@ -336,6 +336,7 @@ def prototype(msg: prototype_pb2.Prototype) -> types.Prototype:
             reference_digest=p.reference_digest,
             cache_key=p.cache_key,
         ),
+        float_tensor=msg.float_tensor,
     )
 
 

@@ -358,9 +358,22 @@ class Client(_Base, CheckMethods, AdminMethods):
 
     # --- prototypes and models ---------------------------------------------------
     def get_prototype(
-        self, job: JobRef, index: int = 0, *, timeout: float | None = None
+        self,
+        job: JobRef,
+        index: int = 0,
+        *,
+        include_float: bool = False,
+        preview_channels: Sequence[int] = (),
+        timeout: float | None = None,
     ) -> types.Prototype:
-        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
+        """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
+        tensor (``Prototype.float_tensor``, safetensors bytes); ``preview_channels`` (1 or 3
+        channel indices) makes its PNG show those channels instead of the stored preview."""
+        req = pb.GetPrototypeRequest(
+            name=names.prototype_name(convert.job_name(job), index),
+            include_float=include_float,
+            preview_channels=list(preview_channels),
+        )
         with translate_errors():
             resp = self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)
@@ -518,9 +531,22 @@ class AsyncClient(_Base, AsyncCheckMethods, AsyncAdminMethods):
         return final
 
     async def get_prototype(
-        self, job: JobRef, index: int = 0, *, timeout: float | None = None
+        self,
+        job: JobRef,
+        index: int = 0,
+        *,
+        include_float: bool = False,
+        preview_channels: Sequence[int] = (),
+        timeout: float | None = None,
     ) -> types.Prototype:
-        req = pb.GetPrototypeRequest(name=names.prototype_name(convert.job_name(job), index))
+        """Prototype ``index`` of a finished job; ``include_float`` adds its lossless float32
+        tensor (``Prototype.float_tensor``, safetensors bytes); ``preview_channels`` (1 or 3
+        channel indices) makes its PNG show those channels instead of the stored preview."""
+        req = pb.GetPrototypeRequest(
+            name=names.prototype_name(convert.job_name(job), index),
+            include_float=include_float,
+            preview_channels=list(preview_channels),
+        )
         with translate_errors():
             resp = await self._stub.GetPrototype(req, **self._kw(timeout))
         return convert.prototype(resp.prototype)

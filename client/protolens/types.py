@@ -259,13 +259,16 @@ class Provenance:
 
 @dataclass(frozen=True)
 class Prototype:
-    """A finished prototype: PNG bytes, scores (None without a reference set), provenance."""
+    """A finished prototype: PNG bytes, scores (None without a reference set), provenance,
+    and, when asked for (``get_prototype(..., include_float=True)``), ``float_tensor``:
+    the lossless float32 (C, H, W) image as safetensors bytes (docs/prototype-files.md)."""
 
     name: str
     summary: PrototypeSummary
     png: bytes
     scores: Scores | None
     provenance: Provenance
+    float_tensor: bytes = b""
 
     @property
     def stem(self) -> str:
@@ -274,12 +277,13 @@ class Prototype:
         units = t.label() if t.units else ""
         return prototype_stem(t.classes, t.class_names, t.kind, self.summary.target_index, units)
 
-    def record(self, file: str = "") -> dict[str, Any]:
+    def record(self, file: str = "", float_file: str = "") -> dict[str, Any]:
         """Its JSON record: the same keys ``protolens generate`` writes (``protolens.files``)."""
         s, t = self.summary, self.summary.target
         return prototype_record(
             name=self.name,
             file=file,
+            float_file=float_file,
             classes=t.classes,
             class_names=t.class_names,
             kind=t.kind,
@@ -294,14 +298,18 @@ class Prototype:
         )
 
     def save(self, directory: str | Path, stem: str | None = None) -> tuple[Path, Path]:
-        """Write ``<stem>.png`` and ``<stem>.json`` (its record); ``stem`` defaults to
-        ``self.stem``."""
+        """Write ``<stem>.png`` and ``<stem>.json`` (its record), and ``<stem>.safetensors``
+        when it holds its float tensor; ``stem`` defaults to ``self.stem``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         stem = "".join(c if c.isalnum() or c in "+-_." else "_" for c in (stem or self.stem))
         png_path, json_path = out / f"{stem}.png", out / f"{stem}.json"
         png_path.write_bytes(self.png)
-        record = self.record(file=png_path.name)
+        float_file = ""
+        if self.float_tensor:
+            float_file = f"{stem}.safetensors"
+            (out / float_file).write_bytes(self.float_tensor)
+        record = self.record(file=png_path.name, float_file=float_file)
         json_path.write_text(json.dumps(record, indent=2) + "\n")
         return png_path, json_path
 

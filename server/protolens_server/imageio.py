@@ -130,6 +130,14 @@ def decode_tensor(data: bytes) -> tuple[torch.Tensor, dict[str, str]]:
     return torch.from_numpy(arr.copy()), dict(header.get("__metadata__") or {})
 
 
+def preview_png(tensor: bytes, channels: Sequence[int]) -> bytes:
+    """A PNG of ``channels`` of a stored prototype's float tensor (``encode_tensor``
+    bytes), carrying the tensor's provenance."""
+    image, meta = decode_tensor(tensor)
+    meta.pop("from", None)
+    return encode_png(image, channels=channels, provenance=meta)
+
+
 def decode_png(data: bytes, channels: int | None = None) -> torch.Tensor:
     """A (C, H, W) float32 tensor in [0, 1] from image bytes (PNG or any Pillow format).
 

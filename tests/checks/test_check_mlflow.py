@@ -155,6 +155,20 @@ async def test_start_check_on_mlflow_versions_with_previous_baseline(
     task = asyncio.create_task(worker.run())
     try:
         async with AsyncClient(f"127.0.0.1:{port}") as client:
+            model = await client.get_model("models:/shapes/2")  # described like a store model
+            for _ in range(120):  # INSPECTING until its inspection child has loaded it
+                if model.state != "INSPECTING":
+                    break
+                await asyncio.sleep(0.5)
+                model = await client.get_model("models:/shapes/2")
+            assert model.usable, model.unusable_reason
+            assert model.source == "mlflow:models:/shapes/2"
+            job = await client.create_prototype_job(
+                "models:/shapes/1", ["disc"], config={"steps": 4, "start": "constant"}
+            )
+            job = await client.wait(job, timeout=120)
+            assert job.state == "SUCCEEDED", job.error
+            assert job.model == "models:/shapes/1"
             check = await client.start_check(
                 "models:/shapes/2",
                 baseline="previous",

@@ -230,14 +230,13 @@ def test_vit_exported_as_pt2_loads_with_same_logits(vit_dir: Path, tmp_path: Pat
     path = tmp_path / "vit.pt2"
     torch.export.save(program, path)
     (tmp_path / "vit.json").write_text(
-        json.dumps(
-            {"height": 16, "width": 16, "mean": list(MEAN), "std": list(STD)}
-            | {"class_names": list(VIT_CLASSES)}
-        )
+        # mean/std only: the 16x16 shape comes from the program
+        json.dumps({"mean": list(MEAN), "std": list(STD), "class_names": list(VIT_CLASSES)})
     )
     handle = load_model(str(path))
     assert handle.format == "exported" and handle.class_names == VIT_CLASSES
     assert (handle.input_spec.height, handle.input_spec.width) == (16, 16)
+    assert handle.input_spec.mean == pytest.approx(MEAN)
     batch = torch.randn(5, 3, 16, 16)
     with torch.no_grad():
         assert torch.allclose(handle.module(batch), model(batch), atol=1e-5)

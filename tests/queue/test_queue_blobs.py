@@ -187,3 +187,31 @@ async def test_s3_store_end_to_end(s3_endpoint: str, settings: Settings) -> None
         assert queue.blobs.get(orphan) is None and queue.blobs.get(blob_key(PNG)) == PNG
     finally:
         await queue.close()
+
+
+async def test_float_tensors_are_blobs_and_older_results_decode_their_png(
+    queue: JobQueue, consumer_factory
+) -> None:
+    import torch
+    from protolens_server.imageio import decode_tensor, encode_png, encode_tensor
+
+    image = torch.rand(4, 5, 6, generator=torch.Generator().manual_seed(0))
+    png, tensor = encode_png(image, provenance={"seed": "9"}), encode_tensor(image, {"seed": "9"})
+    record, _ = await queue.submit(make_spec(classes=(3,), seed=11))
+    consumer = consumer_factory()
+    [entry] = await consumer.read(1)
+    _, delivery = await consumer.claim(entry)
+    assert await consumer.finish(delivery, _protos(delivery), [png], step=8, tensors=[tensor])
+    done = await queue.get(record.job_id)
+    assert done.prototypes[0].tensor_key == blob_key(tensor)
+    back, meta = decode_tensor(await queue.get_tensor(done.job_id, 0))
+    assert torch.equal(back, image) and meta == {"seed": "9"}
+    # a result stored without a tensor (before tensors were): its PNG, decoded
+    rgb = torch.rand(3, 5, 6, generator=torch.Generator().manual_seed(1))
+    old = await _run(queue, consumer, [encode_png(rgb, provenance={"seed": "4"})], seed=12)
+    assert old.prototypes[0].tensor_key == ""
+    back, meta = decode_tensor(await queue.get_tensor(old.job_id, 0))
+    assert (back - rgb).abs().max() <= 0.5 / 255 + 1e-6 and meta == {"seed": "4", "from": "png"}
+    with pytest.raises(NotFound):
+        queue.blobs.delete(blob_key(tensor))
+        await queue.get_tensor(done.job_id, 0)

@@ -80,6 +80,14 @@ def test_downloads_are_the_prototype_files(gallery: Gallery, http_for) -> None:
         assert record == client.get_prototype(job, 1).record(file="1-banana-0.png")
     assert record["schema"] == "protolens.prototype.v1" and record["file"] == "1-banana-0.png"
     assert record["scores"]["layers"] and "path_similarity" in record  # scored against tinyref
+    status, headers, raw = h.request(f"/jobs/{job}/prototypes/1.safetensors")
+    assert status == 200
+    assert headers["content-disposition"] == 'attachment; filename="1-banana-0.safetensors"'
+    from protolens_server.imageio import decode_png, decode_tensor
+
+    image, meta = decode_tensor(raw)  # the lossless image; the PNG is its 8-bit rounding
+    assert image.shape == (3, 16, 16) and (decode_png(png) - image).abs().max() <= 0.5 / 255 + 1e-6
+    assert meta["seed"] == str(record["seed"])
 
 
 def test_another_tenants_things_are_not_found(gallery: Gallery, http_for) -> None:
@@ -91,6 +99,7 @@ def test_another_tenants_things_are_not_found(gallery: Gallery, http_for) -> Non
         f"/jobs/{job}/prototypes/0",
         f"/jobs/{job}/prototypes/0.png",
         f"/jobs/{job}/prototypes/0.json",
+        f"/jobs/{job}/prototypes/0.safetensors",
         f"/checks/{check}",
         f"/checks/{check}/report.html",
     ]

@@ -133,6 +133,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", type=Path, metavar="DIR", help="with --wait: write the PNGs and JSON here"
     )
+    _float_arg(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser(
@@ -155,6 +156,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     service_args(p)
     p.add_argument("job", help="job id or jobs/{id}")
     p.add_argument("--out", type=Path, metavar="DIR", help="folder for the PNGs and JSON")
+    _float_arg(p)
     p.set_defaults(func=cmd_get)
 
     p = sub.add_parser(
@@ -246,19 +248,60 @@ def _job_line(job: Any) -> str:
     return line
 
 
-def save_prototypes(client: Any, job: Any, out: Path) -> list[Path]:
+def _float_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--float",
+        action="store_true",
+        dest="float_files",
+        help="with --out: also write each prototype's lossless float32 tensor "
+        "(<name>.safetensors; the prototype itself when the model takes other than 1 or 3 "
+        "channels, whose PNG is a preview)",
+    )
+    p.add_argument(
+        "--preview-channels",
+        metavar="C[,C,C]",
+        type=_channels,
+        help="with --out: the channels the PNGs show, 1 (grayscale) or 3 (RGB) indices "
+        "(default: the stored preview: all of a 1- or 3-channel image, else 0,1,2)",
+    )
+
+
+def _channels(text: str) -> list[int]:
+    try:
+        return [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected channel indices such as 0 or 3,1,2"
+        ) from None
+
+
+def save_prototypes(
+    client: Any,
+    job: Any,
+    out: Path,
+    *,
+    include_float: bool = False,
+    preview_channels: list[int] | None = None,
+) -> list[Path]:
     """Fetch every prototype of a finished job and write its PNG + JSON record into ``out``
     (names as ``protolens generate`` gives them; a name two targets share gets the
-    prototype's position in the job appended), then ``job.json``."""
+    prototype's position in the job appended), then ``job.json``. ``include_float``: also
+    its lossless float32 tensor (``<name>.safetensors``); ``preview_channels``: the
+    channels the PNGs show (1 or 3 indices; default the stored preview)."""
     paths: list[Path] = []
     used: set[str] = set()
     for summary in job.prototypes:
-        prototype = client.get_prototype(job, summary.index)
+        extra: dict[str, Any] = {"include_float": True} if include_float else {}
+        if preview_channels:
+            extra["preview_channels"] = preview_channels
+        prototype = client.get_prototype(job, summary.index, **extra)
         stem = prototype.stem
         if stem in used:
             stem = f"{stem}-{summary.index}"
         used.add(stem)
         paths += prototype.save(out, stem)
+        if prototype.float_tensor:
+            paths.append(out / f"{stem}.safetensors")
     if job.prototypes:
         (out / "job.json").write_text(json.dumps(job.to_dict(), indent=2, default=str) + "\n")
         paths.append(out / "job.json")
@@ -290,7 +333,17 @@ def cmd_submit(args: argparse.Namespace) -> int:
             if not job.finished and not args.json:
                 follow(client, job)
             job = client.wait(job)
-        files = save_prototypes(client, job, args.out) if (args.out and job.succeeded) else []
+        files = (
+            save_prototypes(
+                client,
+                job,
+                args.out,
+                include_float=args.float_files,
+                preview_channels=args.preview_channels,
+            )
+            if (args.out and job.succeeded)
+            else []
+        )
     if args.json:
         _print_json({**job.to_dict(), "files": [str(f) for f in files]})
     else:
@@ -350,7 +403,17 @@ def cmd_get(args: argparse.Namespace) -> int:
             if job.finished:
                 raise JobFailedError(job)
             raise ProtolensError(f"job {job.id} is {job.state}: wait for it (protolens watch)")
-        files = save_prototypes(client, job, args.out) if args.out else []
+        files = (
+            save_prototypes(
+                client,
+                job,
+                args.out,
+                include_float=args.float_files,
+                preview_channels=args.preview_channels,
+            )
+            if args.out
+            else []
+        )
     if args.json:
         _print_json({**job.to_dict(), "files": [str(f) for f in files]})
     else:

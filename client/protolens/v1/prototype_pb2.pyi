@@ -97,15 +97,17 @@ class Provenance(_message.Message):
     def __init__(self, model: _Optional[str] = ..., model_digest: _Optional[str] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., engine_version: _Optional[str] = ..., reference_set: _Optional[str] = ..., reference_digest: _Optional[str] = ..., cache_key: _Optional[str] = ...) -> None: ...
 
 class Prototype(_message.Message):
-    __slots__ = ("name", "summary", "png", "scores", "provenance")
+    __slots__ = ("name", "summary", "png", "scores", "provenance", "float_tensor")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     PNG_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
     PROVENANCE_FIELD_NUMBER: _ClassVar[int]
+    FLOAT_TENSOR_FIELD_NUMBER: _ClassVar[int]
     name: str
     summary: _job_pb2.PrototypeSummary
     png: bytes
     scores: Scores
     provenance: Provenance
-    def __init__(self, name: _Optional[str] = ..., summary: _Optional[_Union[_job_pb2.PrototypeSummary, _Mapping]] = ..., png: _Optional[bytes] = ..., scores: _Optional[_Union[Scores, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ...) -> None: ...
+    float_tensor: bytes
+    def __init__(self, name: _Optional[str] = ..., summary: _Optional[_Union[_job_pb2.PrototypeSummary, _Mapping]] = ..., png: _Optional[bytes] = ..., scores: _Optional[_Union[Scores, _Mapping]] = ..., provenance: _Optional[_Union[Provenance, _Mapping]] = ..., float_tensor: _Optional[bytes] = ...) -> None: ...

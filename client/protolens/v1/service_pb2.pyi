@@ -113,10 +113,14 @@ class WatchJobResponse(_message.Message):
     def __init__(self, state: _Optional[_Union[_job_pb2.JobState, str]] = ..., progress: _Optional[_Union[_job_pb2.Progress, _Mapping]] = ..., message: _Optional[str] = ..., cursor: _Optional[str] = ...) -> None: ...
 
 class GetPrototypeRequest(_message.Message):
-    __slots__ = ("name",)
+    __slots__ = ("name", "include_float", "preview_channels")
     NAME_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_FLOAT_FIELD_NUMBER: _ClassVar[int]
+    PREVIEW_CHANNELS_FIELD_NUMBER: _ClassVar[int]
     name: str
-    def __init__(self, name: _Optional[str] = ...) -> None: ...
+    include_float: bool
+    preview_channels: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., include_float: _Optional[bool] = ..., preview_channels: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class GetPrototypeResponse(_message.Message):
     __slots__ = ("prototype",)

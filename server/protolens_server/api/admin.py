@@ -13,12 +13,12 @@ from protolens import names
 from protolens.v1 import admin_pb2 as pb
 from protolens.v1 import admin_pb2_grpc
 
-from protolens_server.api.auth import ApiKeyInfo, ApiKeyStore
 from protolens_server.api.convert import timestamp_pb
 from protolens_server.api.tenancy import ROLE_ADMIN, ROLE_TENANT, current_principal
 from protolens_server.api.validation import read_name
 from protolens_server.config import Settings
 from protolens_server.errors import InvalidArgument, PermissionDenied
+from protolens_server.queue.api_keys import ApiKeyInfo, ApiKeyStore
 
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 _ROLE_TO_PB = {ROLE_TENANT: pb.API_KEY_ROLE_TENANT, ROLE_ADMIN: pb.API_KEY_ROLE_ADMIN}

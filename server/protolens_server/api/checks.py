@@ -36,9 +36,9 @@ from protolens_server.api.validation import (
 )
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.service import CheckRunner
-from protolens_server.checks.store import CheckRecord
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import InvalidArgument, ProtolensError
+from protolens_server.queue.checks import CheckRecord
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckService"].full_name
 _STATES = {

@@ -19,12 +19,12 @@ import math
 from dataclasses import dataclass, field
 
 import grpc
-import redis.exceptions
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from protolens_server import errors as domain
+from protolens_server.queue.connection import UNREACHABLE
 
 DOMAIN = "protolens"
 log = logging.getLogger(__name__)
@@ -53,8 +53,10 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     domain.GenerationCancelled: Mapping(grpc.StatusCode.CANCELLED),
     domain.GenerationDiverged: Mapping(grpc.StatusCode.ABORTED),
     domain.ProtolensError: Mapping(grpc.StatusCode.INTERNAL),
-    redis.exceptions.ConnectionError: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
-    redis.exceptions.TimeoutError: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
+    **{
+        error: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
+        for error in UNREACHABLE  # Redis did not answer (queue/connection.py)
+    },
 }
 # Messages and metadata can echo caller input: capped, so an error always fits in the
 # caller's metadata limit (8 KiB by default) however long the bad value was.

@@ -28,7 +28,7 @@ from protolens.v1 import service_pb2, service_pb2_grpc
 
 from protolens_server import metrics
 from protolens_server.api.admin import add_admin_service
-from protolens_server.api.auth import ApiKeyAuth, ApiKeyStore, RateLimiter
+from protolens_server.api.auth import ApiKeyAuth
 from protolens_server.api.checks import SERVICE_NAME as CHECK_SERVICE_NAME
 from protolens_server.api.checks import add_check_service
 from protolens_server.api.interceptors import ServiceInterceptor
@@ -41,6 +41,7 @@ from protolens_server.api.transport import server_credentials
 from protolens_server.config import Settings
 from protolens_server.heap import freeze_startup_heap
 from protolens_server.logging import get_logger
+from protolens_server.queue.api_keys import ApiKeyStore, RateLimiter
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
 ServiceHook = Callable[[grpc.aio.Server, Any, Any, Settings], str]
@@ -244,22 +245,9 @@ def _probe_client(settings: Settings, queue: Any) -> Any:
     outage shows at once, and a busy main pool never looks like one)."""
     if not settings.redis_url:
         return queue.redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+    from protolens_server.queue.connection import probe_client
 
-    from protolens_server.queue.connection import client_name, redis_from_url
-
-    timeout = max(0.5, settings.health_probe_s)
-    return redis_from_url(
-        settings.redis_url,
-        max_connections=1,
-        pool_timeout_s=timeout,
-        retry=Retry(NoBackoff(), 0),
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        health_check_interval=0,
-        client_name=client_name("api-health"),
-    )
+    return probe_client(settings.redis_url, max(0.5, settings.health_probe_s), role="api-health")
 
 
 def _export_pool_usage(client: Any) -> None:

@@ -6,6 +6,7 @@ tenant comes from ``tenancy.current_tenant()`` and scopes every job lookup.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -139,10 +140,19 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         if not 0 <= index < len(record.prototypes):
             raise _no_prototype(record, index)
         png = await self.queue.get_png(job_id, index, tenant=tenant, record=record)
+        tensor = b""
+        if request.include_float or request.preview_channels:
+            tensor = await self.queue.get_tensor(job_id, index, tenant=tenant, record=record)
+        if request.preview_channels:
+            from protolens_server.imageio import preview_png
+
+            png = await asyncio.to_thread(preview_png, tensor, list(request.preview_channels))
         await self.queue.load_scores(record, [index])
         proto = convert.prototype_to_pb(
             record, index, png, await self._class_names(record), ENGINE_VERSION
         )
+        if request.include_float:
+            proto.float_tensor = tensor
         return pb.GetPrototypeResponse(prototype=proto)
 
     # --- models ------------------------------------------------------------------

@@ -12,32 +12,22 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
 
 import grpc
 
-DEFAULT_TENANT = "default"
-ROLE_TENANT = "tenant"
-ROLE_ADMIN = "admin"
-ROLES = (ROLE_TENANT, ROLE_ADMIN)
-
-
-@dataclass(frozen=True)
-class Principal:
-    tenant: str
-    role: str = ROLE_TENANT
-    key_id: str = ""  # "" when no key was presented (insecure development mode)
-
-    @property
-    def is_admin(self) -> bool:
-        return self.role == ROLE_ADMIN
-
+from protolens_server.principal import (  # noqa: F401 (re-exported)
+    ANONYMOUS,
+    DEFAULT_TENANT,
+    ROLE_ADMIN,
+    ROLE_TENANT,
+    ROLES,
+    Principal,
+)
 
 TenantResolver = Callable[
     [grpc.aio.ServicerContext], "str | Principal | Awaitable[str | Principal]"
 ]
 
-ANONYMOUS = Principal(DEFAULT_TENANT)
 CURRENT_PRINCIPAL: ContextVar[Principal] = ContextVar("protolens_principal", default=ANONYMOUS)
 
 

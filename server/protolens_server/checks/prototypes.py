@@ -11,13 +11,14 @@ a cached and a fresh run give identical numbers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.engine.types import GenerationConfig
+from protolens_server.queue.checks import GenerationStats  # noqa: F401 (re-exported)
 from protolens_server.queue.records import JobSpec, TargetSpec
 
 DEFAULT_CHUNK = 4  # classes per job: small enough that a subset re-check mostly hits the cache
@@ -60,31 +61,6 @@ class ClassPrototypes:
 
     def _determinate(self) -> list[dict[str, Any]]:
         return [s for s in self.scores if s and s.get("path_similarity") is not None]
-
-
-@dataclass
-class GenerationStats:
-    """How much a check generated and how much came from the cache."""
-
-    jobs: int = 0
-    cache_hits: int = 0
-    generated: int = 0  # jobs that ran the engine
-    job_ids: list[str] = field(default_factory=list)
-
-    def add(self, hit: bool, job_id: str = "") -> None:
-        self.jobs += 1
-        self.cache_hits += int(hit)
-        self.generated += int(not hit)
-        if job_id:
-            self.job_ids.append(job_id)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "jobs": self.jobs,
-            "cache_hits": self.cache_hits,
-            "generated": self.generated,
-            "job_ids": list(self.job_ids),
-        }
 
 
 def chunks(classes: Sequence[int], size: int = DEFAULT_CHUNK) -> list[tuple[int, ...]]:

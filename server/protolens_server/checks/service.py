@@ -4,7 +4,7 @@ the API replicas keep each check's record in Redis and drive it, one replica at 
 ``CheckRunner.start(...)`` validates at once (models, classes, policy), submits
 one job per chunk of classes per version with ``JobQueue.submit`` (a cached
 chunk is answered at once: ``cache_hit``), stores the check's record with the
-validated request (``checks.store``) and a lease held by this replica, and
+validated request (``queue/checks.py``) and a lease held by this replica, and
 drives it in an asyncio task: wait for the jobs, read their PNGs and scores
 back, run the same ``analyse`` as ``run_check`` (in a thread), store the result
 and the report. The lease is renewed every ``lease_s / 3`` seconds.
@@ -33,8 +33,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.exceptions
-
 from protolens_server.checks.local_cache import group_by_class
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import (
@@ -45,7 +43,6 @@ from protolens_server.checks.prototypes import (
 )
 from protolens_server.checks.result import CheckResult, ModelRef
 from protolens_server.checks.run import PREVIOUS, analyse, check_compatible, resolve_classes
-from protolens_server.checks.store import CheckRecord, CheckStore, new_check_id
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import (
     CheckNotFound,
@@ -53,6 +50,8 @@ from protolens_server.errors import (
     JobNotFound,
     ProtolensError,
 )
+from protolens_server.queue.checks import CheckRecord, CheckStore, new_check_id
+from protolens_server.queue.connection import UNREACHABLE
 from protolens_server.queue.records import JobRecord, JobSpec, JobState
 
 log = logging.getLogger(__name__)
@@ -60,7 +59,7 @@ POLL_S = 0.2
 LEASE_S = 15.0  # a dead replica's checks are resumed at most this long after it died
 IDEMPOTENT_WAIT_S = 60.0  # a retry waits at most this long for the first call's start
 
-_REDIS_DOWN = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+_REDIS_DOWN = UNREACHABLE
 ErrorFields = Callable[[ProtolensError], dict[str, Any]]
 
 

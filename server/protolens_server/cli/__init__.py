@@ -1,4 +1,5 @@
-"""The server side's commands of ``protolens``: generate, check, serve, worker, up, web, demo.
+"""The server side's commands of ``protolens``: generate, isolate, check, serve, worker, up, web,
+demo.
 
 ``register`` is the ``protolens.commands`` entry point named ``server`` (pyproject.toml):
 the client CLI calls it to add these commands, in this order, and never imports this
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import argparse
 
-from protolens_server.cli import check, generate, service
+from protolens_server.cli import check, generate, isolate, service
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    for module in (generate, check, service):
+    for module in (generate, isolate, check, service):
         module.register(subparsers)

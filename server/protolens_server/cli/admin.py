@@ -18,7 +18,7 @@ from protolens.types import ApiKey
 from protolens_server.cli.edge import command_errors
 
 if TYPE_CHECKING:
-    from protolens_server.api.auth import ApiKeyInfo
+    from protolens_server.queue.api_keys import ApiKeyInfo
 
 
 @command_errors()
@@ -27,9 +27,9 @@ def bootstrap_api_key(
 ) -> ApiKey:
     """Create an API key in the store at ``redis_url`` (default: the settings'); returns it
     with its ``secret_key``, shown only now."""
-    from protolens_server.api.auth import ApiKeyStore
     from protolens_server.config import load_settings
     from protolens_server.errors import InvalidArgument
+    from protolens_server.queue.api_keys import ApiKeyStore
     from protolens_server.queue.connection import redis_from_url
     from protolens_server.queue.keys import Keys
 

@@ -15,6 +15,7 @@ from ._baseline import equidistant_baseline
 from ._bootstrap import CONFIDENCE, MIN_SPAN_Z, RESAMPLES
 from ._drift import Drift, drift
 from ._fold import folded as fold_batchnorm
+from ._isolate import Isolation, IsolationConfig, isolate
 from ._loop import auto_batch_size, generate
 from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
@@ -71,6 +72,8 @@ __all__ = [
     "GenerationConfig",
     "ImageClassifier",
     "InputSpec",
+    "Isolation",
+    "IsolationConfig",
     "LayerScores",
     "LayerSet",
     "MemoryFit",
@@ -93,6 +96,7 @@ __all__ = [
     "flatten_alpha",
     "fold_batchnorm",
     "generate",
+    "isolate",
     "layer_shapes",
     "layers_of",
     "reference_stats",

@@ -66,10 +66,7 @@ class AlphaParam:
 
     def _backgrounds(self, shape: torch.Size) -> torch.Tensor:
         _, c, h, w = shape
-        grids = torch.stack(
-            [torch.rand((c, BACKGROUND_GRID, BACKGROUND_GRID), generator=g) for g in self.gens]
-        )
-        return F.interpolate(grids, size=(h, w), mode="bilinear", align_corners=False)
+        return random_backgrounds(self.gens, c, h, w)
 
     def rgba(self) -> torch.Tensor:
         """(N, C + 1, H, W): the image and its alpha, straight (not premultiplied)."""
@@ -81,6 +78,15 @@ class AlphaParam:
     def blur_(self, sigma: float) -> None:
         self.rgb.blur_(sigma)
         self.alpha.blur_(sigma)
+
+
+def random_backgrounds(generators: list[torch.Generator], c: int, h: int, w: int) -> torch.Tensor:
+    """(N, C, H, W) smooth colour noise, one image per generator: a BACKGROUND_GRID-square
+    grid of uniform random colours, bilinearly upsampled."""
+    grids = torch.stack(
+        [torch.rand((c, BACKGROUND_GRID, BACKGROUND_GRID), generator=g) for g in generators]
+    )
+    return F.interpolate(grids, size=(h, w), mode="bilinear", align_corners=False)
 
 
 def flatten_alpha(image: torch.Tensor, background: float = FINAL_BACKGROUND) -> torch.Tensor:

@@ -60,7 +60,14 @@ def handle_for(
     device: str,
     metadata: dict[str, str] | None = None,
 ) -> ModelHandle:
-    spec = meta.input_spec or _spec_from_program(program)
+    from_program = _spec_from_program(program)
+    spec = meta.input_spec or from_program
+    if meta.input_spec is not None and from_program is not None and not meta.gives_shape:
+        # the sidecar gives mean/std only: the shape is the program's
+        given = meta.input_spec
+        spec = InputSpec(
+            from_program.channels, from_program.height, from_program.width, given.mean, given.std
+        )
     return build_handle(
         name=name,
         source=source,

@@ -16,6 +16,7 @@ archive, overridden by a sidecar beside it and then by explicit arguments.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tarfile
 import zipfile
@@ -163,8 +164,8 @@ def _embedded_metadata(zf: zipfile.ZipFile, p: Path) -> Sidecar:
     if sidecar.classes is None and "index_to_name.json" in names:
         origin = f"{p}!index_to_name.json"
         classes = parse_class_names(_json_member(zf, "index_to_name.json", p), origin)
-        sidecar = Sidecar(
-            sidecar.input_spec, classes, None, sidecar.description, sidecar.origin or origin
+        sidecar = dataclasses.replace(
+            sidecar, classes=classes, factory=None, origin=sidecar.origin or origin
         )
     return sidecar
 

@@ -15,6 +15,7 @@ come from a TorchServe ``index_to_name.json`` (``{"0": "name" | ["id", "name"]}`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -43,6 +44,13 @@ class Sidecar:
     factory: str | None = None
     description: str = ""
     origin: str = ""
+    # which of SPEC_KEYS the source gave ("" = all, e.g. explicit arguments): a sidecar
+    # that gives only mean/std leaves the shape to what a .pt2 program says
+    spec_keys: frozenset[str] = frozenset()
+
+    @property
+    def gives_shape(self) -> bool:
+        return not self.spec_keys or bool({"channels", "height", "width"} & self.spec_keys)
 
     def merged_over(self, other: Sidecar) -> Sidecar:
         """``self`` with gaps filled from ``other`` (self wins)."""
@@ -54,6 +62,7 @@ class Sidecar:
             # error messages about class names should name where the names came from
             origin=(self.origin if self.classes or not other.classes else other.origin)
             or other.origin,
+            spec_keys=self.spec_keys if self.input_spec else other.spec_keys,
         )
 
 
@@ -79,7 +88,9 @@ def parse_sidecar(data: Any, origin: str) -> Sidecar:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise InvalidArgument(f"{origin}: description", "must be a string")
-    return Sidecar(spec, classes, factory, description, origin)
+    return Sidecar(
+        spec, classes, factory, description, origin, frozenset(k for k in SPEC_KEYS if k in data)
+    )
 
 
 def spec_from_mapping(d: Mapping[str, Any], origin: str) -> InputSpec:
@@ -164,11 +175,5 @@ def find_sidecar(model_path: Path) -> Sidecar:
     index = model_path.with_name("index_to_name.json")
     if sidecar.classes is None and index.is_file():
         classes = parse_class_names(read_json(index, "index_to_name.json"), str(index))
-        sidecar = Sidecar(
-            sidecar.input_spec,
-            classes,
-            sidecar.factory,
-            sidecar.description,
-            sidecar.origin or str(index),
-        )
+        sidecar = dataclasses.replace(sidecar, classes=classes, origin=sidecar.origin or str(index))
     return sidecar

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from protolens_server.blobs import BlobStore
+from protolens_server.queue.codec import text
 from protolens_server.queue.keys import BLOBS_FIELD, Keys
 
 
@@ -43,8 +44,7 @@ async def referenced_blobs(redis: aioredis.Redis, keys: Keys) -> tuple[set[str],
             pipe.hget(key, BLOBS_FIELD)
         for value in await pipe.execute():
             if value:
-                text = value.decode() if isinstance(value, bytes) else str(value)
-                marked.update(text.split())
+                marked.update(text(value).split())
 
     async for key in redis.scan_iter(match=keys.results_pattern, count=1000):
         results += 1

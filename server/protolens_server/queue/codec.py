@@ -21,8 +21,9 @@ _STR_FIELDS = ("job_id", "state", "error", "cache_key", "worker", "phase", "phas
 RECORD_FIELDS = (*_JSON_FIELDS, *_FLOAT_FIELDS, *_INT_FIELDS, *_STR_FIELDS, "cache_hit")
 
 
-def _text(v: bytes | str) -> str:
-    return v.decode() if isinstance(v, bytes) else v
+def text(v: object) -> str:
+    """A Redis reply value as a str (redis-py answers bytes unless told otherwise)."""
+    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 def record_to_fields(record: JobRecord) -> dict[str, str]:
@@ -42,7 +43,7 @@ def record_to_fields(record: JobRecord) -> dict[str, str]:
 
 
 def record_from_fields(fields: dict[Any, Any]) -> JobRecord:
-    f = {_text(k): _text(v) for k, v in fields.items() if _text(k) in RECORD_FIELDS}
+    f = {text(k): text(v) for k, v in fields.items() if text(k) in RECORD_FIELDS}
     d: dict[str, Any] = {
         "spec": json.loads(f["spec"]),
         "prototypes": json.loads(f.get("prototypes", "[]")),
@@ -70,6 +71,12 @@ def scores_from_json(raw: bytes) -> dict[str, Any]:
     return dict(json.loads(raw))
 
 
+def spec_from_json(raw: str | bytes) -> JobSpec:
+    """A job hash's ``spec`` field."""
+    stub = {"job_id": "", "spec": json.loads(raw), "state": "QUEUED"}
+    return JobRecord.from_json(json.dumps(stub)).spec
+
+
 def prototypes_from_json(raw: str | bytes) -> list[StoredPrototype]:
     """Parse a prototypes list by round-tripping through JobRecord's own parser."""
     stub = {"job_id": "", "spec": _EMPTY_SPEC, "state": "QUEUED", "prototypes": json.loads(raw)}
@@ -81,7 +88,7 @@ _EMPTY_SPEC = dataclasses.asdict(JobSpec(model="", model_digest="", targets=(), 
 
 def event_from_fields(job_id: str, fields: dict[Any, Any], entry_id: str = "") -> JobEvent:
     """An event from its stream entry; ``entry_id`` (``<ms>-<seq>``) gives its time."""
-    f = {_text(k): _text(v) for k, v in fields.items()}
+    f = {text(k): text(v) for k, v in fields.items()}
     millis = entry_id.partition("-")[0]
     return JobEvent(
         job_id=job_id,

@@ -31,10 +31,22 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.backoff import ExponentialBackoff
-from redis.exceptions import ClusterDownError, ConnectionError, SlotNotCoveredError, TimeoutError
+from redis.backoff import ExponentialBackoff, NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ConnectionError,
+    RedisError,
+    SlotNotCoveredError,
+    TimeoutError,
+)
 
 from protolens_server.errors import InvalidArgument
+
+# What callers above the queue may catch, without importing redis themselves:
+UNREACHABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError)
+"""Redis did not answer (after the client's retries): try again later (API: UNAVAILABLE)."""
+StoreError = RedisError
+"""Any error from Redis (UNREACHABLE ones included)."""
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -219,3 +231,18 @@ def pool_usage(client: object) -> tuple[int, int]:
     in_use = getattr(pool, "_in_use_connections", ())
     idle = getattr(pool, "_available_connections", ())
     return len(in_use), len(idle)
+
+
+def probe_client(redis_url: str, timeout_s: float, *, role: str) -> aioredis.Redis:
+    """A client for health PINGs: one connection, no retries, short timeouts (so an outage
+    shows at once, and a busy main pool never looks like one)."""
+    return redis_from_url(
+        redis_url,
+        max_connections=1,
+        pool_timeout_s=timeout_s,
+        retry=Retry(NoBackoff(), 0),
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        health_check_interval=0,
+        client_name=client_name(role),
+    )

@@ -29,29 +29,33 @@ import redis.asyncio as aioredis
 from protolens_server.blobs import BlobStore, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.queue import scripts
-from protolens_server.queue.codec import prototypes_to_json, record_from_fields, scores_to_json
-from protolens_server.queue.connection import is_cluster
+from protolens_server.queue.codec import (
+    prototypes_to_json,
+    record_from_fields,
+    scores_to_json,
+    spec_from_json,
+    text,
+)
+from protolens_server.queue.connection import client_name, is_cluster, redis_from_url
 from protolens_server.queue.keys import (
     BLOBS_FIELD,
+    CACHE_KEY_FIELD,
     CANCEL_FIELD,
     GROUP,
     JOB_ID_FIELD,
     PARKED,
     PNG_FIELD,
     PROTOTYPES_FIELD,
+    SPEC_FIELD,
     Keys,
 )
-from protolens_server.queue.records import JobRecord, StoredPrototype
+from protolens_server.queue.records import JobRecord, JobSpec, StoredPrototype
 from protolens_server.quotas import load_quotas
 
 # An entry handed back gets this idle time (plus how long it has been in the line of
 # handed-back entries), so the next reclaim of any worker takes it, oldest in line first.
 HANDBACK_IDLE_MS = 31_536_000_000
 _SCAN_ROWS = 1000  # pending entries looked at per worker consumer when reclaiming
-
-
-def _text(v: object) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,28 @@ class QueueConsumer:
         default_running, own = load_quotas(settings.tenants_file).running_limits()
         self._running_limits = (default_running, json.dumps(own) if own else "{}")
 
+    @classmethod
+    def connect(cls, settings: Settings, name: str) -> QueueConsumer:
+        """A consumer with its own client for ``settings.redis_url`` (``close`` closes it)."""
+        client = redis_from_url(settings.redis_url, client_name=client_name("worker"))
+        return cls(client, settings, name)
+
+    async def ensure_groups(self) -> None:
+        """Create the ``workers`` group on every priority stream (idempotent)."""
+        from protolens_server.queue.jobs import ensure_groups
+
+        await ensure_groups(self.redis, self.keys)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    async def peek_spec(self, job_id: str) -> tuple[JobSpec | None, str | None]:
+        """A job's spec and cache key before claiming it (None, None if its record is gone)."""
+        raw, ck = await self.redis.hmget(self.keys.job(job_id), SPEC_FIELD, CACHE_KEY_FIELD)
+        if raw is None:
+            return None, None
+        return spec_from_json(raw), (text(ck) if ck is not None else None)
+
     # --- taking work -----------------------------------------------------------------
     async def read(self, count: int, *, block_ms: int = 0) -> list[Entry]:
         """Up to ``count`` waiting jobs, taken fairly across tenants (p0 first within one).
@@ -142,7 +168,7 @@ class QueueConsumer:
             keys=[self.keys.ready, self.keys.ready_set],
             args=[self.keys.prefix, GROUP, PARKED, self.name, count, default_running, own],
         )
-        flat = [_text(v) for v in reply]
+        flat = [text(v) for v in reply]
         return [Entry(flat[i], flat[i + 1], flat[i + 2]) for i in range(0, len(flat), 3)]
 
     async def reclaim(self, count: int) -> list[Entry]:
@@ -160,9 +186,9 @@ class QueueConsumer:
         for rank, stream in enumerate(self.keys.streams):
             summary = await self.redis.xpending(stream, GROUP)
             holders = [
-                _text(c["name"])
+                text(c["name"])
                 for c in summary.get("consumers") or []
-                if _text(c["name"]) != PARKED and int(c["pending"]) > 0
+                if text(c["name"]) != PARKED and int(c["pending"]) > 0
             ]
             for holder in holders:
                 rows = await self.redis.xpending_range(
@@ -172,7 +198,7 @@ class QueueConsumer:
                     idle = int(row["time_since_delivered"])
                     since = now_ms - (idle - HANDBACK_IDLE_MS) if idle >= HANDBACK_IDLE_MS else 0
                     order = (0, 0, since) if since else (1, rank, -idle)
-                    found.append((order, stream, _text(row["message_id"]), since))
+                    found.append((order, stream, text(row["message_id"]), since))
         found.sort(key=lambda f: f[0])
         out: list[Entry] = []
         for _order, stream, entry_id, since in found:
@@ -182,8 +208,8 @@ class QueueConsumer:
                 stream, GROUP, self.name, min_idle, [entry_id]
             ):
                 if fields:
-                    job_id = _text(fields[b"job"])
-                    out.append(Entry(stream, _text(claimed_id), job_id, True, since))
+                    job_id = text(fields[b"job"])
+                    out.append(Entry(stream, text(claimed_id), job_id, True, since))
                 else:  # deleted while pending: nothing to run
                     await self.redis.xack(stream, GROUP, claimed_id)
         return out
@@ -207,7 +233,7 @@ class QueueConsumer:
                 k.events(entry.job_id),
                 entry.stream,
                 k.dead,
-                k.inflight(_text(ck) if ck else ""),
+                k.inflight(text(ck) if ck else ""),
                 *k.state_indexes,
             ],
             args=[
@@ -222,13 +248,13 @@ class QueueConsumer:
                 self.settings.job_retention_s,
             ],
         )
-        outcome = _text(answer[0])
+        outcome = text(answer[0])
         if outcome != "run":
             return outcome, None
         fields = answer[3:]
         record = record_from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
-        took_over = _text(answer[2]) == "RUNNING"
-        return outcome, Delivery(entry, token, record, int(_text(answer[1])), took_over=took_over)
+        took_over = text(answer[2]) == "RUNNING"
+        return outcome, Delivery(entry, token, record, int(text(answer[1])), took_over=took_over)
 
     async def hold(self, entry: Entry) -> bool:
         """Keep an entry read ahead of its batch from being reclaimed; False if lost."""
@@ -307,14 +333,22 @@ class QueueConsumer:
 
     # --- giving work up ------------------------------------------------------------
     async def finish(
-        self, delivery: Delivery, prototypes: list[StoredPrototype], pngs: list[bytes], step: int
+        self,
+        delivery: Delivery,
+        prototypes: list[StoredPrototype],
+        pngs: list[bytes],
+        step: int,
+        tensors: list[bytes] | None = None,
     ) -> bool:
-        """Store the result and mark the job SUCCEEDED; False if this delivery lost the job."""
+        """Store the result and mark the job SUCCEEDED; False if this delivery lost the job.
+        ``pngs`` and ``tensors`` (float32 safetensors) are each prototype's image files."""
         k = self.keys
         ck = delivery.record.cache_key
         # Images and scores go to the blob store first; the result hash names them (a sweep
         # between the two spares them: blob_gc's grace).
-        stored, keys = await asyncio.to_thread(_put_blobs, self.blobs, prototypes, pngs)
+        stored, keys = await asyncio.to_thread(
+            _put_blobs, self.blobs, prototypes, pngs, tensors or []
+        )
         protos_json = prototypes_to_json(stored)
         result_fields: list[str | bytes] = [
             PROTOTYPES_FIELD,
@@ -352,7 +386,7 @@ class QueueConsumer:
                 *result_fields,
             ],
         )
-        return _text(answer) == "ok"
+        return text(answer) == "ok"
 
     async def end(self, delivery: Delivery, mode: str, *, error: str = "", step: int = 0) -> str:
         """Give a job up: ``retry``, ``fail``, ``cancel`` or ``handback``.
@@ -392,7 +426,7 @@ class QueueConsumer:
                 k.tenant_base(spec.tenant),
             ],
         )
-        return _text(answer)
+        return text(answer)
 
     async def hand_back_entry(self, entry: Entry) -> None:
         """Release an entry read but never claimed so the next reclaim takes it at once,
@@ -415,14 +449,20 @@ class QueueConsumer:
 
 
 def _put_blobs(
-    blobs: BlobStore, prototypes: list[StoredPrototype], pngs: list[bytes]
+    blobs: BlobStore,
+    prototypes: list[StoredPrototype],
+    pngs: list[bytes],
+    tensors: list[bytes] = (),  # type: ignore[assignment]
 ) -> tuple[list[StoredPrototype], list[str]]:
-    """Write each prototype's PNG and scores to the blob store; the prototypes as Redis
-    keeps them (blob keys, no scores) and every key written."""
+    """Write each prototype's PNG, float tensor and scores to the blob store; the
+    prototypes as Redis keeps them (blob keys, no scores) and every key written."""
     stored, keys = [], []
     for i, p in enumerate(prototypes):
         png_key = blobs.put(pngs[i]) if i < len(pngs) else ""
+        tensor_key = blobs.put(tensors[i]) if i < len(tensors) else ""
         scores_key = blobs.put(scores_to_json(p.scores)) if p.scores else ""
-        keys += [k for k in (png_key, scores_key) if k]
-        stored.append(replace(p, png_key=png_key, scores_key=scores_key, scores=None))
+        keys += [k for k in (png_key, tensor_key, scores_key) if k]
+        stored.append(
+            replace(p, png_key=png_key, tensor_key=tensor_key, scores_key=scores_key, scores=None)
+        )
     return stored, keys

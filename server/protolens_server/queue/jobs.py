@@ -37,15 +37,19 @@ from protolens_server.queue.codec import (
     record_from_fields,
     record_to_fields,
     scores_from_json,
+    text,
 )
 from protolens_server.queue.connection import client_name, redis_from_url
 from protolens_server.queue.keys import (
+    CACHE_KEY_FIELD,
     GROUP,
     PARKED,
     PNG_FIELD,
     PRIORITIES,
     PROTOTYPES_FIELD,
+    STREAM_FIELD,
     TENANT_FIELD_PREFIX,
+    TENANT_QUEUE_FIELD,
     Keys,
 )
 from protolens_server.queue.pages import Offload, newest_first
@@ -64,10 +68,6 @@ log = get_logger("protolens.queue")
 def new_job_id() -> str:
     """Time-ordered id: 12 hex digits of milliseconds, then 12 random hex digits."""
     return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 class JobQueue:
@@ -141,13 +141,13 @@ class JobQueue:
         pipe.hget(k.result(ck), PROTOTYPES_FIELD)
         pipe.get(k.inflight(ck))
         prev, cached, inflight = await pipe.execute()
-        prev = _text(prev) if (prev and use_idem) else ""
+        prev = text(prev) if (prev and use_idem) else ""
         if prev:
             try:
                 return await self.get(prev, tenant=spec.tenant), "idempotent_replay"
             except JobNotFound:
                 pass  # expired, or this tenant cancelled its interest: submit afresh
-        inflight = _text(inflight) if inflight else ""
+        inflight = text(inflight) if inflight else ""
         record = self._new_record(spec, ck, cached)
         fields = await self._cpu(_large(spec), record_to_fields, record)
         flat = [x for kv in fields.items() for x in kv]
@@ -189,7 +189,7 @@ class JobQueue:
                 spec.priority,
             ],
         )
-        outcome, value = _text(answer[0]), _text(answer[1])
+        outcome, value = text(answer[0]), text(answer[1])
         if outcome == "retry":
             return None
         if outcome == "full":
@@ -300,10 +300,12 @@ class JobQueue:
         calling tenant; the others keep it. Finished jobs: FailedPrecondition.
         """
         k = self.keys
-        meta = await self.redis.hmget(k.job(job_id), "stream", "cache_key", "tq")
-        stream = _text(meta[0]) if meta[0] else k.stream(1)
-        ck = _text(meta[1]) if meta[1] else ""
-        tenant_queue = _text(meta[2]) if meta[2] else k.tenant_queue(tenant or "", 1)
+        meta = await self.redis.hmget(
+            k.job(job_id), STREAM_FIELD, CACHE_KEY_FIELD, TENANT_QUEUE_FIELD
+        )
+        stream = text(meta[0]) if meta[0] else k.stream(1)
+        ck = text(meta[1]) if meta[1] else ""
+        tenant_queue = text(meta[2]) if meta[2] else k.tenant_queue(tenant or "", 1)
         answer = await self._cancel(
             keys=[
                 k.job(job_id),
@@ -316,7 +318,7 @@ class JobQueue:
             ],
             args=[job_id, tenant or "", repr(time.time()), self.settings.job_retention_s, GROUP],
         )
-        outcome, state = _text(answer[0]), _text(answer[1])
+        outcome, state = text(answer[0]), text(answer[1])
         if outcome == "notfound":
             raise JobNotFound(f"job {job_id!r} not found", job=job_id)
         if outcome == "finished":
@@ -352,7 +354,7 @@ class JobQueue:
             entries = await self.redis.xread({key: last}, count=100)
             entries = entries[0][1] if entries else []
             for entry_id, fields in entries:
-                last = _text(entry_id)
+                last = text(entry_id)
                 event = event_from_fields(job_id, fields, last)
                 yield last, event
                 if event.state.finished:
@@ -379,7 +381,7 @@ class JobQueue:
         async with self.events.subscribe(key, last) as subscription:
             while True:
                 entry_id, fields = await subscription.next()
-                event = event_from_fields(job_id, fields, _text(entry_id))
+                event = event_from_fields(job_id, fields, text(entry_id))
                 yield entry_id, event
                 if event.state.finished:
                     return
@@ -417,10 +419,33 @@ class JobQueue:
         # bytes themselves, until they expire).
         png = stored
         if stored is not None and is_blob_key(stored):
-            png = await asyncio.to_thread(self.blobs.get, _text(stored))
+            png = await asyncio.to_thread(self.blobs.get, text(stored))
         if png is None:
             raise NotFound(f"the stored image of job {job_id} has expired; submit it again")
         return bytes(png)
+
+    async def get_tensor(
+        self,
+        job_id: str,
+        index: int,
+        *,
+        tenant: str | None = None,
+        record: JobRecord | None = None,
+    ) -> bytes:
+        """Prototype ``index`` as a float32 safetensors file (``imageio.encode_tensor``):
+        the lossless tensor the worker stored, or, for a result stored before tensors
+        were, its PNG decoded (8-bit values; metadata ``"from": "png"``)."""
+        if record is None or record.job_id != job_id:
+            record = await self.get(job_id, tenant=tenant)
+        ready = record.state == JobState.SUCCEEDED and 0 <= index < len(record.prototypes)
+        key = record.prototypes[index].tensor_key if ready else ""
+        if key:
+            data = await asyncio.to_thread(self.blobs.get, key)
+            if data is None:
+                raise NotFound(f"the stored tensor of job {job_id} has expired; submit it again")
+            return bytes(data)
+        png = await self.get_png(job_id, index, tenant=tenant, record=record)  # checks state
+        return await asyncio.to_thread(_tensor_from_png, png)
 
     async def load_scores(self, record: JobRecord, indexes: Sequence[int] | None = None) -> None:
         """Fill ``scores`` of the record's prototypes (all, or those at ``indexes``) from the
@@ -521,7 +546,7 @@ async def queue_stats(redis: aioredis.Redis, keys: Keys, settings: Settings) -> 
             summary = await redis.xpending(stream, GROUP)
             pending = int(summary["pending"])
             for c in summary.get("consumers") or []:
-                if _text(c["name"]) == PARKED:
+                if text(c["name"]) == PARKED:
                     waiting = int(c["pending"])
         except aioredis.ResponseError:
             pass
@@ -531,7 +556,7 @@ async def queue_stats(redis: aioredis.Redis, keys: Keys, settings: Settings) -> 
         if waiting:
             head = await redis.xpending_range(stream, GROUP, "-", "+", 1, consumername=PARKED)
         if head:
-            ms = int(_text(head[0]["message_id"]).split("-")[0])
+            ms = int(text(head[0]["message_id"]).split("-")[0])
             oldest = max(oldest, now - ms / 1000)
     horizon = now - settings.job_retention_s
     pipe = redis.pipeline(transaction=False)
@@ -569,3 +594,10 @@ def set_queue_gauges(stats: dict[str, Any]) -> None:
         metrics.JOBS_BY_STATE.labels(state).set(n)
     metrics.DEAD_LETTERS.set(stats["dead_letters"])
     metrics.WORKERS_ALIVE.set(stats["workers_alive"])
+
+
+def _tensor_from_png(png: bytes) -> bytes:
+    from protolens_server.imageio import decode_png, encode_tensor, png_provenance
+
+    meta = {**png_provenance(png), "from": "png"}
+    return encode_tensor(decode_png(png), meta)

@@ -24,7 +24,7 @@ The rest:
 - ``{prefix}:apikey:<id>``         API key hash: tenant, role, name, sha256 of the secret
 - ``{prefix}:apikeys``             ids of every API key (set)
 - ``{prefix}:rate:<tenant>:<sec>`` a tenant's requests in one second (quota counter)
-- ``{prefix}:check:{<id>}``        check hash: the check's record (checks/store.py)
+- ``{prefix}:check:{<id>}``        check hash: the check's record (queue/checks.py)
 - ``{prefix}:check:{<id>}:report`` a SUCCEEDED check's HTML and JSON report (hash)
 - ``{prefix}:check:{<id>}:lease``  token of the API replica driving the check (PX lease)
 - ``{prefix}:tenant:<len>:<tenant>:checks`` a tenant's check ids (sorted set, lexical = time)
@@ -148,7 +148,7 @@ class Keys:
         """The tenant's request-rate state (GCRA arrival time, api/auth.py)."""
         return f"{self.prefix}:rate:{len(tenant)}:{tenant}"
 
-    # --- checks (checks/store.py) ------------------------------------------------------
+    # --- checks (queue/checks.py) ------------------------------------------------------
     def check(self, check_id: str) -> str:
         return f"{self.prefix}:check:{{{check_id}}}"
 
@@ -187,6 +187,9 @@ def _glob_escape(text: str) -> str:
 
 # Fields of the job hash that are queue bookkeeping, not JobRecord fields.
 TENANT_FIELD_PREFIX = "t:"  # t:<tenant> -> number of that tenant's requests attached
+SPEC_FIELD = "spec"  # the job's JobSpec as JSON (a JobRecord field)
+CACHE_KEY_FIELD = "cache_key"  # the job's cache key (a JobRecord field)
+TENANT_QUEUE_FIELD = "tq"  # the tenant list holding the job's id while it waits
 OWNER_FIELD = "owner"  # delivery token of the worker allowed to finish the job
 CANCEL_FIELD = "cancel"  # "1" once cancel was asked while running
 STREAM_FIELD = "stream"  # priority stream holding the job's entry

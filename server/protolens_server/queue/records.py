@@ -122,6 +122,9 @@ class StoredPrototype:
     scores: dict[str, Any] | None = None  # engine scores as a JSON-able dict
     png_key: str = ""  # blob key of the PNG
     scores_key: str = ""  # blob key of the scores JSON ("" = no scores)
+    # blob key of the lossless float32 (C, H, W) tensor, a safetensors file (imageio.
+    # encode_tensor); "" for results stored before tensors were (their PNG is all there is)
+    tensor_key: str = ""
 
     @property
     def has_scores(self) -> bool:

@@ -28,6 +28,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 
 from protolens_server import metrics
 from protolens_server.logging import get_logger
+from protolens_server.queue.codec import text
 
 log = get_logger(__name__)
 Entry = tuple[str, dict[Any, Any]]  # (entry id, fields)
@@ -39,10 +40,6 @@ def entry_order(entry_id: str) -> tuple[int, int]:
     """A stream entry id (``ms-seq``) as a sortable pair; ``"0"`` is (0, 0)."""
     ms, _, seq = entry_id.partition("-")
     return int(ms or 0), int(seq or 0)
-
-
-def _text(v: Any) -> str:
-    return v.decode() if isinstance(v, bytes) else str(v)
 
 
 @dataclass(eq=False)
@@ -140,14 +137,14 @@ class EventFanout:
                 continue
             metrics.WATCH_READS.inc()
             for key, entries in reply or []:
-                key = _text(key)
+                key = text(key)
                 start = entry_order(wanted[key])
                 # A subscriber that joined during the read with a cursor before the read's
                 # start would get a gap (entries it never saw are skipped by its cursor):
                 # it waits for the next read, which starts at its cursor.
                 subs = [s for s in self._subs.get(key, ()) if entry_order(s.cursor) >= start]
                 for entry_id, fields in entries:
-                    eid = _text(entry_id)
+                    eid = text(entry_id)
                     for sub in subs:
                         sub.offer(eid, fields)
 

@@ -229,6 +229,13 @@ class Viewer:
         self.cache.put(self.owner, prototype)
         return prototype
 
+    async def prototype_tensor(self, job_id: str, index: int) -> tuple[Prototype, bytes]:
+        """The prototype and its float32 safetensors bytes (fetched each time, not cached:
+        a download, about 4 bytes per channel and pixel)."""
+        prototype = await self.client.get_prototype(job_id, index, include_float=True)
+        self.cache.accepted(self.owner)
+        return prototype, prototype.float_tensor
+
     async def add_scores(self, cards: Sequence[Card]) -> None:
         """Fill in path similarity (and its interval, when given) of the scored cards."""
         gate = asyncio.Semaphore(FETCH_CONCURRENCY)

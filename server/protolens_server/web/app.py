@@ -128,6 +128,7 @@ def create_app(settings: Settings, *, client: AsyncClient | None = None) -> Star
         Route("/jobs/{job}/cancel", bound(views.cancel_job), methods=["POST"]),
         Route("/jobs/{job}/prototypes/{index:int}.png", bound(views.prototype_png)),
         Route("/jobs/{job}/prototypes/{index:int}.json", bound(views.prototype_json)),
+        Route("/jobs/{job}/prototypes/{index:int}.safetensors", bound(views.prototype_tensor)),
         Route("/jobs/{job}/prototypes/{index:int}", bound(views.prototype)),
         Route("/checks", bound(views.checks)),
         Route("/checks/{check}", bound(views.check)),

@@ -300,6 +300,21 @@ async def prototype_png(request: Request, state: GalleryState) -> Response:
 
 
 @page
+async def prototype_tensor(request: Request, state: GalleryState) -> Response:
+    """The lossless float32 tensor (safetensors), as a download."""
+    v = viewer(request, state)
+    proto, data = await v.prototype_tensor(request.path_params["job"], request.path_params["index"])
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={
+            "content-disposition": f'attachment; filename="{proto.stem}.safetensors"',
+            "cache-control": "private, max-age=86400",
+        },
+    )
+
+
+@page
 async def prototype_json(request: Request, state: GalleryState) -> Response:
     v = viewer(request, state)
     proto = await v.prototype(request.path_params["job"], request.path_params["index"])

@@ -176,15 +176,18 @@ def package(
     *,
     settings: Settings,
     device: str,
-) -> tuple[list[StoredPrototype], list[bytes]]:
-    """Encode one job's prototypes and score them as stored (when the job names a reference
-    set): the scores describe the PNG the user downloads, decoded."""
-    from protolens_server.imageio import encode_png
+) -> tuple[list[StoredPrototype], list[bytes], list[bytes]]:
+    """Encode one job's prototypes (a PNG, a preview for other than 1 or 3 channels, and the
+    lossless float32 tensor, both with their provenance) and score them as stored (when
+    the job names a reference set): the scores describe the image the user downloads."""
+    from protolens_server.imageio import encode_png, encode_tensor
 
+    metas = [provenance(spec, p) for p in prototypes]
     pngs = [
-        encode_png(p.image, provenance=provenance(spec, p), alpha=p.config.alpha)
-        for p in prototypes
+        encode_png(p.image, provenance=m, alpha=p.config.alpha)
+        for p, m in zip(prototypes, metas, strict=True)
     ]
+    tensors = [encode_tensor(p.image, m) for p, m in zip(prototypes, metas, strict=True)]
     if spec.reference_set:
         from protolens_server.scores.naming import registered_path
         from protolens_server.scores.scoring import score_prototypes
@@ -204,7 +207,7 @@ def package(
         )
         for p in prototypes
     ]
-    return stored, pngs
+    return stored, pngs, tensors
 
 
 def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:

@@ -20,8 +20,6 @@ import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import redis.asyncio as aioredis
-
 from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.engine import ProgressEvent
@@ -33,10 +31,8 @@ from protolens_server.errors import (
     NotFound,
 )
 from protolens_server.logging import bind, get_logger
-from protolens_server.queue.codec import record_from_fields
-from protolens_server.queue.connection import client_name, redis_from_url
+from protolens_server.queue.connection import UNREACHABLE, StoreError
 from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
-from protolens_server.queue.jobs import ensure_groups
 from protolens_server.queue.records import JobSpec, JobState
 from protolens_server.worker.batching import Batch, job_images
 from protolens_server.worker.models import ModelCache
@@ -123,7 +119,6 @@ class Worker:
         self.models = ModelCache(lambda n: catalog.load(n, self.device), settings.model_cache_bytes)
         self.metrics_port = metrics_port
         self.block_ms = block_ms
-        self.redis: aioredis.Redis | None = None
         self.consumer: QueueConsumer | None = None
         self.batches_run = 0
         self._carry: list[Entry] = []  # read (several streams at once) but not yet looked at
@@ -144,7 +139,7 @@ class Worker:
             while not self._stopping:
                 try:
                     handled = await self.run_once(block_ms=0 if burst else self.block_ms)
-                except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+                except UNREACHABLE as e:
                     backoff = min(5.0, backoff * 2)
                     log.warning("redis unreachable (%s); retrying in %.1fs", e, backoff)
                     await asyncio.sleep(backoff)
@@ -167,15 +162,14 @@ class Worker:
     async def startup(self) -> None:
         if self.consumer is not None:
             return
-        self.redis = redis_from_url(self.settings.redis_url, client_name=client_name("worker"))
-        self.consumer = QueueConsumer(self.redis, self.settings, self.name)
+        self.consumer = QueueConsumer.connect(self.settings, self.name)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve_metrics(self.metrics_port)
         await asyncio.to_thread(_warm_up)
         try:  # Redis may be down right now: the loops retry with backoff, so carry on
-            await ensure_groups(self.redis, self.consumer.keys)
+            await self.consumer.ensure_groups()
             await self.heartbeat()
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+        except UNREACHABLE as e:
             log.warning("redis unreachable at start (%s); will keep trying", e)
         self._heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
         self._cancel_task = asyncio.create_task(self._cancel_loop(), name="cancel-watch")
@@ -193,9 +187,8 @@ class Worker:
         if self._publish_task is not None:
             await asyncio.gather(self._publish_task, return_exceptions=True)
         await self.consumer.leave()
-        assert self.redis is not None
-        await self.redis.aclose()
-        self.consumer = self.redis = None
+        await self.consumer.close()
+        self.consumer = None
         log.info("worker %s stopped", self.name)
 
     def request_stop(self) -> None:
@@ -261,13 +254,8 @@ class Worker:
 
     async def _peek_spec(self, entry: Entry) -> tuple[JobSpec | None, str | None]:
         """The job's spec and cache key (None, None if its record is gone)."""
-        assert self.redis is not None and self.consumer is not None
-        key = self.consumer.keys.job(entry.job_id)
-        raw, ck = await self.redis.hmget(key, "spec", "cache_key")
-        if raw is None:
-            return None, None
-        fields = {"spec": raw, "job_id": entry.job_id, "state": "QUEUED"}
-        return record_from_fields(fields).spec, (ck.decode() if ck is not None else None)
+        assert self.consumer is not None
+        return await self.consumer.peek_spec(entry.job_id)
 
     async def _claim(self, entry: Entry, cache_key: str | None = None) -> Delivery | None:
         assert self.consumer is not None
@@ -337,7 +325,7 @@ class Worker:
         spec = delivery.record.spec
         self._set_phase([delivery], *finishing_phase(spec))
         try:
-            stored, pngs = await asyncio.to_thread(
+            stored, pngs, tensors = await asyncio.to_thread(
                 package, handle, spec, prototypes, settings=self.settings, device=self.device
             )
         except Exception as e:
@@ -345,7 +333,9 @@ class Worker:
             return
         steps = max((p.steps for p in prototypes), default=0)
         consumer = self.consumer
-        ok = await _persist(lambda: consumer.finish(delivery, stored, pngs, step=steps))
+        ok = await _persist(
+            lambda: consumer.finish(delivery, stored, pngs, step=steps, tensors=tensors)
+        )
         elapsed = time.monotonic() - started
         with bind(job_id=delivery.job_id, tenant=spec.tenant, trace_id=spec.trace_id or None):
             if ok:
@@ -457,7 +447,7 @@ class Worker:
                     await self.consumer.progress(
                         d, d.step, total, d.best_probability, d.phase, d.phase_message
                     )
-                except aioredis.RedisError as e:
+                except StoreError as e:
                     log.warning("progress of job %s not written: %s", d.job_id, e)
 
     # --- heartbeat -------------------------------------------------------------------
@@ -573,7 +563,7 @@ async def _persist(call: Callable[[], Awaitable[T]], patience_s: float = 60.0) -
     while True:
         try:
             return await asyncio.shield(call())
-        except (aioredis.ConnectionError, aioredis.TimeoutError) as e:
+        except UNREACHABLE as e:
             if time.monotonic() + delay > deadline:
                 raise
             log.warning("redis unreachable while storing (%s); retrying in %.1fs", e, delay)
