@@ -18,10 +18,17 @@
     └── GenerationDiverged     the optimisation produced NaN/Inf
 
 The API maps each class to a gRPC status in one table (api/errors.py); the CLI
-prints ``str(error)`` as one line.
+prints ``str(error)`` as one line. A failure that is stored (a failed job's, a failed
+check's) is an ``ErrorRecord``: (reason, message, metadata) as data; the API maps its
+reason to a status when it answers, through the same table.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+GENERATION_FAILED = "GENERATION_FAILED"  # the reason of a failure that is not a domain error
 
 
 class ProtolensError(Exception):
@@ -116,3 +123,53 @@ class GenerationCancelled(ProtolensError):
 
 class GenerationDiverged(ProtolensError):
     reason = "DIVERGED"
+
+
+@dataclass(frozen=True)
+class ErrorRecord:
+    """A failure as stored: the domain error's ``reason`` (``GENERATION_FAILED`` for any
+    other exception), its message and metadata. No status code: api/errors.py maps the
+    reason when the API answers."""
+
+    reason: str
+    message: str
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, exc: ProtolensError) -> ErrorRecord:
+        return cls(exc.reason, exc.message, dict(exc.metadata))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"reason": self.reason, "message": self.message, "metadata": dict(self.metadata)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ErrorRecord:
+        metadata = d.get("metadata") or {}
+        return cls(
+            str(d.get("reason") or GENERATION_FAILED),
+            str(d.get("message", "")),
+            {str(k): str(v) for k, v in metadata.items()},
+        )
+
+
+def error_class(reason: str) -> type[ProtolensError] | None:
+    """The domain error class whose ``reason`` is ``reason`` (None for any other)."""
+    todo: list[type[ProtolensError]] = [ProtolensError]
+    while todo:
+        cls = todo.pop()
+        if cls.reason == reason:
+            return cls
+        todo += cls.__subclasses__()
+    return None
+
+
+def error_class_named(name: str) -> type[ProtolensError] | None:
+    """The domain error class called ``name`` (how jobs stored errors before ErrorRecord:
+    ``"<ClassName>: message"``)."""
+    todo: list[type[ProtolensError]] = [ProtolensError]
+    while todo:
+        cls = todo.pop()
+        if cls.__name__ == name:
+            return cls
+        todo += cls.__subclasses__()
+    return None

@@ -20,7 +20,7 @@ from protolens.v1 import checks_pb2 as pb
 from protolens.v1 import checks_pb2_grpc, common_pb2
 
 from protolens_server.api.convert import timestamp_pb
-from protolens_server.api.errors import code_number, to_rpc_error
+from protolens_server.api.errors import stored_status
 from protolens_server.api.reference_sets import ReferenceSets
 from protolens_server.api.request_pool import RequestPool
 from protolens_server.api.tenancy import current_tenant
@@ -37,7 +37,7 @@ from protolens_server.api.validation import (
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.service import CheckRunner
 from protolens_server.engine.types import GenerationConfig
-from protolens_server.errors import InvalidArgument, ProtolensError
+from protolens_server.errors import ErrorRecord, InvalidArgument
 from protolens_server.queue.checks import CheckRecord
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckService"].full_name
@@ -53,11 +53,9 @@ def check_to_pb(run: CheckRecord) -> pb.Check:
     verdict = run.verdict
     error = None
     if run.error is not None:
+        status = stored_status(ErrorRecord.from_dict(run.error))
         error = common_pb2.Status(
-            code=int(run.error.get("code", 0)),
-            message=str(run.error.get("message", "")),
-            reason=str(run.error.get("reason", "")),
-            metadata={str(k): str(v) for k, v in (run.error.get("metadata") or {}).items()},
+            code=status.code, message=status.message, reason=status.reason, metadata=status.metadata
         )
     return pb.Check(
         name=names.CHECKS.name(run.check_id),
@@ -75,17 +73,6 @@ def check_to_pb(run: CheckRecord) -> pb.Check:
         create_time=timestamp_pb(run.created_at),
         end_time=timestamp_pb(run.finished_at),
     )
-
-
-def error_fields(exc: ProtolensError) -> dict[str, Any]:
-    """A check's error as stored: already mapped by the API's error table."""
-    mapped = to_rpc_error(exc)
-    return {
-        "code": code_number(mapped.code),
-        "reason": mapped.reason,
-        "message": mapped.message,
-        "metadata": dict(mapped.metadata),
-    }
 
 
 def _config(request: pb.StartCheckRequest, settings: Any) -> GenerationConfig:
@@ -215,7 +202,6 @@ def add_check_service(
         catalog,
         settings,
         ReferenceSets(settings.reference_root).digest,
-        error_fields=error_fields,
         **runner_options,
     )
     pool = pool if pool is not None else RequestPool(settings.request_threads)

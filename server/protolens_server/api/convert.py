@@ -17,8 +17,7 @@ from protolens.v1 import (
     units_pb2,
 )
 
-from protolens_server import errors as domain_errors
-from protolens_server.api.errors import lookup
+from protolens_server.api.errors import stored_status
 from protolens_server.queue.records import (
     JobEvent,
     JobPhase,
@@ -48,7 +47,6 @@ OUTCOME_TO_PB = {
     "idempotent_replay": service_pb2.CREATE_OUTCOME_IDEMPOTENT_REPLAY,
 }
 _CONFIG_FIELDS = {f.name for f in common_pb2.GenerationConfig.DESCRIPTOR.fields}
-_UNKNOWN_CODE = 2  # google.rpc.Code.UNKNOWN
 _CANCELLED_CODE = 1
 
 
@@ -126,26 +124,20 @@ def progress_to_pb(
 
 
 def error_to_pb(record: JobRecord) -> common_pb2.Status | None:
-    """The job's recorded error as a Status.
-
-    Workers record ``"<ErrorClass>: message"``; a domain error class name gives
-    the reason and code of the error table, anything else is GENERATION_FAILED.
-    """
-    if record.state == JobState.CANCELLED and not record.error:
-        return common_pb2.Status(code=_CANCELLED_CODE, message="cancelled", reason="CANCELLED")
-    if not record.error:
+    """The job's recorded failure (reason, message, metadata: data in the queue) as a
+    Status: the reason's code from the error table (api/errors.py), UNKNOWN for
+    GENERATION_FAILED, CANCELLED for a cancelled job."""
+    failure = record.failure
+    if failure is None:
+        if record.state == JobState.CANCELLED:
+            return common_pb2.Status(code=_CANCELLED_CODE, message="cancelled", reason="CANCELLED")
         return None
-    reason, code, message = "GENERATION_FAILED", _UNKNOWN_CODE, record.error
-    head, sep, rest = record.error.partition(": ")
-    cls = getattr(domain_errors, head, None) if sep else None
-    if isinstance(cls, type) and issubclass(cls, domain_errors.ProtolensError):
-        mapping = lookup(cls)
-        reason, message = cls.reason, rest
-        code = mapping.code.value[0] if mapping else _UNKNOWN_CODE
-    if record.state == JobState.CANCELLED:
-        code = _CANCELLED_CODE
-    metadata = {"attempts": str(record.attempts)}
-    return common_pb2.Status(code=code, message=message, reason=reason, metadata=metadata)
+    status = stored_status(failure)
+    code = _CANCELLED_CODE if record.state == JobState.CANCELLED else status.code
+    metadata = {**status.metadata, "attempts": str(record.attempts)}
+    return common_pb2.Status(
+        code=code, message=status.message, reason=status.reason, metadata=metadata
+    )
 
 
 def summary_to_pb(

@@ -64,6 +64,7 @@ MAX_MESSAGE_CHARS = 1000
 MAX_METADATA_CHARS = 200
 INTERNAL = Mapping(grpc.StatusCode.INTERNAL, "INTERNAL")
 INTERNAL_MESSAGE = "internal error; the server log has the details"
+_UNKNOWN_CODE = 2  # google.rpc.Code.UNKNOWN
 _BACKEND_MESSAGE = "the job store (Redis) is unreachable; retry shortly"
 
 
@@ -130,3 +131,25 @@ def _cap(text: str, limit: int) -> str:
 def code_number(code: grpc.StatusCode) -> int:
     """The google.rpc.Code number of a grpc.StatusCode (for Job.error.code)."""
     return int(code.value[0])
+
+
+@dataclass(frozen=True)
+class StoredStatus:
+    """A stored failure (``ErrorRecord``) as the API shows it (``common.Status`` fields)."""
+
+    code: int  # google.rpc.Code number
+    reason: str
+    message: str
+    metadata: dict[str, str]
+
+
+def stored_status(error: domain.ErrorRecord) -> StoredStatus:
+    """Map a stored failure by its reason, through the same table as live errors (a reason
+    that names no domain error, such as GENERATION_FAILED, is UNKNOWN); capped like them."""
+    cls = domain.error_class(error.reason)
+    mapping = lookup(cls) if cls is not None else None
+    code = code_number(mapping.code) if mapping is not None else _UNKNOWN_CODE
+    metadata = {
+        k[:MAX_METADATA_CHARS]: _cap(v, MAX_METADATA_CHARS) for k, v in error.metadata.items()
+    }
+    return StoredStatus(code, error.reason, _cap(error.message, MAX_MESSAGE_CHARS), metadata)

@@ -29,7 +29,6 @@ import logging
 import os
 import secrets
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +45,7 @@ from protolens_server.checks.run import PREVIOUS, analyse, check_compatible, res
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import (
     CheckNotFound,
+    ErrorRecord,
     FailedPrecondition,
     JobNotFound,
     ProtolensError,
@@ -60,12 +60,6 @@ LEASE_S = 15.0  # a dead replica's checks are resumed at most this long after it
 IDEMPOTENT_WAIT_S = 60.0  # a retry waits at most this long for the first call's start
 
 _REDIS_DOWN = UNREACHABLE
-ErrorFields = Callable[[ProtolensError], dict[str, Any]]
-
-
-def plain_error(exc: ProtolensError) -> dict[str, Any]:
-    """The stored error without a status code (the API passes one that adds the code)."""
-    return {"code": 2, "reason": exc.reason, "message": exc.message, "metadata": exc.metadata}
 
 
 @dataclass
@@ -106,7 +100,6 @@ class CheckRunner:
         *,
         chunk_size: int = DEFAULT_CHUNK,
         lease_s: float = LEASE_S,
-        error_fields: ErrorFields = plain_error,
     ) -> None:
         self.queue = queue
         self.catalog = catalog
@@ -114,7 +107,6 @@ class CheckRunner:
         self.resolve_reference = resolve_reference
         self.chunk_size = chunk_size
         self.lease_s = lease_s
-        self.error_fields = error_fields
         self.store = CheckStore(queue.redis, queue.keys, retention_s=settings.job_retention_s)
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Task[None]] = {}
@@ -357,7 +349,7 @@ class CheckRunner:
 
     async def _fail(self, record: CheckRecord, exc: ProtolensError) -> None:
         record.state, record.message = "FAILED", str(exc)
-        record.error = self.error_fields(exc)
+        record.error = ErrorRecord.of(exc).to_dict()  # data: the API maps it to a status
         try:
             await self._end(record)
         except (_Stop, *_REDIS_DOWN) as stop:  # ended elsewhere, or resumed after Redis is back

@@ -12,12 +12,22 @@ import dataclasses
 import json
 from typing import Any
 
+from protolens_server.errors import error_class_named
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState, StoredPrototype
 
-_JSON_FIELDS = ("spec", "prototypes")
+_JSON_FIELDS = ("spec", "prototypes", "error_metadata")
 _FLOAT_FIELDS = ("created_at", "started_at", "finished_at", "best_probability", "progress_at")
 _INT_FIELDS = ("step", "total_steps", "attempts")
-_STR_FIELDS = ("job_id", "state", "error", "cache_key", "worker", "phase", "phase_message")
+_STR_FIELDS = (
+    "job_id",
+    "state",
+    "error",
+    "error_reason",
+    "cache_key",
+    "worker",
+    "phase",
+    "phase_message",
+)
 RECORD_FIELDS = (*_JSON_FIELDS, *_FLOAT_FIELDS, *_INT_FIELDS, *_STR_FIELDS, "cache_hit")
 
 
@@ -47,6 +57,7 @@ def record_from_fields(fields: dict[Any, Any]) -> JobRecord:
     d: dict[str, Any] = {
         "spec": json.loads(f["spec"]),
         "prototypes": json.loads(f.get("prototypes", "[]")),
+        "error_metadata": json.loads(f.get("error_metadata") or "{}"),
         "cache_hit": f.get("cache_hit", "0") == "1",
     }
     for name in _FLOAT_FIELDS:
@@ -55,7 +66,17 @@ def record_from_fields(fields: dict[Any, Any]) -> JobRecord:
         d[name] = int(float(f.get(name, 0) or 0))
     for name in _STR_FIELDS:
         d[name] = f.get(name, "")
+    if d["error"] and not d["error_reason"]:
+        d["error_reason"], d["error"] = _legacy_error(d["error"])
     return JobRecord.from_json(json.dumps(d))
+
+
+def _legacy_error(error: str) -> tuple[str, str]:
+    """(reason, message) of an error stored as ``"<DomainErrorClass>: message"`` (how jobs
+    stored failures before ErrorRecord); ("", error) for any other text."""
+    head, sep, rest = error.partition(": ")
+    cls = error_class_named(head) if sep else None
+    return (cls.reason, rest) if cls is not None else ("", error)
 
 
 def prototypes_to_json(prototypes: list[StoredPrototype]) -> str:

@@ -28,6 +28,7 @@ import redis.asyncio as aioredis
 
 from protolens_server.blobs import BlobStore, open_blob_store
 from protolens_server.config import Settings
+from protolens_server.errors import ErrorRecord
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import (
     prototypes_to_json,
@@ -49,7 +50,7 @@ from protolens_server.queue.keys import (
     SPEC_FIELD,
     Keys,
 )
-from protolens_server.queue.records import JobRecord, JobSpec, StoredPrototype
+from protolens_server.queue.records import EndMode, EndOutcome, JobRecord, JobSpec, StoredPrototype
 from protolens_server.quotas import load_quotas
 
 # An entry handed back gets this idle time (plus how long it has been in the line of
@@ -388,14 +389,22 @@ class QueueConsumer:
         )
         return text(answer) == "ok"
 
-    async def end(self, delivery: Delivery, mode: str, *, error: str = "", step: int = 0) -> str:
-        """Give a job up: ``retry``, ``fail``, ``cancel`` or ``handback``.
-
-        Returns what happened: ``retry``, ``dead``, ``cancelled``, ``handback`` or
-        ``lost`` (this delivery no longer owned the job).
+    async def end(
+        self,
+        delivery: Delivery,
+        mode: EndMode | str,
+        *,
+        error: ErrorRecord | str = "",
+        step: int = 0,
+    ) -> EndOutcome:
+        """Give a job up (an ``EndMode``), recording ``error`` (a plain text is a
+        ``GENERATION_FAILED`` message). Returns what happened (an ``EndOutcome``).
         """
-        if mode not in ("retry", "fail", "cancel", "handback"):
-            raise ValueError(f"unknown end mode {mode!r}")
+        try:
+            mode = EndMode(mode)
+        except ValueError:
+            raise ValueError(f"unknown end mode {mode!r}") from None
+        failure = error if isinstance(error, ErrorRecord) else ErrorRecord("", error)
         k = self.keys
         spec = delivery.record.spec
         answer = await self._end(
@@ -417,16 +426,18 @@ class QueueConsumer:
                 delivery.job_id,
                 repr(time.time()),
                 self.settings.job_retention_s,
-                mode,
-                error[:4000],
+                mode.value,
+                failure.message[:4000],
                 self.settings.max_attempts,
                 self.name,
                 step,
                 PARKED,
                 k.tenant_base(spec.tenant),
+                failure.reason,
+                json.dumps(failure.metadata, separators=(",", ":")),
             ],
         )
-        return text(answer)
+        return EndOutcome(text(answer))
 
     async def hand_back_entry(self, entry: Entry) -> None:
         """Release an entry read but never claimed so the next reclaim takes it at once,

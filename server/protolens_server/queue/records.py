@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from protolens_server.errors import GENERATION_FAILED, ErrorRecord
+
 
 class JobState(enum.StrEnum):
     QUEUED = "QUEUED"
@@ -25,6 +27,25 @@ class JobState(enum.StrEnum):
     @property
     def finished(self) -> bool:
         return self in (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
+
+
+class EndMode(enum.StrEnum):
+    """How a worker gives a job up (``QueueConsumer.end``)."""
+
+    RETRY = "retry"  # back to the tail of its stream (FAILED + dead letter after max_attempts)
+    FAIL = "fail"  # FAILED + dead letter now (a caller's error: retrying cannot help)
+    CANCEL = "cancel"  # CANCELLED at the step it reached
+    HANDBACK = "handback"  # shutting down: another worker takes it at once
+
+
+class EndOutcome(enum.StrEnum):
+    """What ``QueueConsumer.end`` did."""
+
+    RETRY = "retry"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+    HANDBACK = "handback"
+    LOST = "lost"  # this delivery no longer owned the job: nothing written
 
 
 class JobPhase(enum.StrEnum):
@@ -146,11 +167,22 @@ class JobRecord:
     phase_message: str = ""
     progress_at: float = 0.0  # when the worker last wrote progress (unix seconds)
     attempts: int = 0
+    # A failure as data (errors.ErrorRecord): message, the domain error's reason ("" =
+    # GENERATION_FAILED) and its metadata; the API maps the reason to a status.
     error: str = ""
+    error_reason: str = ""
+    error_metadata: dict[str, str] = field(default_factory=dict)
     cache_hit: bool = False
     cache_key: str = ""
     worker: str = ""
     prototypes: list[StoredPrototype] = field(default_factory=list)
+
+    @property
+    def failure(self) -> ErrorRecord | None:
+        """The recorded failure, if any (a cancelled job without an error has none)."""
+        if not self.error:
+            return None
+        return ErrorRecord(self.error_reason or GENERATION_FAILED, self.error, self.error_metadata)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), separators=(",", ":"))

@@ -231,7 +231,8 @@ if redis.call('HGET', KEYS[1], 'owner') ~= ARGV[1] then return 'lost' end
 if redis.call('HGET', KEYS[1], 'state') ~= 'RUNNING' then return 'lost' end
 local job_id, retention = ARGV[4], tonumber(ARGV[6])
 redis.call('HSET', KEYS[1], 'prototypes', ARGV[8], 'finished_at', ARGV[5],
-  'step', ARGV[9], 'best_probability', ARGV[10], 'error', '')
+  'step', ARGV[9], 'best_probability', ARGV[10], 'error', '', 'error_reason', '',
+  'error_metadata', '{}')
 move(KEYS[1], job_id, 'SUCCEEDED', tonumber(ARGV[5]))
 if redis.call('EXISTS', KEYS[5]) == 0 then
   local n = tonumber(ARGV[11])
@@ -252,8 +253,8 @@ return 'ok'
 # How a worker gives a job up: retry (back to the tail of its stream), fail (FAILED +
 # dead letter), cancel (CANCELLED), handback (shutdown: let another worker reclaim now).
 # KEYS: job, events, stream, inflight, dead, tenant_q, ready, ready_set, <5 state indexes>
-# ARGV: token, group, entry, job_id, now, retention, mode, error, max_attempts, consumer,
-#       step, parked, tenant_base
+# ARGV: token, group, entry, job_id, now, retention, mode, error (message), max_attempts,
+#       consumer, step, parked, tenant_base, error_reason, error_metadata (JSON)
 END = (
     _PRELUDE
     + r"""
@@ -278,7 +279,8 @@ if mode == 'cancel' then
   event(KEYS[1], KEYS[2], 'cancelled at step ' .. ARGV[11], retention)
   return 'cancelled'
 end
-redis.call('HSET', KEYS[1], 'error', ARGV[8])
+redis.call('HSET', KEYS[1], 'error', ARGV[8], 'error_reason', ARGV[14],
+  'error_metadata', ARGV[15])
 local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
 if mode == 'retry' and attempts < tonumber(ARGV[9]) then
   drop_entry(KEYS[3], group, entry)

@@ -24,16 +24,19 @@ from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.engine import ProgressEvent
 from protolens_server.errors import (
+    GENERATION_FAILED,
+    ErrorRecord,
     GenerationCancelled,
     GenerationDiverged,
     InvalidArgument,
     InvalidModel,
     NotFound,
+    ProtolensError,
 )
 from protolens_server.logging import bind, get_logger
 from protolens_server.queue.connection import UNREACHABLE, StoreError
 from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
-from protolens_server.queue.records import JobSpec, JobState
+from protolens_server.queue.records import EndMode, EndOutcome, JobSpec, JobState
 from protolens_server.worker.batching import Batch, job_images
 from protolens_server.worker.models import ModelCache
 from protolens_server.worker.runner import (
@@ -64,22 +67,31 @@ _PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
 _MAX_ERROR_CHARS = 300
 
 
-def job_error_text(error: BaseException) -> str:
-    """What a job records of its error (tenants read it in ``Job.error``):
-    ``"<ErrorClass>: <first line>"`` (the last line after a traceback), file paths
-    replaced by ``<path>``, capped.
+def job_failure(error: BaseException) -> ErrorRecord:
+    """What a job records of its error (tenants read it in ``Job.error``): a domain
+    error's reason, message and metadata; for any other exception ``GENERATION_FAILED``
+    and ``"<ErrorClass>: <first line>"``. Messages are the first line (the last after a
+    traceback), file paths replaced by ``<path>``, capped.
 
     A model's own exceptions can carry a TorchScript traceback with the paths of the
     machine that built it, or of this one; the whole traceback goes to the log only.
     """
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    first = _clean(str(error))
+    if isinstance(error, ProtolensError):
+        metadata = {k: _clean(v) for k, v in error.metadata.items()}
+        return ErrorRecord(error.reason, first or type(error).__name__, metadata)
+    name = type(error).__name__
+    return ErrorRecord(GENERATION_FAILED, f"{name}: {first}" if first else name)
+
+
+def _clean(message: str) -> str:
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
         lines = lines[-1:]  # the exception a (TorchScript) traceback ends with
     first = _PATH.sub("<path>", lines[0] if lines else "")
     if len(first) > _MAX_ERROR_CHARS:
         first = first[: _MAX_ERROR_CHARS - 3] + "..."
-    name = type(error).__name__
-    return f"{name}: {first}" if first else name
+    return first
 
 
 def default_worker_name() -> str:
@@ -279,7 +291,7 @@ class Worker:
         self._running = list(batch.deliveries)
         try:
             if self._stopping:
-                await self._end_all(self._running, "handback")
+                await self._end_all(self._running, EndMode.HANDBACK)
                 return
             metrics.BATCH_OCCUPANCY.observe(min(1.0, batch.images / batch.budget))
             await self._generate_and_store(self._running)
@@ -354,34 +366,38 @@ class Worker:
             for delivery in live:
                 await self._generate_and_store([delivery])
             return
-        text = job_error_text(error)
+        failure = job_failure(error)
         detail = "".join(traceback.format_exception(error))[-4000:]
         for d in live:  # the detail stays in the server log; the job keeps the clean text
             with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
-                log.warning("job %s failed: %s\n%s", d.job_id, text, detail)
-        await self._end_all(live, "fail" if permanent else "retry", error=text)
+                log.warning("job %s failed: %s\n%s", d.job_id, failure.message, detail)
+        await self._end_all(live, EndMode.FAIL if permanent else EndMode.RETRY, error=failure)
 
     async def _after_stop(self, deliveries: list[Delivery]) -> None:
         """The engine stopped between steps: cancelled jobs end, the rest go back (shutdown)."""
         cancelled = [d for d in deliveries if d.cancelled and not d.lost]
-        await self._end_all(cancelled, "cancel")
-        await self._end_all([d for d in deliveries if d.active], "handback")
+        await self._end_all(cancelled, EndMode.CANCEL)
+        await self._end_all([d for d in deliveries if d.active], EndMode.HANDBACK)
 
-    async def _end_all(self, deliveries: list[Delivery], mode: str, *, error: str = "") -> None:
+    async def _end_all(
+        self, deliveries: list[Delivery], mode: EndMode, *, error: ErrorRecord | None = None
+    ) -> None:
         consumer = self.consumer
         assert consumer is not None
-        if mode == "cancel":
+        if mode == EndMode.CANCEL:
             for d in deliveries:  # before any await: no other path may end them too
                 d.lost = True  # finished: nothing more to report for it
         for d in deliveries:
-            outcome = await _persist(lambda d=d: consumer.end(d, mode, error=error, step=d.step))
-            if outcome == "retry":
+            outcome = await _persist(
+                lambda d=d: consumer.end(d, mode, error=error or "", step=d.step)
+            )
+            if outcome == EndOutcome.RETRY:
                 metrics.JOB_RETRIES.inc()
-            elif outcome in ("dead", "cancelled"):
-                state = JobState.FAILED if outcome == "dead" else JobState.CANCELLED
+            elif outcome in (EndOutcome.DEAD, EndOutcome.CANCELLED):
+                state = JobState.FAILED if outcome == EndOutcome.DEAD else JobState.CANCELLED
                 metrics.JOBS_FINISHED.labels(state.value).inc()
             with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
-                log.info("job %s: %s (%s)", d.job_id, outcome, error or mode)
+                log.info("job %s: %s (%s)", d.job_id, outcome, error.message if error else mode)
 
     def _count_batch(self, specs: list[JobSpec], seconds: float) -> None:
         self.batches_run += 1
@@ -478,7 +494,7 @@ class Worker:
                 continue
             for d in asked:
                 d.cancelled = True  # should_stop sees it at the engine's next step
-            await self._end_all([d for d in asked if not d.lost], "cancel")
+            await self._end_all([d for d in asked if not d.lost], EndMode.CANCEL)
 
     async def heartbeat(self) -> None:
         """Mark alive, keep owned and held entries fresh, end jobs whose cancel was asked."""
@@ -488,7 +504,7 @@ class Worker:
         metrics.WORKER_HEARTBEATS.inc()
         cancelled = [d for d in running if d.cancelled and not d.lost]
         # These end now; the engine runs on for the rest of the batch (or stops if none).
-        await self._end_all(cancelled, "cancel")
+        await self._end_all(cancelled, EndMode.CANCEL)
         for entry in list(self._carry):
             if not await self.consumer.hold(entry):
                 self._carry.remove(entry)
