@@ -163,7 +163,8 @@ async def test_nan_during_optimisation_fails_once_without_retries(
         job = await client.create_prototype_job("nanny", [1], config={**FAST, "steps": 5}, seed=1)
         (done,) = await wait_all(client, [job])
     record = await api.queue.get(done.name.split("/")[1])
-    assert record.state == JobState.FAILED and "Diverged" in record.error, record.error
+    assert record.state == JobState.FAILED and record.error_reason == "DIVERGED", record.error
+    assert "NaN/Inf" in record.error
     assert record.attempts == 1  # deterministic: no retry storm
     assert await api.queue.redis.xlen(api.queue.keys.dead) == 1
     report(

@@ -38,14 +38,14 @@ from protolens_server.checks.policy import Policy
 from protolens_server.checks.service import CheckRunner
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import ErrorRecord, InvalidArgument
-from protolens_server.queue.checks import CheckRecord
+from protolens_server.queue.checks import CheckRecord, CheckState
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckService"].full_name
 _STATES = {
-    "RUNNING": pb.CHECK_STATE_RUNNING,
-    "SUCCEEDED": pb.CHECK_STATE_SUCCEEDED,
-    "FAILED": pb.CHECK_STATE_FAILED,
-    "CANCELLED": pb.CHECK_STATE_CANCELLED,
+    CheckState.RUNNING: pb.CHECK_STATE_RUNNING,
+    CheckState.SUCCEEDED: pb.CHECK_STATE_SUCCEEDED,
+    CheckState.FAILED: pb.CHECK_STATE_FAILED,
+    CheckState.CANCELLED: pb.CHECK_STATE_CANCELLED,
 }
 
 

@@ -122,7 +122,7 @@ def group_by_class(
     """Split a chunk's target-major prototypes into one ``ClassPrototypes`` per class."""
     import torch
 
-    per = int(spec.config.get("prototypes", 1) or 1)
+    per = spec.prototypes_per_target
     out = []
     for t, target in enumerate(spec.targets):
         rows = range(t * per, (t + 1) * per)

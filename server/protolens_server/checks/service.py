@@ -50,7 +50,7 @@ from protolens_server.errors import (
     JobNotFound,
     ProtolensError,
 )
-from protolens_server.queue.checks import CheckRecord, CheckStore, new_check_id
+from protolens_server.queue.checks import CheckRecord, CheckState, CheckStore, new_check_id
 from protolens_server.queue.connection import UNREACHABLE
 from protolens_server.queue.records import JobRecord, JobSpec, JobState
 
@@ -230,7 +230,7 @@ class CheckRunner:
 
     async def report(self, check_id: str, tenant: str) -> tuple[str, str]:
         record = await self.store.get(check_id, tenant)
-        if record.state != "SUCCEEDED":
+        if record.state != CheckState.SUCCEEDED:
             raise FailedPrecondition(f"check {check_id} is {record.state}; no report")
         report = await self.store.report(check_id)
         if report is None:
@@ -308,7 +308,7 @@ class CheckRunner:
             html, json_text = await asyncio.to_thread(_render, result)
             doc = result.to_dict()
             record.verdict = {k: doc[k] for k in ("passed", "failed_rules", "flagged_classes")}
-            record.state, record.progress, record.message = "SUCCEEDED", 1.0, "done"
+            record.state, record.progress, record.message = CheckState.SUCCEEDED, 1.0, "done"
             await self._end(record, html=html, json_text=json_text)
         except _Stop as stop:  # ended elsewhere (cancelled), or another replica drives it
             if stop.why == "CANCELLED":
@@ -348,7 +348,7 @@ class CheckRunner:
                 return
 
     async def _fail(self, record: CheckRecord, exc: ProtolensError) -> None:
-        record.state, record.message = "FAILED", str(exc)
+        record.state, record.message = CheckState.FAILED, str(exc)
         record.error = ErrorRecord.of(exc).to_dict()  # data: the API maps it to a status
         try:
             await self._end(record)

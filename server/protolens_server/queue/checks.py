@@ -21,6 +21,7 @@ write, like job records.
 
 from __future__ import annotations
 
+import enum
 import json
 import secrets
 import time
@@ -34,8 +35,16 @@ from protolens_server.queue.codec import text
 from protolens_server.queue.keys import Keys
 from protolens_server.queue.pages import newest_first
 
-RUNNING = "RUNNING"
-FINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+class CheckState(enum.StrEnum):
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+RUNNING = CheckState.RUNNING
+FINAL_STATES = (CheckState.SUCCEEDED, CheckState.FAILED, CheckState.CANCELLED)
 
 # KEYS: check, lease, tenant index, running set
 # ARGV: id, owner, lease_ms, retention_s, created_at, then field/value pairs
@@ -162,7 +171,7 @@ class CheckRecord:
     model: str
     baseline: str
     request: dict[str, Any]
-    state: str = RUNNING  # RUNNING | SUCCEEDED | FAILED | CANCELLED
+    state: CheckState = RUNNING
     progress: float = 0.0
     message: str = "starting"
     stats: GenerationStats = field(default_factory=GenerationStats)
@@ -212,7 +221,7 @@ class CheckRecord:
             model=f.get("model", ""),
             baseline=f.get("baseline", ""),
             request=json.loads(f.get("request") or "{}"),
-            state=f.get("state", RUNNING),
+            state=CheckState(f.get("state") or RUNNING),
             progress=float(f.get("progress") or 0.0),
             message=f.get("message", ""),
             stats=GenerationStats(

@@ -213,7 +213,7 @@ class JobQueue:
 
     def _new_record(self, spec: JobSpec, ck: str, cached: bytes | None) -> JobRecord:
         now = time.time()
-        steps = int(spec.config.get("steps", 0) or 0)
+        steps = spec.steps
         record = JobRecord(
             job_id=new_job_id(), spec=spec, created_at=now, cache_key=ck, total_steps=steps
         )
@@ -236,7 +236,7 @@ class JobQueue:
             raise InvalidArgument(
                 "targets", f"{len(spec.targets)} targets; at most {s.max_targets_per_job} per job"
             )
-        steps = int(spec.config.get("steps", 0) or 0)
+        steps = spec.steps
         if steps > s.max_steps:
             raise InvalidArgument("config.steps", f"{steps} steps; at most {s.max_steps}")
         if not spec.tenant or len(spec.tenant) > _MAX_ID_CHARS:
@@ -244,7 +244,7 @@ class JobQueue:
         if len(spec.request_id) > _MAX_ID_CHARS:
             raise InvalidArgument("request_id", f"must be at most {_MAX_ID_CHARS} characters")
         limit = self.quotas.for_tenant(spec.tenant).max_target_steps
-        size = len(spec.targets) * int(spec.config.get("prototypes", 1) or 1) * steps
+        size = spec.images * steps
         if limit and size > limit:
             raise QuotaExceeded(
                 f"targets x prototypes x steps = {size} for this job; your quota"

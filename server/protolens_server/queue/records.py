@@ -122,6 +122,21 @@ class JobSpec:
     request_id: str = ""
     trace_id: str = ""
 
+    # The one place that reads these out of ``config`` (the engine's defaults apply to a
+    # key a config leaves out: steps is then whatever the engine runs, counted as 0 here).
+    @property
+    def steps(self) -> int:
+        return int(self.config.get("steps", 0) or 0)
+
+    @property
+    def prototypes_per_target(self) -> int:
+        return int(self.config.get("prototypes", 1) or 1)
+
+    @property
+    def images(self) -> int:
+        """Prototypes the job makes: targets x prototypes per target."""
+        return len(self.targets) * self.prototypes_per_target
+
 
 @dataclass
 class StoredPrototype:

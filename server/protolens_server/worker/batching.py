@@ -11,7 +11,7 @@ from protolens_server.queue.records import JobSpec
 
 def job_images(spec: JobSpec) -> int:
     """Images a job puts in a batch: targets x prototypes per target."""
-    return len(spec.targets) * int(spec.config.get("prototypes", 1) or 1)
+    return spec.images
 
 
 @dataclass

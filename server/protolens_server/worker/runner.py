@@ -29,7 +29,7 @@ def job_slices(specs: Sequence[JobSpec]) -> list[slice]:
     """Where each job's prototypes sit in the engine's target-major output."""
     out, start = [], 0
     for spec in specs:
-        n = len(spec.targets) * int(spec.config.get("prototypes", 1) or 1)
+        n = spec.images
         out.append(slice(start, start + n))
         start += n
     return out

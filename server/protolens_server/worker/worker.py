@@ -402,7 +402,7 @@ class Worker:
     def _count_batch(self, specs: list[JobSpec], seconds: float) -> None:
         self.batches_run += 1
         images = sum(job_images(s) for s in specs)
-        steps = int(specs[0].config.get("steps", 0) or 0)
+        steps = specs[0].steps
         metrics.ENGINE_BATCHES.inc()
         metrics.BATCH_JOBS.observe(len(specs))
         if seconds > 0:
@@ -458,7 +458,7 @@ class Worker:
                 return
             for d in todo:
                 published[d.job_id] = (d.step, d.phase)
-                total = int(d.record.spec.config.get("steps", 0) or 0)
+                total = d.record.spec.steps
                 try:
                     await self.consumer.progress(
                         d, d.step, total, d.best_probability, d.phase, d.phase_message
