@@ -243,3 +243,25 @@ def test_vit_exported_as_pt2_loads_with_same_logits(vit_dir: Path, tmp_path: Pat
     xg = batch.clone().requires_grad_(True)
     handle.module(xg)[:, 0].sum().backward()
     assert xg.grad is not None and xg.grad.abs().sum() > 0
+
+
+def test_timm_folder_without_torchvision_is_refused_with_the_reason(tmp_path: Path) -> None:
+    """Where timm cannot import (no torchvision, as on this project's machines), a timm
+    folder is a clear error, and an UNUSABLE model in the store, never a crash."""
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("timm imports here: test_timm_folder_loads_... covers loading")
+    from safetensors.torch import save_file
+
+    folder = tmp_path / "store" / "timmvit"
+    folder.mkdir(parents=True)
+    save_file({"head.weight": torch.zeros(2, 4)}, str(folder / "model.safetensors"))
+    config = {"architecture": "vit_tiny_patch16_224", "num_classes": 2, "label_names": ["a", "b"]}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(InvalidModel, match="needs timm and torchvision"):
+        load_model(str(folder))
+    info = ModelCatalog(tmp_path / "store", builtins=False).show("timmvit")
+    assert not info.usable and "torchvision" in info.unusable_reason
