@@ -47,8 +47,9 @@ from protolens_server.models.kinds import MODEL_SUFFIXES, is_model
 from protolens_server.models.pretrained import folder_files, is_model_folder
 from protolens_server.models.registry import load_mlflow, load_path
 from protolens_server.models.sidecar import sidecar_paths
+from protolens_server.registered_names import NAME, is_name
 
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_NAME = NAME  # the rule for every registered name (registered_names.py)
 _ListShown = 20
 
 
@@ -256,7 +257,7 @@ class ModelCatalog:
             raise InvalidArgument("model", "must be a model name")
         base, sep, version = name.strip().partition("@")
         for part in (base, version) if sep else (base,):
-            if not _NAME.fullmatch(part) or ".." in part:
+            if not is_name(part):
                 raise InvalidArgument(
                     "model",
                     f"{name!r} is not a model name: models are named (name or name@version), "

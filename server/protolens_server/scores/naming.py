@@ -8,18 +8,12 @@ through ``registered_path``, so a name means the same folder everywhere. No torc
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from protolens_server.errors import ReferenceSetError
+from protolens_server.registered_names import NAME, is_name  # noqa: F401 (re-exported)
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 FIELD = "reference_set"
-
-
-def is_name(name: str) -> bool:
-    """A registered-set name: letters, digits, ``._-``, never a path."""
-    return bool(NAME.fullmatch(name)) and ".." not in name
 
 
 def registered_path(root: str | Path | None, name: str) -> Path:
