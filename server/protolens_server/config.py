@@ -115,6 +115,9 @@ class Settings(BaseSettings):
     worker_name: str = ""
     model_cache_bytes: int = Field(4 * 1024**3, ge=0)
     max_batch: int = Field(32, ge=1)
+    # Form (claim) the next batch while the engine runs the current one, so the engine
+    # starts it without waiting on Redis (worker/worker.py; docs/queue.md, Prefetch).
+    worker_prefetch: bool = True
     # Execution options of the engine (same prototypes within float rounding, so not in a
     # job's cache key): compile the step's forward with torch.compile (pays on GPUs, not
     # measured to pay on CPU: docs/throughput.md), and the fraction of GPU memory that

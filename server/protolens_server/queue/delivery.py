@@ -23,6 +23,7 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, replace
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -305,6 +306,47 @@ class QueueConsumer:
         flags = await pipe.execute()
         return [d for d, flag in zip(deliveries, flags, strict=True) if flag in (b"1", "1")]
 
+    async def progress_many(
+        self, updates: list[tuple[Delivery, int, int, float, str, str]]
+    ) -> list[bool]:
+        """``progress`` for many jobs in one round trip (a pipeline; side by side on a
+        cluster): (delivery, step, total, best_probability, phase, phase_message) each."""
+        if not updates:
+            return []
+        calls = [self._progress_call(*u) for u in updates]
+        if is_cluster(self.redis):
+            flags = await asyncio.gather(*(self._progress(keys=k, args=a) for k, a in calls))
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            for k, a in calls:
+                await self._progress(keys=k, args=a, client=pipe)
+            flags = await pipe.execute()
+        return [bool(f) for f in flags]
+
+    def _progress_call(
+        self,
+        delivery: Delivery,
+        step: int,
+        total: int,
+        best_probability: float,
+        phase: str = "",
+        phase_message: str = "",
+    ) -> tuple[list[str], list[Any]]:
+        k = self.keys
+        return (
+            [k.job(delivery.job_id), k.events(delivery.job_id)],
+            [
+                delivery.token,
+                step,
+                total,
+                repr(float(best_probability)),
+                self.settings.job_retention_s,
+                phase,
+                phase_message,
+                repr(time.time()),
+            ],
+        )
+
     async def progress(
         self,
         delivery: Delivery,
@@ -315,22 +357,10 @@ class QueueConsumer:
         phase_message: str = "",
     ) -> bool:
         """Record progress (and what the worker is doing: a ``JobPhase``) and add an event."""
-        k = self.keys
-        return bool(
-            await self._progress(
-                keys=[k.job(delivery.job_id), k.events(delivery.job_id)],
-                args=[
-                    delivery.token,
-                    step,
-                    total,
-                    repr(float(best_probability)),
-                    self.settings.job_retention_s,
-                    phase,
-                    phase_message,
-                    repr(time.time()),
-                ],
-            )
+        keys, args = self._progress_call(
+            delivery, step, total, best_probability, phase, phase_message
         )
+        return bool(await self._progress(keys=keys, args=args))
 
     # --- giving work up ------------------------------------------------------------
     async def finish(

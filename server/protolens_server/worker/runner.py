@@ -57,6 +57,11 @@ def preparing_phase(spec: JobSpec, *, compile: bool) -> tuple[JobPhase, str]:
     return JobPhase.PREPARING, "; ".join(parts)
 
 
+def waiting_phase() -> tuple[JobPhase, str]:
+    """Claimed ahead (prefetched) while the worker's engine finishes the batch before it."""
+    return JobPhase.PREPARING, "claimed by a worker: starts when its current batch ends"
+
+
 def optimising_phase(images: int) -> tuple[JobPhase, str]:
     return JobPhase.OPTIMISING, f"optimising {images} image{'s' if images != 1 else ''}"
 

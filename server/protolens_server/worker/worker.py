@@ -3,6 +3,12 @@
     run(): startup -> loop { next_batch (reclaim, read, group) -> run_batch } -> shutdown
     heartbeat task: every ``heartbeat_s`` mark alive, keep entries fresh, read cancel flags
 
+Prefetch (``Settings.worker_prefetch``): while the engine runs a batch (in a thread),
+the event loop forms and claims the next one, so the engine starts it as soon as the
+current batch is stored instead of waiting on Redis round trips. The prefetched jobs
+are owned like running ones: heartbeats keep them, a cancel ends them before they
+run, and a stopping worker hands them back.
+
 SIGTERM (``request_stop``) stops reading; a running batch may finish within
 ``shutdown_grace_s``, after which the engine stops between steps and the jobs
 are handed back for another worker to reclaim at once. Nothing is lost: an
@@ -47,6 +53,7 @@ from protolens_server.worker.runner import (
     package,
     preparing_phase,
     run_engine,
+    waiting_phase,
 )
 
 log = get_logger("protolens.worker")
@@ -133,8 +140,11 @@ class Worker:
         self.block_ms = block_ms
         self.consumer: QueueConsumer | None = None
         self.batches_run = 0
+        self.batches_prefetched = 0  # batches that were formed while the engine ran another
         self._carry: list[Entry] = []  # read (several streams at once) but not yet looked at
         self._running: list[Delivery] = []
+        self._prefetched: Batch | None = None  # claimed while the engine ran the last batch
+        self._prefetch_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._abort = False
         self._heartbeat_task: asyncio.Task[None] | None = None
@@ -166,7 +176,11 @@ class Worker:
         """One iteration: form the next batch and run it. Returns the jobs it held."""
         if self.consumer is None:
             await self.startup()
-        batch = await self.next_batch(block_ms)
+        batch = await self._take_prefetched()
+        if batch:
+            self.batches_prefetched += 1
+        else:
+            batch = await self.next_batch(block_ms)
         if batch:
             await self.run_batch(batch)
         return len(batch)
@@ -191,6 +205,8 @@ class Worker:
         """Hand back entries read but not started, leave the heartbeat set, disconnect."""
         if self.consumer is None:
             return
+        prefetched = await self._take_prefetched()
+        await self._end_all(prefetched.deliveries, "handback")
         await self._hand_back_entries(self._carry)
         for task in (self._heartbeat_task, self._cancel_task):
             if task is not None:
@@ -232,6 +248,10 @@ class Worker:
                 entry, may_reclaim = await self._next_entry(0 if batch else block_ms, may_reclaim)
                 if entry is None:
                     break
+                if any(d.job_id == entry.job_id for d in self._running):
+                    # a prefetch reclaimed the entry of a job this worker is running (its
+                    # idle time outgrew reclaim_idle_s between heartbeats): not new work
+                    continue
                 spec, cache_key = await self._peek_spec(entry)
                 if spec is not None and not batch.accepts(spec):
                     passed_over.append(entry)
@@ -244,6 +264,41 @@ class Worker:
         finally:
             await self._hand_back_entries([*passed_over, *self._carry])
         return batch
+
+    def _start_prefetch(self) -> None:
+        """Form the next batch in the background (the engine is busy with this one)."""
+        if not self.settings.worker_prefetch or self._stopping:
+            return
+        if self._prefetched is not None or self._prefetch_task is not None:
+            return
+        self._prefetch_task = asyncio.create_task(self._prefetch(), name="prefetch")
+
+    async def _prefetch(self) -> None:
+        try:
+            batch = await self.next_batch(0)
+        except UNREACHABLE as e:
+            log.warning("prefetch skipped: redis unreachable (%s)", e)
+            return
+        if batch:
+            self._prefetched = batch
+            self._set_phase(batch.deliveries, *waiting_phase())
+
+    async def _take_prefetched(self) -> Batch:
+        """The prefetched batch less its jobs cancelled or lost meanwhile (may be empty)."""
+        task, self._prefetch_task = self._prefetch_task, None
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        batch, self._prefetched = self._prefetched, None
+        live = Batch(self.settings.max_batch)
+        for delivery in batch.deliveries if batch is not None else []:
+            if delivery.active:
+                live.add(delivery)
+        return live
+
+    def _owned(self) -> list[Delivery]:
+        """Deliveries this worker holds: the running batch and the prefetched one."""
+        waiting = self._prefetched.deliveries if self._prefetched is not None else []
+        return [d for d in (*self._running, *waiting) if d.active]
 
     async def _hand_back_entries(self, entries: list[Entry]) -> None:
         assert self.consumer is not None
@@ -309,7 +364,7 @@ class Worker:
             self._set_phase(
                 deliveries, *preparing_phase(specs[0], compile=self.settings.engine_compile)
             )
-            results = await asyncio.to_thread(
+            engine = asyncio.to_thread(
                 run_engine,
                 handle,
                 specs,
@@ -319,6 +374,9 @@ class Worker:
                 compile=self.settings.engine_compile,
                 memory_budget=self.settings.gpu_memory_budget,
             )
+            task = asyncio.ensure_future(engine)
+            self._start_prefetch()
+            results = await task
         except GenerationCancelled:
             await self._after_stop(deliveries)
             return
@@ -456,15 +514,15 @@ class Worker:
             ]
             if not todo:
                 return
-            for d in todo:
+            updates = []
+            for d in todo:  # one round trip for the round (a pipeline)
                 published[d.job_id] = (d.step, d.phase)
                 total = d.record.spec.steps
-                try:
-                    await self.consumer.progress(
-                        d, d.step, total, d.best_probability, d.phase, d.phase_message
-                    )
-                except StoreError as e:
-                    log.warning("progress of job %s not written: %s", d.job_id, e)
+                updates.append((d, d.step, total, d.best_probability, d.phase, d.phase_message))
+            try:
+                await self.consumer.progress_many(updates)
+            except StoreError as e:
+                log.warning("progress of %d job(s) not written: %s", len(updates), e)
 
     # --- heartbeat -------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
@@ -484,7 +542,7 @@ class Worker:
         task = asyncio.current_task()
         while task is None or not task.cancelling():
             await asyncio.sleep(self.settings.cancel_poll_s)
-            running = [d for d in self._running if d.active]
+            running = self._owned()
             if not running or self.consumer is None:
                 continue
             try:
@@ -499,7 +557,7 @@ class Worker:
     async def heartbeat(self) -> None:
         """Mark alive, keep owned and held entries fresh, end jobs whose cancel was asked."""
         assert self.consumer is not None
-        running = [d for d in self._running if d.active]
+        running = self._owned()
         await self.consumer.heartbeat(running, self._info())
         metrics.WORKER_HEARTBEATS.inc()
         cancelled = [d for d in running if d.cancelled and not d.lost]
