@@ -15,6 +15,7 @@ from protolens.v1 import (
     admin_pb2,
     checks_pb2,
     common_pb2,
+    isolation_pb2,
     job_pb2,
     model_pb2,
     prototype_pb2,
@@ -290,7 +291,62 @@ def job(msg: job_pb2.Job, outcome: int = 0) -> types.Job:
         attempts=msg.attempts,
         prototypes=tuple(summary(p) for p in msg.prototypes),
         outcome=outcome_name.removeprefix("CREATE_OUTCOME_").lower(),
+        isolation=isolation(msg.isolation) if msg.HasField("isolation") else None,
     )
+
+
+def isolation(msg: isolation_pb2.Isolation) -> types.Isolation:
+    config = msg.config
+    return types.Isolation(
+        config={
+            f.name: getattr(config, f.name)
+            for f in config.DESCRIPTOR.fields
+            if config.HasField(f.name)
+        },
+        probability=msg.probability,
+        probability_kept=msg.probability_kept,
+        probability_removed=msg.probability_removed,
+        mask_mean=msg.mask_mean,
+    )
+
+
+ISOLATION_FIELDS = tuple(f.name for f in isolation_pb2.IsolationConfig.DESCRIPTOR.fields)
+
+
+def create_isolation_request(
+    model: str,
+    image: bytes,
+    target: int | str,
+    *,
+    config: Mapping[str, Any] | None = None,
+    seed: int | None = None,
+    priority: str = "normal",
+    request_id: str = "",
+) -> service_pb2.CreateIsolationJobRequest:
+    if priority not in PRIORITIES:
+        raise _bad("priority", f"must be one of {', '.join(PRIORITIES)}")
+    msg = isolation_pb2.IsolationConfig()
+    for key, value in (config or {}).items():
+        if key not in ISOLATION_FIELDS:
+            raise _bad(
+                f"config.{key}", f"is not an isolation option ({', '.join(ISOLATION_FIELDS)})"
+            )
+        if value is not None:
+            try:
+                setattr(msg, key, value)
+            except (TypeError, ValueError) as exc:
+                raise _bad(f"config.{key}", f"wrong type: {exc}") from exc
+    req = service_pb2.CreateIsolationJobRequest(
+        model=model,
+        image=bytes(image),
+        target=class_ref(target),
+        config=msg,
+        priority=PRIORITIES[priority],
+        request_id=request_id,
+    )
+    if seed is not None:
+        req.seed = seed
+    return req
 
 
 def estimate(msg: prototype_pb2.Estimate) -> types.Estimate:

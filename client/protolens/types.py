@@ -157,6 +157,20 @@ class PrototypeSummary:
     has_scores: bool
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """A feature isolation job's settings and, once it succeeded, what it found: the class
+    probability of the whole image, of the part the mask keeps and with that part removed,
+    and the fraction of the image kept. The mask is the alpha channel of the job's one
+    prototype image (``get_prototype(job, 0)``: RGBA)."""
+
+    config: dict[str, Any] = field(default_factory=dict)
+    probability: float = 0.0
+    probability_kept: float = 0.0
+    probability_removed: float = 0.0
+    mask_mean: float = 0.0
+
+
 @dataclass
 class Job:
     """A prototype generation job. ``result()`` waits for it: ``job.result()`` from a
@@ -182,6 +196,7 @@ class Job:
     attempts: int = 0
     prototypes: tuple[PrototypeSummary, ...] = ()
     outcome: str = ""  # set on the job CreatePrototypeJob returns: queued|cache_hit|dedup_join|...
+    isolation: Isolation | None = None  # set on a feature isolation job (CreateIsolationJob)
     _waiter: Callable[..., Any] | None = field(default=None, repr=False, compare=False)
 
     @property

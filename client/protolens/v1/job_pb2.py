@@ -24,23 +24,24 @@ _sym_db = _symbol_database.Default()
 
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from protolens.v1 import common_pb2 as protolens_dot_v1_dot_common__pb2
+from protolens.v1 import isolation_pb2 as protolens_dot_v1_dot_isolation__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protolens/v1/job.proto\x12\x0cprotolens.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19protolens/v1/common.proto\"\xc8\x01\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\x18\n\x10\x62\x65st_probability\x18\x03 \x01(\x01\x12\x10\n\x08\x66raction\x18\x04 \x01(\x01\x12%\n\x05phase\x18\x05 \x01(\x0e\x32\x16.protolens.v1.JobPhase\x12\x15\n\rphase_message\x18\x06 \x01(\t\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf7\x04\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.protolens.v1.JobState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\x12-\n\x07targets\x18\x05 \x03(\x0b\x32\x1c.protolens.v1.ResolvedTarget\x12\x1d\n\x15prototypes_per_target\x18\x06 \x01(\x05\x12.\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x15\n\rreference_set\x18\t \x01(\t\x12(\n\x08priority\x18\n \x01(\x0e\x32\x16.protolens.v1.Priority\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12(\n\x08progress\x18\x0c \x01(\x0b\x32\x16.protolens.v1.Progress\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x14.protolens.v1.Status\x12\x11\n\tcache_hit\x18\x11 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12\x32\n\nprototypes\x18\x13 \x03(\x0b\x32\x1e.protolens.v1.PrototypeSummary\"\xf6\x01\n\x10PrototypeSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12,\n\x06target\x18\x03 \x01(\x0b\x32\x1c.protolens.v1.ResolvedTarget\x12\x14\n\x0ctarget_index\x18\x04 \x01(\x05\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12\r\n\x05logit\x18\x06 \x01(\x01\x12,\n\x04top5\x18\x07 \x03(\x0b\x32\x1e.protolens.v1.ClassProbability\x12\r\n\x05steps\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x12\n\nhas_scores\x18\n \x01(\x08*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xa3\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_PHASE_LOADING_MODEL\x10\x01\x12\x17\n\x13JOB_PHASE_PREPARING\x10\x02\x12\x18\n\x14JOB_PHASE_OPTIMISING\x10\x03\x12\x15\n\x11JOB_PHASE_SCORING\x10\x04\x12\x15\n\x11JOB_PHASE_STORING\x10\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16protolens/v1/job.proto\x12\x0cprotolens.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x19protolens/v1/common.proto\x1a\x1cprotolens/v1/isolation.proto\"\xc8\x01\n\x08Progress\x12\x0c\n\x04step\x18\x01 \x01(\x05\x12\x13\n\x0btotal_steps\x18\x02 \x01(\x05\x12\x18\n\x10\x62\x65st_probability\x18\x03 \x01(\x01\x12\x10\n\x08\x66raction\x18\x04 \x01(\x01\x12%\n\x05phase\x18\x05 \x01(\x0e\x32\x16.protolens.v1.JobPhase\x12\x15\n\rphase_message\x18\x06 \x01(\t\x12/\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa3\x05\n\x03Job\x12\x0c\n\x04name\x18\x01 \x01(\t\x12%\n\x05state\x18\x02 \x01(\x0e\x32\x16.protolens.v1.JobState\x12\r\n\x05model\x18\x03 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x04 \x01(\t\x12-\n\x07targets\x18\x05 \x03(\x0b\x32\x1c.protolens.v1.ResolvedTarget\x12\x1d\n\x15prototypes_per_target\x18\x06 \x01(\x05\x12.\n\x06\x63onfig\x18\x07 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x15\n\rreference_set\x18\t \x01(\t\x12(\n\x08priority\x18\n \x01(\x0e\x32\x16.protolens.v1.Priority\x12\x12\n\nrequest_id\x18\x0b \x01(\t\x12(\n\x08progress\x18\x0c \x01(\x0b\x32\x16.protolens.v1.Progress\x12/\n\x0b\x63reate_time\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12#\n\x05\x65rror\x18\x10 \x01(\x0b\x32\x14.protolens.v1.Status\x12\x11\n\tcache_hit\x18\x11 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x12 \x01(\x05\x12\x32\n\nprototypes\x18\x13 \x03(\x0b\x32\x1e.protolens.v1.PrototypeSummary\x12*\n\tisolation\x18\x14 \x01(\x0b\x32\x17.protolens.v1.Isolation\"\xf6\x01\n\x10PrototypeSummary\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05index\x18\x02 \x01(\x05\x12,\n\x06target\x18\x03 \x01(\x0b\x32\x1c.protolens.v1.ResolvedTarget\x12\x14\n\x0ctarget_index\x18\x04 \x01(\x05\x12\x13\n\x0bprobability\x18\x05 \x01(\x01\x12\r\n\x05logit\x18\x06 \x01(\x01\x12,\n\x04top5\x18\x07 \x03(\x0b\x32\x1e.protolens.v1.ClassProbability\x12\r\n\x05steps\x18\x08 \x01(\x05\x12\x0c\n\x04seed\x18\t \x01(\x03\x12\x12\n\nhas_scores\x18\n \x01(\x08*\x9a\x01\n\x08JobState\x12\x19\n\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n\x11JOB_STATE_RUNNING\x10\x02\x12\x17\n\x13JOB_STATE_SUCCEEDED\x10\x03\x12\x14\n\x10JOB_STATE_FAILED\x10\x04\x12\x17\n\x13JOB_STATE_CANCELLED\x10\x05*\xa3\x01\n\x08JobPhase\x12\x19\n\x15JOB_PHASE_UNSPECIFIED\x10\x00\x12\x1b\n\x17JOB_PHASE_LOADING_MODEL\x10\x01\x12\x17\n\x13JOB_PHASE_PREPARING\x10\x02\x12\x18\n\x14JOB_PHASE_OPTIMISING\x10\x03\x12\x15\n\x11JOB_PHASE_SCORING\x10\x04\x12\x15\n\x11JOB_PHASE_STORING\x10\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protolens.v1.job_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_JOBSTATE']._serialized_start=1187
-  _globals['_JOBSTATE']._serialized_end=1341
-  _globals['_JOBPHASE']._serialized_start=1344
-  _globals['_JOBPHASE']._serialized_end=1507
-  _globals['_PROGRESS']._serialized_start=101
-  _globals['_PROGRESS']._serialized_end=301
-  _globals['_JOB']._serialized_start=304
-  _globals['_JOB']._serialized_end=935
-  _globals['_PROTOTYPESUMMARY']._serialized_start=938
-  _globals['_PROTOTYPESUMMARY']._serialized_end=1184
+  _globals['_JOBSTATE']._serialized_start=1261
+  _globals['_JOBSTATE']._serialized_end=1415
+  _globals['_JOBPHASE']._serialized_start=1418
+  _globals['_JOBPHASE']._serialized_end=1581
+  _globals['_PROGRESS']._serialized_start=131
+  _globals['_PROGRESS']._serialized_end=331
+  _globals['_JOB']._serialized_start=334
+  _globals['_JOB']._serialized_end=1009
+  _globals['_PROTOTYPESUMMARY']._serialized_start=1012
+  _globals['_PROTOTYPESUMMARY']._serialized_end=1258
 # @@protoc_insertion_point(module_scope)

@@ -2,6 +2,7 @@ import datetime
 
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from protolens.v1 import common_pb2 as _common_pb2
+from protolens.v1 import isolation_pb2 as _isolation_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
@@ -60,7 +61,7 @@ class Progress(_message.Message):
     def __init__(self, step: _Optional[int] = ..., total_steps: _Optional[int] = ..., best_probability: _Optional[float] = ..., fraction: _Optional[float] = ..., phase: _Optional[_Union[JobPhase, str]] = ..., phase_message: _Optional[str] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Job(_message.Message):
-    __slots__ = ("name", "state", "model", "model_digest", "targets", "prototypes_per_target", "config", "seed", "reference_set", "priority", "request_id", "progress", "create_time", "start_time", "end_time", "error", "cache_hit", "attempts", "prototypes")
+    __slots__ = ("name", "state", "model", "model_digest", "targets", "prototypes_per_target", "config", "seed", "reference_set", "priority", "request_id", "progress", "create_time", "start_time", "end_time", "error", "cache_hit", "attempts", "prototypes", "isolation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +81,7 @@ class Job(_message.Message):
     CACHE_HIT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     PROTOTYPES_FIELD_NUMBER: _ClassVar[int]
+    ISOLATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     state: JobState
     model: str
@@ -99,7 +101,8 @@ class Job(_message.Message):
     cache_hit: bool
     attempts: int
     prototypes: _containers.RepeatedCompositeFieldContainer[PrototypeSummary]
-    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.ResolvedTarget, _Mapping]]] = ..., prototypes_per_target: _Optional[int] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., request_id: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[int] = ..., prototypes: _Optional[_Iterable[_Union[PrototypeSummary, _Mapping]]] = ...) -> None: ...
+    isolation: _isolation_pb2.Isolation
+    def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.ResolvedTarget, _Mapping]]] = ..., prototypes_per_target: _Optional[int] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., request_id: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[int] = ..., prototypes: _Optional[_Iterable[_Union[PrototypeSummary, _Mapping]]] = ..., isolation: _Optional[_Union[_isolation_pb2.Isolation, _Mapping]] = ...) -> None: ...
 
 class PrototypeSummary(_message.Message):
     __slots__ = ("name", "index", "target", "target_index", "probability", "logit", "top5", "steps", "seed", "has_scores")

@@ -23,52 +23,57 @@ _sym_db = _symbol_database.Default()
 
 
 from protolens.v1 import common_pb2 as protolens_dot_v1_dot_common__pb2
+from protolens.v1 import isolation_pb2 as protolens_dot_v1_dot_isolation__pb2
 from protolens.v1 import job_pb2 as protolens_dot_v1_dot_job__pb2
 from protolens.v1 import model_pb2 as protolens_dot_v1_dot_model__pb2
 from protolens.v1 import prototype_pb2 as protolens_dot_v1_dot_prototype__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotolens/v1/service.proto\x12\x0cprotolens.v1\x1a\x19protolens/v1/common.proto\x1a\x16protolens/v1/job.proto\x1a\x18protolens/v1/model.proto\x1a\x1cprotolens/v1/prototype.proto\"\x91\x02\n\x19\x43reatePrototypeJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x07targets\x18\x02 \x03(\x0b\x32\x14.protolens.v1.Target\x12\x1d\n\x15prototypes_per_target\x18\x03 \x01(\x05\x12.\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rreference_set\x18\x06 \x01(\t\x12(\n\x08priority\x18\x07 \x01(\x0e\x32\x16.protolens.v1.Priority\x12\x12\n\nrequest_id\x18\x08 \x01(\tB\x07\n\x05_seed\"j\n\x1a\x43reatePrototypeJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.protolens.v1.CreateOutcome\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0eGetJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.protolens.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10\x43\x61ncelJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x11\x43\x61ncelJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\"/\n\x0fWatchJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\x84\x01\n\x10WatchJobResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.protolens.v1.JobState\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x16.protolens.v1.Progress\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"T\n\x13GetPrototypeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinclude_float\x18\x02 \x01(\x08\x12\x18\n\x10preview_channels\x18\x03 \x03(\x05\"B\n\x14GetPrototypeResponse\x12*\n\tprototype\x18\x01 \x01(\x0b\x32\x17.protolens.v1.Prototype\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.protolens.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Model*\xad\x01\n\rCreateOutcome\x12\x1e\n\x1a\x43REATE_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43REATE_OUTCOME_QUEUED\x10\x01\x12\x1c\n\x18\x43REATE_OUTCOME_CACHE_HIT\x10\x02\x12\x1d\n\x19\x43REATE_OUTCOME_DEDUP_JOIN\x10\x03\x12$\n CREATE_OUTCOME_IDEMPOTENT_REPLAY\x10\x04\x32\x99\x05\n\x10ProtolensService\x12g\n\x12\x43reatePrototypeJob\x12\'.protolens.v1.CreatePrototypeJobRequest\x1a(.protolens.v1.CreatePrototypeJobResponse\x12\x43\n\x06GetJob\x12\x1b.protolens.v1.GetJobRequest\x1a\x1c.protolens.v1.GetJobResponse\x12I\n\x08ListJobs\x12\x1d.protolens.v1.ListJobsRequest\x1a\x1e.protolens.v1.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.protolens.v1.CancelJobRequest\x1a\x1f.protolens.v1.CancelJobResponse\x12K\n\x08WatchJob\x12\x1d.protolens.v1.WatchJobRequest\x1a\x1e.protolens.v1.WatchJobResponse0\x01\x12U\n\x0cGetPrototype\x12!.protolens.v1.GetPrototypeRequest\x1a\".protolens.v1.GetPrototypeResponse\x12O\n\nListModels\x12\x1f.protolens.v1.ListModelsRequest\x1a .protolens.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.protolens.v1.GetModelRequest\x1a\x1e.protolens.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1aprotolens/v1/service.proto\x12\x0cprotolens.v1\x1a\x19protolens/v1/common.proto\x1a\x1cprotolens/v1/isolation.proto\x1a\x16protolens/v1/job.proto\x1a\x18protolens/v1/model.proto\x1a\x1cprotolens/v1/prototype.proto\"\x91\x02\n\x19\x43reatePrototypeJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12%\n\x07targets\x18\x02 \x03(\x0b\x32\x14.protolens.v1.Target\x12\x1d\n\x15prototypes_per_target\x18\x03 \x01(\x05\x12.\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\x15\n\rreference_set\x18\x06 \x01(\t\x12(\n\x08priority\x18\x07 \x01(\x0e\x32\x16.protolens.v1.Priority\x12\x12\n\nrequest_id\x18\x08 \x01(\tB\x07\n\x05_seed\"j\n\x1a\x43reatePrototypeJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.protolens.v1.CreateOutcome\"\xea\x01\n\x19\x43reateIsolationJobRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05image\x18\x02 \x01(\x0c\x12&\n\x06target\x18\x03 \x01(\x0b\x32\x16.protolens.v1.ClassRef\x12-\n\x06\x63onfig\x18\x04 \x01(\x0b\x32\x1d.protolens.v1.IsolationConfig\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12(\n\x08priority\x18\x06 \x01(\x0e\x32\x16.protolens.v1.Priority\x12\x12\n\nrequest_id\x18\x07 \x01(\tB\x07\n\x05_seed\"j\n\x1a\x43reateIsolationJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\x12,\n\x07outcome\x18\x02 \x01(\x0e\x32\x1b.protolens.v1.CreateOutcome\"\x1d\n\rGetJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"0\n\x0eGetJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\"8\n\x0fListJobsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"L\n\x10ListJobsResponse\x12\x1f\n\x04jobs\x18\x01 \x03(\x0b\x32\x11.protolens.v1.Job\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\" \n\x10\x43\x61ncelJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x11\x43\x61ncelJobResponse\x12\x1e\n\x03job\x18\x01 \x01(\x0b\x32\x11.protolens.v1.Job\"/\n\x0fWatchJobRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\x84\x01\n\x10WatchJobResponse\x12%\n\x05state\x18\x01 \x01(\x0e\x32\x16.protolens.v1.JobState\x12(\n\x08progress\x18\x02 \x01(\x0b\x32\x16.protolens.v1.Progress\x12\x0f\n\x07message\x18\x03 \x01(\t\x12\x0e\n\x06\x63ursor\x18\x04 \x01(\t\"T\n\x13GetPrototypeRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rinclude_float\x18\x02 \x01(\x08\x12\x18\n\x10preview_channels\x18\x03 \x03(\x05\"B\n\x14GetPrototypeResponse\x12*\n\tprototype\x18\x01 \x01(\x0b\x32\x17.protolens.v1.Prototype\":\n\x11ListModelsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"R\n\x12ListModelsResponse\x12#\n\x06models\x18\x01 \x03(\x0b\x32\x13.protolens.v1.Model\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"6\n\x10GetModelResponse\x12\"\n\x05model\x18\x01 \x01(\x0b\x32\x13.protolens.v1.Model*\xad\x01\n\rCreateOutcome\x12\x1e\n\x1a\x43REATE_OUTCOME_UNSPECIFIED\x10\x00\x12\x19\n\x15\x43REATE_OUTCOME_QUEUED\x10\x01\x12\x1c\n\x18\x43REATE_OUTCOME_CACHE_HIT\x10\x02\x12\x1d\n\x19\x43REATE_OUTCOME_DEDUP_JOIN\x10\x03\x12$\n CREATE_OUTCOME_IDEMPOTENT_REPLAY\x10\x04\x32\x82\x06\n\x10ProtolensService\x12g\n\x12\x43reatePrototypeJob\x12\'.protolens.v1.CreatePrototypeJobRequest\x1a(.protolens.v1.CreatePrototypeJobResponse\x12g\n\x12\x43reateIsolationJob\x12\'.protolens.v1.CreateIsolationJobRequest\x1a(.protolens.v1.CreateIsolationJobResponse\x12\x43\n\x06GetJob\x12\x1b.protolens.v1.GetJobRequest\x1a\x1c.protolens.v1.GetJobResponse\x12I\n\x08ListJobs\x12\x1d.protolens.v1.ListJobsRequest\x1a\x1e.protolens.v1.ListJobsResponse\x12L\n\tCancelJob\x12\x1e.protolens.v1.CancelJobRequest\x1a\x1f.protolens.v1.CancelJobResponse\x12K\n\x08WatchJob\x12\x1d.protolens.v1.WatchJobRequest\x1a\x1e.protolens.v1.WatchJobResponse0\x01\x12U\n\x0cGetPrototype\x12!.protolens.v1.GetPrototypeRequest\x1a\".protolens.v1.GetPrototypeResponse\x12O\n\nListModels\x12\x1f.protolens.v1.ListModelsRequest\x1a .protolens.v1.ListModelsResponse\x12I\n\x08GetModel\x12\x1d.protolens.v1.GetModelRequest\x1a\x1e.protolens.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'protolens.v1.service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CREATEOUTCOME']._serialized_start=1411
-  _globals['_CREATEOUTCOME']._serialized_end=1584
-  _globals['_CREATEPROTOTYPEJOBREQUEST']._serialized_start=152
-  _globals['_CREATEPROTOTYPEJOBREQUEST']._serialized_end=425
-  _globals['_CREATEPROTOTYPEJOBRESPONSE']._serialized_start=427
-  _globals['_CREATEPROTOTYPEJOBRESPONSE']._serialized_end=533
-  _globals['_GETJOBREQUEST']._serialized_start=535
-  _globals['_GETJOBREQUEST']._serialized_end=564
-  _globals['_GETJOBRESPONSE']._serialized_start=566
-  _globals['_GETJOBRESPONSE']._serialized_end=614
-  _globals['_LISTJOBSREQUEST']._serialized_start=616
-  _globals['_LISTJOBSREQUEST']._serialized_end=672
-  _globals['_LISTJOBSRESPONSE']._serialized_start=674
-  _globals['_LISTJOBSRESPONSE']._serialized_end=750
-  _globals['_CANCELJOBREQUEST']._serialized_start=752
-  _globals['_CANCELJOBREQUEST']._serialized_end=784
-  _globals['_CANCELJOBRESPONSE']._serialized_start=786
-  _globals['_CANCELJOBRESPONSE']._serialized_end=837
-  _globals['_WATCHJOBREQUEST']._serialized_start=839
-  _globals['_WATCHJOBREQUEST']._serialized_end=886
-  _globals['_WATCHJOBRESPONSE']._serialized_start=889
-  _globals['_WATCHJOBRESPONSE']._serialized_end=1021
-  _globals['_GETPROTOTYPEREQUEST']._serialized_start=1023
-  _globals['_GETPROTOTYPEREQUEST']._serialized_end=1107
-  _globals['_GETPROTOTYPERESPONSE']._serialized_start=1109
-  _globals['_GETPROTOTYPERESPONSE']._serialized_end=1175
-  _globals['_LISTMODELSREQUEST']._serialized_start=1177
-  _globals['_LISTMODELSREQUEST']._serialized_end=1235
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1237
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1319
-  _globals['_GETMODELREQUEST']._serialized_start=1321
-  _globals['_GETMODELREQUEST']._serialized_end=1352
-  _globals['_GETMODELRESPONSE']._serialized_start=1354
-  _globals['_GETMODELRESPONSE']._serialized_end=1408
-  _globals['_PROTOLENSSERVICE']._serialized_start=1587
-  _globals['_PROTOLENSSERVICE']._serialized_end=2252
+  _globals['_CREATEOUTCOME']._serialized_start=1786
+  _globals['_CREATEOUTCOME']._serialized_end=1959
+  _globals['_CREATEPROTOTYPEJOBREQUEST']._serialized_start=182
+  _globals['_CREATEPROTOTYPEJOBREQUEST']._serialized_end=455
+  _globals['_CREATEPROTOTYPEJOBRESPONSE']._serialized_start=457
+  _globals['_CREATEPROTOTYPEJOBRESPONSE']._serialized_end=563
+  _globals['_CREATEISOLATIONJOBREQUEST']._serialized_start=566
+  _globals['_CREATEISOLATIONJOBREQUEST']._serialized_end=800
+  _globals['_CREATEISOLATIONJOBRESPONSE']._serialized_start=802
+  _globals['_CREATEISOLATIONJOBRESPONSE']._serialized_end=908
+  _globals['_GETJOBREQUEST']._serialized_start=910
+  _globals['_GETJOBREQUEST']._serialized_end=939
+  _globals['_GETJOBRESPONSE']._serialized_start=941
+  _globals['_GETJOBRESPONSE']._serialized_end=989
+  _globals['_LISTJOBSREQUEST']._serialized_start=991
+  _globals['_LISTJOBSREQUEST']._serialized_end=1047
+  _globals['_LISTJOBSRESPONSE']._serialized_start=1049
+  _globals['_LISTJOBSRESPONSE']._serialized_end=1125
+  _globals['_CANCELJOBREQUEST']._serialized_start=1127
+  _globals['_CANCELJOBREQUEST']._serialized_end=1159
+  _globals['_CANCELJOBRESPONSE']._serialized_start=1161
+  _globals['_CANCELJOBRESPONSE']._serialized_end=1212
+  _globals['_WATCHJOBREQUEST']._serialized_start=1214
+  _globals['_WATCHJOBREQUEST']._serialized_end=1261
+  _globals['_WATCHJOBRESPONSE']._serialized_start=1264
+  _globals['_WATCHJOBRESPONSE']._serialized_end=1396
+  _globals['_GETPROTOTYPEREQUEST']._serialized_start=1398
+  _globals['_GETPROTOTYPEREQUEST']._serialized_end=1482
+  _globals['_GETPROTOTYPERESPONSE']._serialized_start=1484
+  _globals['_GETPROTOTYPERESPONSE']._serialized_end=1550
+  _globals['_LISTMODELSREQUEST']._serialized_start=1552
+  _globals['_LISTMODELSREQUEST']._serialized_end=1610
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1612
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1694
+  _globals['_GETMODELREQUEST']._serialized_start=1696
+  _globals['_GETMODELREQUEST']._serialized_end=1727
+  _globals['_GETMODELRESPONSE']._serialized_start=1729
+  _globals['_GETMODELRESPONSE']._serialized_end=1783
+  _globals['_PROTOLENSSERVICE']._serialized_start=1962
+  _globals['_PROTOLENSSERVICE']._serialized_end=2732
 # @@protoc_insertion_point(module_scope)

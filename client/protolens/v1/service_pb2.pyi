@@ -1,4 +1,5 @@
 from protolens.v1 import common_pb2 as _common_pb2
+from protolens.v1 import isolation_pb2 as _isolation_pb2
 from protolens.v1 import job_pb2 as _job_pb2
 from protolens.v1 import model_pb2 as _model_pb2
 from protolens.v1 import prototype_pb2 as _prototype_pb2
@@ -45,6 +46,32 @@ class CreatePrototypeJobRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.Target, _Mapping]]] = ..., prototypes_per_target: _Optional[int] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class CreatePrototypeJobResponse(_message.Message):
+    __slots__ = ("job", "outcome")
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    job: _job_pb2.Job
+    outcome: CreateOutcome
+    def __init__(self, job: _Optional[_Union[_job_pb2.Job, _Mapping]] = ..., outcome: _Optional[_Union[CreateOutcome, str]] = ...) -> None: ...
+
+class CreateIsolationJobRequest(_message.Message):
+    __slots__ = ("model", "image", "target", "config", "seed", "priority", "request_id")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    image: bytes
+    target: _common_pb2.ClassRef
+    config: _isolation_pb2.IsolationConfig
+    seed: int
+    priority: _common_pb2.Priority
+    request_id: str
+    def __init__(self, model: _Optional[str] = ..., image: _Optional[bytes] = ..., target: _Optional[_Union[_common_pb2.ClassRef, _Mapping]] = ..., config: _Optional[_Union[_isolation_pb2.IsolationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., request_id: _Optional[str] = ...) -> None: ...
+
+class CreateIsolationJobResponse(_message.Message):
     __slots__ = ("job", "outcome")
     JOB_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_FIELD_NUMBER: _ClassVar[int]

@@ -43,6 +43,11 @@ class ProtolensServiceStub:
                 request_serializer=protolens_dot_v1_dot_service__pb2.CreatePrototypeJobRequest.SerializeToString,
                 response_deserializer=protolens_dot_v1_dot_service__pb2.CreatePrototypeJobResponse.FromString,
                 _registered_method=True)
+        self.CreateIsolationJob = channel.unary_unary(
+                '/protolens.v1.ProtolensService/CreateIsolationJob',
+                request_serializer=protolens_dot_v1_dot_service__pb2.CreateIsolationJobRequest.SerializeToString,
+                response_deserializer=protolens_dot_v1_dot_service__pb2.CreateIsolationJobResponse.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/protolens.v1.ProtolensService/GetJob',
                 request_serializer=protolens_dot_v1_dot_service__pb2.GetJobRequest.SerializeToString,
@@ -90,6 +95,15 @@ class ProtolensServiceServicer:
     def CreatePrototypeJob(self, request, context):
         """Create a job. Returns at once: queued, joined to an identical job in flight,
         or already finished from the cache.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateIsolationJob(self, request, context):
+        """Create a feature isolation job: which parts of a real image carry a class. Same
+        queue, cache and workers as prototype jobs; GetJob/WatchJob/CancelJob apply, the
+        job's isolation field holds the probabilities and GetPrototype the RGBA image.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -151,6 +165,11 @@ def add_ProtolensServiceServicer_to_server(servicer, server):
                     servicer.CreatePrototypeJob,
                     request_deserializer=protolens_dot_v1_dot_service__pb2.CreatePrototypeJobRequest.FromString,
                     response_serializer=protolens_dot_v1_dot_service__pb2.CreatePrototypeJobResponse.SerializeToString,
+            ),
+            'CreateIsolationJob': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateIsolationJob,
+                    request_deserializer=protolens_dot_v1_dot_service__pb2.CreateIsolationJobRequest.FromString,
+                    response_serializer=protolens_dot_v1_dot_service__pb2.CreateIsolationJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -219,6 +238,33 @@ class ProtolensService:
             '/protolens.v1.ProtolensService/CreatePrototypeJob',
             protolens_dot_v1_dot_service__pb2.CreatePrototypeJobRequest.SerializeToString,
             protolens_dot_v1_dot_service__pb2.CreatePrototypeJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateIsolationJob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/protolens.v1.ProtolensService/CreateIsolationJob',
+            protolens_dot_v1_dot_service__pb2.CreateIsolationJobRequest.SerializeToString,
+            protolens_dot_v1_dot_service__pb2.CreateIsolationJobResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -10,6 +10,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from protolens import names
 from protolens.v1 import (
     common_pb2,
+    isolation_pb2,
     job_pb2,
     model_pb2,
     prototype_pb2,
@@ -203,7 +204,21 @@ def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job
     error = error_to_pb(record)
     if error is not None:
         job.error.CopyFrom(error)
+    if spec.mode == "isolation":
+        job.isolation.CopyFrom(isolation_to_pb(record))
     return job
+
+
+def isolation_to_pb(record: JobRecord) -> isolation_pb2.Isolation:
+    """An isolation job's settings, and its probabilities once it succeeded."""
+    config = isolation_pb2.IsolationConfig(
+        **{k: v for k, v in record.spec.config.items() if k in _ISOLATION_FIELDS}
+    )
+    found = (record.prototypes[0].isolation if record.prototypes else None) or {}
+    return isolation_pb2.Isolation(config=config, **{k: float(v) for k, v in found.items()})
+
+
+_ISOLATION_FIELDS = {f.name for f in isolation_pb2.IsolationConfig.DESCRIPTOR.fields}
 
 
 def event_to_pb(entry_id: str, event: JobEvent) -> service_pb2.WatchJobResponse:

@@ -23,8 +23,10 @@ from protolens_server.api.stream_slots import StreamSlots
 from protolens_server.api.tenancy import current_tenant
 from protolens_server.api.validation import (
     ReferenceResolver,
+    build_isolation_spec,
     build_spec,
     check_request_limits,
+    check_request_size,
     model_name,
     page_size,
     read_name,
@@ -86,6 +88,25 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         )
         record, outcome = await self.queue.submit(spec)  # counts protolens_jobs_created_total
         return pb.CreatePrototypeJobResponse(
+            job=await self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
+        )
+
+    async def CreateIsolationJob(
+        self, request: pb.CreateIsolationJobRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CreateIsolationJobResponse:
+        check_request_size(request, self.settings)  # at once, before any work
+        info = await self.models.describe(model_name(request.model))
+        # Decoding and fitting the image off the event loop.
+        spec = await self.pool.run(
+            build_isolation_spec,
+            request,
+            info=info,
+            settings=self.settings,
+            tenant=current_tenant(),
+            trace_id=str(bound_fields().get("trace_id") or ""),
+        )
+        record, outcome = await self.queue.submit(spec)
+        return pb.CreateIsolationJobResponse(
             job=await self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
         )
 

@@ -276,3 +276,62 @@ def build_spec(
         request_id=request_id_of(request.request_id),
         trace_id=trace_id,
     )
+
+
+def build_isolation_spec(
+    request: service_pb2.CreateIsolationJobRequest,
+    *,
+    info: Any,
+    settings: Settings,
+    tenant: str,
+    trace_id: str = "",
+) -> JobSpec:
+    """Validate a CreateIsolationJobRequest against the model ``info``; return its JobSpec
+    (mode "isolation": the image decoded, fitted to the model's input and stored as PNG).
+
+    Raises domain errors naming the field.
+    """
+    import base64
+
+    from protolens_server.engine import IsolationConfig
+    from protolens_server.imageio import encode_png, load_image
+
+    check_request_size(request, settings)
+    if not request.image:
+        raise InvalidArgument("image", "give the image's bytes (PNG or JPEG)")
+    if not request.HasField("target"):
+        raise InvalidArgument("target", "name the class whose evidence to isolate")
+    target = _class_ref(request.target, class_index(info), "target")
+    spec = info.input_spec
+    image = load_image(request.image, spec.height, spec.width, spec.channels)
+    fields = {
+        f.name: getattr(request.config, f.name)
+        for f in request.config.DESCRIPTOR.fields
+        if request.config.HasField(f.name)
+    }
+    for name, value in fields.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"config.{name}", f"must be a finite number (got {value!r})")
+    config = IsolationConfig(**fields)
+    if config.steps > settings.max_steps:
+        raise InvalidArgument(
+            "config.steps", f"{config.steps} steps; this server allows at most {settings.max_steps}"
+        )
+    if request.priority not in _PRIORITIES:
+        raise InvalidArgument(
+            "priority", f"unknown priority {request.priority}; use HIGH/NORMAL/LOW"
+        )
+    return JobSpec(
+        model=info.name,
+        model_digest=info.digest,
+        targets=(TargetSpec((target,)),),
+        config=config.to_dict(),
+        seed=seed_of(request),
+        engine_version=ENGINE_VERSION,
+        priority=_PRIORITIES[request.priority],
+        tenant=tenant,
+        request_id=request_id_of(request.request_id),
+        trace_id=trace_id,
+        mode="isolation",
+        image=base64.b64encode(encode_png(image)).decode("ascii"),
+    )

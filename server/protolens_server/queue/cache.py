@@ -16,8 +16,9 @@ from protolens_server.queue.records import JobSpec
 
 
 def cache_material(spec: JobSpec) -> dict[str, Any]:
-    """The fields hashed into the cache key, as a JSON-able dict."""
-    return {
+    """The fields hashed into the cache key, as a JSON-able dict (an isolation adds its
+    mode and its image's digest; a prototype job's key is as it always was)."""
+    material = {
         "model_digest": spec.model_digest,
         "targets": [t.material() for t in spec.targets],
         "config": spec.config,
@@ -25,6 +26,10 @@ def cache_material(spec: JobSpec) -> dict[str, Any]:
         "reference_digest": spec.reference_digest,
         "engine_version": spec.engine_version,
     }
+    if spec.mode != "prototype":
+        material["mode"] = spec.mode
+        material["image_digest"] = hashlib.sha256(spec.image.encode()).hexdigest()
+    return material
 
 
 def canonical_json(value: Any) -> str:
@@ -43,4 +48,6 @@ def batch_key(spec: JobSpec) -> str:
     Seeds and targets may differ: the engine takes one seed per target.
     """
     material = {"model": spec.model, "model_digest": spec.model_digest, "config": spec.config}
+    if spec.mode != "prototype":  # never batched with prototype jobs
+        material["mode"] = spec.mode
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()

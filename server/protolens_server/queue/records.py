@@ -121,6 +121,10 @@ class JobSpec:
     tenant: str = "default"
     request_id: str = ""
     trace_id: str = ""
+    # "prototype", or "isolation" (CreateIsolationJob: one target class, ``config`` an
+    # engine IsolationConfig, ``image`` the input PNG at the model's size, base64)
+    mode: str = "prototype"
+    image: str = ""
 
     # The one place that reads these out of ``config`` (the engine's defaults apply to a
     # key a config leaves out: steps is then whatever the engine runs, counted as 0 here).
@@ -156,6 +160,9 @@ class StoredPrototype:
     steps: int
     seed: int
     scores: dict[str, Any] | None = None  # engine scores as a JSON-able dict
+    # an isolation's probability (whole image), probability_kept, probability_removed,
+    # mask_mean; None for a prototype
+    isolation: dict[str, float] | None = None
     png_key: str = ""  # blob key of the PNG
     scores_key: str = ""  # blob key of the scores JSON ("" = no scores)
     # blob key of the lossless float32 (C, H, W) tensor, a safetensors file (imageio.

@@ -150,6 +150,15 @@ def run_engine(
     ``compile`` and ``memory_budget`` are the engine's execution options
     (``Settings.engine_compile``, ``Settings.gpu_memory_budget``).
     """
+    if specs[0].mode == "isolation":  # same queue and workers; its own engine verb
+        return [
+            [
+                run_isolation(
+                    handle, spec, device=device, on_progress=on_progress, should_stop=should_stop
+                )
+            ]
+            for spec in specs
+        ]
     config = GenerationConfig.from_dict(specs[0].config)
     handle = with_injected_oom(handle)
     targets = [engine_target(t) for spec in specs for t in spec.targets]
@@ -167,6 +176,55 @@ def run_engine(
         on_oom_split=_count_oom_split,
     )
     return [prototypes[s] for s in job_slices(specs)]
+
+
+def run_isolation(
+    handle: ModelHandle,
+    spec: JobSpec,
+    *,
+    device: str,
+    on_progress: Callable[[ProgressEvent], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> Prototype:
+    """An isolation job's result as the one "prototype" the queue stores: the input image
+    with the mask as its alpha channel, the probabilities in ``extras["isolation"]``."""
+    import base64
+
+    from protolens_server.engine import IsolationConfig, Target, isolate
+    from protolens_server.imageio import decode_png
+
+    config = IsolationConfig.from_dict(spec.config)
+    image = decode_png(base64.b64decode(spec.image), handle.input_spec.channels)
+    target = spec.targets[0].classes[0]
+    found = isolate(
+        handle,
+        image,
+        target,
+        config,
+        seed=spec.seed,
+        device=device,
+        on_progress=on_progress,
+        should_stop=should_stop,
+    )
+    return Prototype(
+        image=found.isolated,
+        target=Target((target,)),
+        index=0,
+        probability=found.probability_kept,
+        logit=0.0,
+        top5=[],
+        steps=found.steps,
+        seed=spec.seed,
+        config=GenerationConfig(alpha=True),  # its last channel is an opacity: the mask
+        extras={
+            "isolation": {
+                "probability": found.probability,
+                "probability_kept": found.probability_kept,
+                "probability_removed": found.probability_removed,
+                "mask_mean": found.mask_mean,
+            }
+        },
+    )
 
 
 def _count_oom_split(images: int, limit: int) -> None:
@@ -209,6 +267,7 @@ def package(
             steps=int(p.steps),
             seed=int(p.seed),
             scores=_scores_dict(p.scores),
+            isolation=p.extras.get("isolation"),
         )
         for p in prototypes
     ]
