@@ -9,6 +9,7 @@ import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -49,7 +50,7 @@ async def test_isolation_job_runs_on_a_worker_and_is_cached(
         other = await client.create_isolation_job("tiny", _photo(2), 1, config=CONFIG, seed=3)
     image = Image.open(io.BytesIO(proto.png))
     assert image.mode == "RGBA" and image.size == (16, 16)  # fitted to the model's input
-    alpha = torch.tensor(list(image.getchannel("A").getdata()), dtype=torch.float32) / 255
+    alpha = torch.from_numpy(np.asarray(image.getchannel("A"), dtype=np.float32)) / 255
     assert abs(float(alpha.mean()) - found.mask_mean) < 0.01
     assert again.outcome == "cache_hit" and again.isolation.probability == found.probability
     assert other.outcome == "queued"  # the image is in the cache key
