@@ -190,7 +190,8 @@ def main(argv: list[str]) -> int:
         for cycle in result["cycles"]:  # type: ignore[attr-defined]
             print("  cycle:", " <-> ".join(cycle))
         if result["unlayered_rooms"]:
-            print("  rooms without a layer:", ", ".join(result["unlayered_rooms"]))  # type: ignore[arg-type]
+            rooms = ", ".join(result["unlayered_rooms"])  # type: ignore[arg-type]
+            print(f"  rooms without a layer: {rooms} (give each one in LAYERS, {__file__})")
     bad = result["imports_pointing_up"] or result["cycles"] or result["unlayered_rooms"]
     return 1 if args.check and bad else 0
 
