@@ -6,7 +6,7 @@ interceptor has already authenticated the caller.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 from protolens import names
@@ -19,6 +19,11 @@ from protolens_server.api.validation import read_name
 from protolens_server.config import Settings
 from protolens_server.errors import InvalidArgument, PermissionDenied
 from protolens_server.queue.api_keys import ApiKeyInfo, ApiKeyStore
+
+if TYPE_CHECKING:
+    from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.queue.jobs import JobQueue
+
 
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
 _ROLE_TO_PB = {ROLE_TENANT: pb.API_KEY_ROLE_TENANT, ROLE_ADMIN: pb.API_KEY_ROLE_ADMIN}
@@ -77,7 +82,9 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
         return pb.RevokeApiKeyResponse(api_key=api_key_to_pb(await self.store.revoke(key_id)))
 
 
-def add_admin_service(server: grpc.aio.Server, queue: Any, catalog: Any, settings: Settings) -> str:
+def add_admin_service(
+    server: grpc.aio.Server, queue: JobQueue, catalog: ModelCatalog, settings: Settings
+) -> str:
     """Register the AdminService on ``server`` (keys stored beside the queue's)."""
     admin_pb2_grpc.add_AdminServiceServicer_to_server(
         AdminServicer(ApiKeyStore(queue.redis, queue.keys)), server

@@ -11,7 +11,7 @@ mapped (code, reason, message, metadata) by this module's table.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 import yaml
@@ -39,6 +39,12 @@ from protolens_server.checks.service import CheckRunner
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import ErrorRecord, InvalidArgument
 from protolens_server.queue.checks import CheckRecord, CheckState
+
+if TYPE_CHECKING:
+    from protolens_server.config import Settings
+    from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.queue.jobs import JobQueue
+
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckService"].full_name
 _STATES = {
@@ -75,7 +81,7 @@ def check_to_pb(run: CheckRecord) -> pb.Check:
     )
 
 
-def _config(request: pb.StartCheckRequest, settings: Any) -> GenerationConfig:
+def _config(request: pb.StartCheckRequest, settings: Settings) -> GenerationConfig:
     if not 0 <= request.prototypes_per_class <= 64:
         raise InvalidArgument("prototypes_per_class", "must be 1..64 (0 = 1)")
     return generation_config(request.config, request.prototypes_per_class, settings)
@@ -93,7 +99,7 @@ class _PolicyLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _check_policy_size(text: str, settings: Any) -> None:
+def _check_policy_size(text: str, settings: Settings) -> None:
     limit = settings.max_policy_bytes
     size = len(text.encode())
     if size > limit:
@@ -187,8 +193,8 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
 
 def add_check_service(
     server: grpc.aio.Server,
-    queue: Any,
-    catalog: Any,
+    queue: JobQueue,
+    catalog: ModelCatalog,
     settings: Any,
     *,
     pool: RequestPool | None = None,

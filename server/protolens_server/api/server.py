@@ -19,7 +19,7 @@ import contextlib
 import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,6 +42,11 @@ from protolens_server.config import Settings
 from protolens_server.heap import freeze_startup_heap
 from protolens_server.logging import get_logger
 from protolens_server.queue.api_keys import ApiKeyStore, RateLimiter
+
+if TYPE_CHECKING:
+    from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.queue.jobs import JobQueue
+
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
 ServiceHook = Callable[[grpc.aio.Server, Any, Any, Settings], str]
@@ -66,8 +71,8 @@ class ApiServer:
 
     grpc_server: grpc.aio.Server
     port: int
-    queue: Any
-    catalog: Any
+    queue: JobQueue
+    catalog: ModelCatalog
     health: Any
     sample_interval_s: float = SAMPLE_INTERVAL_S
     services: tuple[str, ...] = (SERVICE_NAME,)
@@ -160,8 +165,8 @@ class ApiServer:
 async def start_server(
     settings: Settings,
     *,
-    queue: Any = None,
-    catalog: Any = None,
+    queue: JobQueue | None = None,
+    catalog: ModelCatalog | None = None,
     tenant_resolver: TenantResolver | None = None,
     sample_interval_s: float = SAMPLE_INTERVAL_S,
     extra_services: Sequence[ServiceHook] = (),
@@ -240,7 +245,7 @@ async def start_server(
     return api, port
 
 
-def _probe_client(settings: Settings, queue: Any) -> Any:
+def _probe_client(settings: Settings, queue: JobQueue) -> Any:
     """A client for health's PING: one connection, no retries, short timeouts (so an
     outage shows at once, and a busy main pool never looks like one)."""
     if not settings.redis_url:

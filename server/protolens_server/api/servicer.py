@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from protolens import names
@@ -36,6 +36,11 @@ from protolens_server.errors import FailedPrecondition, InvalidArgument, NotFoun
 from protolens_server.logging import bound_fields
 from protolens_server.queue.pages import MAX_PAGE_SIZE
 
+if TYPE_CHECKING:
+    from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.queue.jobs import JobQueue
+
+
 # Replies for jobs with more targets and prototypes than this are built in the pool.
 _INLINE_TARGETS = 64
 
@@ -43,8 +48,8 @@ _INLINE_TARGETS = 64
 class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     def __init__(
         self,
-        queue: Any,
-        catalog: Any,
+        queue: JobQueue,
+        catalog: ModelCatalog,
         settings: Settings,
         resolve_reference: ReferenceResolver,
         *,

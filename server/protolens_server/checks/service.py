@@ -30,7 +30,7 @@ import os
 import secrets
 import socket
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolens_server.checks.local_cache import group_by_class
 from protolens_server.checks.policy import Policy
@@ -53,6 +53,12 @@ from protolens_server.errors import (
 from protolens_server.queue.checks import CheckRecord, CheckState, CheckStore, new_check_id
 from protolens_server.queue.connection import UNREACHABLE
 from protolens_server.queue.records import JobRecord, JobSpec, JobState
+
+if TYPE_CHECKING:
+    from protolens_server.config import Settings
+    from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.queue.jobs import JobQueue
+
 
 log = logging.getLogger(__name__)
 POLL_S = 0.2
@@ -93,9 +99,9 @@ class _Stop(Exception):
 class CheckRunner:
     def __init__(
         self,
-        queue: Any,
-        catalog: Any,
-        settings: Any,
+        queue: JobQueue,
+        catalog: ModelCatalog,
+        settings: Settings,
         resolve_reference: Any = None,
         *,
         chunk_size: int = DEFAULT_CHUNK,

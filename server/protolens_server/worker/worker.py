@@ -24,7 +24,7 @@ import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from protolens_server import metrics
 from protolens_server.config import Settings
@@ -55,6 +55,10 @@ from protolens_server.worker.runner import (
     run_engine,
     waiting_phase,
 )
+
+if TYPE_CHECKING:
+    from protolens_server.models.catalog import ModelCatalog
+
 
 log = get_logger("protolens.worker")
 T = TypeVar("T")
@@ -120,7 +124,7 @@ class Worker:
         self,
         settings: Settings,
         *,
-        catalog: Any = None,
+        catalog: ModelCatalog | None = None,
         device: str | None = None,
         name: str | None = None,
         metrics_port: int | None = None,
