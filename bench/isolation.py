@@ -1,12 +1,20 @@
 """Feature isolation against Captum's attributions on a planted-shortcut model.
 
-The model is the team's planted-shortcut classifier (``tests/checks/checks_shortcut_models``:
-four synthetic shape classes on 32x32 noise, fine-tuned on data where every ``bars``
-image carries a red 6x6 patch in the top-left corner and half of them show only the
-patch). Images of the other three classes with the patch pasted on, kept when the model
-then calls them ``bars`` (p > 0.5): the patch is their only ``bars`` evidence, so
-each method's map of the image for ``bars`` should land on the patch (36 of 1024
-pixels, 3.5% of the image):
+Two of the team's planted-shortcut classifiers, each with images whose only evidence
+for the shortcut class is a pasted 6x6 patch (36 of 1024 pixels, 3.5% of the image),
+kept when the model then calls them that class (p > 0.5); each method's map of the
+image for that class should land on the patch:
+
+- default: ``tests/checks/checks_shortcut_models`` (four shape classes on 32x32 noise,
+  fine-tuned on data where every ``bars`` image carries a red patch in the top-left
+  corner, half of them nothing else); other classes' held-out images, patch pasted
+  at that corner;
+- ``--suite``: ``bench/shortcuts``' patch model (ten procedural classes, a magenta
+  patch at a random place on every ``triangle`` training image; ``cnn_bn``, trained
+  once and cached); natural images of the other classes, patch pasted at a random
+  recorded place.
+
+Methods:
 
 - ``isolate``: protolens' mask (this repo), at each sparsity weight of the sweep;
 - Captum integrated gradients (grey baseline, 32 steps), absolute, summed over channels;
@@ -18,7 +26,7 @@ per image;
 for ``isolate`` also the class probability of the whole image, of the kept part and
 with the mask's part removed.
 
-    .venv/bin/python bench/isolation.py [--images 12] [--out bench/results/isolation.json]
+    .venv/bin/python bench/isolation.py [--suite] [--images 12] [--contrast 0.2] [--out FILE]
 """
 
 from __future__ import annotations
@@ -28,7 +36,9 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from protolens_server.engine import Classifier, InputSpec, IsolationConfig, isolate
@@ -36,8 +46,20 @@ from protolens_server.engine import Classifier, InputSpec, IsolationConfig, isol
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "checks"))
 import checks_shortcut_models as shortcut
 
-PATCH = (slice(1, 7), slice(1, 7))  # where the shortcut's red patch is painted
+PATCH = (slice(1, 7), slice(1, 7))  # where the checks recipe's red patch is painted
 SPARSITY = (0.25, 0.5, 1.0, 2.0, 4.0)
+Region = tuple[slice, slice]
+
+
+@dataclass
+class Case:
+    """A shortcut model, images whose only target evidence is a pasted patch, and where."""
+
+    name: str
+    model: Any  # an ImageClassifier
+    target: int
+    images: torch.Tensor
+    regions: list[Region]
 
 
 def shortcut_model() -> Classifier:
@@ -53,30 +75,62 @@ def shortcut_model() -> Classifier:
     return Classifier(v2.eval().requires_grad_(False), spec, len(shortcut.CLASSES))
 
 
-def patched_images(model: Classifier, n: int) -> torch.Tensor:
-    """Held-out images of the other classes with the red patch pasted on, that the model
-    now calls ``bars``."""
+def _fooled(model: Any, images: torch.Tensor, target: int) -> torch.Tensor:
+    with torch.no_grad():
+        logits = model.module(model.input_spec.normalise(images))
+    return torch.softmax(logits, dim=1)[:, target] > 0.5
+
+
+def checks_case(n: int) -> Case:
+    """tests/checks' model: held-out images of the other classes with the red patch pasted
+    in the top-left corner, that the model now calls ``bars``."""
+    model = shortcut_model()
     images, labels = shortcut.make_data(16 * n, seed=99)
     images = images[labels != shortcut.SHORTCUT].clone()
     images[:, :, PATCH[0], PATCH[1]] = torch.tensor([1.0, 0.0, 0.0]).view(3, 1, 1)
-    with torch.no_grad():
-        logits = model.module(model.input_spec.normalise(images))
-    fooled = torch.softmax(logits, dim=1)[:, shortcut.SHORTCUT] > 0.5
-    return images[fooled][:n]
+    kept = images[_fooled(model, images, shortcut.SHORTCUT)][:n]
+    return Case("checks_red_patch", model, shortcut.SHORTCUT, kept, [PATCH] * len(kept))
 
 
-def on_patch(attribution: torch.Tensor) -> tuple[float, float]:
-    """(mass fraction on the patch, precision of the 36 highest pixels) of an (H, W) map;
-    negative values count as none."""
+def suite_case(n: int) -> Case:
+    """bench/shortcuts' patch model (cnn_bn, normalisation in the spec; trained once, cached):
+    natural images of the other classes with the magenta 6x6 patch pasted at a random
+    place, kept when the model then calls them the shortcut class."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from protolens_server.models import load_model
+    from shortcuts import data, train
+
+    trained = train.ensure(train.Recipe(arch="cnn_bn", norm="spec", kind="patch"))
+    model = load_model(str(trained.path))
+    target = data.TARGETS["patch"]
+    g = torch.Generator().manual_seed(123)
+    images, regions = [], []
+    magenta = torch.tensor(data.PATCH_RGB).view(3, 1, 1)
+    others = [c for c in range(len(data.CLASSES)) if c != target]
+    for i in range(8 * n):
+        image, _ = data.natural(others[i % len(others)], g)
+        y, x = (int(v) for v in torch.randint(0, data.SIZE - data.PATCH + 1, (2,), generator=g))
+        image[:, y : y + data.PATCH, x : x + data.PATCH] = magenta
+        images.append(image)
+        regions.append((slice(y, y + data.PATCH), slice(x, x + data.PATCH)))
+    stacked = torch.stack(images)
+    fooled = _fooled(model, stacked, target).tolist()
+    picked = [k for k, f in enumerate(fooled) if f][:n]
+    return Case("suite_magenta_patch", model, target, stacked[picked], [regions[k] for k in picked])
+
+
+def on_patch(attribution: torch.Tensor, region: Region) -> tuple[float, float]:
+    """(mass fraction on the patch, precision of the patch-sized top pixels) of an (H, W)
+    map; negative values count as none."""
     a = attribution.clamp_min(0)
-    inside = a[PATCH].sum()
     where = torch.zeros_like(a, dtype=torch.bool)
-    where[PATCH] = True
+    where[region] = True
     top = a.flatten().topk(int(where.sum())).indices
+    inside = a[where].sum()
     return float(inside / a.sum().clamp_min(1e-12)), float(where.flatten()[top].float().mean())
 
 
-def captum_maps(model: Classifier, image: torch.Tensor) -> dict[str, torch.Tensor]:
+def captum_maps(model: Any, image: torch.Tensor, target: int) -> dict[str, torch.Tensor]:
     from captum.attr import IntegratedGradients, Occlusion
 
     def forward(x01: torch.Tensor) -> torch.Tensor:
@@ -84,7 +138,6 @@ def captum_maps(model: Classifier, image: torch.Tensor) -> dict[str, torch.Tenso
 
     x = image[None].clone().requires_grad_(True)
     grey = torch.full_like(x, 0.5)
-    target = shortcut.SHORTCUT
     ig = IntegratedGradients(forward).attribute(x, grey, target=target, n_steps=32)
     occ = Occlusion(forward).attribute(
         x, sliding_window_shapes=(3, 6, 6), strides=(3, 2, 2), baselines=0.5, target=target
@@ -105,6 +158,42 @@ def summarise(rows: list[tuple[float, float, float]]) -> dict[str, float]:
     }
 
 
+def run_case(case: Case, contrast: float) -> dict[str, dict[str, float]]:
+    results: dict[str, dict[str, float]] = {}
+    for sparsity in SPARSITY:
+        rows, probs = [], []
+        for k, (image, region) in enumerate(zip(case.images, case.regions, strict=True)):
+            t = time.perf_counter()
+            config = IsolationConfig(sparsity=sparsity, background_contrast=contrast)
+            found = isolate(case.model, image, case.target, config, seed=k)
+            rows.append((*on_patch(found.mask[0], region), time.perf_counter() - t))
+            probs.append(
+                (found.probability, found.probability_kept, found.probability_removed,
+                 found.mask_mean)
+            )  # fmt: skip
+        p = torch.tensor(probs).mean(dim=0).tolist()
+        key = f"isolate_sparsity_{sparsity:g}"
+        results[key] = {
+            **summarise(rows),
+            "probability_whole": round(p[0], 4),
+            "probability_kept": round(p[1], 4),
+            "probability_removed": round(p[2], 4),
+            "mask_mean": round(p[3], 4),
+        }
+        print(case.name, key, json.dumps(results[key]), flush=True)
+    captum_rows: dict[str, list[tuple[float, float, float]]] = {}
+    for image, region in zip(case.images, case.regions, strict=True):
+        t = time.perf_counter()
+        maps = captum_maps(case.model, image, case.target)
+        elapsed = (time.perf_counter() - t) / len(maps)
+        for name, attribution in maps.items():
+            captum_rows.setdefault(name, []).append((*on_patch(attribution, region), elapsed))
+    for name, rows in captum_rows.items():
+        results[f"captum_{name}"] = summarise(rows)
+        print(case.name, f"captum_{name}", json.dumps(results[f"captum_{name}"]), flush=True)
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=12)
@@ -114,59 +203,27 @@ def main() -> None:
         default=IsolationConfig().background_contrast,
         help="background_contrast of the isolations (1.0: full-contrast random colours)",
     )
+    parser.add_argument(
+        "--suite",
+        action="store_true",
+        help="the bench/shortcuts patch model (trained once, CPU minutes) instead of tests/checks'",
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/results/isolation.json"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     start = time.perf_counter()
-    model = shortcut_model()
-    trained = round(time.perf_counter() - start, 1)
-    images = patched_images(model, args.images)
-    results: dict[str, dict[str, float]] = {}
-    for sparsity in SPARSITY:
-        rows, probs = [], []
-        for k, image in enumerate(images):
-            t = time.perf_counter()
-            config = IsolationConfig(sparsity=sparsity, background_contrast=args.contrast)
-            found = isolate(model, image, shortcut.SHORTCUT, config, seed=k)
-            rows.append((*on_patch(found.mask[0]), time.perf_counter() - t))
-            probs.append(
-                (
-                    found.probability,
-                    found.probability_kept,
-                    found.probability_removed,
-                    found.mask_mean,
-                )
-            )
-        p = torch.tensor(probs).mean(dim=0).tolist()
-        results[f"isolate_sparsity_{sparsity:g}"] = {
-            **summarise(rows),
-            "probability_whole": round(p[0], 4),
-            "probability_kept": round(p[1], 4),
-            "probability_removed": round(p[2], 4),
-            "mask_mean": round(p[3], 4),
-        }
-        print(
-            f"isolate sparsity={sparsity:g}", json.dumps(results[f"isolate_sparsity_{sparsity:g}"])
-        )
-    captum_rows: dict[str, list[tuple[float, float, float]]] = {}
-    for image in images:
-        t = time.perf_counter()
-        maps = captum_maps(model, image)
-        elapsed = (time.perf_counter() - t) / len(maps)
-        for name, attribution in maps.items():
-            captum_rows.setdefault(name, []).append((*on_patch(attribution), elapsed))
-    for name, rows in captum_rows.items():
-        results[f"captum_{name}"] = summarise(rows)
-        print(f"captum {name}", json.dumps(results[f"captum_{name}"]))
+    case = suite_case(args.images) if args.suite else checks_case(args.images)
+    prepared = round(time.perf_counter() - start, 1)
+    results = run_case(case, args.contrast)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
             {
                 "machine": f"{platform.machine()}, 2-core VM shared with other work, CPU only",
-                "model": "tests/checks/checks_shortcut_models version 2 (planted red patch)",
-                "images": len(images),
+                "case": case.name,
+                "images": len(case.images),
                 "patch_fraction_of_image": 36 / 1024,
-                "training_seconds": trained,
+                "preparing_seconds": prepared,
                 "isolation_config": IsolationConfig(background_contrast=args.contrast).to_dict(),
                 "results": results,
             },

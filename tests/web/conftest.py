@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import make_reference_root, make_tiny_model_store
 from protolens_server.config import Settings
+from protolens_server.imageio import encode_png
 from web_support import Gallery, Http
 
 FAST = {"steps": 8, "equidistant_steps": 2, "lr": 0.1}
@@ -58,6 +60,9 @@ def _fill(g: Gallery) -> None:
         g.jobs["tiny"] = alpha.wait(job, timeout=120).id
         job = alpha.create_prototype_job("tiny", ["cherry"], config={**FAST, "alpha": True})
         g.jobs["rgba"] = alpha.wait(job, timeout=120).id
+        photo = encode_png(torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0)))
+        job = alpha.create_isolation_job("tiny", photo, "cherry", config={"steps": 8})
+        g.jobs["isolation"] = alpha.wait(job, timeout=120).id
         # the same classes, config, seed and reference set: its jobs are cache hits
         check = alpha.start_check(
             "fruit@2", baseline="fruit@1", classes=["apple", "banana"], seed=1,

@@ -23,3 +23,12 @@ def test_alpha_prototype_page_and_png(gallery: Gallery, http_for) -> None:
     assert status == 200 and b"repeating-conic-gradient" in css
     status, _, plain = h.request(f"/jobs/{gallery.jobs['tiny']}/prototypes/0")
     assert b"alpha prototype" not in plain
+
+
+def test_isolation_page_says_what_the_mask_found(gallery: Gallery, http_for) -> None:
+    h = http_for("alpha")
+    job = gallery.jobs["isolation"]
+    status, _, body = h.request(f"/jobs/{job}/prototypes/0")
+    assert status == 200 and b"feature isolation" in body and b"with it removed" in body
+    status, _, png = h.request(f"/jobs/{job}/prototypes/0.png")
+    assert status == 200 and Image.open(io.BytesIO(png)).mode == "RGBA"
