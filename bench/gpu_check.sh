@@ -19,9 +19,9 @@
 #   1. here (a machine with PyPI), once, in the repo root:
 #        bash bench/gpu_check.sh --prepare-wheels
 #   2. on the GPU machine, in the repo root with .whl/ beside it:
-#        bash bench/gpu_check.sh                 # the goal: a few minutes on an H200
+#        bash bench/gpu_check.sh --no-compile    # the goal (~6 min est.; fits one 10-min device call)
+#        bash bench/gpu_check.sh                 # plus compiled vs eager (~1-2 min more)
 #        bash bench/gpu_check.sh --quick         # 256 classes x 64 steps: says it is NOT the goal
-#        bash bench/gpu_check.sh --no-compile    # skip the torch.compile correctness check
 #        bash bench/gpu_check.sh --sweep         # also the batch sweep vs Lucent (throughput.py)
 #        bash bench/gpu_check.sh -- --compile    # extra gpu_goal.py options after --
 #   3. the same script on a CPU (tiny model, 4 steps; checks the code, not speed):
