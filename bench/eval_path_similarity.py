@@ -5,11 +5,16 @@ scored layer by layer against natural images of their class (normalised as in
 Geirhos et al. 2023: 1 = as similar as a held-out natural image of the class,
 0 = as similar as a natural image of another class):
 
-- ``default``: the product's default ``GenerationConfig``;
+- ``default``: the product's default ``GenerationConfig`` (learning rate found per
+  model, stops by convergence; its time includes the finder's probes);
+- ``previous default``: engine 0.2's defaults (64 fixed steps at lr 0.05, target
+  logit + log-probability);
 - ``pixel``: plain gradient ascent in pixel space (no transforms, no penalties,
-  noise start, no decorrelation);
-- ``lucent``: a Lucent-style render (Fourier + decorrelated colour, standard
-  transforms, no high-frequency penalty, noise start).
+  noise start, no decorrelation; 64 steps);
+- ``lucent 512``: a Lucent-style render (Fourier + decorrelated colour, standard
+  transforms, no high-frequency penalty, noise start, the target logit) for 512
+  steps at Lucent's lr 0.05: the reference the defaults must beat, in a quarter of
+  its time.
 
 Models:
 - ``efficientnet_lite0`` (built in) with natural images shipped by
@@ -66,7 +71,11 @@ from protolens_server.scores.statistics import reference_statistics  # noqa: E40
 
 CONFIGS = {
     "default": GenerationConfig(),
+    "previous default": GenerationConfig(steps=64, lr=0.05, objective="logit"),
     "pixel": GenerationConfig(
+        steps=64,
+        lr=0.05,
+        objective="logit",
         parameterisation="pixel",
         decorrelate=False,
         transforms="none",
@@ -75,7 +84,10 @@ CONFIGS = {
         blur_every=0,
         bn_prior=0.0,  # no activation prior (the engine's default has one)
     ),
-    "lucent": GenerationConfig(
+    "lucent 512": GenerationConfig(
+        steps=512,
+        lr=0.05,
+        objective="logit",
         parameterisation="fourier",
         decorrelate=True,
         transforms="medium",
@@ -100,6 +112,8 @@ class Result:
     robust: dict[str, float] = field(default_factory=dict)
     natural: dict[str, list[PrototypeScores]] = field(default_factory=dict)  # held-out levels
     seconds: dict[str, float] = field(default_factory=dict)
+    generation_seconds: dict[str, float] = field(default_factory=dict)  # without scoring
+    seed_curves: dict[str, list[list[float]]] = field(default_factory=dict)  # per seed
     steps: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -117,9 +131,14 @@ def _run_configs(
     for name, config in configs.items():
         start = time.perf_counter()
         protos = [p for s in seeds for p in generate(handle, classes, config, seed=s)]
+        result.generation_seconds[name] = time.perf_counter() - start
         scores = score_prototypes(handle, protos, refset, cache_dir=cache, robustness_samples=16)
         result.seconds[name] = time.perf_counter() - start
-        result.steps[name] = config.steps
+        per_seed = len(classes)
+        result.seed_curves[name] = [
+            _mean_curve(scores[k : k + per_seed]) for k in range(0, len(scores), per_seed)
+        ]
+        result.steps[name] = max(p.steps for p in protos)
         result.curves[name] = _mean_curve(scores)
         _keep_summaries(result, name, scores)
         result.probability[name] = float(np.mean([p.probability for p in protos]))
@@ -160,13 +179,15 @@ def _natural_levels(
 # -- efficientnet_lite0 with scikit-image photos ----------------------------------------
 
 
-def run_efficientnet(quick: bool, work: Path) -> Result:
+def run_efficientnet(
+    quick: bool, work: Path, classes: int = 4, seeds: int = 1, configs: list[str] | None = None
+) -> Result:
     from protolens_server.models import load_model
 
     print("efficientnet_lite0 + scikit-image photos", flush=True)
     handle = load_model("efficientnet_lite0")
     spec = handle.input_spec
-    photos = dict(list(SKIMAGE_CLASSES.items())[: 3 if quick else 4])
+    photos = dict(list(SKIMAGE_CLASSES.items())[: 3 if quick else classes])
     rng = np.random.default_rng(0)
     per_class, held_per_class = (8, 3) if quick else (12, 4)
     root = work / "skimage_refs"
@@ -196,11 +217,17 @@ def run_efficientnet(quick: bool, work: Path) -> Result:
         f"{per_class} reference crops per photo; {held_per_class} held-out crops per photo, "
         f"top-1 = the photo's class for {agree:.0%} of them"
     )
-    configs = CONFIGS
+    chosen = {k: v for k, v in CONFIGS.items() if configs is None or k in configs}
     if quick:
-        configs = {k: v.replace(steps=32, equidistant_steps=8) for k, v in CONFIGS.items()}
-        result.notes.append(f"--quick: 32 steps per config (default is {CONFIGS['default'].steps})")
-    _run_configs(result, handle, list(photos.values()), refset, configs, [0], work / "cache")
+        chosen = {
+            k: v.replace(steps=32 if v.steps else 0, max_steps=32, equidistant_steps=8)
+            for k, v in chosen.items()
+        }
+        result.notes.append("--quick: at most 32 steps per config")
+    result.notes.append(f"{seeds} seed(s) per class and config")
+    _run_configs(
+        result, handle, list(photos.values()), refset, chosen, list(range(seeds)), work / "cache"
+    )
     return result
 
 
@@ -286,7 +313,8 @@ def table(result: Result) -> str:
             f"| {name} | {_summary_cell(result, name)} | {_sd(values)} | {layers:.0f}/{total} "
             f"| {_fmt(early)} | {_fmt(middle)} "
             f"| {_fmt(late)} | {_fmt(logits)} | {result.probability[name]:.2f} "
-            f"| {result.robust[name]:.2f} | {result.steps[name]} | {result.seconds[name]:.0f} s |"
+            f"| {result.robust[name]:.2f} | {result.steps[name]} "
+            f"| {result.generation_seconds[name]:.0f} s |"
         )
     for label, key in (("own class", "same"), ("other classes", "other")):
         scores = result.natural[key]
@@ -309,9 +337,31 @@ def layer_table(result: Result) -> str:
         "| layer | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(names),
     ]
+    spread = any(len(v) > 1 for v in result.seed_curves.values())
+    if spread:
+        lines[0] = lines[0].replace("):", "; ± sd of the per-seed means):")
+
+    def cell(name: str, i: int) -> str:
+        per_seed = [c[i] for c in result.seed_curves.get(name, [])]
+        text = _fmt(result.curves[name][i])
+        if spread and len(per_seed) > 1 and not any(math.isnan(v) for v in per_seed):
+            text += f" ± {float(np.std(per_seed, ddof=1)):.2f}"
+        return text
+
     for i, layer in enumerate(result.layers):
-        row = " | ".join(_fmt(result.curves[n][i]) for n in names)
+        row = " | ".join(cell(n, i) for n in names)
         lines.append(f"| {layer} | {row} |")
+    means = {n: [float(np.nanmean(c)) for c in result.seed_curves.get(n, [])] for n in names}
+    lines.append(
+        "| mean over layers, per seed | "
+        + " | ".join(" / ".join(f"{v:.2f}" for v in means[n]) or "n/a" for n in names)
+        + " |"
+    )
+    lines.append(
+        "| generation time (no scoring) | "
+        + " | ".join(f"{result.generation_seconds[n]:.0f} s" for n in names)
+        + " |"
+    )
     return "\n".join(lines)
 
 
@@ -349,6 +399,18 @@ def main(argv: list[str] | None = None) -> int:
         help="torch intra-op threads (default 1: on a small shared CPU more threads are slower)",
     )
     parser.add_argument("--skip-efficientnet", action="store_true")
+    parser.add_argument("--skip-shapenet", action="store_true")
+    parser.add_argument(
+        "--classes", type=int, default=4, help="EfficientNet photo classes (1-4; default 4)"
+    )
+    parser.add_argument("--seeds", type=int, default=1, help="EfficientNet seeds per class")
+    parser.add_argument(
+        "--configs",
+        default="",
+        help="comma-separated configs to run on EfficientNet (default: all of "
+        + ", ".join(CONFIGS)
+        + ")",
+    )
     parser.add_argument(
         "--bn-prior",
         type=float,
@@ -358,7 +420,22 @@ def main(argv: list[str] | None = None) -> int:
         help="also run the default config with this BatchNorm-statistics prior weight "
         "(repeatable): the data-free activation prior DESIGN.md asks to measure",
     )
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE[,FIELD=VALUE]",
+        help="also run the default config with these changes (repeatable), e.g. "
+        "--also fourier_decay=2",
+    )
     args = parser.parse_args(argv)
+    for changes in args.also:
+        fields = dict(item.split("=", 1) for item in changes.split(","))
+        typed = {
+            k: type(getattr(CONFIGS["default"], k))(v) if k in fields else v
+            for k, v in fields.items()
+        }
+        CONFIGS[f"default + {changes}"] = CONFIGS["default"].replace(**typed)
     for weight in args.bn_prior:
         CONFIGS[f"default + bn_prior {weight:g}"] = CONFIGS["default"].replace(bn_prior=weight)
     torch.set_num_threads(args.threads)
@@ -366,11 +443,20 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        results = [run_shapenet(args.quick, work)]
+        results = [] if args.skip_shapenet else [run_shapenet(args.quick, work)]
         if not args.skip_efficientnet:
-            results.insert(0, run_efficientnet(args.quick, work))
+            configs = [c.strip() for c in args.configs.split(",") if c.strip()] or None
+            if configs is not None:
+                configs += [f"default + {a}" for a in args.also]
+            results.insert(0, run_efficientnet(args.quick, work, args.classes, args.seeds, configs))
     command = "python bench/eval_path_similarity.py" + (" --quick" if args.quick else "")
+    command += "".join(f" {flag}" for flag, on in (("--skip-shapenet", args.skip_shapenet),) if on)
+    if not args.skip_efficientnet:
+        command += f" --classes {args.classes} --seeds {args.seeds}"
+        if args.configs:
+            command += f" --configs '{args.configs}'"
     command += "".join(f" --bn-prior {w:g}" for w in args.bn_prior)
+    command += "".join(f" --also {a}" for a in args.also)
     report = [
         f"Generated by `{command}` in {time.perf_counter() - started:.0f} s "
         f"(torch {torch.__version__}, {args.threads} thread(s)).",

@@ -258,6 +258,8 @@ def summary(msg: job_pb2.PrototypeSummary) -> types.PrototypeSummary:
         steps=msg.steps,
         seed=msg.seed,
         has_scores=msg.has_scores,
+        lr=msg.lr,
+        stop_reason=msg.stop_reason,
     )
 
 

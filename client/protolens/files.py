@@ -60,6 +60,8 @@ def prototype_record(
     provenance: Mapping[str, Any],
     name: str = "",
     float_file: str = "",
+    lr: float = 0.0,
+    stop_reason: str = "",
 ) -> dict[str, Any]:
     """One prototype's JSON record (``SCHEMA``); ``scores`` is the engine's scores dict
     (docs/scores.md) or None, ``provenance`` the keys of ``PROVENANCE_KEYS``;
@@ -86,6 +88,8 @@ def prototype_record(
         "logit": float(logit),
         "top5": [{"index": int(i), "name": n, "probability": float(p)} for i, n, p in top5],
         "steps": int(steps),
+        "stop_reason": stop_reason,
+        "lr": float(lr),
         "seed": int(seed),
         "path_similarity": path_similarity,
         "path_similarity_interval": None if low is None or high is None else [low, high],

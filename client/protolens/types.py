@@ -155,6 +155,8 @@ class PrototypeSummary:
     steps: int
     seed: int
     has_scores: bool
+    lr: float = 0.0  # the learning rate used (found for the model when config.lr was 0)
+    stop_reason: str = ""  # converged / budget / steps
 
 
 @dataclass(frozen=True)
@@ -308,6 +310,8 @@ class Prototype:
             top5=[(c.index, c.name, c.probability) for c in s.top5],
             steps=s.steps,
             seed=s.seed,
+            lr=s.lr,
+            stop_reason=s.stop_reason,
             scores=self.scores.details if self.scores else None,
             provenance=asdict(self.provenance),
         )

@@ -93,7 +93,7 @@ async def test_cli_submit_get_cancel_models(address: str, capsys: pytest.Capture
     [
         (("submit", "--model", "tiny", "--target", "durian"), "protolens: UNKNOWN_CLASS: targets"),
         (("submit", "--model", "nope", "--target", "1"), "protolens: MODEL_NOT_FOUND: no model"),
-        (("submit", "--model", "tiny", "--target", "1", "--steps", "0"),
+        (("submit", "--model", "tiny", "--target", "1", "--steps", "200000"),
          "protolens: INVALID_ARGUMENT: config.steps"),
         (("get", "0123456789ab"), "protolens: JOB_NOT_FOUND: job"),
         (("cancel", "0123456789ab"), "protolens: JOB_NOT_FOUND: job"),

@@ -83,7 +83,7 @@ async def _call_error(coro) -> sdk.ApiError:
 IA, REF = "INVALID_ARGUMENT", "BAD_REFERENCE_SET"
 RPC_CASES = [
     # (id, create kwargs, reason, field)
-    ("bad_config", {"config": {"steps": 0}}, IA, "config.steps"),
+    ("bad_config", {"config": {"steps": -1}}, IA, "config.steps"),
     ("too_many_steps", {"config": {"steps": 501}}, IA, "config.steps"),
     ("bad_lr", {"config": {"lr": -1.0}}, IA, "config.lr"),
     ("bad_transforms", {"config": {"transforms": "huge"}}, IA, "config.transforms"),

@@ -55,7 +55,7 @@ def test_generation_options_show_their_defaults_and_readable_metavars() -> None:
     for option in ("--steps N", "--lr LR", "--transforms PRESET", "--seed N"):
         assert option in text, option
     flat = " ".join(text.split())
-    for default in ("(default: 64)", "(default: 0.05)", "(default: medium)", "(default: 0)"):
+    for default in ("(default: 256)", "(default: margin)", "(default: medium)", "(default: 0)"):
         assert default in flat, default
 
 

@@ -23,4 +23,5 @@ def test_default_settings_reach_090_for_the_documented_classes() -> None:
     assert all(p >= 0.9 for p in got.values()), got
     for p in protos:
         assert p.top5[0][0] == p.target.classes[0]
-        assert p.steps == GenerationConfig().steps
+        # it stopped by itself: converged, or at the budget
+        assert p.stop_reason in ("converged", "budget") and p.steps <= GenerationConfig().max_steps

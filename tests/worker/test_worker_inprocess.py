@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from protolens_server import metrics
+from protolens_server.engine import GenerationConfig
 from protolens_server.imageio import decode_png
 from protolens_server.queue.records import JobState
 from protolens_server.worker import Worker
@@ -153,3 +154,28 @@ async def test_sigterm_lets_the_running_batch_finish_within_the_grace_period(
     # other job is still there for the next worker.
     assert (await wqueue.get(other.job_id)).state == JobState.QUEUED
     assert await wqueue.redis.xlen(wqueue.keys.stream(1)) == 1
+
+
+async def test_found_learning_rates_are_shared_through_redis_and_recorded(
+    wqueue, worker_settings, tiny_digest
+):
+    from protolens_server.engine import lr_key
+
+    config = tiny_config(0, max_steps=40)  # the defaults: lr found, stop by convergence
+    first, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), config=config))
+    async with Worker(worker_settings, name="w-lr") as worker:
+        assert await worker.run_once() == 1
+        handle = worker.models.get("tiny", tiny_digest)
+    done = await wqueue.get(first.job_id)
+    assert done.state == JobState.SUCCEEDED, done.error
+    shared = await wqueue.redis.hgetall(wqueue.keys.learning_rates(tiny_digest))
+    key = lr_key(handle, GenerationConfig.from_dict(config), "cpu")
+    assert {k.decode(): float(v) for k, v in shared.items()} == {key: done.prototypes[0].lr}
+    assert done.prototypes[0].stop_reason in ("converged", "budget")
+    assert done.prototypes[0].steps <= 40 and done.total_steps == 40
+    # a fresh worker takes the shared rate instead of probing (planted to tell them apart)
+    await wqueue.redis.hset(wqueue.keys.learning_rates(tiny_digest), key, "0.0123")
+    second, _ = await wqueue.submit(tiny_spec(tiny_digest, (2,), config=config))
+    async with Worker(worker_settings, name="w-lr-2") as worker:
+        assert await worker.run_once() == 1
+    assert (await wqueue.get(second.job_id)).prototypes[0].lr == 0.0123

@@ -105,7 +105,7 @@ class Job(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.ResolvedTarget, _Mapping]]] = ..., prototypes_per_target: _Optional[int] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., request_id: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[int] = ..., prototypes: _Optional[_Iterable[_Union[PrototypeSummary, _Mapping]]] = ..., isolation: _Optional[_Union[_isolation_pb2.Isolation, _Mapping]] = ...) -> None: ...
 
 class PrototypeSummary(_message.Message):
-    __slots__ = ("name", "index", "target", "target_index", "probability", "logit", "top5", "steps", "seed", "has_scores")
+    __slots__ = ("name", "index", "target", "target_index", "probability", "logit", "top5", "steps", "seed", "has_scores", "lr", "stop_reason")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -116,6 +116,8 @@ class PrototypeSummary(_message.Message):
     STEPS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     HAS_SCORES_FIELD_NUMBER: _ClassVar[int]
+    LR_FIELD_NUMBER: _ClassVar[int]
+    STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: int
     target: _common_pb2.ResolvedTarget
@@ -126,4 +128,6 @@ class PrototypeSummary(_message.Message):
     steps: int
     seed: int
     has_scores: bool
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., target: _Optional[_Union[_common_pb2.ResolvedTarget, _Mapping]] = ..., target_index: _Optional[int] = ..., probability: _Optional[float] = ..., logit: _Optional[float] = ..., top5: _Optional[_Iterable[_Union[_common_pb2.ClassProbability, _Mapping]]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., has_scores: _Optional[bool] = ...) -> None: ...
+    lr: float
+    stop_reason: str
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., target: _Optional[_Union[_common_pb2.ResolvedTarget, _Mapping]] = ..., target_index: _Optional[int] = ..., probability: _Optional[float] = ..., logit: _Optional[float] = ..., top5: _Optional[_Iterable[_Union[_common_pb2.ClassProbability, _Mapping]]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., has_scores: _Optional[bool] = ..., lr: _Optional[float] = ..., stop_reason: _Optional[str] = ...) -> None: ...

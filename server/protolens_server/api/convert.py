@@ -161,6 +161,8 @@ def summary_to_pb(
         steps=p.steps,
         seed=p.seed,
         has_scores=p.has_scores,
+        lr=p.lr,
+        stop_reason=p.stop_reason,
     )
 
 

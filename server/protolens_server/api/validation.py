@@ -199,9 +199,11 @@ def generation_config(
         if isinstance(value, float) and not math.isfinite(value):
             raise InvalidArgument(f"config.{name}", f"must be a finite number (got {value!r})")
     config = GenerationConfig(**fields, prototypes=prototypes or 1)
-    if config.steps > settings.max_steps:
+    field = "steps" if config.steps else "max_steps"
+    if config.step_budget > settings.max_steps:
         raise InvalidArgument(
-            "config.steps", f"{config.steps} steps; this server allows at most {settings.max_steps}"
+            f"config.{field}",
+            f"{config.step_budget} steps; this server allows at most {settings.max_steps}",
         )
     return config
 

@@ -84,10 +84,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print the JSON report on stdout")
     p.add_argument("--model-store", metavar="DIR", type=Path, help="versioned model store")
     p.add_argument("--reference", metavar="DIR", help="reference images for path similarity")
-    p.add_argument("--steps", type=int, default=64, metavar="N", help="optimisation steps")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fixed optimisation steps (0, the engine's default: until converged)",
+    )
     p.add_argument("--prototypes", type=int, default=1, metavar="N", help="prototypes per class")
     p.add_argument("--diversity", type=float, default=0.0, metavar="W", help="diversity weight")
-    p.add_argument("--lr", type=float, default=0.05, metavar="LR", help="learning rate")
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=0.0,
+        metavar="LR",
+        help="learning rate (0, the engine's default: found per model)",
+    )
     p.add_argument(
         "--transforms",
         default="medium",

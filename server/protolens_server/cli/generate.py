@@ -116,8 +116,10 @@ def _add_target_arguments(parser: argparse.ArgumentParser) -> None:
 # and the engine never disagree.
 _CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
     ("--prototypes", "prototypes", int, "N", "prototypes per target"),
-    ("--steps", "steps", int, "N", "optimisation steps"),
-    ("--lr", "lr", float, "LR", "learning rate"),
+    ("--steps", "steps", int, "N", "fixed optimisation steps (0 = until converged)"),
+    ("--max-steps", "max_steps", int, "N", "most steps when --steps is 0"),
+    ("--lr", "lr", float, "LR", "learning rate (0 = found per model)"),
+    ("--objective", "objective", str, "NAME", "margin | logit"),
     ("--param", "parameterisation", str, "NAME", "image parameterisation: fourier | pixel"),
     ("--start", "start", str, "NAME", "start image: noise | constant | equidistant"),
     ("--transforms", "transforms", str, "PRESET", "none | small | medium | large | xlarge"),
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)  # cheap checks first, before loading the model
     device = handle_device(args.device)
-    with _progress_bar(config.steps) as bar:
+    with _progress_bar(config.step_budget) as bar:
         bar.phase(f"loading {args.model}")
         handle = load_cli_model(args)
         targets = build_targets(handle, args)
@@ -484,6 +486,8 @@ def prototype_record(
         top5=[(i, names[i], p) for i, p in proto.top5],
         steps=proto.steps,
         seed=proto.seed,
+        lr=proto.lr,
+        stop_reason=proto.stop_reason,
         scores=None if scores is None else scores.to_dict(),
         provenance={
             "model": handle.name,
@@ -587,7 +591,9 @@ class _Bar:
         self.bar.set_description_str("optimising", refresh=False)
         self.bar.n = min(event.step, self.total)
         p = max(event.target_probabilities, default=0.0)
-        self.bar.set_postfix_str(f"p={p:.2f}", refresh=False)
+        stopped = sum(1 for r in event.stop_reasons if r)
+        done = f" {stopped}/{len(event.stop_reasons)} stopped" if stopped else ""
+        self.bar.set_postfix_str(f"p={p:.2f} lr={event.lr:g}{done}", refresh=False)
         self.bar.refresh()
 
     def close(self) -> None:

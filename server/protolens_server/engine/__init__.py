@@ -16,7 +16,7 @@ from ._bootstrap import CONFIDENCE, MIN_SPAN_Z, RESAMPLES
 from ._drift import Drift, drift
 from ._fold import folded as fold_batchnorm
 from ._isolate import Isolation, IsolationConfig, isolate
-from ._loop import auto_batch_size, generate
+from ._loop import auto_batch_size, find_lr, generate, lr_key
 from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
 from ._refstats import (
@@ -93,12 +93,14 @@ __all__ = [
     "check_units",
     "drift",
     "equidistant_baseline",
+    "find_lr",
     "flatten_alpha",
     "fold_batchnorm",
     "generate",
     "isolate",
     "layer_shapes",
     "layers_of",
+    "lr_key",
     "reference_stats",
     "score",
     "score_activations",

@@ -21,6 +21,8 @@ from ._seeds import derive_seed, generator
 from .types import GenerationConfig, ImageClassifier
 
 _CACHE_PER_MODEL = 8
+# The baseline's own rate: fixed, so it does not depend on the (found) generation rate.
+BASELINE_LR = 0.05
 _DEFAULT_CONFIG = GenerationConfig()
 _cache: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[Any, ...], torch.Tensor]] = (
     weakref.WeakKeyDictionary()
@@ -36,9 +38,9 @@ def _key(runner: ModelRunner, config: GenerationConfig, seed: int) -> tuple[Any,
         runner.autocast,
         config.parameterisation,
         config.decorrelate,
+        config.fourier_decay,
         config.start_value,
         config.equidistant_steps,
-        config.lr,
     )
 
 
@@ -72,7 +74,9 @@ def baseline_for(runner: ModelRunner, config: GenerationConfig, seed: int) -> to
 def _optimise_baseline(runner: ModelRunner, config: GenerationConfig, seed: int) -> torch.Tensor:
     """Minimise the variance of the class probabilities from a near-constant start."""
     shape = runner.spec.shape
-    param = make_param(config.parameterisation, 1, shape, config.decorrelate, runner.device)
+    param = make_param(
+        config.parameterisation, 1, shape, config.decorrelate, runner.device, config.fourier_decay
+    )
     param.set_images(torch.full((1, *shape), config.start_value))
     noise = torch.randn(
         param_shape(config.parameterisation, shape),
@@ -81,7 +85,7 @@ def _optimise_baseline(runner: ModelRunner, config: GenerationConfig, seed: int)
     with torch.no_grad():
         param.tensors[0].add_(noise.to(runner.device)[None] * PERTURBATION_SD)
     objective = probability_variance()
-    optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
+    optimiser = torch.optim.Adam(param.tensors, lr=BASELINE_LR)
     groups = torch.zeros(1, dtype=torch.long, device=runner.device)
     for _ in range(config.equidistant_steps):
         images = param.image()

@@ -10,14 +10,17 @@ Every image has its own generator (init noise, then its transform draws), and
 its loss depends only on itself (and, through diversity, its target's other
 prototypes), so a prototype is the same whether it runs alone or in a batch.
 The step never waits on the host: probabilities are read, and NaNs checked,
-only every ``config.progress_every`` steps and at the end.
+only every ``config.progress_every`` steps and at the end; the smoothed losses
+that decide convergence (``_stopping``) every ``CHECK_EVERY`` steps. The
+learning rate is per image (``_optim``), so images stop and cool down on their
+own schedule; with ``config.lr = 0`` it is found per model first (``_lr_finder``).
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +35,7 @@ from protolens_server.errors import (
     UnknownClass,
 )
 
+from . import _lr_finder
 from . import _objectives as obj
 from ._alpha import AlphaParam, alpha_mean
 from ._baseline import baseline_for
@@ -47,9 +51,11 @@ from ._memory import (
     fit_peaks,
     headroom_bytes,
 )
+from ._optim import PerImageAdam
 from ._param import PERTURBATION_SD, ImageParam, make_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
 from ._seeds import generator, per_target_seeds, prototype_seed
+from ._stopping import StopSchedule
 from ._transforms import DrawStream, preset
 from ._units import UnitProbe, check_units, has_units
 from .types import (
@@ -64,8 +70,8 @@ from .types import (
 # natural images) times this, so ``config.hf_penalty`` is in logit units.
 HF_SCALE = 10.0
 DEFAULT_CONFIG = GenerationConfig()
-# Weight of the log-softmax term next to the raw target logit: the logit alone can
-# rise with every other logit; this makes the target win.
+# objective "logit": weight of the log-softmax term next to the raw target logit (the
+# logit alone can rise with every other logit; this makes the target win)
 LOG_PROB_WEIGHT = 1.0
 
 
@@ -94,6 +100,7 @@ def generate(
     memory_budget: float = DEFAULT_MEMORY_BUDGET,
     on_oom_split: Callable[[int, int], None] | None = None,
     fold_batchnorm: bool = True,
+    lr_cache: MutableMapping[str, float] | None = None,
 ) -> list[Prototype]:
     """Generate ``config.prototypes`` prototypes per target, target-major.
 
@@ -112,6 +119,10 @@ def generate(
     BatchNorm layers into the convolutions before them, on a copy of the model
     (``_fold.py``: the same function, a faster step; off where the model cannot be
     traced, and for calls that couple prototypes with the diversity term).
+
+    With ``config.lr = 0`` the rate comes from the learning-rate finder, memoised per
+    model in process; ``lr_cache`` (keys from ``lr_key``, scoped by the caller to this
+    model's weights) lets a caller share the choice between processes.
     """
     check_budget(memory_budget)
     resolved = [Target.of(t) for t in targets]
@@ -127,11 +138,13 @@ def generate(
         return []
     coupled = config.diversity > 0 and config.prototypes > 1
     units = _units(items, coupled)
-    progress = _Progress(len(items), config.steps, on_progress)
+    progress = _Progress(len(items), config.step_budget, on_progress)
     with _chunker(
         model, config, device, compile, progress, should_stop, fold_batchnorm, resolved
     ) as chunk:
         limit = config.max_batch or _auto_limit(chunk, items, memory_budget).size
+        chunk.lr = config.lr or _found_lr(chunk, limit, lr_cache)
+        progress.lr = chunk.lr
         results = _run_all(chunk, units, limit, on_oom_split)
     return [results[item.position] for item in items]
 
@@ -153,7 +166,7 @@ def auto_batch_size(
         raise InvalidArgument("images", f"must be >= 1 (got {images})")
     target = Target((0,))
     items = [_Item(k, k, target, 0, k, prototype_seed(k, target, 0)) for k in range(images)]
-    progress = _Progress(images, config.steps, None)
+    progress = _Progress(images, config.step_budget, None)
     with _chunker(model, config, device, compile, progress, None) as chunk:
         return _auto_limit(chunk, items, memory_budget)
 
@@ -244,6 +257,68 @@ def _run_all(
     return results
 
 
+# Learning rates the finder chose, per model (weakly held) and ``lr_key``.
+_lrs: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
+
+
+def lr_key(model: ImageClassifier, config: GenerationConfig, device: str | torch.device) -> str:
+    """What the finder's choice for ``model`` depends on besides its weights (a string a
+    caller can key a shared cache with, next to the weights' digest)."""
+    return _lr_finder.lr_key(model.input_spec, model.num_classes, torch.device(device).type, config)
+
+
+def find_lr(
+    model: ImageClassifier,
+    config: GenerationConfig = DEFAULT_CONFIG,
+    *,
+    device: str | torch.device = "cpu",
+    fold_batchnorm: bool = True,
+    lr_cache: MutableMapping[str, float] | None = None,
+) -> float:
+    """The learning rate ``generate`` uses for ``model`` and ``config`` when
+    ``config.lr`` is 0 (memoised like it; ``_lr_finder``)."""
+    progress = _Progress(1, config.step_budget, None)
+    with _chunker(model, config, device, False, progress, None, fold_batchnorm) as chunk:
+        return _found_lr(chunk, config.max_batch or CPU_AUTO_BATCH, lr_cache)
+
+
+def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | None) -> float:
+    runner = chunk.runner
+    key = _lr_finder.lr_key(runner.spec, runner.num_classes, runner.device.type, chunk.config)
+    try:
+        memo = _lrs.setdefault(runner.source, {})
+    except TypeError:  # a callable that cannot be weakly referenced: no memo
+        memo = {}
+    if key not in memo and shared is not None and key in shared:
+        memo[key] = float(shared[key])
+    if key not in memo:
+        memo[key] = _lr_finder.find_lr(lambda grid: _probe(chunk, grid, limit))
+    if shared is not None and key not in shared:
+        shared[key] = memo[key]
+    return memo[key]
+
+
+def _probe(chunk: _Chunk, grid: Sequence[float], limit: int) -> list[float]:
+    """Mean smoothed loss after ``PROBE_STEPS`` steps, per rate of ``grid``: every rate on
+    the same probe classes from the same start (one item per rate and class)."""
+    classes = _lr_finder.probe_classes(chunk.runner.num_classes)
+    targets = [Target((c,)) for c in classes]
+    items = [
+        _Item(k, r, t, 0, 0, prototype_seed(0, t, 0))
+        for k, (r, t) in enumerate((r, t) for r in range(len(grid)) for t in targets)
+    ]
+    rates = [grid[item.group] for item in items]
+    probe_config = chunk.config.replace(steps=_lr_finder.PROBE_STEPS, diversity=0.0)
+    losses: list[float] = []
+    for at in range(0, len(items), max(1, limit)):
+        part = items[at : at + limit]
+        lr = torch.tensor(rates[at : at + limit], device=chunk.runner.device)
+        _, schedule = chunk.optimise(part, lr, probe_config, report=False)
+        losses += schedule.smoothed().tolist()
+    per_rate = [losses[r * len(targets) : (r + 1) * len(targets)] for r in range(len(grid))]
+    return [sum(v) / len(v) for v in per_rate]
+
+
 # Memory fits per model (weakly held) and memory-relevant settings.
 _fits: weakref.WeakKeyDictionary[Any, dict[tuple[Any, ...], MemoryFit]] = (
     weakref.WeakKeyDictionary()
@@ -314,21 +389,38 @@ class _Progress:
     ) -> None:
         self.probabilities = [0.0] * n_items
         self.steps_done = [0] * n_items
+        self.reasons = [""] * n_items
         self.total_steps = steps
         self.callback = callback
+        self.lr = 0.0
 
     def begin(self) -> None:
         """Step 0, once per call: the starting point is ready and the optimisation begins."""
         if self.callback is not None and not any(self.steps_done):
-            self.callback(ProgressEvent(0, self.total_steps, tuple(self.probabilities)))
+            self._send(0)
 
-    def update(self, items: list[_Item], step: int, probabilities: list[float]) -> None:
-        for item, p in zip(items, probabilities, strict=True):
+    def update(
+        self, items: list[_Item], step: int, probabilities: list[float], schedule: StopSchedule
+    ) -> None:
+        for k, (item, p) in enumerate(zip(items, probabilities, strict=True)):
+            done = schedule.steps_of(k)
             self.probabilities[item.position] = p
-            self.steps_done[item.position] = step
+            self.steps_done[item.position] = min(step, done)
+            self.reasons[item.position] = schedule.reasons[k] if step >= done else ""
         if self.callback is not None:
-            mean_step = sum(self.steps_done) // len(self.steps_done)
-            self.callback(ProgressEvent(mean_step, self.total_steps, tuple(self.probabilities)))
+            self._send(sum(self.steps_done) // len(self.steps_done))
+
+    def _send(self, step: int) -> None:
+        assert self.callback is not None
+        self.callback(
+            ProgressEvent(
+                step,
+                self.total_steps,
+                tuple(self.probabilities),
+                lr=self.lr,
+                stop_reasons=tuple(self.reasons),
+            )
+        )
 
 
 class _Chunk:
@@ -347,36 +439,54 @@ class _Chunk:
         self.unit_probe = unit_probe
         self.progress, self.should_stop = progress, should_stop
         self.transform = preset(config.transforms)
+        self.lr = config.lr  # the rate in use: set by generate when the finder chooses it
 
     def run(self, items: list[_Item]) -> list[Prototype]:
-        config, device = self.config, self.runner.device
+        lr = torch.full((len(items),), self.lr, device=self.runner.device)
+        param, schedule = self.optimise(items, lr, self.config, report=True)
+        weights = _class_weights(items, self.runner.num_classes, self.runner.device)
+        return self._finish(items, param, weights, schedule)
+
+    def optimise(
+        self, items: list[_Item], lr: torch.Tensor, config: GenerationConfig, *, report: bool
+    ) -> tuple[ImageParam, StopSchedule]:
+        """Optimise ``items`` at per-image rates ``lr`` until the schedule says every one
+        is done; ``report``: progress events and cancellation (not for probes)."""
+        device = self.runner.device
         generators = [generator(item.seed) for item in items]
         param = self._start(items, generators)
         if config.alpha:  # an opacity channel beside the image (_alpha.py)
             seeds = [item.seed for item in items]
             shape = self.runner.spec.shape
             param = AlphaParam(param, shape, seeds, device)
-        self.progress.begin()
+        if report:
+            self.progress.begin()
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
         objective = self._objective(weights, items)
         if isinstance(param, AlphaParam):
             objective = objective + config.alpha_penalty * alpha_mean(param)
         groups = torch.tensor([item.group for item in items], device=device)
-        optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
-        for step in range(1, config.steps + 1):
-            if self.should_stop is not None and self.should_stop():
+        optimiser = PerImageAdam(param.tensors)
+        schedule = StopSchedule(len(items), config, device)
+        step = 0
+        while step < schedule.last_step:
+            step += 1
+            if report and self.should_stop is not None and self.should_stop():
                 raise GenerationCancelled(f"generation was cancelled at step {step - 1}")
             # the BatchNorm prior on every k-th step (from the first), k times as strong
             self.probe.bn_active = (step - 1) % config.bn_prior_every == 0
-            logits, loss = self._step(param, optimiser, objective, draws.next(), groups)
+            rates = lr * schedule.factor(step)
+            logits, losses = self._step(param, optimiser, objective, draws.next(), groups, rates)
+            schedule.observe(step, losses)
             if config.blur_every and step % config.blur_every == 0:
                 param.blur_(config.blur_sigma)
-            if step % config.progress_every == 0 or step == config.steps:
+            schedule.check(step)
+            if report and (step % config.progress_every == 0 or step == schedule.last_step):
                 probs = _target_probability(F.softmax(logits, dim=1), weights)
-                _check_finite(loss, step)
-                self.progress.update(items, step, probs.tolist())
-        return self._finish(items, param, weights)
+                _check_finite(losses, step)
+                self.progress.update(items, step, probs.tolist(), schedule)
+        return param, schedule
 
     def step_peak_bytes(self, items: list[_Item]) -> int:
         """Peak CUDA memory one step of a chunk of ``items`` adds (parameters, optimiser
@@ -387,14 +497,23 @@ class _Chunk:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         generators = [generator(item.seed) for item in items]
-        param = make_param(config.parameterisation, len(items), shape, config.decorrelate, device)
+        param = make_param(
+            config.parameterisation,
+            len(items),
+            shape,
+            config.decorrelate,
+            device,
+            config.fourier_decay,
+        )
         param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
         groups = torch.tensor([item.group for item in items], device=device)
-        optimiser = torch.optim.Adam(param.tensors, lr=config.lr)
+        optimiser = PerImageAdam(param.tensors)
+        rates = torch.full((len(items),), config.lr or _lr_finder.GRID[0], device=device)
         self.probe.bn_active = True  # the heavier of the two kinds of step
-        self._step(param, optimiser, self._objective(weights, items), draws.next(), groups)
+        objective = self._objective(weights, items)
+        self._step(param, optimiser, objective, draws.next(), groups, rates)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
 
@@ -407,7 +526,14 @@ class _Chunk:
         """
         config, runner = self.config, self.runner
         shape, n = runner.spec.shape, len(items)
-        param = make_param(config.parameterisation, n, shape, config.decorrelate, runner.device)
+        param = make_param(
+            config.parameterisation,
+            n,
+            shape,
+            config.decorrelate,
+            runner.device,
+            config.fourier_decay,
+        )
         if config.start == "noise":
             param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
             return param
@@ -432,7 +558,10 @@ class _Chunk:
 
     def _objective(self, weights: torch.Tensor, items: list[_Item]) -> obj.Objective:
         config = self.config
-        objective = obj.target_logits(weights) + LOG_PROB_WEIGHT * obj.target_log_probs(weights)
+        if config.objective == "margin":
+            objective = obj.target_margin(weights)
+        else:
+            objective = obj.target_logits(weights) + LOG_PROB_WEIGHT * obj.target_log_probs(weights)
         if self.unit_probe is not None:
             targets = [item.target for item in items]
             if has_units(targets):
@@ -449,47 +578,48 @@ class _Chunk:
     def _step(
         self,
         param: ImageParam,
-        optimiser: torch.optim.Optimizer,
+        optimiser: PerImageAdam,
         objective: obj.Objective,
         draws: torch.Tensor,
         groups: torch.Tensor,
+        rates: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """One optimisation step; gradients only w.r.t. the image parameters.
+        """One optimisation step at per-image ``rates``; gradients only w.r.t. the image
+        parameters. Returns the logits and the per-image losses (detached).
 
         When compiling fails inside it, the step reruns eagerly: nothing it changes
         (gradients, optimiser state) is touched before the model's backward succeeds.
         """
         try:
-            return self._eager_or_compiled_step(param, optimiser, objective, draws, groups)
+            return self._eager_or_compiled_step(param, optimiser, objective, draws, groups, rates)
         except Exception as error:
             if not self.runner.compile_failed(error):
                 raise
         self.probe.take()  # whatever the failed forward recorded
-        return self._eager_or_compiled_step(param, optimiser, objective, draws, groups)
+        return self._eager_or_compiled_step(param, optimiser, objective, draws, groups, rates)
 
     def _eager_or_compiled_step(
         self,
         param: ImageParam,
-        optimiser: torch.optim.Optimizer,
+        optimiser: PerImageAdam,
         objective: obj.Objective,
         draws: torch.Tensor,
         groups: torch.Tensor,
+        rates: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         images = param.image()
         inputs = self.transform(self.runner.normalise(images), draws)
         logits = self.runner.forward(inputs)
         features, bn_stats = self.probe.take()
         ctx = obj.StepContext(logits, images, groups, features, bn_stats)
-        loss = objective(ctx).sum()
-        grads = torch.autograd.grad(loss, param.tensors)
-        for p, g in zip(param.tensors, grads, strict=True):
-            p.grad = g
-        optimiser.step()
-        return logits.detach(), loss.detach()
+        losses = objective(ctx)
+        grads = torch.autograd.grad(losses.sum(), param.tensors)
+        optimiser.step(grads, rates)
+        return logits.detach(), losses.detach()
 
     @torch.no_grad()
     def _finish(
-        self, items: list[_Item], param: ImageParam, weights: torch.Tensor
+        self, items: list[_Item], param: ImageParam, weights: torch.Tensor, schedule: StopSchedule
     ) -> list[Prototype]:
         """Evaluate the final, untransformed images and package them."""
         if isinstance(param, AlphaParam):
@@ -502,7 +632,7 @@ class _Chunk:
         finally:
             self.probe.enabled = True
             self.probe.take()
-        _check_finite(logits, self.config.steps)
+        _check_finite(logits, schedule.last_step)
         probs = F.softmax(logits, dim=1)
         target_probs = _target_probability(probs, weights).tolist()
         target_logits = _target_probability(logits, weights).tolist()  # mean over the classes
@@ -520,9 +650,11 @@ class _Chunk:
                     probability=target_probs[k],
                     logit=target_logits[k],
                     top5=list(zip(top_c[k].tolist(), top_p[k].tolist(), strict=True)),
-                    steps=self.config.steps,
+                    steps=schedule.steps_of(k),
                     seed=item.seed,
                     config=self.config,
+                    lr=self.lr,
+                    stop_reason=schedule.reasons[k],
                 )
             )
         return out

@@ -90,6 +90,9 @@ class FourierParam:
         self.height, self.width, self.decorrelate = height, width, decorrelate
         freqs = _rfft2_freqs(height, width, spectrum.device)
         scale = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay_power
+        # the lowest frequencies keep decay 1's scale whatever the exponent: a higher one
+        # slows the high frequencies down instead of speeding the low ones up
+        scale = scale * (max(height, width) / scale.max())
         self.scale = scale[None, None, :, :, None]
         self.spectrum = spectrum.requires_grad_(True)
         self.tensors = [self.spectrum]
@@ -152,9 +155,15 @@ PERTURBATION_SD = 0.01
 
 
 def make_param(
-    kind: str, n: int, shape: tuple[int, int, int], decorrelate: bool, device: torch.device
+    kind: str,
+    n: int,
+    shape: tuple[int, int, int],
+    decorrelate: bool,
+    device: torch.device,
+    fourier_decay: float = 1.0,
 ) -> ImageParam:
-    """A parameterisation of ``n`` images of ``shape`` (C, H, W), all parameters zero.
+    """A parameterisation of ``n`` images of ``shape`` (C, H, W), all parameters zero;
+    ``fourier_decay``: the exponent of the spectrum's 1/f^k scaling (``fourier`` only).
 
     Zero parameters give a uniform grey (0.5) image. Callers then start from an
     image (``set_images``) and/or add per-image noise to ``tensors[0]``.
@@ -162,7 +171,7 @@ def make_param(
     c, h, w = shape
     if kind == "fourier":
         zeros = torch.zeros(FourierParam.param_shape(n, c, h, w), device=device)
-        return FourierParam(zeros, h, w, decorrelate)
+        return FourierParam(zeros, h, w, decorrelate, fourier_decay)
     if kind == "pixel":
         return PixelParam(torch.zeros((n, c, h, w), device=device), decorrelate)
     raise ValueError(f"unknown parameterisation {kind!r}")

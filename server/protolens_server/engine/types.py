@@ -23,6 +23,8 @@ TransformPreset = Literal["none", "small", "medium", "large", "xlarge"]
 TargetKind = Literal["prototype", "antitype", "hybrid", "unit"]
 UnitKind = Literal["channel", "neuron", "direction"]
 UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "direction")
+ObjectiveKind = Literal["margin", "logit"]
+StopReason = Literal["converged", "budget", "steps"]
 
 
 @dataclass(frozen=True)
@@ -210,17 +212,25 @@ class Target:
 class GenerationConfig:
     """Every knob that determines the output (and therefore the cache key).
 
-    Defaults are the product's recommended settings; the engine helper tunes
-    them so the documented ImageNet classes reach >= 0.9 on CPU. ``max_batch``
+    Defaults are the product's recommended settings and tune themselves per model:
+    ``steps = 0`` runs each prototype until its progress stalls (at most
+    ``max_steps``; a positive ``steps`` runs exactly that many), ``lr = 0`` lets the
+    learning-rate finder pick the rate (``_lr_finder``). ``objective``: ``margin``
+    maximises the target logit over the soft maximum of the others (keeps improving
+    past probability saturation); ``logit`` is the earlier target logit plus
+    log-probability. ``max_batch``
     caps the images optimised at once; 0 sizes chunks to the device's memory
     (``generate``'s ``memory_budget``; a fixed 32 off CUDA). Options that only
     change how fast the same result is made and belong to the machine, not the
     request (``torch.compile``, the memory budget), are ``generate`` arguments.
     """
 
-    steps: int = 64
-    lr: float = 0.05
+    steps: int = 0
+    max_steps: int = 256
+    lr: float = 0.0
+    objective: ObjectiveKind = "margin"
     parameterisation: Parameterisation = "fourier"
+    fourier_decay: float = 1.0
     decorrelate: bool = True
     start: Start = "equidistant"
     start_value: float = 0.5
@@ -242,8 +252,15 @@ class GenerationConfig:
 
     def __post_init__(self) -> None:
         checks = [
-            ("steps", 1 <= self.steps <= 100_000, "must be 1..100000"),
-            ("lr", 0 < self.lr <= 10, "must be in (0, 10]"),
+            (
+                "steps",
+                0 <= self.steps <= 100_000,
+                "must be 0..100000 (0: until converged, at most max_steps)",
+            ),
+            ("max_steps", 1 <= self.max_steps <= 100_000, "must be 1..100000"),
+            ("lr", 0 <= self.lr <= 10, "must be in [0, 10] (0: found per model)"),
+            ("objective", self.objective in ("margin", "logit"), "must be 'margin' or 'logit'"),
+            ("fourier_decay", 0 <= self.fourier_decay <= 4, "must be in [0, 4]"),
             (
                 "parameterisation",
                 self.parameterisation in ("fourier", "pixel"),
@@ -294,6 +311,11 @@ class GenerationConfig:
     def replace(self, **changes: Any) -> GenerationConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def step_budget(self) -> int:
+        """The most steps a prototype can take: ``steps`` when fixed, else ``max_steps``."""
+        return self.steps or self.max_steps
+
 
 @dataclass(frozen=True)
 class ProgressEvent:
@@ -301,8 +323,11 @@ class ProgressEvent:
     begins), every ``config.progress_every`` steps and at the end."""
 
     step: int
-    total_steps: int
+    total_steps: int  # the step budget (config.steps, or max_steps when it stops by convergence)
     target_probabilities: tuple[float, ...]  # one per prototype in the batch, in output order
+    lr: float = 0.0  # the learning rate in use (given, or chosen by the finder)
+    # per prototype: "" while it runs, then why it stopped (converged / budget / steps)
+    stop_reasons: tuple[str, ...] = ()
 
 
 @dataclass
@@ -315,8 +340,10 @@ class Prototype:
     probability: float  # softmax probability of the target (mean over classes for a hybrid)
     logit: float
     top5: list[tuple[int, float]]  # (class index, probability), most probable first
-    steps: int
+    steps: int  # steps this prototype took
     seed: int
     config: GenerationConfig
+    lr: float = 0.0  # the learning rate used (config.lr, or the finder's choice when it is 0)
+    stop_reason: str = ""  # converged / budget / steps
     scores: Any | None = None  # engine.scores.PrototypeScores once scored
     extras: dict[str, Any] = field(default_factory=dict)

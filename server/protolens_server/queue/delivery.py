@@ -347,6 +347,18 @@ class QueueConsumer:
             ],
         )
 
+    async def learning_rates(self, model_digest: str) -> dict[str, float]:
+        """The rates the engine's finder chose for these weights, by ``engine.lr_key``."""
+        raw = await self.redis.hgetall(self.keys.learning_rates(model_digest))
+        return {text(k): float(text(v)) for k, v in raw.items()}
+
+    async def remember_learning_rates(self, model_digest: str, rates: dict[str, float]) -> None:
+        """Share newly found rates with every worker (a rate is a pure function of its key,
+        so concurrent writers agree)."""
+        if rates:
+            mapping = {k: repr(float(v)) for k, v in rates.items()}
+            await self.redis.hset(self.keys.learning_rates(model_digest), mapping=mapping)
+
     async def progress(
         self,
         delivery: Delivery,

@@ -21,6 +21,8 @@ The rest:
 - ``{prefix}:tq:<len>:<tenant>:running`` job ids the tenant has taken/running (quota)
 - ``{prefix}:ready`` / ``{prefix}:ready:set`` tenants with waiting jobs (round-robin
   ring of ``{prefix}:tq:<len>:<tenant>`` names)
+- ``{prefix}:lr:<digest>``         learning rates the engine's finder chose for a model's
+  weights (hash: ``engine.lr_key`` -> rate), shared by every worker
 - ``{prefix}:apikey:<id>``         API key hash: tenant, role, name, sha256 of the secret
 - ``{prefix}:apikeys``             ids of every API key (set)
 - ``{prefix}:rate:<tenant>:<sec>`` a tenant's requests in one second (quota counter)
@@ -135,6 +137,10 @@ class Keys:
 
     def tenant_running(self, tenant: str) -> str:
         return f"{self.tenant_base(tenant)}:running"
+
+    def learning_rates(self, model_digest: str) -> str:
+        """Hash of the finder's chosen rates for one model's weights (engine.lr_key -> lr)."""
+        return f"{self.prefix}:lr:{model_digest}"
 
     # --- authentication and quotas ----------------------------------------------------
     def api_key(self, key_id: str) -> str:

@@ -130,7 +130,9 @@ class JobSpec:
     # key a config leaves out: steps is then whatever the engine runs, counted as 0 here).
     @property
     def steps(self) -> int:
-        return int(self.config.get("steps", 0) or 0)
+        """The most steps a prototype of this job takes: ``config.steps`` when fixed,
+        else ``config.max_steps`` (it stops earlier when it converges)."""
+        return int(self.config.get("steps", 0) or self.config.get("max_steps", 0) or 0)
 
     @property
     def prototypes_per_target(self) -> int:
@@ -168,6 +170,8 @@ class StoredPrototype:
     # blob key of the lossless float32 (C, H, W) tensor, a safetensors file (imageio.
     # encode_tensor); "" for results stored before tensors were (their PNG is all there is)
     tensor_key: str = ""
+    lr: float = 0.0  # the learning rate used (given, or found for the model)
+    stop_reason: str = ""  # converged / budget / steps
 
     @property
     def has_scores(self) -> bool:

@@ -144,11 +144,13 @@ def run_engine(
     should_stop: Callable[[], bool] | None = None,
     compile: bool = False,
     memory_budget: float = 0.8,
+    lr_cache: dict[str, float] | None = None,
 ) -> list[list[Prototype]]:
     """Generate every job's prototypes in one engine call; one list per job, in order.
 
     ``compile`` and ``memory_budget`` are the engine's execution options
-    (``Settings.engine_compile``, ``Settings.gpu_memory_budget``).
+    (``Settings.engine_compile``, ``Settings.gpu_memory_budget``); ``lr_cache`` the
+    learning rates already found for this model (the engine adds what it finds).
     """
     if specs[0].mode == "isolation":  # same queue and workers; its own engine verb
         return [
@@ -174,6 +176,7 @@ def run_engine(
         compile=compile,
         memory_budget=memory_budget,
         on_oom_split=_count_oom_split,
+        lr_cache=lr_cache,
     )
     return [prototypes[s] for s in job_slices(specs)]
 
@@ -266,6 +269,8 @@ def package(
             top5=[(int(c), float(q)) for c, q in p.top5],
             steps=int(p.steps),
             seed=int(p.seed),
+            lr=float(p.lr),
+            stop_reason=p.stop_reason,
             scores=_scores_dict(p.scores),
             isolation=p.extras.get("isolation"),
         )

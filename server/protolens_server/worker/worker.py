@@ -368,6 +368,8 @@ class Worker:
             self._set_phase(
                 deliveries, *preparing_phase(specs[0], compile=self.settings.engine_compile)
             )
+            rates = await self._learning_rates(digest)
+            known = dict(rates)
             engine = asyncio.to_thread(
                 run_engine,
                 handle,
@@ -377,6 +379,7 @@ class Worker:
                 should_stop=self._stop_callback(deliveries),
                 compile=self.settings.engine_compile,
                 memory_budget=self.settings.gpu_memory_budget,
+                lr_cache=rates,
             )
             task = asyncio.ensure_future(engine)
             self._start_prefetch()
@@ -388,6 +391,9 @@ class Worker:
             await self._failed(deliveries, e)
             return
         self._count_batch(specs, time.monotonic() - started)
+        await self._remember_learning_rates(
+            digest, {k: v for k, v in rates.items() if k not in known}
+        )
         for delivery, prototypes in zip(deliveries, results, strict=True):
             if delivery.active:
                 await self._store(delivery, handle, prototypes, started)
@@ -460,6 +466,23 @@ class Worker:
                 metrics.JOBS_FINISHED.labels(state.value).inc()
             with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
                 log.info("job %s: %s (%s)", d.job_id, outcome, error.message if error else mode)
+
+    async def _learning_rates(self, digest: str) -> dict[str, float]:
+        """Rates other workers found for this model (none when Redis does not answer: the
+        engine then finds them itself)."""
+        assert self.consumer is not None
+        try:
+            return await self.consumer.learning_rates(digest)
+        except StoreError as e:
+            log.warning("learning rates of %s not read: %s", digest[:12], e)
+            return {}
+
+    async def _remember_learning_rates(self, digest: str, found: dict[str, float]) -> None:
+        assert self.consumer is not None
+        try:
+            await self.consumer.remember_learning_rates(digest, found)
+        except StoreError as e:
+            log.warning("learning rates of %s not shared: %s", digest[:12], e)
 
     def _count_batch(self, specs: list[JobSpec], seconds: float) -> None:
         self.batches_run += 1
