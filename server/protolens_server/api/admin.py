@@ -86,7 +86,5 @@ def add_admin_service(
     server: grpc.aio.Server, queue: JobQueue, catalog: ModelCatalog, settings: Settings
 ) -> str:
     """Register the AdminService on ``server`` (keys stored beside the queue's)."""
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(
-        AdminServicer(ApiKeyStore(queue.redis, queue.keys)), server
-    )
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(queue.api_keys()), server)
     return ADMIN_SERVICE

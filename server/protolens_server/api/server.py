@@ -41,7 +41,6 @@ from protolens_server.api.transport import server_credentials
 from protolens_server.config import Settings
 from protolens_server.heap import freeze_startup_heap
 from protolens_server.logging import get_logger
-from protolens_server.queue.api_keys import ApiKeyStore, RateLimiter
 
 if TYPE_CHECKING:
     from protolens_server.models.catalog import ModelCatalog
@@ -191,8 +190,8 @@ async def start_server(
 
         catalog = ModelCatalog.from_settings(settings)
     if tenant_resolver is None:
-        store = ApiKeyStore(queue.redis, queue.keys)
-        limiter = RateLimiter(queue.redis, queue.keys, queue.quotas)
+        store = queue.api_keys()
+        limiter = queue.rate_limiter()
         tenant_resolver = ApiKeyAuth(store, require_key=not settings.insecure, rate_limiter=limiter)
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
@@ -235,31 +234,19 @@ async def start_server(
         services,
         checks,
         pool=pool,
-        redis_probe=_probe_client(settings, queue),
+        redis_probe=queue.health_client(),
         health_probe_s=settings.health_probe_s,
     )
-    _export_pool_usage(queue.redis)
+    _export_pool_usage(queue)
     await api._set_health(True)
     api.start_sampling()
     log.info("api.started", extra={"address": f"{settings.grpc_host}:{port}"})
     return api, port
 
 
-def _probe_client(settings: Settings, queue: JobQueue) -> Any:
-    """A client for health's PING: one connection, no retries, short timeouts (so an
-    outage shows at once, and a busy main pool never looks like one)."""
-    if not settings.redis_url:
-        return queue.redis
-    from protolens_server.queue.connection import probe_client
-
-    return probe_client(settings.redis_url, max(0.5, settings.health_probe_s), role="api-health")
-
-
-def _export_pool_usage(client: Any) -> None:
-    from protolens_server.queue.connection import pool_usage
-
-    metrics.REDIS_CONNECTIONS.labels("in_use").set_function(lambda: pool_usage(client)[0])
-    metrics.REDIS_CONNECTIONS.labels("idle").set_function(lambda: pool_usage(client)[1])
+def _export_pool_usage(queue: JobQueue) -> None:
+    metrics.REDIS_CONNECTIONS.labels("in_use").set_function(lambda: queue.pool_usage()[0])
+    metrics.REDIS_CONNECTIONS.labels("idle").set_function(lambda: queue.pool_usage()[1])
 
 
 async def serve(

@@ -50,7 +50,7 @@ from protolens_server.errors import (
     JobNotFound,
     ProtolensError,
 )
-from protolens_server.queue.checks import CheckRecord, CheckState, CheckStore, new_check_id
+from protolens_server.queue.checks import CheckRecord, CheckState, new_check_id
 from protolens_server.queue.connection import UNREACHABLE
 from protolens_server.queue.records import JobRecord, JobSpec, JobState
 
@@ -113,7 +113,7 @@ class CheckRunner:
         self.resolve_reference = resolve_reference
         self.chunk_size = chunk_size
         self.lease_s = lease_s
-        self.store = CheckStore(queue.redis, queue.keys, retention_s=settings.job_retention_s)
+        self.store = queue.check_store()
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Task[None]] = {}
         self._closed = False
