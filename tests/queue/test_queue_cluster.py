@@ -1,9 +1,10 @@
 """The queue on a real 3-master Redis Cluster (``redis+cluster://``, key_prefix ``{pltest}``).
 
 The submit -> claim -> finish -> cache hit -> cancel -> reclaim tests of
-test_queue_submit.py and test_queue_delivery.py run here again unchanged: this
-module's ``settings`` fixture points the shared ``queue`` and ``consumer_factory``
-fixtures at the cluster.
+test_queue_submit.py and test_queue_delivery.py, and the blob store's tests (results
+naming blobs, the sweep's SCAN over the cluster), run here again unchanged: this module's
+``settings`` fixture points the shared ``queue`` and ``consumer_factory`` fixtures at
+the cluster.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -21,6 +23,11 @@ from protolens_server.queue.connection import is_cluster, parse_cluster_url, red
 from protolens_server.queue.jobs import JobQueue
 from queue_helpers import make_spec
 from redis.cluster import key_slot
+from test_queue_blobs import (  # noqa: F401
+    test_result_hash_names_blobs_and_holds_no_image_bytes,
+    test_sweep_collects_only_old_unreferenced_blobs,
+    test_sweep_runs_on_one_replica_per_interval,
+)
 from test_queue_delivery import (  # noqa: F401 (collected here again, on the cluster)
     test_cancel_while_entry_read_but_not_started,
     test_dead_worker_job_is_reclaimed_and_stored_once,
@@ -47,9 +54,10 @@ pytestmark = pytest.mark.xdist_group("redis-cluster")  # one cluster per xdist w
 
 
 @pytest.fixture
-def settings(redis_cluster_url: str) -> Settings:
+def settings(redis_cluster_url: str, tmp_path: Path) -> Settings:
     return Settings(
         redis_url=redis_cluster_url,
+        blob_url=str(tmp_path / "blobs"),
         key_prefix="{pltest}",
         reclaim_idle_s=0.2,
         heartbeat_s=0.05,
