@@ -7,9 +7,9 @@ The scan reads the code (AST), as tests/scores/test_engine_boundary.py does for 
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from source_scan import ROOT, imported_modules, python_files, scan
+
 QUEUE = ROOT / "server" / "protolens_server" / "queue"
 SCANNED = (ROOT / "server", ROOT / "client")
 
@@ -19,12 +19,8 @@ def violations(source: str, name: str) -> list[str]:
     tree = ast.parse(source, filename=name)
     found: list[tuple[int, str]] = []
     for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-        elif isinstance(node, ast.Call) and _dynamic_import(node):
+        names = imported_modules(node)
+        if isinstance(node, ast.Call) and _dynamic_import(node):
             names = [node.args[0].value]  # importlib.import_module("redis...")
         elif isinstance(node, ast.Constant) and _lua(node.value):
             found.append((node.lineno, "a Lua script"))
@@ -47,23 +43,10 @@ def _dynamic_import(call: ast.Call) -> bool:
     )
 
 
-def python_files() -> list[Path]:
-    return [
-        path
-        for top in SCANNED
-        for path in sorted(top.rglob("*.py"))
-        if not path.is_relative_to(QUEUE) and ".venv" not in path.parts
-    ]
-
-
 def test_only_the_queue_talks_to_redis() -> None:
-    files = python_files()
+    files = python_files(SCANNED, exempt=[QUEUE])
     assert len(files) > 100  # the scan sees the repository
-    bad = [
-        v
-        for path in files
-        for v in violations(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
-    ]
+    bad = scan(files, violations)
     assert bad == [], "Redis belongs to protolens_server/queue/:\n" + "\n".join(bad)
 
 

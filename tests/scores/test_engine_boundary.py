@@ -8,9 +8,9 @@ transforms, robustness draws) that no public verb exposes, each saying so.
 from __future__ import annotations
 
 import ast
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from source_scan import ROOT, imported_modules, python_files, scan
+
 ENGINE = "protolens_server.engine"
 SCANNED = ("server", "bench", "tests", "client", "scripts")
 EXEMPT = (ROOT / "server" / "protolens_server" / "engine", ROOT / "tests" / "engine")
@@ -25,37 +25,19 @@ def violations(source: str, name: str) -> list[str]:
     tree = ast.parse(source, filename=name)
     found = []
     for node in ast.walk(tree):
-        names: list[str] = []
-        if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module]
-            if node.module == ENGINE:
-                names += [f"{ENGINE}.{alias.name}" for alias in node.names]
+        names = imported_modules(node)
+        if isinstance(node, ast.ImportFrom) and node.module == ENGINE and node.level == 0:
+            names += [f"{ENGINE}.{alias.name}" for alias in node.names]
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
             names = [node.value] if _private(node.value) else []  # importlib.import_module(...)
         found += [f"{name}:{node.lineno}: {n}" for n in names if _private(n)]
     return found
 
 
-def python_files() -> list[Path]:
-    files = []
-    for top in SCANNED:
-        for path in sorted((ROOT / top).rglob("*.py")):
-            if any(path.is_relative_to(e) for e in EXEMPT) or ".venv" in path.parts:
-                continue
-            files.append(path)
-    return files
-
-
 def test_nothing_outside_the_engine_imports_its_private_modules() -> None:
-    files = python_files()
+    files = python_files([ROOT / top for top in SCANNED], exempt=EXEMPT)
     assert len(files) > 100  # the scan sees the repository
-    bad = [
-        v
-        for path in files
-        for v in violations(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))
-    ]
+    bad = scan(files, violations)
     assert bad == [], "use the public names in engine/__init__.py:\n" + "\n".join(bad)
 
 
