@@ -5,6 +5,7 @@ Needs only grpcio and protobuf; the server side (``protolens_server``) is an ext
 
 __version__ = "0.1.0"
 
+from protolens._units import unit_target
 from protolens.client import AsyncClient, Client, WatchRetry
 from protolens.errors import ApiError, ProtolensError
 from protolens.types import (
@@ -39,4 +40,5 @@ __all__ = [
     "WatchEvent",
     "WatchRetry",
     "__version__",
+    "unit_target",
 ]

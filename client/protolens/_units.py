@@ -1,4 +1,4 @@
-"""The unit-target syntax of the CLI and ``Target.units_of``.
+"""The unit-target syntax of the CLI and ``protolens.unit_target``.
 
 A term is ``layer:NAME:channel:C``, ``layer:NAME:neuron:C`` (the centre),
 ``layer:NAME:neuron:C@Y,X`` (or ``@T`` for a token), or
@@ -15,7 +15,7 @@ import re
 import grpc
 
 from protolens.errors import InvalidArgumentError
-from protolens.types import UnitTerm
+from protolens.types import Target, UnitTerm
 
 PREFIX = "layer:"
 # a term starts at the text's start or at a + or - followed by an optional weight and "layer:"
@@ -25,6 +25,13 @@ _KINDS = ("channel", "neuron", "direction")
 
 def is_unit_text(text: str) -> bool:
     return PREFIX in text
+
+
+def unit_target(text: str) -> Target:
+    """A unit target from the CLI's syntax, e.g.
+    ``unit_target("layer:features.3:channel:12-0.5*layer:features.3:channel:7")``;
+    ``InvalidArgumentError`` saying what is wrong and the syntax."""
+    return Target.unit(*parse_units(text))
 
 
 def parse_units(text: str) -> tuple[UnitTerm, ...]:

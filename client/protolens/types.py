@@ -59,7 +59,7 @@ class Target:
     ``kind`` is "prototype" (one class), "antitype" (one class, minimised),
     "hybrid" (two or more classes) or "unit" (``units``: a weighted sum of layer
     channels, neurons or directions, no classes); "" lets the service pick.
-    ``Target.units_of("layer:features.3:channel:12")`` reads the CLI's syntax.
+    ``protolens.unit_target("layer:features.3:channel:12")`` reads the CLI's syntax.
     """
 
     classes: tuple[int | str, ...]
@@ -78,14 +78,6 @@ class Target:
     def unit(cls, *terms: UnitTerm) -> Target:
         """A unit target: maximise the weighted sum of ``terms``."""
         return cls((), "unit", tuple(terms))
-
-    @classmethod
-    def units_of(cls, text: str) -> Target:
-        """A unit target from the CLI's syntax, e.g.
-        ``layer:features.3:channel:12-0.5*layer:features.3:channel:7``."""
-        from protolens._units import parse_units
-
-        return cls.unit(*parse_units(text))
 
 
 @dataclass(frozen=True)

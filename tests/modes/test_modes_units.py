@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from protolens import AsyncClient, Target, UnitTerm
+from protolens import AsyncClient, UnitTerm, unit_target
 from protolens import errors as sdk
 from protolens.cli import main
 from protolens_server.api.testkit import tiny_eager_net
@@ -40,7 +40,7 @@ async def test_layers_are_listed_with_shapes(modes_address: str) -> None:
 async def test_channel_target_runs_raises_its_channel_and_is_cached(
     modes_address: str, modes_settings: Settings
 ) -> None:
-    target = Target.units_of("layer:features.3:channel:5")
+    target = unit_target("layer:features.3:channel:5")
     async with AsyncClient(modes_address) as client:
         job = await client.create_prototype_job("tinyeager", [target], config=CONFIG, seed=1)
         async with Worker(modes_settings, name="w-units") as worker:
@@ -52,7 +52,7 @@ async def test_channel_target_runs_raises_its_channel_and_is_cached(
         proto = await client.get_prototype(job, 0)
         again = await client.create_prototype_job("tinyeager", [target], config=CONFIG, seed=1)
         other = await client.create_prototype_job(
-            "tinyeager", [Target.units_of("layer:features.3:channel:6")], config=CONFIG, seed=1
+            "tinyeager", [unit_target("layer:features.3:channel:6")], config=CONFIG, seed=1
         )
     assert again.outcome == "cache_hit" and again.state == "SUCCEEDED"
     assert other.outcome == "queued"  # the objective is in the cache key
@@ -77,7 +77,7 @@ async def test_bad_units_are_invalid_argument_naming_what_exists(
 ) -> None:
     async with AsyncClient(modes_address) as client:
         with pytest.raises(sdk.InvalidArgumentError) as info:
-            await client.create_prototype_job("tinyeager", [1, Target.units_of(text)])
+            await client.create_prototype_job("tinyeager", [1, unit_target(text)])
     assert "targets[1].units[0]" in str(info.value)
     for word in words:
         assert word in str(info.value)
@@ -87,7 +87,7 @@ async def test_unit_targets_with_a_reference_set_are_refused(modes_address: str)
     async with AsyncClient(modes_address) as client:
         with pytest.raises(sdk.InvalidArgumentError, match="unit targets have no class"):
             await client.create_prototype_job(
-                "tinyeager", [Target.units_of("layer:head:channel:1")], reference_set="tinyref"
+                "tinyeager", [unit_target("layer:head:channel:1")], reference_set="tinyref"
             )
 
 

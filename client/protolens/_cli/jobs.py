@@ -202,11 +202,12 @@ def client_of(args: argparse.Namespace) -> Any:
 
 
 def parse_target(text: str) -> Any:
+    from protolens._units import unit_target
     from protolens.types import Target
 
     text = text.strip()
     if "layer:" in text:
-        return Target.units_of(text)
+        return unit_target(text)
     if text.startswith("anti:"):
         return Target((_class(text[5:]),), "antitype")
     parts = [_class(p) for p in text.split("+")]

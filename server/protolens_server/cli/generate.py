@@ -304,14 +304,14 @@ def build_targets(handle: ModelHandle, args: argparse.Namespace) -> list[Target]
 
 def _unit_target(text: str) -> Target:
     """``layer:NAME:channel:C...`` (the client's syntax) as an engine unit target."""
+    from protolens import unit_target
     from protolens.errors import ProtolensError
-    from protolens.types import Target as ClientTarget
 
     from protolens_server.engine.types import Target, UnitTerm
     from protolens_server.errors import InvalidArgument
 
     try:
-        parsed = ClientTarget.units_of(text)
+        parsed = unit_target(text)
     except ProtolensError as exc:
         raise InvalidArgument("--target", str(exc).removeprefix("targets: ")) from None
     terms = tuple(
