@@ -37,6 +37,7 @@ LAYERS: dict[str, int] = {
     "config": 1,
     "quotas": 1,
     "blobs": 1,
+    "lr_memory": 1,  # the finder's rates on disk for local commands
     "imageio": 1,
     "heap": 1,
     # 2: the engine (torch) and the models it runs

@@ -5,6 +5,7 @@ model, CNN or ViT)."""
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -164,3 +165,21 @@ def test_the_margin_keeps_improving_past_probability_saturation() -> None:
     short, long = (generate(model, [1], config.replace(steps=n))[0] for n in (48, 160))
     assert short.probability > 0.99  # saturated ...
     assert long.logit > short.logit + 1.0  # ... and still gaining
+
+
+def test_local_commands_keep_the_found_rate_on_disk(tmp_path) -> None:
+    """A cold `protolens generate` reads the rate an earlier process found (lr_memory)."""
+    from protolens_server.lr_memory import DiskRates
+
+    model = _model("cnn_plain", 32, 10)
+    lr = find_lr(model, DEFAULTS, lr_cache=DiskRates("abc", tmp_path))
+    stored = json.loads((tmp_path / "abc.json").read_text())
+    assert stored == {lr_key(model, DEFAULTS, "cpu"): lr}
+    # a new process: a fresh model object, the file read back; a planted rate proves
+    # the stored one is used rather than found again
+    twin = _model("cnn_plain", 32, 10)
+    (tmp_path / "abc.json").write_text(json.dumps({lr_key(twin, DEFAULTS, "cpu"): 0.0321}))
+    rates = DiskRates("abc", tmp_path)
+    assert generate(twin, [1], DEFAULTS.replace(max_steps=8), lr_cache=rates)[0].lr == 0.0321
+    (tmp_path / "bad.json").write_text("not json")
+    assert len(DiskRates("bad", tmp_path)) == 0  # unreadable: found again, then rewritten

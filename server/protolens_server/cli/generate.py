@@ -190,6 +190,7 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 @command_errors()
 def run(args: argparse.Namespace) -> int:
     from protolens_server.engine import generate
+    from protolens_server.lr_memory import DiskRates
 
     config = build_config(args)  # cheap checks first, before loading the model
     device = handle_device(args.device)
@@ -209,6 +210,7 @@ def run(args: argparse.Namespace) -> int:
                 device=device,
                 on_progress=bar.on_progress,
                 compile=args.compile,
+                lr_cache=DiskRates(handle.digest) if handle.digest else None,
             )
         )
         paths = write_pngs(
