@@ -183,3 +183,27 @@ def test_local_commands_keep_the_found_rate_on_disk(tmp_path) -> None:
     assert generate(twin, [1], DEFAULTS.replace(max_steps=8), lr_cache=rates)[0].lr == 0.0321
     (tmp_path / "bad.json").write_text("not json")
     assert len(DiskRates("bad", tmp_path)) == 0  # unreadable: found again, then rewritten
+
+
+class _OomOver(nn.Module):
+    """Raises torch's OutOfMemoryError for a forward over more than ``cap`` images."""
+
+    def __init__(self, net: nn.Module, cap: int) -> None:
+        super().__init__()
+        self.net, self.cap, self.ooms = net, cap, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[0] > self.cap:
+            self.ooms += 1
+            raise torch.OutOfMemoryError(f"injected: {x.shape[0]} > {self.cap} images")
+        return self.net(x)
+
+
+def test_the_finders_probe_halves_its_chunk_on_out_of_memory() -> None:
+    plain = _model("cnn_plain", 32, 10)
+    capped = _OomOver(plain.module, 2)
+    model = Classifier(capped, plain.input_spec, 10)
+    config = DEFAULTS.replace(equidistant_steps=0)
+    lr = find_lr(model, config, lr_cache={})
+    assert capped.ooms >= 1 and lr > 0  # it ran out of memory, split and still chose
+    assert lr == find_lr(_model("cnn_plain", 32, 10), config, lr_cache={})

@@ -310,11 +310,23 @@ def _probe(chunk: _Chunk, grid: Sequence[float], limit: int) -> list[float]:
     rates = [grid[item.group] for item in items]
     probe_config = chunk.config.replace(steps=_lr_finder.PROBE_STEPS, diversity=0.0)
     losses: list[float] = []
-    for at in range(0, len(items), max(1, limit)):
+    at, limit = 0, max(1, limit)
+    while at < len(items):  # in chunks of at most ``limit``, halved on OOM as in _run_all
         part = items[at : at + limit]
         lr = torch.tensor(rates[at : at + limit], device=chunk.runner.device)
-        _, schedule = chunk.optimise(part, lr, probe_config, report=False)
+        try:
+            _, schedule = chunk.optimise(part, lr, probe_config, report=False)
+        except torch.OutOfMemoryError:
+            if limit == 1:
+                raise
+            schedule = None
+        if schedule is None:  # (outside the except block: the failed chunk is released)
+            limit = max(1, limit // 2)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
         losses += schedule.smoothed().tolist()
+        at += len(part)
     per_rate = [losses[r * len(targets) : (r + 1) * len(targets)] for r in range(len(grid))]
     return [sum(v) / len(v) for v in per_rate]
 
