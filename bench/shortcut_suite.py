@@ -255,7 +255,18 @@ def main() -> None:
     )
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        type=Path,
+        metavar="JSON",
+        help="no run: combine the rows of earlier results files (e.g. runs of disjoint "
+        "--cases in parallel) into one table and --out, in the suite's case order",
+    )
     args = p.parse_args()
+    if args.merge:
+        merge(args.merge, args.out)
+        return
     torch.set_num_threads(args.threads)
     cases = [c for c in CASES if not args.cases or c.name in args.cases]
     unknown = set(args.cases or ()) - {c.name for c in CASES}
@@ -282,11 +293,29 @@ def main() -> None:
     print(f"wrote {args.out}")
 
 
-def write_results(out: Path, rows: list[dict[str, Any]], extra: list[str]) -> None:
+def merge(files: list[Path], out: Path) -> None:
+    """One table and results file from several runs' (same engine and check arguments)."""
+    docs = [json.loads(f.read_text()) for f in files]
+    for key in ("engine_version", "check_args"):
+        if len({json.dumps(d[key]) for d in docs}) > 1:
+            raise SystemExit(f"cannot merge runs with different {key}: {[d[key] for d in docs]}")
+    order = {c.name: i for i, c in enumerate(CASES)}
+    rows = sorted((r for d in docs for r in d["cases"]), key=lambda r: order.get(r["case"], 99))
+    write_results(out, rows, docs[0]["check_args"], commands=[d["command"] for d in docs])
+    print(table(rows))
+    failing = [r["case"] for r in rows if not r["ok"]]
+    print(f"\n{len(rows) - len(failing)}/{len(rows)} cases ok; failing: {failing or 'none'}")
+    print(f"wrote {out}")
+
+
+def write_results(
+    out: Path, rows: list[dict[str, Any]], extra: list[str], commands: list[str] | None = None
+) -> None:
     from protolens_server import ENGINE_VERSION
 
     doc = {
         "command": shlex.join(["python", "bench/shortcut_suite.py", *sys.argv[1:]]),
+        **({"merged_from": commands} if commands else {}),
         "check_args": extra,
         "engine_version": ENGINE_VERSION,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
