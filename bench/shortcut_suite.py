@@ -219,10 +219,18 @@ def run_case(
     return row
 
 
+def settings(config: dict[str, Any]) -> str:
+    """The generation settings a row's check used, in a few words."""
+    if config.get("steps"):
+        return f"{config['steps']} steps, lr {config['lr']:g}"
+    lr = f"lr {config['lr']:g}" if config.get("lr") else "lr found"
+    return f"until converged (<= {config.get('max_steps')}), {lr}, {config.get('objective')}"
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| case | arch | norm | acc | reliance | revealed (score, lead / margin) | flagged "
-        "| false alarms | policy | ok |\n|---|---|---|---|---|---|---|---|---|---|"
+        "| case | arch | norm | settings | acc | reliance | revealed (score, lead / margin) "
+        "| flagged | false alarms | policy | ok |\n|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -237,7 +245,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             )
             flagged = "yes" if r["flagged"] else "no"
         lines.append(
-            f"| {r['kind']} | {r['arch']} | {r['norm']} | {r['accuracy']:.2f} | {reliance} "
+            f"| {r['kind']} | {r['arch']} | {r['norm']} | {settings(r['config'])} "
+            f"| {r['accuracy']:.2f} | {reliance} "
             f"| {revealed} | {flagged} | {r['false_alarms']} | {r['policy']} "
             f"| {'yes' if r['ok'] else '**no**'} |"
         )
