@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 from protolens import AsyncClient
-from protolens.errors import InvalidArgumentError
+from protolens.errors import FailedPreconditionError, InvalidArgumentError
 
 
 async def test_a_retry_with_the_same_request_id_returns_the_same_check(address: str) -> None:
@@ -21,7 +22,10 @@ async def test_a_retry_with_the_same_request_id_returns_the_same_check(address: 
         plain = [await client.start_check("tiny", **options) for _ in range(2)]
         checks, _ = await client.list_checks()
         for check in {c.name for c in (first, other, *plain)}:
-            await client.cancel_check(check)
+            # cleanup only: a check may already have ended (seen FAILED under a loaded full
+            # suite, where a worker left by another test on the same Redis took its job)
+            with contextlib.suppress(FailedPreconditionError):
+                await client.cancel_check(check)
     assert first.name == retry.name == later.name
     assert len({first.name, other.name, *(c.name for c in plain)}) == 4
     assert sorted(c.name for c in checks) == sorted(
