@@ -28,11 +28,10 @@ removed (both filled with the image's mean colour).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -43,13 +42,20 @@ from ._alpha import random_backgrounds
 from ._forward import ModelRunner
 from ._seeds import derive_seed, generator
 from ._transforms import DrawStream, preset
-from .types import GenerationConfig, ImageClassifier, ProgressEvent, TransformPreset
+from .types import (
+    GenerationConfig,
+    ImageClassifier,
+    OptionRecord,
+    ProgressEvent,
+    TransformPreset,
+)
 
 MASK_START = 0.9  # the mask's initial opacity everywhere: nearly the whole image kept
 
 
 @dataclass(frozen=True)
-class IsolationConfig:
+class IsolationConfig(OptionRecord):
+    _KIND: ClassVar[str] = "an isolation option"
     """Every knob that determines an isolation (and so its cache key).
 
     ``sparsity`` weighs the mask's mean and ``smoothness`` its total variation
@@ -83,20 +89,7 @@ class IsolationConfig:
             ),
             ("progress_every", self.progress_every >= 1, "must be >= 1"),
         ]
-        for name, ok, why in checks:
-            if not ok:
-                raise InvalidArgument(f"config.{name}", f"{why} (got {getattr(self, name)!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> IsolationConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InvalidArgument(f"config.{unknown[0]}", "is not an isolation option")
-        return cls(**d)
+        self._require(checks)
 
 
 @dataclass

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, ClassVar, Literal, Protocol, Self
 
 import torch
 
@@ -208,8 +208,31 @@ class Target:
         return {"prototype": joined, "antitype": f"-{joined}", "hybrid": joined}[self.kind]
 
 
+class OptionRecord:
+    """What an engine options record (``GenerationConfig``, ``IsolationConfig``) shares:
+    range checks that name the field, and a plain dict form that refuses unknown keys."""
+
+    _KIND: ClassVar[str] = "an option"  # "config.X is not <_KIND>"
+
+    def _require(self, checks: Sequence[tuple[str, bool, str]]) -> None:
+        for name, ok, why in checks:
+            if not ok:
+                raise InvalidArgument(f"config.{name}", f"{why} (got {getattr(self, name)!r})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidArgument(f"config.{unknown[0]}", f"is not {cls._KIND}")
+        return cls(**d)
+
+
 @dataclass(frozen=True)
-class GenerationConfig:
+class GenerationConfig(OptionRecord):
     """Every knob that determines the output (and therefore the cache key).
 
     Defaults are the product's recommended settings and tune themselves per model:
@@ -224,6 +247,8 @@ class GenerationConfig:
     change how fast the same result is made and belong to the machine, not the
     request (``torch.compile``, the memory budget), are ``generate`` arguments.
     """
+
+    _KIND: ClassVar[str] = "a generation option"
 
     steps: int = 0
     max_steps: int = 256
@@ -293,20 +318,7 @@ class GenerationConfig:
             ("progress_every", self.progress_every >= 1, "must be >= 1"),
             ("alpha_penalty", 0 <= self.alpha_penalty <= 1e4, "must be in [0, 10000]"),
         ]
-        for name, ok, why in checks:
-            if not ok:
-                raise InvalidArgument(f"config.{name}", f"{why} (got {getattr(self, name)!r})")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> GenerationConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise InvalidArgument(f"config.{unknown[0]}", "is not a generation option")
-        return cls(**d)
+        self._require(checks)
 
     def replace(self, **changes: Any) -> GenerationConfig:
         return dataclasses.replace(self, **changes)
