@@ -561,10 +561,12 @@ def emit(
 
 
 def _preparing(config: GenerationConfig, compile: bool) -> str:
+    parts = []
+    if config.lr == 0:  # the finder's probe runs, unless this model's rate is on disk
+        parts.append("learning rate (short probe runs, once per model)")
     if config.start == "equidistant" and config.equidistant_steps > 0:
-        text = f"preparing: equidistant start ({config.equidistant_steps} steps)"
-    else:
-        text = "preparing"
+        parts.append(f"equidistant start ({config.equidistant_steps} steps)")
+    text = "preparing" + (": " + ", ".join(parts) if parts else "")
     return text + (", torch.compile on the first steps" if compile else "")
 
 

@@ -50,6 +50,8 @@ def preparing_phase(spec: JobSpec, *, compile: bool) -> tuple[JobPhase, str]:
     """Everything ``generate`` does before its first optimisation step."""
     config = spec.config
     parts = ["building the optimisation"]
+    if not config.get("lr"):  # lr 0: the finder's probe runs, unless this model's rate is known
+        parts.append("choosing the learning rate (short probe runs, once per model)")
     if config.get("start") == "equidistant" and int(config.get("equidistant_steps") or 0) > 0:
         parts.append(f"finding the equidistant start ({config['equidistant_steps']} steps)")
     if compile:
