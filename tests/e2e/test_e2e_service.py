@@ -91,13 +91,17 @@ def test_repeat_is_served_from_cache_without_workers(stack: Stack) -> None:
 
 def test_identical_concurrent_request_joins_running_job(stack: Stack) -> None:
     _ensure_worker(stack)
-    config = {**FAST, "steps": 80}
+    # Long enough that the job is still running when the second request arrives: 80
+    # tiny-model steps once finished first on a quiet CI machine (a cache hit instead).
+    config = {**FAST, "steps": 3000, "progress_every": 50}
     with Client(stack.address, timeout=30) as client:
         job = client.create_prototype_job("tiny", [3], config=config, seed=11)
         for event in client.watch_job(job, timeout=120):
             if event.state == "RUNNING" and event.progress.step >= 1:
                 break
         joined = client.create_prototype_job("tiny", [3], config=config, seed=11)
+        still_running = client.get_job(job).state == "RUNNING"
+        assert still_running, "the first job ended before the join could be tested"
         assert (joined.id, joined.outcome) == (job.id, "dedup_join")
         done = client.wait(joined, timeout=120)
         assert done.state == "SUCCEEDED" and done.attempts == 1 and len(done.prototypes) == 1
