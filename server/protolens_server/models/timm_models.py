@@ -15,8 +15,10 @@ timm's resize and crop; ``mean``/``std`` are in [0,1] image units already), clas
 names from ``label_names`` (``label_descriptions`` become aliases).
 
 timm imports ``torchvision`` when it is imported; where torchvision is not
-installed (as on protolens' CI machines) loading fails with that reason. Needs the
-``hf`` extra: ``pip install 'protolens[hf]' torchvision``.
+installed or does not load (protolens' own machines: the torch 2.13.0 CPU build, and
+the only torchvision for it pip reaches is a CUDA build) loading fails with that
+reason, and this adapter is untested there (its loading test skips saying so; see
+docs/models.md). Needs the ``hf`` extra: ``pip install 'protolens[hf]'``.
 """
 
 from __future__ import annotations
@@ -118,10 +120,11 @@ def _create_kwargs(config: dict[str, Any]) -> dict[str, Any]:
 def _create(folder: Path, config: dict[str, Any]) -> torch.nn.Module:
     try:
         import timm
-    except ImportError as exc:
+    except (ImportError, RuntimeError) as exc:  # a torchvision built for another torch:
+        # its extension fails to register (RuntimeError: operator torchvision::nms ...)
         raise InvalidModel(
-            f"{folder}: a timm model needs timm and torchvision (timm imports it): "
-            f"pip install 'protolens[hf]' torchvision ({_first_line(exc)})"
+            f"{folder}: a timm model needs timm and torchvision (built for this torch; timm "
+            f"imports it): pip install 'protolens[hf]' ({_first_line(exc)})"
         ) from exc
     try:
         return timm.create_model(
