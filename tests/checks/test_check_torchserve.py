@@ -141,5 +141,13 @@ def test_torchserve_answers_a_prototype_request(torchserve: str) -> None:
     assert img.size == (32, 32) and img.mode == "RGB"
     assert len(img.getcolors(maxcolors=4096) or []) > 20  # a picture, not a flat fill
 
+    code, body = _post(  # an alpha prototype comes back RGBA
+        f"{torchserve}/predictions/shapes",
+        {"class": "bars", "steps": 16, "lr": 0.1, "transforms": "small", "alpha": True},
+    )
+    assert code == 200 and body["alpha"] is True, body
+    img = Image.open(io.BytesIO(base64.b64decode(body["prototypes"][0]["png"])))
+    assert img.mode == "RGBA" and img.getchannel("A").getextrema()[0] < 255
+
     code, body = _post(f"{torchserve}/predictions/shapes", {"class": "zebra", "steps": 8})
     assert code == 400 and "zebra" in body.get("message", json.dumps(body))

@@ -13,9 +13,12 @@ Then ``POST /predictions/vision`` with a JSON body::
      "lr": 0.05, "transforms": "medium"}
 
 answers ``{"class", "name", "prototypes": [{"png": <base64>, "probability",
-"logit", "top5"}], "digest", "steps", "seed"}``. Only the options above (plus
-the other ``GenerationConfig`` fields) are accepted; a bad request gets a
-one-line error naming the field. The model is loaded with protolens' own
+"logit", "top5"}], "digest", "steps", "seed", "alpha"}``. Only those options, plus
+``diversity``, ``parameterisation``, ``start``, ``alpha`` and ``alpha_penalty``
+(``GenerationConfig`` fields), are accepted; a bad request gets a one-line error
+naming the field. ``"alpha": true`` makes an alpha prototype (docs/modes.md): its PNG
+is RGBA (grayscale+alpha for a grayscale model), its probability measured over
+mid-grey. The model is loaded with protolens' own
 loader (no pickles); the worker needs ``protolens[server]`` installed in the
 Python TorchServe runs.
 
@@ -36,7 +39,17 @@ from ts.torch_handler.base_handler import BaseHandler
 
 from protolens_server.errors import InvalidArgument, ProtolensError
 
-_OPTIONS = ("steps", "lr", "prototypes", "transforms", "diversity", "parameterisation", "start")
+_OPTIONS = (
+    "steps",
+    "lr",
+    "prototypes",
+    "transforms",
+    "diversity",
+    "parameterisation",
+    "start",
+    "alpha",
+    "alpha_penalty",
+)
 MAX_STEPS = 2000
 
 
@@ -93,9 +106,10 @@ class PrototypeHandler(BaseHandler):
             "digest": self.handle_.digest,
             "steps": config.steps,
             "seed": seed,
+            "alpha": config.alpha,
             "prototypes": [
                 {
-                    "png": base64.b64encode(encode_png(p.image)).decode(),
+                    "png": base64.b64encode(encode_png(p.image, alpha=config.alpha)).decode(),
                     "probability": float(p.probability),
                     "logit": float(p.logit),
                     "top5": [[int(c), float(q)] for c, q in p.top5],
