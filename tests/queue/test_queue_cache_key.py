@@ -49,3 +49,23 @@ def test_batch_key_ignores_seed_and_targets_but_not_config_or_model() -> None:
     assert batch_key(replace(BASE, seed=1, targets=(TargetSpec((5,)),))) == batch_key(BASE)
     assert batch_key(replace(BASE, config={"steps": 9, "lr": 0.05})) != batch_key(BASE)
     assert batch_key(replace(BASE, model_digest="f" * 64)) != batch_key(BASE)
+
+
+def test_a_spec_carries_typed_engine_options_and_keeps_old_records_readable() -> None:
+    from protolens_server.engine import GenerationConfig, IsolationConfig
+    from protolens_server.errors import InvalidArgument
+    from protolens_server.queue.codec import record_from_fields, record_to_fields
+    from protolens_server.queue.records import JobRecord
+
+    assert isinstance(BASE.config, GenerationConfig) and BASE.steps == 8
+    isolation = replace(BASE, mode="isolation", config={"steps": 5})
+    assert isinstance(isolation.config, IsolationConfig) and isolation.steps == 5
+    assert isolation.prototypes_per_target == 1
+    # A request naming an option the engine does not have is refused, naming it ...
+    with pytest.raises(InvalidArgument, match="colour"):
+        replace(BASE, config={"colour": "red"})
+    # ... while a stored job written by a release that had one is still read.
+    fields = record_to_fields(JobRecord("j1", BASE))
+    fields["spec"] = fields["spec"].replace('"steps":8', '"steps":8,"retired_option":1')
+    back = record_from_fields(fields)
+    assert back.spec == BASE and cache_key(back.spec) == cache_key(BASE)

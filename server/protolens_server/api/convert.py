@@ -175,7 +175,7 @@ def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job
         model_digest=spec.model_digest,
         targets=[target_to_pb(t, class_names) for t in spec.targets],
         prototypes_per_target=spec.prototypes_per_target,
-        config=config_to_pb(spec.config),
+        config=config_to_pb(spec.config.to_dict()),
         seed=spec.seed,
         reference_set=spec.reference_set,
         priority=spec.priority + 1,  # queue 0/1/2 -> PRIORITY_HIGH/NORMAL/LOW
@@ -214,7 +214,7 @@ def job_to_pb(record: JobRecord, class_names: Sequence[str] = ()) -> job_pb2.Job
 def isolation_to_pb(record: JobRecord) -> isolation_pb2.Isolation:
     """An isolation job's settings, and its probabilities once it succeeded."""
     config = isolation_pb2.IsolationConfig(
-        **{k: v for k, v in record.spec.config.items() if k in _ISOLATION_FIELDS}
+        **{k: v for k, v in record.spec.config.to_dict().items() if k in _ISOLATION_FIELDS}
     )
     found = (record.prototypes[0].isolation if record.prototypes else None) or {}
     return isolation_pb2.Isolation(config=config, **{k: float(v) for k, v in found.items()})
@@ -345,7 +345,7 @@ def prototype_to_pb(
         provenance=prototype_pb2.Provenance(
             model=spec.model,
             model_digest=spec.model_digest,
-            config=config_to_pb(spec.config),
+            config=config_to_pb(spec.config.to_dict()),
             seed=stored.seed,
             engine_version=spec.engine_version or engine_version,
             reference_set=spec.reference_set,

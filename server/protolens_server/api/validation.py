@@ -248,7 +248,7 @@ def build_spec(
     Raises domain errors naming the field.
     """
     targets = _targets(request, info, settings)
-    config = generation_config(request.config, request.prototypes_per_target, settings).to_dict()
+    config = generation_config(request.config, request.prototypes_per_target, settings)
     seed = seed_of(request)
     if request.priority not in _PRIORITIES:
         raise InvalidArgument(
@@ -327,7 +327,7 @@ def build_isolation_spec(
         model=info.name,
         model_digest=info.digest,
         targets=(TargetSpec((target,)),),
-        config=config.to_dict(),
+        config=config,
         seed=seed_of(request),
         engine_version=ENGINE_VERSION,
         priority=_PRIORITIES[request.priority],

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from protolens_server.checks.prototypes import ClassPrototypes
-from protolens_server.engine import GenerationConfig, ProgressEvent, Target, generate
+from protolens_server.engine import ProgressEvent, Target, generate
 from protolens_server.imageio import decode_png, encode_png
 from protolens_server.queue.cache import cache_key
 from protolens_server.queue.records import JobSpec
@@ -58,7 +58,7 @@ class LocalGenerator:
         entry = self.cache_dir / key
         if (entry / RECORD).is_file():
             return _read(entry, spec, hit=True, job_id=key)
-        config = GenerationConfig.from_dict(spec.config)
+        config = spec.config
         targets = [Target(t.classes, t.kind) for t in spec.targets]  # type: ignore[arg-type]
 
         def progress(event: ProgressEvent) -> None:

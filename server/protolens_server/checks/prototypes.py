@@ -84,7 +84,7 @@ def check_spec(
         model=model,
         model_digest=digest,
         targets=tuple(TargetSpec((int(c),)) for c in classes),
-        config=config.to_dict(),
+        config=config,
         seed=int(seed),
         reference_set=reference_set,
         reference_digest=reference_digest,

@@ -91,6 +91,11 @@ class IsolationConfig(OptionRecord):
         ]
         self._require(checks)
 
+    @property
+    def step_budget(self) -> int:
+        """The steps an isolation takes (it has no convergence stop)."""
+        return self.steps
+
 
 @dataclass
 class Isolation:

@@ -21,7 +21,7 @@ def cache_material(spec: JobSpec) -> dict[str, Any]:
     material = {
         "model_digest": spec.model_digest,
         "targets": [t.material() for t in spec.targets],
-        "config": spec.config,
+        "config": spec.config.to_dict(),
         "seed": spec.seed,
         "reference_digest": spec.reference_digest,
         "engine_version": spec.engine_version,
@@ -47,7 +47,11 @@ def batch_key(spec: JobSpec) -> str:
 
     Seeds and targets may differ: the engine takes one seed per target.
     """
-    material = {"model": spec.model, "model_digest": spec.model_digest, "config": spec.config}
+    material = {
+        "model": spec.model,
+        "model_digest": spec.model_digest,
+        "config": spec.config.to_dict(),
+    }
     if spec.mode != "prototype":  # never batched with prototype jobs
         material["mode"] = spec.mode
     return hashlib.sha256(canonical_json(material).encode()).hexdigest()

@@ -263,7 +263,7 @@ class JobQueue:
             )
         steps = spec.steps
         if steps > s.max_steps:
-            field = "steps" if spec.config.get("steps") else "max_steps"
+            field = "steps" if spec.config.steps else "max_steps"
             raise InvalidArgument(f"config.{field}", f"{steps} steps; at most {s.max_steps}")
         if not spec.tenant or len(spec.tenant) > _MAX_ID_CHARS:
             raise InvalidArgument("tenant", f"must be 1..{_MAX_ID_CHARS} characters")

@@ -11,10 +11,30 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protolens_server.engine import GenerationConfig, IsolationConfig
 from protolens_server.errors import GENERATION_FAILED, ErrorRecord
+
+JobConfig = GenerationConfig | IsolationConfig
+
+
+def job_config(mode: str, d: Mapping[str, Any], *, stored: bool = False) -> JobConfig:
+    """The engine options of a job of ``mode`` from their dict form.
+
+    A request's dict must name only known options (an unknown key is an
+    ``InvalidArgument``); a ``stored`` record's keys that this engine no longer knows
+    are dropped, so a job written by an older release stays readable.
+    """
+    kind: type[GenerationConfig] | type[IsolationConfig] = (
+        IsolationConfig if mode == "isolation" else GenerationConfig
+    )
+    if stored:
+        known = {f.name for f in dataclasses.fields(kind)}
+        d = {k: v for k, v in d.items() if k in known}
+    return kind.from_dict(dict(d))
 
 
 class JobState(enum.StrEnum):
@@ -112,7 +132,9 @@ class JobSpec:
     model: str  # registered model name
     model_digest: str
     targets: tuple[TargetSpec, ...]
-    config: dict[str, Any]  # engine GenerationConfig.to_dict()
+    # the engine's options: a GenerationConfig, or an IsolationConfig for an isolation
+    # (a dict given here is read as one, as a request's options would be)
+    config: JobConfig
     seed: int
     reference_set: str = ""  # registered reference-set name, "" for none
     reference_digest: str = ""
@@ -126,17 +148,19 @@ class JobSpec:
     mode: str = "prototype"
     image: str = ""
 
-    # The one place that reads these out of ``config`` (the engine's defaults apply to a
-    # key a config leaves out: steps is then whatever the engine runs, counted as 0 here).
+    def __post_init__(self) -> None:
+        if isinstance(self.config, Mapping):
+            object.__setattr__(self, "config", job_config(self.mode, self.config))
+
     @property
     def steps(self) -> int:
         """The most steps a prototype of this job takes: ``config.steps`` when fixed,
         else ``config.max_steps`` (it stops earlier when it converges)."""
-        return int(self.config.get("steps", 0) or self.config.get("max_steps", 0) or 0)
+        return self.config.step_budget
 
     @property
     def prototypes_per_target(self) -> int:
-        return int(self.config.get("prototypes", 1) or 1)
+        return self.config.prototypes if isinstance(self.config, GenerationConfig) else 1
 
     @property
     def images(self) -> int:
@@ -218,6 +242,7 @@ class JobRecord:
         d = json.loads(raw)
         spec = d["spec"]
         spec["targets"] = tuple(TargetSpec.from_dict(t) for t in spec["targets"])
+        spec["config"] = job_config(spec.get("mode", "prototype"), spec["config"], stored=True)
         d["spec"] = JobSpec(**spec)
         d["state"] = JobState(d["state"])
         d["prototypes"] = [

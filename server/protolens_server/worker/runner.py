@@ -50,10 +50,14 @@ def preparing_phase(spec: JobSpec, *, compile: bool) -> tuple[JobPhase, str]:
     """Everything ``generate`` does before its first optimisation step."""
     config = spec.config
     parts = ["building the optimisation"]
-    if not config.get("lr"):  # lr 0: the finder's probe runs, unless this model's rate is known
+    if not config.lr:  # lr 0: the finder's probe runs, unless this model's rate is known
         parts.append("choosing the learning rate (short probe runs, once per model)")
-    if config.get("start") == "equidistant" and int(config.get("equidistant_steps") or 0) > 0:
-        parts.append(f"finding the equidistant start ({config['equidistant_steps']} steps)")
+    if (
+        isinstance(config, GenerationConfig)
+        and config.start == "equidistant"
+        and config.equidistant_steps > 0
+    ):
+        parts.append(f"finding the equidistant start ({config.equidistant_steps} steps)")
     if compile:
         parts.append("torch.compile compiles the step on the first steps (minutes on a CPU)")
     return JobPhase.PREPARING, "; ".join(parts)
@@ -163,7 +167,9 @@ def run_engine(
             ]
             for spec in specs
         ]
-    config = GenerationConfig.from_dict(specs[0].config)
+    config = specs[0].config
+    if not isinstance(config, GenerationConfig):
+        raise TypeError(f"a prototype job carries a GenerationConfig, not {type(config).__name__}")
     handle = with_injected_oom(handle)
     targets = [engine_target(t) for spec in specs for t in spec.targets]
     seeds = [spec.seed for spec in specs for _ in spec.targets]
@@ -198,7 +204,9 @@ def run_isolation(
     from protolens_server.engine import IsolationConfig, Target, isolate
     from protolens_server.imageio import decode_png
 
-    config = IsolationConfig.from_dict(spec.config)
+    config = spec.config
+    if not isinstance(config, IsolationConfig):
+        raise TypeError(f"an isolation job carries an IsolationConfig, not {type(config).__name__}")
     image = decode_png(base64.b64decode(spec.image), handle.input_spec.channels)
     target = spec.targets[0].classes[0]
     found = isolate(
@@ -289,7 +297,7 @@ def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:
         "model": spec.model,
         "model_digest": spec.model_digest,
         "target": json.dumps(target.material(), sort_keys=True, separators=(",", ":")),
-        "config": json.dumps(spec.config, sort_keys=True, separators=(",", ":")),
+        "config": json.dumps(spec.config.to_dict(), sort_keys=True, separators=(",", ":")),
         "seed": str(int(prototype.seed)),
         "engine_version": spec.engine_version,
         "index": str(int(prototype.index)),
