@@ -130,19 +130,30 @@ def decode_tensor(data: bytes) -> tuple[torch.Tensor, dict[str, str]]:
     return torch.from_numpy(arr.copy()), dict(header.get("__metadata__") or {})
 
 
-def preview_png(tensor: bytes, channels: Sequence[int]) -> bytes:
+def preview_png(tensor: bytes, channels: Sequence[int], *, alpha: bool = False) -> bytes:
     """A PNG of ``channels`` of a stored prototype's float tensor (``encode_tensor``
-    bytes), carrying the tensor's provenance."""
+    bytes), carrying the tensor's provenance. ``alpha``: the tensor's last channel is an
+    opacity (an alpha prototype, an isolation's mask), kept as the PNG's alpha; the
+    ``channels`` then index the colour channels only."""
     image, meta = decode_tensor(tensor)
     meta.pop("from", None)
-    return encode_png(image, channels=channels, provenance=meta)
+    return encode_png(image, channels=channels, provenance=meta, alpha=alpha)
+
+
+def png_channels(data: bytes) -> int:
+    """How many channels an image file holds (2 for grayscale+alpha, 4 for RGBA)."""
+    try:
+        return len(Image.open(io.BytesIO(data)).getbands())
+    except (UnidentifiedImageError, OSError) as exc:
+        raise InvalidArgument("image", f"not a readable image: {exc}") from exc
 
 
 def decode_png(data: bytes, channels: int | None = None) -> torch.Tensor:
     """A (C, H, W) float32 tensor in [0, 1] from image bytes (PNG or any Pillow format).
 
-    ``channels`` forces 1 (grayscale) or 3 (RGB); by default grayscale images
-    stay 1-channel and everything else becomes RGB.
+    ``channels`` forces 1 (grayscale) or 3 (RGB), or 2 or 4 (with alpha); by default
+    grayscale images stay 1-channel and everything else becomes RGB (an alpha channel
+    is dropped: pass ``png_channels(data)`` to keep it).
     """
     try:
         pil = Image.open(io.BytesIO(data))

@@ -16,6 +16,7 @@ from protolens_server.imageio import (
     encode_tensor,
     load_image,
     png_provenance,
+    preview_png,
     save_png,
 )
 
@@ -95,3 +96,17 @@ def test_load_image_resizes_and_centre_crops(tmp_path) -> None:
     assert x.shape == (3, 224, 200) and x.min() >= 0 and x.max() <= 1
     path = save_png(x, tmp_path / "x.png")
     assert load_image(path, 32, 32, channels=1).shape == (1, 32, 32)
+
+
+def test_preview_of_an_alpha_tensor_keeps_the_opacity() -> None:
+    image = torch.rand(4, 6, 5, generator=torch.Generator().manual_seed(4))  # RGB + opacity
+    tensor = encode_tensor(image, {"seed": "2"})
+    gray = Image.open(io.BytesIO(preview_png(tensor, [2], alpha=True)))
+    rgba = Image.open(io.BytesIO(preview_png(tensor, [2, 1, 0], alpha=True)))
+    assert gray.mode == "LA" and rgba.mode == "RGBA"
+    expected = image[3].mul(255).round().to(torch.uint8).flatten().tolist()
+    assert list(gray.getchannel("A").getdata()) == expected
+    assert list(rgba.getchannel("R").getdata()) == list(gray.getchannel("L").getdata())
+    with pytest.raises(InvalidArgument, match=r"0\.\.2"):  # the opacity is not a colour
+        preview_png(tensor, [3], alpha=True)
+    assert Image.open(io.BytesIO(preview_png(tensor, [3]))).mode == "L"  # 4 plain channels

@@ -12,6 +12,7 @@ from PIL import Image
 from protolens import AsyncClient
 from protolens.cli import main
 from protolens_server.config import Settings
+from protolens_server.imageio import decode_tensor
 from protolens_server.worker import Worker
 
 CONFIG = {"steps": 12, "equidistant_steps": 4, "transforms": "small"}
@@ -41,12 +42,20 @@ async def test_alpha_job_stores_rgba_scored_and_cached_apart(
         assert job.state == "SUCCEEDED", job.error
         proto = await client.get_prototype(job, 0)
         opaque = await client.get_prototype(plain.name, 0)
+        gray = await client.get_prototype(job, 0, preview_channels=[1], include_float=True)
+        swapped = await client.get_prototype(job, 0, preview_channels=[2, 1, 0])
         again = await client.create_prototype_job(
             "tiny", ["banana"], config=alpha, seed=2, reference_set="tinyref"
         )
     mode, (low, high) = _mode(proto.png)
     assert mode == "RGBA" and low < high  # a real alpha channel, not all one value
     assert _mode(opaque.png)[0] == "RGB"
+    # a preview of chosen channels keeps the opacity: grayscale+alpha, RGBA
+    gray_png = Image.open(io.BytesIO(gray.png))
+    stored = Image.open(io.BytesIO(proto.png))
+    assert gray_png.mode == "LA" and Image.open(io.BytesIO(swapped.png)).mode == "RGBA"
+    assert list(gray_png.getchannel("A").getdata()) == list(stored.getchannel("A").getdata())
+    assert decode_tensor(gray.float_tensor)[0].shape[0] == 4  # RGB + opacity, lossless
     assert proto.scores is not None and proto.scores.layer_names  # scored over mid-grey
     assert job.config["alpha"] is True and again.outcome == "cache_hit"
 

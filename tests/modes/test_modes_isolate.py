@@ -46,12 +46,14 @@ async def test_isolation_job_runs_on_a_worker_and_is_cached(
         (summary,) = job.prototypes
         assert summary.target.classes == (1,) and summary.probability == found.probability_kept
         proto = await client.get_prototype(job, 0)
+        preview = await client.get_prototype(job, 0, preview_channels=[0])
         again = await client.create_isolation_job("tiny", _photo(1), 1, config=CONFIG, seed=3)
         other = await client.create_isolation_job("tiny", _photo(2), 1, config=CONFIG, seed=3)
     image = Image.open(io.BytesIO(proto.png))
     assert image.mode == "RGBA" and image.size == (16, 16)  # fitted to the model's input
     alpha = torch.from_numpy(np.asarray(image.getchannel("A"), dtype=np.float32)) / 255
     assert abs(float(alpha.mean()) - found.mask_mean) < 0.01
+    assert Image.open(io.BytesIO(preview.png)).mode == "LA"  # a preview keeps the mask
     assert again.outcome == "cache_hit" and again.isolation.probability == found.probability
     assert other.outcome == "queued"  # the image is in the cache key
 

@@ -212,6 +212,10 @@ async def test_float_tensors_are_blobs_and_older_results_decode_their_png(
     assert old.prototypes[0].tensor_key == ""
     back, meta = decode_tensor(await queue.get_tensor(old.job_id, 0))
     assert (back - rgb).abs().max() <= 0.5 / 255 + 1e-6 and meta == {"seed": "4", "from": "png"}
+    rgba = torch.rand(4, 5, 6, generator=torch.Generator().manual_seed(2))  # alpha prototype
+    old = await _run(queue, consumer, [encode_png(rgba, alpha=True)], seed=13)
+    back, _ = decode_tensor(await queue.get_tensor(old.job_id, 0))
+    assert back.shape[0] == 4 and (back - rgba).abs().max() <= 0.5 / 255 + 1e-6  # opacity kept
     with pytest.raises(NotFound):
         queue.blobs.delete(blob_key(tensor))
         await queue.get_tensor(done.job_id, 0)

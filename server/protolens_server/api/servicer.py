@@ -172,7 +172,8 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         if request.preview_channels:
             from protolens_server.imageio import preview_png
 
-            png = await asyncio.to_thread(preview_png, tensor, list(request.preview_channels))
+            chosen, alpha = list(request.preview_channels), record.spec.has_opacity
+            png = await asyncio.to_thread(preview_png, tensor, chosen, alpha=alpha)
         await self.queue.load_scores(record, [index])
         proto = convert.prototype_to_pb(
             record, index, png, await self._class_names(record), ENGINE_VERSION

@@ -623,7 +623,7 @@ def set_queue_gauges(stats: dict[str, Any]) -> None:
 
 
 def _tensor_from_png(png: bytes) -> bytes:
-    from protolens_server.imageio import decode_png, encode_tensor, png_provenance
+    from protolens_server.imageio import decode_png, encode_tensor, png_channels, png_provenance
 
     meta = {**png_provenance(png), "from": "png"}
-    return encode_tensor(decode_png(png), meta)
+    return encode_tensor(decode_png(png, png_channels(png)), meta)  # an alpha stays

@@ -159,6 +159,12 @@ class JobSpec:
         return self.config.step_budget
 
     @property
+    def has_opacity(self) -> bool:
+        """Whether the stored images' last channel is an opacity: an alpha prototype's, or
+        an isolation's (the input image with the mask as its alpha)."""
+        return isinstance(self.config, IsolationConfig) or self.config.alpha
+
+    @property
     def prototypes_per_target(self) -> int:
         return self.config.prototypes if isinstance(self.config, GenerationConfig) else 1
 
