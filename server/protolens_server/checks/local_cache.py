@@ -1,7 +1,7 @@
 """Generation for ``protolens check`` without a service: the engine plus a cache folder.
 
 Each chunk's result lives in ``<cache_dir>/<cache key>/`` (``record.json`` and one
-PNG per prototype), keyed exactly like the queue's Redis cache
+PNG per prototype, RGBA for an alpha prototype), keyed exactly like the queue's Redis cache
 (``queue.cache.cache_key`` of the chunk's ``JobSpec``), so re-checking an
 unchanged model version reads files and runs no optimisation. Entries are
 written to a temporary folder and renamed into place, so a cancelled or crashed
@@ -17,9 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from protolens_server.checks.prototypes import ClassPrototypes
-from protolens_server.engine import ProgressEvent, Target, generate
-from protolens_server.imageio import decode_png, encode_png
+from protolens_server.engine import ProgressEvent, Target, flatten_alpha, generate
+from protolens_server.imageio import decode_png, encode_png, png_channels
 from protolens_server.queue.cache import cache_key
 from protolens_server.queue.records import JobSpec
 from protolens_server.scores.cache import cache_dir
@@ -74,7 +76,7 @@ class LocalGenerator:
             on_progress=progress,
             should_stop=should_stop,
         )
-        pngs = [encode_png(p.image) for p in prototypes]
+        pngs = [encode_png(p.image, alpha=p.config.alpha) for p in prototypes]  # RGBA: alpha
         if self.reference is not None:  # scored as stored: the PNGs written below
             from protolens_server.scores.scoring import score_prototypes
 
@@ -116,17 +118,24 @@ def _read(entry: Path, spec: JobSpec, *, hit: bool, job_id: str) -> list[ClassPr
     return group_by_class(spec, items, pngs, hit=hit, job_id=job_id)
 
 
+def analysed_image(png: bytes) -> torch.Tensor:
+    """What a check analyses of a stored prototype: its PNG decoded, an alpha prototype's
+    (grayscale+alpha or RGBA) composited over mid-grey, as its probability is measured."""
+    channels = png_channels(png)
+    if channels in (2, 4):
+        return flatten_alpha(decode_png(png, channels))
+    return decode_png(png)
+
+
 def group_by_class(
     spec: JobSpec, items: list[dict[str, Any]], pngs: list[bytes], *, hit: bool, job_id: str
 ) -> list[ClassPrototypes]:
     """Split a chunk's target-major prototypes into one ``ClassPrototypes`` per class."""
-    import torch
-
     per = spec.prototypes_per_target
     out = []
     for t, target in enumerate(spec.targets):
         rows = range(t * per, (t + 1) * per)
-        images = torch.stack([decode_png(pngs[r]) for r in rows])
+        images = torch.stack([analysed_image(pngs[r]) for r in rows])
         out.append(
             ClassPrototypes(
                 class_index=int(target.classes[0]),

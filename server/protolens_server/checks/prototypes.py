@@ -26,7 +26,8 @@ DEFAULT_CHUNK = 4  # classes per job: small enough that a subset re-check mostly
 
 @dataclass
 class ClassPrototypes:
-    """One model version's prototypes for one class (decoded from PNG, in [0, 1])."""
+    """One model version's prototypes for one class (decoded from PNG, in [0, 1]; an
+    alpha prototype's composited over mid-grey, its RGBA PNG in ``pngs``)."""
 
     class_index: int
     images: torch.Tensor  # (P, C, H, W)
