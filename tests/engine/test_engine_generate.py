@@ -64,7 +64,7 @@ def test_prototypes_come_back_complete(tiny: Classifier) -> None:
     assert protos[0].seed != protos[1].seed
 
 
-@pytest.mark.parametrize("parameterisation", ["fourier", "pixel"])
+@pytest.mark.parametrize("parameterisation", ["fourier", "pixel", "maco"])
 @pytest.mark.parametrize("decorrelate", [True, False])
 @pytest.mark.parametrize("start", ["noise", "constant", "equidistant"])
 def test_every_parameterisation_and_start_raises_the_target(

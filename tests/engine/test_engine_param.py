@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 from protolens_server.engine._param import make_param
 
 CPU = torch.device("cpu")
@@ -54,3 +55,34 @@ def test_fourier_parameters_receive_gradients() -> None:
     param = make_param("fourier", 2, (3, 16, 16), True, CPU)
     (grad,) = torch.autograd.grad(param.image()[:, 0].sum(), param.tensors)
     assert grad.shape == param.tensors[0].shape and grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("decorrelate", [True, False])
+def test_maco_keeps_its_magnitude_and_takes_the_phase_of_a_start(decorrelate: bool) -> None:
+    shape = (3, 24, 20)
+    images = torch.rand(2, *shape, generator=torch.Generator().manual_seed(2))
+    source = make_param("maco", 2, shape, decorrelate, CPU)
+    source.set_images(images)
+    made = source.image().detach()
+    assert made.min() > 0 and made.max() < 1
+    # unit contrast before the sigmoid, whatever the start's contrast
+    assert 0.15 < float(made.std()) < 0.25
+    # a maco image's own phase gives it back, up to each channel's mean (the DC term)
+    again = make_param("maco", 2, shape, decorrelate, CPU)
+    again.set_images(made)
+    a = torch.logit(again.image().detach())
+    b = torch.logit(made)
+    a, b = a - a.mean(dim=(2, 3), keepdim=True), b - b.mean(dim=(2, 3), keepdim=True)
+    assert float(F.cosine_similarity(a.flatten(1), b.flatten(1)).min()) > 0.99
+    # the magnitude is fixed: a pixel-noise start becomes 1/f noise, far smoother
+    assert _tv(made) < 0.5 * _tv(images)
+
+
+def test_maco_parameters_receive_gradients_and_blur_leaves_them() -> None:
+    param = make_param("maco", 2, (3, 16, 16), True, CPU)
+    param.set_images(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)))
+    (grad,) = torch.autograd.grad(param.image()[:, 0, 4:8, 4:8].sum(), param.tensors)
+    assert grad.shape == param.tensors[0].shape and grad.abs().sum() > 0
+    before = param.image().detach()
+    param.blur_(2.0)
+    assert torch.equal(param.image().detach(), before)

@@ -120,7 +120,7 @@ _CONFIG_FLAGS: list[tuple[str, str, Callable[[str], Any], str, str]] = [
     ("--max-steps", "max_steps", int, "N", "most steps when --steps is 0"),
     ("--lr", "lr", float, "LR", "learning rate (0 = found per model)"),
     ("--objective", "objective", str, "NAME", "margin | logit"),
-    ("--param", "parameterisation", str, "NAME", "image parameterisation: fourier | pixel"),
+    ("--param", "parameterisation", str, "NAME", "image parameterisation: fourier | pixel | maco"),
     ("--start", "start", str, "NAME", "start image: noise | constant | equidistant"),
     ("--transforms", "transforms", str, "PRESET", "none | small | medium | large | xlarge"),
     ("--diversity", "diversity", float, "W", "diversity weight between a target's prototypes"),

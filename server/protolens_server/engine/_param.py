@@ -8,9 +8,18 @@ sigmoid, as Lucid/Lucent do:
   frequency band starts with a similar contribution; optimising it favours
   smooth, natural-looking images.
 - ``pixel``: the (pre-sigmoid) pixels themselves.
+- ``maco``: only the spectrum's phase (MACO, Fel et al. 2023, "Unlocking Feature
+  Visualization for Deeper Networks with MAgnitude Constrained Optimization"); the
+  magnitude is fixed to a natural-image power law 1/f^k (data-free, not a measured
+  ImageNet average), the inverse FFT is standardised per image, then coloured and
+  squashed like the others (unit contrast before the sigmoid). Every image it can
+  make has the same power-law amplitude spectrum before the sigmoid; only the phases
+  (where things are) change.
 
-Both can start from any image (``set_images``, exact inversion of the map) and
-can blur their pre-sigmoid signal in place (``blur_``).
+``fourier`` and ``pixel`` start from any image exactly (``set_images`` inverts the
+map) and blur their pre-sigmoid signal in place (``blur_``). ``maco`` keeps only the
+given image's phase (its magnitude is fixed), and a blur, which only scales
+magnitudes, leaves it unchanged.
 """
 
 from __future__ import annotations
@@ -149,6 +158,44 @@ class PixelParam:
         self.pixels.copy_(torch.fft.irfft2(spec, s=(h, w)))
 
 
+class MacoParam:
+    """Phase-only spectrum with a fixed 1/f^k magnitude (MACO), standardised per image."""
+
+    def __init__(
+        self, phase: torch.Tensor, height: int, width: int, decorrelate: bool, decay_power: float
+    ) -> None:
+        self.height, self.width, self.decorrelate = height, width, decorrelate
+        freqs = _rfft2_freqs(height, width, phase.device)
+        magnitude = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay_power
+        self.magnitude = magnitude / magnitude.max()
+        self.phase = phase.requires_grad_(True)
+        self.tensors = [self.phase]
+
+    @staticmethod
+    def param_shape(n: int, c: int, h: int, w: int) -> tuple[int, ...]:
+        return (n, c, h, w // 2 + 1)
+
+    def image(self) -> torch.Tensor:
+        spec = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
+        signal = torch.fft.irfft2(spec, s=(self.height, self.width), norm="ortho")
+        rgb = _decorrelate(signal) if self.decorrelate else signal
+        # unit contrast before the sigmoid: images of sd about 0.2, as natural photos
+        flat = rgb.flatten(1)
+        mean = flat.mean(dim=1).view(-1, 1, 1, 1)
+        sd = flat.std(dim=1).view(-1, 1, 1, 1)
+        return torch.sigmoid((rgb - mean) / (sd + _EPS))
+
+    @torch.no_grad()
+    def set_images(self, images01: torch.Tensor) -> None:
+        """Keep the phase of ``images01`` (approximate: the magnitude stays the power law);
+        a frequency the image has no energy at gets phase 0."""
+        signal = _to_signal(images01.to(self.phase.device), self.decorrelate)
+        self.phase.copy_(torch.angle(torch.fft.rfft2(signal, norm="ortho")))
+
+    def blur_(self, sigma: float) -> None:
+        """A Gaussian blur only scales magnitudes, which are fixed here: nothing to do."""
+
+
 # Standard deviation of the per-prototype perturbation of a start, in parameter
 # space (Lucent's init noise).
 PERTURBATION_SD = 0.01
@@ -163,9 +210,11 @@ def make_param(
     fourier_decay: float = 1.0,
 ) -> ImageParam:
     """A parameterisation of ``n`` images of ``shape`` (C, H, W), all parameters zero;
-    ``fourier_decay``: the exponent of the spectrum's 1/f^k scaling (``fourier`` only).
+    ``fourier_decay``: the exponent of the spectrum's 1/f^k scaling (``fourier``) or
+    fixed magnitude (``maco``).
 
-    Zero parameters give a uniform grey (0.5) image. Callers then start from an
+    Zero parameters give a uniform grey (0.5) image (``maco``: zero phases, a
+    standardised sum of aligned cosines; it needs a start). Callers then start from an
     image (``set_images``) and/or add per-image noise to ``tensors[0]``.
     """
     c, h, w = shape
@@ -174,10 +223,13 @@ def make_param(
         return FourierParam(zeros, h, w, decorrelate, fourier_decay)
     if kind == "pixel":
         return PixelParam(torch.zeros((n, c, h, w), device=device), decorrelate)
+    if kind == "maco":
+        zeros = torch.zeros(MacoParam.param_shape(n, c, h, w), device=device)
+        return MacoParam(zeros, h, w, decorrelate, fourier_decay)
     raise ValueError(f"unknown parameterisation {kind!r}")
 
 
 def param_shape(kind: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
     """Shape of one image's parameters (no batch dimension)."""
-    cls = FourierParam if kind == "fourier" else PixelParam
-    return cls.param_shape(1, *shape)[1:]
+    classes = {"fourier": FourierParam, "pixel": PixelParam, "maco": MacoParam}
+    return classes[kind].param_shape(1, *shape)[1:]

@@ -17,7 +17,7 @@ import torch
 
 from protolens_server.errors import InvalidArgument
 
-Parameterisation = Literal["fourier", "pixel"]
+Parameterisation = Literal["fourier", "pixel", "maco"]
 Start = Literal["noise", "constant", "equidistant"]
 TransformPreset = Literal["none", "small", "medium", "large", "xlarge"]
 TargetKind = Literal["prototype", "antitype", "hybrid", "unit"]
@@ -288,8 +288,8 @@ class GenerationConfig(OptionRecord):
             ("fourier_decay", 0 <= self.fourier_decay <= 4, "must be in [0, 4]"),
             (
                 "parameterisation",
-                self.parameterisation in ("fourier", "pixel"),
-                "must be 'fourier' or 'pixel'",
+                self.parameterisation in ("fourier", "pixel", "maco"),
+                "must be 'fourier', 'pixel' or 'maco'",
             ),
             (
                 "start",
