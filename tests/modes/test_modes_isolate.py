@@ -16,6 +16,7 @@ from PIL import Image
 from protolens import AsyncClient
 from protolens import errors as sdk
 from protolens.cli import main
+from protolens_server.api.server import ApiServer
 from protolens_server.config import Settings
 from protolens_server.imageio import encode_png
 from protolens_server.worker import Worker
@@ -28,11 +29,14 @@ def _photo(seed: int, size: int = 24) -> bytes:
 
 
 async def test_isolation_job_runs_on_a_worker_and_is_cached(
-    modes_address: str, modes_settings: Settings
+    modes_address: str, modes_settings: Settings, modes_api: ApiServer
 ) -> None:
     async with AsyncClient(modes_address) as client:
         job = await client.create_isolation_job("tiny", _photo(1), "banana", config=CONFIG, seed=3)
         assert job.outcome == "queued" and job.isolation is not None
+        queued = await modes_api.queue.get(job.name.rsplit("/", 1)[-1])
+        fitted = modes_api.queue.blobs.get(queued.spec.image_key)  # the image: a blob
+        assert queued.spec.image == "" and Image.open(io.BytesIO(fitted)).size == (16, 16)
         assert job.isolation.config["steps"] == 8 and job.isolation.config["sparsity"] == 2.0
         async with Worker(modes_settings, name="w-isolate") as worker:
             assert await worker.run_once() == 1

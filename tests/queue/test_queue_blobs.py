@@ -12,6 +12,7 @@ import pytest
 from protolens_server.blobs import FsspecBlobStore, LocalBlobStore, blob_key, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.errors import NotFound
+from protolens_server.queue.blob_gc import collect_blobs
 from protolens_server.queue.delivery import QueueConsumer
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.keys import PNG_FIELD
@@ -219,3 +220,62 @@ async def test_float_tensors_are_blobs_and_older_results_decode_their_png(
     with pytest.raises(NotFound):
         queue.blobs.delete(blob_key(tensor))
         await queue.get_tensor(done.job_id, 0)
+
+
+async def test_isolation_input_image_is_a_blob_the_sweep_keeps_while_a_job_may_need_it(
+    queue: JobQueue, consumer_factory
+) -> None:
+    """An isolation job's input image goes to the blob store, its spec keeps only the key
+    (Redis holds no image bytes), the cache key follows the image's content, and a sweep
+    keeps the image while a job may still read it."""
+    from dataclasses import replace
+
+    from protolens_server.queue.cache import cache_key
+
+    photo, other = b"\x89PNG\r\n\x1a\n" + os.urandom(30_000), os.urandom(30_000)
+    spec = replace(make_spec(classes=(3,), seed=21), mode="isolation", config={"steps": 4})
+    spec = replace(spec, image_key=blob_key(photo))
+    record, outcome = await queue.submit(spec, image=photo)
+    assert outcome == "queued" and queue.blobs.get(blob_key(photo)) == photo
+    assert await queue.redis.memory_usage(queue.keys.job(record.job_id), samples=0) < 4096
+    stored = await queue.get(record.job_id)
+    assert stored.spec.image == "" and stored.spec.image_key == blob_key(photo)
+    assert cache_key(replace(spec, seed=21)) == record.cache_key  # same image, same key
+    assert cache_key(replace(spec, image_key=blob_key(other))) != record.cache_key
+    with pytest.raises(ValueError, match="image_key"):
+        await queue.submit(replace(spec, seed=22), image=other)
+    orphan = queue.blobs.put(os.urandom(100))
+    for key in (blob_key(photo), orphan):
+        _age(queue.blobs, key, 3600)
+    sweep = await collect_blobs(queue.redis, queue.keys, queue.blobs, grace_s=60)
+    assert sweep.deleted == 1 and queue.blobs.get(orphan) is None
+    assert queue.blobs.get(blob_key(photo)) == photo  # a queued job names it
+    consumer = consumer_factory()
+    [entry] = await consumer.read(1)
+    _, delivery = await consumer.claim(entry)
+    assert await consumer.input_image(delivery.record.spec) == photo
+    # once no job can read it any more (its reference outlived the job retention), it goes
+    await queue.redis.zadd(queue.keys.input_blobs, {blob_key(photo): time.time() - 1})
+    assert (await collect_blobs(queue.redis, queue.keys, queue.blobs, grace_s=60)).deleted == 1
+
+
+async def test_isolation_spec_written_before_the_blob_store_still_runs(
+    queue: JobQueue, consumer_factory
+) -> None:
+    """An older record carries its image inline (base64): still read, still keyed apart."""
+    import base64
+    from dataclasses import replace
+
+    photo = b"\x89PNG\r\n\x1a\n" + os.urandom(1000)
+    old = replace(
+        make_spec(classes=(3,), seed=23),
+        mode="isolation",
+        config={"steps": 4},
+        image=base64.b64encode(photo).decode(),
+    )
+    record, outcome = await queue.submit(old)
+    assert outcome == "queued" and (await queue.get(record.job_id)).spec == old
+    consumer = consumer_factory()
+    [entry] = await consumer.read(1)
+    _, delivery = await consumer.claim(entry)
+    assert await consumer.input_image(delivery.record.spec) == photo

@@ -102,7 +102,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         check_request_size(request, self.settings)  # at once, before any work
         info = await self.models.describe(model_name(request.model))
         # Decoding and fitting the image off the event loop.
-        spec = await self.pool.run(
+        spec, image = await self.pool.run(
             build_isolation_spec,
             request,
             info=info,
@@ -110,7 +110,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
             tenant=current_tenant(),
             trace_id=str(bound_fields().get("trace_id") or ""),
         )
-        record, outcome = await self.queue.submit(spec)
+        record, outcome = await self.queue.submit(spec, image=image)
         return pb.CreateIsolationJobResponse(
             job=await self._job(record), outcome=convert.OUTCOME_TO_PB.get(outcome, 0)
         )

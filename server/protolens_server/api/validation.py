@@ -287,14 +287,14 @@ def build_isolation_spec(
     settings: Settings,
     tenant: str,
     trace_id: str = "",
-) -> JobSpec:
+) -> tuple[JobSpec, bytes]:
     """Validate a CreateIsolationJobRequest against the model ``info``; return its JobSpec
-    (mode "isolation": the image decoded, fitted to the model's input and stored as PNG).
+    (mode "isolation") and the image decoded and fitted to the model's input, as PNG (the
+    queue stores it as a blob; the spec names its key).
 
     Raises domain errors naming the field.
     """
-    import base64
-
+    from protolens_server.blobs import blob_key
     from protolens_server.engine import IsolationConfig
     from protolens_server.imageio import encode_png, load_image
 
@@ -323,7 +323,8 @@ def build_isolation_spec(
         raise InvalidArgument(
             "priority", f"unknown priority {request.priority}; use HIGH/NORMAL/LOW"
         )
-    return JobSpec(
+    png = encode_png(image)
+    spec = JobSpec(
         model=info.name,
         model_digest=info.digest,
         targets=(TargetSpec((target,)),),
@@ -335,5 +336,6 @@ def build_isolation_spec(
         request_id=request_id_of(request.request_id),
         trace_id=trace_id,
         mode="isolation",
-        image=base64.b64encode(encode_png(image)).decode("ascii"),
+        image_key=blob_key(png),
     )
+    return spec, png

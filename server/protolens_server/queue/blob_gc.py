@@ -1,6 +1,8 @@
 """Collecting blobs that no stored result names (mark and sweep).
 
-Mark: SCAN every result hash and read its ``blobs`` field (the keys it names). Sweep:
+Mark: SCAN every result hash and read its ``blobs`` field (the keys it names), and read
+the input images jobs may still read (``Keys.input_blobs``: an isolation's photo, named
+until its job's record can have expired; older entries are dropped here). Sweep:
 list the blob store and delete each blob that is not marked and was last written more
 than ``grace_s`` before the sweep began. The grace covers a worker between writing its
 blobs and the script that stores the result naming them (``put`` rewrites a blob that
@@ -33,8 +35,11 @@ class BlobSweep:
 
 
 async def referenced_blobs(redis: aioredis.Redis, keys: Keys) -> tuple[set[str], int]:
-    """Every blob key a stored result names, and how many result hashes were read."""
-    marked: set[str] = set()
+    """Every blob key a stored result or a job's input names, and how many result hashes
+    were read."""
+    now = time.time()
+    await redis.zremrangebyscore(keys.input_blobs, "-inf", now)
+    marked: set[str] = {text(k) for k in await redis.zrangebyscore(keys.input_blobs, now, "+inf")}
     results = 0
     batch: list[bytes | str] = []
 

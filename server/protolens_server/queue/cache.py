@@ -17,7 +17,9 @@ from protolens_server.queue.records import JobSpec
 
 def cache_material(spec: JobSpec) -> dict[str, Any]:
     """The fields hashed into the cache key, as a JSON-able dict (an isolation adds its
-    mode and its image's digest; a prototype job's key is as it always was)."""
+    mode and its image's digest: the blob key, the sha256 of the PNG; a record written
+    before the blob store, the sha256 of its base64; a prototype job's key is as it always
+    was)."""
     material = {
         "model_digest": spec.model_digest,
         "targets": [t.material() for t in spec.targets],
@@ -28,7 +30,7 @@ def cache_material(spec: JobSpec) -> dict[str, Any]:
     }
     if spec.mode != "prototype":
         material["mode"] = spec.mode
-        material["image_digest"] = hashlib.sha256(spec.image.encode()).hexdigest()
+        material["image_digest"] = spec.image_key or hashlib.sha256(spec.image.encode()).hexdigest()
     return material
 
 

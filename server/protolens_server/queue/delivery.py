@@ -19,6 +19,7 @@ Delivery semantics (at least once, exactly one stored result):
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import secrets
 import time
@@ -29,7 +30,7 @@ import redis.asyncio as aioredis
 
 from protolens_server.blobs import BlobStore, open_blob_store
 from protolens_server.config import Settings
-from protolens_server.errors import ErrorRecord
+from protolens_server.errors import ErrorRecord, InvalidArgument, NotFound
 from protolens_server.queue import scripts
 from protolens_server.queue.codec import (
     prototypes_to_json,
@@ -134,6 +135,18 @@ class QueueConsumer:
         """A consumer with its own client for ``settings.redis_url`` (``close`` closes it)."""
         client = redis_from_url(settings.redis_url, client_name=client_name("worker"))
         return cls(client, settings, name)
+
+    async def input_image(self, spec: JobSpec) -> bytes:
+        """A job's input image (an isolation's PNG): from the blob store by ``image_key``,
+        or inline (base64) in a record written before the blob store."""
+        if spec.image_key:
+            data = await asyncio.to_thread(self.blobs.get, spec.image_key)
+            if data is None:
+                raise NotFound("the job's input image is gone from the blob store; submit it again")
+            return data
+        if spec.image:
+            return base64.b64decode(spec.image)
+        raise InvalidArgument("image", "the job names no input image")
 
     async def ensure_groups(self) -> None:
         """Create the ``workers`` group on every priority stream (idempotent)."""

@@ -17,7 +17,7 @@ from typing import Any, TypeVar, cast
 import redis.asyncio as aioredis
 
 from protolens_server import metrics
-from protolens_server.blobs import BlobStore, is_blob_key, open_blob_store
+from protolens_server.blobs import BlobStore, blob_key, is_blob_key, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.errors import (
     FailedPrecondition,
@@ -137,13 +137,17 @@ class JobQueue:
         return probe_client(self.settings.redis_url, timeout, role="api-health")
 
     # --- submit --------------------------------------------------------------------
-    async def submit(self, spec: JobSpec) -> tuple[JobRecord, str]:
+    async def submit(self, spec: JobSpec, *, image: bytes | None = None) -> tuple[JobRecord, str]:
         """Queue ``spec`` unless a replay, a cached result or an identical job in flight answers it.
 
+        ``image``: an isolation's input PNG, whose blob key is ``spec.image_key``; it goes
+        to the blob store, and a sweep keeps it while a job may read it.
         Returns the caller's view of the job and the outcome: ``queued``,
         ``cache_hit``, ``dedup_join`` or ``idempotent_replay``.
         """
         self._validate(spec)
+        if image is not None:
+            await self._keep_input(spec, image)
         ck = await self._cpu(_large(spec), cache_key, spec)
         for _ in range(_SUBMIT_TRIES):
             answer = await self._try_submit(spec, ck)
@@ -235,6 +239,16 @@ class JobQueue:
         if outcome == "dedup_join":
             return await self.get(value, tenant=spec.tenant), outcome
         return record, outcome
+
+    async def _keep_input(self, spec: JobSpec, image: bytes) -> None:
+        """Store a job's input image as a blob and name it in ``Keys.input_blobs`` until the
+        job's record can have expired (a sweep spares a blob named there, and one written
+        within its grace, which covers the moment between the two writes)."""
+        if blob_key(image) != spec.image_key:
+            raise ValueError("the image's blob key is not the spec's image_key")
+        await asyncio.to_thread(self.blobs.put, image)
+        until = time.time() + self.settings.job_retention_s  # later calls: later times
+        await self.redis.zadd(self.keys.input_blobs, {spec.image_key: until})
 
     def _new_record(self, spec: JobSpec, ck: str, cached: bytes | None) -> JobRecord:
         now = time.time()

@@ -33,6 +33,8 @@ The rest:
 - ``{prefix}:checks:running``     ids of RUNNING checks (sorted set, score = start time)
 - ``{prefix}:checkidem:<len>:<tenant>:<rid>`` check id for a tenant's StartCheck request_id
 - ``{prefix}:blobgc``              lock: the API replica collecting unreferenced blobs
+- ``{prefix}:blobs:inputs``        blob keys of jobs' input images (an isolation's photo;
+  sorted set, score = unix time until which a job may still read it): the sweep keeps them
 
 Waiting jobs: each job's entry is XADDed to its priority stream and at once
 delivered to the consumer ``PARKED`` (so XLEN = waiting + running, as before);
@@ -184,6 +186,10 @@ class Keys:
     @property
     def blob_gc_lock(self) -> str:
         return f"{self.prefix}:blobgc"
+
+    @property
+    def input_blobs(self) -> str:
+        return f"{self.prefix}:blobs:inputs"
 
 
 def _glob_escape(text: str) -> str:

@@ -144,9 +144,11 @@ class JobSpec:
     request_id: str = ""
     trace_id: str = ""
     # "prototype", or "isolation" (CreateIsolationJob: one target class, ``config`` an
-    # engine IsolationConfig, ``image`` the input PNG at the model's size, base64)
+    # engine IsolationConfig, ``image_key`` the blob key of the input PNG at the model's
+    # size: the bytes live in the blob store, not in Redis)
     mode: str = "prototype"
-    image: str = ""
+    image: str = ""  # records written before the blob store: the input PNG, base64
+    image_key: str = ""
 
     def __post_init__(self) -> None:
         if isinstance(self.config, Mapping):

@@ -145,6 +145,7 @@ def run_engine(
     handle: ModelHandle,
     specs: Sequence[JobSpec],
     *,
+    images: Sequence[bytes] | None = None,
     device: str,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -156,16 +157,24 @@ def run_engine(
 
     ``compile`` and ``memory_budget`` are the engine's execution options
     (``Settings.engine_compile``, ``Settings.gpu_memory_budget``); ``lr_cache`` the
-    learning rates already found for this model (the engine adds what it finds).
+    learning rates already found for this model (the engine adds what it finds);
+    ``images`` the input images of isolation jobs (PNG bytes, one per spec).
     """
     if specs[0].mode == "isolation":  # same queue and workers; its own engine verb
+        if images is None or len(images) != len(specs):
+            raise ValueError("isolation jobs need their input images, one per job")
         return [
             [
                 run_isolation(
-                    handle, spec, device=device, on_progress=on_progress, should_stop=should_stop
+                    handle,
+                    spec,
+                    image,
+                    device=device,
+                    on_progress=on_progress,
+                    should_stop=should_stop,
                 )
             ]
-            for spec in specs
+            for spec, image in zip(specs, images, strict=True)
         ]
     config = specs[0].config
     if not isinstance(config, GenerationConfig):
@@ -192,22 +201,22 @@ def run_engine(
 def run_isolation(
     handle: ModelHandle,
     spec: JobSpec,
+    png: bytes,
     *,
     device: str,
     on_progress: Callable[[ProgressEvent], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> Prototype:
     """An isolation job's result as the one "prototype" the queue stores: the input image
-    with the mask as its alpha channel, the probabilities in ``extras["isolation"]``."""
-    import base64
-
+    (``png``, from the blob store) with the mask as its alpha channel, the probabilities
+    in ``extras["isolation"]``."""
     from protolens_server.engine import IsolationConfig, Target, isolate
     from protolens_server.imageio import decode_png
 
     config = spec.config
     if not isinstance(config, IsolationConfig):
         raise TypeError(f"an isolation job carries an IsolationConfig, not {type(config).__name__}")
-    image = decode_png(base64.b64decode(spec.image), handle.input_spec.channels)
+    image = decode_png(png, handle.input_spec.channels)
     target = spec.targets[0].classes[0]
     found = isolate(
         handle,

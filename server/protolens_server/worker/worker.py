@@ -370,10 +370,12 @@ class Worker:
             )
             rates = await self._learning_rates(digest)
             known = dict(rates)
+            images = await self._input_images(specs)
             engine = asyncio.to_thread(
                 run_engine,
                 handle,
                 specs,
+                images=images,
                 device=self.device,
                 on_progress=self._progress_callback(deliveries),
                 should_stop=self._stop_callback(deliveries),
@@ -397,6 +399,13 @@ class Worker:
         for delivery, prototypes in zip(deliveries, results, strict=True):
             if delivery.active:
                 await self._store(delivery, handle, prototypes, started)
+
+    async def _input_images(self, specs: list[JobSpec]) -> list[bytes] | None:
+        """The input images of isolation jobs (from the blob store), None for prototype jobs."""
+        if specs[0].mode != "isolation":
+            return None
+        assert self.consumer is not None
+        return [await self.consumer.input_image(spec) for spec in specs]
 
     async def _store(
         self, delivery: Delivery, handle: Any, prototypes: list[Any], started: float
