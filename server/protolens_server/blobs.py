@@ -12,8 +12,9 @@ and a key never names two contents. Two back ends behind one interface (``BlobSt
   R2...). An S3 PUT is atomic too.
 
 The store is synchronous (the queue calls it in a thread). Unreferenced blobs are
-collected by ``queue.blob_gc``: a blob is kept while a stored result names it, and
-for ``Settings.blob_gc_grace_s`` after it was last written (a worker writes its blobs
+collected by ``queue.blob_gc``: a blob is kept while a stored result names it, while
+a job may still read it as its input (an isolation's image), and for
+``Settings.blob_gc_grace_s`` after it was last written (a worker writes its blobs
 just before the script that stores the result that names them; ``put`` always
 rewrites, so an old blob that a new result reuses is young again).
 """

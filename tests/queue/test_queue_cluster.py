@@ -24,6 +24,7 @@ from protolens_server.queue.jobs import JobQueue
 from queue_helpers import make_spec
 from redis.cluster import key_slot
 from test_queue_blobs import (  # noqa: F401
+    test_isolation_input_image_is_a_blob_the_sweep_keeps_while_a_job_may_need_it,
     test_result_hash_names_blobs_and_holds_no_image_bytes,
     test_sweep_collects_only_old_unreferenced_blobs,
     test_sweep_runs_on_one_replica_per_interval,
