@@ -358,3 +358,37 @@ def test_timm_with_a_torchvision_that_does_not_load_is_refused(
     (folder / "config.json").write_text(json.dumps(config))
     with pytest.raises(InvalidModel, match="torchvision::nms"):
         load_model(str(folder))
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        {"size": {"height": 40, "width": 40}, "crop_size": {"height": 32, "width": 28}},
+        {"size": {"shortest_edge": 40}, "crop_size": {"height": 32, "width": 28}},
+        {"do_normalize": True},  # everything else from the class
+    ],
+)
+@pytest.mark.parametrize(
+    "kind", ["DeiTImageProcessor", "CLIPImageProcessor", "EfficientNetImageProcessor"]
+)
+def test_keys_a_preprocessor_config_leaves_out_take_the_processor_class_defaults(
+    tmp_path: Path, kind: str, written: dict
+) -> None:
+    """A hand-written ``preprocessor_config.json`` that leaves keys out (``do_center_crop``,
+    ``size``, ``image_mean``...): transformers fills them from the processor class, so
+    the input spec must too (DeiT and CLIP crop by default, EfficientNet does not)."""
+    from PIL import Image
+
+    (tmp_path / "preprocessor_config.json").write_text(
+        json.dumps({"image_processor_type": kind, **written})
+    )
+    processor = transformers.AutoImageProcessor.from_pretrained(tmp_path, local_files_only=True)
+    # a square photo: a shortest_edge resize without a crop keeps the aspect ratio (the
+    # spec then takes the square of that edge)
+    photo = Image.fromarray(torch.zeros(300, 300, 3, dtype=torch.uint8).numpy())
+    made = processor(photo, return_tensors="pt")["pixel_values"]
+    spec = hf.spec_of(tmp_path, {"num_channels": 3})
+    assert (spec.height, spec.width) == tuple(made.shape[-2:])
+    scale = float(processor.rescale_factor) * 255
+    assert spec.mean == pytest.approx([m / scale for m in processor.image_mean])
+    assert spec.std == pytest.approx([s / scale for s in processor.image_std])

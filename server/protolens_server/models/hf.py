@@ -15,7 +15,9 @@ What the engine needs comes from the model's own files:
   ``crop_size`` (when it centre-crops) or ``size`` (``height``/``width``,
   ``shortest_edge``), else ``image_size``; mean/std from ``image_mean``/``image_std``
   rescaled to [0,1] image units (``rescale_factor``), 0/1 when it does not
-  normalise; the ImageNet default when there is no preprocessor config;
+  normalise; a key the preprocessor config leaves out has its processor class's
+  default (``image_processor_type``), as transformers fills it; the ImageNet default
+  when there is no preprocessor config;
 - class names from ``id2label`` (transformers' placeholder ``LABEL_<i>`` names
   count as none).
 
@@ -147,7 +149,7 @@ def spec_of(folder: Path, config: dict[str, Any]) -> InputSpec | None:
         if channels != default.channels:
             return InputSpec(channels, h, w, mean=(0.5,) * channels, std=(0.5,) * channels)
         return InputSpec(channels, h, w, mean=default.mean, std=default.std)
-    p = read_config(folder, PREPROCESSOR)
+    p = with_class_defaults(read_config(folder, PREPROCESSOR))
     h, w = _size_of(p, config, pre)
     # pixel values are bytes 0..255 times rescale_factor (1/255: [0,1]) before normalising
     scale = 255.0 * float(p.get("rescale_factor", 1 / 255)) if p.get("do_rescale", True) else 255.0
@@ -163,6 +165,42 @@ def spec_of(folder: Path, config: dict[str, Any]) -> InputSpec | None:
         mean=tuple(m / scale for m in mean),
         std=tuple(s / scale for s in std),
     )
+
+
+# What the input spec reads from a preprocessor config; a key the file leaves out has the
+# processor class's default, as transformers itself fills it in when it loads the file.
+_PROCESSOR_KEYS = (
+    "size",
+    "crop_size",
+    "do_center_crop",
+    "do_rescale",
+    "rescale_factor",
+    "do_normalize",
+    "image_mean",
+    "image_std",
+)
+
+
+def with_class_defaults(p: dict[str, Any]) -> dict[str, Any]:
+    """``p`` with the keys it leaves out taken from its ``image_processor_type``'s class
+    defaults (one of transformers' own image processor classes; anything else, or a
+    transformers without class-level defaults, leaves ``p`` as it is)."""
+    name = p.get("image_processor_type")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9]+ImageProcessor(Fast)?", name):
+        return p
+    try:
+        import transformers
+
+        verbosity = transformers.utils.logging.get_verbosity()
+        transformers.utils.logging.set_verbosity_error()  # the torchvision fallback notice
+        try:
+            cls = getattr(transformers, name, None)
+        finally:
+            transformers.utils.logging.set_verbosity(verbosity)
+    except (ImportError, AttributeError, RuntimeError):
+        return p
+    defaults = {k: getattr(cls, k) for k in _PROCESSOR_KEYS if getattr(cls, k, None) is not None}
+    return {**defaults, **p}
 
 
 def labels_of(config: dict[str, Any]) -> ClassNames | None:
