@@ -127,7 +127,10 @@ def test_bad_inputs_are_one_line_errors(capsys, cli_models, tmp_path) -> None:
         (["-m", fruit, "--input-shape", "1,16,16", "-t", "1"], "expected input 1x16x16"),
         (["-m", fruit, "--class-names", str(tmp_path / "none.json"), "-t", "1"], "--class-names:"),
         (["-m", fruit, "-t", "1", "--steps", "200000"], "INVALID_ARGUMENT: --steps: must be"),
-        (["-m", fruit, "-t", "1", "--param", "wavelet"], "--param: must be 'fourier' or"),
+        (
+            ["-m", fruit, "-t", "1", "--param", "wavelet"],
+            "--param: must be 'fourier', 'pixel' or 'maco'",
+        ),
         (["-m", fruit, "--hybrid", "1"], "--hybrid: '1': name two or more classes"),
         (["-m", fruit], "give at least one --target"),
         (["-m", fruit, "-t", "1", "--device", "tpu"], "--device:"),

@@ -178,6 +178,35 @@ def test_equidistant_baseline_flattens_the_probabilities_and_is_memoised(tiny: C
     assert not torch.equal(equidistant_baseline(tiny, config, seed=4), baseline)
 
 
+def test_baselines_of_many_seeds_are_one_batched_run_equal_to_each_alone(
+    tiny: Classifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's batch of jobs carries one seed each: their baselines are optimised
+    together, and each equals the one its seed gets alone (up to float rounding)."""
+    from protolens_server.engine import _baseline
+    from protolens_server.engine._forward import ModelRunner
+
+    config = FAST.replace(equidistant_steps=12)
+    runner = ModelRunner(tiny, config, torch.device("cpu"))
+    runs: list[int] = []
+    optimise = _baseline._optimise_baselines
+
+    def counted(runner: ModelRunner, config: GenerationConfig, seeds: list[int]) -> list:
+        runs.append(len(seeds))
+        return optimise(runner, config, seeds)
+
+    monkeypatch.setattr(_baseline, "_optimise_baselines", counted)
+    _baseline._cache.clear()
+    together = _baseline.baselines_for(runner, config, [21, 22, 23, 22])
+    assert runs == [3] and sorted(together) == [21, 22, 23]
+    _baseline._cache.clear()
+    alone = {s: _baseline.baselines_for(runner, config, [s])[s] for s in (21, 22, 23)}
+    assert runs == [3, 1, 1, 1]
+    for seed in (21, 22, 23):
+        assert torch.allclose(together[seed], alone[seed], atol=1e-5)
+    assert not torch.allclose(together[21], together[22], atol=1e-3)
+
+
 def test_progress_is_reported_every_k_steps_and_at_the_end(tiny: Classifier) -> None:
     events: list[ProgressEvent] = []
     generate(

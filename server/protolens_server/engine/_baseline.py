@@ -3,13 +3,18 @@
 Prototypes start from it (plus a small per-prototype perturbation), so no class
 is favoured by the start. It depends only on the model, its spec, the seed, the
 device and the few config fields below, and is memoised per model in a small
-in-process cache, so a batch of targets computes it once.
+in-process cache, so a batch of targets computes it once. A chunk whose targets
+carry different seeds (a worker's batch of jobs: one seed each) optimises all
+their baselines together, one batched run instead of one run per seed: each
+image's loss and Adam's update are per image, so the result is each seed's own
+baseline (up to float rounding), at the cost of one run.
 """
 
 from __future__ import annotations
 
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -56,44 +61,66 @@ def equidistant_baseline(
 
 
 def baseline_for(runner: ModelRunner, config: GenerationConfig, seed: int) -> torch.Tensor:
-    key = _key(runner, config, seed)
+    return baselines_for(runner, config, [seed])[seed]
+
+
+def baselines_for(
+    runner: ModelRunner, config: GenerationConfig, seeds: Iterable[int]
+) -> dict[int, torch.Tensor]:
+    """Each seed's baseline; the ones not memoised are optimised in one batched run."""
     try:
         entries = _cache.setdefault(runner.module, OrderedDict())
     except TypeError:  # a callable that cannot be weakly referenced: no caching
         entries = OrderedDict()
-    if key in entries:
-        entries.move_to_end(key)
-        return entries[key]
-    image = _optimise_baseline(runner, config, seed)
-    entries[key] = image
-    while len(entries) > _CACHE_PER_MODEL:
-        entries.popitem(last=False)
-    return image
+    found: dict[int, torch.Tensor] = {}
+    missing: list[int] = []
+    for seed in dict.fromkeys(seeds):
+        key = _key(runner, config, seed)
+        if key in entries:
+            entries.move_to_end(key)
+            found[seed] = entries[key]
+        else:
+            missing.append(seed)
+    if missing:
+        images = _optimise_baselines(runner, config, missing)
+        for seed, image in zip(missing, images, strict=True):
+            found[seed] = entries[_key(runner, config, seed)] = image
+        while len(entries) > max(_CACHE_PER_MODEL, len(found)):
+            entries.popitem(last=False)
+    return found
 
 
-def _optimise_baseline(runner: ModelRunner, config: GenerationConfig, seed: int) -> torch.Tensor:
-    """Minimise the variance of the class probabilities from a near-constant start."""
-    shape = runner.spec.shape
+def _optimise_baselines(
+    runner: ModelRunner, config: GenerationConfig, seeds: list[int]
+) -> list[torch.Tensor]:
+    """Minimise the variance of the class probabilities from a near-constant start, one
+    image per seed (its own perturbation), all in one batch."""
+    shape, n = runner.spec.shape, len(seeds)
     param = make_param(
-        config.parameterisation, 1, shape, config.decorrelate, runner.device, config.fourier_decay
+        config.parameterisation, n, shape, config.decorrelate, runner.device, config.fourier_decay
     )
-    param.set_images(torch.full((1, *shape), config.start_value))
-    noise = torch.randn(
-        param_shape(config.parameterisation, shape),
-        generator=generator(derive_seed("equidistant", seed)),
+    param.set_images(torch.full((n, *shape), config.start_value))
+    noise = torch.stack(
+        [
+            torch.randn(
+                param_shape(config.parameterisation, shape),
+                generator=generator(derive_seed("equidistant", seed)),
+            )
+            for seed in seeds
+        ]
     )
     with torch.no_grad():
-        param.tensors[0].add_(noise.to(runner.device)[None] * PERTURBATION_SD)
+        param.tensors[0].add_(noise.to(runner.device) * PERTURBATION_SD)
     objective = probability_variance()
     optimiser = torch.optim.Adam(param.tensors, lr=BASELINE_LR)
-    groups = torch.zeros(1, dtype=torch.long, device=runner.device)
+    groups = torch.arange(n, device=runner.device)
     for _ in range(config.equidistant_steps):
         images = param.image()
         ctx = StepContext(logits=runner.logits(images), images=images, groups=groups)
-        loss = objective(ctx).sum()
+        loss = objective(ctx).sum()  # per image: each image's gradient is its own
         grads = torch.autograd.grad(loss, param.tensors)
         for p, g in zip(param.tensors, grads, strict=True):
             p.grad = g
         optimiser.step()
     with torch.no_grad():
-        return param.image()[0].float().cpu()
+        return list(param.image().float().cpu().unbind(0))

@@ -38,7 +38,7 @@ from protolens_server.errors import (
 from . import _lr_finder
 from . import _objectives as obj
 from ._alpha import AlphaParam, alpha_mean
-from ._baseline import baseline_for
+from ._baseline import baselines_for
 from ._forward import ModelRunner
 from ._memory import (
     CPU_AUTO_BATCH,
@@ -555,8 +555,7 @@ class _Chunk:
             # the probe stays off: the baseline's forwards are not this chunk's first step
             self.probe.enabled = False
             try:
-                seeds = {i.call_seed for i in items}
-                baselines = {s: baseline_for(runner, config, s) for s in seeds}
+                baselines = baselines_for(runner, config, (i.call_seed for i in items))
             finally:
                 self.probe.enabled = True
             param.set_images(torch.stack([baselines[item.call_seed] for item in items]))
