@@ -1,6 +1,7 @@
 """Train the suite's models (seeded, CPU minutes) and cache them as ``.pt2`` + sidecar.
 
     python bench/shortcuts/train.py --arch cnn_bn --norm spec --kind patch --target 2
+    python bench/shortcuts/train.py --arch cnn --norm model --lr 2e-3   # a recipe variant
 
 A ``Recipe`` says everything that decides the weights; its key (the recipe plus the
 source of this package) names the cache folder, so a model is trained once per
@@ -227,10 +228,14 @@ def main() -> None:
     p.add_argument("--kind", choices=data.KINDS, help="the shortcut (default: none, the twin)")
     p.add_argument("--target", type=int, default=-1, help="the shortcut's class")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lr", type=float, default=Recipe.lr, help="peak learning rate")
+    p.add_argument("--epochs", type=int, default=Recipe.epochs)
     p.add_argument("--cache", type=Path, default=None)
     p.add_argument("--store", type=Path, help="also copy the model into this model store")
     args = p.parse_args()
-    recipe = Recipe(args.arch, args.norm, args.kind, args.target, args.seed)
+    recipe = Recipe(
+        args.arch, args.norm, args.kind, args.target, args.seed, epochs=args.epochs, lr=args.lr
+    )
     trained = ensure(recipe, args.cache)
     print(json.dumps({"path": str(trained.path), **trained.meta}, indent=1))
     if args.store:

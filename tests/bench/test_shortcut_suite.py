@@ -1,10 +1,11 @@
 """The planted-shortcut suite, CI-sized: tiny models trained here, a real ``protolens check``
 with DEFAULT generation settings and ``--policy default``, the real detectors.
 
-Today's engine must: flag the shortcut class and fail the default policy (both cases),
-and reveal the background shortcut. The issue's full bar (revealed by the detector's
-margin and at most one false alarm in ten classes) is not met by the current defaults:
-``xfail(strict=True)``, so an engine that meets it fails the test until the mark goes.
+Today's engine must: flag the shortcut class and fail the default policy on it (its
+drift stands out among the classes: ``max_drift_z``), and reveal the background
+shortcut. The issue's full bar (revealed by the detector's margin and at most one false
+alarm in ten classes) is not met yet: ``xfail(strict=True)``, so a check that meets it
+fails the test until the mark goes.
 The full suite: ``python bench/shortcut_suite.py`` (docs/checks.md).
 """
 
@@ -28,8 +29,10 @@ KINDS = ("background", "patch")
 # What the default engine does not do yet (issue 12): strict, so fixing it fails the test
 # until the mark goes.
 NOT_YET = {
-    "patch": "default prototypes of the patch class show too little magenta (issue 12)",
-    "background": "default prototypes: more than one other class flagged (issue 12)",
+    "patch": "other classes flagged cross_score: the shortcut model does not recognise "
+    "their baseline prototypes (issue 12)",
+    "background": "other classes flagged cross_score: the shortcut model does not recognise "
+    "their baseline prototypes (issue 12)",
 }
 
 
@@ -72,7 +75,7 @@ def test_planted_shortcut_is_learned_flagged_and_fails_the_default_policy(
     assert row["flagged"], row["flagged_classes"]
     assert "cross_score" in row["target_flags"], row["target_flags"]
     assert row["policy"] == "FAIL" and row["exit_code"] == 1
-    assert "min_cross_confidence" in row["failed_rules"]
+    assert "max_drift_z" in row["failed_rules"] and "drift" in row["target_flags"]
     # the twin's prototype of that class shows less of the shortcut than the new one
     assert row["detector"]["score"] > row["detector"]["twin_score"], row["detector"]
 

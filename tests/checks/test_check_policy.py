@@ -6,13 +6,13 @@ import pytest
 import torch
 from protolens_server.checks import entanglement
 from protolens_server.checks.entanglement import Edge
-from protolens_server.checks.policy import Policy, evaluate, flags_for
+from protolens_server.checks.policy import Policy, drift_spread, evaluate, flags_for
 from protolens_server.checks.prototypes import ClassPrototypes
 from protolens_server.checks.result import ClassCheck
 from protolens_server.checks.svg import entanglement_svg
 from protolens_server.errors import InvalidArgument
 
-NAMES = ("cat", "dog", "truck", "ship")
+NAMES = ("cat", "dog", "truck", "ship", "bird", "frog", "horse", "deer", "car", "plane")
 
 
 def _item(c: int, prob: float = 0.95, **kw) -> ClassCheck:
@@ -40,6 +40,9 @@ def test_policy_yaml_and_errors(tmp_path) -> None:
         ("min_confidence: high", "min_confidence"),
         ("forbidden_entanglements: [[a, b, c]]", "forbidden_entanglements[0]"),
         ("entanglement: {threshold: 2}", "entanglement"),
+        ("max_drift_z: 0", "max_drift_z"),
+        ("max_drift_z: high", "max_drift_z"),
+        ("min_cross_confidence: sometimes", "min_cross_confidence"),
         ("- a list", "policy"),
     ):
         path.write_text(text)
@@ -104,7 +107,10 @@ def test_default_policy_by_name(tmp_path, monkeypatch) -> None:
     from protolens_server.checks.policy import DEFAULT_POLICY_YAML, policy_yaml
 
     p = Policy.load("default")
-    assert (p.min_confidence, p.max_drift, p.min_cross_confidence) == (0.5, 0.5, 0.5)
+    assert (p.min_confidence, p.max_drift_z, p.min_cross_confidence) == (0.5, 3.5, "chance")
+    assert p.max_drift is None and p.cross_limit(10) == 0.1 and p.cross_limit(4) == 0.25
+    with pytest.raises(ValueError, match="number of classes"):
+        p.cross_limit(None)
     assert p.min_path_similarity is None and p.source == "default"
     assert policy_yaml("default") == DEFAULT_POLICY_YAML  # what --address sends
     # a file is still a file, also one called "default" when written as a path
@@ -114,15 +120,117 @@ def test_default_policy_by_name(tmp_path, monkeypatch) -> None:
     assert policy_yaml("./default") == "max_drift: 0.25\n"
     with pytest.raises(InvalidArgument, match="cannot read"):
         policy_yaml("missing.yaml")
-    # the default fails a shortcut-like class and passes a steady one
-    items = [
-        _item(0, 0.99, drift=0.1, new_by_baseline_model=0.9, baseline_by_new_model=0.9),
-        _item(1, 0.99, drift=0.2, new_by_baseline_model=0.01, baseline_by_new_model=0.9),
-    ]
+    # the default fails a shortcut-like class: its prototype moved far more than the others'
+    items = [*_versions(RETRAINED), _item(9, drift=0.85, drift_interval=(0.6, 1.0))]
     rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES)
-    assert (rules[0].rule, rules[0].status, rules[0].classes) == (
-        "min_cross_confidence",
-        "fail",
-        ["dog"],
+    assert [(r.rule, r.status, r.classes) for r in rules] == [
+        ("max_drift_z", "fail", ["plane"]),
+        ("min_confidence", "pass", []),
+        ("min_cross_confidence", "pass", []),
+    ]
+    assert "plane (0.850 [0.600, 1.000], z " in rules[0].message
+    # ... and one whose prototype the other version gives less than a guess (1/10), even
+    # when its drift is ordinary (a fine-tuned version that changed only that class)
+    items = _versions(RETRAINED)
+    items[2].new_by_baseline_model = 0.02
+    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert [(r.rule, r.status, r.classes) for r in rules if r.status == "fail"] == [
+        ("min_cross_confidence", "fail", ["truck"])
+    ]
+    # a retrained twin: every class moved a little, the other version gives one class's
+    # prototype 0.29 and it moved no more than the others: the default passes it (no
+    # flag), where the absolute 0.5 thresholds failed it
+    items[2].new_by_baseline_model = 0.29
+    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert all(r.status == "pass" for r in rules), rules
+    spread = drift_spread(items)
+    assert spread is not None
+    flagged = {c.name: flags_for(c, p, spread.z[c.class_index], len(NAMES)) for c in items}
+    assert not any(flagged.values()), flagged
+    strict = Policy(max_drift=0.5, min_cross_confidence=0.5)
+    failed = evaluate(strict, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert [(r.rule, r.classes) for r in failed if r.status == "fail"] == [
+        ("min_cross_confidence", ["truck"])
+    ]
+    assert flags_for(items[2], strict) == ["cross_score"]
+
+
+# drift and interval of 9 classes between two versions trained apart (the shape of the
+# shortcut suite's control: bench/results/shortcut_suite.json)
+RETRAINED = [
+    (0.28, (0.23, 0.34)),
+    (0.06, (0.05, 0.08)),
+    (0.07, (0.06, 0.09)),
+    (0.14, (0.11, 0.18)),
+    (0.12, (0.10, 0.15)),
+    (0.19, (0.14, 0.27)),
+    (0.07, (0.05, 0.09)),
+    (0.06, (0.05, 0.08)),
+    (0.14, (0.10, 0.19)),
+]
+
+
+def _versions(drifts: list[tuple[float, tuple[float, float]]]) -> list[ClassCheck]:
+    return [
+        _item(
+            i,
+            0.99,
+            drift=d,
+            drift_interval=ci,
+            new_by_baseline_model=0.99,
+            baseline_by_new_model=0.99,
+        )
+        for i, (d, ci) in enumerate(drifts)
+    ]
+
+
+def test_max_drift_z_judges_drift_against_the_other_classes() -> None:
+    policy = Policy(max_drift_z=3.5)
+    # every class moved a lot (a model that differs everywhere): absolute 0.5 fails them
+    # all, the relative rule none; one that moved far more than the rest fails both
+    alike = _versions([(0.55 + 0.01 * i, (0.5 + 0.01 * i, 0.6 + 0.01 * i)) for i in range(9)])
+    rules = evaluate(policy, alike, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert [r.status for r in rules] == ["pass"]
+    absolute = evaluate(
+        Policy(max_drift=0.45), alike, has_baseline=True, resolve=_resolve, names=NAMES
     )
-    assert [r.status for r in rules[1:]] == ["pass", "pass"]
+    assert len(absolute[0].classes) == 9
+    outlier = [*alike, _item(9, drift=0.95, drift_interval=(0.9, 1.0))]
+    rules = evaluate(policy, outlier, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert (rules[0].status, rules[0].classes) == ("fail", ["plane"])
+    # the interval's lower end decides: the same drift, too uncertain to stand out
+    unsure = [*alike, _item(9, drift=0.95, drift_interval=(0.55, 1.0))]
+    rules = evaluate(policy, unsure, has_baseline=True, resolve=_resolve, names=NAMES)
+    assert rules[0].status == "pass"
+    # the flag follows the rule: "drift" only on the outlier, not on 0.55-0.63
+    spread = drift_spread(outlier)
+    assert spread is not None and spread.z[9] > 3.5
+    flags = {c.name: flags_for(c, policy, spread.z[c.class_index]) for c in outlier}
+    assert {n for n, f in flags.items() if "drift" in f} == {"plane"}
+    # without a policy of its own a flag keeps the absolute FLAG_DRIFT
+    assert "drift" in flags_for(alike[-1], Policy())
+
+
+def test_drift_spread_when_most_classes_did_not_move() -> None:
+    # more than half at drift 0: the median absolute deviation is 0, the mean one is not
+    items = _versions([(0.0, (0.0, 0.0))] * 7 + [(0.02, (0.01, 0.03)), (0.4, (0.3, 0.5))])
+    spread = drift_spread(items)
+    assert spread is not None and spread.median == 0.0 and spread.scale > 0
+    assert spread.z[8] > 3.5 > spread.z[7] > 0 == spread.z[0]
+    # nothing moved at all: no outlier, no division by zero
+    still = drift_spread(_versions([(0.0, (0.0, 0.0))] * 4))
+    assert still is not None and set(still.z.values()) == {0.0}
+    # fewer than three classes with a drift: the rule cannot judge and is skipped
+    assert drift_spread(_versions([(0.0, (0.0, 0.0))] * 2)) is None
+    rules = evaluate(
+        Policy(max_drift_z=3.5),
+        _versions([(0.9, (0.8, 1.0))] * 2),
+        has_baseline=True,
+        resolve=_resolve,
+        names=NAMES,
+    )
+    assert [r.status for r in rules] == ["skipped"]
+    rules = evaluate(
+        Policy(max_drift_z=3.5), items, has_baseline=False, resolve=_resolve, names=NAMES
+    )
+    assert [r.status for r in rules] == ["skipped"]

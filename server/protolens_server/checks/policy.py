@@ -4,8 +4,10 @@
 min_confidence: 0.8          # every class's new prototype: target probability >= this
 min_path_similarity: 0.3     # needs a reference set; skipped without one
 max_drift: 0.5               # needs a baseline; 1 - mean layer similarity in the new model
+max_drift_z: 3.5             # needs a baseline: drift far above the check's other classes'
 min_cross_confidence: 0.5    # needs a baseline; each version's prototype classified by the
-                             # other version's model (the weaker of the two)
+                             # other version's model (the weaker of the two); or
+                             # "chance": 1 / the number of classes
 forbidden_entanglements:     # must not be entangled in the new version
   - [cat, dog]               # a pair: no edge between them, either way
   - truck                    # a class: no entanglement the baseline did not have
@@ -25,10 +27,21 @@ their rules fail, and their flags are raised, only when the whole interval is on
 the wrong side of the threshold (``min_path_similarity``: the interval's upper end
 below it; ``max_drift``: its lower end above it). A class whose path similarity
 the reference set cannot determine is not measured for that rule.
+
+``max_drift_z`` judges drift against the check's own classes instead of an absolute
+value: two versions trained apart differ somewhat on every class, by an amount that
+depends on the model. A class breaks it when its drift interval's lower end lies more
+than ``max_drift_z`` robust standard deviations above the median drift of the
+check's classes (the modified z-score of Iglewicz and Hoaglin: the scale is
+1.4826 x the median absolute deviation, or 1.2533 x the mean absolute deviation
+when more than half the classes drifted alike). It needs at least three classes with
+a drift; a version in which every class moved alike passes it (``max_drift`` bounds
+that).
 """
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,20 +55,38 @@ from protolens_server.errors import InvalidArgument
 
 # The shipped policy: what a CI gate should fail without anyone having tuned it to a model.
 # Each rule fails on something a person must look at: a class whose own prototype the
-# model is unsure of (nothing to show), a class whose prototype now takes a different
-# path through the model, and a class whose prototype the other version does not
-# recognise (what a planted shortcut does: bench/shortcut_suite.py, docs/checks.md).
+# model is unsure of (nothing to show), a class whose prototype now takes a path through
+# the model that moved far more than the other classes' did, and a class whose prototype
+# the other version gives no more than a guess would (what a planted shortcut does:
+# bench/shortcut_suite.py, docs/checks.md). No absolute drift, and cross-scores judged
+# against chance rather than 0.5: a retrained twin with nothing planted moves every class
+# somewhat and gave one class's prototype 0.29 (docs/checks.md). 3.5 is the usual cut for
+# the modified z-score (Iglewicz and Hoaglin).
 DEFAULT_POLICY_YAML = """\
 # protolens check --policy default
-min_confidence: 0.5        # the new version's prototype of every class: target probability
-max_drift: 0.5             # needs a baseline: the prototype's path through the new model
-min_cross_confidence: 0.5  # needs a baseline: each version's prototype in the other's model
+min_confidence: 0.5           # the new version's prototype of every class: target probability
+max_drift_z: 3.5              # needs a baseline: a class whose prototype's path moved far
+                              # more than the other classes' (robust z-score of drift)
+min_cross_confidence: chance  # needs a baseline: each version's prototype in the other's
+                              # model, at least what a guess gives (1 / the classes)
 """
 NAMED_POLICIES = {"default": DEFAULT_POLICY_YAML}
 
 # Flags (not rules) use these when the policy sets no threshold of its own.
 FLAG_DRIFT = 0.5
 FLAG_CROSS = 0.5
+NUMBER_KEYS = (
+    "min_confidence",
+    "min_path_similarity",
+    "max_drift",
+    "max_drift_z",
+    "min_cross_confidence",
+)
+CHANCE = "chance"  # min_cross_confidence: what a uniform guess gives any class
+MIN_CLASSES_FOR_Z = 3
+# the modified z-score's scales: MAD and mean absolute deviation to a normal's sigma
+_MAD_TO_SIGMA = 1.4826
+_MEAN_AD_TO_SIGMA = 1.2533
 _ORDER = {"fail": 0, "pass": 1, "skipped": 2}
 
 
@@ -64,7 +95,9 @@ class Policy:
     min_confidence: float | None = None
     min_path_similarity: float | None = None
     max_drift: float | None = None
-    min_cross_confidence: float | None = None
+    max_drift_z: float | None = None
+    # a number, or "chance": 1 / the number of classes (CHANCE)
+    min_cross_confidence: float | str | None = None
     forbidden_entanglements: tuple[tuple[str, ...], ...] = ()
     entanglement_threshold: float = DEFAULT_THRESHOLD
     entanglement_top_k: int = DEFAULT_TOP_K
@@ -77,6 +110,7 @@ class Policy:
             "min_confidence",
             "min_path_similarity",
             "max_drift",
+            "max_drift_z",
             "min_cross_confidence",
             "forbidden_entanglements",
             "entanglement",
@@ -87,12 +121,17 @@ class Policy:
                 f"{source}.{unknown[0]}", f"is not a policy key (known: {', '.join(sorted(known))})"
             )
         numbers = {}
-        for key in ("min_confidence", "min_path_similarity", "max_drift", "min_cross_confidence"):
+        for key in NUMBER_KEYS:
             value = d.get(key)
-            if value is not None:
+            if key == "min_cross_confidence" and value == CHANCE:
+                numbers[key] = CHANCE
+            elif value is not None:
                 if isinstance(value, bool) or not isinstance(value, int | float):
-                    raise InvalidArgument(f"{source}.{key}", f"must be a number (got {value!r})")
+                    what = "a number or chance" if key == "min_cross_confidence" else "a number"
+                    raise InvalidArgument(f"{source}.{key}", f"must be {what} (got {value!r})")
                 numbers[key] = float(value)
+        if numbers.get("max_drift_z", 1.0) <= 0:
+            raise InvalidArgument(f"{source}.max_drift_z", "must be above 0")
         forbidden = []
         for i, item in enumerate(d.get("forbidden_entanglements") or []):
             entry = tuple(str(v) for v in item) if isinstance(item, list) else (str(item),)
@@ -139,11 +178,20 @@ class Policy:
             return cls.from_dict(yaml.safe_load(text), source=str(value))
         return cls.from_yaml(value)
 
+    def cross_limit(self, num_classes: int | None) -> float | None:
+        """``min_cross_confidence`` as a number (``chance``: 1 / ``num_classes``)."""
+        if self.min_cross_confidence != CHANCE:
+            return self.min_cross_confidence  # type: ignore[return-value]
+        if not num_classes:
+            raise ValueError("min_cross_confidence: chance needs the number of classes")
+        return 1.0 / num_classes
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "min_confidence": self.min_confidence,
             "min_path_similarity": self.min_path_similarity,
             "max_drift": self.max_drift,
+            "max_drift_z": self.max_drift_z,
             "min_cross_confidence": self.min_cross_confidence,
             "forbidden_entanglements": [list(e) for e in self.forbidden_entanglements],
             "entanglement": {
@@ -229,13 +277,15 @@ def evaluate(
         ),
         _Threshold(
             "min_cross_confidence",
-            policy.min_cross_confidence,
+            policy.cross_limit(len(names)),
             _cross,
             True,
             "a baseline",
         ),
     ]
     results = [_threshold_rule(t, classes, has_baseline) for t in thresholds if t.limit is not None]
+    if policy.max_drift_z is not None:
+        results.append(_drift_z_rule(policy.max_drift_z, classes, has_baseline))
     if policy.forbidden_entanglements:
         results.append(_forbidden_rule(policy, classes, resolve, names))
     return sorted(results, key=lambda r: _ORDER[r.status])
@@ -245,6 +295,62 @@ def _cross(c: ClassCheck) -> float | None:
     """The weaker cross-score: old prototype in the new model, or new prototype in the old."""
     values = [v for v in (c.baseline_by_new_model, c.new_by_baseline_model) if v is not None]
     return min(values) if values else None
+
+
+@dataclass(frozen=True)
+class DriftSpread:
+    """The check's drift across classes: its median, robust scale, each class's z-score."""
+
+    median: float
+    scale: float
+    z: dict[int, float]  # class index -> (drift interval's lower end - median) / scale
+
+
+def drift_spread(classes: Sequence[ClassCheck]) -> DriftSpread | None:
+    """Each class's robust z-score of drift among ``classes`` (None: fewer than three
+    classes have a drift). A class's z uses its interval's lower end, so an uncertain
+    drift counts at its least; the median and scale use the point values."""
+    measured = [c for c in classes if c.drift is not None]
+    if len(measured) < MIN_CLASSES_FOR_Z:
+        return None
+    values = [float(c.drift) for c in measured]  # type: ignore[arg-type]
+    median = statistics.median(values)
+    deviations = [abs(v - median) for v in values]
+    scale = _MAD_TO_SIGMA * statistics.median(deviations)
+    if scale == 0:  # more than half the classes drifted alike
+        scale = _MEAN_AD_TO_SIGMA * statistics.fmean(deviations)
+    z = {}
+    for c, v in zip(measured, values, strict=True):
+        low = c.drift_interval[0] if c.drift_interval else v
+        z[c.class_index] = (low - median) / scale if scale > 0 else 0.0
+    return DriftSpread(median, scale, z)
+
+
+def _drift_z_rule(limit: float, classes: Sequence[ClassCheck], has_baseline: bool) -> RuleResult:
+    spread = drift_spread(classes) if has_baseline else None
+    if spread is None:
+        needs = "a baseline and a drift in at least 3 classes"
+        return RuleResult("max_drift_z", "skipped", limit, message=f"needs {needs}")
+    failing = [c for c in classes if spread.z.get(c.class_index, 0.0) > limit]
+    if not failing:
+        return RuleResult(
+            "max_drift_z",
+            "pass",
+            limit,
+            message=f"{len(spread.z)} classes within {limit:g} robust SDs of the median drift",
+        )
+    shown = ", ".join(
+        f"{c.name} ({_shown(float(c.drift), c.drift_interval)}, z {spread.z[c.class_index]:.1f})"  # type: ignore[arg-type]
+        for c in failing
+    )
+    return RuleResult(
+        "max_drift_z",
+        "fail",
+        limit,
+        [c.name for c in failing],
+        f"more than {limit:g} robust SDs ({spread.scale:.3f}) above the median drift "
+        f"{spread.median:.3f}: {shown}",
+    )
 
 
 def _threshold_rule(t: _Threshold, classes: Sequence[ClassCheck], has_baseline: bool) -> RuleResult:
@@ -318,8 +424,12 @@ def _names(ids: Sequence[int], names: Sequence[str]) -> str:
     return ", ".join(names[i] for i in ids)
 
 
-def flags_for(c: ClassCheck, policy: Policy) -> list[str]:
-    """Why a person should look at this class (independent of pass/fail)."""
+def flags_for(
+    c: ClassCheck, policy: Policy, drift_z: float | None = None, num_classes: int | None = None
+) -> list[str]:
+    """Why a person should look at this class (independent of pass/fail). ``drift_z``: the
+    class's robust z-score of drift in its check (``drift_spread``), for ``max_drift_z``;
+    ``num_classes``: the model's, for ``min_cross_confidence: chance``."""
     flags = []
     if policy.min_confidence is not None and c.new.probability < policy.min_confidence:
         flags.append("low_confidence")
@@ -330,13 +440,27 @@ def flags_for(c: ClassCheck, policy: Policy) -> list[str]:
         and _clears(ps, c.new.path_similarity_interval, min_ps, True)
     ):
         flags.append("low_path_similarity")
-    max_drift = policy.max_drift if policy.max_drift is not None else FLAG_DRIFT
-    if c.drift is not None and _clears(c.drift, c.drift_interval, max_drift, False):
+    if _drift_flag(c, policy, drift_z):
         flags.append("drift")
-    cross = policy.min_cross_confidence if policy.min_cross_confidence is not None else FLAG_CROSS
+    limit = policy.cross_limit(num_classes)
+    cross = limit if limit is not None else FLAG_CROSS
     value = _cross(c)
     if value is not None and value < cross:
         flags.append("cross_score")
     if c.gained or c.lost:
         flags.append("entanglement_changed")
     return flags
+
+
+def _drift_flag(c: ClassCheck, policy: Policy, drift_z: float | None) -> bool:
+    """Past the policy's drift thresholds (absolute, relative or both); without either,
+    past ``FLAG_DRIFT``."""
+    if c.drift is None:
+        return False
+    relative = policy.max_drift_z is not None and drift_z is not None
+    if relative and drift_z > policy.max_drift_z:  # type: ignore[operator]
+        return True
+    if policy.max_drift is None and policy.max_drift_z is not None:
+        return False
+    limit = policy.max_drift if policy.max_drift is not None else FLAG_DRIFT
+    return _clears(c.drift, c.drift_interval, limit, False)

@@ -30,6 +30,8 @@ class ClassCheck:
     baseline: ClassPrototypes | None = None
     drift: float | None = None  # in [0, 1]: median per-layer drift (comparison.py)
     drift_interval: tuple[float, float] | None = None  # its bootstrap interval
+    # its robust z-score among the check's classes (policy.drift_spread): None, fewer than 3
+    drift_z: float | None = None
     layer_drift: dict[str, float | None] = field(default_factory=dict)  # None: not separated
     new_by_baseline_model: float | None = None  # new prototype, target prob in the old model
     baseline_by_new_model: float | None = None  # old prototype, target prob in the new model
@@ -88,6 +90,7 @@ class ClassCheck:
             "baseline": side(self.baseline),
             "drift": _r(self.drift),
             "drift_interval": _interval(self.drift_interval),
+            "drift_z": _r(self.drift_z, 2),
             "layer_drift": {k: _r(v) for k, v in self.layer_drift.items()},
             "cross_scores": {
                 "new_prototype_in_baseline_model": _r(self.new_by_baseline_model),

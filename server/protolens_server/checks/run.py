@@ -20,7 +20,7 @@ from typing import Any
 
 from protolens_server.checks import comparison, entanglement
 from protolens_server.checks.local_cache import LocalGenerator
-from protolens_server.checks.policy import Policy, evaluate, flags_for
+from protolens_server.checks.policy import Policy, drift_spread, evaluate, flags_for
 from protolens_server.checks.prototypes import (
     DEFAULT_CHUNK,
     ClassPrototypes,
@@ -219,8 +219,11 @@ def analyse(
             item.baseline_entangled = old_graph[c]
             gained, lost = entanglement.changed(old_graph[c], new_graph[c])
             item.gained, item.lost = sorted(gained), sorted(lost)
-        item.flags = flags_for(item, policy)
         checks.append(item)
+    spread = drift_spread(checks)
+    for item in checks:
+        item.drift_z = spread.z.get(item.class_index) if spread else None
+        item.flags = flags_for(item, policy, item.drift_z, len(names))
     rules = evaluate(
         policy,
         checks,
