@@ -24,9 +24,10 @@ from pathlib import Path
 import skimage.data
 from protolens_server.blobs import blob_key
 from protolens_server.config import Settings
+from protolens_server.engine import Target
 from protolens_server.imageio import encode_png, load_image
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobSpec, TargetSpec
+from protolens_server.queue.records import JobSpec
 from redis_memory import start_redis
 
 
@@ -37,7 +38,7 @@ async def measure(size: int, workdir: Path, redis_url: str) -> dict[str, int]:
     base = JobSpec(
         model="m",
         model_digest="d" * 64,
-        targets=(TargetSpec((1,)),),
+        targets=(Target((1,)),),
         config={"steps": 96},
         seed=0,
         engine_version="bench",

@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from protolens_server.config import Settings
+from protolens_server.engine import Target
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobSpec, StoredPrototype, TargetSpec
+from protolens_server.queue.records import JobSpec, StoredPrototype
 from protolens_server.worker.worker import Worker
 
 
@@ -31,7 +32,7 @@ def spec(i: int, tenant: str = "bench") -> JobSpec:
     return JobSpec(
         model="tiny",
         model_digest="b" * 64,
-        targets=(TargetSpec((i % 10,)),),
+        targets=(Target((i % 10,)),),
         config={"steps": 8},
         seed=i,
         engine_version="bench",

@@ -32,10 +32,10 @@ from typing import Any
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.config import Settings
-from protolens_server.engine import GenerationConfig
+from protolens_server.engine import GenerationConfig, Target
 from protolens_server.models.catalog import ModelCatalog
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobSpec, JobState, TargetSpec
+from protolens_server.queue.records import JobSpec, JobState
 from protolens_server.scores.samples import write_reference_set
 from protolens_server.worker import Worker
 
@@ -91,7 +91,7 @@ async def measure(args: argparse.Namespace, workdir: Path, redis_url: str) -> di
             spec = JobSpec(
                 model=MODEL,
                 model_digest=digest,
-                targets=tuple(TargetSpec((c,)) for c in CLASSES),
+                targets=tuple(Target((c,)) for c in CLASSES),
                 config=config,
                 seed=seed,
                 reference_set="photos",

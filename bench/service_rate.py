@@ -40,10 +40,10 @@ from protolens_server import ENGINE_VERSION
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import TINY_CLASSES, TINY_MODEL, make_tiny_model_store
 from protolens_server.config import Settings
-from protolens_server.engine import GenerationConfig
+from protolens_server.engine import GenerationConfig, Target
 from protolens_server.models.catalog import ModelCatalog
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobSpec, JobState, TargetSpec
+from protolens_server.queue.records import JobSpec, JobState
 from protolens_server.worker.runner import run_engine
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,7 +58,7 @@ def specs_for(
         JobSpec(
             model=TINY_MODEL,
             model_digest=digest,
-            targets=(TargetSpec((i % len(TINY_CLASSES),)),),
+            targets=(Target((i % len(TINY_CLASSES),)),),
             config=config,
             seed=seed0 + i,
             engine_version=ENGINE_VERSION,

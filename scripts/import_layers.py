@@ -48,7 +48,6 @@ LAYERS: dict[str, int] = {
     # 5: the one place that talks to Redis (and the blob store)
     "queue": 5,
     # 6: what runs on top of the queue
-    "targets": 6,  # the queue's TargetSpec <-> the engine's Target
     "worker": 6,
     "checks": 6,
     "torchserve": 6,

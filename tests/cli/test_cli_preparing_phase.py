@@ -6,8 +6,8 @@ from __future__ import annotations
 import dataclasses
 
 from protolens_server.cli.generate import _preparing
-from protolens_server.engine import GenerationConfig
-from protolens_server.queue.records import JobSpec, TargetSpec
+from protolens_server.engine import GenerationConfig, Target
+from protolens_server.queue.records import JobSpec
 from protolens_server.worker.runner import preparing_phase
 
 
@@ -21,7 +21,7 @@ def test_the_phase_names_the_finder_only_when_it_runs() -> None:
         spec = JobSpec(
             model="tiny",
             model_digest="d" * 64,
-            targets=(TargetSpec((3,)),),
+            targets=(Target((3,)),),
             config=config.to_dict(),
             seed=0,
             engine_version="test",

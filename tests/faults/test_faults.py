@@ -23,6 +23,7 @@ from faults_support import fault_settings, stored_once
 from protolens import AsyncClient, Client
 from protolens.errors import ProtolensError
 from protolens_server.api.server import start_server
+from protolens_server.engine import Target
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobState
 from protolens_server.worker.worker import Worker
@@ -111,9 +112,9 @@ async def test_poison_job_is_dead_lettered_and_others_run(
         with pytest.raises(ProtolensError):  # the API refuses a model that does not load
             await client.create_prototype_job("poison", [0], config=FAST)
         # Bypass the API's check (as a model broken after submission would): the worker meets it.
-        from protolens_server.queue.records import JobSpec, TargetSpec
+        from protolens_server.queue.records import JobSpec
 
-        spec = JobSpec("poison", "0" * 64, (TargetSpec((0,)),), dict(FAST), 0)
+        spec = JobSpec("poison", "0" * 64, (Target((0,)),), dict(FAST), 0)
         poison, _ = await queue.submit(spec)
         done = await wait_all(client, good)
     for _ in range(100):

@@ -20,10 +20,10 @@ import pytest
 from faults_support import WorkerProcess, fault_settings, scrape, stored_once
 from PIL import Image
 from protolens_server import ENGINE_VERSION
-from protolens_server.engine import GenerationConfig
+from protolens_server.engine import GenerationConfig, Target
 from protolens_server.models.catalog import ModelCatalog
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobRecord, JobSpec, JobState, TargetSpec
+from protolens_server.queue.records import JobRecord, JobSpec, JobState
 from protolens_server.worker.runner import FAULT_OOM_ENV
 from protolens_server.worker.worker import Worker
 
@@ -42,7 +42,7 @@ def _spec(digest: str, classes: list[int], seed: int, config: dict) -> JobSpec:
     return JobSpec(
         model="tiny",
         model_digest=digest,
-        targets=tuple(TargetSpec((c,)) for c in classes),
+        targets=tuple(Target((c,)) for c in classes),
         config=config,
         seed=seed,
         engine_version=ENGINE_VERSION,

@@ -297,13 +297,13 @@ A_JOBS, BATCH = 64, 32
 
 def _tiny_spec(digest: str, tenant: str, seed: int, steps: int):
     from protolens_server import ENGINE_VERSION
-    from protolens_server.engine import GenerationConfig
-    from protolens_server.queue.records import JobSpec, TargetSpec
+    from protolens_server.engine import GenerationConfig, Target
+    from protolens_server.queue.records import JobSpec
 
     config = GenerationConfig(steps=steps, transforms="small", start="constant",
                               equidistant_steps=0, progress_every=25, autocast=False,
                               channels_last=False).to_dict()  # fmt: skip
-    return JobSpec("tiny", digest, (TargetSpec((seed % 5,)),), config, seed,
+    return JobSpec("tiny", digest, (Target((seed % 5,)),), config, seed,
                    engine_version=ENGINE_VERSION, tenant=tenant)  # fmt: skip
 
 

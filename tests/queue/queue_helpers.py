@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from protolens_server.queue.records import JobSpec, TargetSpec
+from protolens_server.engine import Target
+from protolens_server.queue.records import JobSpec
 
 
 def make_spec(
@@ -18,7 +19,7 @@ def make_spec(
     return JobSpec(
         model="tiny",
         model_digest=model_digest,
-        targets=tuple(TargetSpec((c,)) for c in classes),
+        targets=tuple(Target((c,)) for c in classes),
         config={"steps": steps, "lr": 0.05},
         seed=seed,
         engine_version="test",

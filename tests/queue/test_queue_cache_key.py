@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from protolens_server.engine import Target
 from protolens_server.queue.cache import batch_key, cache_key
-from protolens_server.queue.records import TargetSpec
 from queue_helpers import make_spec
 
 BASE = make_spec((1, 2), seed=7)
@@ -16,9 +16,9 @@ BASE = make_spec((1, 2), seed=7)
     "change",
     [
         {"model_digest": "e" * 64},
-        {"targets": (TargetSpec((1,)), TargetSpec((3,)))},
-        {"targets": (TargetSpec((1,), "antitype"), TargetSpec((2,)))},
-        {"targets": (TargetSpec((2,)), TargetSpec((1,)))},  # order is the output order
+        {"targets": (Target((1,)), Target((3,)))},
+        {"targets": (Target((1,), "antitype"), Target((2,)))},
+        {"targets": (Target((2,)), Target((1,)))},  # order is the output order
         {"config": {"steps": 9, "lr": 0.05}},
         {"seed": 8},
         {"reference_digest": "r1"},
@@ -46,7 +46,7 @@ def test_who_asked_and_how_urgently_do_not(change: dict) -> None:
 
 
 def test_batch_key_ignores_seed_and_targets_but_not_config_or_model() -> None:
-    assert batch_key(replace(BASE, seed=1, targets=(TargetSpec((5,)),))) == batch_key(BASE)
+    assert batch_key(replace(BASE, seed=1, targets=(Target((5,)),))) == batch_key(BASE)
     assert batch_key(replace(BASE, config={"steps": 9, "lr": 0.05})) != batch_key(BASE)
     assert batch_key(replace(BASE, model_digest="f" * 64)) != batch_key(BASE)
 

@@ -6,9 +6,10 @@ import asyncio
 
 import pytest
 from protolens_server.config import Settings
+from protolens_server.engine import Target
 from protolens_server.errors import FailedPrecondition, InvalidArgument, JobNotFound, QueueFull
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobState, StoredPrototype, TargetSpec
+from protolens_server.queue.records import JobState, StoredPrototype
 from queue_helpers import make_spec
 
 
@@ -81,7 +82,7 @@ async def test_cached_result_is_a_finished_job_at_once(queue: JobQueue, consumer
     hit, outcome = await queue.submit(make_spec((1, 2), tenant="team-c"))
     assert outcome == "cache_hit" and hit.job_id != first.job_id
     assert hit.state == JobState.SUCCEEDED and hit.cache_hit
-    assert [p.target for p in hit.prototypes] == [TargetSpec((1,)), TargetSpec((2,))]
+    assert [p.target for p in hit.prototypes] == [Target((1,)), Target((2,))]
     assert await queue.get_png(hit.job_id, 1, tenant="team-c") == b"png-bytes"
     assert await queue.redis.xlen(queue.keys.stream(1)) == 0
     events = [e async for _, e in queue.watch(hit.job_id)]

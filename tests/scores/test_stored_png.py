@@ -16,7 +16,7 @@ from protolens_server.engine import GenerationConfig, Prototype, Target, generat
 from protolens_server.imageio import decode_png, encode_png
 from protolens_server.models.catalog import ModelCatalog
 from protolens_server.queue.jobs import JobQueue
-from protolens_server.queue.records import JobSpec, JobState, TargetSpec
+from protolens_server.queue.records import JobSpec, JobState
 from protolens_server.scores.cache import MEMORY_CACHE
 from protolens_server.scores.references import ReferenceSet
 from protolens_server.scores.scoring import score_prototypes
@@ -59,7 +59,7 @@ async def test_stored_scores_equal_a_recomputation_from_the_stored_png(
     spec = JobSpec(
         model="shapes",
         model_digest=catalog.describe("shapes").digest,
-        targets=(TargetSpec((2,)), TargetSpec((7,))),
+        targets=(Target((2,)), Target((7,))),
         config=config.to_dict(),
         seed=5,
         reference_set="shapes16",

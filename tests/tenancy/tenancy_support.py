@@ -37,8 +37,8 @@ class Keyed:
 def tiny_job(digest: str, tenant: str, seed: int, *, priority: int = 1, steps: int = 2):
     """A one-target job for the tiny test model (fast on a CPU)."""
     from protolens_server import ENGINE_VERSION
-    from protolens_server.engine import GenerationConfig
-    from protolens_server.queue.records import JobSpec, TargetSpec
+    from protolens_server.engine import GenerationConfig, Target
+    from protolens_server.queue.records import JobSpec
 
     config = GenerationConfig(
         steps=steps,
@@ -52,7 +52,7 @@ def tiny_job(digest: str, tenant: str, seed: int, *, priority: int = 1, steps: i
     return JobSpec(
         model="tiny",
         model_digest=digest,
-        targets=(TargetSpec((seed % 5,)),),
+        targets=(Target((seed % 5,)),),
         config=config,
         seed=seed,
         engine_version=ENGINE_VERSION,

@@ -12,8 +12,8 @@ from pathlib import Path
 import torch
 from PIL import Image
 from protolens_server import ENGINE_VERSION
-from protolens_server.engine import GenerationConfig
-from protolens_server.queue.records import JobSpec, TargetSpec
+from protolens_server.engine import GenerationConfig, Target
+from protolens_server.queue.records import JobSpec
 from torch import nn
 
 SIZE, CLASSES = 32, 10
@@ -107,7 +107,7 @@ def tiny_spec(
     return JobSpec(
         model=model,
         model_digest=digest,
-        targets=tuple(TargetSpec((c,)) for c in classes),
+        targets=tuple(Target((c,)) for c in classes),
         config=config or tiny_config(steps),
         seed=seed,
         reference_set=reference_set,

@@ -19,13 +19,13 @@ from protolens.v1 import (
 )
 
 from protolens_server.api.errors import stored_status
+from protolens_server.engine import Target
 from protolens_server.queue.records import (
     JobEvent,
     JobPhase,
     JobRecord,
     JobState,
     StoredPrototype,
-    TargetSpec,
 )
 
 KIND_TO_PB = {
@@ -64,7 +64,7 @@ def config_to_pb(config: Mapping[str, Any]) -> common_pb2.GenerationConfig:
     return common_pb2.GenerationConfig(**{k: v for k, v in config.items() if k in _CONFIG_FIELDS})
 
 
-def target_to_pb(target: TargetSpec, class_names: Sequence[str]) -> common_pb2.ResolvedTarget:
+def target_to_pb(target: Target, class_names: Sequence[str]) -> common_pb2.ResolvedTarget:
     return common_pb2.ResolvedTarget(
         classes=list(target.classes),
         class_names=[class_names[c] if 0 <= c < len(class_names) else "" for c in target.classes],

@@ -16,13 +16,12 @@ from protolens.v1 import common_pb2, service_pb2, units_pb2
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.config import Settings
-from protolens_server.engine import check_unit_shapes
+from protolens_server.engine import UnitTerm, check_unit_shapes
 from protolens_server.engine.types import GenerationConfig, Target
 from protolens_server.errors import InvalidArgument
 from protolens_server.models.classes import ClassIndex, class_index
 from protolens_server.queue.pages import MAX_PAGE_SIZE
-from protolens_server.queue.records import JobSpec, TargetSpec, UnitSpec
-from protolens_server.targets import engine_target
+from protolens_server.queue.records import JobSpec
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_CLASS_NAME_CHARS = 256
@@ -126,7 +125,7 @@ def _class_ref(ref: common_pb2.ClassRef, index: ClassIndex, field: str) -> int:
 
 def _targets(
     request: service_pb2.CreatePrototypeJobRequest, info: Any, settings: Settings
-) -> tuple[TargetSpec, ...]:
+) -> tuple[Target, ...]:
     if not request.targets:
         raise InvalidArgument("targets", "give at least one target (a class index or name)")
     check_request_limits(request, settings)
@@ -144,17 +143,16 @@ def _targets(
             raise InvalidArgument(f"targets[{i}].kind", f"unknown kind {target.kind}")
         kind = _KINDS.get(target.kind) or ("hybrid" if len(classes) > 1 else "prototype")
         try:
-            Target(tuple(classes), kind)  # the engine's own shape rules
+            specs.append(Target(tuple(classes), kind))  # the engine's own shape rules
         except InvalidArgument as exc:
             raise InvalidArgument(f"targets[{i}]", exc.message.removeprefix("target: ")) from None
-        specs.append(TargetSpec(tuple(classes), kind))
     layers = dict(getattr(info, "layers", ()) or ())
     if layers:  # known from the model's inspection; else the worker checks them
-        check_unit_shapes([engine_target(s) for s in specs], layers, field="targets")
+        check_unit_shapes(list(specs), layers, field="targets")
     return tuple(specs)
 
 
-def _unit_target(target: common_pb2.Target, field: str) -> TargetSpec:
+def _unit_target(target: common_pb2.Target, field: str) -> Target:
     """A unit target: its terms checked for shape (layers are checked with the model's)."""
     if target.classes or target.kind not in (
         common_pb2.TARGET_KIND_UNIT,
@@ -169,22 +167,20 @@ def _unit_target(target: common_pb2.Target, field: str) -> TargetSpec:
             raise InvalidArgument(f"{field}.units[{j}].unit", f"unknown unit kind {term.unit}")
         if not all(math.isfinite(v) for v in (term.weight, *term.direction)):
             raise InvalidArgument(f"{field}.units[{j}]", "weights and directions must be finite")
-        units.append(
-            UnitSpec(
-                layer=term.layer,
-                unit=_UNITS[term.unit],
-                index=term.index,
-                position=tuple(term.position),
-                direction=tuple(term.direction),
-                weight=term.weight or 1.0,
+        try:  # the engine's own shape rules
+            units.append(
+                UnitTerm(
+                    layer=term.layer,
+                    unit=_UNITS[term.unit],
+                    index=term.index,
+                    position=tuple(term.position),
+                    direction=tuple(term.direction),
+                    weight=term.weight or 1.0,
+                )
             )
-        )
-    spec = TargetSpec((), "unit", tuple(units))
-    try:
-        engine_target(spec)  # the engine's own shape rules
-    except InvalidArgument as exc:
-        raise InvalidArgument(field, exc.message) from None
-    return spec
+        except InvalidArgument as exc:
+            raise InvalidArgument(field, exc.message) from None
+    return Target((), "unit", tuple(units))
 
 
 def generation_config(
@@ -327,7 +323,7 @@ def build_isolation_spec(
     spec = JobSpec(
         model=info.name,
         model_digest=info.digest,
-        targets=(TargetSpec((target,)),),
+        targets=(Target((target,)),),
         config=config,
         seed=seed_of(request),
         engine_version=ENGINE_VERSION,

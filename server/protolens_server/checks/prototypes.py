@@ -17,9 +17,10 @@ from typing import Any
 import torch
 
 from protolens_server import ENGINE_VERSION
+from protolens_server.engine import Target
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.queue.checks import GenerationStats  # noqa: F401 (re-exported)
-from protolens_server.queue.records import JobSpec, TargetSpec
+from protolens_server.queue.records import JobSpec
 
 DEFAULT_CHUNK = 4  # classes per job: small enough that a subset re-check mostly hits the cache
 
@@ -84,7 +85,7 @@ def check_spec(
     return JobSpec(
         model=model,
         model_digest=digest,
-        targets=tuple(TargetSpec((int(c),)) for c in classes),
+        targets=tuple(Target((int(c),)) for c in classes),
         config=config,
         seed=int(seed),
         reference_set=reference_set,

@@ -429,14 +429,11 @@ def file_provenance(proto: Prototype, handle: ModelHandle) -> dict[str, str]:
     import json
 
     from protolens_server import ENGINE_VERSION
-    from protolens_server.targets import target_spec
 
     return {
         "model": handle.name,
         "model_digest": handle.digest,
-        "target": json.dumps(
-            target_spec(proto.target).material(), sort_keys=True, separators=(",", ":")
-        ),
+        "target": json.dumps(proto.target.material(), sort_keys=True, separators=(",", ":")),
         "config": json.dumps(proto.config.to_dict(), sort_keys=True, separators=(",", ":")),
         "seed": str(int(proto.seed)),
         "engine_version": ENGINE_VERSION,

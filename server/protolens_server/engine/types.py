@@ -151,6 +151,17 @@ class UnitTerm:
                 "target.weight", f"must be finite and non-zero (got {self.weight})"
             )
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UnitTerm:
+        return cls(
+            layer=str(d["layer"]),
+            unit=str(d.get("unit", "channel")),  # type: ignore[arg-type]
+            index=int(d.get("index", 0)),
+            position=tuple(int(v) for v in d.get("position", ())),
+            direction=tuple(float(v) for v in d.get("direction", ())),
+            weight=float(d.get("weight", 1.0)),
+        )
+
     def label(self) -> str:
         """``layer:features.3:channel:12`` (the CLI's syntax), with a ``2*`` weight prefix."""
         if self.unit == "direction":
@@ -200,6 +211,19 @@ class Target:
             return cls((c,))
         classes = tuple(int(v) for v in c)
         return cls(classes, "hybrid" if len(classes) > 1 else "prototype")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Target:
+        """A target from its stored form (``dataclasses.asdict``)."""
+        units = tuple(UnitTerm.from_dict(u) for u in d.get("units", ()))
+        return cls(tuple(int(c) for c in d["classes"]), d.get("kind", "prototype"), units)
+
+    def material(self) -> dict[str, Any]:
+        """What a cache key hashes of this target (a class target: classes and kind)."""
+        out: dict[str, Any] = {"classes": list(self.classes), "kind": self.kind}
+        if self.units:
+            out["units"] = [dataclasses.asdict(u) for u in self.units]
+        return out
 
     def label(self) -> str:
         if self.kind == "unit":

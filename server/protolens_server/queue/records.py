@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protolens_server.engine import GenerationConfig, IsolationConfig
+from protolens_server.engine import GenerationConfig, IsolationConfig, Target
 from protolens_server.errors import GENERATION_FAILED, ErrorRecord
 
 JobConfig = GenerationConfig | IsolationConfig
@@ -80,49 +80,6 @@ class JobPhase(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class UnitSpec:
-    """One term of a unit target (the engine's ``UnitTerm``): a layer's channel, neuron or
-    direction, weighted."""
-
-    layer: str
-    unit: str = "channel"  # channel | neuron | direction
-    index: int = 0
-    position: tuple[int, ...] = ()
-    direction: tuple[float, ...] = ()
-    weight: float = 1.0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> UnitSpec:
-        return cls(
-            layer=str(d["layer"]),
-            unit=str(d.get("unit", "channel")),
-            index=int(d.get("index", 0)),
-            position=tuple(int(v) for v in d.get("position", ())),
-            direction=tuple(float(v) for v in d.get("direction", ())),
-            weight=float(d.get("weight", 1.0)),
-        )
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    classes: tuple[int, ...]
-    kind: str = "prototype"  # prototype | antitype | hybrid | unit
-    units: tuple[UnitSpec, ...] = ()  # a unit target's terms (then classes is empty)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TargetSpec:
-        units = tuple(UnitSpec.from_dict(u) for u in d.get("units", ()))
-        return cls(tuple(d["classes"]), d.get("kind", "prototype"), units)
-
-    def material(self) -> dict[str, Any]:
-        """What the cache key hashes of this target (a class target's as it always was)."""
-        out: dict[str, Any] = {"classes": list(self.classes), "kind": self.kind}
-        if self.units:
-            out["units"] = [dataclasses.asdict(u) for u in self.units]
-        return out
-
-
-@dataclass(frozen=True)
 class JobSpec:
     """Everything that determines a job's output, plus who asked and how urgently.
 
@@ -131,7 +88,7 @@ class JobSpec:
 
     model: str  # registered model name
     model_digest: str
-    targets: tuple[TargetSpec, ...]
+    targets: tuple[Target, ...]
     # the engine's options: a GenerationConfig, or an IsolationConfig for an isolation
     # (a dict given here is read as one, as a request's options would be)
     config: JobConfig
@@ -186,7 +143,7 @@ class StoredPrototype:
     the blob store carry their ``scores`` inline and no ``scores_key``.
     """
 
-    target: TargetSpec
+    target: Target
     index: int
     probability: float
     logit: float
@@ -249,7 +206,7 @@ class JobRecord:
     def from_json(cls, raw: str | bytes) -> JobRecord:
         d = json.loads(raw)
         spec = d["spec"]
-        spec["targets"] = tuple(TargetSpec.from_dict(t) for t in spec["targets"])
+        spec["targets"] = tuple(Target.from_dict(t) for t in spec["targets"])
         spec["config"] = job_config(spec.get("mode", "prototype"), spec["config"], stored=True)
         d["spec"] = JobSpec(**spec)
         d["state"] = JobState(d["state"])
@@ -257,7 +214,7 @@ class JobRecord:
             StoredPrototype(
                 **{
                     **p,
-                    "target": TargetSpec.from_dict(p["target"]),
+                    "target": Target.from_dict(p["target"]),
                     "top5": [tuple(t) for t in p["top5"]],
                 }
             )

@@ -20,7 +20,6 @@ from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, 
 from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
 from protolens_server.queue.records import JobPhase, JobSpec, StoredPrototype
-from protolens_server.targets import engine_target, target_spec
 
 log = get_logger("protolens.worker")
 
@@ -180,7 +179,7 @@ def run_engine(
     if not isinstance(config, GenerationConfig):
         raise TypeError(f"a prototype job carries a GenerationConfig, not {type(config).__name__}")
     handle = with_injected_oom(handle)
-    targets = [engine_target(t) for spec in specs for t in spec.targets]
+    targets = [t for spec in specs for t in spec.targets]
     seeds = [spec.seed for spec in specs for _ in spec.targets]
     prototypes = generate(
         handle,
@@ -281,7 +280,7 @@ def package(
         score_prototypes(handle, prototypes, folder, pngs=pngs, device=device)
     stored = [
         StoredPrototype(
-            target=target_spec(p.target),
+            target=p.target,
             index=p.index,
             probability=float(p.probability),
             logit=float(p.logit),
@@ -301,7 +300,7 @@ def package(
 def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:
     """What a stored prototype file says about itself (PNG text chunks, safetensors
     metadata): enough to reproduce it with the same engine version."""
-    target = target_spec(prototype.target)
+    target = prototype.target
     return {
         "model": spec.model,
         "model_digest": spec.model_digest,
