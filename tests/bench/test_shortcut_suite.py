@@ -1,11 +1,9 @@
 """The planted-shortcut suite, CI-sized: tiny models trained here, a real ``protolens check``
 with DEFAULT generation settings and ``--policy default``, the real detectors.
 
-Today's engine must: flag the shortcut class and fail the default policy on it (its
-drift stands out among the classes: ``max_drift_z``), and reveal the background
-shortcut. The issue's full bar (revealed by the detector's margin and at most one false
-alarm in ten classes) is met by the patch case; the background case is
-``xfail(strict=True)``, so a check that meets it fails the test until the mark goes.
+Each case must: be learned, flag the shortcut class and fail the default policy on it
+(its drift stands out among the classes: ``max_drift_z``), reveal the shortcut by the
+detector's margin, and flag at most one other class (the issue's bar).
 The full suite: ``python bench/shortcut_suite.py`` (docs/checks.md).
 """
 
@@ -26,12 +24,6 @@ TINY = {"n_train": 1500, "epochs": 5, "width": 16, "lr": 5e-3}
 
 
 KINDS = ("background", "patch")
-# What the default engine does not do yet (issue 12): strict, so fixing it fails the test
-# until the mark goes.
-NOT_YET = {
-    "background": "two other classes flagged cross_score: the shortcut model gives their "
-    "baseline prototypes less than chance (issue 12)",
-}
 
 
 @pytest.fixture(scope="module")
@@ -84,15 +76,7 @@ def test_background_is_revealed_by_its_detector(rows: dict[str, dict]) -> None:
     assert detector["lead"] >= detector["margin"] == 0.02
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(k, marks=pytest.mark.xfail(reason=NOT_YET[k], strict=True))
-        if k in NOT_YET
-        else k
-        for k in KINDS
-    ],
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_issue_bar_revealed_and_at_most_one_false_alarm(kind: str, rows: dict[str, dict]) -> None:
     row = rows[kind]
     assert row["detector"]["revealed"], row["detector"]

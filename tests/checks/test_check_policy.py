@@ -6,7 +6,13 @@ import pytest
 import torch
 from protolens_server.checks import entanglement
 from protolens_server.checks.entanglement import Edge
-from protolens_server.checks.policy import Policy, drift_spread, evaluate, flags_for
+from protolens_server.checks.policy import (
+    Policy,
+    attribute_claims,
+    drift_spread,
+    evaluate,
+    flags_for,
+)
 from protolens_server.checks.prototypes import ClassPrototypes
 from protolens_server.checks.result import ClassCheck
 from protolens_server.checks.svg import entanglement_svg
@@ -234,3 +240,35 @@ def test_drift_spread_when_most_classes_did_not_move() -> None:
         Policy(max_drift_z=3.5), items, has_baseline=False, resolve=_resolve, names=NAMES
     )
     assert [r.status for r in rules] == ["skipped"]
+
+
+def test_an_old_prototype_taken_by_a_changed_class_is_charged_to_that_class() -> None:
+    # ship's new prototype is not ship to the old model (it changed); the new model calls
+    # truck's old prototype ship, and dog's old prototype cat (which did not change)
+    items = _versions(RETRAINED)
+    ship, truck, dog = items[3], items[2], items[1]
+    ship.new_by_baseline_model = 0.0
+    truck.baseline_by_new_model, truck.baseline_top_in_new_model = 0.01, 3
+    dog.baseline_by_new_model, dog.baseline_top_in_new_model = 0.01, 0
+    policy = Policy.load("default")
+    spread = drift_spread(items)
+    assert spread is not None
+    for c in items:
+        c.drift_z = spread.z[c.class_index]
+    attribute_claims(items, policy, len(NAMES))
+    assert (truck.baseline_claimed_by, dog.baseline_claimed_by, ship.baseline_claimed_by) == (
+        3,
+        None,
+        None,
+    )
+    flagged = {c.name for c in items if flags_for(c, policy, c.drift_z, len(NAMES))}
+    assert flagged == {"ship", "dog"}
+    rules = evaluate(policy, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    cross = next(r for r in rules if r.rule == "min_cross_confidence")
+    assert (cross.status, cross.classes) == ("fail", ["dog", "ship"])
+    assert truck.to_dict()["cross_scores"]["baseline_prototype_claimed_by"] == 3
+    # nothing is charged when the taker did not change
+    ship.new_by_baseline_model = 0.99
+    attribute_claims(items, policy, len(NAMES))
+    assert truck.baseline_claimed_by is None
+    assert "cross_score" in flags_for(truck, policy, truck.drift_z, len(NAMES))

@@ -292,9 +292,40 @@ def evaluate(
 
 
 def _cross(c: ClassCheck) -> float | None:
-    """The weaker cross-score: old prototype in the new model, or new prototype in the old."""
-    values = [v for v in (c.baseline_by_new_model, c.new_by_baseline_model) if v is not None]
+    """The weaker cross-score: old prototype in the new model, or new prototype in the old
+    (the first left out when another class claims it: ``attribute_claims``)."""
+    old_in_new = c.baseline_by_new_model if c.baseline_claimed_by is None else None
+    values = [v for v in (old_in_new, c.new_by_baseline_model) if v is not None]
     return min(values) if values else None
+
+
+def attribute_claims(classes: Sequence[ClassCheck], policy: Policy, num_classes: int) -> None:
+    """Charge an old prototype's low score in the new model to the class that took it.
+
+    When the new model gives class X's old prototype less than the cross-score limit and
+    calls it class Y instead, either X lost its evidence or Y's grew to take X's. If Y's
+    own prototype changed (the old model does not recognise Y's new prototype, or Y's
+    drift is flagged) the second is the simpler reading: ``X.baseline_claimed_by = Y``,
+    and that score no longer counts against X (Y is flagged on its own). A planted
+    shortcut does this: the shortcut model calls other classes' old prototypes the
+    shortcut class (docs/checks.md). Needs each class's ``drift_z`` set first.
+    """
+    limit = policy.cross_limit(num_classes)
+    limit = FLAG_CROSS if limit is None else limit
+    by_index = {c.class_index: c for c in classes}
+
+    def changed(y: ClassCheck) -> bool:
+        unrecognised = y.new_by_baseline_model is not None and y.new_by_baseline_model < limit
+        return unrecognised or _drift_flag(y, policy, y.drift_z)
+
+    for c in classes:
+        c.baseline_claimed_by = None
+        top = c.baseline_top_in_new_model
+        low = c.baseline_by_new_model is not None and c.baseline_by_new_model < limit
+        if low and top is not None and top != c.class_index:
+            y = by_index.get(top)
+            if y is not None and changed(y):
+                c.baseline_claimed_by = top
 
 
 @dataclass(frozen=True)

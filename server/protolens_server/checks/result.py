@@ -35,6 +35,10 @@ class ClassCheck:
     layer_drift: dict[str, float | None] = field(default_factory=dict)  # None: not separated
     new_by_baseline_model: float | None = None  # new prototype, target prob in the old model
     baseline_by_new_model: float | None = None  # old prototype, target prob in the new model
+    baseline_top_in_new_model: int | None = None  # the class the new model gives it most
+    # that class, when its own prototype changed: the low score is charged to it, not to
+    # this class (policy.attribute_claims)
+    baseline_claimed_by: int | None = None
     entangled: list[Edge] = field(default_factory=list)
     baseline_entangled: list[Edge] = field(default_factory=list)
     gained: list[int] = field(default_factory=list)
@@ -95,6 +99,8 @@ class ClassCheck:
             "cross_scores": {
                 "new_prototype_in_baseline_model": _r(self.new_by_baseline_model),
                 "baseline_prototype_in_new_model": _r(self.baseline_by_new_model),
+                "baseline_prototype_top_class_in_new_model": self.baseline_top_in_new_model,
+                "baseline_prototype_claimed_by": self.baseline_claimed_by,
             },
             "confidence_change": _r(self.confidence_change),
             "path_similarity_change": _r(self.path_similarity_change),

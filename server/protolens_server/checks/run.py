@@ -20,7 +20,13 @@ from typing import Any
 
 from protolens_server.checks import comparison, entanglement
 from protolens_server.checks.local_cache import LocalGenerator
-from protolens_server.checks.policy import Policy, drift_spread, evaluate, flags_for
+from protolens_server.checks.policy import (
+    Policy,
+    attribute_claims,
+    drift_spread,
+    evaluate,
+    flags_for,
+)
 from protolens_server.checks.prototypes import (
     DEFAULT_CHUNK,
     ClassPrototypes,
@@ -212,7 +218,9 @@ def analyse(
             item.baseline = baseline_prototypes[c]
             item.drift, item.layer_drift = d.drift, d.layers
             item.drift_interval = None if d.low is None else (d.low, d.high)
-            item.baseline_by_new_model = comparison.target_probability(model, old_images, c)
+            old_in_new = comparison.probabilities(model, old_images).mean(0)
+            item.baseline_by_new_model = float(old_in_new[c])
+            item.baseline_top_in_new_model = int(old_in_new.argmax())
             item.new_by_baseline_model = comparison.target_probability(
                 baseline_model, new_images, c
             )
@@ -223,6 +231,8 @@ def analyse(
     spread = drift_spread(checks)
     for item in checks:
         item.drift_z = spread.z.get(item.class_index) if spread else None
+    attribute_claims(checks, policy, len(names))
+    for item in checks:
         item.flags = flags_for(item, policy, item.drift_z, len(names))
     rules = evaluate(
         policy,
