@@ -158,6 +158,7 @@ def per_class(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
             "probability": c["new"]["probability"],
             "drift": c["drift"],
             "drift_interval": c["drift_interval"],
+            "drift_z": c.get("drift_z"),
             "cross_scores": c["cross_scores"],
             "flags": c["flags"],
         }
