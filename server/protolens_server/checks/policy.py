@@ -37,6 +37,10 @@ check's classes (the modified z-score of Iglewicz and Hoaglin: the scale is
 when more than half the classes drifted alike). It needs at least three classes with
 a drift; a version in which every class moved alike passes it (``max_drift`` bounds
 that).
+
+``min_cross_confidence`` (rule and flag) reads the weaker of a class's two
+cross-scores, except that an old prototype the new model gives to another class whose
+own prototype changed is charged to that class (``attribute_claims``).
 """
 
 from __future__ import annotations
