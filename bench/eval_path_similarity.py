@@ -71,7 +71,9 @@ from protolens_server.scores.statistics import reference_statistics  # noqa: E40
 
 CONFIGS = {
     "default": GenerationConfig(),
-    "previous default": GenerationConfig(steps=64, lr=0.05, objective="logit"),
+    "previous default": GenerationConfig(
+        steps=64, lr=0.05, objective="logit", parameterisation="fourier", fourier_decay=1.0
+    ),
     "pixel": GenerationConfig(
         steps=64,
         lr=0.05,
@@ -89,6 +91,7 @@ CONFIGS = {
         lr=0.05,
         objective="logit",
         parameterisation="fourier",
+        fourier_decay=1.0,
         decorrelate=True,
         transforms="medium",
         hf_penalty=0.0,

@@ -44,6 +44,7 @@ def _key(runner: ModelRunner, config: GenerationConfig, seed: int) -> tuple[Any,
         config.parameterisation,
         config.decorrelate,
         config.fourier_decay,
+        config.maco_decay,
         config.start_value,
         config.equidistant_steps,
     )
@@ -97,7 +98,13 @@ def _optimise_baselines(
     image per seed (its own perturbation), all in one batch."""
     shape, n = runner.spec.shape, len(seeds)
     param = make_param(
-        config.parameterisation, n, shape, config.decorrelate, runner.device, config.fourier_decay
+        config.parameterisation,
+        n,
+        shape,
+        config.decorrelate,
+        runner.device,
+        config.fourier_decay,
+        config.maco_decay,
     )
     param.set_images(torch.full((n, *shape), config.start_value))
     noise = torch.stack(

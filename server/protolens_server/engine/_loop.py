@@ -516,6 +516,7 @@ class _Chunk:
             config.decorrelate,
             device,
             config.fourier_decay,
+            config.maco_decay,
         )
         param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
         draws = DrawStream(generators, self.transform.n_draws, device)
@@ -545,6 +546,7 @@ class _Chunk:
             config.decorrelate,
             runner.device,
             config.fourier_decay,
+            config.maco_decay,
         )
         if config.start == "noise":
             param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))

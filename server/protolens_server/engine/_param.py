@@ -10,7 +10,7 @@ sigmoid, as Lucid/Lucent do:
 - ``pixel``: the (pre-sigmoid) pixels themselves.
 - ``maco``: only the spectrum's phase (MACO, Fel et al. 2023, "Unlocking Feature
   Visualization for Deeper Networks with MAgnitude Constrained Optimization"); the
-  magnitude is fixed to a natural-image power law 1/f^k (data-free, not a measured
+  magnitude is fixed to a power law 1/f^k (``maco_decay``; data-free, not a measured
   ImageNet average), the inverse FFT is standardised per image, then coloured and
   squashed like the others (unit contrast before the sigmoid). Every image it can
   make has the same power-law amplitude spectrum before the sigmoid; only the phases
@@ -208,10 +208,11 @@ def make_param(
     decorrelate: bool,
     device: torch.device,
     fourier_decay: float = 1.0,
+    maco_decay: float = 2.0,
 ) -> ImageParam:
     """A parameterisation of ``n`` images of ``shape`` (C, H, W), all parameters zero;
-    ``fourier_decay``: the exponent of the spectrum's 1/f^k scaling (``fourier``) or
-    fixed magnitude (``maco``).
+    ``fourier_decay``: the exponent of the spectrum's 1/f^k scaling (``fourier``);
+    ``maco_decay``: the exponent of the fixed 1/f^k magnitude (``maco``).
 
     Zero parameters give a uniform grey (0.5) image (``maco``: zero phases, a
     standardised sum of aligned cosines; it needs a start). Callers then start from an
@@ -225,7 +226,7 @@ def make_param(
         return PixelParam(torch.zeros((n, c, h, w), device=device), decorrelate)
     if kind == "maco":
         zeros = torch.zeros(MacoParam.param_shape(n, c, h, w), device=device)
-        return MacoParam(zeros, h, w, decorrelate, fourier_decay)
+        return MacoParam(zeros, h, w, decorrelate, maco_decay)
     raise ValueError(f"unknown parameterisation {kind!r}")
 
 

@@ -265,7 +265,9 @@ class GenerationConfig(OptionRecord):
     learning-rate finder pick the rate (``_lr_finder``). ``objective``: ``margin``
     maximises the target logit over the soft maximum of the others (keeps improving
     past probability saturation); ``logit`` is the earlier target logit plus
-    log-probability. ``max_batch``
+    log-probability. ``fourier_decay`` is the exponent of ``"fourier"``'s 1/f^k
+    scaling; ``"maco"`` optimises only the spectrum's phase (and the mean colour) under a
+    fixed 1/f^``maco_decay`` magnitude (``_param``). ``max_batch``
     caps the images optimised at once; 0 sizes chunks to the device's memory
     (``generate``'s ``memory_budget``; a fixed 32 off CUDA). Options that only
     change how fast the same result is made and belong to the machine, not the
@@ -280,6 +282,7 @@ class GenerationConfig(OptionRecord):
     objective: ObjectiveKind = "margin"
     parameterisation: Parameterisation = "fourier"
     fourier_decay: float = 1.0
+    maco_decay: float = 2.0
     decorrelate: bool = True
     start: Start = "equidistant"
     start_value: float = 0.5
@@ -310,6 +313,7 @@ class GenerationConfig(OptionRecord):
             ("lr", 0 <= self.lr <= 10, "must be in [0, 10] (0: found per model)"),
             ("objective", self.objective in ("margin", "logit"), "must be 'margin' or 'logit'"),
             ("fourier_decay", 0 <= self.fourier_decay <= 4, "must be in [0, 4]"),
+            ("maco_decay", 0 <= self.maco_decay <= 4, "must be in [0, 4]"),
             (
                 "parameterisation",
                 self.parameterisation in ("fourier", "pixel", "maco"),
