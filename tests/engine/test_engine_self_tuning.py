@@ -207,3 +207,21 @@ def test_the_finders_probe_halves_its_chunk_on_out_of_memory() -> None:
     lr = find_lr(model, config, lr_cache={})
     assert capped.ooms >= 1 and lr > 0  # it ran out of memory, split and still chose
     assert lr == find_lr(_model("cnn_plain", 32, 10), config, lr_cache={})
+
+
+def test_a_stalled_prototype_the_model_is_unsure_of_runs_on_to_its_budget() -> None:
+    """The plateau rule alone stopped a small ViT's prototype at p = 0.36; a class
+    prototype converges only once its target is confident (``_stopping.CONFIDENT``)."""
+    from protolens_server.engine._stopping import CONFIDENT, StopSchedule, confident
+
+    config = GenerationConfig(max_steps=256)
+    schedule = StopSchedule(3, config, torch.device("cpu"))
+    sure = torch.tensor([0.99, 0.36, 0.36])
+    may = confident(sure, [True, True, False])  # the third is not a class prototype
+    assert may == [True, False, True] and CONFIDENT > 0.36
+    for step in range(1, 129):  # the loss falls, then stalls for every image
+        loss = max(0.0, 10.0 - step / 4)
+        schedule.observe(step, torch.full((3,), loss))
+        schedule.check(step, lambda: may)
+    assert schedule.reasons == ["converged", "budget", "converged"]
+    assert schedule.steps_of(1) == 256 and schedule.steps_of(0) < 128

@@ -55,7 +55,7 @@ from ._optim import PerImageAdam
 from ._param import PERTURBATION_SD, ImageParam, make_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
 from ._seeds import generator, per_target_seeds, prototype_seed
-from ._stopping import StopSchedule
+from ._stopping import StopSchedule, confident
 from ._transforms import DrawStream, preset
 from ._units import UnitProbe, check_units, has_units
 from .types import (
@@ -481,6 +481,7 @@ class _Chunk:
         groups = torch.tensor([item.group for item in items], device=device)
         optimiser = PerImageAdam(param.tensors)
         schedule = StopSchedule(len(items), config, device)
+        prototypes = [item.target.kind == "prototype" for item in items]
         step = 0
         while step < schedule.last_step:
             step += 1
@@ -493,7 +494,12 @@ class _Chunk:
             schedule.observe(step, losses)
             if config.blur_every and step % config.blur_every == 0:
                 param.blur_(config.blur_sigma)
-            schedule.check(step)
+            schedule.check(
+                step,
+                lambda logits=logits: confident(
+                    _target_probability(F.softmax(logits.float(), dim=1), weights), prototypes
+                ),
+            )
             if report and (step % config.progress_every == 0 or step == schedule.last_step):
                 probs = _target_probability(F.softmax(logits, dim=1), weights)
                 _check_finite(losses, step)
