@@ -2,9 +2,9 @@
 """What the learning-rate finder sees, and what the defaults then do, on one model.
 
 For a model file (or a built-in name): the finder's probe losses per grid rate with
-``--probe-classes`` probe classes (``_lr_finder.PROBE_CLASSES`` is 1 in the shipped
-finder) and the rate each count would choose; then, with ``--generate``, every class's
-default prototype: target probability, steps and why it stopped. CPU, one thread.
+``--probe-classes`` probe classes (the shipped finder probes 1) and the rate each count
+would choose (``engine.probe_lr``); then, with ``--generate``, every class's default
+prototype: target probability, steps and why it stopped. CPU, one thread.
 
     python bench/finder_probe.py MODEL.pt2 [--probe-classes 1 4 10] [--generate]
     python bench/finder_probe.py efficientnet_lite0 --probe-classes 1 4
@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import torch
-from protolens_server.engine import GenerationConfig, _loop, _lr_finder, generate
+from protolens_server.engine import GenerationConfig, generate, probe_lr
 from protolens_server.models import load_model
 from protolens_server.models.registry import load_path
 
@@ -32,22 +32,14 @@ def main() -> None:
     path = Path(args.model)
     handle = load_path(path) if path.exists() else load_model(args.model)
     config = GenerationConfig()
-    shipped = _lr_finder.PROBE_CLASSES
-    print(f"grid {list(_lr_finder.GRID)}")
-    try:
-        for n in args.probe_classes:
-            _lr_finder.PROBE_CLASSES = n
-            started = time.perf_counter()
-            progress = _loop._Progress(1, config.step_budget, None)
-            with _loop._chunker(handle, config, "cpu", False, progress, None, True) as chunk:
-                losses = _loop._probe(chunk, _lr_finder.GRID, 64)
-            classes = _lr_finder.probe_classes(handle.num_classes)
-            print(
-                f"probe classes {classes}: losses {[round(v, 2) for v in losses]} -> "
-                f"lr {_lr_finder.choose(losses)} ({time.perf_counter() - started:.0f} s)"
-            )
-    finally:
-        _lr_finder.PROBE_CLASSES = shipped
+    for n in args.probe_classes:
+        started = time.perf_counter()
+        probe = probe_lr(handle, config, classes=n)
+        print(
+            f"probe classes {list(probe.classes)}: losses "
+            f"{[round(v, 2) for v in probe.losses]} over rates {list(probe.rates)} -> "
+            f"lr {probe.chosen} ({time.perf_counter() - started:.0f} s)"
+        )
     if args.generate:
         classes = list(range(handle.num_classes))
         started = time.perf_counter()

@@ -225,3 +225,14 @@ def test_a_stalled_prototype_the_model_is_unsure_of_runs_on_to_its_budget() -> N
         schedule.check(step, lambda: may)
     assert schedule.reasons == ["converged", "budget", "converged"]
     assert schedule.steps_of(1) == 256 and schedule.steps_of(0) < 128
+
+
+def test_probe_lr_shows_what_the_finder_chose_from() -> None:
+    from protolens_server.engine import probe_lr
+
+    model = _model("cnn_bn", 32, 10)
+    probe = probe_lr(model, DEFAULTS)
+    assert len(probe.rates) == len(probe.losses) and len(probe.classes) == 1
+    assert probe.chosen == find_lr(model, DEFAULTS)
+    wider = probe_lr(model, DEFAULTS, classes=4)
+    assert len(wider.classes) == 4 and wider.chosen in wider.rates

@@ -16,7 +16,8 @@ from ._bootstrap import CONFIDENCE, MIN_SPAN_Z, RESAMPLES
 from ._drift import Drift, drift
 from ._fold import folded as fold_batchnorm
 from ._isolate import Isolation, IsolationConfig, isolate
-from ._loop import auto_batch_size, find_lr, generate, lr_key
+from ._loop import auto_batch_size, find_lr, generate, lr_key, probe_lr
+from ._lr_finder import LrProbe
 from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
 from ._refstats import (
@@ -76,6 +77,7 @@ __all__ = [
     "IsolationConfig",
     "LayerScores",
     "LayerSet",
+    "LrProbe",
     "MemoryFit",
     "MetricScores",
     "ProgressEvent",
@@ -101,6 +103,7 @@ __all__ = [
     "layer_shapes",
     "layers_of",
     "lr_key",
+    "probe_lr",
     "reference_stats",
     "score",
     "score_activations",

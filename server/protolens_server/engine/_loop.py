@@ -282,6 +282,25 @@ def find_lr(
         return _found_lr(chunk, config.max_batch or CPU_AUTO_BATCH, lr_cache)
 
 
+def probe_lr(
+    model: ImageClassifier,
+    config: GenerationConfig = DEFAULT_CONFIG,
+    *,
+    classes: int = 0,
+    device: str | torch.device = "cpu",
+) -> _lr_finder.LrProbe:
+    """What the finder measures, for inspection (``bench/finder_probe.py``): the probes'
+    loss per grid rate on ``classes`` probe classes (0: the finder's own count) and the
+    rate its rule picks. Not memoised; ``find_lr`` is what ``generate`` uses."""
+    progress = _Progress(1, config.step_budget, None)
+    with _chunker(model, config, device, False, progress, None, True) as chunk:
+        probed = _lr_finder.probe_classes(chunk.runner.num_classes, classes)
+        losses = _probe(chunk, _lr_finder.GRID, config.max_batch or CPU_AUTO_BATCH, probed)
+    return _lr_finder.LrProbe(
+        tuple(probed), _lr_finder.GRID, tuple(losses), _lr_finder.choose(losses)
+    )
+
+
 def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | None) -> float:
     runner = chunk.runner
     key = _lr_finder.lr_key(runner.spec, runner.num_classes, runner.device.type, chunk.config)
@@ -298,10 +317,13 @@ def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | No
     return memo[key]
 
 
-def _probe(chunk: _Chunk, grid: Sequence[float], limit: int) -> list[float]:
+def _probe(
+    chunk: _Chunk, grid: Sequence[float], limit: int, classes: Sequence[int] | None = None
+) -> list[float]:
     """Mean smoothed loss after ``PROBE_STEPS`` steps, per rate of ``grid``: every rate on
     the same probe classes from the same start (one item per rate and class)."""
-    classes = _lr_finder.probe_classes(chunk.runner.num_classes)
+    if classes is None:
+        classes = _lr_finder.probe_classes(chunk.runner.num_classes)
     targets = [Target((c,)) for c in classes]
     items = [
         _Item(k, r, t, 0, 0, prototype_seed(0, t, 0))

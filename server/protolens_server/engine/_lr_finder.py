@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from .types import GenerationConfig, InputSpec
 
@@ -36,9 +37,21 @@ FINDER_VERSION = 1  # bump when GRID, PROBE_STEPS, the classes or the rule chang
 _IGNORED = ("lr", "steps", "max_steps", "prototypes", "max_batch", "progress_every")
 
 
-def probe_classes(num_classes: int) -> list[int]:
-    """The classes probed: spread evenly over the model's classes."""
-    n = min(PROBE_CLASSES, num_classes)
+@dataclass(frozen=True)
+class LrProbe:
+    """One run of the finder's probes (``engine.probe_lr``): the loss each rate reached
+    on ``classes``, and the rate the finder's rule picks from them."""
+
+    classes: tuple[int, ...]
+    rates: tuple[float, ...]
+    losses: tuple[float, ...]
+    chosen: float
+
+
+def probe_classes(num_classes: int, count: int = 0) -> list[int]:
+    """The classes probed (``count`` of them, default ``PROBE_CLASSES``): spread evenly
+    over the model's classes."""
+    n = min(count or PROBE_CLASSES, num_classes)
     return sorted({(2 * k + 1) * num_classes // (2 * n) for k in range(n)})
 
 
