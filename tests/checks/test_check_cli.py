@@ -117,3 +117,15 @@ def test_ctrl_c_cancels_between_steps(shapes_store, tmp_path) -> None:
     assert stopped_in < 10
     entries = [p for p in cache.glob("*") if not p.name.startswith(".")] if cache.exists() else []
     assert entries == [] and not list(cache.glob(".tmp-*"))
+
+
+def test_param_chooses_the_parameterisation_and_keys_the_cache(shapes_store, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = [*_args(shapes_store, cache, "shapes@2", "--classes", "disc"), "--json"]
+    main(args)
+    fourier = json.loads(capsys.readouterr().out)
+    main([*args, "--param", "maco"])
+    maco = json.loads(capsys.readouterr().out)
+    assert fourier["config"]["parameterisation"] == "fourier"
+    assert maco["config"]["parameterisation"] == "maco"
+    assert maco["generation"]["generated"] > 0  # not the fourier prototypes from the cache

@@ -107,6 +107,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="random transforms",
     )
     p.add_argument(
+        "--param",
+        default="fourier",
+        choices=("fourier", "pixel", "maco"),
+        help="image parameterisation (local checks; docs/engine.md)",
+    )
+    p.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
     )
     p.add_argument(
@@ -158,6 +164,7 @@ def _config(args: argparse.Namespace) -> Any:
         diversity=args.diversity,
         lr=args.lr,
         transforms=args.transforms,
+        parameterisation=args.param,
     )
 
 
