@@ -21,7 +21,7 @@ import torch
 
 from ._forward import ModelRunner
 from ._objectives import StepContext, probability_variance
-from ._param import PERTURBATION_SD, make_param, param_shape
+from ._param import PERTURBATION_SD, config_param, param_shape
 from ._seeds import derive_seed, generator
 from .types import GenerationConfig, ImageClassifier
 
@@ -97,15 +97,7 @@ def _optimise_baselines(
     """Minimise the variance of the class probabilities from a near-constant start, one
     image per seed (its own perturbation), all in one batch."""
     shape, n = runner.spec.shape, len(seeds)
-    param = make_param(
-        config.parameterisation,
-        n,
-        shape,
-        config.decorrelate,
-        runner.device,
-        config.fourier_decay,
-        config.maco_decay,
-    )
+    param = config_param(config, n, shape, runner.device)
     param.set_images(torch.full((n, *shape), config.start_value))
     noise = torch.stack(
         [

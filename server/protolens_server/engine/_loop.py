@@ -52,7 +52,7 @@ from ._memory import (
     headroom_bytes,
 )
 from ._optim import PerImageAdam
-from ._param import PERTURBATION_SD, ImageParam, make_param, param_shape
+from ._param import PERTURBATION_SD, ImageParam, config_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
 from ._seeds import generator, per_target_seeds, prototype_seed
 from ._stopping import StopSchedule, confident
@@ -537,15 +537,7 @@ class _Chunk:
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         generators = [generator(item.seed) for item in items]
-        param = make_param(
-            config.parameterisation,
-            len(items),
-            shape,
-            config.decorrelate,
-            device,
-            config.fourier_decay,
-            config.maco_decay,
-        )
+        param = config_param(config, len(items), shape, device)
         param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
@@ -567,15 +559,7 @@ class _Chunk:
         """
         config, runner = self.config, self.runner
         shape, n = runner.spec.shape, len(items)
-        param = make_param(
-            config.parameterisation,
-            n,
-            shape,
-            config.decorrelate,
-            runner.device,
-            config.fourier_decay,
-            config.maco_decay,
-        )
+        param = config_param(config, n, shape, runner.device)
         if config.start == "noise":
             param.set_images(torch.stack([torch.rand(shape, generator=g) for g in generators]))
             return param

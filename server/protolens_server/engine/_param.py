@@ -25,9 +25,12 @@ magnitudes, leaves it unchanged.
 from __future__ import annotations
 
 import math
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import torch
+
+if TYPE_CHECKING:
+    from .types import GenerationConfig
 
 # Square root of the colour correlation of ImageNet images (Lucid's
 # ``color_correlation_svd_sqrt``), normalised so its largest column norm is 1.
@@ -234,3 +237,19 @@ def param_shape(kind: str, shape: tuple[int, int, int]) -> tuple[int, ...]:
     """Shape of one image's parameters (no batch dimension)."""
     classes = {"fourier": FourierParam, "pixel": PixelParam, "maco": MacoParam}
     return classes[kind].param_shape(1, *shape)[1:]
+
+
+def config_param(
+    config: GenerationConfig, n: int, shape: tuple[int, int, int], device: torch.device
+) -> ImageParam:
+    """``make_param`` with the parameterisation ``config`` asks for (kind, colour
+    decorrelation, spectrum exponents): what every generation path starts from."""
+    return make_param(
+        config.parameterisation,
+        n,
+        shape,
+        config.decorrelate,
+        device,
+        config.fourier_decay,
+        config.maco_decay,
+    )
