@@ -133,6 +133,9 @@ async def test_malformed_names_are_invalid_argument(stub) -> None:
         (stub.GetJob, pb.GetJobRequest(name="jobs/a/b")),
         (stub.GetPrototype, pb.GetPrototypeRequest(name="jobs/a/images/x")),
         (stub.GetModel, pb.GetModelRequest(name="")),
+        # a digit str.isdigit() admits and int() refuses (the fuzz suite found it INTERNAL)
+        (stub.ListModels, pb.ListModelsRequest(page_token="\u00b9")),
+        (stub.ListModels, pb.ListModelsRequest(page_token="x1")),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await call(request)

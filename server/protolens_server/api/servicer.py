@@ -187,9 +187,12 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
         names = sorted(await self.models.names())
-        start = int(request.page_token) if request.page_token.isdigit() else 0
-        if request.page_token and not request.page_token.isdigit():
+        token = request.page_token
+        # this server's tokens are ASCII digits (str.isdigit alone also admits "¹", which
+        # int() refuses: the fuzz suite found that as an INTERNAL error)
+        if token and not (token.isascii() and token.isdigit()):
             raise InvalidArgument("page_token", "not a token this server issued")
+        start = int(token) if token else 0
         size = page_size(request.page_size, MAX_PAGE_SIZE)
         page = names[start : start + size]
         infos = await self.models.show_all(page)  # UNUSABLE models listed with their reason
