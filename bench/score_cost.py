@@ -73,7 +73,17 @@ def efficientnet(work: Path) -> list[tuple[str, float]]:
     cls = int(labels[0])
     g = torch.Generator().manual_seed(0)
     image = torch.rand(3, 224, 224, generator=g)
-    proto = Prototype(image, Target.of(cls), 0, 0.0, 0.0, [], 0, 1, GenerationConfig())
+    proto = Prototype(
+        image=image,
+        target=Target.of(cls),
+        index=0,
+        probability=0.0,
+        logit=0.0,
+        top5=[],
+        steps=0,
+        seed=1,
+        config=GenerationConfig(),
+    )
     t_first, _ = timed(lambda: score(handle, [proto], stats, robustness_samples=0))
     t_next, _ = timed(lambda: score(handle, [proto], stats, robustness_samples=0), repeats=3)
     t_robust, _ = timed(lambda: score(handle, [proto], stats, robustness_samples=16))

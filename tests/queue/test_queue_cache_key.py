@@ -69,3 +69,29 @@ def test_a_spec_carries_typed_engine_options_and_keeps_old_records_readable() ->
     fields["spec"] = fields["spec"].replace('"steps":8', '"steps":8,"retired_option":1')
     back = record_from_fields(fields)
     assert back.spec == BASE and cache_key(back.spec) == cache_key(BASE)
+
+
+# A prototypes field as releases before PrototypeFacts wrote it (lr and stop_reason after
+# the blob keys) and as the first releases did (no lr, stop_reason or blob keys, scores
+# inline): the facts are read by name, so both still parse.
+_OLD_PROTOTYPES = (
+    '[{"target":{"classes":[1],"kind":"prototype","units":[]},"index":0,"probability":0.9,'
+    '"logit":4.0,"top5":[[1,0.9],[2,0.05]],"steps":8,"seed":7,"scores":null,"isolation":null,'
+    '"png_key":"p1","scores_key":"s1","tensor_key":"t1","lr":0.05,"stop_reason":"converged"},'
+    '{"target":{"classes":[2],"kind":"prototype"},"index":0,"probability":0.8,"logit":3.0,'
+    '"top5":[[2,0.8]],"steps":8,"seed":7,"scores":{"path_similarity":0.5}}]'
+)
+
+
+def test_prototypes_stored_by_older_releases_read_as_the_same_facts() -> None:
+    from protolens_server.engine import PrototypeFacts
+    from protolens_server.queue.codec import prototypes_from_json, prototypes_to_json
+
+    first, second = prototypes_from_json(_OLD_PROTOTYPES)
+    assert first.facts() == PrototypeFacts(
+        Target((1,)), 0, 0.9, 4.0, [(1, 0.9), (2, 0.05)], 8, 7, lr=0.05, stop_reason="converged"
+    )
+    assert (first.png_key, first.scores_key, first.tensor_key) == ("p1", "s1", "t1")
+    assert second.facts() == PrototypeFacts(Target((2,)), 0, 0.8, 3.0, [(2, 0.8)], 8, 7)
+    assert second.scores == {"path_similarity": 0.5} and second.has_scores
+    assert prototypes_from_json(prototypes_to_json([first, second])) == [first, second]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,7 +115,9 @@ def _write(entry: Path, prototypes: list[Any], pngs: list[bytes]) -> None:
 def _read(entry: Path, spec: JobSpec, *, hit: bool, job_id: str) -> list[ClassPrototypes]:
     items = json.loads((entry / RECORD).read_text())["prototypes"]
     pngs = [(entry / f"{i}.png").read_bytes() for i in range(len(items))]
-    return group_by_class(spec, items, pngs, hit=hit, job_id=job_id)
+    probabilities = [float(item["probability"]) for item in items]
+    scores = [item.get("scores") for item in items]
+    return group_by_class(spec, probabilities, scores, pngs, hit=hit, job_id=job_id)
 
 
 def analysed_image(png: bytes) -> torch.Tensor:
@@ -128,9 +130,16 @@ def analysed_image(png: bytes) -> torch.Tensor:
 
 
 def group_by_class(
-    spec: JobSpec, items: list[dict[str, Any]], pngs: list[bytes], *, hit: bool, job_id: str
+    spec: JobSpec,
+    probabilities: Sequence[float],
+    scores: Sequence[dict[str, Any] | None],
+    pngs: Sequence[bytes],
+    *,
+    hit: bool,
+    job_id: str,
 ) -> list[ClassPrototypes]:
-    """Split a chunk's target-major prototypes into one ``ClassPrototypes`` per class."""
+    """Split a chunk's target-major prototypes (each one's probability, scores and PNG)
+    into one ``ClassPrototypes`` per class."""
     per = spec.prototypes_per_target
     out = []
     for t, target in enumerate(spec.targets):
@@ -141,8 +150,8 @@ def group_by_class(
                 class_index=int(target.classes[0]),
                 images=images,
                 pngs=[pngs[r] for r in rows],
-                probabilities=[float(items[r]["probability"]) for r in rows],
-                scores=[items[r].get("scores") for r in rows],
+                probabilities=[float(probabilities[r]) for r in rows],
+                scores=[scores[r] for r in rows],
                 cache_hit=hit,
                 job_id=job_id,
             )

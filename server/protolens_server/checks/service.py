@@ -482,8 +482,11 @@ class CheckRunner:
             for i in range(len(job.prototypes))
         ]
         await self.queue.load_scores(job)
-        items = [{"probability": p.probability, "scores": p.scores} for p in job.prototypes]
-        return group_by_class(spec, items, pngs, hit=job.cache_hit, job_id=job.job_id)
+        probabilities = [p.probability for p in job.prototypes]
+        scores = [p.scores for p in job.prototypes]
+        return group_by_class(
+            spec, probabilities, scores, pngs, hit=job.cache_hit, job_id=job.job_id
+        )
 
     async def _cancel_jobs(self, record: CheckRecord, job_ids: list[str] | None = None) -> None:
         for job_id in record.job_ids if job_ids is None else job_ids:

@@ -49,6 +49,7 @@ from .types import (
     InputSpec,
     ProgressEvent,
     Prototype,
+    PrototypeFacts,
     Target,
     UnitTerm,
 )
@@ -82,6 +83,7 @@ __all__ = [
     "MetricScores",
     "ProgressEvent",
     "Prototype",
+    "PrototypeFacts",
     "PrototypeScores",
     "ReferenceStats",
     "Robustness",

@@ -11,11 +11,14 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal, Protocol, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Protocol, Self
 
 import torch
 
 from protolens_server.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from protolens_server.engine._score_types import PrototypeScores
 
 Parameterisation = Literal["fourier", "pixel", "maco"]
 Start = Literal["noise", "constant", "equidistant"]
@@ -371,10 +374,15 @@ class ProgressEvent:
 
 
 @dataclass
-class Prototype:
-    """One generated prototype and everything needed to trust or reproduce it."""
+class PrototypeFacts:
+    """What one prototype is, wherever it is held: the one shape of those facts.
 
-    image: torch.Tensor  # (C, H, W) float32 in [0, 1], on CPU
+    The engine's ``Prototype`` extends it with the image; the queue's
+    ``StoredPrototype`` with blob keys (its JSON form flattens these fields); the API's
+    ``PrototypeSummary`` message is its wire form, and the SDK converts from that
+    message (the client never imports the server).
+    """
+
     target: Target
     index: int  # which prototype of this target (0..prototypes-1)
     probability: float  # softmax probability of the target (mean over classes for a hybrid)
@@ -382,8 +390,30 @@ class Prototype:
     top5: list[tuple[int, float]]  # (class index, probability), most probable first
     steps: int  # steps this prototype took
     seed: int
-    config: GenerationConfig
     lr: float = 0.0  # the learning rate used (config.lr, or the finder's choice when it is 0)
     stop_reason: str = ""  # converged / budget / steps
-    scores: Any | None = None  # engine.scores.PrototypeScores once scored
+
+    def facts(self) -> PrototypeFacts:
+        """These facts alone, as plain Python numbers (JSON-able), whatever extends them."""
+        return PrototypeFacts(
+            target=self.target,
+            index=int(self.index),
+            probability=float(self.probability),
+            logit=float(self.logit),
+            top5=[(int(c), float(q)) for c, q in self.top5],
+            steps=int(self.steps),
+            seed=int(self.seed),
+            lr=float(self.lr),
+            stop_reason=str(self.stop_reason),
+        )
+
+
+@dataclass(kw_only=True)
+class Prototype(PrototypeFacts):
+    """One generated prototype and everything needed to trust or reproduce it: its facts,
+    the image and the options that made it."""
+
+    image: torch.Tensor  # (C, H, W) float32 in [0, 1], on CPU
+    config: GenerationConfig
+    scores: PrototypeScores | None = None  # set once scored (scores.scoring)
     extras: dict[str, Any] = field(default_factory=dict)

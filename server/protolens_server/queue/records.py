@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from protolens_server.engine import GenerationConfig, IsolationConfig, Target
+from protolens_server.engine import GenerationConfig, IsolationConfig, PrototypeFacts, Target
 from protolens_server.errors import GENERATION_FAILED, ErrorRecord
 
 JobConfig = GenerationConfig | IsolationConfig
@@ -133,23 +133,18 @@ class JobSpec:
         return len(self.targets) * self.prototypes_per_target
 
 
-@dataclass
-class StoredPrototype:
-    """One finished prototype as stored.
+@dataclass(kw_only=True)
+class StoredPrototype(PrototypeFacts):
+    """One finished prototype as stored: its facts (``engine.PrototypeFacts``) and where
+    its bytes are.
 
     Its PNG and its scores live in the blob store (blobs.py) under ``png_key`` and
     ``scores_key``; Redis holds this record without the scores (``scores`` is None there,
     and filled by ``JobQueue.load_scores`` where they are needed). Records stored before
-    the blob store carry their ``scores`` inline and no ``scores_key``.
+    the blob store carry their ``scores`` inline and no ``scores_key``. The JSON form is
+    flat: the facts' fields beside these.
     """
 
-    target: Target
-    index: int
-    probability: float
-    logit: float
-    top5: list[tuple[int, float]]
-    steps: int
-    seed: int
     scores: dict[str, Any] | None = None  # engine scores as a JSON-able dict
     # an isolation's probability (whole image), probability_kept, probability_removed,
     # mask_mean; None for a prototype
@@ -159,8 +154,11 @@ class StoredPrototype:
     # blob key of the lossless float32 (C, H, W) tensor, a safetensors file (imageio.
     # encode_tensor); "" for results stored before tensors were (their PNG is all there is)
     tensor_key: str = ""
-    lr: float = 0.0  # the learning rate used (given, or found for the model)
-    stop_reason: str = ""  # converged / budget / steps
+
+    @classmethod
+    def of(cls, prototype: PrototypeFacts, **stored: Any) -> StoredPrototype:
+        """The stored form of ``prototype``'s facts, with ``stored``'s own fields."""
+        return cls(**vars(prototype.facts()), **stored)
 
     @property
     def has_scores(self) -> bool:

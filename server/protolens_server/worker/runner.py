@@ -16,7 +16,13 @@ from typing import Any
 
 from protolens_server import metrics
 from protolens_server.config import Settings
-from protolens_server.engine import GenerationConfig, ProgressEvent, Prototype, generate
+from protolens_server.engine import (
+    GenerationConfig,
+    ProgressEvent,
+    Prototype,
+    PrototypeScores,
+    generate,
+)
 from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
 from protolens_server.queue.records import JobPhase, JobSpec, StoredPrototype
@@ -279,19 +285,7 @@ def package(
         folder = registered_path(settings.reference_root, spec.reference_set)
         score_prototypes(handle, prototypes, folder, pngs=pngs, device=device)
     stored = [
-        StoredPrototype(
-            target=p.target,
-            index=p.index,
-            probability=float(p.probability),
-            logit=float(p.logit),
-            top5=[(int(c), float(q)) for c, q in p.top5],
-            steps=int(p.steps),
-            seed=int(p.seed),
-            lr=float(p.lr),
-            stop_reason=p.stop_reason,
-            scores=_scores_dict(p.scores),
-            isolation=p.extras.get("isolation"),
-        )
+        StoredPrototype.of(p, scores=_scores_dict(p.scores), isolation=p.extras.get("isolation"))
         for p in prototypes
     ]
     return stored, pngs, tensors
@@ -312,7 +306,5 @@ def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:
     }
 
 
-def _scores_dict(scores: Any) -> dict[str, Any] | None:
-    if scores is None:
-        return None
-    return scores.to_dict() if hasattr(scores, "to_dict") else dict(scores)
+def _scores_dict(scores: PrototypeScores | None) -> dict[str, Any] | None:
+    return scores.to_dict() if scores is not None else None
