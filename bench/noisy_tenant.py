@@ -189,10 +189,9 @@ async def fairness(stack: Any, stub: Any, keys: dict[str, str], queue: Any) -> d
 
 
 async def run(args: argparse.Namespace) -> dict:
-    from protolens_server.api.auth import ApiKeyStore
     from protolens_server.api.stack import Stack
     from protolens_server.config import Settings
-    from protolens_server.queue.jobs import JobQueue
+    from protolens_server.queue.store import Store
 
     work = Path(tempfile.mkdtemp(prefix="protolens-noisy-"))
     settings = Settings(
@@ -203,10 +202,10 @@ async def run(args: argparse.Namespace) -> dict:
     )  # fmt: skip
     result: dict[str, Any] = {"loadavg_at_start": os.getloadavg()[0]}
     with Stack(settings, work / "stack", workers=0, insecure=False) as stack:
-        queue = await JobQueue.connect(stack.settings)
+        store = await Store.connect(stack.settings)
+        queue = store.jobs
         try:
-            store = ApiKeyStore(queue.redis, queue.keys)
-            keys = {t: (await store.create(t, "tenant", t))[1] for t in ("alpha", "beta")}
+            keys = {t: (await store.api_keys.create(t, "tenant", t))[1] for t in ("alpha", "beta")}
             options = [("grpc.max_send_message_length", 4 * 1024 * 1024)]
             async with grpc.aio.insecure_channel(stack.address, options=options) as channel:
                 stub = service_pb2_grpc.ProtolensServiceStub(channel)
@@ -214,7 +213,7 @@ async def run(args: argparse.Namespace) -> dict:
                 result["large_request"] = await large_requests(stub, keys)
                 result["fairness"] = await fairness(stack, stub, keys, queue)
         finally:
-            await queue.close()
+            await store.close()
     return result
 
 

@@ -22,7 +22,7 @@ from protolens_server.queue.api_keys import ApiKeyInfo, ApiKeyStore
 
 if TYPE_CHECKING:
     from protolens_server.models.catalog import ModelCatalog
-    from protolens_server.queue.jobs import JobQueue
+    from protolens_server.queue.store import Store
 
 
 ADMIN_SERVICE = pb.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -83,8 +83,8 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
 
 
 def add_admin_service(
-    server: grpc.aio.Server, queue: JobQueue, catalog: ModelCatalog, settings: Settings
+    server: grpc.aio.Server, store: Store, catalog: ModelCatalog, settings: Settings
 ) -> str:
-    """Register the AdminService on ``server`` (keys stored beside the queue's)."""
-    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(queue.api_keys()), server)
+    """Register the AdminService on ``server`` (keys in the store's API-key repository)."""
+    admin_pb2_grpc.add_AdminServiceServicer_to_server(AdminServicer(store.api_keys), server)
     return ADMIN_SERVICE

@@ -43,7 +43,7 @@ from protolens_server.queue.checks import CheckRecord, CheckState
 if TYPE_CHECKING:
     from protolens_server.config import Settings
     from protolens_server.models.catalog import ModelCatalog
-    from protolens_server.queue.jobs import JobQueue
+    from protolens_server.queue.store import Store
 
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["CheckService"].full_name
@@ -193,7 +193,7 @@ class CheckServicer(checks_pb2_grpc.CheckServiceServicer):
 
 def add_check_service(
     server: grpc.aio.Server,
-    queue: JobQueue,
+    store: Store,
     catalog: ModelCatalog,
     settings: Any,
     *,
@@ -204,7 +204,7 @@ def add_check_service(
     ``tick`` periodically and ``close`` on shutdown). ``pool``: where requests are parsed
     (the API's shared ``RequestPool``); ``runner_options``: e.g. ``lease_s``."""
     runner = CheckRunner(
-        queue,
+        store,
         catalog,
         settings,
         ReferenceSets(settings.reference_root).digest,

@@ -45,11 +45,12 @@ from protolens_server.logging import get_logger
 if TYPE_CHECKING:
     from protolens_server.models.catalog import ModelCatalog
     from protolens_server.queue.jobs import JobQueue
+    from protolens_server.queue.store import Store
 
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
 ServiceHook = Callable[[grpc.aio.Server, Any, Any, Settings], str]
-"""Adds one more servicer to the server, given (server, queue, catalog, settings), and
+"""Adds one more servicer to the server, given (server, store, catalog, settings), and
 returns its full service name (for health and reflection). It runs behind the same
 interceptor: the error table, tenant binding and RPC metrics apply to it too."""
 SAMPLE_INTERVAL_S = 5.0
@@ -66,11 +67,11 @@ def server_options(settings: Settings) -> list[tuple[str, int]]:
 
 @dataclass
 class ApiServer:
-    """A started API server and what it owns (queue connection, catalog, health)."""
+    """A started API server and what it owns (the Redis store, catalog, health)."""
 
     grpc_server: grpc.aio.Server
     port: int
-    queue: JobQueue
+    store: Store
     catalog: ModelCatalog
     health: Any
     sample_interval_s: float = SAMPLE_INTERVAL_S
@@ -82,6 +83,10 @@ class ApiServer:
     lag: LoopLagProbe = field(default_factory=LoopLagProbe)
     _sampler: asyncio.Task[None] | None = field(default=None, repr=False)
     _prober: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def queue(self) -> JobQueue:
+        return self.store.jobs
 
     async def _set_health(self, serving: bool) -> None:
         status = (
@@ -151,7 +156,7 @@ class ApiServer:
             log.warning("api.stop_timed_out")
         if self.checks is not None:
             await self.checks.close()
-        await self.queue.close()
+        await self.store.close()
         if self.redis_probe is not None:
             await self.redis_probe.aclose()
         if self.pool is not None:
@@ -164,7 +169,7 @@ class ApiServer:
 async def start_server(
     settings: Settings,
     *,
-    queue: JobQueue | None = None,
+    store: Store | None = None,
     catalog: ModelCatalog | None = None,
     tenant_resolver: TenantResolver | None = None,
     sample_interval_s: float = SAMPLE_INTERVAL_S,
@@ -173,7 +178,7 @@ async def start_server(
 ) -> tuple[ApiServer, int]:
     """Start the API on ``settings.grpc_host:grpc_port`` (port 0 picks one); return it and its port.
 
-    ``queue``/``catalog`` default to ``JobQueue.connect(settings)`` and the
+    ``store``/``catalog`` default to ``Store.connect(settings)`` and the
     model catalog of ``settings`` (built-ins plus ``model_store``);
     ``tenant_resolver`` to API keys in Redis (``api.auth.ApiKeyAuth``: required
     unless ``settings.insecure``). TLS/mTLS and the insecure-on-loopback rule
@@ -181,18 +186,19 @@ async def start_server(
     silent before another replica resumes it (default ``settings.check_lease_s``).
     """
     credentials = server_credentials(settings)  # checks the transport rules before anything
-    if queue is None:
-        from protolens_server.queue.jobs import JobQueue
+    if store is None:
+        from protolens_server.queue.store import Store
 
-        queue = await JobQueue.connect(settings)
+        store = await Store.connect(settings)
+    queue = store.jobs
     if catalog is None:
         from protolens_server.models.catalog import ModelCatalog
 
         catalog = ModelCatalog.from_settings(settings)
     if tenant_resolver is None:
-        store = queue.api_keys()
-        limiter = queue.rate_limiter()
-        tenant_resolver = ApiKeyAuth(store, require_key=not settings.insecure, rate_limiter=limiter)
+        tenant_resolver = ApiKeyAuth(
+            store.api_keys, require_key=not settings.insecure, rate_limiter=store.rate_limiter
+        )
     server = grpc.aio.server(
         interceptors=[ServiceInterceptor(tenant_resolver)], options=server_options(settings)
     )
@@ -205,13 +211,13 @@ async def start_server(
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
     lease_s = check_lease_s or settings.check_lease_s
     checks = add_check_service(  # api/checks.py
-        server, queue, catalog, settings, pool=pool, lease_s=lease_s
+        server, store, catalog, settings, pool=pool, lease_s=lease_s
     )
     hooks = (add_admin_service, *extra_services)
     services = (
         SERVICE_NAME,
         CHECK_SERVICE_NAME,
-        *(hook(server, queue, catalog, settings) for hook in hooks),
+        *(hook(server, store, catalog, settings) for hook in hooks),
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -227,26 +233,26 @@ async def start_server(
     api = ApiServer(
         server,
         port,
-        queue,
+        store,
         catalog,
         health_servicer,
         sample_interval_s,
         services,
         checks,
         pool=pool,
-        redis_probe=queue.health_client(),
+        redis_probe=store.health_client(),
         health_probe_s=settings.health_probe_s,
     )
-    _export_pool_usage(queue)
+    _export_pool_usage(store)
     await api._set_health(True)
     api.start_sampling()
     log.info("api.started", extra={"address": f"{settings.grpc_host}:{port}"})
     return api, port
 
 
-def _export_pool_usage(queue: JobQueue) -> None:
-    metrics.REDIS_CONNECTIONS.labels("in_use").set_function(lambda: queue.pool_usage()[0])
-    metrics.REDIS_CONNECTIONS.labels("idle").set_function(lambda: queue.pool_usage()[1])
+def _export_pool_usage(store: Store) -> None:
+    metrics.REDIS_CONNECTIONS.labels("in_use").set_function(lambda: store.pool_usage()[0])
+    metrics.REDIS_CONNECTIONS.labels("idle").set_function(lambda: store.pool_usage()[1])
 
 
 async def serve(

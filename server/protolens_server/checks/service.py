@@ -57,7 +57,7 @@ from protolens_server.queue.records import JobRecord, JobSpec, JobState
 if TYPE_CHECKING:
     from protolens_server.config import Settings
     from protolens_server.models.catalog import ModelCatalog
-    from protolens_server.queue.jobs import JobQueue
+    from protolens_server.queue.store import Store
 
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class _Stop(Exception):
 class CheckRunner:
     def __init__(
         self,
-        queue: JobQueue,
+        store: Store,
         catalog: ModelCatalog,
         settings: Settings,
         resolve_reference: Any = None,
@@ -107,13 +107,13 @@ class CheckRunner:
         chunk_size: int = DEFAULT_CHUNK,
         lease_s: float = LEASE_S,
     ) -> None:
-        self.queue = queue
+        self.queue = store.jobs
         self.catalog = catalog
         self.settings = settings
         self.resolve_reference = resolve_reference
         self.chunk_size = chunk_size
         self.lease_s = lease_s
-        self.store = queue.check_store()
+        self.store = store.check_store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Task[None]] = {}
         self._closed = False

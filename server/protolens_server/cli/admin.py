@@ -29,22 +29,18 @@ def bootstrap_api_key(
     with its ``secret_key``, shown only now."""
     from protolens_server.config import load_settings
     from protolens_server.errors import InvalidArgument
-    from protolens_server.queue.api_keys import ApiKeyStore
-    from protolens_server.queue.connection import redis_from_url
-    from protolens_server.queue.keys import Keys
+    from protolens_server.queue.store import Store
 
     settings = load_settings(redis_url=redis_url)
     if not settings.redis_url:
         raise InvalidArgument("redis_url", "--bootstrap needs --redis-url or $PROTOLENS_REDIS_URL")
 
     async def create() -> tuple[ApiKeyInfo, str]:
-        client = redis_from_url(settings.redis_url)  # also sentinel and cluster URLs
+        store = Store.open(settings, "admin")  # also sentinel and cluster URLs
         try:
-            return await ApiKeyStore(client, Keys(settings.key_prefix)).create(
-                tenant, role, display_name
-            )
+            return await store.api_keys.create(tenant, role, display_name)
         finally:
-            await client.aclose()
+            await store.close()
 
     info, secret = asyncio.run(create())
     return ApiKey(

@@ -39,7 +39,7 @@ from protolens_server.queue.codec import (
     spec_from_json,
     text,
 )
-from protolens_server.queue.connection import client_name, is_cluster, redis_from_url
+from protolens_server.queue.connection import is_cluster
 from protolens_server.queue.keys import (
     BLOBS_FIELD,
     CACHE_KEY_FIELD,
@@ -129,12 +129,6 @@ class QueueConsumer:
         self._take = redis.register_script(scripts.TAKE)
         default_running, own = load_quotas(settings.tenants_file).running_limits()
         self._running_limits = (default_running, json.dumps(own) if own else "{}")
-
-    @classmethod
-    def connect(cls, settings: Settings, name: str) -> QueueConsumer:
-        """A consumer with its own client for ``settings.redis_url`` (``close`` closes it)."""
-        client = redis_from_url(settings.redis_url, client_name=client_name("worker"))
-        return cls(client, settings, name)
 
     async def input_image(self, spec: JobSpec) -> bytes:
         """A job's input image (an isolation's PNG): from the blob store by ``image_key``,

@@ -29,10 +29,8 @@ from protolens_server.errors import (
 )
 from protolens_server.logging import get_logger
 from protolens_server.queue import scripts
-from protolens_server.queue.api_keys import ApiKeyStore, RateLimiter
 from protolens_server.queue.blob_gc import BlobSweep, collect_blobs
 from protolens_server.queue.cache import cache_key
-from protolens_server.queue.checks import CheckStore
 from protolens_server.queue.codec import (
     event_from_fields,
     prototypes_from_json,
@@ -41,7 +39,7 @@ from protolens_server.queue.codec import (
     scores_from_json,
     text,
 )
-from protolens_server.queue.connection import client_name, pool_usage, probe_client, redis_from_url
+from protolens_server.queue.connection import client_name, redis_from_url
 from protolens_server.queue.keys import (
     CACHE_KEY_FIELD,
     GROUP,
@@ -73,7 +71,8 @@ def new_job_id() -> str:
 
 
 class JobQueue:
-    """The API side of the queue. Create with ``await JobQueue.connect(settings)``."""
+    """The API side of the queue: ``Store.jobs`` (queue/store.py), or, with a connection
+    of its own (tests, benches, tools), ``await JobQueue.connect(settings)``."""
 
     def __init__(
         self,
@@ -112,29 +111,6 @@ class JobQueue:
     async def close(self) -> None:
         await self.events.close()
         await self.redis.aclose()
-
-    # --- the other repositories on this connection (the API shares one pool) -----------
-    def check_store(self) -> CheckStore:
-        """Registry-check records (kept ``job_retention_s``, like jobs)."""
-        return CheckStore(self.redis, self.keys, retention_s=self.settings.job_retention_s)
-
-    def api_keys(self) -> ApiKeyStore:
-        return ApiKeyStore(self.redis, self.keys)
-
-    def rate_limiter(self) -> RateLimiter:
-        return RateLimiter(self.redis, self.keys, self.quotas)
-
-    def pool_usage(self) -> tuple[int, int]:
-        """(in use, idle) connections of this connection's pool."""
-        return pool_usage(self.redis)
-
-    def health_client(self) -> aioredis.Redis:
-        """A client for health PINGs (queue/connection.probe_client); this one when the
-        Redis is embedded."""
-        if not self.settings.redis_url:
-            return self.redis
-        timeout = max(0.5, self.settings.health_probe_s)
-        return probe_client(self.settings.redis_url, timeout, role="api-health")
 
     # --- submit --------------------------------------------------------------------
     async def submit(self, spec: JobSpec, *, image: bytes | None = None) -> tuple[JobRecord, str]:

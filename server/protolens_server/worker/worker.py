@@ -43,6 +43,7 @@ from protolens_server.logging import bind, get_logger
 from protolens_server.queue.connection import UNREACHABLE, StoreError
 from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
 from protolens_server.queue.records import EndMode, EndOutcome, JobSpec, JobState
+from protolens_server.queue.store import Store
 from protolens_server.worker.batching import Batch, job_images
 from protolens_server.worker.models import ModelCache
 from protolens_server.worker.runner import (
@@ -192,7 +193,7 @@ class Worker:
     async def startup(self) -> None:
         if self.consumer is not None:
             return
-        self.consumer = QueueConsumer.connect(self.settings, self.name)
+        self.consumer = Store.open(self.settings, "worker").consumer(self.name)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve_metrics(self.metrics_port)
         await asyncio.to_thread(_warm_up)
