@@ -195,7 +195,7 @@ def add_check_service(
     server: grpc.aio.Server,
     store: Store,
     catalog: ModelCatalog,
-    settings: Any,
+    settings: Settings,
     *,
     pool: RequestPool | None = None,
     **runner_options: Any,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from protolens import names
@@ -27,6 +27,9 @@ from protolens_server.queue.records import (
     JobState,
     StoredPrototype,
 )
+
+if TYPE_CHECKING:
+    from protolens_server.models.info import ModelInfo
 
 KIND_TO_PB = {
     "prototype": common_pb2.TARGET_KIND_PROTOTYPE,
@@ -90,7 +93,7 @@ UNIT_TO_PB = {
 }
 
 
-def layers_to_pb(info: Any) -> list[units_pb2.Layer]:
+def layers_to_pb(info: ModelInfo) -> list[units_pb2.Layer]:
     return [units_pb2.Layer(name=n, shape=list(s)) for n, s in getattr(info, "layers", ())]
 
 
@@ -240,7 +243,7 @@ def event_to_pb(entry_id: str, event: JobEvent) -> service_pb2.WatchJobResponse:
     )
 
 
-def _is_number(v: Any) -> bool:
+def _is_number(v: object) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool)
 
 
@@ -256,7 +259,7 @@ def _json_safe(value: Any) -> Any:
 
 
 def estimate_pb(
-    value: Any, low: Any = None, high: Any = None, reason: Any = ""
+    value: object, low: object = None, high: object = None, reason: object = ""
 ) -> prototype_pb2.Estimate:
     """A score and its interval; unset numbers stay unset (``None`` or non-finite)."""
     msg = prototype_pb2.Estimate(reason=str(reason or ""))
@@ -358,7 +361,7 @@ def prototype_to_pb(
     return msg
 
 
-def model_to_pb(info: Any) -> model_pb2.Model:
+def model_to_pb(info: ModelInfo) -> model_pb2.Model:
     """A catalog ``ModelInfo`` (name, source, input_spec, class_names, digest, state...) -> Model;
     a model that is not READY carries its state and reason, and no input spec."""
     spec = info.input_spec

@@ -12,10 +12,13 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolens_server.errors import ReferenceSetError
 from protolens_server.scores.naming import FIELD, registered_path
+
+if TYPE_CHECKING:
+    from protolens_server.models.info import ModelInfo
 
 
 class ReferenceSets:
@@ -26,7 +29,7 @@ class ReferenceSets:
         self._digests: dict[tuple[Any, ...], tuple[str, frozenset[int]]] = {}
         self._lock = threading.Lock()
 
-    def digest(self, name: str, model: Any, classes: Iterable[int]) -> str:
+    def digest(self, name: str, model: ModelInfo, classes: Iterable[int]) -> str:
         from protolens_server.scores.references import ReferenceSet  # torch/PIL: imported late
 
         folder = registered_path(self.root, name)

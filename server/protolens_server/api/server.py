@@ -43,13 +43,14 @@ from protolens_server.heap import freeze_startup_heap
 from protolens_server.logging import get_logger
 
 if TYPE_CHECKING:
+    from protolens_server.checks.service import CheckRunner
     from protolens_server.models.catalog import ModelCatalog
     from protolens_server.queue.jobs import JobQueue
     from protolens_server.queue.store import Store
 
 
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["ProtolensService"].full_name
-ServiceHook = Callable[[grpc.aio.Server, Any, Any, Settings], str]
+ServiceHook = Callable[[grpc.aio.Server, "Store", "ModelCatalog", Settings], str]
 """Adds one more servicer to the server, given (server, store, catalog, settings), and
 returns its full service name (for health and reflection). It runs behind the same
 interceptor: the error table, tenant binding and RPC metrics apply to it too."""
@@ -73,10 +74,10 @@ class ApiServer:
     port: int
     store: Store
     catalog: ModelCatalog
-    health: Any
+    health: health.aio.HealthServicer
     sample_interval_s: float = SAMPLE_INTERVAL_S
     services: tuple[str, ...] = (SERVICE_NAME,)
-    checks: Any = None  # the CheckRunner: tick() each sample, close() on stop
+    checks: CheckRunner | None = None  # tick() each sample, close() on stop
     pool: RequestPool | None = None  # where requests are validated (closed on stop)
     redis_probe: Any = None  # a one-connection client without retries: health's PING
     health_probe_s: float = 0.25
@@ -256,7 +257,10 @@ def _export_pool_usage(store: Store) -> None:
 
 
 async def serve(
-    settings: Settings, *, ready: Any = None, extra_services: Sequence[ServiceHook] = ()
+    settings: Settings,
+    *,
+    ready: Callable[[int, int], None] | None = None,
+    extra_services: Sequence[ServiceHook] = (),
 ) -> None:
     """Run the API and its metrics endpoint until SIGTERM/SIGINT, then shut down gracefully.
 

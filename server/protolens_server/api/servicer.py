@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import grpc
 from protolens import names
+from protolens.v1 import job_pb2, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
-from protolens.v1 import service_pb2_grpc
 
 from protolens_server import ENGINE_VERSION
 from protolens_server.api import convert
@@ -39,6 +39,7 @@ from protolens_server.queue.pages import MAX_PAGE_SIZE
 if TYPE_CHECKING:
     from protolens_server.models.catalog import ModelCatalog
     from protolens_server.queue.jobs import JobQueue
+    from protolens_server.queue.records import JobRecord
 
 
 # Replies for jobs with more targets and prototypes than this are built in the pool.
@@ -66,10 +67,10 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         self.pool = pool if pool is not None else RequestPool(settings.request_threads)
         self.streams = StreamSlots(settings.max_streams_per_tenant)
 
-    async def _class_names(self, record: Any) -> tuple[str, ...]:
+    async def _class_names(self, record: JobRecord) -> tuple[str, ...]:
         return await self.models.class_names(record.spec.model, record.spec.model_digest)
 
-    async def _job(self, record: Any) -> Any:
+    async def _job(self, record: JobRecord) -> job_pb2.Job:
         names = await self._class_names(record)
         if len(record.spec.targets) + len(record.prototypes) > _INLINE_TARGETS:
             return await self.pool.run(convert.job_to_pb, record, names)  # a big job: off the loop
@@ -211,7 +212,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         return pb.GetModelResponse(model=model)
 
 
-def _no_prototype(record: Any, index: int) -> Exception:
+def _no_prototype(record: JobRecord, index: int) -> Exception:
     if not record.state.finished:
         return FailedPrecondition(
             f"job {record.job_id} is {record.state.value}; prototypes exist once it SUCCEEDED"

@@ -22,6 +22,7 @@ from protolens_server.errors import InvalidArgument
 from protolens_server.models.classes import ClassIndex, class_index
 from protolens_server.queue.pages import MAX_PAGE_SIZE
 from protolens_server.queue.records import JobSpec
+from protolens_server.scores.naming import ReferenceResolver
 
 MAX_REQUEST_ID_CHARS = 128
 MAX_CLASS_NAME_CHARS = 256
@@ -45,11 +46,6 @@ _PRIORITIES = {
     common_pb2.PRIORITY_NORMAL: 1,
     common_pb2.PRIORITY_LOW: 2,
 }
-
-ReferenceResolver = Callable[[str, Any, tuple[int, ...]], str]
-"""(registered reference-set name, ModelInfo, target classes) -> the set's digest.
-
-Raises ReferenceSetError when the set is unknown or lacks a target class."""
 
 
 T = TypeVar("T")

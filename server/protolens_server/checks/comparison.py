@@ -16,26 +16,29 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import torch
 
-from protolens_server.engine import LOGITS, Drift, capture, drift
+from protolens_server.engine import LOGITS, Drift, ImageClassifier, capture, drift
 
 __all__ = ["Drift", "drifts", "probabilities", "target_probability"]
 
 
 def drifts(
-    model: Any, old: Mapping[int, torch.Tensor], new: Mapping[int, torch.Tensor], *, seed: int = 0
+    model: ImageClassifier,
+    old: Mapping[int, torch.Tensor],
+    new: Mapping[int, torch.Tensor],
+    *,
+    seed: int = 0,
 ) -> dict[int, Drift]:
     """Drift per class (classes present in both), measured in ``model`` (the new version)."""
     return drift(model, old, new, seed=seed)
 
 
-def probabilities(model: Any, images: torch.Tensor) -> torch.Tensor:
+def probabilities(model: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
     """Softmax over classes for a batch in [0, 1] image space: (B, K)."""
     return torch.softmax(capture(model, images.float(), [LOGITS])[LOGITS], dim=1)
 
 
-def target_probability(model: Any, images: torch.Tensor, cls: int) -> float:
+def target_probability(model: ImageClassifier, images: torch.Tensor, cls: int) -> float:
     return float(probabilities(model, images)[:, cls].mean())

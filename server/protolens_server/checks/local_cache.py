@@ -15,16 +15,20 @@ import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from protolens_server.checks.prototypes import ClassPrototypes
-from protolens_server.engine import ProgressEvent, Target, flatten_alpha, generate
+from protolens_server.engine import ProgressEvent, Prototype, Target, flatten_alpha, generate
 from protolens_server.imageio import decode_png, encode_png, png_channels
 from protolens_server.queue.cache import cache_key
 from protolens_server.queue.records import JobSpec
 from protolens_server.scores.cache import cache_dir
+
+if TYPE_CHECKING:
+    from protolens_server.models.handle import ModelHandle
+    from protolens_server.scores.references import ReferenceSet
 
 RECORD = "record.json"
 
@@ -41,7 +45,7 @@ class LocalGenerator:
         cache_dir: str | Path | None = None,
         *,
         device: str = "cpu",
-        reference: Any = None,
+        reference: ReferenceSet | str | Path | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
         self.device = device
@@ -49,7 +53,7 @@ class LocalGenerator:
 
     def run(
         self,
-        handle: Any,
+        handle: ModelHandle,
         spec: JobSpec,
         *,
         on_progress: Callable[[int, int], None] | None = None,
@@ -85,7 +89,7 @@ class LocalGenerator:
         return _read(entry, spec, hit=False, job_id=key)
 
 
-def _write(entry: Path, prototypes: list[Any], pngs: list[bytes]) -> None:
+def _write(entry: Path, prototypes: list[Prototype], pngs: list[bytes]) -> None:
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=entry.parent))
     try:

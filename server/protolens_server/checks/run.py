@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protolens_server.checks import comparison, entanglement
 from protolens_server.checks.local_cache import LocalGenerator
@@ -39,10 +39,17 @@ from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import GenerationCancelled, InvalidArgument
 from protolens_server.models import resolve_class
 
+if TYPE_CHECKING:
+    from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.models.handle import ModelHandle
+    from protolens_server.scores.references import ReferenceSet
+
 Progress = Callable[[float, str], None]
 
 
-def open_model(ref: Any, catalog: Any = None) -> tuple[Any, str]:
+def open_model(
+    ref: ModelHandle | str, catalog: ModelCatalog | None = None
+) -> tuple[ModelHandle, str]:
     """A handle and its display name from a handle, a catalog name, or a ``load_model`` ref."""
     if not isinstance(ref, str):
         return ref, getattr(ref, "name", "model")
@@ -56,7 +63,11 @@ def open_model(ref: Any, catalog: Any = None) -> tuple[Any, str]:
 PREVIOUS = "previous"  # a baseline: the version registered before the checked one
 
 
-def resolve_baseline(model: Any, baseline: Any, catalog: Any = None) -> Any:
+def resolve_baseline(
+    model: ModelHandle | str,
+    baseline: ModelHandle | str | None,
+    catalog: ModelCatalog | None = None,
+) -> ModelHandle | str | None:
     """``baseline`` itself, or for ``"previous"`` the version registered before ``model``'s:
     from the catalog (``ModelCatalog.previous``: store versions or MLflow), or from MLflow
     for a ``models:/`` ref without a catalog."""
@@ -75,7 +86,7 @@ def resolve_baseline(model: Any, baseline: Any, catalog: Any = None) -> Any:
     )
 
 
-def resolve_classes(handle: Any, classes: Sequence[int | str] | None) -> list[int]:
+def resolve_classes(handle: ModelHandle, classes: Sequence[int | str] | None) -> list[int]:
     if not classes:
         return list(range(handle.num_classes))
     out = [resolve_class(handle, c, field="classes") for c in classes]
@@ -83,14 +94,14 @@ def resolve_classes(handle: Any, classes: Sequence[int | str] | None) -> list[in
 
 
 def run_check(
-    model: Any,
+    model: ModelHandle | str,
     *,
-    baseline: Any = None,
-    catalog: Any = None,
+    baseline: ModelHandle | str | None = None,
+    catalog: ModelCatalog | None = None,
     classes: Sequence[int | str] | None = None,
     config: GenerationConfig | None = None,
     seed: int = 0,
-    reference: Any = None,
+    reference: ReferenceSet | str | Path | None = None,
     policy: Policy | None = None,
     cache_dir: str | Path | None = None,
     device: str = "cpu",
@@ -160,7 +171,7 @@ def run_check(
     )
 
 
-def check_compatible(new: Any, old: Any) -> None:
+def check_compatible(new: ModelHandle, old: ModelHandle | None) -> None:
     if old is None:
         return
     if old.num_classes != new.num_classes:
@@ -172,10 +183,10 @@ def check_compatible(new: Any, old: Any) -> None:
 
 
 def analyse(
-    model: Any,
+    model: ModelHandle,
     prototypes: Mapping[int, ClassPrototypes],
     *,
-    baseline_model: Any = None,
+    baseline_model: ModelHandle | None = None,
     baseline_prototypes: Mapping[int, ClassPrototypes] | None = None,
     policy: Policy,
     model_ref: ModelRef,

@@ -57,7 +57,10 @@ from protolens_server.queue.records import JobRecord, JobSpec, JobState
 if TYPE_CHECKING:
     from protolens_server.config import Settings
     from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.models.handle import ModelHandle
+    from protolens_server.models.info import ModelInfo
     from protolens_server.queue.store import Store
+    from protolens_server.scores.naming import ReferenceResolver
 
 
 log = logging.getLogger(__name__)
@@ -71,8 +74,8 @@ _REDIS_DOWN = UNREACHABLE
 @dataclass
 class _Version:
     name: str
-    handle: Any
-    info: Any
+    handle: ModelHandle
+    info: ModelInfo
     reference_digest: str = ""
 
 
@@ -102,7 +105,7 @@ class CheckRunner:
         store: Store,
         catalog: ModelCatalog,
         settings: Settings,
-        resolve_reference: Any = None,
+        resolve_reference: ReferenceResolver | None = None,
         *,
         chunk_size: int = DEFAULT_CHUNK,
         lease_s: float = LEASE_S,

@@ -25,8 +25,13 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protolens_server.engine.types import GenerationConfig
 
 from protolens.errors import ProtolensError as ClientError
 
@@ -155,7 +160,7 @@ def split_classes(values: list[str] | None) -> list[str] | None:
     return [v.strip() for item in values for v in item.split(",") if v.strip()]
 
 
-def _config(args: argparse.Namespace) -> Any:
+def _config(args: argparse.Namespace) -> GenerationConfig:
     from protolens_server.engine.types import GenerationConfig
 
     return GenerationConfig(
@@ -261,7 +266,7 @@ def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
 class _progress:
     """A tqdm bar on stderr when it is a terminal; otherwise a plain line per 10% (CI logs)."""
 
-    def __enter__(self) -> Any:
+    def __enter__(self) -> Callable[[float, str], None]:
         if not sys.stderr.isatty():
             self.bar = None
             last = {"step": -1, "message": ""}
@@ -301,7 +306,7 @@ class _ctrl_c:
             return
         self.previous = signal.getsignal(signal.SIGINT)
 
-        def handler(signum: int, frame: Any) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
             if self.stop.is_set():
                 raise KeyboardInterrupt
             self.stop.set()

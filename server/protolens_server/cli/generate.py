@@ -27,8 +27,10 @@ from typing import TYPE_CHECKING, Any
 from protolens_server.cli.edge import command_errors
 
 if TYPE_CHECKING:
-    from protolens_server.engine.types import GenerationConfig, Prototype, Target
+    from protolens_server.engine import PrototypeScores
+    from protolens_server.engine.types import GenerationConfig, ProgressEvent, Prototype, Target
     from protolens_server.models.handle import ModelHandle
+    from protolens_server.scores.references import ReferenceSet
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -465,7 +467,7 @@ def prototype_filename(proto: Prototype, handle: ModelHandle) -> str:
 
 
 def prototype_record(
-    proto: Prototype, handle: ModelHandle, path: Path, scores: Any | None = None
+    proto: Prototype, handle: ModelHandle, path: Path, scores: PrototypeScores | None = None
 ) -> dict[str, Any]:
     """One prototype's JSON record: the schema the service's files use too (protolens.files)."""
     from protolens.files import prototype_record as record
@@ -499,7 +501,7 @@ def prototype_record(
     )
 
 
-def _reference_digest(scores: Any) -> str:
+def _reference_digest(scores: PrototypeScores) -> str:
     reference = scores.to_dict().get("reference") or {}
     return str(reference.get("digest", "")) if isinstance(reference, dict) else ""
 
@@ -585,10 +587,10 @@ class _Bar:
             self.bar.set_description_str(text, refresh=True)
 
     @property
-    def on_progress(self) -> Callable[[Any], None] | None:
+    def on_progress(self) -> Callable[[ProgressEvent], None] | None:
         return self._on_progress if self.bar is not None else None
 
-    def _on_progress(self, event: Any) -> None:
+    def _on_progress(self, event: ProgressEvent) -> None:
         self.bar.set_description_str("optimising", refresh=False)
         self.bar.n = min(event.step, self.total)
         p = max(event.target_probabilities, default=0.0)
@@ -689,10 +691,10 @@ def add_scores(
     args: argparse.Namespace,
     handle: ModelHandle,
     prototypes: Sequence[Prototype],
-    reference: Any,
+    reference: ReferenceSet | None,
     device: str,
     paths: Sequence[Path],
-) -> list[Any]:
+) -> list[PrototypeScores]:
     """Score the prototypes (one result per prototype); with --plots draw NAME-scores.png."""
     from protolens_server.scores.scoring import score_prototypes
 

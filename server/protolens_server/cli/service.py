@@ -22,7 +22,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from protolens_server.api.stack import Stack
+    from protolens_server.config import Settings
 
 from protolens_server.cli.edge import command_errors
 
@@ -74,7 +79,7 @@ def _settings_args(p: argparse.ArgumentParser, *, embedded: bool) -> None:
     )
 
 
-def _settings(args: argparse.Namespace, **forced: Any) -> Any:
+def _settings(args: argparse.Namespace, **forced: Any) -> Settings:
     from protolens_server.config import load_settings
 
     keys = (
@@ -235,7 +240,7 @@ def _web_args(p: argparse.ArgumentParser, *, with_api: bool) -> None:
 # --- ports ----------------------------------------------------------------------------------
 
 
-def check_ports(settings: Any, *, web: bool) -> None:
+def check_ports(settings: Settings, *, web: bool) -> None:
     """Fail with one line naming the option to change when a port this command needs is
     taken (e.g. by another ``protolens up``), before any process starts."""
     from protolens_server.web.main import bind
@@ -320,7 +325,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 # --- up ----------------------------------------------------------------------------------
 
 
-def _start_stack(settings: Any, workdir: Path, workers: int, *, web: bool = False) -> Any:
+def _start_stack(settings: Settings, workdir: Path, workers: int, *, web: bool = False) -> Stack:
     from protolens_server.api.stack import Stack
 
     stack = Stack(settings, workdir, workers=workers).start()
@@ -394,7 +399,7 @@ def _reference_note(root: Path | None) -> str:
     return f"{names} (in {root}; submit with --reference-set NAME)"
 
 
-def _wait(stack: Any, stop: _StopFlag) -> int:
+def _wait(stack: Stack, stop: _StopFlag) -> int:
     while not stop.set:
         dead = stack.dead_children()
         if dead:
@@ -415,7 +420,7 @@ class _StopFlag:
         self.set = False
         self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
 
-    def _handle(self, signum: int, frame: Any) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.set = True
 
     def restore(self) -> None:
@@ -426,7 +431,7 @@ class _StopFlag:
 # --- demo --------------------------------------------------------------------------
 
 
-def _demo_reference(settings: Any, wanted: str) -> str:
+def _demo_reference(settings: Settings, wanted: str) -> str:
     from protolens_server.scores.naming import available_sets
 
     if wanted:
@@ -435,7 +440,7 @@ def _demo_reference(settings: Any, wanted: str) -> str:
     return sets[0] if sets else ""
 
 
-def _sample_reference_set(settings: Any, workdir: Path) -> tuple[Any, str]:
+def _sample_reference_set(settings: Settings, workdir: Path) -> tuple[Settings, str]:
     """Register crops of scikit-image's photos as reference set "photos" (if installed)."""
     try:
         from protolens_server.scores.samples import write_reference_set

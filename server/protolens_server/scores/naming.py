@@ -8,12 +8,22 @@ through ``registered_path``, so a name means the same folder everywhere. No torc
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protolens_server.errors import ReferenceSetError
 from protolens_server.registered_names import NAME, is_name  # noqa: F401 (re-exported)
 
+if TYPE_CHECKING:
+    from protolens_server.models.info import ModelInfo
+
 FIELD = "reference_set"
+
+ReferenceResolver = Callable[[str, "ModelInfo", tuple[int, ...]], str]
+"""(registered reference-set name, ModelInfo, target classes) -> the set's digest.
+
+Raises ReferenceSetError when the set is unknown or lacks a target class."""
 
 
 def registered_path(root: str | Path | None, name: str) -> Path:

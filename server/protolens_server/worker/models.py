@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from protolens_server import metrics
 from protolens_server.errors import InvalidArgument
 from protolens_server.heap import freeze_heap
 from protolens_server.models.handle import ModelHandle
 
+if TYPE_CHECKING:
+    import torch
 
-def parameter_bytes(module: Any) -> int:
+
+def parameter_bytes(module: object) -> int:
     """Bytes of a module's parameters and buffers (0 for a plain callable)."""
     if not hasattr(module, "parameters"):
         return 0
@@ -20,7 +24,7 @@ def parameter_bytes(module: Any) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def resident_bytes(module: Any) -> int:
+def resident_bytes(module: Callable[[torch.Tensor], torch.Tensor]) -> int:
     """What a loaded model keeps in memory while the engine uses it: its own parameters
     and buffers, plus the BatchNorm-folded copy the engine runs (``engine.fold_batchnorm``,
     memoised per module), made here at load time so the budget counts it."""
@@ -40,7 +44,7 @@ class ModelCache:
     (docs/models.md, "Trust model"). Thread-safe: loads happen in the engine thread.
     """
 
-    def __init__(self, loader: Any, budget_bytes: int) -> None:
+    def __init__(self, loader: Callable[[str], ModelHandle], budget_bytes: int) -> None:
         self.loader = loader
         self.budget_bytes = budget_bytes
         self._handles: OrderedDict[str, tuple[ModelHandle, int]] = OrderedDict()

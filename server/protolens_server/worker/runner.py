@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolens_server import metrics
 from protolens_server.config import Settings
@@ -26,6 +26,9 @@ from protolens_server.engine import (
 from protolens_server.logging import get_logger
 from protolens_server.models.handle import ModelHandle
 from protolens_server.queue.records import JobPhase, JobSpec, StoredPrototype
+
+if TYPE_CHECKING:
+    import torch
 
 log = get_logger("protolens.worker")
 
@@ -114,14 +117,14 @@ def with_injected_oom(handle: ModelHandle) -> ModelHandle:
         # what an unfaulted one does (the same network, engine.fold_batchnorm).
         return dataclasses.replace(handle, module=_oom_above_module(fold_batchnorm(inner), limit))
 
-    def module(x: Any) -> Any:
+    def module(x: torch.Tensor) -> torch.Tensor:
         _raise_if_over(x, limit)
         return inner(x)
 
     return dataclasses.replace(handle, module=module)
 
 
-def _oom_above_module(inner: Any, limit: int) -> Any:
+def _oom_above_module(inner: torch.nn.Module, limit: int) -> torch.nn.Module:
     from torch import nn
 
     class OomAbove(nn.Module):
@@ -130,14 +133,14 @@ def _oom_above_module(inner: Any, limit: int) -> Any:
             self.inner = inner
             self.train(inner.training)
 
-        def forward(self, x: Any) -> Any:
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
             _raise_if_over(x, limit)
             return self.inner(x)
 
     return OomAbove()
 
 
-def _raise_if_over(x: Any, limit: int) -> None:
+def _raise_if_over(x: torch.Tensor, limit: int) -> None:
     if x.shape[0] > limit:
         import torch
 
