@@ -90,6 +90,11 @@ class Settings(BaseSettings):
     # How often a worker reads the cancel flags of the jobs it runs: a cancel takes effect
     # within this time plus one optimisation step (one HGET per running job per poll).
     cancel_poll_s: float = Field(0.1, gt=0)
+    # How often at most a worker writes a running job's progress (step, best probability)
+    # to Redis, on top of the start and the end: each write costs the worker a round trip
+    # that the engine thread waits on (worker/throttle.py). 0 = every engine report
+    # (every progress_every steps).
+    progress_interval_s: float = Field(0.5, ge=0)
     reclaim_idle_s: float = Field(15.0, gt=0)
     # A registry check is driven by one API replica under this lease (renewed every third
     # of it); another replica resumes a check whose driver died after at most this long.

@@ -23,7 +23,7 @@ import base64
 import json
 import secrets
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -32,6 +32,7 @@ from protolens_server.blobs import BlobStore, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.errors import ErrorRecord, InvalidArgument, NotFound
 from protolens_server.queue import scripts
+from protolens_server.queue.batch_calls import run_scripts
 from protolens_server.queue.codec import (
     prototypes_to_json,
     record_from_fields,
@@ -99,6 +100,18 @@ class Delivery:
     @property
     def job_id(self) -> str:
         return self.entry.job_id
+
+
+@dataclass(frozen=True)
+class FinishedJob:
+    """A job's result as ``QueueConsumer.finish_many`` stores it: its prototypes, each
+    one's PNG and float32 tensor (safetensors), and the steps it took."""
+
+    delivery: Delivery
+    prototypes: list[StoredPrototype]
+    pngs: list[bytes]
+    step: int
+    tensors: list[bytes] = field(default_factory=list)
 
 
 class QueueConsumer:
@@ -316,19 +329,10 @@ class QueueConsumer:
     async def progress_many(
         self, updates: list[tuple[Delivery, int, int, float, str, str]]
     ) -> list[bool]:
-        """``progress`` for many jobs in one round trip (a pipeline; side by side on a
-        cluster): (delivery, step, total, best_probability, phase, phase_message) each."""
-        if not updates:
-            return []
+        """``progress`` for many jobs in one round trip (``batch_calls.run_scripts``):
+        (delivery, step, total, best_probability, phase, phase_message) each."""
         calls = [self._progress_call(*u) for u in updates]
-        if is_cluster(self.redis):
-            flags = await asyncio.gather(*(self._progress(keys=k, args=a) for k, a in calls))
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            for k, a in calls:
-                await self._progress(keys=k, args=a, client=pipe)
-            flags = await pipe.execute()
-        return [bool(f) for f in flags]
+        return [bool(f) for f in await run_scripts(self.redis, self._progress, calls)]
 
     def _progress_call(
         self,
@@ -392,13 +396,34 @@ class QueueConsumer:
     ) -> bool:
         """Store the result and mark the job SUCCEEDED; False if this delivery lost the job.
         ``pngs`` and ``tensors`` (float32 safetensors) are each prototype's image files."""
-        k = self.keys
-        ck = delivery.record.cache_key
+        job = FinishedJob(delivery, prototypes, pngs, step, tensors or [])
+        return (await self.finish_many([job]))[0]
+
+    async def finish_many(self, jobs: list[FinishedJob]) -> list[bool]:
+        """``finish`` for many jobs: their blobs written in one thread hop, their final
+        writes in one round trip. One answer per job (False: the delivery lost it).
+
+        Each final write is a check-and-set script, so running the lot again after a
+        lost reply stores nothing twice (a job it already finished answers False).
+        """
+        if not jobs:
+            return []
         # Images and scores go to the blob store first; the result hash names them (a sweep
         # between the two spares them: blob_gc's grace).
-        stored, keys = await asyncio.to_thread(
-            _put_blobs, self.blobs, prototypes, pngs, tensors or []
+        written = await asyncio.to_thread(
+            lambda: [_put_blobs(self.blobs, j.prototypes, j.pngs, j.tensors) for j in jobs]
         )
+        calls = [
+            self._finish_call(job, stored, keys)
+            for job, (stored, keys) in zip(jobs, written, strict=True)
+        ]
+        return [text(a) == "ok" for a in await run_scripts(self.redis, self._finish, calls)]
+
+    def _finish_call(
+        self, job: FinishedJob, stored: list[StoredPrototype], blob_keys: list[str]
+    ) -> tuple[list[str], list[Any]]:
+        k, delivery = self.keys, job.delivery
+        ck = delivery.record.cache_key
         protos_json = prototypes_to_json(stored)
         result_fields: list[str | bytes] = [
             PROTOTYPES_FIELD,
@@ -406,14 +431,14 @@ class QueueConsumer:
             JOB_ID_FIELD,
             delivery.job_id,
             BLOBS_FIELD,
-            " ".join(keys),
+            " ".join(blob_keys),
         ]
         for i, p in enumerate(stored):
             if p.png_key:
                 result_fields += [PNG_FIELD.format(index=i), p.png_key]
-        best = max((p.probability for p in prototypes), default=0.0)
-        answer = await self._finish(
-            keys=[
+        best = max((p.probability for p in job.prototypes), default=0.0)
+        return (
+            [
                 k.job(delivery.job_id),
                 k.events(delivery.job_id),
                 delivery.entry.stream,
@@ -421,7 +446,7 @@ class QueueConsumer:
                 k.result(ck),
                 *k.state_indexes,
             ],
-            args=[
+            [
                 delivery.token,
                 GROUP,
                 delivery.entry.entry_id,
@@ -430,13 +455,12 @@ class QueueConsumer:
                 self.settings.job_retention_s,
                 self.settings.result_ttl_s,
                 protos_json,
-                step,
+                job.step,
                 repr(float(best)),
                 len(result_fields) // 2,
                 *result_fields,
             ],
         )
-        return text(answer) == "ok"
 
     async def end(
         self,

@@ -41,8 +41,14 @@ from protolens_server.errors import (
 )
 from protolens_server.logging import bind, get_logger
 from protolens_server.queue.connection import UNREACHABLE, StoreError
-from protolens_server.queue.delivery import Delivery, Entry, QueueConsumer
-from protolens_server.queue.records import EndMode, EndOutcome, JobSpec, JobState
+from protolens_server.queue.delivery import Delivery, Entry, FinishedJob, QueueConsumer
+from protolens_server.queue.records import (
+    EndMode,
+    EndOutcome,
+    JobSpec,
+    JobState,
+    StoredPrototype,
+)
 from protolens_server.queue.store import Store
 from protolens_server.worker.batching import Batch, job_images
 from protolens_server.worker.models import ModelCache
@@ -56,6 +62,7 @@ from protolens_server.worker.runner import (
     run_engine,
     waiting_phase,
 )
+from protolens_server.worker.throttle import Throttle
 
 if TYPE_CHECKING:
     from protolens_server.models.catalog import ModelCatalog
@@ -397,9 +404,8 @@ class Worker:
         await self._remember_learning_rates(
             digest, {k: v for k, v in rates.items() if k not in known}
         )
-        for delivery, prototypes in zip(deliveries, results, strict=True):
-            if delivery.active:
-                await self._store(delivery, handle, prototypes, started)
+        done = [(d, p) for d, p in zip(deliveries, results, strict=True) if d.active]
+        await self._store(done, handle, started)
 
     async def _input_images(self, specs: list[JobSpec]) -> list[bytes] | None:
         """The input images of isolation jobs (from the blob store), None for prototype jobs."""
@@ -409,31 +415,51 @@ class Worker:
         return [await self.consumer.input_image(spec) for spec in specs]
 
     async def _store(
-        self, delivery: Delivery, handle: Any, prototypes: list[Any], started: float
+        self, done: list[tuple[Delivery, list[Any]]], handle: Any, started: float
     ) -> None:
-        assert self.consumer is not None
-        spec = delivery.record.spec
-        self._set_phase([delivery], *finishing_phase(spec))
-        try:
-            stored, pngs, tensors = await asyncio.to_thread(
-                package, handle, spec, prototypes, settings=self.settings, device=self.device
-            )
-        except Exception as e:
-            await self._failed([delivery], e)
-            return
-        steps = max((p.steps for p in prototypes), default=0)
+        """Package the jobs' prototypes (PNGs, tensors, scores: one thread hop for all),
+        then store every result in one round trip."""
         consumer = self.consumer
-        ok = await _persist(
-            lambda: consumer.finish(delivery, stored, pngs, step=steps, tensors=tensors)
-        )
+        assert consumer is not None
+        for d, _ in done:
+            d.phase, d.phase_message = finishing_phase(d.record.spec)
+        self._schedule_publish([d for d, _ in done])
+        packaged = await asyncio.to_thread(self._package_all, handle, done)
+        ready: list[FinishedJob] = []
+        for (delivery, prototypes), out in zip(done, packaged, strict=True):
+            if isinstance(out, Exception):
+                await self._failed([delivery], out)
+            elif delivery.active:  # a cancel meanwhile ended it already
+                steps = max((p.steps for p in prototypes), default=0)
+                ready.append(FinishedJob(delivery, *out[:2], steps, out[2]))
+        oks = await _persist(lambda: consumer.finish_many(ready))
         elapsed = time.monotonic() - started
-        with bind(job_id=delivery.job_id, tenant=spec.tenant, trace_id=spec.trace_id or None):
-            if ok:
-                metrics.JOBS_FINISHED.labels(JobState.SUCCEEDED.value).inc()
-                metrics.JOB_RUNNING_SECONDS.observe(elapsed)
-                log.info("job %s succeeded in %.2fs", delivery.job_id, elapsed)
-            else:
-                log.info("job %s finished elsewhere; result discarded", delivery.job_id)
+        for job, ok in zip(ready, oks, strict=True):
+            spec = job.delivery.record.spec
+            with bind(
+                job_id=job.delivery.job_id, tenant=spec.tenant, trace_id=spec.trace_id or None
+            ):
+                if ok:
+                    metrics.JOBS_FINISHED.labels(JobState.SUCCEEDED.value).inc()
+                    metrics.JOB_RUNNING_SECONDS.observe(elapsed)
+                    log.info("job %s succeeded in %.2fs", job.delivery.job_id, elapsed)
+                else:
+                    log.info("job %s finished elsewhere; result discarded", job.delivery.job_id)
+
+    def _package_all(
+        self, handle: Any, done: list[tuple[Delivery, list[Any]]]
+    ) -> list[tuple[list[StoredPrototype], list[bytes], list[bytes]] | Exception]:
+        """``package`` each job (in the calling thread); a job that fails gives its error."""
+        out: list[tuple[list[StoredPrototype], list[bytes], list[bytes]] | Exception] = []
+        for delivery, prototypes in done:
+            try:
+                spec = delivery.record.spec
+                out.append(
+                    package(handle, spec, prototypes, settings=self.settings, device=self.device)
+                )
+            except Exception as e:
+                out.append(e)
+        return out
 
     async def _failed(self, deliveries: list[Delivery], error: BaseException) -> None:
         """Retry (or fail, for caller errors); a failing batch is split to find the culprit."""
@@ -514,6 +540,11 @@ class Worker:
         last = [0]
 
         phase, message = optimising_phase(images)
+        throttle = Throttle(
+            loop,
+            lambda: self._schedule_publish(deliveries),
+            self.settings.progress_interval_s,
+        )
 
         def on_progress(event: ProgressEvent) -> None:
             metrics.GENERATION_STEPS.inc(max(0, event.step - last[0]) * images)
@@ -522,7 +553,9 @@ class Worker:
                 d.step = event.step
                 d.best_probability = max(event.target_probabilities[s], default=0.0)
                 d.phase, d.phase_message = phase, message
-            loop.call_soon_threadsafe(self._schedule_publish, deliveries)
+            # the start and the last step at once; in between at most every interval
+            # (the finishing phase writes the last step too, whatever the throttle held)
+            throttle.call(force=event.step == 0 or event.step >= event.total_steps)
 
         return on_progress
 
@@ -539,20 +572,16 @@ class Worker:
             self._publish_next = deliveries
 
     async def _publish(self, deliveries: list[Delivery]) -> None:
-        """Write each job's latest progress and phase (coalesced: one write per job per round)."""
+        """Write each job's latest progress and phase (one round trip for all), and again
+        for what was asked while it ran (coalesced), until nothing more was asked."""
         assert self.consumer is not None
         published: dict[str, tuple[int, str]] = {}
         while True:
-            if self._publish_next is not None:
-                deliveries = list({id(d): d for d in (*deliveries, *self._publish_next)}.values())
-                self._publish_next = None
             todo = [
                 d for d in deliveries if d.active and published.get(d.job_id) != (d.step, d.phase)
             ]
-            if not todo:
-                return
             updates = []
-            for d in todo:  # one round trip for the round (a pipeline)
+            for d in todo:
                 published[d.job_id] = (d.step, d.phase)
                 total = d.record.spec.steps
                 updates.append((d, d.step, total, d.best_probability, d.phase, d.phase_message))
@@ -560,6 +589,12 @@ class Worker:
                 await self.consumer.progress_many(updates)
             except StoreError as e:
                 log.warning("progress of %d job(s) not written: %s", len(updates), e)
+            # Only a new ask starts another round: the engine moves the steps on while a
+            # round runs, and writing each time it did would undo the progress throttle.
+            if self._publish_next is None:
+                return
+            deliveries = list({id(d): d for d in (*deliveries, *self._publish_next)}.values())
+            self._publish_next = None
 
     # --- heartbeat -------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:

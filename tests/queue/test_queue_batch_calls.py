@@ -1,0 +1,61 @@
+"""Many jobs' progress and final writes in one round trip (``queue/batch_calls.py``):
+each job gets its own answer, a lost delivery is refused alone, and a flushed script
+cache (a Redis restart) is survived without running any call twice."""
+
+from __future__ import annotations
+
+from protolens_server.queue.delivery import FinishedJob
+from protolens_server.queue.jobs import JobQueue
+from protolens_server.queue.records import JobState, StoredPrototype
+from queue_helpers import make_spec
+
+
+def _finished(delivery, png: bytes) -> FinishedJob:  # type: ignore[no-untyped-def]
+    t = delivery.record.spec.targets[0]
+    proto = StoredPrototype(t, 0, 0.8, 3.0, [(t.classes[0], 0.8)], 8, delivery.record.spec.seed)
+    return FinishedJob(delivery, [proto], [png], 8, [b"tensor-" + png])
+
+
+async def _claim_three(queue: JobQueue, consumer):  # type: ignore[no-untyped-def]
+    records = [(await queue.submit(make_spec(seed=i)))[0] for i in range(3)]
+    entries = await consumer.read(3)
+    deliveries = [(await consumer.claim(e))[1] for e in entries]
+    assert sorted(d.job_id for d in deliveries) == sorted(r.job_id for r in records)
+    return deliveries
+
+
+async def test_progress_and_finish_many_answer_per_job(queue: JobQueue, consumer_factory):
+    consumer = consumer_factory()
+    deliveries = await _claim_three(queue, consumer)
+    updates = [(d, 4, 8, 0.5, "OPTIMISING", "optimising 1 image") for d in deliveries]
+    assert await consumer.progress_many(updates) == [True, True, True]
+    assert {(await queue.get(d.job_id)).step for d in deliveries} == {4}
+    # the first job's result is refused (another delivery owns it now), the others stored
+    stale = deliveries[0]
+    await queue.redis.hset(queue.keys.job(stale.job_id), "owner", "someone-else")
+    jobs = [_finished(d, f"png{i}".encode()) for i, d in enumerate(deliveries)]
+    assert await consumer.finish_many(jobs) == [False, True, True]
+    assert await consumer.finish_many(jobs) == [False, False, False]  # never stored twice
+    for i, d in enumerate(deliveries[1:], start=1):
+        done = await queue.get(d.job_id)
+        assert done.state == JobState.SUCCEEDED and done.step == 8
+        assert await queue.get_png(d.job_id, 0) == f"png{i}".encode()
+    assert (await queue.get(stale.job_id)).state == JobState.RUNNING
+
+
+async def test_a_flushed_script_cache_is_reloaded_and_each_call_runs_once(
+    queue: JobQueue, consumer_factory
+):
+    consumer = consumer_factory()
+    deliveries = await _claim_three(queue, consumer)
+    await queue.redis.script_flush()
+    updates = [(d, 2, 8, 0.4, "OPTIMISING", "") for d in deliveries]
+    assert await consumer.progress_many(updates) == [True, True, True]
+    await queue.redis.script_flush()
+    jobs = [_finished(d, b"png") for d in deliveries]
+    assert await consumer.finish_many(jobs) == [True, True, True]
+    for d in deliveries:
+        events = [e async for _, e in queue.watch(d.job_id)]
+        steps = [e.step for e in events if e.state == JobState.RUNNING and e.phase]
+        assert steps == [2]  # one progress event each: no call ran twice
+        assert events[-1].state == JobState.SUCCEEDED
