@@ -24,7 +24,7 @@ import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from protolens_server import metrics
 from protolens_server.config import Settings
@@ -65,7 +65,12 @@ from protolens_server.worker.runner import (
 from protolens_server.worker.throttle import Throttle
 
 if TYPE_CHECKING:
+    from protolens_server.engine import Prototype
     from protolens_server.models.catalog import ModelCatalog
+    from protolens_server.models.handle import ModelHandle
+
+    Done = tuple[Delivery, list[Prototype]]  # a job the engine ran, with its prototypes
+    Packaged = tuple[list[StoredPrototype], list[bytes], list[bytes]]  # runner.package's
 
 
 log = get_logger("protolens.worker")
@@ -414,9 +419,7 @@ class Worker:
         assert self.consumer is not None
         return [await self.consumer.input_image(spec) for spec in specs]
 
-    async def _store(
-        self, done: list[tuple[Delivery, list[Any]]], handle: Any, started: float
-    ) -> None:
+    async def _store(self, done: list[Done], handle: ModelHandle, started: float) -> None:
         """Package the jobs' prototypes (PNGs, tensors, scores: one thread hop for all),
         then store every result in one round trip."""
         consumer = self.consumer
@@ -446,11 +449,9 @@ class Worker:
                 else:
                     log.info("job %s finished elsewhere; result discarded", job.delivery.job_id)
 
-    def _package_all(
-        self, handle: Any, done: list[tuple[Delivery, list[Any]]]
-    ) -> list[tuple[list[StoredPrototype], list[bytes], list[bytes]] | Exception]:
+    def _package_all(self, handle: ModelHandle, done: list[Done]) -> list[Packaged | Exception]:
         """``package`` each job (in the calling thread); a job that fails gives its error."""
-        out: list[tuple[list[StoredPrototype], list[bytes], list[bytes]] | Exception] = []
+        out: list[Packaged | Exception] = []
         for delivery, prototypes in done:
             try:
                 spec = delivery.record.spec
