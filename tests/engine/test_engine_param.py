@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from protolens_server.engine import Classifier, GenerationConfig, InputSpec, generate
 from protolens_server.engine._param import make_param
 
 CPU = torch.device("cpu")
@@ -81,8 +82,31 @@ def test_maco_keeps_its_magnitude_and_takes_the_phase_of_a_start(decorrelate: bo
 def test_maco_parameters_receive_gradients_and_blur_leaves_them() -> None:
     param = make_param("maco", 2, (3, 16, 16), True, CPU)
     param.set_images(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(3)))
-    (grad,) = torch.autograd.grad(param.image()[:, 0, 4:8, 4:8].sum(), param.tensors)
-    assert grad.shape == param.tensors[0].shape and grad.abs().sum() > 0
+    grads = torch.autograd.grad(param.image()[:, 0, 4:8, 4:8].sum(), param.tensors)
+    assert [g.shape for g in grads] == [t.shape for t in param.tensors]
+    assert all(g.abs().sum() > 0 for g in grads)  # the phases and each image's contrast
     before = param.image().detach()
     param.blur_(2.0)
     assert torch.equal(param.image().detach(), before)
+
+
+def test_maco_learns_each_images_contrast() -> None:
+    """A model that wants contrast gets it: the magnitude spectrum's shape is fixed, its
+    scale is not (with the contrast fixed at 1, as in the MACO paper, the image's
+    standard deviation could not move)."""
+    spec = InputSpec(3, 32, 32, mean=(0.0,), std=(1.0,))
+    wants_contrast = Classifier(
+        lambda x: torch.stack([x.std(dim=(1, 2, 3)), -x.std(dim=(1, 2, 3))], 1) * 20, spec, 2
+    )
+    config = GenerationConfig(
+        parameterisation="maco",
+        steps=48,
+        lr=0.1,
+        transforms="none",
+        hf_penalty=0.0,
+        bn_prior=0.0,
+        start="noise",
+    )
+    flat = generate(wants_contrast, [1], config)[0].image.std()
+    contrasty = generate(wants_contrast, [0], config)[0].image.std()
+    assert contrasty > 0.35 > 0.2 > flat, (contrasty, flat)

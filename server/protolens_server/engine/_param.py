@@ -8,13 +8,17 @@ sigmoid, as Lucid/Lucent do:
   frequency band starts with a similar contribution; optimising it favours
   smooth, natural-looking images.
 - ``pixel``: the (pre-sigmoid) pixels themselves.
-- ``maco``: only the spectrum's phase (MACO, Fel et al. 2023, "Unlocking Feature
-  Visualization for Deeper Networks with MAgnitude Constrained Optimization"); the
-  magnitude is fixed to a power law 1/f^k (``maco_decay``; data-free, not a measured
-  ImageNet average), the inverse FFT is standardised per image, then coloured and
-  squashed like the others (unit contrast before the sigmoid). Every image it can
-  make has the same power-law amplitude spectrum before the sigmoid; only the phases
-  (where things are) change.
+- ``maco``: the spectrum's phase (MACO, Fel et al. 2023, "Unlocking
+  Feature Visualization for Deeper Networks with MAgnitude Constrained Optimization")
+  and one contrast per image; the magnitude is fixed to a power law 1/f^k
+  (``maco_decay``; data-free, not a measured ImageNet average), the inverse FFT is
+  standardised per image, coloured, scaled by the image's learned contrast (a log
+  gain, 0 = unit contrast before the sigmoid, about a natural photo's) and squashed
+  like the others. Every image it can make has the same power-law amplitude spectrum
+  shape; only the phases (where things are) and the overall contrast change. The
+  contrast is what lets a model that relies on a saturated colour (a planted patch, a
+  background) show it: with the contrast fixed, as in the paper, no prototype of the
+  shortcut suite's patch models drew one (docs/engine.md).
 
 ``fourier`` and ``pixel`` start from any image exactly (``set_images`` inverts the
 map) and blur their pre-sigmoid signal in place (``blur_``). ``maco`` keeps only the
@@ -162,7 +166,8 @@ class PixelParam:
 
 
 class MacoParam:
-    """Phase-only spectrum with a fixed 1/f^k magnitude (MACO), standardised per image."""
+    """Phase-only spectrum with a fixed 1/f^k magnitude (MACO), standardised per image,
+    times a learned per-image contrast."""
 
     def __init__(
         self, phase: torch.Tensor, height: int, width: int, decorrelate: bool, decay_power: float
@@ -172,7 +177,9 @@ class MacoParam:
         magnitude = 1.0 / freqs.clamp_min(1.0 / max(height, width)) ** decay_power
         self.magnitude = magnitude / magnitude.max()
         self.phase = phase.requires_grad_(True)
-        self.tensors = [self.phase]
+        # log of each image's contrast before the sigmoid (0: unit standard deviation)
+        self.log_contrast = phase.new_zeros((phase.shape[0], 1, 1, 1)).requires_grad_(True)
+        self.tensors = [self.phase, self.log_contrast]
 
     @staticmethod
     def param_shape(n: int, c: int, h: int, w: int) -> tuple[int, ...]:
@@ -182,16 +189,17 @@ class MacoParam:
         spec = torch.polar(self.magnitude.expand_as(self.phase), self.phase)
         signal = torch.fft.irfft2(spec, s=(self.height, self.width), norm="ortho")
         rgb = _decorrelate(signal) if self.decorrelate else signal
-        # unit contrast before the sigmoid: images of sd about 0.2, as natural photos
+        # standardised (unit contrast: images of sd about 0.2, as natural photos), then
+        # each image's learned contrast
         flat = rgb.flatten(1)
         mean = flat.mean(dim=1).view(-1, 1, 1, 1)
         sd = flat.std(dim=1).view(-1, 1, 1, 1)
-        return torch.sigmoid((rgb - mean) / (sd + _EPS))
+        return torch.sigmoid((rgb - mean) / (sd + _EPS) * self.log_contrast.exp())
 
     @torch.no_grad()
     def set_images(self, images01: torch.Tensor) -> None:
         """Keep the phase of ``images01`` (approximate: the magnitude stays the power law);
-        a frequency the image has no energy at gets phase 0."""
+        a frequency the image has no energy at gets phase 0. The contrast is left as it is."""
         signal = _to_signal(images01.to(self.phase.device), self.decorrelate)
         self.phase.copy_(torch.angle(torch.fft.rfft2(signal, norm="ortho")))
 

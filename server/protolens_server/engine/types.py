@@ -269,7 +269,7 @@ class GenerationConfig(OptionRecord):
     maximises the target logit over the soft maximum of the others (keeps improving
     past probability saturation); ``logit`` is the earlier target logit plus
     log-probability. ``fourier_decay`` is the exponent of ``"fourier"``'s 1/f^k
-    scaling; ``"maco"`` optimises only the spectrum's phase (and the mean colour) under a
+    scaling; ``"maco"`` optimises the spectrum's phase and each image's contrast under a
     fixed 1/f^``maco_decay`` magnitude (``_param``). ``max_batch``
     caps the images optimised at once; 0 sizes chunks to the device's memory
     (``generate``'s ``memory_budget``; a fixed 32 off CUDA). Options that only
