@@ -59,3 +59,24 @@ async def test_a_flushed_script_cache_is_reloaded_and_each_call_runs_once(
         steps = [e.step for e in events if e.state == JobState.RUNNING and e.phase]
         assert steps == [2]  # one progress event each: no call ran twice
         assert events[-1].state == JobState.SUCCEEDED
+
+
+async def test_claim_many_answers_per_entry_and_peek_specs_reads_them_all(
+    queue: JobQueue, consumer_factory
+):
+    records = [(await queue.submit(make_spec(seed=i)))[0] for i in range(3)]
+    consumer = consumer_factory()
+    entries = await consumer.read(3)
+    assert [e.job_id for e in entries] == [r.job_id for r in records]
+    await queue.redis.delete(queue.keys.job(records[2].job_id))  # its record expired
+    peeked = await consumer.peek_specs([e.job_id for e in entries])
+    assert [s.seed if s else None for s, _ in peeked] == [0, 1, None]
+    assert peeked[0][1] == records[0].cache_key
+    await queue.cancel(records[1].job_id)  # cancelled after it was read, before its claim
+    chosen = [(e, ck or "") for e, (_, ck) in zip(entries, peeked, strict=True)]
+    answers = await consumer.claim_many(chosen)
+    assert [outcome for outcome, _ in answers] == ["run", "lost", "gone"]
+    delivery = answers[0][1]
+    assert delivery is not None and delivery.attempt == 1 and delivery.job_id == records[0].job_id
+    assert (await queue.get(records[0].job_id)).state == JobState.RUNNING
+    assert (await queue.get(records[1].job_id)).state == JobState.CANCELLED

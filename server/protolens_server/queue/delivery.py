@@ -166,10 +166,22 @@ class QueueConsumer:
 
     async def peek_spec(self, job_id: str) -> tuple[JobSpec | None, str | None]:
         """A job's spec and cache key before claiming it (None, None if its record is gone)."""
-        raw, ck = await self.redis.hmget(self.keys.job(job_id), SPEC_FIELD, CACHE_KEY_FIELD)
-        if raw is None:
-            return None, None
-        return spec_from_json(raw), (text(ck) if ck is not None else None)
+        return (await self.peek_specs([job_id]))[0]
+
+    async def peek_specs(self, job_ids: list[str]) -> list[tuple[JobSpec | None, str | None]]:
+        """``peek_spec`` for many jobs in one round trip."""
+        if not job_ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.hmget(self.keys.job(job_id), SPEC_FIELD, CACHE_KEY_FIELD)
+        out: list[tuple[JobSpec | None, str | None]] = []
+        for raw, ck in await pipe.execute():
+            if raw is None:
+                out.append((None, None))
+            else:
+                out.append((spec_from_json(raw), text(ck) if ck is not None else None))
+        return out
 
     # --- taking work -----------------------------------------------------------------
     async def read(self, count: int, *, block_ms: int = 0) -> list[Entry]:
@@ -245,20 +257,46 @@ class QueueConsumer:
         (another consumer has it), ``gone`` (record expired), ``skip`` (already
         finished), ``cancelled`` or ``dead`` (out of attempts).
         """
+        if cache_key is None:
+            ck = await self.redis.hget(self.keys.job(entry.job_id), CACHE_KEY_FIELD)
+            cache_key = text(ck) if ck else ""
+        return (await self.claim_many([(entry, cache_key)]))[0]
+
+    async def claim_many(
+        self, entries: list[tuple[Entry, str]]
+    ) -> list[tuple[str, Delivery | None]]:
+        """``claim`` for many (entry, its job's cache key) in one round trip, in order."""
+        calls, tokens = [], []
+        for entry, cache_key in entries:
+            token = f"{self.name}/{entry.entry_id}/{secrets.token_hex(4)}"
+            tokens.append(token)
+            calls.append(self._claim_call(entry, cache_key, token))
+        answers = await run_scripts(self.redis, self._claim, calls)
+        out: list[tuple[str, Delivery | None]] = []
+        for (entry, _), token, answer in zip(entries, tokens, answers, strict=True):
+            outcome = text(answer[0])
+            if outcome != "run":
+                out.append((outcome, None))
+                continue
+            fields = answer[3:]
+            record = record_from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
+            took_over = text(answer[2]) == "RUNNING"
+            attempt = int(text(answer[1]))
+            out.append((outcome, Delivery(entry, token, record, attempt, took_over=took_over)))
+        return out
+
+    def _claim_call(self, entry: Entry, cache_key: str, token: str) -> tuple[list[str], list[Any]]:
         k = self.keys
-        job_key = k.job(entry.job_id)
-        ck = cache_key if cache_key is not None else await self.redis.hget(job_key, "cache_key")
-        token = f"{self.name}/{entry.entry_id}/{secrets.token_hex(4)}"
-        answer = await self._claim(
-            keys=[
-                job_key,
+        return (
+            [
+                k.job(entry.job_id),
                 k.events(entry.job_id),
                 entry.stream,
                 k.dead,
-                k.inflight(text(ck) if ck else ""),
+                k.inflight(cache_key),
                 *k.state_indexes,
             ],
-            args=[
+            [
                 entry.job_id,
                 entry.entry_id,
                 token,
@@ -270,13 +308,6 @@ class QueueConsumer:
                 self.settings.job_retention_s,
             ],
         )
-        outcome = text(answer[0])
-        if outcome != "run":
-            return outcome, None
-        fields = answer[3:]
-        record = record_from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
-        took_over = text(answer[2]) == "RUNNING"
-        return outcome, Delivery(entry, token, record, int(text(answer[1])), took_over=took_over)
 
     async def hold(self, entry: Entry) -> bool:
         """Keep an entry read ahead of its batch from being reclaimed; False if lost."""

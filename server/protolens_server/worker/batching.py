@@ -16,25 +16,52 @@ def job_images(spec: JobSpec) -> int:
 
 @dataclass
 class Batch:
-    """Jobs with the same model and config (seeds and targets may differ), within a budget."""
+    """Jobs with the same model and config (seeds and targets may differ), within a budget.
+
+    A job about to be claimed is ``plan``ned (its images count against the budget), then
+    ``add``ed once claimed or ``unplan``ned if the claim failed: the worker decides a
+    whole read's worth of jobs, then claims them in one round trip.
+    """
 
     budget: int
     deliveries: list[Delivery] = field(default_factory=list)
     key: str = ""
     images: int = 0
+    planned: int = 0  # jobs planned, not yet added or unplanned
 
     def accepts(self, spec: JobSpec) -> bool:
         """An empty batch takes any job (even one over budget: the engine chunks it)."""
-        if not self.deliveries:
+        if not self.deliveries and not self.planned:
             return True
         return batch_key(spec) == self.key and self.images + job_images(spec) <= self.budget
 
-    def add(self, delivery: Delivery) -> None:
-        spec = delivery.record.spec
-        if not self.deliveries:
-            self.key = batch_key(spec)
+    def plan(self, spec: JobSpec) -> bool:
+        """Hold room for a job about to be claimed, if it fits."""
+        if not self.accepts(spec):
+            return False
+        self._count(spec, +1)
+        self.planned += 1
+        return True
+
+    def unplan(self, spec: JobSpec) -> None:
+        """Give back a planned job's room (its claim failed)."""
+        self.planned -= 1
+        self._count(spec, -1)
+
+    def add(self, delivery: Delivery, *, planned: bool = False) -> None:
+        """A claimed job joins the batch (``planned``: its room is held already)."""
+        if planned:
+            self.planned -= 1
+        else:
+            self._count(delivery.record.spec, +1)
         self.deliveries.append(delivery)
-        self.images += job_images(spec)
+
+    def _count(self, spec: JobSpec, sign: int) -> None:
+        if sign > 0 and not self.deliveries and not self.planned:
+            self.key = batch_key(spec)
+        self.images += sign * job_images(spec)
+        if not self.deliveries and not self.planned and self.images == 0:
+            self.key = ""
 
     @property
     def full(self) -> bool:

@@ -158,7 +158,8 @@ class Worker:
         self.consumer: QueueConsumer | None = None
         self.batches_run = 0
         self.batches_prefetched = 0  # batches that were formed while the engine ran another
-        self._carry: list[Entry] = []  # read (several streams at once) but not yet looked at
+        self._carry: list[Entry] = []  # read (several at once) but not yet looked at
+        self._peeked: dict[str, tuple[JobSpec | None, str | None]] = {}  # carried jobs' specs
         self._running: list[Delivery] = []
         self._prefetched: Batch | None = None  # claimed while the engine ran the last batch
         self._prefetch_task: asyncio.Task[None] | None = None
@@ -255,14 +256,24 @@ class Worker:
 
         Entries that do not fit are looked past (up to ``max_batch`` of them) so a
         compatible job further back still joins the batch; the ones passed over are
-        handed back at once, for this or any other worker's next batch.
+        handed back at once, for this or any other worker's next batch. Entries are read
+        as many as the batch has room for, their specs in one round trip and the chosen
+        jobs claimed in one more (the prefetch runs beside the engine: every round trip
+        costs the engine thread a hand-over of the GIL).
         """
         batch = Batch(self.settings.max_batch)
         passed_over: list[Entry] = []
+        chosen: list[tuple[Entry, JobSpec | None, str]] = []
         may_reclaim = True
         try:
-            while not batch.full and not self._stopping:
-                entry, may_reclaim = await self._next_entry(0 if batch else block_ms, may_reclaim)
+            while not self._stopping:
+                if chosen and (batch.full or not self._carry):
+                    await self._claim_chosen(batch, chosen)  # failed claims free their room
+                if batch.full:
+                    break
+                room = batch.budget - batch.images
+                blocking = 0 if batch.images else block_ms
+                entry, may_reclaim = await self._next_entry(room, blocking, may_reclaim)
                 if entry is None:
                     break
                 if any(d.job_id == entry.job_id for d in self._running):
@@ -270,17 +281,32 @@ class Worker:
                     # idle time outgrew reclaim_idle_s between heartbeats): not new work
                     continue
                 spec, cache_key = await self._peek_spec(entry)
-                if spec is not None and not batch.accepts(spec):
+                if spec is not None and not batch.plan(spec):
                     passed_over.append(entry)
                     if len(passed_over) >= self.settings.max_batch:
                         break
                     continue
-                delivery = await self._claim(entry, cache_key)
-                if delivery is not None:
-                    batch.add(delivery)
+                chosen.append((entry, spec, cache_key or ""))
+            if chosen:
+                await self._claim_chosen(batch, chosen)
         finally:
-            await self._hand_back_entries([*passed_over, *self._carry])
+            unclaimed = [entry for entry, _, _ in chosen]  # only after an error
+            await self._hand_back_entries([*passed_over, *unclaimed, *self._carry])
         return batch
+
+    async def _claim_chosen(
+        self, batch: Batch, chosen: list[tuple[Entry, JobSpec | None, str]]
+    ) -> None:
+        """Claim the jobs planned into ``batch`` (one round trip); empties ``chosen``."""
+        assert self.consumer is not None
+        answers = await self.consumer.claim_many([(e, ck) for e, _, ck in chosen])
+        for (entry, spec, _), (outcome, delivery) in zip(chosen, answers, strict=True):
+            delivery = self._claimed(entry, outcome, delivery)
+            if delivery is not None:
+                batch.add(delivery, planned=spec is not None)
+            elif spec is not None:
+                batch.unplan(spec)
+        chosen.clear()
 
     def _start_prefetch(self) -> None:
         """Form the next batch in the background (the engine is busy with this one)."""
@@ -321,10 +347,15 @@ class Worker:
         assert self.consumer is not None
         entries = list(entries)
         self._carry.clear()
+        self._peeked.clear()
         for entry in entries:
             await self.consumer.hand_back_entry(entry)
 
-    async def _next_entry(self, block_ms: int, may_reclaim: bool) -> tuple[Entry | None, bool]:
+    async def _next_entry(
+        self, room: int, block_ms: int, may_reclaim: bool
+    ) -> tuple[Entry | None, bool]:
+        """The next entry to look at: carried over, reclaimed, or read (up to ``room``
+        at once: the rest are carried, their specs read with the first's)."""
         assert self.consumer is not None
         if self._carry:
             return self._carry.pop(0), may_reclaim
@@ -332,18 +363,23 @@ class Worker:
             reclaimed = await self.consumer.reclaim(1)
             if reclaimed:
                 return reclaimed[0], True
-        entries = await self.consumer.read(1, block_ms=block_ms)
-        self._carry.extend(entries[1:])  # a blocking read may return one per stream
+        entries = await self.consumer.read(max(1, room), block_ms=block_ms)
+        if len(entries) > 1:
+            specs = await self.consumer.peek_specs([e.job_id for e in entries])
+            self._peeked.update(zip((e.job_id for e in entries), specs, strict=True))
+        self._carry.extend(entries[1:])
         return (entries[0] if entries else None), False
 
     async def _peek_spec(self, entry: Entry) -> tuple[JobSpec | None, str | None]:
         """The job's spec and cache key (None, None if its record is gone)."""
         assert self.consumer is not None
+        peeked = self._peeked.pop(entry.job_id, None)
+        if peeked is not None:
+            return peeked
         return await self.consumer.peek_spec(entry.job_id)
 
-    async def _claim(self, entry: Entry, cache_key: str | None = None) -> Delivery | None:
-        assert self.consumer is not None
-        outcome, delivery = await self.consumer.claim(entry, cache_key)
+    def _claimed(self, entry: Entry, outcome: str, delivery: Delivery | None) -> Delivery | None:
+        """Count and log a claim's outcome; the delivery if the job is this worker's now."""
         if delivery is None:
             if outcome in ("dead", "cancelled"):
                 state = JobState.FAILED if outcome == "dead" else JobState.CANCELLED
