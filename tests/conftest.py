@@ -29,6 +29,13 @@ ROOT = Path(__file__).resolve().parents[1]
 # environment it started with (tests/checks/test_check_mlflow.py).
 os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 
+# Workers write a job's progress at most every ``progress_interval_s`` (0.5 s by default:
+# worker/throttle.py). Tests that act on a job mid-run (kill its worker, cancel it, stop
+# the API) wait to see it make progress, and their jobs may run for less than that: give
+# every Settings made in tests (and workers started from them) a short interval. The
+# throttle's own tests set theirs (tests/worker/test_worker_progress_throttle.py).
+os.environ.setdefault("PROTOLENS_PROGRESS_INTERVAL_S", "0.05")
+
 
 def free_port() -> int:
     with socket.socket() as s:

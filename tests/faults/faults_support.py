@@ -92,6 +92,7 @@ class WorkerProcess:
             PROTOLENS_MODEL_STORE=str(settings.model_store),
             PROTOLENS_BUILTIN_MODELS="false",
             PROTOLENS_DEVICE="cpu",
+            PROTOLENS_PROGRESS_INTERVAL_S=str(settings.progress_interval_s),
             PROTOLENS_HEARTBEAT_S=str(settings.heartbeat_s),
             PROTOLENS_RECLAIM_IDLE_S=str(settings.reclaim_idle_s),
             PROTOLENS_MAX_ATTEMPTS=str(settings.max_attempts),

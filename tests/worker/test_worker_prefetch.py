@@ -117,3 +117,24 @@ async def test_a_prefetch_never_takes_the_running_jobs_own_entry(
     done = await wqueue.get(record.job_id)
     assert done.state == JobState.SUCCEEDED and done.attempts == 1, done
     assert worker.batches_run == 1 and worker.batches_prefetched == 0
+
+
+async def test_a_batch_is_stored_while_the_engine_runs_the_next(
+    wqueue, worker_settings, tiny_digest
+):
+    """run()'s loop starts the prefetched batch's engine without waiting for the batch
+    before it to be scored and stored (run_once still stores before it returns)."""
+    settings = worker_settings.model_copy(update={"max_batch": 1})
+    specs = [tiny_spec(tiny_digest, (c,), seed=c, steps=30, reference_set="refset") for c in (1, 2)]
+    first, second = [(await wqueue.submit(s))[0] for s in specs]
+    worker = Worker(settings, name="w-overlap")
+    await asyncio.wait_for(worker.run(burst=True), 120)
+    assert worker.batches_run == 2 and worker.batches_prefetched == 1
+    done = [await wqueue.get(r.job_id) for r in (first, second)]
+    assert all(d.state == JobState.SUCCEEDED and d.attempts == 1 for d in done), done
+    assert all(p.scores_key for d in done for p in d.prototypes)  # scored
+    events = [e async for _, e in wqueue.watch(second.job_id)]
+    second_began = next(e.time for e in events if e.phase == JobPhase.OPTIMISING)
+    # the first job's scores (the reference statistics, on first use) took longer than
+    # the second's engine took to start
+    assert second_began < done[0].finished_at, (second_began, done[0].finished_at)

@@ -32,6 +32,7 @@ class WorkerProcess:
             PROTOLENS_REFERENCE_ROOT=str(settings.reference_root),
             PROTOLENS_BUILTIN_MODELS="false",
             PROTOLENS_DEVICE="cpu",
+            PROTOLENS_PROGRESS_INTERVAL_S=str(settings.progress_interval_s),
             PROTOLENS_HEARTBEAT_S="0.2",
             PROTOLENS_RECLAIM_IDLE_S="1.5",
             PROTOLENS_MAX_ATTEMPTS="3",

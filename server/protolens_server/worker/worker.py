@@ -7,7 +7,9 @@ Prefetch (``Settings.worker_prefetch``): while the engine runs a batch (in a thr
 the event loop forms and claims the next one, so the engine starts it as soon as the
 current batch is stored instead of waiting on Redis round trips. The prefetched jobs
 are owned like running ones: heartbeats keep them, a cancel ends them before they
-run, and a stopping worker hands them back.
+run, and a stopping worker hands them back. In ``run()``'s loop a batch's results are
+then stored (PNGs, scores, the final writes) while the engine runs the prefetched batch
+(one store in flight; ``run_once()`` stores its batch before it returns).
 
 SIGTERM (``request_stop``) stops reading; a running batch may finish within
 ``shutdown_grace_s``, after which the engine stops between steps and the jobs
@@ -169,6 +171,8 @@ class Worker:
         self._cancel_task: asyncio.Task[None] | None = None
         self._publish_task: asyncio.Task[None] | None = None
         self._publish_next: list[Delivery] | None = None  # asked while a round was running
+        self._store_task: asyncio.Task[None] | None = None  # a batch's results being stored
+        self._storing: list[Delivery] = []  # that batch's jobs
 
     # --- the story ---------------------------------------------------------------
     async def run(self, *, burst: bool = False) -> None:
@@ -178,7 +182,7 @@ class Worker:
         try:
             while not self._stopping:
                 try:
-                    handled = await self.run_once(block_ms=0 if burst else self.block_ms)
+                    handled = await self._iterate(0 if burst else self.block_ms, overlap=True)
                 except UNREACHABLE as e:
                     backoff = min(5.0, backoff * 2)
                     log.warning("redis unreachable (%s); retrying in %.1fs", e, backoff)
@@ -191,7 +195,12 @@ class Worker:
             await self.shutdown()
 
     async def run_once(self, block_ms: int = 0) -> int:
-        """One iteration: form the next batch and run it. Returns the jobs it held."""
+        """One iteration: form the next batch, run it and store it. Returns the jobs it held."""
+        return await self._iterate(block_ms, overlap=False)
+
+    async def _iterate(self, block_ms: int, *, overlap: bool) -> int:
+        """``run_once``; with ``overlap`` (``run``'s loop) a batch's results may still be
+        being stored when it returns, while the engine runs the next batch."""
         if self.consumer is None:
             await self.startup()
         batch = await self._take_prefetched()
@@ -200,7 +209,9 @@ class Worker:
         else:
             batch = await self.next_batch(block_ms)
         if batch:
-            await self.run_batch(batch)
+            await self.run_batch(batch, overlap=overlap)
+        else:
+            await self._finish_storing()
         return len(batch)
 
     async def startup(self) -> None:
@@ -223,6 +234,7 @@ class Worker:
         """Hand back entries read but not started, leave the heartbeat set, disconnect."""
         if self.consumer is None:
             return
+        await self._finish_storing()
         prefetched = await self._take_prefetched()
         await self._end_all(prefetched.deliveries, "handback")
         await self._hand_back_entries(self._carry)
@@ -276,9 +288,9 @@ class Worker:
                 entry, may_reclaim = await self._next_entry(room, blocking, may_reclaim)
                 if entry is None:
                     break
-                if any(d.job_id == entry.job_id for d in self._running):
-                    # a prefetch reclaimed the entry of a job this worker is running (its
-                    # idle time outgrew reclaim_idle_s between heartbeats): not new work
+                if any(d.job_id == entry.job_id for d in (*self._running, *self._storing)):
+                    # a prefetch reclaimed the entry of a job this worker is running or
+                    # storing (its idle time outgrew reclaim_idle_s between heartbeats)
                     continue
                 spec, cache_key = await self._peek_spec(entry)
                 if spec is not None and not batch.plan(spec):
@@ -339,9 +351,10 @@ class Worker:
         return live
 
     def _owned(self) -> list[Delivery]:
-        """Deliveries this worker holds: the running batch and the prefetched one."""
+        """Deliveries this worker holds: the running batch, the prefetched one and the one
+        whose results are being stored."""
         waiting = self._prefetched.deliveries if self._prefetched is not None else []
-        return [d for d in (*self._running, *waiting) if d.active]
+        return [d for d in (*self._running, *waiting, *self._storing) if d.active]
 
     async def _hand_back_entries(self, entries: list[Entry]) -> None:
         assert self.consumer is not None
@@ -394,19 +407,25 @@ class Worker:
         return delivery
 
     # --- running a batch ------------------------------------------------------------
-    async def run_batch(self, batch: Batch) -> None:
-        """Generate, score and store every job of ``batch`` (or hand it back if stopping)."""
+    async def run_batch(self, batch: Batch, *, overlap: bool = False) -> None:
+        """Generate, score and store every job of ``batch`` (or hand it back if stopping);
+        ``overlap``: see ``_generate_and_store``."""
         self._running = list(batch.deliveries)
         try:
             if self._stopping:
                 await self._end_all(self._running, EndMode.HANDBACK)
                 return
             metrics.BATCH_OCCUPANCY.observe(min(1.0, batch.images / batch.budget))
-            await self._generate_and_store(self._running)
+            await self._generate_and_store(self._running, overlap=overlap)
         finally:
             self._running = []
 
-    async def _generate_and_store(self, deliveries: list[Delivery]) -> None:
+    async def _generate_and_store(
+        self, deliveries: list[Delivery], *, overlap: bool = False
+    ) -> None:
+        """Run the engine on ``deliveries`` and store their results. With ``overlap`` and the
+        next batch claimed already, the results are stored while the engine runs that batch
+        (one store in flight: the one before finishes first); else before returning."""
         specs = [d.record.spec for d in deliveries]
         started = time.monotonic()
         try:
@@ -446,7 +465,24 @@ class Worker:
             digest, {k: v for k, v in rates.items() if k not in known}
         )
         done = [(d, p) for d, p in zip(deliveries, results, strict=True) if d.active]
-        await self._store(done, handle, started)
+        await self._finish_storing()
+        if overlap and (self._prefetched or self._prefetch_task is not None):
+            self._storing = [d for d, _ in done]
+            self._store_task = asyncio.create_task(self._store(done, handle, started), name="store")
+        else:
+            await self._store(done, handle, started)
+
+    async def _finish_storing(self) -> None:
+        """Wait for the results stored in the background (``overlap``), if any."""
+        task, self._store_task = self._store_task, None
+        if task is None:
+            return
+        try:
+            await task
+        except Exception as e:  # unstored jobs stay RUNNING: reclaimed once unheartbeated
+            log.warning("storing %d result(s) failed: %s", len(self._storing), e)
+        finally:
+            self._storing = []
 
     async def _input_images(self, specs: list[JobSpec]) -> list[bytes] | None:
         """The input images of isolation jobs (from the blob store), None for prototype jobs."""
