@@ -34,14 +34,16 @@ async def test_throttle_passes_the_first_call_then_one_per_interval_and_the_last
     thread.start()
     await asyncio.to_thread(thread.join)
     took = time.monotonic() - started
-    for _ in range(200):  # the trailing call is due one interval after the last (under load:
-        if seen and seen[-1] == 50:  # once the loop gets to it)
+    # the trailing call is due one interval after the last; every callback runs once the
+    # loop gets to it (late, on a loaded machine)
+    for _ in range(500):
+        if len(seen) == throttle.passed and not throttle._timer_set:
             break
         await asyncio.sleep(0.01)
     assert throttle.calls == 50
-    assert 2 <= len(seen) <= took / 0.1 + 2 and throttle.passed == len(seen), (seen, took)
-    assert seen[0] == 1 and seen[-1] == 50  # the first at once, the latest state at the end
-    assert seen == sorted(seen)
+    assert 2 <= len(seen) <= took / 0.1 + 2, (seen, took)
+    # the callback reads the latest state when the loop runs it: the last one saw the end
+    assert seen[-1] == 50 and seen == sorted(seen)
 
 
 async def test_forced_calls_and_interval_zero_pass_every_call():
