@@ -80,3 +80,12 @@ async def test_claim_many_answers_per_entry_and_peek_specs_reads_them_all(
     assert delivery is not None and delivery.attempt == 1 and delivery.job_id == records[0].job_id
     assert (await queue.get(records[0].job_id)).state == JobState.RUNNING
     assert (await queue.get(records[1].job_id)).state == JobState.CANCELLED
+
+
+async def test_cancel_requested_names_only_the_flagged_jobs(queue: JobQueue, consumer_factory):
+    consumer = consumer_factory()
+    deliveries = await _claim_three(queue, consumer)
+    assert await consumer.cancel_requested(deliveries) == []
+    await queue.cancel(deliveries[1].job_id)  # RUNNING: the flag is set for its worker
+    assert await consumer.cancel_requested(deliveries) == [deliveries[1]]
+    assert await consumer.cancel_requested([]) == []

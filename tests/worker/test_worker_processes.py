@@ -95,7 +95,7 @@ async def test_sigkilled_workers_job_is_finished_by_another_exactly_once(
         processes.append(WorkerProcess(worker_settings, name, tmp_path / f"{name}.log"))
     for w in processes:
         await wait_for(lambda w=w: alive(wqueue, w.name), 60, f"{w.name} to start")
-    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), steps=50))
+    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), steps=400))
 
     async def running_with_progress():
         rec = await wqueue.get(record.job_id)
@@ -129,7 +129,7 @@ async def test_sigkilled_workers_job_is_finished_by_another_exactly_once(
     assert metric(text, "protolens_jobs_reclaimed_total") == 1
     assert metric(text, 'protolens_jobs_finished_total{state="SUCCEEDED"}') == 1
     assert metric(text, "protolens_worker_heartbeats_total") > 1
-    assert metric(text, "protolens_generation_steps_total") >= 50
+    assert metric(text, "protolens_generation_steps_total") >= 400
 
 
 async def test_sigterm_mid_job_hands_it_back_and_loses_nothing(
@@ -139,7 +139,7 @@ async def test_sigterm_mid_job_hands_it_back_and_loses_nothing(
     first = WorkerProcess(worker_settings, "wterm", tmp_path / "wterm.log", grace="0")
     processes.append(first)
     await wait_for(lambda: alive(wqueue, "wterm"), 60, "wterm to start")
-    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (3,), steps=50))
+    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (3,), steps=400))
 
     async def progressed():
         rec = await wqueue.get(record.job_id)

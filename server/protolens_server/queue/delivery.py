@@ -136,6 +136,7 @@ class QueueConsumer:
         self._claim = redis.register_script(scripts.CLAIM)
         self._heartbeat = redis.register_script(scripts.HEARTBEAT)
         self._hold = redis.register_script(scripts.HOLD)
+        self._cancel_flags = redis.register_script(scripts.CANCEL_FLAGS)
         self._progress = redis.register_script(scripts.PROGRESS)
         self._finish = redis.register_script(scripts.FINISH)
         self._end = redis.register_script(scripts.END)
@@ -348,9 +349,14 @@ class QueueConsumer:
             d.cancelled = int(flag) == 1
 
     async def cancel_requested(self, deliveries: list[Delivery]) -> list[Delivery]:
-        """The deliveries whose job has its cancel flag set (one round trip for all)."""
+        """The deliveries whose job has its cancel flag set (one round trip for all: one
+        script call, which answers only the flagged ones; a pipeline on a cluster)."""
         if not deliveries:
             return []
+        if not is_cluster(self.redis):
+            keys = [self.keys.job(d.job_id) for d in deliveries]
+            (flagged,) = await run_scripts(self.redis, self._cancel_flags, [(keys, [CANCEL_FIELD])])
+            return [deliveries[int(i) - 1] for i in flagged]
         pipe = self.redis.pipeline(transaction=False)
         for d in deliveries:
             pipe.hget(self.keys.job(d.job_id), CANCEL_FIELD)

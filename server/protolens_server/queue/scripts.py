@@ -197,6 +197,16 @@ if redis.call('HGET', KEYS[1], 'cancel') == '1' then return 1 end
 return 0
 """
 
+# Which of the jobs a worker holds were asked to cancel (the worker's cancel poll).
+# KEYS: job, ...; ARGV: the cancel field. Returns the (1-based) positions of those flagged.
+CANCEL_FLAGS = r"""
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('HGET', key, ARGV[1]) == '1' then out[#out + 1] = i end
+end
+return out
+"""
+
 # Keep an entry this worker holds but has not started (read ahead of its batch).
 # KEYS: stream; ARGV: group, consumer, entry. Returns 1 if still ours.
 HOLD = r"""
