@@ -161,6 +161,9 @@ def _summary(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, 
         "service_image_steps_per_s": image_steps / service_s,
         "ratio_wall": engine_s / service_s,
         "ratio_cpu": engine_cpu / service_cpu,
+        # what the service adds per job beyond the engine's share (event loop, Redis, PNGs)
+        "worker_ms_per_job": 1000 * (service_s - engine_s) / args.jobs,
+        "worker_cpu_ms_per_job": 1000 * (service_cpu - engine_cpu) / args.jobs,
         "all_succeeded_once": all(
             r["succeeded"] == args.jobs and r["attempts_over_one"] == 0 for r in service_runs
         ),
@@ -191,6 +194,8 @@ def table(result: dict[str, Any]) -> str:
         f"service / engine: **{result['ratio_wall']:.2f}** wall-clock "
         f"({'meets' if ok else 'MISSES'} >= {TARGET_RATIO}), {result['ratio_cpu']:.2f} CPU time; "
         f"every job succeeded exactly once: {result['all_succeeded_once']}",
+        f"worker cost per job beyond the engine: {result['worker_ms_per_job']:.1f} ms wall, "
+        f"{result['worker_cpu_ms_per_job']:.1f} ms CPU",
     ]
     return "\n".join(lines)
 

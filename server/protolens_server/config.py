@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1)
     heartbeat_s: float = Field(2.0, gt=0)
     # How often a worker reads the cancel flags of the jobs it runs: a cancel takes effect
-    # within this time plus one optimisation step (one HGET per running job per poll).
+    # within this time plus one optimisation step (one script call per poll for all of them).
     cancel_poll_s: float = Field(0.1, gt=0)
     # How often at most a worker writes a running job's progress (step, best probability)
     # to Redis, on top of the start and the end: each write costs the worker a round trip
