@@ -89,3 +89,15 @@ async def test_cancel_requested_names_only_the_flagged_jobs(queue: JobQueue, con
     await queue.cancel(deliveries[1].job_id)  # RUNNING: the flag is set for its worker
     assert await consumer.cancel_requested(deliveries) == [deliveries[1]]
     assert await consumer.cancel_requested([]) == []
+
+
+async def test_a_claim_reuses_the_peeked_spec(queue: JobQueue, consumer_factory):
+    """The claim's record carries the spec parsed at the peek (not parsed a second time),
+    and equals the record read on its own."""
+    record, _ = await queue.submit(make_spec(seed=7))
+    consumer = consumer_factory()
+    entries = await consumer.read(1)
+    ((spec, ck),) = await consumer.peek_specs([entries[0].job_id])
+    ((outcome, delivery),) = await consumer.claim_many([(entries[0], ck or "")], [spec])
+    assert outcome == "run" and delivery is not None and delivery.record.spec is spec
+    assert delivery.record == await queue.get(record.job_id)

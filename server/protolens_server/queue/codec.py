@@ -52,10 +52,11 @@ def record_to_fields(record: JobRecord) -> dict[str, str]:
     return out
 
 
-def record_from_fields(fields: dict[Any, Any]) -> JobRecord:
+def record_from_fields(fields: dict[Any, Any], spec: JobSpec | None = None) -> JobRecord:
+    """A job hash's record; ``spec``: its spec if already parsed (not parsed again)."""
     f = {text(k): text(v) for k, v in fields.items() if text(k) in RECORD_FIELDS}
     d: dict[str, Any] = {
-        "spec": json.loads(f["spec"]),
+        "spec": spec if spec is not None else json.loads(f["spec"]),
         "prototypes": json.loads(f.get("prototypes", "[]")),
         "error_metadata": json.loads(f.get("error_metadata") or "{}"),
         "cache_hit": f.get("cache_hit", "0") == "1",
@@ -68,7 +69,7 @@ def record_from_fields(fields: dict[Any, Any]) -> JobRecord:
         d[name] = f.get(name, "")
     if d["error"] and not d["error_reason"]:
         d["error_reason"], d["error"] = _legacy_error(d["error"])
-    return JobRecord.from_json(json.dumps(d))
+    return JobRecord.from_dict(d)
 
 
 def _legacy_error(error: str) -> tuple[str, str]:
@@ -95,7 +96,7 @@ def scores_from_json(raw: bytes) -> dict[str, Any]:
 def spec_from_json(raw: str | bytes) -> JobSpec:
     """A job hash's ``spec`` field."""
     stub = {"job_id": "", "spec": json.loads(raw), "state": "QUEUED"}
-    return JobRecord.from_json(json.dumps(stub)).spec
+    return JobRecord.from_dict(stub).spec
 
 
 def prototypes_from_json(raw: str | bytes) -> list[StoredPrototype]:

@@ -264,9 +264,10 @@ class QueueConsumer:
         return (await self.claim_many([(entry, cache_key)]))[0]
 
     async def claim_many(
-        self, entries: list[tuple[Entry, str]]
+        self, entries: list[tuple[Entry, str]], specs: list[JobSpec | None] | None = None
     ) -> list[tuple[str, Delivery | None]]:
-        """``claim`` for many (entry, its job's cache key) in one round trip, in order."""
+        """``claim`` for many (entry, its job's cache key) in one round trip, in order;
+        ``specs``: their specs where already peeked (the records reuse them)."""
         calls, tokens = [], []
         for entry, cache_key in entries:
             token = f"{self.name}/{entry.entry_id}/{secrets.token_hex(4)}"
@@ -274,13 +275,14 @@ class QueueConsumer:
             calls.append(self._claim_call(entry, cache_key, token))
         answers = await run_scripts(self.redis, self._claim, calls)
         out: list[tuple[str, Delivery | None]] = []
-        for (entry, _), token, answer in zip(entries, tokens, answers, strict=True):
+        known = specs if specs is not None else [None] * len(entries)
+        for (entry, _), token, spec, answer in zip(entries, tokens, known, answers, strict=True):
             outcome = text(answer[0])
             if outcome != "run":
                 out.append((outcome, None))
                 continue
-            fields = answer[3:]
-            record = record_from_fields(dict(zip(fields[::2], fields[1::2], strict=True)))
+            fields = dict(zip(answer[3::2], answer[4::2], strict=True))
+            record = record_from_fields(fields, spec)
             took_over = text(answer[2]) == "RUNNING"
             attempt = int(text(answer[1]))
             out.append((outcome, Delivery(entry, token, record, attempt, took_over=took_over)))

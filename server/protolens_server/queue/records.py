@@ -202,11 +202,19 @@ class JobRecord:
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> JobRecord:
-        d = json.loads(raw)
+        return cls.from_dict(json.loads(raw))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> JobRecord:
+        """A record from its JSON-decoded dict (``to_json``'s shape; taken over, not
+        copied). ``d["spec"]`` may be a ``JobSpec`` already: the worker parsed it when it
+        peeked at the job, and a claim's record reuses it."""
         spec = d["spec"]
-        spec["targets"] = tuple(Target.from_dict(t) for t in spec["targets"])
-        spec["config"] = job_config(spec.get("mode", "prototype"), spec["config"], stored=True)
-        d["spec"] = JobSpec(**spec)
+        if not isinstance(spec, JobSpec):
+            spec["targets"] = tuple(Target.from_dict(t) for t in spec["targets"])
+            mode = spec.get("mode", "prototype")
+            spec["config"] = job_config(mode, spec["config"], stored=True)
+            d["spec"] = JobSpec(**spec)
         d["state"] = JobState(d["state"])
         d["prototypes"] = [
             StoredPrototype(

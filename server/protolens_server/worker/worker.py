@@ -311,7 +311,9 @@ class Worker:
     ) -> None:
         """Claim the jobs planned into ``batch`` (one round trip); empties ``chosen``."""
         assert self.consumer is not None
-        answers = await self.consumer.claim_many([(e, ck) for e, _, ck in chosen])
+        answers = await self.consumer.claim_many(
+            [(e, ck) for e, _, ck in chosen], [spec for _, spec, _ in chosen]
+        )
         for (entry, spec, _), (outcome, delivery) in zip(chosen, answers, strict=True):
             delivery = self._claimed(entry, outcome, delivery)
             if delivery is not None:
