@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 
@@ -10,6 +11,7 @@ import pytest
 from protolens_server.config import Settings
 from protolens_server.errors import InvalidArgument
 from protolens_server.queue.store import Store
+from protolens_server.quotas import Quotas, TenantLimits
 from queue_helpers import make_spec
 
 
@@ -52,6 +54,24 @@ async def test_a_worker_store_names_its_connection_and_its_consumer_shares_it(
         assert consumer.redis is store.redis and consumer.blobs is store.blobs
         await consumer.ensure_groups()  # connects on the first command
         assert await _named(store, "worker") == 1
+    finally:
+        await consumer.close()
+
+
+async def test_the_workers_running_limits_come_from_the_stores_quotas(settings: Settings) -> None:
+    """One reading of the tenants file per process: the consumer takes the store's quotas
+    (here given directly, with no file: the consumer must not read one of its own)."""
+    quotas = Quotas(
+        defaults=TenantLimits(max_running_jobs=3), tenants={"beta": {"max_running_jobs": 1}}
+    )
+    store = Store(
+        Store.open(settings, "worker").redis,
+        settings.model_copy(update={"tenants_file": None}),
+        quotas=quotas,
+    )
+    consumer = store.consumer("w1")
+    try:
+        assert consumer._running_limits == (3, json.dumps({"beta": 1}))
     finally:
         await consumer.close()
 

@@ -54,7 +54,7 @@ from protolens_server.queue.keys import (
     Keys,
 )
 from protolens_server.queue.records import EndMode, EndOutcome, JobRecord, JobSpec, StoredPrototype
-from protolens_server.quotas import load_quotas
+from protolens_server.quotas import Quotas, load_quotas
 
 # An entry handed back gets this idle time (plus how long it has been in the line of
 # handed-back entries), so the next reclaim of any worker takes it, oldest in line first.
@@ -124,6 +124,7 @@ class QueueConsumer:
         name: str,
         *,
         blobs: BlobStore | None = None,
+        quotas: Quotas | None = None,
     ) -> None:
         self.redis = redis
         self.settings = settings
@@ -141,7 +142,9 @@ class QueueConsumer:
         self._finish = redis.register_script(scripts.FINISH)
         self._end = redis.register_script(scripts.END)
         self._take = redis.register_script(scripts.TAKE)
-        default_running, own = load_quotas(settings.tenants_file).running_limits()
+        # per-tenant running limits: the Store's quotas, or settings.tenants_file read here
+        quotas = quotas if quotas is not None else load_quotas(settings.tenants_file)
+        default_running, own = quotas.running_limits()
         self._running_limits = (default_running, json.dumps(own) if own else "{}")
 
     async def input_image(self, spec: JobSpec) -> bytes:

@@ -94,7 +94,7 @@ class Store:
 
     def consumer(self, name: str) -> QueueConsumer:
         """Worker ``name``'s side of the queue (``close`` closes this store's client)."""
-        return QueueConsumer(self.redis, self.settings, name, blobs=self.blobs)
+        return QueueConsumer(self.redis, self.settings, name, blobs=self.blobs, quotas=self.quotas)
 
     @cached_property
     def api_keys(self) -> ApiKeyStore:
