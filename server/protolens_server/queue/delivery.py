@@ -341,14 +341,8 @@ class QueueConsumer:
             )
             for d in deliveries
         ]
-        if is_cluster(self.redis):
-            # redis-py's cluster pipelines refuse scripts: run them side by side instead.
-            await pipe.execute()
-            flags = await asyncio.gather(*(self._heartbeat(keys=k, args=a) for k, a in calls))
-        else:
-            for k, a in calls:
-                await self._heartbeat(keys=k, args=a, client=pipe)
-            flags = (await pipe.execute())[3 if info else 1 :]
+        await pipe.execute()
+        flags = await run_scripts(self.redis, self._heartbeat, calls)
         for d, flag in zip(deliveries, flags, strict=True):
             d.lost = int(flag) < 0
             d.cancelled = int(flag) == 1
