@@ -21,8 +21,32 @@ class PortInUse(ProtolensError):
     reason = "PORT_IN_USE"
 
 
+def _answers(host: str, port: int, timeout: float = 0.5) -> bool:
+    """Whether something accepts TCP connections on ``host:port`` (a wildcard host is
+    asked on loopback)."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    family = socket.AF_INET6 if ":" in target else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        return probe.connect_ex((target, port)) == 0
+
+
 def bind(host: str, port: int, what: str, flag: str) -> socket.socket:
-    """A listening TCP socket on ``host:port``; ``PortInUse`` that says what to do."""
+    """A listening TCP socket on ``host:port``; ``PortInUse`` that says what to do.
+
+    A live listener is found by connecting to it first: a bind alone does not always
+    fail beside one (a listener bound through another address family or with other
+    socket options; seen once under load with the API's gRPC listener).
+    """
+
+    def in_use(reason: str) -> PortInUse:
+        return PortInUse(
+            f"{what} cannot listen on {host}:{port}: {reason} (is another "
+            f"protolens up or web running? stop it, or pass {flag} N; 0 picks a free port)"
+        )
+
+    if port and _answers(host, port):
+        raise in_use("Address already in use")
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     # as servers do: old connections in TIME_WAIT do not block it; a listener still does
@@ -31,10 +55,7 @@ def bind(host: str, port: int, what: str, flag: str) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise PortInUse(
-            f"{what} cannot listen on {host}:{port}: {exc.strerror or exc} (is another "
-            f"protolens up or web running? stop it, or pass {flag} N; 0 picks a free port)"
-        ) from exc
+        raise in_use(str(exc.strerror or exc)) from exc
     sock.listen(128)
     sock.setblocking(False)
     return sock
