@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -67,3 +68,14 @@ def test_rgba_png_keeps_the_alpha() -> None:
     back = decode_png(png, 4)
     assert (back - image).abs().max() <= 0.5 / 255 + 1e-6
     assert tuple(decode_png(png).shape) == (3, 8, 8)  # a plain decode drops the alpha
+
+
+def test_png_quantisation_matches_torchs_clamp_scale_round() -> None:
+    """``encode_png`` quantises in numpy: the same bytes as torch's clamp, x255 and
+    round-half-to-even, out-of-range values and exact halves included."""
+    g = torch.Generator().manual_seed(1)
+    ramp = (torch.arange(3 * 32 * 32).reshape(3, 32, 32) % 511).float() / 510  # k + 0.5 steps
+    image = torch.cat([torch.rand(3, 32, 32, generator=g) * 1.4 - 0.2, ramp], dim=1)
+    expected = image.clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    decoded = np.asarray(Image.open(io.BytesIO(encode_png(image))))
+    assert decoded.dtype == np.uint8 and (decoded == expected).all()

@@ -9,6 +9,7 @@ ran alone or with others (the engine seeds every prototype independently).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -18,6 +19,7 @@ from protolens_server import metrics
 from protolens_server.config import Settings
 from protolens_server.engine import (
     GenerationConfig,
+    IsolationConfig,
     ProgressEvent,
     Prototype,
     PrototypeScores,
@@ -218,7 +220,7 @@ def run_isolation(
     """An isolation job's result as the one "prototype" the queue stores: the input image
     (``png``, from the blob store) with the mask as its alpha channel, the probabilities
     in ``extras["isolation"]``."""
-    from protolens_server.engine import IsolationConfig, Target, isolate
+    from protolens_server.engine import Target, isolate
     from protolens_server.imageio import decode_png
 
     config = spec.config
@@ -302,11 +304,18 @@ def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:
         "model": spec.model,
         "model_digest": spec.model_digest,
         "target": json.dumps(target.material(), sort_keys=True, separators=(",", ":")),
-        "config": json.dumps(spec.config.to_dict(), sort_keys=True, separators=(",", ":")),
+        "config": _config_json(spec.config),
         "seed": str(int(prototype.seed)),
         "engine_version": spec.engine_version,
         "index": str(int(prototype.index)),
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _config_json(config: GenerationConfig | IsolationConfig) -> str:
+    """A config's canonical JSON: the jobs of a batch share one config, so each
+    is written once, not once per prototype stored (the configs are frozen)."""
+    return json.dumps(config.to_dict(), sort_keys=True, separators=(",", ":"))
 
 
 def _scores_dict(scores: PrototypeScores | None) -> dict[str, Any] | None:
