@@ -17,7 +17,7 @@ the children's CPU seconds (median) per command.
 Both with one torch thread (``OMP_NUM_THREADS=1``) and the same steps. Writes JSON
 (default bench/results/cold_start.json) and prints a table.
 
-    python bench/cold_start.py [--runs 5] [--steps 64] [--class 281]
+    python bench/cold_start.py [--runs 5] [--steps 64] [--class 281] [--baseline-tree DIR]
 """
 
 from __future__ import annotations
@@ -88,23 +88,36 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable, help="the product's interpreter")
     p.add_argument("--lucent-python", default=str(ROOT / ".venv-bench" / "bin" / "python"))
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cold_start.json")
+    p.add_argument(
+        "--baseline-tree",
+        type=Path,
+        help="another checkout (e.g. a worktree at an earlier commit): its protolens runs "
+        "too, alternating, as 'baseline' (its server/ and client/ on PYTHONPATH)",
+    )
     args = p.parse_args(argv)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "client"), str(ROOT / "server")])
     work = Path(tempfile.mkdtemp(prefix="protolens-cold-"))
     commands = {"protolens": protolens_command(args.python, args.cls, args.steps, work / "p")}
+    envs = {"protolens": env}
+    if args.baseline_tree is not None:
+        tree = args.baseline_tree.resolve()
+        commands["baseline"] = protolens_command(args.python, args.cls, args.steps, work / "b")
+        paths = [str(tree / "client"), str(tree / "server")]
+        envs["baseline"] = {**env, "PYTHONPATH": os.pathsep.join(paths)}
     skip = lucent_skip_reason(args.lucent_python)
     if skip is None:
         commands["lucent"] = lucent_command(args.lucent_python, args.cls, args.steps, work / "l")
+        envs["lucent"] = env
     load = [round(os.getloadavg()[0], 2)]
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in commands}
     try:
-        for command in commands.values():
-            timed(command, env)  # warm-up: file cache
+        for name, command in commands.items():
+            timed(command, envs[name])  # warm-up: file cache
         for rep in range(args.runs):
             names = list(commands) if rep % 2 == 0 else list(reversed(commands))
             for name in names:
-                runs[name].append(timed(commands[name], env))
+                runs[name].append(timed(commands[name], envs[name]))
                 print(name, json.dumps(runs[name][-1]), flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -136,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         "lucent_over_protolens_wall": ratio,
         "lucent_over_protolens_cpu": ratio_cpu,
     }
+    if "baseline" in summary:
+        result["baseline_tree"] = str(args.baseline_tree)
+        result["baseline_over_protolens_wall"] = (
+            summary["baseline"]["median_seconds"] / summary["protolens"]["median_seconds"]
+        )
+        result["baseline_over_protolens_cpu"] = (
+            summary["baseline"]["median_cpu_seconds"] / summary["protolens"]["median_cpu_seconds"]
+        )
     print(table(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
@@ -166,6 +187,12 @@ def table(result: dict[str, Any]) -> str:
             f"Lucent / protolens: **{result['lucent_over_protolens_wall']:.2f}x** wall-clock, "
             f"{result['lucent_over_protolens_cpu']:.2f}x CPU (target >= {TARGET}x)",
         ]
+    if "baseline_tree" in result:
+        lines.append(
+            f"baseline ({result['baseline_tree']}) / protolens: "
+            f"{result['baseline_over_protolens_wall']:.2f}x wall-clock, "
+            f"{result['baseline_over_protolens_cpu']:.2f}x CPU"
+        )
     return "\n".join(lines)
 
 

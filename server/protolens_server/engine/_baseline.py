@@ -21,6 +21,7 @@ import torch
 
 from ._forward import ModelRunner
 from ._objectives import StepContext, probability_variance
+from ._optim import Adam
 from ._param import PERTURBATION_SD, config_param, param_shape
 from ._seeds import derive_seed, generator
 from .types import GenerationConfig, ImageClassifier
@@ -111,15 +112,12 @@ def _optimise_baselines(
     with torch.no_grad():
         param.tensors[0].add_(noise.to(runner.device) * PERTURBATION_SD)
     objective = probability_variance()
-    optimiser = torch.optim.Adam(param.tensors, lr=BASELINE_LR)
+    optimiser = Adam(param.tensors, lr=BASELINE_LR)
     groups = torch.arange(n, device=runner.device)
     for _ in range(config.equidistant_steps):
         images = param.image()
         ctx = StepContext(logits=runner.logits(images), images=images, groups=groups)
         loss = objective(ctx).sum()  # per image: each image's gradient is its own
-        grads = torch.autograd.grad(loss, param.tensors)
-        for p, g in zip(param.tensors, grads, strict=True):
-            p.grad = g
-        optimiser.step()
+        optimiser.step(torch.autograd.grad(loss, param.tensors))
     with torch.no_grad():
         return list(param.image().float().cpu().unbind(0))

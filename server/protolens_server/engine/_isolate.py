@@ -40,6 +40,7 @@ from protolens_server.errors import GenerationCancelled, InvalidArgument, Unknow
 
 from ._alpha import random_backgrounds
 from ._forward import ModelRunner
+from ._optim import Adam
 from ._seeds import derive_seed, generator
 from ._transforms import DrawStream, preset
 from .types import (
@@ -150,7 +151,7 @@ def isolate(
     gen = generator(derive_seed("isolate", seed, target))
     transform = preset(config.transforms)
     draws = DrawStream([gen] * config.samples, transform.n_draws, dev)
-    optimiser = torch.optim.Adam([logits_param], lr=config.lr)
+    optimiser = Adam([logits_param], lr=config.lr)
     fill = x.mean(dim=(2, 3), keepdim=True)  # what removed parts become: the image's mean colour
     if on_progress is not None:
         on_progress(ProgressEvent(0, config.steps, (0.0,)))
@@ -164,9 +165,7 @@ def isolate(
         logits = runner.forward(transform(runner.normalise(composite), draws.next()))
         log_p = F.log_softmax(logits.float(), dim=1)[:, target].mean()
         loss = -log_p + config.sparsity * mask.mean() + config.smoothness * _tv(mask)
-        optimiser.zero_grad(set_to_none=True)
-        loss.backward()
-        optimiser.step()
+        optimiser.step(torch.autograd.grad(loss, [logits_param]))
         if on_progress is not None and (step % config.progress_every == 0 or step == config.steps):
             on_progress(ProgressEvent(step, config.steps, (float(log_p.detach().exp()),)))
     with torch.no_grad():

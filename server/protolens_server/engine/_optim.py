@@ -48,3 +48,35 @@ class PerImageAdam:
             eps = v_hat.mean(dim=dims, keepdim=True).sqrt_().mul_(EPS).add_(TINY)
             rate = lr.to(p.dtype).view(-1, *([1] * (p.dim() - 1))) / c1
             p.sub_(rate * m / (v_hat.sqrt_().add_(eps)))
+
+
+class Adam:
+    """``torch.optim.Adam`` with its defaults (betas 0.9, 0.999, eps 1e-8, no weight
+    decay), op for op its single-tensor update, so the same steps give the same bits on
+    CPU: for the equidistant start and isolation masks, which use a plain Adam.
+
+    Not ``torch.optim.Adam`` itself: constructing any ``torch.optim.Optimizer`` imports
+    ``torch._dynamo`` (about 1.5 s, the largest import of a cold ``protolens generate``,
+    for a compiler the engine does not use unless asked to).
+    """
+
+    def __init__(self, tensors: list[torch.Tensor], lr: float, eps: float = 1e-8) -> None:
+        self.tensors = list(tensors)
+        self.lr = lr
+        self.eps = eps
+        self.m = [torch.zeros_like(t, memory_format=torch.preserve_format) for t in tensors]
+        self.v = [torch.zeros_like(t, memory_format=torch.preserve_format) for t in tensors]
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, grads: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> None:
+        """One update of every tensor by its gradient in ``grads``."""
+        self.t += 1
+        b1, b2 = BETAS
+        step_size = self.lr / (1 - b1**self.t)
+        c2_sqrt = (1 - b2**self.t) ** 0.5
+        for p, g, m, v in zip(self.tensors, grads, self.m, self.v, strict=True):
+            m.lerp_(g, 1 - b1)
+            v.mul_(b2).addcmul_(g, g, value=1 - b2)
+            denom = (v.sqrt() / c2_sqrt).add_(self.eps)
+            p.addcdiv_(m, denom, value=-step_size)
