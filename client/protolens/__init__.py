@@ -5,8 +5,9 @@ Needs only grpcio and protobuf; the server side (``protolens_server``) is an ext
 
 __version__ = "0.1.0"
 
+from typing import TYPE_CHECKING
+
 from protolens._units import unit_target
-from protolens.client import AsyncClient, Client, WatchRetry
 from protolens.errors import ApiError, ProtolensError
 from protolens.types import (
     ApiKey,
@@ -21,6 +22,22 @@ from protolens.types import (
     UnitTerm,
     WatchEvent,
 )
+
+if TYPE_CHECKING:
+    from protolens.client import AsyncClient, Client, WatchRetry
+
+_CLIENT_NAMES = ("AsyncClient", "Client", "WatchRetry")
+
+
+def __getattr__(name: str) -> object:
+    """The clients are imported on first use (they load grpc): ``protolens generate``,
+    which runs locally, never needs them (PEP 562)."""
+    if name in _CLIENT_NAMES:
+        from protolens import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'protolens' has no attribute {name!r}")
+
 
 __all__ = [
     "ApiError",

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import re
 
-import grpc
-
 from protolens.errors import InvalidArgumentError
 from protolens.types import Target, UnitTerm
 
@@ -70,6 +68,8 @@ def _term(rest: str, weight: float, text: str) -> UnitTerm:
 
 
 def _bad(text: str, why: str) -> InvalidArgumentError:
+    import grpc
+
     return InvalidArgumentError(
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_ARGUMENT",

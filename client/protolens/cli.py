@@ -21,7 +21,6 @@ from protolens._cli import help as help_format
 from protolens._cli.help import HelpFormatter
 from protolens._cli.jobs import parse_target, save_prototypes
 from protolens._cli.progress import follow
-from protolens.client import service_target
 from protolens.errors import CAUSE_TEXT, ConnectionError, ProtolensError
 
 __all__ = ["HelpFormatter", "build_parser", "follow", "main", "parse_target", "save_prototypes"]
@@ -92,6 +91,7 @@ def _connection_hint(exc: ProtolensError, args: argparse.Namespace | None) -> st
     """One line for a service that cannot be reached: where, why, and what to do."""
     if not isinstance(exc, ConnectionError) or exc.cause not in CAUSE_TEXT:
         return ""
+    from protolens.client import service_target  # grpc: not loaded unless a service is used
 
     address = service_target(getattr(args, "address", "") or "")
     todo = (

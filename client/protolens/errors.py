@@ -21,12 +21,13 @@ raise them too (``protolens_server.cli.edge`` turns its domain errors into them)
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-import grpc
-
 if TYPE_CHECKING:
+    import grpc
+
     from protolens.types import Job
 
 DOMAIN = "protolens"
@@ -153,20 +154,28 @@ class JobFailedError(ProtolensError):
         self.reason = job.error.reason if job.error and job.error.reason else f"JOB_{job.state}"
 
 
-_BY_CODE: dict[grpc.StatusCode, type[ApiError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
-    grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
-    grpc.StatusCode.NOT_FOUND: NotFoundError,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
-    grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
-    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
-}
+@functools.cache
+def _by_code() -> dict[grpc.StatusCode, type[ApiError]]:
+    """The SDK error of each status code (grpc imported on the first failed call only:
+    ``protolens generate`` runs locally and never loads the gRPC stack)."""
+    import grpc
+
+    return {
+        grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+        grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
+        grpc.StatusCode.NOT_FOUND: NotFoundError,
+        grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+        grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
+        grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
+        grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
+        grpc.StatusCode.PERMISSION_DENIED: PermissionDeniedError,
+    }
 
 
 def from_rpc_error(exc: grpc.RpcError) -> ProtolensError:
     """The most specific SDK error for a failed call."""
+    import grpc
+
     code = exc.code() if hasattr(exc, "code") else grpc.StatusCode.UNKNOWN
     message = (exc.details() if hasattr(exc, "details") else "") or str(code)
     trailing = exc.trailing_metadata() if hasattr(exc, "trailing_metadata") else None
@@ -177,7 +186,7 @@ def from_rpc_error(exc: grpc.RpcError) -> ProtolensError:
             text = f"service unavailable: {CAUSE_TEXT[cause]} ({message})"
             return ConnectionError(text, reason, cause)
         return ConnectionError(f"service unavailable: {message}", reason)
-    cls = _BY_CODE.get(code, InternalError)
+    cls = _by_code().get(code, InternalError)
     return cls(code, reason, message, metadata)
 
 
@@ -202,6 +211,8 @@ def _error_info(trailing: Any) -> tuple[str, dict[str, str]]:
 @contextlib.contextmanager
 def translate_errors() -> Iterator[None]:
     """Re-raise ``grpc.RpcError`` as the matching ``ProtolensError`` (chained with ``from``)."""
+    import grpc
+
     try:
         yield
     except grpc.RpcError as exc:

@@ -284,3 +284,25 @@ def test_any_number_of_channels_writes_a_float_tensor_and_a_preview(
         "--json",
     )  # fmt: skip
     assert json.loads(stdout)["prototypes"][0]["float_file"] is None
+
+
+def test_a_generating_process_loads_neither_grpc_nor_torch_dynamo(cli_models, tmp_path) -> None:
+    """What a cold ``protolens generate`` does not need, it does not import: the gRPC
+    client (the SDK's clients load on first use) and ``torch._dynamo`` (which any
+    ``torch.optim`` optimiser imports: the engine's equidistant start uses its own Adam)."""
+    script = (
+        "import sys\n"
+        "from protolens.cli import main\n"
+        "code = main(sys.argv[1:])\n"
+        "print(code, 'grpc' in sys.modules, 'torch._dynamo' in sys.modules)\n"
+    )
+    args = ["generate", "--model", str(cli_models["fruit"]), "--target", "1", *FAST]
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args, "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "0 False False", done.stdout
