@@ -81,7 +81,16 @@ def _legacy_error(error: str) -> tuple[str, str]:
 
 
 def prototypes_to_json(prototypes: list[StoredPrototype]) -> str:
-    return json.dumps([dataclasses.asdict(p) for p in prototypes], separators=(",", ":"))
+    """The prototypes as stored (``dataclasses.asdict``'s JSON, built without its
+    recursive deep copy: only the target is a nested dataclass; the rest, lists, tuples
+    and dicts of plain values, encode the same as they are)."""
+    return json.dumps([_stored_dict(p) for p in prototypes], separators=(",", ":"))
+
+
+def _stored_dict(p: StoredPrototype) -> dict[str, Any]:
+    out = {f.name: getattr(p, f.name) for f in dataclasses.fields(p)}
+    out["target"] = dataclasses.asdict(p.target)
+    return out
 
 
 def scores_to_json(scores: dict[str, Any]) -> bytes:

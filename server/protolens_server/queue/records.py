@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -28,13 +29,27 @@ def job_config(mode: str, d: Mapping[str, Any], *, stored: bool = False) -> JobC
     ``InvalidArgument``); a ``stored`` record's keys that this engine no longer knows
     are dropped, so a job written by an older release stays readable.
     """
+    # typed: 1, 1.0 and True are equal keys, but not the same options
+    items = tuple((k, type(v), v) for k, v in d.items())
+    try:
+        return _job_config(mode, items, stored)
+    except TypeError:  # an unhashable value: parse it uncached (its checks refuse it)
+        return _job_config.__wrapped__(mode, items, stored)
+
+
+@functools.lru_cache(maxsize=256)
+def _job_config(mode: str, items: tuple[tuple[str, type, Any], ...], stored: bool) -> JobConfig:
+    """``job_config``, once per distinct options: a worker parses every job it reads,
+    and the jobs of a batch share their options (configs are frozen, so one instance
+    serves them all; a refused dict raises again, exceptions are not cached)."""
     kind: type[GenerationConfig] | type[IsolationConfig] = (
         IsolationConfig if mode == "isolation" else GenerationConfig
     )
+    d = {k: v for k, _, v in items}
     if stored:
         known = {f.name for f in dataclasses.fields(kind)}
         d = {k: v for k, v in d.items() if k in known}
-    return kind.from_dict(dict(d))
+    return kind.from_dict(d)
 
 
 class JobState(enum.StrEnum):
