@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """What the learning-rate finder sees, and what the defaults then do, on one model.
 
-For a model file (or a built-in name): the finder's probe losses per grid rate with
-``--probe-classes`` probe classes (the shipped finder probes 1) and the rate each count
-would choose (``engine.probe_lr``); then, with ``--generate``, every class's default
+For a model file (or a built-in name): the finder's probe losses and scores (the mean
+fraction of each probe class's best gain) per grid rate with ``--probe-classes`` probe
+classes (0: the shipped finder's count) and the rate each count would choose
+(``engine.probe_lr``); then, with ``--generate``, every class's default
 prototype: target probability, steps and why it stopped. CPU, one thread.
 
-    python bench/finder_probe.py MODEL.pt2 [--probe-classes 1 4 10] [--generate]
+    python bench/finder_probe.py MODEL.pt2 [--probe-classes 0 1 10] [--generate]
     python bench/finder_probe.py efficientnet_lite0 --probe-classes 1 4
 """
 
@@ -25,7 +26,7 @@ from protolens_server.models.registry import load_path
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a model file/folder, or a built-in model's name")
-    parser.add_argument("--probe-classes", type=int, nargs="+", default=[1])
+    parser.add_argument("--probe-classes", type=int, nargs="+", default=[0])
     parser.add_argument("--generate", action="store_true", help="also run the defaults")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -37,8 +38,10 @@ def main() -> None:
         probe = probe_lr(handle, config, classes=n)
         print(
             f"probe classes {list(probe.classes)}: losses "
-            f"{[round(v, 2) for v in probe.losses]} over rates {list(probe.rates)} -> "
-            f"lr {probe.chosen} ({time.perf_counter() - started:.0f} s)"
+            f"{[round(v, 2) for v in probe.losses]}, scores "
+            f"{[round(v, 2) for v in probe.scores]} over rates {list(probe.rates)} -> "
+            f"lr {probe.chosen} ({time.perf_counter() - started:.0f} s); at tolerance "
+            + ", ".join(f"{t}: {probe.chosen_at(t)}" for t in (0.1, 0.2, 0.3, 0.4, 0.5))
         )
     if args.generate:
         classes = list(range(handle.num_classes))

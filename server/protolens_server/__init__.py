@@ -1,10 +1,13 @@
 """protolens server side: engine, model sources, queue, workers and the gRPC API."""
 
-ENGINE_VERSION = "0.3.2"
+ENGINE_VERSION = "0.3.3"
 """Bumped whenever the engine's output for the same inputs may change; part of every cache key.
 
 0.2.2: scores version 2 (significance, intervals, median summary, scored on the stored PNG).
 0.2.3: the alpha (opacity) fields in the config.
 0.3.0: self-tuning defaults: margin objective, convergence stopping within max_steps, a
 learning-rate finder (lr 0), per-image Adam with a relative epsilon, a final cool-down.
+0.3.3: the learning-rate finder probes 4 classes, scores each rate per class between that
+class's worst and best loss, and takes one grid step below the end of the range of good
+rates above the best (never the grid's top); was: one class, one step below the best.
 """

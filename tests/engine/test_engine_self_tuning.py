@@ -229,10 +229,45 @@ def test_a_stalled_prototype_the_model_is_unsure_of_runs_on_to_its_budget() -> N
 
 def test_probe_lr_shows_what_the_finder_chose_from() -> None:
     from protolens_server.engine import probe_lr
+    from protolens_server.engine._lr_finder import PROBE_CLASSES, TOLERANCE, choose
 
     model = _model("cnn_bn", 32, 10)
     probe = probe_lr(model, DEFAULTS)
-    assert len(probe.rates) == len(probe.losses) and len(probe.classes) == 1
-    assert probe.chosen == find_lr(model, DEFAULTS)
-    wider = probe_lr(model, DEFAULTS, classes=4)
-    assert len(wider.classes) == 4 and wider.chosen in wider.rates
+    assert len(probe.rates) == len(probe.losses) == len(probe.scores)
+    assert len(probe.classes) == PROBE_CLASSES > 1  # several classes, not one
+    assert probe.chosen == choose(probe.scores) == find_lr(model, DEFAULTS)
+    assert max(probe.scores) <= 1.0 and min(probe.scores) >= 0.0
+    assert probe.chosen_at(TOLERANCE) == probe.chosen  # another tolerance: another rule
+    assert probe.chosen_at(0.0) <= probe.chosen <= probe.chosen_at(1.0) == probe.rates[-3]
+    one = probe_lr(model, DEFAULTS, classes=1)
+    assert len(one.classes) == 1 and one.chosen in one.rates
+
+
+def test_the_finder_scores_each_class_on_its_own_scale_and_steps_below_the_good_rates() -> None:
+    """The rule on given probe losses (``[rate][class]``, grid 0.025 .. 0.8)."""
+    from protolens_server.engine._lr_finder import GRID, choose, scores
+
+    def pick(losses: list[list[float]]) -> float:
+        return choose(scores(losses))
+
+    # A flat curve (a small ViT's probe: 0.05 .. 0.4 all about as good): one below the
+    # fastest good rate below the top, not one below the best (0.05 under the old rule).
+    assert pick([[1.0], [-0.9], [-1.0], [-0.95], [-0.9], [2.0]]) == 0.2
+    # Each class counts on its own scale: class 0's losses spread 20 times wider than
+    # the others' and it prefers 0.025; three classes do best at 0.4. A mean of raw
+    # losses follows class 0 (the old rule took 0.025); the per-class fractions do not.
+    big = [-60.0, -40.0, -20.0, 0.0, 20.0, 40.0]
+    small = [2.0, 1.5, 1.0, 0.5, 0.0, 1.5]
+    assert pick([[b, s, s, s] for b, s in zip(big, small, strict=True)]) == 0.2
+    # A peaked curve: one below the best, as before.
+    assert pick([[2.0], [1.0], [0.0], [-1.0], [2.5], [3.0]]) == 0.1
+    # A loss still falling at the grid's top: the top is not a candidate (nothing faster
+    # was probed), so one below its neighbour; a diverged (NaN) rate scores 0; a class
+    # whose losses are all equal is ignored; no information at all: the lowest rate.
+    assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0], [-3.0]]) == 0.2
+    assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0], [float("nan")]]) == 0.2
+    flat_class = [[2.0, 5.0], [1.0, 5.0], [0.0, 5.0], [-1.0, 5.0], [2.5, 5.0], [3.0, 5.0]]
+    assert pick(flat_class) == 0.1
+    assert pick([[3.0]] * len(GRID)) == GRID[0]
+    # Only good rates next to the best count: a good score beyond a bad one is noise.
+    assert pick([[1.0], [0.4], [0.0], [1.2], [0.5], [2.0]]) == 0.05

@@ -290,14 +290,20 @@ def probe_lr(
     device: str | torch.device = "cpu",
 ) -> _lr_finder.LrProbe:
     """What the finder measures, for inspection (``bench/finder_probe.py``): the probes'
-    loss per grid rate on ``classes`` probe classes (0: the finder's own count) and the
-    rate its rule picks. Not memoised; ``find_lr`` is what ``generate`` uses."""
+    loss and score per grid rate on ``classes`` probe classes (0: the finder's own
+    count) and the rate its rule picks. Not memoised; ``find_lr`` is what ``generate``
+    uses."""
     progress = _Progress(1, config.step_budget, None)
     with _chunker(model, config, device, False, progress, None, True) as chunk:
         probed = _lr_finder.probe_classes(chunk.runner.num_classes, classes)
         losses = _probe(chunk, _lr_finder.GRID, config.max_batch or CPU_AUTO_BATCH, probed)
+    scores = _lr_finder.scores(losses)
     return _lr_finder.LrProbe(
-        tuple(probed), _lr_finder.GRID, tuple(losses), _lr_finder.choose(losses)
+        tuple(probed),
+        _lr_finder.GRID,
+        tuple(sum(v) / len(v) for v in losses),
+        tuple(scores),
+        _lr_finder.choose(scores),
     )
 
 
@@ -319,9 +325,10 @@ def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | No
 
 def _probe(
     chunk: _Chunk, grid: Sequence[float], limit: int, classes: Sequence[int] | None = None
-) -> list[float]:
-    """Mean smoothed loss after ``PROBE_STEPS`` steps, per rate of ``grid``: every rate on
-    the same probe classes from the same start (one item per rate and class)."""
+) -> list[list[float]]:
+    """The smoothed loss after ``PROBE_STEPS`` steps per rate of ``grid`` and probe class
+    (``[rate][class]``): every rate on the same probe classes from the same start (one
+    item per rate and class)."""
     if classes is None:
         classes = _lr_finder.probe_classes(chunk.runner.num_classes)
     targets = [Target((c,)) for c in classes]
@@ -349,8 +356,8 @@ def _probe(
             continue
         losses += schedule.smoothed().tolist()
         at += len(part)
-    per_rate = [losses[r * len(targets) : (r + 1) * len(targets)] for r in range(len(grid))]
-    return [sum(v) / len(v) for v in per_rate]
+    n = len(targets)
+    return [losses[r * n : (r + 1) * n] for r in range(len(grid))]
 
 
 # Memory fits per model (weakly held) and memory-relevant settings.
