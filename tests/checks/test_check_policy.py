@@ -102,6 +102,17 @@ def test_entanglement_edges_and_graph_svg() -> None:
     assert entanglement.edges_for(0, probs, threshold=0.05, top_k=1)[0].target == 1
     gained, lost = entanglement.changed([Edge(0, 1, 0.3)], [Edge(0, 2, 0.3)])
     assert (gained, lost) == ({2}, {1})
+    # with each version's softmax: an edge changed only where the other version is
+    # clearly below the threshold (under half of it), not where it sits just under
+    old_row = torch.tensor([[0.6, 0.3, 0.09, 0.01]])  # 0 -> 1 (0.3); 2 just under
+    new_row = torch.tensor([[0.6, 0.02, 0.11, 0.27]])  # 0 -> 2 (0.11), 0 -> 3 (0.27)
+    old_edges = entanglement.edges_for(0, old_row, threshold=0.1)
+    new_edges = entanglement.edges_for(0, new_row, threshold=0.1)
+    assert entanglement.changed(old_edges, new_edges) == ({2, 3}, {1})
+    assert entanglement.changed(old_edges, new_edges, old_row, new_row, threshold=0.1) == (
+        {3},
+        {1},
+    )
     items = [_item(0, entangled=[Edge(0, 2, 0.4)], flags=["x"]), _item(2, lost=[0])]
     svg = entanglement_svg(items)
     assert svg.startswith("<svg") and svg.endswith("</svg>")

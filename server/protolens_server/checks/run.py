@@ -40,6 +40,8 @@ from protolens_server.errors import GenerationCancelled, InvalidArgument
 from protolens_server.models import resolve_class
 
 if TYPE_CHECKING:
+    import torch
+
     from protolens_server.models.catalog import ModelCatalog
     from protolens_server.models.handle import ModelHandle
     from protolens_server.scores.references import ReferenceSet
@@ -200,18 +202,16 @@ def analyse(
     names = tuple(model.class_names) or tuple(f"class {i}" for i in range(model.num_classes))
     kw = {"threshold": policy.entanglement_threshold, "top_k": policy.entanglement_top_k}
     ordered = sorted(prototypes)
-    new_graph = entanglement.graph(
-        {c: comparison.probabilities(model, prototypes[c].images) for c in ordered}, **kw
-    )
+    new_probs = {c: comparison.probabilities(model, prototypes[c].images) for c in ordered}
+    new_graph = entanglement.graph(new_probs, **kw)
     old_graph: dict[int, list[entanglement.Edge]] = {}
+    old_probs: dict[int, torch.Tensor] = {}
     if baseline_model is not None and baseline_prototypes is not None:
-        old_graph = entanglement.graph(
-            {
-                c: comparison.probabilities(baseline_model, baseline_prototypes[c].images)
-                for c in ordered
-            },
-            **kw,
-        )
+        old_probs = {
+            c: comparison.probabilities(baseline_model, baseline_prototypes[c].images)
+            for c in ordered
+        }
+        old_graph = entanglement.graph(old_probs, **kw)
     drifts: dict[int, comparison.Drift] = {}
     if baseline_model is not None and baseline_prototypes is not None:
         drifts = comparison.drifts(
@@ -236,7 +236,13 @@ def analyse(
                 baseline_model, new_images, c
             )
             item.baseline_entangled = old_graph[c]
-            gained, lost = entanglement.changed(old_graph[c], new_graph[c])
+            gained, lost = entanglement.changed(
+                old_graph[c],
+                new_graph[c],
+                old_probs[c],
+                new_probs[c],
+                threshold=policy.entanglement_threshold,
+            )
             item.gained, item.lost = sorted(gained), sorted(lost)
         checks.append(item)
     spread = drift_spread(checks)
