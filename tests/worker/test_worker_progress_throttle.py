@@ -70,7 +70,9 @@ async def test_worker_writes_progress_at_most_every_interval_and_the_final_step(
     took = time.monotonic() - started
     events = [e async for _, e in wqueue.watch(record.job_id)]
     optimising = [e for e in events if e.phase == JobPhase.OPTIMISING]
-    assert optimising and optimising[0].step == 0  # the start is written at once
+    # the start is written at once: step 0, or a step or two later on a loaded machine (the
+    # write publishes the newest state when the loop gets to it: a loaded full run saw step 1)
+    assert len(optimising) >= 2 and optimising[0].step <= steps // 10 < optimising[-1].step
     assert len(optimising) <= took / 0.3 + 3, (len(optimising), took)
     # after the step-0 write, one per interval; the last step (forced) may follow sooner
     gaps = [b.time - a.time for a, b in itertools.pairwise(optimising[1:-1])]
