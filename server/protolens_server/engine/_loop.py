@@ -591,7 +591,7 @@ class _Chunk:
     def _objective(self, weights: torch.Tensor, items: list[_Item]) -> obj.Objective:
         config = self.config
         if config.objective == "margin":
-            objective = obj.target_margin(weights)
+            objective = obj.target_margin(weights, config.margin_temperature)
         else:
             objective = obj.target_logits(weights) + LOG_PROB_WEIGHT * obj.target_log_probs(weights)
         if self.unit_probe is not None:

@@ -86,14 +86,20 @@ def target_log_probs(weights: torch.Tensor) -> Objective:
     return Objective(fn, "target_log_probs")
 
 
-def target_margin(weights: torch.Tensor) -> Objective:
+def target_margin(weights: torch.Tensor, temperature: float = 1.0) -> Objective:
     """Maximise each target class's logit over the soft maximum of the non-target ones.
 
-    ``z_t - logsumexp(z_j, j not a target)`` per target class, averaged over a
+    ``z_t - T * logsumexp(z_j / T, j not a target)`` per target class, averaged over a
     hybrid's classes; an antitype (weight -1) maximises the reverse. Unlike the
     log-probability it does not saturate: at p = 0.999 its gradient is as strong as
     at p = 0.5, so the image keeps gaining what the model uses for the class until
     the regularisers balance it (which is what convergence stopping waits for).
+
+    The temperature ``T`` sets how the push down is shared among the other classes
+    (in proportion to ``softmax(z_j / T)``): at 1 it falls almost wholly on the
+    runners-up, which for a natural image of the class are its related classes
+    (espresso: cup, coffee mug), so the prototype loses the natural profile of the
+    late layers; a larger ``T`` spreads it (``T -> inf``: the mean of the others).
     """
     targets = weights != 0
     sign = weights.sum(dim=1).sign()
@@ -101,7 +107,8 @@ def target_margin(weights: torch.Tensor) -> Objective:
 
     def fn(c: StepContext) -> torch.Tensor:
         logits = c.logits.float()
-        others = torch.logsumexp(logits.masked_fill(targets, float("-inf")), dim=1)
+        masked = logits.masked_fill(targets, float("-inf"))
+        others = temperature * torch.logsumexp(masked / temperature, dim=1)
         margin = ((logits - others[:, None]) * targets).sum(dim=1) / count
         return -sign * margin
 

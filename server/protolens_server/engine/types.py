@@ -292,6 +292,7 @@ class GenerationConfig(OptionRecord):
     max_steps: int = 256
     lr: float = 0.0
     objective: ObjectiveKind = "margin"
+    margin_temperature: float = 1.0
     parameterisation: Parameterisation = "fourier"
     fourier_decay: float = 1.0
     maco_decay: float = 2.0
@@ -324,6 +325,11 @@ class GenerationConfig(OptionRecord):
             ("max_steps", 1 <= self.max_steps <= 100_000, "must be 1..100000"),
             ("lr", 0 <= self.lr <= 10, "must be in [0, 10] (0: found per model)"),
             ("objective", self.objective in ("margin", "logit"), "must be 'margin' or 'logit'"),
+            (
+                "margin_temperature",
+                0.1 <= self.margin_temperature <= 100,
+                "must be in [0.1, 100] (1: the plain soft maximum)",
+            ),
             ("fourier_decay", 0 <= self.fourier_decay <= 4, "must be in [0, 4]"),
             ("maco_decay", 0 <= self.maco_decay <= 4, "must be in [0, 4]"),
             (
