@@ -206,14 +206,13 @@ def analyse(
     new_graph = entanglement.graph(new_probs, **kw)
     old_graph: dict[int, list[entanglement.Edge]] = {}
     old_probs: dict[int, torch.Tensor] = {}
+    drifts: dict[int, comparison.Drift] = {}
     if baseline_model is not None and baseline_prototypes is not None:
         old_probs = {
             c: comparison.probabilities(baseline_model, baseline_prototypes[c].images)
             for c in ordered
         }
         old_graph = entanglement.graph(old_probs, **kw)
-    drifts: dict[int, comparison.Drift] = {}
-    if baseline_model is not None and baseline_prototypes is not None:
         drifts = comparison.drifts(
             model,
             {c: baseline_prototypes[c].images for c in ordered},
