@@ -95,17 +95,6 @@ def prototypes_per_second(
     return len(targets) / (w1 - w0), len(targets) / (c1 - c0)
 
 
-def _parse_options(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` strings -> GenerationConfig overrides, typed like the field's default."""
-    defaults = GenerationConfig()
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, _, value = pair.partition("=")
-        kind = type(getattr(defaults, key))
-        out[key] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="efficientnet_lite0")
@@ -127,7 +116,7 @@ def main() -> None:
         "e.g. bn_prior=0 to time the engine without its BatchNorm prior",
     )
     args = parser.parse_args()
-    overrides = _parse_options(args.engine_option)
+    overrides = GenerationConfig.parse_changes(args.engine_option)
     torch.set_num_threads(args.threads)
 
     model = load_model(args.model)

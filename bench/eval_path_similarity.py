@@ -433,11 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     for changes in args.also:
-        fields = dict(item.split("=", 1) for item in changes.split(","))
-        typed = {
-            k: type(getattr(CONFIGS["default"], k))(v) if k in fields else v
-            for k, v in fields.items()
-        }
+        typed = GenerationConfig.parse_changes(changes.split(","))
         CONFIGS[f"default + {changes}"] = CONFIGS["default"].replace(**typed)
     for weight in args.bn_prior:
         CONFIGS[f"default + bn_prior {weight:g}"] = CONFIGS["default"].replace(bn_prior=weight)

@@ -38,15 +38,7 @@ from shortcuts.train import ensure  # noqa: E402
 
 def config_from(changes: list[str]) -> GenerationConfig:
     """The default config with ``field=value`` changes, each value typed as the field's."""
-    base = GenerationConfig()
-    typed = {}
-    for item in changes:
-        name, _, text = item.partition("=")
-        current = getattr(base, name)
-        typed[name] = (
-            text.lower() in ("1", "true") if isinstance(current, bool) else type(current)(text)
-        )
-    return base.replace(**typed)
+    return GenerationConfig().replace(**GenerationConfig.parse_changes(changes))
 
 
 def main() -> None:

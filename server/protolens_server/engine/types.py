@@ -236,6 +236,8 @@ class Target:
 
 
 _SCALARS = (str, int, float, bool, type(None))
+_KINDS = {int: "a whole number", float: "a number", bool: "1/0, true/false or yes/no"}
+_BOOLS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
 class OptionRecord:
@@ -257,6 +259,27 @@ class OptionRecord:
         if all(isinstance(v, _SCALARS) for v in out.values()):
             return out
         return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def parse_changes(cls, pairs: Sequence[str]) -> dict[str, Any]:
+        """``FIELD=VALUE`` strings (a command line's form) as typed changes: each value is
+        read as its field's default's type, a bool from 1/0, true/false or yes/no. An
+        unknown field, a pair without ``=`` or a value of the wrong type names itself."""
+        defaults = cls()
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        out: dict[str, Any] = {}
+        for pair in pairs:
+            name, sep, text = (part.strip() for part in pair.partition("="))
+            if not sep or not name:
+                raise InvalidArgument("config", f"{pair!r}: expected FIELD=VALUE, e.g. lr=0.05")
+            if name not in known:
+                raise InvalidArgument(f"config.{name}", f"is not {cls._KIND}")
+            kind = type(getattr(defaults, name))
+            try:
+                out[name] = _BOOLS[text.lower()] if kind is bool else kind(text)
+            except (KeyError, ValueError):
+                raise InvalidArgument(f"config.{name}", f"{text!r} is not {_KINDS[kind]}") from None
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:
