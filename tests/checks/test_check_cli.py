@@ -129,3 +129,17 @@ def test_param_chooses_the_parameterisation_and_keys_the_cache(shapes_store, tmp
     assert fourier["config"]["parameterisation"] == "fourier"
     assert maco["config"]["parameterisation"] == "maco"
     assert maco["generation"]["generated"] > 0  # not the fourier prototypes from the cache
+
+
+def test_set_reaches_any_option_and_keys_the_cache(shapes_store, tmp_path, capsys):
+    cache = tmp_path / "cache"
+    args = [*_args(shapes_store, cache, "shapes@2", "--classes", "disc"), "--json"]
+    main(args)
+    plain = json.loads(capsys.readouterr().out)
+    main([*args, "--set", "margin_temperature=3"])
+    tempered = json.loads(capsys.readouterr().out)
+    assert plain["config"]["margin_temperature"] == 1.0
+    assert tempered["config"]["margin_temperature"] == 3.0
+    assert tempered["generation"]["generated"] > 0  # not the plain prototypes from the cache
+    assert main([*args, "--set", "margin_temperature=x"]) == 2
+    assert "config.margin_temperature: 'x' is not a number" in capsys.readouterr().err

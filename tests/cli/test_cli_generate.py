@@ -73,6 +73,18 @@ def test_same_seed_same_pixels_and_human_output(capsys, cli_models, tmp_path) ->
     assert runs[0] == runs[1]
 
 
+def test_set_reaches_any_generation_option(capsys, cli_models, tmp_path) -> None:
+    code, stdout, stderr = generate(
+        capsys, "-m", str(cli_models["fruit"]), "-t", "1", *FAST, "--json",
+        "--set", "margin_temperature=3", "--set", "decorrelate=false", "--set", "lr=0.1",
+        "--out", str(tmp_path / "o"),
+    )  # fmt: skip
+    assert code == 0, stderr
+    config = json.loads(stdout)["config"]
+    assert config["margin_temperature"] == 3.0 and config["decorrelate"] is False
+    assert config["lr"] == 0.1 and config["steps"] == 4  # flags and --set together
+
+
 def test_input_spec_flags_and_class_names_file(capsys, cli_models, tmp_path) -> None:
     names = tmp_path / "names.json"
     names.write_text(json.dumps({str(i): ["id", n] for i, n in enumerate("vwxyz")}))
@@ -132,6 +144,9 @@ def test_bad_inputs_are_one_line_errors(capsys, cli_models, tmp_path) -> None:
             "--param: must be 'fourier', 'pixel' or 'maco'",
         ),
         (["-m", fruit, "--hybrid", "1"], "--hybrid: '1': name two or more classes"),
+        (["-m", fruit, "-t", "1", "--set", "margin_temperature=500"], "--set margin_temperature:"),
+        (["-m", fruit, "-t", "1", "--set", "colour=red"], "--set colour: is not a generation"),
+        (["-m", fruit, "-t", "1", "--set", "steps"], "--set: 'steps': expected FIELD=VALUE"),
         (["-m", fruit], "give at least one --target"),
         (["-m", fruit, "-t", "1", "--device", "tpu"], "--device:"),
     ]

@@ -118,6 +118,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="image parameterisation (local checks; docs/engine.md)",
     )
     p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other generation option (repeatable; local checks), e.g. --set"
+        " margin_temperature=3 (the fields: docs/engine.md)",
+    )
+    p.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
     )
     p.add_argument(
@@ -170,7 +178,7 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
         lr=args.lr,
         transforms=args.transforms,
         parameterisation=args.param,
-    )
+    ).replace(**GenerationConfig.parse_changes(args.set))
 
 
 def _run_local(args: argparse.Namespace) -> dict[str, Any]:
@@ -209,6 +217,10 @@ def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
 
     from protolens_server.checks.policy import policy_yaml
 
+    if args.set:
+        from protolens_server.errors import InvalidArgument
+
+        raise InvalidArgument("--set", "applies to local checks only (drop --address)")
     policy_text = policy_yaml(args.policy) if args.policy else ""
     metadata = auth_metadata(args.api_key or os.environ.get("PROTOLENS_API_KEY", ""))
     with Client(args.address, metadata=metadata) as client, _progress() as on_progress:

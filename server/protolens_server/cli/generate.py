@@ -148,6 +148,14 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
         )
         action.lazy_default = functools.partial(_engine_default, field)  # type: ignore[attr-defined]
     g.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other generation option (repeatable), e.g. --set margin_temperature=3"
+        " (the fields: docs/engine.md)",
+    )
+    g.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
     )
     g.add_argument(
@@ -341,11 +349,12 @@ def build_config(args: argparse.Namespace) -> GenerationConfig:
     if args.no_channels_last:
         changes["channels_last"] = False
     try:
+        changes.update(GenerationConfig.parse_changes(args.set))
         return GenerationConfig(**changes)
     except InvalidArgument as exc:
+        name = exc.field.removeprefix("config").removeprefix(".")
         flag = next(
-            (f for f, field, _, _, _ in _CONFIG_FLAGS if exc.field == f"config.{field}"),
-            exc.field,
+            (f for f, field, _, _, _ in _CONFIG_FLAGS if field == name), f"--set {name}".strip()
         )
         raise InvalidArgument(flag, exc.message.partition(": ")[2] or exc.message) from exc
 
