@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     # Form (claim) the next batch while the engine runs the current one, so the engine
     # starts it without waiting on Redis (worker/worker.py; docs/queue.md, Prefetch).
     worker_prefetch: bool = True
+    # Run the engine (model loading, generation, packaging and scoring) in a child process
+    # of the worker (worker/engine_process.py): the worker's event loop (claims, progress,
+    # final writes) then no longer shares the engine's GIL, and a child that dies fails
+    # only its batch (retried; the next batch starts a new child). Off by default: on the
+    # 2-core benchmark VM it did not raise bench/service_rate.py's ratio (docs/queue.md,
+    # "Engine process"); it needs a core of its own beside the event loop's.
+    engine_process: bool = False
     # Execution options of the engine (same prototypes within float rounding, so not in a
     # job's cache key): compile the step's forward with torch.compile (pays on GPUs, not
     # measured to pay on CPU: docs/throughput.md), and the fraction of GPU memory that

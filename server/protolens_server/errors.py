@@ -44,6 +44,18 @@ class ProtolensError(Exception):
     def __str__(self) -> str:
         return self.message
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle as class, message and attributes (subclasses' ``__init__`` take other
+        arguments): the worker's engine process sends its errors back pickled."""
+        return _rebuild, (type(self), self.message, dict(vars(self)))
+
+
+def _rebuild(cls: type[ProtolensError], message: str, state: dict[str, Any]) -> ProtolensError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class InvalidArgument(ProtolensError):
     reason = "INVALID_ARGUMENT"

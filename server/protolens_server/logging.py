@@ -183,6 +183,16 @@ def configure_logging(
     return handler
 
 
+def logging_config() -> tuple[int, bool] | None:
+    """(level, json) as ``configure_logging`` set them, or None where it was not called:
+    what a child process passes to ``configure_logging`` to log as its parent does."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if getattr(handler, _HANDLER_MARK, False):
+            return root.level, isinstance(handler.formatter, JsonFormatter)
+    return None
+
+
 def get_logger(name: str) -> logging.Logger:
     """A standard library logger (here for symmetry: ``get_logger(__name__)``)."""
     return logging.getLogger(name)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from protolens_server.config import Settings
 from protolens_server.models.catalog import ModelCatalog
 from protolens_server.queue.jobs import JobQueue
-from worker_helpers import make_references, make_store
+from worker_helpers import WorkerProcess, make_references, make_store
 
 
 @pytest.fixture(scope="session")
@@ -48,3 +48,13 @@ async def wqueue(worker_settings: Settings) -> AsyncIterator[JobQueue]:
     q = await JobQueue.connect(worker_settings)
     yield q
     await q.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[WorkerProcess]]:
+    started: list[WorkerProcess] = []
+    yield started
+    for w in started:
+        if w.proc.poll() is None:
+            w.proc.kill()
+        w.proc.wait(10)

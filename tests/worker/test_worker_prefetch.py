@@ -130,7 +130,7 @@ class _StoreWaitsForTheNextEngine(Worker):
         self.waited = False
         self.next_engine_started_during_store: bool | None = None
 
-    async def _store(self, done, handle, started) -> None:  # type: ignore[no-untyped-def]
+    async def _store(self, done, pack, started) -> None:  # type: ignore[no-untyped-def]
         if not self.waited:
             self.waited = True
             storing = {d.job_id for d, _ in done}
@@ -144,7 +144,7 @@ class _StoreWaitsForTheNextEngine(Worker):
                 await asyncio.sleep(0.02)
             else:
                 self.next_engine_started_during_store = False
-        await super()._store(done, handle, started)
+        await super()._store(done, pack, started)
 
 
 async def test_a_batch_is_stored_while_the_engine_runs_the_next(

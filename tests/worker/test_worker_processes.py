@@ -2,90 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
-import pytest
-from protolens_server.config import Settings
-from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.keys import GROUP
 from protolens_server.queue.records import JobState
-from worker_helpers import tiny_spec
-
-
-class WorkerProcess:
-    def __init__(
-        self, settings: Settings, name: str, log: Path, *args: str, grace: str = "0.3"
-    ) -> None:
-        self.name = name
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
-        base.update(
-            PROTOLENS_REDIS_URL=settings.redis_url,
-            PROTOLENS_KEY_PREFIX=settings.key_prefix,
-            PROTOLENS_MODEL_STORE=str(settings.model_store),
-            PROTOLENS_REFERENCE_ROOT=str(settings.reference_root),
-            PROTOLENS_BUILTIN_MODELS="false",
-            PROTOLENS_DEVICE="cpu",
-            PROTOLENS_PROGRESS_INTERVAL_S=str(settings.progress_interval_s),
-            PROTOLENS_HEARTBEAT_S="0.2",
-            PROTOLENS_RECLAIM_IDLE_S="1.5",
-            PROTOLENS_MAX_ATTEMPTS="3",
-            PROTOLENS_SHUTDOWN_GRACE_S=grace,
-            PROTOLENS_METRICS_PORT="0",
-            PROTOLENS_WORKER_NAME=name,
-        )
-        self.log = log
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "protolens_server.worker", "--log-format", "text", *args],
-            env=base,
-            stdout=log.open("wb"),
-            stderr=subprocess.STDOUT,
-        )
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
-async def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = await predicate()
-        if value:
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-async def alive(queue: JobQueue, name: str) -> bool:
-    return await queue.redis.zscore(queue.keys.workers, name) is not None
-
-
-def scrape(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return r.read().decode()
-
-
-def metric(text: str, line_start: str) -> float:
-    for line in text.splitlines():
-        if line.startswith(line_start + " "):
-            return float(line.split()[-1])
-    return 0.0
-
-
-@pytest.fixture
-def processes():
-    started: list[WorkerProcess] = []
-    yield started
-    for w in started:
-        if w.proc.poll() is None:
-            w.proc.kill()
-        w.proc.wait(10)
+from worker_helpers import WorkerProcess, alive, metric, scrape, tiny_spec, wait_for
 
 
 async def test_sigkilled_workers_job_is_finished_by_another_exactly_once(

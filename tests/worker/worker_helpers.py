@@ -5,14 +5,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
 import warnings
 from pathlib import Path
 
 import torch
 from PIL import Image
 from protolens_server import ENGINE_VERSION
+from protolens_server.config import Settings
 from protolens_server.engine import GenerationConfig, Target
+from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobSpec
 from torch import nn
 
@@ -115,3 +123,72 @@ def tiny_spec(
         engine_version=ENGINE_VERSION,
         tenant=tenant,
     )
+
+
+class WorkerProcess:
+    """``python -m protolens_server.worker`` on ``settings``' Redis and model store, its
+    output in ``log``; ``env``: more variables (``PROTOLENS_ENGINE_PROCESS``, ...)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        name: str,
+        log: Path,
+        *args: str,
+        grace: str = "0.3",
+        env: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+        base.update(
+            PROTOLENS_REDIS_URL=settings.redis_url,
+            PROTOLENS_KEY_PREFIX=settings.key_prefix,
+            PROTOLENS_MODEL_STORE=str(settings.model_store),
+            PROTOLENS_REFERENCE_ROOT=str(settings.reference_root),
+            PROTOLENS_BUILTIN_MODELS="false",
+            PROTOLENS_DEVICE="cpu",
+            PROTOLENS_PROGRESS_INTERVAL_S=str(settings.progress_interval_s),
+            PROTOLENS_HEARTBEAT_S="0.2",
+            PROTOLENS_RECLAIM_IDLE_S="1.5",
+            PROTOLENS_MAX_ATTEMPTS="3",
+            PROTOLENS_SHUTDOWN_GRACE_S=grace,
+            PROTOLENS_METRICS_PORT="0",
+            PROTOLENS_WORKER_NAME=name,
+        )
+        base.update(env or {})
+        self.log = log
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "protolens_server.worker", "--log-format", "text", *args],
+            env=base,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+async def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = await predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def alive(queue: JobQueue, name: str) -> bool:
+    return await queue.redis.zscore(queue.keys.workers, name) is not None
+
+
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def metric(text: str, line_start: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    return 0.0

@@ -296,6 +296,24 @@ def package(
     return stored, pngs, tensors
 
 
+def package_all(
+    handle: ModelHandle,
+    specs: Sequence[JobSpec],
+    results: Sequence[list[Prototype]],
+    *,
+    settings: Settings,
+    device: str,
+) -> list[tuple[list[StoredPrototype], list[bytes], list[bytes]] | Exception]:
+    """``package`` each job's prototypes; a job whose packaging fails gives its error."""
+    out: list[tuple[list[StoredPrototype], list[bytes], list[bytes]] | Exception] = []
+    for spec, prototypes in zip(specs, results, strict=True):
+        try:
+            out.append(package(handle, spec, prototypes, settings=settings, device=device))
+        except Exception as e:
+            out.append(e)
+    return out
+
+
 def provenance(spec: JobSpec, prototype: Prototype) -> dict[str, str]:
     """What a stored prototype file says about itself (PNG text chunks, safetensors
     metadata): enough to reproduce it with the same engine version."""

@@ -53,13 +53,14 @@ from protolens_server.queue.records import (
 )
 from protolens_server.queue.store import Store
 from protolens_server.worker.batching import Batch, job_images
+from protolens_server.worker.engine_process import EngineProcess
 from protolens_server.worker.models import ModelCache
 from protolens_server.worker.runner import (
     finishing_phase,
     job_slices,
     loading_phase,
     optimising_phase,
-    package,
+    package_all,
     preparing_phase,
     run_engine,
     waiting_phase,
@@ -69,10 +70,11 @@ from protolens_server.worker.throttle import Throttle
 if TYPE_CHECKING:
     from protolens_server.engine import Prototype
     from protolens_server.models.catalog import ModelCatalog
-    from protolens_server.models.handle import ModelHandle
 
-    Done = tuple[Delivery, list[Prototype]]  # a job the engine ran, with its prototypes
     Packaged = tuple[list[StoredPrototype], list[bytes], list[bytes]]  # runner.package's
+    # a job the engine ran, with its prototypes (engine in a thread) or packaged (in a child)
+    Done = tuple[Delivery, list[Prototype] | Packaged | Exception]
+    Pack = Callable[[list[Done]], Awaitable[list[Packaged | Exception]]]
 
 
 log = get_logger("protolens.worker")
@@ -145,6 +147,8 @@ class Worker:
         metrics_port: int | None = None,
         block_ms: int = 500,
     ) -> None:
+        # A catalog object stays in this process: given one, the engine runs in a thread.
+        in_process = settings.engine_process and catalog is None
         if catalog is None:
             from protolens_server.models.catalog import ModelCatalog
 
@@ -155,6 +159,7 @@ class Worker:
         self.device = resolve_device(device or settings.device)
         self.name = name or settings.worker_name or default_worker_name()
         self.models = ModelCache(lambda n: catalog.load(n, self.device), settings.model_cache_bytes)
+        self.engine_process = EngineProcess(settings, self.device) if in_process else None
         self.metrics_port = metrics_port
         self.block_ms = block_ms
         self.consumer: QueueConsumer | None = None
@@ -220,7 +225,10 @@ class Worker:
         self.consumer = Store.open(self.settings, "worker").consumer(self.name)
         if self.metrics_port is not None:
             self.metrics_port = metrics.serve_metrics(self.metrics_port)
-        await asyncio.to_thread(_warm_up, compile=self.settings.engine_compile)
+        if self.engine_process is not None:
+            self.engine_process.start()  # its imports run beside the rest of the startup
+        else:
+            await asyncio.to_thread(_warm_up, compile=self.settings.engine_compile)
         try:  # Redis may be down right now: the loops retry with backoff, so carry on
             await self.consumer.ensure_groups()
             await self.heartbeat()
@@ -247,6 +255,8 @@ class Worker:
         await self.consumer.leave()
         await self.consumer.close()
         self.consumer = None
+        if self.engine_process is not None:
+            await asyncio.to_thread(self.engine_process.close)
         log.info("worker %s stopped", self.name)
 
     def request_stop(self) -> None:
@@ -430,32 +440,18 @@ class Worker:
         (one store in flight: the one before finishes first); else before returning."""
         specs = [d.record.spec for d in deliveries]
         started = time.monotonic()
+        digest = specs[0].model_digest
         try:
-            model, digest = specs[0].model, specs[0].model_digest
-            if not self.models.holds(model, digest):
-                self._set_phase(deliveries, *loading_phase(model, self.device))
-            handle = await asyncio.to_thread(self.models.get, model, digest)
-            self._set_phase(
-                deliveries, *preparing_phase(specs[0], compile=self.settings.engine_compile)
-            )
             rates = await self._learning_rates(digest)
             known = dict(rates)
             images = await self._input_images(specs)
-            engine = asyncio.to_thread(
-                run_engine,
-                handle,
-                specs,
-                images=images,
-                device=self.device,
-                on_progress=self._progress_callback(deliveries),
-                should_stop=self._stop_callback(deliveries),
-                compile=self.settings.engine_compile,
-                memory_budget=self.settings.gpu_memory_budget,
-                lr_cache=rates,
-            )
+            if self.engine_process is not None:
+                engine = self._engine_in_process(deliveries, images, rates)
+            else:
+                engine = self._engine_in_thread(deliveries, images, rates)
             task = asyncio.ensure_future(engine)
             self._start_prefetch()
-            results = await task
+            results, pack = await task
         except GenerationCancelled:
             await self._after_stop(deliveries)
             return
@@ -466,13 +462,64 @@ class Worker:
         await self._remember_learning_rates(
             digest, {k: v for k, v in rates.items() if k not in known}
         )
-        done = [(d, p) for d, p in zip(deliveries, results, strict=True) if d.active]
+        done = [(d, r) for d, r in zip(deliveries, results, strict=True) if d.active]
         await self._finish_storing()
         if overlap and (self._prefetched or self._prefetch_task is not None):
             self._storing = [d for d, _ in done]
-            self._store_task = asyncio.create_task(self._store(done, handle, started), name="store")
+            self._store_task = asyncio.create_task(self._store(done, pack, started), name="store")
         else:
-            await self._store(done, handle, started)
+            await self._store(done, pack, started)
+
+    async def _engine_in_thread(
+        self, deliveries: list[Delivery], images: list[bytes] | None, rates: dict[str, float]
+    ) -> tuple[list[list[Prototype]], Pack]:
+        """Load the model and run the engine in a thread; the prototypes are packaged when
+        stored (in a thread too)."""
+        specs = [d.record.spec for d in deliveries]
+        model, digest = specs[0].model, specs[0].model_digest
+        if not self.models.holds(model, digest):
+            self._set_phase(deliveries, *loading_phase(model, self.device))
+        handle = await asyncio.to_thread(self.models.get, model, digest)
+        compile = self.settings.engine_compile
+        self._set_phase(deliveries, *preparing_phase(specs[0], compile=compile))
+        results = await asyncio.to_thread(
+            run_engine,
+            handle,
+            specs,
+            images=images,
+            device=self.device,
+            on_progress=self._progress_callback(deliveries),
+            should_stop=self._stop_callback(deliveries),
+            compile=compile,
+            memory_budget=self.settings.gpu_memory_budget,
+            lr_cache=rates,
+        )
+
+        def pack(done: list[Done]) -> Awaitable[list[Packaged | Exception]]:
+            specs = [d.record.spec for d, _ in done]
+            prototypes = [p for _, p in done]
+            return asyncio.to_thread(
+                package_all, handle, specs, prototypes, settings=self.settings, device=self.device
+            )
+
+        return results, pack
+
+    async def _engine_in_process(
+        self, deliveries: list[Delivery], images: list[bytes] | None, rates: dict[str, float]
+    ) -> tuple[list[Packaged | Exception], Pack]:
+        """Load, run and package in the engine process (``engine_process.py``), relaying its
+        phases and progress; the results come back packaged."""
+        assert self.engine_process is not None
+        results = await asyncio.to_thread(
+            self.engine_process.run,
+            [d.record.spec for d in deliveries],
+            images=images,
+            lr_cache=rates,
+            on_phase=self._phase_callback(deliveries),
+            on_progress=self._progress_callback(deliveries),
+            should_stop=self._stop_callback(deliveries),
+        )
+        return results, _packaged
 
     async def _finish_storing(self) -> None:
         """Wait for the results stored in the background (``overlap``), if any."""
@@ -493,21 +540,22 @@ class Worker:
         assert self.consumer is not None
         return [await self.consumer.input_image(spec) for spec in specs]
 
-    async def _store(self, done: list[Done], handle: ModelHandle, started: float) -> None:
-        """Package the jobs' prototypes (PNGs, tensors, scores: one thread hop for all),
-        then store every result in one round trip."""
+    async def _store(self, done: list[Done], pack: Pack, started: float) -> None:
+        """Package the jobs' prototypes (``pack``: PNGs, tensors, scores; one thread hop for
+        all, or nothing to do when the engine process packaged them), then store every
+        result in one round trip."""
         consumer = self.consumer
         assert consumer is not None
         for d, _ in done:
             d.phase, d.phase_message = finishing_phase(d.record.spec)
         self._schedule_publish([d for d, _ in done])
-        packaged = await asyncio.to_thread(self._package_all, handle, done)
+        packaged = await pack(done)
         ready: list[FinishedJob] = []
-        for (delivery, prototypes), out in zip(done, packaged, strict=True):
+        for (delivery, _), out in zip(done, packaged, strict=True):
             if isinstance(out, Exception):
                 await self._failed([delivery], out)
             elif delivery.active:  # a cancel meanwhile ended it already
-                steps = max((p.steps for p in prototypes), default=0)
+                steps = max((p.steps for p in out[0]), default=0)
                 ready.append(FinishedJob(delivery, *out[:2], steps, out[2]))
         oks = await _persist(lambda: consumer.finish_many(ready))
         elapsed = time.monotonic() - started
@@ -522,19 +570,6 @@ class Worker:
                     log.info("job %s succeeded in %.2fs", job.delivery.job_id, elapsed)
                 else:
                     log.info("job %s finished elsewhere; result discarded", job.delivery.job_id)
-
-    def _package_all(self, handle: ModelHandle, done: list[Done]) -> list[Packaged | Exception]:
-        """``package`` each job (in the calling thread); a job that fails gives its error."""
-        out: list[Packaged | Exception] = []
-        for delivery, prototypes in done:
-            try:
-                spec = delivery.record.spec
-                out.append(
-                    package(handle, spec, prototypes, settings=self.settings, device=self.device)
-                )
-            except Exception as e:
-                out.append(e)
-        return out
 
     async def _failed(self, deliveries: list[Delivery], error: BaseException) -> None:
         """Retry (or fail, for caller errors); a failing batch is split to find the culprit."""
@@ -607,6 +642,29 @@ class Worker:
     # --- callbacks from the engine thread (no Redis calls in there) -----------------
     def _stop_callback(self, deliveries: list[Delivery]) -> Callable[[], bool]:
         return lambda: self._abort or not any(d.active for d in deliveries)
+
+    def _phase_callback(self, deliveries: list[Delivery]) -> Callable[[str], None]:
+        """What the engine process says it started ("loading", "preparing", "finishing"),
+        as the jobs' phases: set at once, in the thread that reads the child, as progress
+        is (so a progress report that follows is never overwritten), written on the loop."""
+        loop = asyncio.get_running_loop()
+        spec = deliveries[0].record.spec
+
+        def on_phase(name: str) -> None:
+            if name == "finishing":
+                phases = [finishing_phase(d.record.spec) for d in deliveries]
+            else:
+                one = (
+                    loading_phase(spec.model, self.device)
+                    if name == "loading"
+                    else preparing_phase(spec, compile=self.settings.engine_compile)
+                )
+                phases = [one] * len(deliveries)
+            for d, (phase, message) in zip(deliveries, phases, strict=True):
+                d.phase, d.phase_message = phase, message
+            loop.call_soon_threadsafe(self._schedule_publish, deliveries)
+
+        return on_phase
 
     def _progress_callback(self, deliveries: list[Delivery]) -> Callable[[ProgressEvent], None]:
         loop = asyncio.get_running_loop()
@@ -730,16 +788,18 @@ class Worker:
             return
         import torch
 
-        if torch.cuda.is_available():
+        if not torch.cuda.is_available():
+            return
+        if self.engine_process is None:  # else the engine process reports its memory
             metrics.GPU_MEMORY_BYTES.labels(self.device).set(
                 torch.cuda.memory_allocated(self.device)
             )
             metrics.GPU_MEMORY_PEAK_BYTES.labels(self.device).set(
                 torch.cuda.max_memory_allocated(self.device)
             )
-            utilisation = _gpu_utilisation(self.device)
-            if utilisation is not None:
-                metrics.GPU_UTILISATION.labels(self.device).set(utilisation)
+        utilisation = _gpu_utilisation(self.device)
+        if utilisation is not None:
+            metrics.GPU_UTILISATION.labels(self.device).set(utilisation)
 
     # --- context manager for tests ---------------------------------------------------
     async def __aenter__(self) -> Worker:
@@ -765,6 +825,11 @@ def _gpu_utilisation(device: str) -> float | None:
     except Exception:  # no pynvml/amdsmi, no NVML driver library, or an NVML error
         _NO_UTILISATION.append(True)
         return None
+
+
+async def _packaged(done: list[Done]) -> list[Packaged | Exception]:
+    """``pack`` for results the engine process packaged already."""
+    return [out for _, out in done]  # type: ignore[misc]
 
 
 def _warm_up(*, compile: bool) -> None:
