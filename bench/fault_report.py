@@ -5,9 +5,10 @@ Usage: python bench/fault_report.py [--soak] [--out docs/faults.md]
 
 Runs ``pytest tests/faults`` (each scenario records its outcome through
 PROTOLENS_FAULT_REPORT) plus the real-process fault tests that live beside the
-worker (SIGKILL mid-job, SIGTERM hand-back, Redis restart with AOF), the health
-test under Redis outages and the hostile-request cases of tests/api, then renders
-one markdown table: fault -> outcome, load held, inputs tried, jobs lost. The
+worker (SIGKILL mid-job, SIGTERM hand-back, Redis restart with AOF, the engine
+process killed mid-batch), the health test under Redis outages and the hostile-request
+cases of tests/api, then renders one markdown table: fault -> outcome, load held, inputs
+tried, jobs lost. The
 tenant-isolation scenarios of issue 14 (watch flood, large request, mixed-config
 fairness) live in tests/faults/test_sharing.py.
 """
@@ -33,6 +34,8 @@ PROCESS_TESTS = {
         "worker SIGTERM mid-job: hands the job back (real processes)",
     "tests/worker/test_worker_redis_restart.py::test_redis_restart_mid_job_loses_nothing":
         "Redis restart mid-job with AOF",
+    "tests/worker/test_worker_engine_process.py::test_a_killed_engine_process_loses_no_job_and_finishes_none_twice":
+        "engine process (engine_process on) SIGKILLed mid-batch of 4 (real worker process)",
 }  # fmt: skip
 # Tests outside tests/faults that the report runs too: test -> (fault, outcome when it passed).
 OTHER_TESTS = {

@@ -120,7 +120,7 @@ async def test_a_killed_engine_process_loses_no_job_and_finishes_none_twice(
 ):
     # Four compatible jobs queued before the worker starts: its first batch holds them all.
     records = [
-        (await wqueue.submit(tiny_spec(tiny_digest, (c,), steps=1000, seed=20 + c)))[0]
+        (await wqueue.submit(tiny_spec(tiny_digest, (c,), steps=300, seed=20 + c)))[0]
         for c in (1, 2, 3, 4)
     ]
     worker = WorkerProcess(
