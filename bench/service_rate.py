@@ -80,7 +80,7 @@ def engine_run(handle: Any, specs: list[JobSpec]) -> dict[str, float]:
 async def service_run(
     queue: JobQueue, worker: psutil.Process, specs: list[JobSpec], timeout: float
 ) -> dict[str, Any]:
-    cpu0 = _cpu(worker)
+    cpu0, own0 = _cpu(worker), _own_cpu(worker)
     t0 = time.time()
     ids = [(await queue.submit(spec))[0].job_id for spec in specs]
     deadline = time.monotonic() + timeout
@@ -89,7 +89,7 @@ async def service_run(
         await asyncio.sleep(0.5)
         records = await asyncio.gather(*(queue.get(j) for j in pending))
         pending -= {r.job_id for r in records if r.state.finished}
-    cpu = _cpu(worker) - cpu0
+    cpu, own = _cpu(worker) - cpu0, _own_cpu(worker) - own0
     records = await asyncio.gather(*(queue.get(j) for j in ids))
     states = [r.state for r in records]
     succeeded = [r for r in records if r.state == JobState.SUCCEEDED]
@@ -97,10 +97,19 @@ async def service_run(
     return {
         "seconds": last - t0,
         "cpu_seconds": cpu,
+        # of which the worker process itself (its event loop; and the engine thread unless
+        # engine_process is on) and its child processes (the engine process, if on)
+        "cpu_worker_seconds": own,
+        "cpu_children_seconds": cpu - own,
         "succeeded": len(succeeded),
         "not_succeeded": {s.value: states.count(s) for s in set(states) if s != JobState.SUCCEEDED},
         "attempts_over_one": sum(1 for r in records if r.attempts > 1),
     }
+
+
+def _own_cpu(proc: psutil.Process) -> float:
+    times = proc.cpu_times()
+    return times.user + times.system
 
 
 def _cpu(proc: psutil.Process) -> float:
