@@ -449,7 +449,11 @@ def main(argv: list[str] | None = None) -> int:
                 configs += [f"default + {a}" for a in args.also]
             results.insert(0, run_efficientnet(args.quick, work, args.classes, args.seeds, configs))
     command = "python bench/eval_path_similarity.py" + (" --quick" if args.quick else "")
-    command += "".join(f" {flag}" for flag, on in (("--skip-shapenet", args.skip_shapenet),) if on)
+    skips = (
+        ("--skip-shapenet", args.skip_shapenet),
+        ("--skip-efficientnet", args.skip_efficientnet),
+    )
+    command += "".join(f" {flag}" for flag, on in skips if on)
     if not args.skip_efficientnet:
         command += f" --classes {args.classes} --seeds {args.seeds}"
         if args.configs:

@@ -1,6 +1,6 @@
 """protolens server side: engine, model sources, queue, workers and the gRPC API."""
 
-ENGINE_VERSION = "0.3.3"
+ENGINE_VERSION = "0.3.4"
 """Bumped whenever the engine's output for the same inputs may change; part of every cache key.
 
 0.2.2: scores version 2 (significance, intervals, median summary, scored on the stored PNG).
@@ -10,4 +10,6 @@ learning-rate finder (lr 0), per-image Adam with a relative epsilon, a final coo
 0.3.3: the learning-rate finder probes 4 classes, scores each rate per class between that
 class's worst and best loss, and takes one grid step below the end of the range of good
 rates above the best (never the grid's top); was: one class, one step below the best.
+0.3.4: the BatchNorm-statistics prior is off by default (``bn_prior`` 0, was 0.01): on the
+self-tuning optimisation it lowered EfficientNet-Lite0's path similarity (docs/scores.md).
 """

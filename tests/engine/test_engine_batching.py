@@ -159,8 +159,11 @@ def test_a_model_that_needs_contiguous_inputs_falls_back_from_channels_last() ->
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             return flatten_with_view(x)
 
+    # against the same model asked for contiguous inputs: another net's graph rounds
+    # differently, and without the BatchNorm prior (off since engine 0.3.4) that
+    # rounding grew to 4e-3 in these 12 steps
     got = generate(Classifier(ViewNet().eval(), SPEC, 10), [1], FAST)
-    want = generate(Classifier(tiny_net(), SPEC, 10), [1], FAST.replace(channels_last=False))
+    want = generate(Classifier(ViewNet().eval(), SPEC, 10), [1], FAST.replace(channels_last=False))
     torch.testing.assert_close(got[0].image, want[0].image, atol=1e-4, rtol=0)
 
 

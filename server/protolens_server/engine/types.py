@@ -302,7 +302,10 @@ class GenerationConfig(OptionRecord):
     past probability saturation); ``logit`` is the earlier target logit plus
     log-probability. ``fourier_decay`` is the exponent of ``"fourier"``'s 1/f^k
     scaling; ``"maco"`` optimises the spectrum's phase and each image's contrast under a
-    fixed 1/f^``maco_decay`` magnitude (``_param``). ``max_batch``
+    fixed 1/f^``maco_decay`` magnitude (``_param``). ``bn_prior`` (DeepInversion's
+    BatchNorm-statistics prior, eager models with BatchNorm modules only) is off by
+    default: on the self-tuning optimisation it lowered the path similarity it was
+    meant to raise (docs/scores.md). ``max_batch``
     caps the images optimised at once; 0 sizes chunks to the device's memory
     (``generate``'s ``memory_budget``; a fixed 32 off CUDA). Options that only
     change how fast the same result is made and belong to the machine, not the
@@ -328,7 +331,7 @@ class GenerationConfig(OptionRecord):
     blur_every: int = 0
     blur_sigma: float = 0.5
     diversity: float = 0.0
-    bn_prior: float = 0.01
+    bn_prior: float = 0.0
     bn_prior_every: int = 2
     prototypes: int = 1
     max_batch: int = 32
