@@ -18,6 +18,7 @@ machine), and whether every job succeeded exactly once. Writes JSON (default
 bench/results/service_rate.json).
 
     python bench/service_rate.py [--jobs 200] [--tenants 20] [--steps 32] [--reps 2]
+        [--linger-ms MS]
 """
 
 from __future__ import annotations
@@ -196,6 +197,7 @@ def table(result: dict[str, Any]) -> str:
     lines = [
         f"{s['jobs']} one-class jobs from {s['tenants']} tenants, tiny model "
         f"({s['size']} px), {s['steps']} steps, worker max_batch {s['max_batch']}, "
+        f"linger {s['linger_ms']} ms, "
         f"{s['reps']} repetitions (medians); {result['date']}, torch {result['torch']}, "
         f"load {result['load_average']}",
         "",
@@ -227,6 +229,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-batch", type=int, default=32, help="the worker's and engine's chunk")
     p.add_argument("--reps", type=int, default=2)
     p.add_argument("--timeout", type=float, default=900)
+    p.add_argument(
+        "--linger-ms",
+        type=float,
+        default=None,
+        help="the worker's worker_batch_linger_ms (default: the setting's default)",
+    )
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "service_rate.json")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
         device="cpu",
         max_batch=args.max_batch,
         max_queued_jobs=100_000,
+        **({} if args.linger_ms is None else {"worker_batch_linger_ms": args.linger_ms}),
     )
     stack = Stack(settings, workdir / "stack", workers=1, extra_env={"OMP_NUM_THREADS": "1"})
     with stack:
@@ -254,7 +263,12 @@ def main(argv: list[str] | None = None) -> int:
         "torch": torch.__version__,
         "machine": f"{os.cpu_count()}-core {platform.machine()}, {platform.platform()}",
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        "settings": {**vars(args), "out": str(args.out), "size": handle.input_spec.height},
+        "settings": {
+            **vars(args),
+            "linger_ms": settings.worker_batch_linger_ms,
+            "out": str(args.out),
+            "size": handle.input_spec.height,
+        },
         **summary,
     }
     print(table(result))

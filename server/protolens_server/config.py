@@ -123,6 +123,13 @@ class Settings(BaseSettings):
     # Form (claim) the next batch while the engine runs the current one, so the engine
     # starts it without waiting on Redis (worker/worker.py; docs/queue.md, Prefetch).
     worker_prefetch: bool = True
+    # An idle worker that claimed a batch below max_batch waits up to this long for more
+    # jobs of the same config before it starts the batch (and starts at once when it is
+    # full): a burst of jobs submitted one by one then fills its first batch instead of
+    # running a lone job and the rest. A lone job waits this long more; 0 = never wait.
+    # Keep it far below reclaim_idle_s (the claimed jobs are heartbeated while it waits).
+    # 50 ms: about the engine time of one batch of the tiny model (docs/queue.md, "Linger").
+    worker_batch_linger_ms: float = Field(50.0, ge=0, le=5_000)
     # Run the engine (model loading, generation, packaging and scoring) in a child process
     # of the worker (worker/engine_process.py): the worker's event loop (claims, progress,
     # final writes) then no longer shares the engine's GIL, and a child that dies fails

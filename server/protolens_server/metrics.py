@@ -155,6 +155,12 @@ BATCH_JOBS = Histogram(
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
     registry=REGISTRY,
 )
+BATCH_LINGER_SECONDS = Histogram(
+    "protolens_batch_linger_seconds",
+    "Time an idle worker waited for more jobs to fill a batch (worker_batch_linger_ms)",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0),
+    registry=REGISTRY,
+)
 JOB_RETRIES = Counter(
     "protolens_job_retries_total",
     "Jobs handed back for another attempt",

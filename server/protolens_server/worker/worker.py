@@ -165,10 +165,12 @@ class Worker:
         self.consumer: QueueConsumer | None = None
         self.batches_run = 0
         self.batches_prefetched = 0  # batches that were formed while the engine ran another
+        self.batches_lingered = 0  # batches that waited for more jobs (worker_batch_linger_ms)
         self._carry: list[Entry] = []  # read (several at once) but not yet looked at
         self._peeked: dict[str, tuple[JobSpec | None, str | None]] = {}  # carried jobs' specs
         self._running: list[Delivery] = []
         self._prefetched: Batch | None = None  # claimed while the engine ran the last batch
+        self._lingering: Batch | None = None  # claimed, waiting for more jobs to join it
         self._prefetch_task: asyncio.Task[None] | None = None
         self._stopping = False
         self._abort = False
@@ -212,7 +214,7 @@ class Worker:
         if batch:
             self.batches_prefetched += 1
         else:
-            batch = await self.next_batch(block_ms)
+            batch = await self.next_batch(block_ms, linger_ms=self.settings.worker_batch_linger_ms)
         if batch:
             await self.run_batch(batch, overlap=overlap)
         else:
@@ -273,7 +275,7 @@ class Worker:
         self._abort = True
 
     # --- taking work ---------------------------------------------------------------
-    async def next_batch(self, block_ms: int = 0) -> Batch:
+    async def next_batch(self, block_ms: int = 0, *, linger_ms: float = 0) -> Batch:
         """Compatible jobs up to ``max_batch`` images: reclaimed first, then p0, p1, p2.
 
         Entries that do not fit are looked past (up to ``max_batch`` of them) so a
@@ -282,11 +284,18 @@ class Worker:
         as many as the batch has room for, their specs in one round trip and the chosen
         jobs claimed in one more (the prefetch runs beside the engine: every round trip
         costs the engine thread a hand-over of the GIL).
+
+        ``linger_ms`` (an idle worker's, ``Settings.worker_batch_linger_ms``; never a
+        prefetch's): once jobs are claimed and nothing more is waiting, wait up to that
+        long in all for more jobs to arrive (a blocking read) while the batch is below
+        budget, so a burst submitted one by one fills one batch; a full batch starts at once.
+        Not while jobs of another config were passed over (they wait for the next batch).
         """
         batch = Batch(self.settings.max_batch)
         passed_over: list[Entry] = []
         chosen: list[tuple[Entry, JobSpec | None, str]] = []
         may_reclaim = True
+        linger_until = 0.0  # monotonic; set when the linger starts
         try:
             while not self._stopping:
                 if chosen and (batch.full or not self._carry):
@@ -295,8 +304,17 @@ class Worker:
                     break
                 room = batch.budget - batch.images
                 blocking = 0 if batch.images else block_ms
+                if batch.images and linger_ms > 0 and not (self._carry or passed_over):
+                    if not linger_until:
+                        linger_until = time.monotonic() + linger_ms / 1000
+                        self._lingering = batch  # heartbeated, its cancels read meanwhile
+                    blocking = int((linger_until - time.monotonic()) * 1000)
+                    if blocking < 1:
+                        break
                 entry, may_reclaim = await self._next_entry(room, blocking, may_reclaim)
                 if entry is None:
+                    if linger_until and time.monotonic() < linger_until - 0.001:
+                        continue  # woken by an entry another worker took, or one not takeable
                     break
                 if any(d.job_id == entry.job_id for d in (*self._running, *self._storing)):
                     # a prefetch reclaimed the entry of a job this worker is running or
@@ -312,8 +330,15 @@ class Worker:
             if chosen:
                 await self._claim_chosen(batch, chosen)
         finally:
+            self._lingering = None
             unclaimed = [entry for entry, _, _ in chosen]  # only after an error
             await self._hand_back_entries([*passed_over, *unclaimed, *self._carry])
+        if linger_until:
+            waited = time.monotonic() - (linger_until - linger_ms / 1000)
+            self.batches_lingered += 1
+            metrics.BATCH_LINGER_SECONDS.observe(waited)
+            log.info("batch of %d job(s) after waiting %.0f ms for more", len(batch), 1000 * waited)
+            return self._live(batch)  # less jobs cancelled while it waited
         return batch
 
     async def _claim_chosen(
@@ -356,6 +381,10 @@ class Worker:
         if task is not None:
             await asyncio.gather(task, return_exceptions=True)
         batch, self._prefetched = self._prefetched, None
+        return self._live(batch)
+
+    def _live(self, batch: Batch | None) -> Batch:
+        """``batch`` less its jobs cancelled or lost since they were claimed (may be empty)."""
         live = Batch(self.settings.max_batch)
         for delivery in batch.deliveries if batch is not None else []:
             if delivery.active:
@@ -363,10 +392,11 @@ class Worker:
         return live
 
     def _owned(self) -> list[Delivery]:
-        """Deliveries this worker holds: the running batch, the prefetched one and the one
-        whose results are being stored."""
+        """Deliveries this worker holds: the running batch, the prefetched one (or the one
+        lingering for more jobs) and the one whose results are being stored."""
         waiting = self._prefetched.deliveries if self._prefetched is not None else []
-        return [d for d in (*self._running, *waiting, *self._storing) if d.active]
+        lingering = self._lingering.deliveries if self._lingering is not None else []
+        return [d for d in (*self._running, *waiting, *lingering, *self._storing) if d.active]
 
     async def _hand_back_entries(self, entries: list[Entry]) -> None:
         assert self.consumer is not None
