@@ -29,6 +29,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -79,8 +80,9 @@ def engine_run(handle: Any, specs: list[JobSpec]) -> dict[str, float]:
 
 
 async def service_run(
-    queue: JobQueue, worker: psutil.Process, specs: list[JobSpec], timeout: float
+    queue: JobQueue, worker: psutil.Process, specs: list[JobSpec], timeout: float, log: Path
 ) -> dict[str, Any]:
+    batches0 = len(_batches(log))
     cpu0, own0 = _cpu(worker), _own_cpu(worker)
     t0 = time.time()
     ids = [(await queue.submit(spec))[0].job_id for spec in specs]
@@ -95,6 +97,7 @@ async def service_run(
     states = [r.state for r in records]
     succeeded = [r for r in records if r.state == JobState.SUCCEEDED]
     last = max((r.finished_at for r in succeeded), default=time.time())
+    batches = _batches(log)[batches0:]
     return {
         "seconds": last - t0,
         "cpu_seconds": cpu,
@@ -105,7 +108,17 @@ async def service_run(
         "succeeded": len(succeeded),
         "not_succeeded": {s.value: states.count(s) for s in set(states) if s != JobState.SUCCEEDED},
         "attempts_over_one": sum(1 for r in records if r.attempts > 1),
+        # the worker's engine calls for these jobs and the jobs in each (from its log)
+        "engine_calls": len(batches),
+        "batch_jobs": batches,
     }
+
+
+def _batches(log: Path) -> list[int]:
+    """Jobs per engine batch, in order, as the worker logged them ("engine batch of N")."""
+    return [
+        int(m) for m in re.findall(r"engine batch of (\d+) job", log.read_text(errors="replace"))
+    ]
 
 
 def _own_cpu(proc: psutil.Process) -> float:
@@ -157,7 +170,8 @@ async def bench(args: argparse.Namespace, stack: Stack, handle: Any, digest: str
                     fresh = specs_for(
                         digest, args.jobs, args.tenants, args.steps, seed0 + 500, args.max_batch
                     )
-                    run = await service_run(queue, worker, fresh, args.timeout)
+                    log = stack.worker_procs[0].log_path
+                    run = await service_run(queue, worker, fresh, args.timeout, log)
                 run.update(method=method, rep=rep, load=os.getloadavg()[0])
                 runs.append(run)
                 print(json.dumps(run), flush=True)

@@ -337,7 +337,7 @@ class Worker:
             waited = time.monotonic() - (linger_until - linger_ms / 1000)
             self.batches_lingered += 1
             metrics.BATCH_LINGER_SECONDS.observe(waited)
-            log.info("batch of %d job(s) after waiting %.0f ms for more", len(batch), 1000 * waited)
+            log.info("waited %.0f ms for more jobs: %d in the batch", 1000 * waited, len(batch))
             return self._live(batch)  # less jobs cancelled while it waited
         return batch
 
@@ -458,6 +458,7 @@ class Worker:
                 await self._end_all(self._running, EndMode.HANDBACK)
                 return
             metrics.BATCH_OCCUPANCY.observe(min(1.0, batch.images / batch.budget))
+            log.info("engine batch of %d job(s), %d image(s)", len(batch), batch.images)
             await self._generate_and_store(self._running, overlap=overlap)
         finally:
             self._running = []
