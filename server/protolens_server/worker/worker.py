@@ -80,6 +80,11 @@ if TYPE_CHECKING:
 log = get_logger("protolens.worker")
 T = TypeVar("T")
 
+# While a batch lingers (Settings.worker_batch_linger_ms) the worker reads what arrived
+# this often: a burst's jobs are taken, peeked and claimed a read's worth at a time, and
+# a stop is seen within this.
+LINGER_POLL_S = 0.01
+
 # Caller mistakes, a model file the loaders refuse (the same bytes are refused again),
 # and divergence (generation is deterministic: the same request diverges again):
 # retrying cannot help, so the job fails on the first attempt.
@@ -287,8 +292,9 @@ class Worker:
 
         ``linger_ms`` (an idle worker's, ``Settings.worker_batch_linger_ms``; never a
         prefetch's): once jobs are claimed and nothing more is waiting, wait up to that
-        long in all for more jobs to arrive (a blocking read) while the batch is below
-        budget, so a burst submitted one by one fills one batch; a full batch starts at once.
+        long in all for more jobs while the batch is below budget (a read every
+        ``LINGER_POLL_S``), so a burst submitted one by one fills one batch; a full batch
+        starts at once.
         Not while jobs of another config were passed over (they wait for the next batch).
         """
         batch = Batch(self.settings.max_batch)
@@ -308,13 +314,15 @@ class Worker:
                     if not linger_until:
                         linger_until = time.monotonic() + linger_ms / 1000
                         self._lingering = batch  # heartbeated, its cancels read meanwhile
-                    blocking = int((linger_until - time.monotonic()) * 1000)
-                    if blocking < 1:
+                    left = linger_until - time.monotonic()
+                    if left <= 0:
                         break
+                    # then take what came meanwhile in one read (not one wake-up per job)
+                    await asyncio.sleep(min(LINGER_POLL_S, left))
                 entry, may_reclaim = await self._next_entry(room, blocking, may_reclaim)
                 if entry is None:
-                    if linger_until and time.monotonic() < linger_until - 0.001:
-                        continue  # woken by an entry another worker took, or one not takeable
+                    if linger_until and time.monotonic() < linger_until:
+                        continue
                     break
                 if any(d.job_id == entry.job_id for d in (*self._running, *self._storing)):
                     # a prefetch reclaimed the entry of a job this worker is running or
