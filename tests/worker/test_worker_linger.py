@@ -51,7 +51,7 @@ async def test_a_burst_submitted_one_by_one_fills_one_batch(
         for i in range(8):  # one image each: 8 fill max_batch
             record, _ = await wqueue.submit(tiny_spec(tiny_digest, (i,), seed=300 + i))
             ids.append(record.job_id)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.25)  # the worker, idle, wakes for the first job
         records = [await _finished(wqueue, j) for j in ids]
     finally:
         worker.request_stop()
@@ -126,3 +126,27 @@ async def test_a_cancel_during_the_linger_ends_the_job_unrun(wqueue, worker_sett
     assert done.state == JobState.CANCELLED and done.step == 0, done
     assert worker.batches_run == 0 and worker.batches_lingered == 1
     assert (await wqueue.get(record.job_id)).state == JobState.CANCELLED
+
+
+async def test_a_job_of_another_config_ends_the_linger(wqueue, worker_settings, tiny_digest):
+    """The batch stops waiting once it passes over a job it cannot take: that job would
+    otherwise wait out the linger too."""
+    settings = worker_settings.model_copy(update={"worker_batch_linger_ms": 4000})
+    worker, task = await _idle_worker(settings, "w-linger-other", wqueue)
+    try:
+        first, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), seed=700, steps=6))
+
+        async def claimed():  # type: ignore[no-untyped-def]
+            return (await wqueue.get(first.job_id)).state == JobState.RUNNING
+
+        await wait_for(claimed, 10, "the first job to be claimed")
+        other, _ = await wqueue.submit(tiny_spec(tiny_digest, (2,), seed=701, steps=7))
+        asked = asyncio.get_running_loop().time()
+        done = [await _finished(wqueue, j.job_id) for j in (first, other)]
+        took = asyncio.get_running_loop().time() - asked
+    finally:
+        worker.request_stop()
+        await asyncio.wait_for(task, 30)
+    assert all(d.state == JobState.SUCCEEDED and d.attempts == 1 for d in done), done
+    assert worker.batches_run == 2 and worker.batches_lingered >= 1
+    assert took < 2.5, took  # well inside the 4 s linger

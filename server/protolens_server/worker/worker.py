@@ -294,8 +294,8 @@ class Worker:
         prefetch's): once jobs are claimed and nothing more is waiting, wait up to that
         long in all for more jobs while the batch is below budget (a read every
         ``LINGER_POLL_S``), so a burst submitted one by one fills one batch; a full batch
-        starts at once.
-        Not while jobs of another config were passed over (they wait for the next batch).
+        starts at once. A job of another config passed over ends the wait (it would wait
+        for this batch too).
         """
         batch = Batch(self.settings.max_batch)
         passed_over: list[Entry] = []
@@ -321,8 +321,8 @@ class Worker:
                     await asyncio.sleep(min(LINGER_POLL_S, left))
                 entry, may_reclaim = await self._next_entry(room, blocking, may_reclaim)
                 if entry is None:
-                    if linger_until and time.monotonic() < linger_until:
-                        continue
+                    if linger_until and not passed_over and time.monotonic() < linger_until:
+                        continue  # linger on: the next pass sleeps before it reads
                     break
                 if any(d.job_id == entry.job_id for d in (*self._running, *self._storing)):
                     # a prefetch reclaimed the entry of a job this worker is running or
