@@ -128,7 +128,8 @@ class Settings(BaseSettings):
     # full): a burst of jobs submitted one by one then fills its first batch instead of
     # running a lone job and the rest. A lone job waits this long more; 0 = never wait.
     # Keep it far below reclaim_idle_s (the claimed jobs are heartbeated while it waits).
-    # 50 ms: about the engine time of one batch of the tiny model (docs/queue.md, "Linger").
+    # 50 ms fills bench/service_rate.py's bursts (a job every 1-2 ms) and is about a third
+    # of one 32-step batch of its tiny model (docs/queue.md, "Linger"; docs/throughput.md).
     worker_batch_linger_ms: float = Field(50.0, ge=0, le=5_000)
     # Run the engine (model loading, generation, packaging and scoring) in a child process
     # of the worker (worker/engine_process.py): the worker's event loop (claims, progress,
