@@ -5,10 +5,11 @@ For a model file (or a built-in name): the finder's probe losses and scores (the
 fraction of each probe class's best gain) per grid rate with ``--probe-classes`` probe
 classes (0: the shipped finder's count) and the rate each count would choose
 (``engine.probe_lr``); then, with ``--generate``, every class's default
-prototype: target probability, steps and why it stopped. CPU, one thread.
+prototype: target probability, steps and why it stopped. CPU, one thread (``--threads``).
 
     python bench/finder_probe.py MODEL.pt2 [--probe-classes 0 1 10] [--generate]
     python bench/finder_probe.py efficientnet_lite0 --probe-classes 1 4
+    python bench/finder_probe.py efficientnet_lite0 --threads 2
 """
 
 from __future__ import annotations
@@ -28,8 +29,15 @@ def main() -> None:
     parser.add_argument("model", help="a model file/folder, or a built-in model's name")
     parser.add_argument("--probe-classes", type=int, nargs="+", default=[0])
     parser.add_argument("--generate", action="store_true", help="also run the defaults")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (default 1); a probe's losses move with the summation order, "
+        "and a process keeps the count its first forward ran with: one run per count",
+    )
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     path = Path(args.model)
     handle = load_path(path) if path.exists() else load_model(args.model)
     config = GenerationConfig()
@@ -37,7 +45,7 @@ def main() -> None:
         started = time.perf_counter()
         probe = probe_lr(handle, config, classes=n)
         print(
-            f"probe classes {list(probe.classes)}: losses "
+            f"{args.threads} thread(s), probe classes {list(probe.classes)}: losses "
             f"{[round(v, 2) for v in probe.losses]}, scores "
             f"{[round(v, 2) for v in probe.scores]} over rates {list(probe.rates)} -> "
             f"lr {probe.chosen} ({time.perf_counter() - started:.0f} s); at tolerance "
