@@ -21,7 +21,6 @@ with a message saying so. ``bench/setup_bench_env.sh`` creates the environment w
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -175,7 +174,7 @@ def _cpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
         seed=args.seed,
         engine_batch=args.engine_batch or len(classes),
         lucent_frozen=args.lucent_frozen,
-        engine_options=tuple(_option(o) for o in args.engine_option),
+        engine_options=_options(args.engine_option),
     )
     with tempfile.TemporaryDirectory() as work:
         score_fn = None
@@ -185,15 +184,15 @@ def _cpu(args: argparse.Namespace, skip: str | None) -> tuple[dict[str, Any], st
     return result, report.cpu_markdown(result)
 
 
-def _option(text: str) -> tuple[str, Any]:
-    """``key=value`` with the value read as JSON when it parses (numbers, booleans)."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key:
-        raise SystemExit(f"--engine-option {text!r}: expected KEY=VALUE, e.g. bn_prior=0.01")
+def _options(pairs: list[str]) -> tuple[tuple[str, Any], ...]:
+    """``--engine-option`` values as typed GenerationConfig changes (``parse_changes``)."""
+    from protolens_server.engine import GenerationConfig
+    from protolens_server.errors import InvalidArgument
+
     try:
-        return key.strip(), json.loads(raw)
-    except json.JSONDecodeError:
-        return key.strip(), raw
+        return tuple(GenerationConfig.parse_changes(pairs).items())
+    except InvalidArgument as e:
+        raise SystemExit(f"--engine-option: {e}") from None
 
 
 def _load(ref: str) -> Any:
