@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from protolens.cli import main
 
 POLICY_YAML = """
@@ -119,27 +120,28 @@ def test_ctrl_c_cancels_between_steps(shapes_store, tmp_path) -> None:
     assert entries == [] and not list(cache.glob(".tmp-*"))
 
 
-def test_param_chooses_the_parameterisation_and_keys_the_cache(shapes_store, tmp_path, capsys):
-    cache = tmp_path / "cache"
-    args = [*_args(shapes_store, cache, "shapes@2", "--classes", "disc"), "--json"]
-    main(args)
-    fourier = json.loads(capsys.readouterr().out)
-    main([*args, "--param", "maco"])
-    maco = json.loads(capsys.readouterr().out)
-    assert fourier["config"]["parameterisation"] == "fourier"
-    assert maco["config"]["parameterisation"] == "maco"
-    assert maco["generation"]["generated"] > 0  # not the fourier prototypes from the cache
-
-
-def test_set_reaches_any_option_and_keys_the_cache(shapes_store, tmp_path, capsys):
+@pytest.mark.parametrize(
+    ("option", "field", "default", "changed"),
+    [
+        (["--param", "maco"], "parameterisation", "fourier", "maco"),
+        (["--set", "margin_temperature=3"], "margin_temperature", 1.0, 3.0),
+    ],
+)
+def test_a_generation_option_reaches_the_config_and_keys_the_cache(
+    shapes_store, tmp_path, capsys, option, field, default, changed
+):
     cache = tmp_path / "cache"
     args = [*_args(shapes_store, cache, "shapes@2", "--classes", "disc"), "--json"]
     main(args)
     plain = json.loads(capsys.readouterr().out)
-    main([*args, "--set", "margin_temperature=3"])
-    tempered = json.loads(capsys.readouterr().out)
-    assert plain["config"]["margin_temperature"] == 1.0
-    assert tempered["config"]["margin_temperature"] == 3.0
-    assert tempered["generation"]["generated"] > 0  # not the plain prototypes from the cache
+    main([*args, *option])
+    other = json.loads(capsys.readouterr().out)
+    assert plain["config"][field] == default
+    assert other["config"][field] == changed
+    assert other["generation"]["generated"] > 0  # not the plain prototypes from the cache
+
+
+def test_set_names_a_bad_value(shapes_store, tmp_path, capsys):
+    args = [*_args(shapes_store, tmp_path / "cache", "shapes@2", "--classes", "disc"), "--json"]
     assert main([*args, "--set", "margin_temperature=x"]) == 2
     assert "config.margin_temperature: 'x' is not a number" in capsys.readouterr().err
