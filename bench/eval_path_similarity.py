@@ -100,7 +100,17 @@ CONFIGS = {
         bn_prior=0.0,  # no activation prior (the engine's default has one)
     ),
 }
-# scikit-image sample photo -> the ImageNet class efficientnet_lite0 predicts for it
+# scikit-image sample photos of none of the reference classes: what a natural image that is
+# not of a class's photo scores for that class, layer by layer (``_unrelated_levels``)
+UNRELATED_PHOTOS = (
+    "astronaut",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "retina",
+    "grass",
+    "gravel",
+)
+UNRELATED_CROPS = 4  # crops per unrelated photo
 
 
 @dataclass
@@ -117,6 +127,7 @@ class Result:
     seconds: dict[str, float] = field(default_factory=dict)
     generation_seconds: dict[str, float] = field(default_factory=dict)  # without scoring
     seed_curves: dict[str, list[list[float]]] = field(default_factory=dict)  # per seed
+    unrelated_curves: list[list[float]] = field(default_factory=list)  # per unrelated photo
     steps: dict[str, int] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -179,6 +190,30 @@ def _natural_levels(
     return levels
 
 
+def _unrelated_levels(
+    handle, stats, photos: dict[str, list[torch.Tensor]]
+) -> tuple[list[PrototypeScores], list[list[float]]]:
+    """Crops of natural photos of no reference class, each scored as every reference class:
+    their summary scores, and per photo the mean curve over its crops and the classes.
+
+    The reference classes are crops of one photo each, so a layer whose class mean is
+    that photo's texture and colour statistics puts another natural photo below 0 there
+    (as far from the class as from the other photos, or further): this row is the level a
+    natural image reaches at each layer without being that photo."""
+    layers = list(stats.layers)
+    scores: list[PrototypeScores] = []
+    curves: list[list[float]] = []
+    for images in photos.values():
+        x = torch.stack(images)
+        acts = capture(handle, x, layers)
+        rows = [i for i in range(len(images)) for _ in stats.classes]
+        targets = [c for _ in images for c in stats.classes]
+        photo_scores = score_activations({n: v[rows] for n, v in acts.items()}, targets, stats)
+        scores += photo_scores
+        curves.append(_mean_curve(photo_scores))
+    return scores, curves
+
+
 # -- efficientnet_lite0 with scikit-image photos ----------------------------------------
 
 
@@ -214,6 +249,16 @@ def run_efficientnet(
     predicted = capture(handle, held, [LOGITS])[LOGITS].argmax(1).tolist()
     agree = np.mean([p == c for p, c in zip(predicted, held_labels, strict=True)])
     result.natural = _natural_levels(handle, stats, held, held_labels)
+    unrelated: dict[str, list[torch.Tensor]] = {}
+    for name in UNRELATED_PHOTOS:  # saved and read back as the references are
+        for i, crop in enumerate(_crops(_photo(name), UNRELATED_CROPS, spec.height, rng)):
+            path = work / "unrelated" / f"{name}-{i}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            crop.save(path)
+            unrelated.setdefault(name, []).append(load_image(path, spec))
+    result.natural["unrelated"], result.unrelated_curves = _unrelated_levels(
+        handle, stats, unrelated
+    )
     described = ", ".join(f"{n}: {c} {handle.class_names[c]}" for n, c in photos.items())
     result.notes.append(
         f"{len(photos)} classes ({described}); "
@@ -319,16 +364,20 @@ def table(result: Result) -> str:
             f"| {result.robust[name]:.2f} | {result.steps[name]} "
             f"| {result.generation_seconds[name]:.0f} s |"
         )
-    for label, key in (("own class", "same"), ("other classes", "other")):
+    naturals = (
+        ("natural, held out (own class)", "same"),
+        ("natural, held out (other classes)", "other"),
+        ("natural, unrelated photos (as each class)", "unrelated"),
+    )
+    for label, key in naturals:
+        if key not in result.natural:
+            continue
         scores = result.natural[key]
         values = [s.path_similarity for s in scores]
         cell = _cell(values, [(s.summary.low, s.summary.high) for s in scores])
         layers = np.mean([s.summary.layers for s in scores])
         blanks = " |" * 8
-        lines.append(
-            f"| natural, held out ({label}) | {cell} | {_sd(values)} | {layers:.0f}/{total} |"
-            f"{blanks}"
-        )
+        lines.append(f"| {label} | {cell} | {_sd(values)} | {layers:.0f}/{total} |{blanks}")
     return "\n".join(lines)
 
 
@@ -351,19 +400,32 @@ def layer_table(result: Result) -> str:
             text += f" ± {float(np.std(per_seed, ddof=1)):.2f}"
         return text
 
+    unrelated = result.unrelated_curves
+    if unrelated:  # a natural image that is not of the class's photo, layer by layer
+        lines[2] += " natural, unrelated photos: mean [lowest, highest photo] |"
+        lines[3] += "---|"
+
+    def natural_cell(i: int) -> str:
+        values = [c[i] for c in unrelated if not math.isnan(c[i])]
+        if not values:
+            return " n/a |"
+        return f" {np.mean(values):.2f} [{min(values):.2f}, {max(values):.2f}] |"
+
     for i, layer in enumerate(result.layers):
         row = " | ".join(cell(n, i) for n in names)
-        lines.append(f"| {layer} | {row} |")
+        lines.append(f"| {layer} | {row} |" + (natural_cell(i) if unrelated else ""))
     means = {n: [float(np.nanmean(c)) for c in result.seed_curves.get(n, [])] for n in names}
     lines.append(
         "| mean over layers, per seed | "
         + " | ".join(" / ".join(f"{v:.2f}" for v in means[n]) or "n/a" for n in names)
         + " |"
+        + (" |" if unrelated else "")
     )
     lines.append(
         "| generation time (no scoring) | "
         + " | ".join(f"{result.generation_seconds[n]:.0f} s" for n in names)
         + " |"
+        + (" |" if unrelated else "")
     )
     return "\n".join(lines)
 
