@@ -344,23 +344,42 @@ def _sd(values: list[float | None]) -> str:
     return f"{statistics.pstdev(kept):.2f}" if len(kept) > 1 else "–"
 
 
+def _unrelated_floor(result: Result) -> list[float] | None:
+    """Per layer, the lowest unrelated photo's mean (NaN where none has a number), or None
+    without the unrelated photos (ShapeNet)."""
+    if not result.unrelated_curves:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return [float(v) for v in np.nanmin(np.array(result.unrelated_curves), axis=0)]
+
+
 def table(result: Result) -> str:
     total = len(result.layers)
     lines = [
         f"**{result.model}** — " + "; ".join(result.notes),
         "",
         "| prototypes | path similarity [95% interval] | sd over prototypes | layers scored "
-        "| early layers | middle | late | logits | p(target) | p under transforms | steps | time |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| early layers | middle | late | logits | layers below 0 | below every unrelated photo "
+        "| p(target) | p under transforms | steps | time |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    floor = _unrelated_floor(result)
     for name in result.curves:
         values = result.summary[name]
-        early, middle, late, logits = _thirds(result.curves[name])
+        curve = result.curves[name]
+        early, middle, late, logits = _thirds(curve)
         layers = np.mean(result.determinate[name])
+        below = sum(1 for v in curve if v < 0)
+        under = (
+            "n/a"
+            if floor is None
+            else str(sum(1 for v, f in zip(curve, floor, strict=True) if v < f))
+        )
         lines.append(
             f"| {name} | {_summary_cell(result, name)} | {_sd(values)} | {layers:.0f}/{total} "
-            f"| {_fmt(early)} | {_fmt(middle)} "
-            f"| {_fmt(late)} | {_fmt(logits)} | {result.probability[name]:.2f} "
+            f"| {_fmt(early)} | {_fmt(middle)} | {_fmt(late)} | {_fmt(logits)} | {below} | {under} "
+            f"| {result.probability[name]:.2f} "
             f"| {result.robust[name]:.2f} | {result.steps[name]} "
             f"| {result.generation_seconds[name]:.0f} s |"
         )
@@ -376,7 +395,7 @@ def table(result: Result) -> str:
         values = [s.path_similarity for s in scores]
         cell = _cell(values, [(s.summary.low, s.summary.high) for s in scores])
         layers = np.mean([s.summary.layers for s in scores])
-        blanks = " |" * 8
+        blanks = " |" * 10
         lines.append(f"| {label} | {cell} | {_sd(values)} | {layers:.0f}/{total} |{blanks}")
     return "\n".join(lines)
 
