@@ -48,6 +48,9 @@ INPUT_FILES = {
     "tests/api/test_api_limits.py":
         "hostile requests: class names '²', '٣', 40 and 5,000 digits; inf/nan/1e308 config"
         " floats; oversized requests, targets x classes, policies, YAML aliases; SDK and CLI",
+    "tests/api/test_api_hostile_inputs.py":
+        "hostile isolation images: a PNG declaring 100k x 100k, a flat 81-megapixel PNG,"
+        " a 1 x 200,000 strip, truncated, SVG; 16-bit, CMYK, palette, animated accepted",
 }  # fmt: skip
 
 

@@ -34,6 +34,11 @@ from protolens_server.errors import InvalidArgument
 # (224 -> 256 -> 224): the evaluation transform ImageNet classifiers expect.
 CROP_FRACTION = 0.875
 _PNG_MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+# The most pixels a photo given to ``load_image`` may have, and the most its resized copy
+# may have (a 1 x 4,000,000 strip is a few KB of PNG, and resizing its shorter side up
+# to the model's input made a multi-GB image): 40 megapixels, 120 MB as RGB.
+MAX_IMAGE_PIXELS = 40_000_000
+_UNREADABLE = (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError)
 
 
 TENSOR_NAME = "image"  # the tensor's name inside a prototype's safetensors file
@@ -145,7 +150,7 @@ def png_channels(data: bytes) -> int:
     """How many channels an image file holds (2 for grayscale+alpha, 4 for RGBA)."""
     try:
         return len(Image.open(io.BytesIO(data)).getbands())
-    except (UnidentifiedImageError, OSError) as exc:
+    except _UNREADABLE as exc:
         raise InvalidArgument("image", f"not a readable image: {exc}") from exc
 
 
@@ -159,7 +164,7 @@ def decode_png(data: bytes, channels: int | None = None) -> torch.Tensor:
     try:
         pil = Image.open(io.BytesIO(data))
         pil.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except _UNREADABLE as exc:
         raise InvalidArgument("image", f"not a readable image: {exc}") from exc
     return pil_to_tensor(pil, channels)
 
@@ -188,21 +193,48 @@ def load_image(
     elif isinstance(source, np.ndarray):
         pil = Image.fromarray(source)
     else:
+        what = f"the image ({len(source)} bytes)" if isinstance(source, bytes) else str(source)
         try:
             data = source if isinstance(source, bytes) else Path(source).read_bytes()
             pil = Image.open(io.BytesIO(data))
+            _check_pixels(what, *pil.size)  # from the header, before decoding a byte
             pil.load()
-        except (UnidentifiedImageError, OSError) as exc:
-            raise InvalidArgument("image", f"{str(source)[:200]}: not a readable image") from exc
+        except Image.DecompressionBombError as exc:
+            raise InvalidArgument(
+                "image", f"{what[:200]} declares over {MAX_IMAGE_PIXELS:,} pixels: scale it down"
+            ) from exc
+        except UnidentifiedImageError as exc:
+            raise InvalidArgument(
+                "image", f"{what[:200]} is not in an image format this server reads (PNG, JPEG)"
+            ) from exc
+        except _UNREADABLE as exc:
+            raise InvalidArgument("image", f"{what[:200]}: not a readable image: {exc}") from exc
     return pil_to_tensor(resize_center_crop(pil, height, width), channels)
+
+
+def _check_pixels(what: str, w: int, h: int) -> None:
+    """InvalidArgument unless a w x h image is within MAX_IMAGE_PIXELS."""
+    if w * h > MAX_IMAGE_PIXELS:
+        raise InvalidArgument(
+            "image",
+            f"{what[:200]} is {w}x{h} pixels; at most {MAX_IMAGE_PIXELS:,} are accepted:"
+            " scale it down",
+        )
 
 
 def resize_center_crop(pil: Image.Image, height: int, width: int) -> Image.Image:
     scale = max(height, width) / CROP_FRACTION / min(pil.size)
     w, h = pil.size
-    resized = pil.resize(
-        (max(width, round(w * scale)), max(height, round(h * scale))), Image.Resampling.BILINEAR
-    )
+    size = (max(width, round(w * scale)), max(height, round(h * scale)))
+    _check_pixels("the image", w, h)
+    if size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise InvalidArgument(
+            "image",
+            f"the image is {w}x{h} pixels: fitting its shorter side to the model's input"
+            f" makes it {size[0]}x{size[1]}, over {MAX_IMAGE_PIXELS:,} pixels; crop it nearer"
+            " to square",
+        )
+    resized = pil.resize(size, Image.Resampling.BILINEAR)
     rw, rh = resized.size
     left, top = (rw - width) // 2, (rh - height) // 2
     return resized.crop((left, top, left + width, top + height))

@@ -66,7 +66,7 @@ async def test_isolation_job_runs_on_a_worker_and_is_cached(
     ("image", "target", "config", "words"),
     [
         (b"", "apple", {}, "image"),
-        (b"not an image", "apple", {}, "not a readable image"),
+        (b"not an image", "apple", {}, "not in an image format"),
         (None, "kiwi", {}, "kiwi"),
         (None, "apple", {"sparsity": -1.0}, "config.sparsity"),
         (None, "apple", {"steps": 100000}, "config.steps"),

@@ -1,0 +1,107 @@
+"""Hostile inputs the fuzzers do not build: image bytes that decode to far more than they
+weigh (real gRPC, real Redis, the tiny model store).
+
+A CreateIsolationJob image is decoded by the API before anything is queued. A PNG whose
+header declares 100,000 x 100,000 pixels, a flat 9,000 x 9,000 one (80 KB, 81 megapixels)
+and a 1 x 200,000 strip (a few hundred bytes; fitting its 1-pixel side to the model's input
+made a 66-megapixel intermediate) are INVALID_ARGUMENT naming the limit, before any pixel
+is decoded; odd but sane images (16-bit, CMYK, palette, animated) are accepted.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import grpc
+import numpy as np
+import pytest
+from PIL import Image
+from protolens.v1 import common_pb2
+from protolens.v1 import service_pb2 as pb
+
+S = grpc.StatusCode
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _flat_png(width: int, height: int, *, rows: int | None = None) -> bytes:
+    """A grayscale PNG of zeros, built row by row (never held decoded here); ``rows``
+    fewer than ``height`` leaves it truncated (only the header is honest)."""
+    pack = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    body = b"".join(pack.compress(row) for _ in range(height if rows is None else rows))
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", header)
+        + _chunk(b"IDAT", body + pack.flush())
+        + _chunk(b"IEND", b"")
+    )
+
+
+def _saved(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **options)
+    return buf.getvalue()
+
+
+_NOISE = _saved(
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (20, 20, 3), dtype=np.uint8)),
+    "PNG",
+)
+
+
+def _request(image: bytes) -> pb.CreateIsolationJobRequest:
+    req = pb.CreateIsolationJobRequest(
+        model="tiny", image=image, target=common_pb2.ClassRef(name="apple")
+    )
+    req.config.steps = 2
+    return req
+
+
+@pytest.mark.parametrize(
+    ("image", "says"),
+    [
+        (_flat_png(100_000, 100_000, rows=1), "declares over 40,000,000 pixels"),
+        (_flat_png(9_000, 9_000), "is 9000x9000 pixels; at most 40,000,000"),
+        (_flat_png(1, 200_000), "crop it nearer to square"),
+        (_NOISE[: len(_NOISE) // 2], "not a readable image"),
+        (b'<svg xmlns="http://www.w3.org/2000/svg" width="9" height="9"/>', "image format"),
+    ],
+    ids=["declares_10g_pixels", "flat_81_megapixels", "strip_1x200000", "truncated", "svg"],
+)
+async def test_image_bombs_and_non_images_are_invalid_argument(
+    stub, image: bytes, says: str
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreateIsolationJob(_request(image))
+    assert info.value.code() == S.INVALID_ARGUMENT, info.value.details()
+    assert info.value.details().startswith("image: ") and says in info.value.details()
+    assert "\\x" not in info.value.details()  # the bytes are never echoed back
+    ok = await stub.CreateIsolationJob(_request(_saved(Image.new("RGB", (20, 20)), "PNG")))
+    assert ok.job.name.startswith("jobs/")  # and the server goes on
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        _saved(Image.fromarray(np.arange(400, dtype=np.uint16).reshape(20, 20) * 100), "PNG"),
+        _saved(Image.new("CMYK", (20, 20), (0, 255, 0, 0)), "JPEG"),
+        _saved(Image.new("P", (20, 20), 3), "PNG"),
+        _saved(
+            Image.new("RGB", (20, 20)),
+            "GIF",
+            save_all=True,
+            append_images=[Image.new("RGB", (20, 20), (255, 0, 0))] * 4,
+        ),
+        _saved(Image.new("RGBA", (1, 300)), "PNG"),
+    ],
+    ids=["16_bit", "cmyk_jpeg", "palette", "animated_gif", "strip_1x300"],
+)
+async def test_odd_but_sane_images_are_accepted(stub, image: bytes) -> None:
+    made = await stub.CreateIsolationJob(_request(image))
+    assert made.job.name.startswith("jobs/")
