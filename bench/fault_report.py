@@ -50,7 +50,9 @@ INPUT_FILES = {
         " floats; oversized requests, targets x classes, policies, YAML aliases; SDK and CLI",
     "tests/api/test_api_hostile_inputs.py":
         "hostile isolation images: a PNG declaring 100k x 100k, a flat 81-megapixel PNG,"
-        " a 1 x 200,000 strip, truncated, SVG; 16-bit, CMYK, palette, animated accepted",
+        " a 1 x 200,000 strip, truncated, SVG; 16-bit, CMYK, palette, animated accepted;"
+        " WatchJob cursors '$', '>', '-', '+', malformed and over 64 bits (a '$' held open"
+        " no longer stops the shared event reader for every other watch)",
 }  # fmt: skip
 
 

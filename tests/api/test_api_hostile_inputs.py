@@ -1,15 +1,20 @@
-"""Hostile inputs the fuzzers do not build: image bytes that decode to far more than they
-weigh (real gRPC, real Redis, the tiny model store).
+"""Hostile inputs the fuzzers do not build (real gRPC, real Redis, the tiny model store).
 
 A CreateIsolationJob image is decoded by the API before anything is queued. A PNG whose
 header declares 100,000 x 100,000 pixels, a flat 9,000 x 9,000 one (80 KB, 81 megapixels)
 and a 1 x 200,000 strip (a few hundred bytes; fitting its 1-pixel side to the model's input
 made a 66-megapixel intermediate) are INVALID_ARGUMENT naming the limit, before any pixel
 is decoded; odd but sane images (16-bit, CMYK, palette, animated) are accepted.
+
+A WatchJob cursor is a Redis stream id. Special ids (``$``, ``>``, ``-``, ``+``) and
+malformed ones were INTERNAL, and ``$`` held open stopped the API process's one shared
+event reader: no watch on that process got another live event. Now each is
+INVALID_ARGUMENT, and the other watches go on.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import struct
 import zlib
@@ -18,7 +23,7 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from protolens.v1 import common_pb2
+from protolens.v1 import common_pb2, job_pb2
 from protolens.v1 import service_pb2 as pb
 
 S = grpc.StatusCode
@@ -105,3 +110,37 @@ async def test_image_bombs_and_non_images_are_invalid_argument(
 async def test_odd_but_sane_images_are_accepted(stub, image: bytes) -> None:
     made = await stub.CreateIsolationJob(_request(image))
     assert made.job.name.startswith("jobs/")
+
+
+async def _queued_job(stub, seed: int) -> str:
+    target = common_pb2.Target(classes=[common_pb2.ClassRef(name="apple")])
+    req = pb.CreatePrototypeJobRequest(model="tiny", targets=[target], seed=seed)
+    req.config.steps = 2
+    return (await stub.CreatePrototypeJob(req)).job.name  # no worker here: it stays QUEUED
+
+
+@pytest.mark.parametrize(
+    "cursor",
+    ["$", ">", "-", "+", "abc", "1-99999999999999999999", "18446744073709551616-0", "\0", "1-"],
+)
+async def test_a_watch_cursor_that_is_no_event_id_is_invalid_argument(stub, cursor: str) -> None:
+    job = await _queued_job(stub, seed=1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in stub.WatchJob(pb.WatchJobRequest(name=job, cursor=cursor), timeout=10):
+            pass
+    assert info.value.code() == S.INVALID_ARGUMENT, info.value.details()
+    assert info.value.details().startswith("cursor: ")
+
+
+async def test_a_hostile_cursor_leaves_other_watches_their_live_events(stub) -> None:
+    hostile_job, job = await _queued_job(stub, seed=2), await _queued_job(stub, seed=3)
+    hostile = stub.WatchJob(pb.WatchJobRequest(name=hostile_job, cursor="$"), timeout=20)
+    hostile_ended = asyncio.ensure_future(hostile.code())
+    await asyncio.sleep(0.5)  # held open (before the fix) while the other watch runs
+    watch = stub.WatchJob(pb.WatchJobRequest(name=job), timeout=20)
+    first = await anext(aiter(watch))  # a past event: read directly
+    assert first.state == job_pb2.JOB_STATE_QUEUED
+    await stub.CancelJob(pb.CancelJobRequest(name=job))
+    live = await asyncio.wait_for(anext(aiter(watch)), 10)  # a live event: the shared reader
+    assert live.state == job_pb2.JOB_STATE_CANCELLED
+    assert await asyncio.wait_for(hostile_ended, 10) == S.INVALID_ARGUMENT

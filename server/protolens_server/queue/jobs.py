@@ -54,7 +54,7 @@ from protolens_server.queue.keys import (
 )
 from protolens_server.queue.pages import Offload, newest_first
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
-from protolens_server.queue.watch import EventFanout
+from protolens_server.queue.watch import EventFanout, check_cursor
 from protolens_server.quotas import Quotas, load_quotas
 
 _SUBMIT_TRIES = 20
@@ -362,9 +362,9 @@ class JobQueue:
         process's one shared reader (``queue/watch.py``), so a watch holds no Redis
         connection while it waits.
         """
+        last = check_cursor(after or "0")
         await self.get(job_id, tenant=tenant)
         key = self.keys.events(job_id)
-        last = after or "0"
         checked_end = False
         while True:
             entries = await self.redis.xread({key: last}, count=100)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from protolens_server import metrics
+from protolens_server.errors import InvalidArgument
 from protolens_server.logging import get_logger
 from protolens_server.queue.codec import text
 
@@ -34,6 +36,22 @@ log = get_logger(__name__)
 Entry = tuple[str, dict[Any, Any]]  # (entry id, fields)
 _READ_COUNT = 100  # entries per stream per read
 _RETRY_S = 0.5  # pause after a failed read before the next one
+_CURSOR = re.compile(r"[0-9]{1,20}(-[0-9]{1,20})?")
+_ID_PART = 2**64  # each part of a stream id is an unsigned 64-bit number
+
+
+def check_cursor(cursor: str) -> str:
+    """``cursor`` if it is a stream entry id (``ms-seq`` or ``ms``), else InvalidArgument.
+
+    Redis's special ids (``$``, ``>``, ``-``, ``+``) are refused too: ``$`` would have
+    reached the shared reader's ordering and stopped it for every watcher."""
+    if _CURSOR.fullmatch(cursor) and all(int(p) < _ID_PART for p in cursor.split("-")):
+        return cursor
+    raise InvalidArgument(
+        "cursor",
+        f"{cursor[:64]!r} is not an event cursor: pass the cursor of an event WatchJob"
+        " sent, or leave it empty to start at the job's first event",
+    )
 
 
 def entry_order(entry_id: str) -> tuple[int, int]:
@@ -87,7 +105,7 @@ class EventFanout:
         """Entries of stream ``key`` after id ``after`` while the context is open."""
         if self._closed:
             raise RuntimeError("the event reader is closed")
-        sub = Subscription(key, after or "0")
+        sub = Subscription(key, check_cursor(after or "0"))
         self._subs.setdefault(key, set()).add(sub)
         self._update_gauges()
         self._joined.set()
