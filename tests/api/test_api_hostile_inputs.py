@@ -10,6 +10,10 @@ A WatchJob cursor is a Redis stream id. Special ids (``$``, ``>``, ``-``, ``+``)
 malformed ones were INTERNAL, and ``$`` held open stopped the API process's one shared
 event reader: no watch on that process got another live event. Now each is
 INVALID_ARGUMENT, and the other watches go on.
+
+A page token of ListJobs/ListChecks is the last id of the previous page. Garbage tokens
+were read as a position in the index and answered a page (the first, or none); now
+each is INVALID_ARGUMENT saying it is not a token this server issued.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
-from protolens.v1 import common_pb2, job_pb2
+from protolens.v1 import checks_pb2, checks_pb2_grpc, common_pb2, job_pb2
 from protolens.v1 import service_pb2 as pb
 
 S = grpc.StatusCode
@@ -144,3 +148,43 @@ async def test_a_hostile_cursor_leaves_other_watches_their_live_events(stub) -> 
     live = await asyncio.wait_for(anext(aiter(watch)), 10)  # a live event: the shared reader
     assert live.state == job_pb2.JOB_STATE_CANCELLED
     assert await asyncio.wait_for(hostile_ended, 10) == S.INVALID_ARGUMENT
+
+
+GARBAGE_TOKENS = [
+    "abc",
+    "zzzz",
+    "0" * 23,
+    "0" * 25,
+    "G" * 24,
+    "0123456789ABCDEF01234567",
+    "(",
+    "+",
+    "-",
+    "\0",
+]
+
+
+@pytest.mark.parametrize("token", GARBAGE_TOKENS)
+async def test_a_page_token_this_server_never_issued_is_invalid_argument(
+    stub, address: str, token: str
+) -> None:
+    for seed in (11, 12, 13):
+        await _queued_job(stub, seed)
+    first = await stub.ListJobs(pb.ListJobsRequest(page_size=2))
+    rest = await stub.ListJobs(pb.ListJobsRequest(page_size=2, page_token=first.next_page_token))
+    assert len(first.jobs) == 2 and len(rest.jobs) == 1  # issued tokens still page
+    async with grpc.aio.insecure_channel(address) as channel:
+        checks = checks_pb2_grpc.CheckServiceStub(channel)
+        calls = (
+            stub.ListJobs(pb.ListJobsRequest(page_token=token)),
+            checks.ListChecks(checks_pb2.ListChecksRequest(page_token=token)),
+        )
+        if not token.isdigit():  # ListModels' tokens are offsets: digits are its own
+            calls += (stub.ListModels(pb.ListModelsRequest(page_token=token)),)
+        for call in calls:
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await call
+            assert info.value.code() == S.INVALID_ARGUMENT, info.value.details()
+            details = info.value.details()
+            assert details.startswith("page_token: not a page token this server issued")
+            assert "start without a token" in details

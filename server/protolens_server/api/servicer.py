@@ -32,9 +32,9 @@ from protolens_server.api.validation import (
     read_name,
 )
 from protolens_server.config import Settings
-from protolens_server.errors import FailedPrecondition, InvalidArgument, NotFound
+from protolens_server.errors import FailedPrecondition, NotFound
 from protolens_server.logging import bound_fields
-from protolens_server.queue.pages import MAX_PAGE_SIZE
+from protolens_server.queue.pages import MAX_PAGE_SIZE, bad_page_token
 
 if TYPE_CHECKING:
     from protolens_server.models.catalog import ModelCatalog
@@ -192,7 +192,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         # this server's tokens are ASCII digits (str.isdigit alone also admits "¹", which
         # int() refuses: the fuzz suite found that as an INTERNAL error)
         if token and not (token.isascii() and token.isdigit()):
-            raise InvalidArgument("page_token", "not a token this server issued")
+            raise bad_page_token()
         start = int(token) if token else 0
         size = page_size(request.page_size, MAX_PAGE_SIZE)
         page = names[start : start + size]

@@ -3,11 +3,14 @@
 Jobs and checks are both listed this way: the index is a sorted set of ids (all
 score 0, ids sort by creation time), a page token is the last id of the previous
 page, and each record is one hash. Records that expired since they were indexed
-are dropped from the index as they are met.
+are dropped from the index as they are met. A token that is not such an id (both
+kinds are 24 lowercase hex digits: ``new_job_id``, ``new_check_id``) is refused with
+INVALID_ARGUMENT rather than read as a position in the index.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -19,6 +22,16 @@ T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
 """``await offload(fn, *args)`` runs ``fn(*args)`` elsewhere (e.g. ``RequestPool.run``)."""
 MAX_PAGE_SIZE = 1000
+_RECORD_ID = re.compile(r"[0-9a-f]{24}")  # what a job or check id looks like
+
+
+def bad_page_token() -> InvalidArgument:
+    """The error for a page token this server did not issue (every List* RPC)."""
+    return InvalidArgument(
+        "page_token",
+        "not a page token this server issued: start without a token, then pass each "
+        "reply's next_page_token as it is",
+    )
 
 
 async def newest_first(
@@ -36,6 +49,8 @@ async def newest_first(
     page (a thread pool, so a page of large records never blocks the event loop)."""
     if page_size < 1 or page_size > MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"must be 1..{MAX_PAGE_SIZE}")
+    if page_token and not _RECORD_ID.fullmatch(page_token):
+        raise bad_page_token()
     start = f"({page_token}" if page_token else "+"
     raw = await redis.zrange(index_key, start, "-", desc=True, bylex=True, offset=0, num=page_size)
     ids = [i.decode() if isinstance(i, bytes) else str(i) for i in raw]
