@@ -11,6 +11,7 @@ import pytest
 from google.rpc import error_details_pb2
 from protolens import AsyncClient, Target
 from protolens import errors as sdk
+from protolens.v1 import checks_pb2, checks_pb2_grpc, common_pb2, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
 from protolens_server import errors as domain
 from protolens_server.api.errors import ERROR_TABLE, INTERNAL_MESSAGE, to_rpc_error
@@ -165,8 +166,6 @@ async def test_queue_full_is_resource_exhausted_with_retry_hint(api_settings: Se
             assert error.reason == "QUEUE_FULL" and error.retry_after and error.retry_after >= 1
         # The rich status carries RetryInfo as well (raw channel, no SDK).
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            from protolens.v1 import common_pb2, service_pb2_grpc
-
             call = service_pb2_grpc.ProtolensServiceStub(channel).CreatePrototypeJob(
                 pb.CreatePrototypeJobRequest(
                     model="tiny",
@@ -219,6 +218,52 @@ async def test_broken_registered_model_is_failed_precondition(
             assert [m.state for m in await client.list_models()] == ["UNUSABLE"]
     finally:
         await server.stop(grace=0)
+
+
+async def test_unusable_models_name_their_file_relative_to_the_store(
+    api_settings: Settings, tiny_store: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No tenant reads the server's store path: not in ListModels/GetModel (reason, source),
+    nor in the errors of jobs and checks on an UNUSABLE model; the operator's log has it."""
+    store = tmp_path / "secret-store-location"
+    store.mkdir()
+    (store / "tiny.pt").write_bytes((tiny_store / "tiny.pt").read_bytes())
+    (store / "broken.pt").write_bytes(b"this is not a TorchScript archive")
+    (store / "twofiles" / "1").mkdir(parents=True)
+    for f in ("a.pt", "b.pt"):
+        (store / "twofiles" / "1" / f).write_bytes(b"x")
+    settings = api_settings.model_copy(update={"model_store": store, "model_inspect_wait_s": 30})
+    server, port = await start_server(settings)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.ProtolensServiceStub(channel)
+            checks = checks_pb2_grpc.CheckServiceStub(channel)
+            listed = {m.name: m for m in (await stub.ListModels(pb.ListModelsRequest())).models}
+            got = (await stub.GetModel(pb.GetModelRequest(name="models/broken"))).model
+            texts = [got.source, got.unusable_reason]
+            texts += [m.source for m in listed.values()]
+            texts += [m.unusable_reason for m in listed.values()]
+            assert got.unusable_reason == "broken.pt: not a TorchScript file", got
+            assert got.source == "file:broken.pt"
+            assert "twofiles/1/" in listed["models/twofiles@1"].unusable_reason
+            target = common_pb2.Target(classes=[common_pb2.ClassRef(index=0)])
+            for call in (
+                stub.CreatePrototypeJob(
+                    pb.CreatePrototypeJobRequest(model="broken", targets=[target])
+                ),
+                checks.StartCheck(checks_pb2.StartCheckRequest(model="broken", classes=["0"])),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as info:
+                    await call
+                assert info.value.code() == S.FAILED_PRECONDITION, info.value.details()
+                assert "broken.pt: not a TorchScript file" in info.value.details()
+                texts.append(info.value.details())
+    finally:
+        await server.stop(grace=0)
+    leaked = [t for t in texts if str(tmp_path) in t or "secret-store-location" in t]
+    assert not leaked, leaked
+    logged = [getattr(r, "reason", "") for r in caplog.records if r.msg == "models.unusable"]
+    assert any(str(store / "broken.pt") in r for r in logged), logged  # the operator's log
 
 
 async def test_unexpected_error_is_internal_and_server_keeps_serving(

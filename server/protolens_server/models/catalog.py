@@ -20,11 +20,18 @@ never loads a model to describe it: ``show`` and ``describe`` use the inspection
 made in a child process under limits (``inspection.py``), and ``load`` loads only
 a model whose inspection found it READY. One broken or hostile file makes that
 model UNUSABLE, with its reason; ``names`` and every other model are unaffected.
+
+What ``show``/``describe`` answer is what callers of the service read (ListModels,
+GetModel, job and check errors, check reports): paths inside the store are given
+relative to it (``file:broken.pt``, ``broken.pt: not a TorchScript file``), never the
+server's absolute store path; the full reason goes to the log (``models.unusable``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import re
 import threading
 from collections import OrderedDict
@@ -33,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from protolens_server.errors import InvalidArgument, InvalidModel, ModelNotFound
+from protolens_server.logging import get_logger
 from protolens_server.models import builtin, mlflow
 from protolens_server.models.handle import ModelHandle
 from protolens_server.models.info import ModelInfo, ModelState
@@ -51,6 +59,8 @@ from protolens_server.registered_names import NAME, is_name
 
 _NAME = NAME  # the rule for every registered name (registered_names.py)
 _ListShown = 20
+_LOGGED_MAX = 4096  # (name, reason) pairs of UNUSABLE models already logged
+log = get_logger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,6 +124,7 @@ class ModelCatalog:
         self._handles: OrderedDict[tuple[Any, ...], tuple[ModelHandle, int]] = OrderedDict()
         self._infos: OrderedDict[tuple[Any, ...], ModelInfo] = OrderedDict()
         self._lock = threading.RLock()
+        self._logged: OrderedDict[tuple[str, str], None] = OrderedDict()
 
     @classmethod
     def from_settings(cls, settings: Any, *, cache_bytes: int | None = None) -> ModelCatalog:
@@ -176,6 +187,9 @@ class ModelCatalog:
         """The model's info in whatever state it is: READY, UNUSABLE (with the reason) or
         INSPECTING (when its inspection takes longer than ``wait_s``; None waits).
         Raises only for a name that is malformed or not in the catalog."""
+        return self._public(self._show(name, wait_s))
+
+    def _show(self, name: str, wait_s: float | None) -> ModelInfo:
         try:
             entry = self._entry(name)
         except InvalidModel as exc:  # this name's files are laid out wrongly in the store
@@ -193,6 +207,28 @@ class ModelCatalog:
                 while len(self._infos) > _MAX_INFOS:
                     self._infos.popitem(last=False)
         return info
+
+    def _public(self, info: ModelInfo) -> ModelInfo:
+        """``info`` with the store's absolute path left out of its source and reason (callers
+        of the service read both); an UNUSABLE model's full reason is logged once."""
+        if self.store is None:
+            return info
+        source = relative_to_store(info.source, self.store)
+        reason = relative_to_store(info.unusable_reason, self.store)
+        if source == info.source and reason == info.unusable_reason:
+            return info
+        if info.state is ModelState.UNUSABLE and reason != info.unusable_reason:
+            seen = (info.name, info.unusable_reason)
+            with self._lock:
+                first = seen not in self._logged
+                self._logged[seen] = None
+                while len(self._logged) > _LOGGED_MAX:
+                    self._logged.popitem(last=False)
+            if first:
+                log.warning(
+                    "models.unusable", extra={"model": info.name, "reason": info.unusable_reason}
+                )
+        return dataclasses.replace(info, source=source, unusable_reason=reason)
 
     def describe(self, name: str, *, wait_s: float | None = None) -> ModelInfo:
         """The info of a READY model; ``InvalidModel`` (UNUSABLE, with the reason and the
@@ -296,7 +332,7 @@ class ModelCatalog:
             if len(files) != 1:
                 raise InvalidModel(
                     f"model store: {base}@{version} must hold exactly one model file "
-                    f"({', '.join(MODEL_SUFFIXES)}), found {len(files)} in {folder}"
+                    f"({', '.join(MODEL_SUFFIXES)}), found {len(files)} in {base}/{version}/"
                 )
             return _Entry(f"{base}@{version}", version, files[0])
         raise ModelNotFound(f"no model {name!r} (available: {self._available_text()})", model=name)
@@ -382,3 +418,13 @@ def _module_bytes(module: Any) -> int:
         return 0
     tensors = [*module.parameters(), *getattr(module, "buffers", list)()]
     return sum(t.numel() * t.element_size() for t in tensors)
+
+
+def relative_to_store(text: str, store: Path) -> str:
+    """``text`` with each path inside ``store`` made relative to it (as given and resolved),
+    and the store's own path said as "the model store"."""
+    roots = {str(store).rstrip(os.sep), str(store.resolve()).rstrip(os.sep)}
+    for root in sorted(roots, key=len, reverse=True):
+        text = text.replace(root + os.sep, "")
+        text = re.sub(re.escape(root) + r"(?![\w.@+~-])", "the model store", text)
+    return text
