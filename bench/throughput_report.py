@@ -83,10 +83,20 @@ def cpu_markdown(result: dict[str, Any]) -> str:
     ratio = result.get("ratios", {})
     if ratio.get("throughput") is not None:
         out.append(
-            f"engine / Lucent throughput: **{fmt(ratio['throughput'])}×** wall-clock, "
+            "engine / Lucent throughput at a known rate: "
+            f"**{fmt(ratio['throughput'])}×** wall-clock, "
             f"{fmt(ratio.get('cpu_time'))}× CPU time (target ≥ 2×); "
             f"path similarity engine − Lucent: {fmt(ratio.get('path_similarity_difference'))} "
             "(target ≥ 0)"
+        )
+    finder = result.get("finder")
+    if finder and ratio.get("first_call_throughput") is not None:
+        out.append(
+            f"the engine's learning-rate finder (lr {finder['lr']:g}, once per model): "
+            f"{fmt(finder['seconds'])} s wall, {fmt(finder['cpu_seconds'])} s CPU; with it "
+            f"shared over this call's classes (a model's first call): "
+            f"**{fmt(ratio['first_call_throughput'])}×** wall-clock, "
+            f"{fmt(ratio.get('first_call_cpu_time'))}× CPU time"
         )
     for note in result.get("notes", []):
         out.append(f"- {note}")

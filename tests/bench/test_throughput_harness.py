@@ -42,6 +42,9 @@ def test_cpu_run_writes_json_and_prints_a_table(tmp_path: Path) -> None:
     assert len(engine["seconds_per_prototype_reps"]) == 2
     assert engine["seconds_per_prototype"] > 0
     assert all(0.0 <= p <= 1.0 for p in engine["target_probabilities"])
+    finder = result["finder"]  # the default finds the rate: timed once, apart
+    assert finder["lr"] > 0 and finder["seconds"] > 0
+    assert "engine learning-rate finder: lr" in proc.stderr
     table = md.read_text()
     assert table in proc.stdout
     assert "| method | prototypes per call | s / prototype |" in table
@@ -53,9 +56,11 @@ def test_cpu_run_writes_json_and_prints_a_table(tmp_path: Path) -> None:
         assert "Lucent column skipped" in proc.stderr
         assert "| lucent | — |" in table
         assert result["ratios"]["throughput"] is None
+        assert result["ratios"]["first_call_throughput"] is None
     else:
         assert lucent["prototypes_per_call"] == 1
-        assert result["ratios"]["throughput"] > 0
+        ratios = result["ratios"]
+        assert ratios["throughput"] > ratios["first_call_throughput"] > 0
 
 
 def test_gpu_sweep_code_runs_on_cpu_with_a_tiny_model() -> None:
