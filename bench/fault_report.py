@@ -52,7 +52,12 @@ INPUT_FILES = {
         "hostile isolation images: a PNG declaring 100k x 100k, a flat 81-megapixel PNG,"
         " a 1 x 200,000 strip, truncated, SVG; 16-bit, CMYK, palette, animated accepted;"
         " WatchJob cursors '$', '>', '-', '+', malformed and over 64 bits (a '$' held open"
-        " no longer stops the shared event reader for every other watch)",
+        " no longer stops the shared event reader for every other watch); ListJobs/ListChecks"
+        " page tokens never issued ('abc', 23/25 digits, upper-case hex, '(', '+', '-', NUL)",
+    "tests/api/test_api_reference_sets.py":
+        "a reference set of 300 files requested 8 times at once (one walk, a plain request"
+        " answered while it is held), changed in place (noticed after the TTL), over"
+        " max_reference_files (refused before its walk)",
 }  # fmt: skip
 
 

@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     # Models and reference sets the service may load (callers name, never path).
     model_store: Path | None = None
     reference_root: Path | None = None
+    # Resolving a reference set walks its folder (stats every file; reads them all for the
+    # digest when one changed) in the API's own walk threads, one walk per folder and
+    # model at a time (api/reference_sets.py; docs/tenancy.md, "Reference-set walks"). A walk's
+    # answer is reused this long: files added, removed or rewritten in the folder are
+    # noticed by the first request after it.
+    reference_walk_ttl_s: float = Field(30.0, gt=0)
+    # A reference folder with more files than this is refused (INVALID_ARGUMENT) before
+    # any is stat-ed or read: 100,000 files took 10 s to digest and 2 s per later walk.
+    max_reference_files: int = Field(20_000, ge=1)
     builtin_models: bool = True
     # An MLflow tracking server (or file store) whose registry the catalog also serves:
     # models:/NAME/VERSION and models:/NAME@ALIAS are then model names (models/mlflow.py).

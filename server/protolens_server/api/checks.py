@@ -198,16 +198,20 @@ def add_check_service(
     settings: Settings,
     *,
     pool: RequestPool | None = None,
+    references: ReferenceSets | None = None,
     **runner_options: Any,
 ) -> CheckRunner:
     """Register ``CheckService`` on ``server``; returns its runner (the server calls its
     ``tick`` periodically and ``close`` on shutdown). ``pool``: where requests are parsed
-    (the API's shared ``RequestPool``); ``runner_options``: e.g. ``lease_s``."""
+    (the API's shared ``RequestPool``); ``references``: the API's shared ``ReferenceSets``
+    (one walk per folder for both services); ``runner_options``: e.g. ``lease_s``."""
+    if references is None:
+        references = ReferenceSets.from_settings(settings)
     runner = CheckRunner(
         store,
         catalog,
         settings,
-        ReferenceSets(settings.reference_root).digest,
+        references.digest,
         **runner_options,
     )
     pool = pool if pool is not None else RequestPool(settings.request_threads)

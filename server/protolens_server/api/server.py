@@ -79,6 +79,7 @@ class ApiServer:
     services: tuple[str, ...] = (SERVICE_NAME,)
     checks: CheckRunner | None = None  # tick() each sample, close() on stop
     pool: RequestPool | None = None  # where requests are validated (closed on stop)
+    references: ReferenceSets | None = None  # reference-set walks (closed on stop)
     redis_probe: Any = None  # a one-connection client without retries: health's PING
     health_probe_s: float = 0.25
     lag: LoopLagProbe = field(default_factory=LoopLagProbe)
@@ -162,6 +163,8 @@ class ApiServer:
             await self.redis_probe.aclose()
         if self.pool is not None:
             self.pool.close()
+        if self.references is not None:
+            self.references.close()
 
     async def wait_for_termination(self) -> None:
         await self.grpc_server.wait_for_termination()
@@ -206,13 +209,12 @@ async def start_server(
     pool = RequestPool(settings.request_threads)
     if getattr(queue, "offload", False) is None:
         queue.offload = pool.run  # large job records are encoded and parsed in the pool
-    servicer = ProtolensServicer(
-        queue, catalog, settings, ReferenceSets(settings.reference_root).digest, pool=pool
-    )
+    references = ReferenceSets.from_settings(settings)  # shared: one walk per folder
+    servicer = ProtolensServicer(queue, catalog, settings, references, pool=pool)
     service_pb2_grpc.add_ProtolensServiceServicer_to_server(servicer, server)
     lease_s = check_lease_s or settings.check_lease_s
     checks = add_check_service(  # api/checks.py
-        server, store, catalog, settings, pool=pool, lease_s=lease_s
+        server, store, catalog, settings, pool=pool, references=references, lease_s=lease_s
     )
     hooks = (add_admin_service, *extra_services)
     services = (
@@ -241,6 +243,7 @@ async def start_server(
         services,
         checks,
         pool=pool,
+        references=references,
         redis_probe=store.health_client(),
         health_probe_s=settings.health_probe_s,
     )

@@ -22,7 +22,6 @@ from protolens_server.api.request_pool import RequestPool
 from protolens_server.api.stream_slots import StreamSlots
 from protolens_server.api.tenancy import current_tenant
 from protolens_server.api.validation import (
-    ReferenceResolver,
     build_isolation_spec,
     build_spec,
     check_request_limits,
@@ -37,6 +36,7 @@ from protolens_server.logging import bound_fields
 from protolens_server.queue.pages import MAX_PAGE_SIZE, bad_page_token
 
 if TYPE_CHECKING:
+    from protolens_server.api.reference_sets import ReferenceSets
     from protolens_server.models.catalog import ModelCatalog
     from protolens_server.queue.jobs import JobQueue
     from protolens_server.queue.records import JobRecord
@@ -52,7 +52,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
         queue: JobQueue,
         catalog: ModelCatalog,
         settings: Settings,
-        resolve_reference: ReferenceResolver,
+        references: ReferenceSets,
         *,
         pool: RequestPool | None = None,
     ) -> None:
@@ -63,7 +63,7 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
             use_wait_s=settings.model_inspect_timeout_s + settings.model_inspect_wait_s,
         )
         self.settings = settings
-        self.resolve_reference = resolve_reference
+        self.references = references
         self.pool = pool if pool is not None else RequestPool(settings.request_threads)
         self.streams = StreamSlots(settings.max_streams_per_tenant)
 
@@ -82,13 +82,16 @@ class ProtolensServicer(service_pb2_grpc.ProtolensServiceServicer):
     ) -> pb.CreatePrototypeJobResponse:
         check_request_limits(request, self.settings)  # at once, before any work
         info = await self.models.describe(model_name(request.model))
-        # Class resolution (and a reference set's digest: file I/O) off the event loop.
+        resolve = self.references.digest
+        if request.reference_set:  # its walk in the walk threads, not the request pool's
+            resolve = await self.references.prepare(request.reference_set, info)
+        # Class resolution (and the reference set's digest, walked just now) off the loop.
         spec = await self.pool.run(
             build_spec,
             request,
             info=info,
             settings=self.settings,
-            resolve_reference=self.resolve_reference,
+            resolve_reference=resolve,
             tenant=current_tenant(),
             trace_id=str(bound_fields().get("trace_id") or ""),
         )
