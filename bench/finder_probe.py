@@ -4,30 +4,57 @@
 For a model file (or a built-in name): the finder's probe losses and scores (the mean
 fraction of each probe class's best gain) per grid rate with ``--probe-classes`` probe
 classes (0: the shipped finder's count) and the rate each count would choose
-(``engine.probe_lr``); then, with ``--generate``, every class's default
-prototype: target probability, steps and why it stopped. CPU, one thread (``--threads``).
+(``engine.probe_lr``); ``--probe-seeds`` runs the probes once per listed seed set (each
+a comma-separated list: ``0 1`` is two runs on one seed each, ``0,1`` one run on both);
+``--per-class`` prints each probe's end loss; ``--json-out`` keeps every probe's
+step-by-step losses (for ``bench/finder_rules.py``). Then, with ``--generate``, every
+class's default prototype: target probability, steps and why it stopped. CPU, one
+thread (``--threads``).
 
     python bench/finder_probe.py MODEL.pt2 [--probe-classes 0 1 10] [--generate]
     python bench/finder_probe.py efficientnet_lite0 --probe-classes 1 4
-    python bench/finder_probe.py efficientnet_lite0 --threads 2
+    python bench/finder_probe.py efficientnet_lite0 --threads 2 --probe-seeds 0 1 \\
+        --json-out bench/results/finder_robustness/efficientnet_lite0_t2.json
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
+import shlex
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
+from protolens_server import ENGINE_VERSION
 from protolens_server.engine import GenerationConfig, generate, probe_lr
 from protolens_server.models import load_model
 from protolens_server.models.registry import load_path
+
+
+def seed_sets(text: list[str]) -> list[tuple[int, ...]]:
+    """``["0", "1", "0,1"]`` -> ``[(0,), (1,), (0, 1)]``; ``[]`` -> the finder's own."""
+    return [tuple(int(s) for s in t.split(",")) for t in text] or [()]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", help="a model file/folder, or a built-in model's name")
     parser.add_argument("--probe-classes", type=int, nargs="+", default=[0])
+    parser.add_argument(
+        "--probe-seeds",
+        nargs="+",
+        default=[],
+        metavar="SEEDS",
+        help="one probe run per item, each a comma-separated seed list (default: the "
+        "finder's own seeds)",
+    )
+    parser.add_argument("--per-class", action="store_true", help="print each probe's end loss")
+    parser.add_argument("--json-out", type=Path, help="write every run's probes here")
     parser.add_argument("--generate", action="store_true", help="also run the defaults")
     parser.add_argument(
         "--threads",
@@ -41,16 +68,48 @@ def main() -> None:
     path = Path(args.model)
     handle = load_path(path) if path.exists() else load_model(args.model)
     config = GenerationConfig()
+    runs: list[dict[str, Any]] = []
     for n in args.probe_classes:
-        started = time.perf_counter()
-        probe = probe_lr(handle, config, classes=n)
-        print(
-            f"{args.threads} thread(s), probe classes {list(probe.classes)}: losses "
-            f"{[round(v, 2) for v in probe.losses]}, scores "
-            f"{[round(v, 2) for v in probe.scores]} over rates {list(probe.rates)} -> "
-            f"lr {probe.chosen} ({time.perf_counter() - started:.0f} s); at tolerance "
-            + ", ".join(f"{t}: {probe.chosen_at(t)}" for t in (0.1, 0.2, 0.3, 0.4, 0.5))
-        )
+        for seeds in seed_sets(args.probe_seeds):
+            started = time.perf_counter()
+            probe = probe_lr(handle, config, classes=n, seeds=seeds)
+            seconds = time.perf_counter() - started
+            print(
+                f"{args.threads} thread(s), probe classes {list(probe.classes)}, seeds "
+                f"{list(probe.seeds)}: losses {[round(v, 2) for v in probe.losses]}, scores "
+                f"{[round(v, 2) for v in probe.scores]} over rates {list(probe.rates)} -> "
+                f"lr {probe.chosen} ({seconds:.0f} s); at tolerance "
+                + ", ".join(f"{t}: {probe.chosen_at(t)}" for t in (0.1, 0.2, 0.3, 0.4, 0.5)),
+                flush=True,
+            )
+            if args.per_class:
+                for rate, ends in zip(probe.rates, probe.ends, strict=True):
+                    print(f"  {rate:<6} end losses {[round(v, 3) for v in ends]}")
+            runs.append(
+                {
+                    "threads": args.threads,
+                    "classes": list(probe.classes),
+                    "seeds": list(probe.seeds),
+                    "rates": list(probe.rates),
+                    "scores": list(probe.scores),
+                    "chosen": probe.chosen,
+                    "seconds": round(seconds, 1),
+                    "ends": [list(e) for e in probe.ends],
+                    "traces": [[list(t) for t in rate] for rate in probe.traces],
+                }
+            )
+    if args.json_out:
+        doc = {
+            "command": shlex.join(["python", "bench/finder_probe.py", *sys.argv[1:]]),
+            "model": args.model,
+            "engine_version": ENGINE_VERSION,
+            "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
+            "load_at_start": round(os.getloadavg()[0], 2),
+            "runs": runs,
+        }
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(doc) + "\n")
+        print(f"wrote {args.json_out}")
     if args.generate:
         classes = list(range(handle.num_classes))
         started = time.perf_counter()

@@ -1,6 +1,6 @@
 """protolens server side: engine, model sources, queue, workers and the gRPC API."""
 
-ENGINE_VERSION = "0.3.4"
+ENGINE_VERSION = "0.3.5"
 """Bumped whenever the engine's output for the same inputs may change; part of every cache key.
 
 0.2.2: scores version 2 (significance, intervals, median summary, scored on the stored PNG).
@@ -12,4 +12,8 @@ class's worst and best loss, and takes one grid step below the end of the range 
 rates above the best (never the grid's top); was: one class, one step below the best.
 0.3.4: the BatchNorm-statistics prior is off by default (``bn_prior`` 0, was 0.01): on the
 self-tuning optimisation it lowered EfficientNet-Lite0's path similarity (docs/scores.md).
+0.3.5: the learning-rate finder (``FINDER_VERSION`` 3) probes each class from two seeds and
+takes the half-octave rate nearest to the score-weighted geometric mean of the good rates
+(at most 0.2), which moves little with probe noise; was: one seed, one grid step below the
+end of the good range (bench/results/finder_robustness).
 """

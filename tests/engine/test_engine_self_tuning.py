@@ -5,8 +5,10 @@ model, CNN or ViT)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -229,45 +231,112 @@ def test_a_stalled_prototype_the_model_is_unsure_of_runs_on_to_its_budget() -> N
 
 def test_probe_lr_shows_what_the_finder_chose_from() -> None:
     from protolens_server.engine import probe_lr
-    from protolens_server.engine._lr_finder import PROBE_CLASSES, TOLERANCE, choose
+    from protolens_server.engine._lr_finder import (
+        PROBE_CLASSES,
+        PROBE_SEEDS,
+        PROBE_STEPS,
+        TOLERANCE,
+        choose,
+    )
 
     model = _model("cnn_bn", 32, 10)
     probe = probe_lr(model, DEFAULTS)
-    assert len(probe.rates) == len(probe.losses) == len(probe.scores)
+    assert len(probe.rates) == len(probe.losses) == len(probe.scores) == len(probe.ends)
     assert len(probe.classes) == PROBE_CLASSES > 1  # several classes, not one
+    assert probe.seeds == PROBE_SEEDS and len(PROBE_SEEDS) > 1  # each from several starts
+    assert all(len(e) == PROBE_CLASSES * len(PROBE_SEEDS) for e in probe.ends)
+    assert all(len(t) == PROBE_STEPS for rate in probe.traces for t in rate)
     assert probe.chosen == choose(probe.scores) == find_lr(model, DEFAULTS)
     assert max(probe.scores) <= 1.0 and min(probe.scores) >= 0.0
-    assert probe.chosen_at(TOLERANCE) == probe.chosen  # another tolerance: another rule
-    assert probe.chosen_at(0.0) <= probe.chosen <= probe.chosen_at(1.0) == probe.rates[-3]
-    one = probe_lr(model, DEFAULTS, classes=1)
-    assert len(one.classes) == 1 and one.chosen in one.rates
+    assert probe.chosen_at(TOLERANCE) == probe.chosen
+    assert probe.rates[0] <= probe.chosen <= probe.rates[-3]  # never above 0.2
+    # another seed starts each probe elsewhere: other losses (the finder pools seeds)
+    one, other = probe_lr(model, DEFAULTS, classes=1), probe_lr(model, DEFAULTS, seeds=(7,))
+    assert len(one.classes) == 1 and one.rates[0] <= one.chosen <= one.rates[-3]
+    assert other.seeds == (7,) and other.ends[2][0] != probe.ends[2][0]
 
 
-def test_the_finder_scores_each_class_on_its_own_scale_and_steps_below_the_good_rates() -> None:
-    """The rule on given probe losses (``[rate][class]``, grid 0.025 .. 0.8)."""
-    from protolens_server.engine._lr_finder import GRID, choose, scores
+def test_the_finder_scores_each_probe_on_its_own_scale_and_takes_the_good_rates_centre() -> None:
+    """The rule on given probe losses (``[rate][probe]``, grid 0.025 .. 0.8)."""
+    from protolens_server.engine._lr_finder import GRID, centre, choose, scores
 
     def pick(losses: list[list[float]]) -> float:
         return choose(scores(losses))
 
-    # A flat curve (a small ViT's probe: 0.05 .. 0.4 all about as good): one below the
-    # fastest good rate below the top, not one below the best (0.05 under the old rule).
-    assert pick([[1.0], [-0.9], [-1.0], [-0.95], [-0.9], [2.0]]) == 0.2
-    # Each class counts on its own scale: class 0's losses spread 20 times wider than
-    # the others' and it prefers 0.025; three classes do best at 0.4. A mean of raw
-    # losses follows class 0 (the old rule took 0.025); the per-class fractions do not.
+    # A flat curve (a small ViT's probe: 0.05 .. 0.4 all about as good): the centre is
+    # the middle of the flat part, and the finder takes the nearest of the grid rates
+    # and their midpoints.
+    flat = scores([[1.0], [-0.9], [-1.0], [-0.95], [-0.9], [2.0]])
+    assert 0.1 < centre(flat) < 0.2 and choose(flat) == 0.1414
+    # Each probe counts on its own scale: probe 0's losses spread 20 times wider than
+    # the others' and it prefers 0.025; three probes do best at 0.4. A mean of raw
+    # losses follows probe 0; the per-probe fractions do not.
     big = [-60.0, -40.0, -20.0, 0.0, 20.0, 40.0]
     small = [2.0, 1.5, 1.0, 0.5, 0.0, 1.5]
     assert pick([[b, s, s, s] for b, s in zip(big, small, strict=True)]) == 0.2
-    # A peaked curve: one below the best, as before.
-    assert pick([[2.0], [1.0], [0.0], [-1.0], [2.5], [3.0]]) == 0.1
-    # A loss still falling at the grid's top: the top is not a candidate (nothing faster
-    # was probed), so one below its neighbour; a diverged (NaN) rate scores 0; a class
-    # whose losses are all equal is ignored; no information at all: the lowest rate.
+    # A peaked curve (best 0.2, then 0.1): the centre lies near the best.
+    peaked = [[2.0], [1.0], [0.0], [-1.0], [2.5], [3.0]]
+    assert 0.15 < centre(scores(peaked)) < 0.2 and pick(peaked) == 0.2
+    # A rate scoring just at the floor weighs nothing: [1, 0.9, 0.7 x 1] is centred
+    # between the first two, nearer the better; tolerance 0: the best rate alone.
+    assert choose([0.0, 1.0, 0.9, 0.7, 0.0, 0.0]) == 0.07071
+    assert [choose([0.0] * k + [1.0] + [0.0] * (5 - k)) for k in range(6)] == [
+        *GRID[:4],
+        0.2,
+        0.2,
+    ]
+    assert choose([0.2, 0.5, 1.0, 0.9, 0.2, 0.0], tolerance=0.0) == 0.1
+    # A loss still falling at the grid's top: nothing faster was probed, so at most 0.2;
+    # a diverged (NaN) rate scores 0; a probe whose losses are all equal is ignored;
+    # no information at all: the lowest rate.
     assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0], [-3.0]]) == 0.2
     assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0], [float("nan")]]) == 0.2
-    flat_class = [[2.0, 5.0], [1.0, 5.0], [0.0, 5.0], [-1.0, 5.0], [2.5, 5.0], [3.0, 5.0]]
-    assert pick(flat_class) == 0.1
+    assert pick([[v[0], 5.0] for v in peaked]) == pick(peaked)
     assert pick([[3.0]] * len(GRID)) == GRID[0]
-    # Only good rates next to the best count: a good score beyond a bad one is noise.
-    assert pick([[1.0], [0.4], [0.0], [1.2], [0.5], [2.0]]) == 0.05
+
+
+# EfficientNet-Lite0's probe scores on engine 0.3.4 (one seed, four classes) at one and
+# two torch threads: ``python bench/finder_probe.py efficientnet_lite0 --threads N``.
+EFFNET_SCORES_1_THREAD = [0.45, 0.89, 0.89, 0.40, 0.52, 0.00]
+EFFNET_SCORES_2_THREADS = [0.50, 0.82, 0.82, 0.69, 0.71, 0.09]
+
+
+def _choose_v2(rate_scores: list[float], tolerance: float = 0.3) -> float:
+    """``FINDER_VERSION`` 2's rule (one grid step below the end of the good range),
+    to show what the tests below catch."""
+    from protolens_server.engine._lr_finder import GRID
+
+    best = max(rate_scores)
+    last = len(GRID) - 2
+    k = min(rate_scores.index(best), last)
+    while k < last and rate_scores[k + 1] >= (1 - tolerance) * best:
+        k += 1
+    return GRID[max(0, k - 1)]
+
+
+def test_the_choice_moves_by_at_most_a_half_octave_between_the_measured_thread_counts() -> None:
+    """The old rule picked 0.05 from the 1-thread scores and 0.2 from the 2-thread ones."""
+    from protolens_server.engine._lr_finder import choose
+
+    one, two = choose(EFFNET_SCORES_1_THREAD), choose(EFFNET_SCORES_2_THREADS)
+    assert (one, two) == (0.07071, 0.1)
+    assert _choose_v2(EFFNET_SCORES_1_THREAD) == 0.05 and _choose_v2(EFFNET_SCORES_2_THREADS) == 0.2
+
+
+def test_a_score_crossing_the_floor_moves_the_centre_a_little_not_a_grid_step() -> None:
+    """The 1-thread scores, with 0.2's score raised step by step to its 2-thread value:
+    it crosses the good-rate floor (0.7 x 0.9) on the way. Every 0.01 moves the centre by
+    under 3 % and the choice not at all; the old rule doubled it at the floor."""
+    from protolens_server.engine._lr_finder import centre, choose
+
+    def varied(rule: Callable[[list[float]], float]) -> list[float]:  # 0.2 at 0.40 .. 0.69
+        return [
+            rule([0.45, 0.89, 0.9, k / 100, *EFFNET_SCORES_1_THREAD[4:]]) for k in range(40, 70)
+        ]
+
+    centres = varied(centre)
+    assert all(b / a < 1.03 for a, b in itertools.pairwise(centres))
+    assert centres[-1] > centres[0]  # it does respond
+    assert set(varied(choose)) == {0.07071}
+    old = varied(_choose_v2)
+    assert max(b / a for a, b in itertools.pairwise(old)) == 2.0

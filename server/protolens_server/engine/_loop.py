@@ -287,24 +287,19 @@ def probe_lr(
     config: GenerationConfig = DEFAULT_CONFIG,
     *,
     classes: int = 0,
+    seeds: Sequence[int] = (),
     device: str | torch.device = "cpu",
 ) -> _lr_finder.LrProbe:
     """What the finder measures, for inspection (``bench/finder_probe.py``): the probes'
-    loss and score per grid rate on ``classes`` probe classes (0: the finder's own
-    count) and the rate its rule picks. Not memoised; ``find_lr`` is what ``generate``
-    uses."""
+    losses and scores per grid rate on ``classes`` probe classes (0: the finder's own
+    count) from the starts of ``seeds`` (empty: the finder's own) and the rate its rule
+    picks. Not memoised; ``find_lr`` is what ``generate`` uses."""
     progress = _Progress(1, config.step_budget, None)
     with _chunker(model, config, device, False, progress, None, True) as chunk:
         probed = _lr_finder.probe_classes(chunk.runner.num_classes, classes)
-        losses = _probe(chunk, _lr_finder.GRID, config.max_batch or CPU_AUTO_BATCH, probed)
-    scores = _lr_finder.scores(losses)
-    return _lr_finder.LrProbe(
-        tuple(probed),
-        _lr_finder.GRID,
-        tuple(sum(v) / len(v) for v in losses),
-        tuple(scores),
-        _lr_finder.choose(scores),
-    )
+        limit = config.max_batch or CPU_AUTO_BATCH
+        traces = _probe(chunk, _lr_finder.GRID, limit, probed, seeds or _lr_finder.PROBE_SEEDS)
+    return _lr_finder.inspect(probed, seeds or _lr_finder.PROBE_SEEDS, traces)
 
 
 def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | None) -> float:
@@ -324,27 +319,35 @@ def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | No
 
 
 def _probe(
-    chunk: _Chunk, grid: Sequence[float], limit: int, classes: Sequence[int] | None = None
-) -> list[list[float]]:
-    """The smoothed loss after ``PROBE_STEPS`` steps per rate of ``grid`` and probe class
-    (``[rate][class]``): every rate on the same probe classes from the same start (one
-    item per rate and class)."""
+    chunk: _Chunk,
+    grid: Sequence[float],
+    limit: int,
+    classes: Sequence[int] | None = None,
+    seeds: Sequence[int] | None = None,
+) -> list[list[list[float]]]:
+    """Every step's loss of the ``PROBE_STEPS``-step probes, ``[rate][probe][step]``: every
+    rate of ``grid`` on the same probes (each probe class with each seed's perturbation
+    of the start and transform draws, class major: probe ``c * len(seeds) + s``), one
+    item per rate and probe. Every probe starts from call seed 0's equidistant baseline:
+    the one ``generate`` with seed 0 reuses (memoised), made alone as it always was."""
     if classes is None:
         classes = _lr_finder.probe_classes(chunk.runner.num_classes)
-    targets = [Target((c,)) for c in classes]
+    if seeds is None:
+        seeds = _lr_finder.PROBE_SEEDS
+    starts = [(Target((c,)), s) for c in classes for s in seeds]
     items = [
-        _Item(k, r, t, 0, 0, prototype_seed(0, t, 0))
-        for k, (r, t) in enumerate((r, t) for r in range(len(grid)) for t in targets)
+        _Item(k, r, t, 0, 0, prototype_seed(s, t, 0))
+        for k, (r, (t, s)) in enumerate((r, ts) for r in range(len(grid)) for ts in starts)
     ]
     rates = [grid[item.group] for item in items]
     probe_config = chunk.config.replace(steps=_lr_finder.PROBE_STEPS, diversity=0.0)
-    losses: list[float] = []
+    traces: list[list[float]] = []
     at, limit = 0, max(1, limit)
     while at < len(items):  # in chunks of at most ``limit``, halved on OOM as in _run_all
         part = items[at : at + limit]
         lr = torch.tensor(rates[at : at + limit], device=chunk.runner.device)
         try:
-            _, schedule = chunk.optimise(part, lr, probe_config, report=False)
+            _, schedule = chunk.optimise(part, lr, probe_config, report=False, trace=True)
         except torch.OutOfMemoryError:
             if limit == 1:
                 raise
@@ -354,10 +357,11 @@ def _probe(
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
             continue
-        losses += schedule.smoothed().tolist()
+        assert schedule.trace is not None
+        traces += torch.stack(schedule.trace, dim=1).tolist()  # (images, steps)
         at += len(part)
-    n = len(targets)
-    return [losses[r * n : (r + 1) * n] for r in range(len(grid))]
+    n = len(starts)
+    return [traces[r * n : (r + 1) * n] for r in range(len(grid))]
 
 
 # Memory fits per model (weakly held) and memory-relevant settings.
@@ -489,10 +493,17 @@ class _Chunk:
         return self._finish(items, param, weights, schedule)
 
     def optimise(
-        self, items: list[_Item], lr: torch.Tensor, config: GenerationConfig, *, report: bool
+        self,
+        items: list[_Item],
+        lr: torch.Tensor,
+        config: GenerationConfig,
+        *,
+        report: bool,
+        trace: bool = False,
     ) -> tuple[ImageParam, StopSchedule]:
         """Optimise ``items`` at per-image rates ``lr`` until the schedule says every one
-        is done; ``report``: progress events and cancellation (not for probes)."""
+        is done; ``report``: progress events and cancellation (not for probes);
+        ``trace``: the schedule keeps every step's losses (the finder's probes)."""
         device = self.runner.device
         generators = [generator(item.seed) for item in items]
         param = self._start(items, generators)
@@ -509,7 +520,7 @@ class _Chunk:
             objective = objective + config.alpha_penalty * alpha_mean(param)
         groups = torch.tensor([item.group for item in items], device=device)
         optimiser = PerImageAdam(param.tensors)
-        schedule = StopSchedule(len(items), config, device)
+        schedule = StopSchedule(len(items), config, device, trace=trace)
         prototypes = [item.target.kind == "prototype" for item in items]
         step = 0
         while step < schedule.last_step:

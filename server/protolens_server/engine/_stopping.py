@@ -51,7 +51,9 @@ def cooldown_steps(budget: int) -> int:
 class StopSchedule:
     """Per-image learning-rate factor (device) and stop decisions (host) for one chunk."""
 
-    def __init__(self, n: int, config: GenerationConfig, device: torch.device) -> None:
+    def __init__(
+        self, n: int, config: GenerationConfig, device: torch.device, *, trace: bool = False
+    ) -> None:
         self.fixed = config.steps > 0
         self.budget = config.steps if self.fixed else config.max_steps
         self.cooldown = cooldown_steps(self.budget)
@@ -62,6 +64,8 @@ class StopSchedule:
         self._ema = torch.zeros(n, device=device)
         self._history: list[list[float]] = []  # smoothed losses at each check
         self._stalled = [0] * n
+        # every step's raw per-image losses (device), kept only when asked (the finder's probes)
+        self.trace: list[torch.Tensor] | None = [] if trace else None
 
     @property
     def last_step(self) -> int:
@@ -81,6 +85,8 @@ class StopSchedule:
     def observe(self, step: int, losses: torch.Tensor) -> None:
         """Fold this step's per-image losses into the moving average (device only)."""
         losses = losses.detach().float()
+        if self.trace is not None:
+            self.trace.append(losses.clone())
         if step == 1:
             self._ema.copy_(losses)
         else:
