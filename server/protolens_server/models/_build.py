@@ -12,6 +12,7 @@ from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidArgument, InvalidModel
 from protolens_server.models._digest import model_digest
 from protolens_server.models._logits import LogitsOnly, describe_output, logits_of
+from protolens_server.models._probe_output import LogProbabilities, probe_output
 from protolens_server.models.handle import ModelFormat, ModelHandle
 from protolens_server.models.sidecar import ClassNames
 
@@ -33,7 +34,9 @@ def check_forward(
 ) -> tuple[int, Callable[[torch.Tensor], torch.Tensor]]:
     """Run zeros of the spec's shape through ``module``; return the number of logits and
     the module to use: ``module`` itself, or wrapped in ``LogitsOnly`` when it returns a
-    dict, a Hugging Face ``ModelOutput`` or a tuple holding the logits."""
+    dict, a Hugging Face ``ModelOutput`` or a tuple holding the logits, or in
+    ``LogProbabilities`` when it returns probabilities (``_probe_output``, which also
+    refuses a model without input gradients or with a random output)."""
     shape = (DRY_RUN_BATCH, *spec.shape)
     fix = (
         "set the model's input spec (--input-shape C,H,W, or channels/height/width "
@@ -68,10 +71,13 @@ def check_forward(
             f"of shape ({DRY_RUN_BATCH}, num_classes)"
         )
     if out.shape[1] < 2:
-        raise InvalidModel(f"{source}: outputs {out.shape[1]} logit(s); need >= 2 classes")
+        raise InvalidModel(
+            f"{source}: outputs {out.shape[1]} logit(s); need >= 2 classes (a one-logit binary "
+            "classifier: return torch.cat([torch.zeros_like(z), z], 1) for its logit z)"
+        )
     if not torch.isfinite(out).all():
         raise InvalidModel(f"{source}: produced NaN/Inf logits on a zeros input of {shape}")
-    return int(out.shape[1]), module
+    return int(out.shape[1]), probe_output(module, spec, source, out)
 
 
 def _accepts_batch_one(module: Callable[[torch.Tensor], Any], spec: InputSpec) -> bool:
@@ -120,13 +126,16 @@ def build_handle(
             "give exactly one name per output",
         )
     meta = {"weights_sha256": weights_sha256, **(metadata or {})}
+    output = "log-probabilities" if isinstance(module, LogProbabilities) else "logits"
+    if output != "logits":
+        meta["output"] = output
     handle = ModelHandle(
         name=name,
         source=source,
         module=module,
         input_spec=spec,
         class_names=classes.names,
-        digest=model_digest(weights_sha256, spec),
+        digest=model_digest(weights_sha256, spec, output),
         format=fmt,
         description=description,
         metadata=meta,

@@ -55,7 +55,12 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor], architecture: str = "")
     return h.hexdigest()
 
 
-def model_digest(weights_sha256: str, spec: InputSpec) -> str:
+def model_digest(weights_sha256: str, spec: InputSpec, output: str = "logits") -> str:
+    """``output`` is how the handle reads the forward's output: ``logits`` (not hashed, so
+    the digests of such models never changed) or ``log-probabilities`` (a softmax output
+    seen through log, ``_probe_output.LogProbabilities``)."""
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
     payload = f"protolens-model/1\n{weights_sha256}\n{spec_json}"
+    if output != "logits":
+        payload += f"\noutput:{output}"
     return hashlib.sha256(payload.encode()).hexdigest()

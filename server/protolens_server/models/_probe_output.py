@@ -1,0 +1,100 @@
+"""Load-time checks of what a classifier's output means to the optimiser.
+
+The dry forward (``_build.check_forward``) catches wrong shapes and NaN. These checks
+catch models that run fine but that gradient ascent on the input cannot use, each of
+which otherwise gave an exit-0 result that meant nothing (bench/unusual_models.py):
+
+- probabilities instead of logits (a softmax at the end of ``forward``): softmax of
+  probabilities is at most e/(e+n-1) (0.23 for 10 classes), the margin saturates and
+  the reported probability is not the model's. Such a model is used through
+  ``LogProbabilities`` (log p are logits up to a per-row constant); log-softmax
+  outputs need nothing (softmax of log p is p);
+- no gradient to the input (argmax, round, ``.detach()`` in ``forward``): the
+  optimisation cannot move; refused;
+- a random output (dropout baked in training mode by ``torch.jit.trace``): prototypes
+  would not be reproducible and every forward sees a different model; refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from protolens_server.engine.types import InputSpec
+from protolens_server.errors import InvalidModel
+from protolens_server.models._logits import LogitsOnly, unwrap
+
+PROBE_SEED = 20261206
+PROBABILITY_TOLERANCE = 1e-3  # rows summing to 1 within this, entries in [0, 1]
+TINY = 1e-30  # log(0) -> log(TINY): finite, so the engine's NaN/Inf checks still mean divergence
+
+
+class LogProbabilities(LogitsOnly):
+    """A model that returns class probabilities, seen through ``log``: log p are logits
+    (softmax(log p) = p), whose margin does not saturate the way p's does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.log(super().forward(x).clamp_min(TINY))
+
+
+def looks_like_probabilities(out: torch.Tensor) -> bool:
+    """Every row in [0, 1] and summing to 1: a softmax output, not logits."""
+    if out.ndim != 2 or out.shape[1] < 2 or not torch.isfinite(out).all():
+        return False
+    out = out.detach().float()
+    in_range = bool(((out >= 0) & (out <= 1)).all())
+    sums = out.sum(1)
+    return in_range and bool(((sums - 1).abs() <= PROBABILITY_TOLERANCE).all())
+
+
+def probe_output(
+    module: Callable[[torch.Tensor], Any], spec: InputSpec, source: str, zeros_out: torch.Tensor
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Check ``module`` (already through the dry forward, which gave ``zeros_out``) on two
+    random images in [0, 1]; return the module to use (wrapped in ``LogProbabilities``
+    when it returns probabilities). Raises ``InvalidModel`` for the refusals above."""
+    g = torch.Generator().manual_seed(PROBE_SEED)
+    images = torch.rand(2, *spec.shape, generator=g)
+    x = spec.normalise(images).requires_grad_(True)
+    with torch.enable_grad():
+        out = _logits(module, x)
+    with torch.no_grad():
+        again = _logits(module, x.detach())
+    if not bool(torch.isfinite(out).all()):
+        return module  # NaN/Inf off the zeros input: the engine stops with DIVERGED
+    if not torch.allclose(out.detach(), again, rtol=1e-3, atol=1e-4):
+        raise InvalidModel(
+            f"{source}: two forwards of the same input gave different outputs (a model left "
+            "in training mode, e.g. dropout baked in by torch.jit.trace?); save it after "
+            "model.eval()"
+        )
+    probabilities = looks_like_probabilities(zeros_out) and looks_like_probabilities(out)
+    if probabilities:
+        module = LogProbabilities(unwrap(module))  # type: ignore[arg-type]
+        with torch.enable_grad():
+            out = module(x)
+    if not out.requires_grad:
+        raise InvalidModel(
+            f"{source}: the output does not depend on the input through differentiable "
+            "operations (argmax, round, .detach() or torch.no_grad in forward?); prototypes "
+            "are made by gradient ascent on the input"
+        )
+    weights = torch.randn(out.shape, generator=g)
+    (grad,) = torch.autograd.grad((out * weights).sum(), x, allow_unused=True)
+    if grad is None or not bool(grad.ne(0).any()) or not bool(torch.isfinite(grad).all()):
+        what = "NaN/Inf" if grad is not None and grad.ne(0).any() else "zero"
+        raise InvalidModel(
+            f"{source}: the logits' gradient with respect to the input is {what} on random "
+            "images (a step function such as round or argmax in forward?); prototypes are "
+            "made by gradient ascent on the input"
+        )
+    return module
+
+
+def _logits(module: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:
+    out = module(x)
+    if not isinstance(out, torch.Tensor):  # check_forward wraps such modules first
+        raise InvalidModel("the model's forward did not return a tensor")
+    return out
