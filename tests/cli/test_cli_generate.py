@@ -321,3 +321,25 @@ def test_a_generating_process_loads_neither_grpc_nor_torch_dynamo(cli_models, tm
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "0 False False", done.stdout
+
+
+def test_a_prototype_its_model_does_not_classify_as_its_target_is_warned(capsys, tmp_path) -> None:
+    """Exit 0 with p = 0.000 and no word (bench/unusual_models.py, a [0,255] model fed
+    [0,1]) was a meaningless result reported as success: now stderr says so."""
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)).eval()
+    with torch.no_grad():
+        net[1].weight[1].zero_()
+        net[1].bias[1] = -100.0  # class 1 can never be the top class
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    shape = ["--input-shape", "3,8,8", "--mean", "0.5", "--std", "0.25"]
+    args = ["-m", str(tmp_path / "m.pt"), *shape, "--max-steps", "8", "--lr", "0.1"]
+    code, stdout, stderr = generate(capsys, *args, "-t", "1", "--out", str(tmp_path / "a"))
+    assert code == 0 and "p=0.000" in stdout
+    assert stderr.startswith("protolens: warning: 1-class_1-0.png: the model's top class is")
+    assert "not the target (p=0.000) after 8 steps; check the input spec" in stderr
+    code, _, stderr = generate(capsys, *args, "-t", "0", "-t", "2", "--out", str(tmp_path / "b"))
+    assert code == 0 and stderr == ""  # both reachable: no warning

@@ -244,6 +244,9 @@ def run(args: argparse.Namespace) -> int:
     write_records(records, paths)
     texts = None if scores is None else [result.summary_text() for result in scores]
     emit(args, handle, config, device, out, records, texts)
+    sys.stdout.flush()
+    for line in off_target_warnings(records):
+        print(f"protolens: warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -508,6 +511,28 @@ def prototype_record(
             "reference_digest": "" if scores is None else _reference_digest(scores),
         },
     )
+
+
+def off_target_warnings(records: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per class prototype whose model's top class is another class: the
+    optimisation did not reach its target, so the image is no prototype of it (seen on
+    a model fed the wrong input range, bench/unusual_models.py: p = 0.000, exit 0). Not
+    said of a run of fixed ``--steps``: its length is the caller's choice."""
+    lines = []
+    for r in records:
+        target = r["target"]
+        if target["kind"] != "prototype" or not r["top5"] or r["stop_reason"] == "steps":
+            continue
+        top = r["top5"][0]
+        if top["index"] == target["classes"][0]:
+            continue
+        lines.append(
+            f"{r['file']}: the model's top class is {top['name']!r} (p={top['probability']:.3f}),"
+            f" not the target (p={r['probability']:.3f}) after {r['steps']} steps; check the "
+            "input spec (--input-shape, --mean/--std: a model fed [0,255] needs --mean 0 "
+            "--std 0.0039215686) or give more --max-steps"
+        )
+    return lines
 
 
 def _reference_digest(scores: PrototypeScores) -> str:
