@@ -33,7 +33,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from protolens_server.engine._lr_finder import GRID, TOLERANCE, centre, choose, end_losses, scores
+from protolens_server.engine import LR_GRID as GRID
+from protolens_server.engine import LR_TOLERANCE as TOLERANCE
+from protolens_server.engine import choose_lr as choose
+from protolens_server.engine import lr_centre as centre
+from protolens_server.engine import probe_end_losses as end_losses
+from protolens_server.engine import probe_scores as scores
 
 Traces = list[list[list[float]]]  # [rate][probe][step]
 

@@ -17,7 +17,13 @@ from ._drift import Drift, drift
 from ._fold import folded as fold_batchnorm
 from ._isolate import Isolation, IsolationConfig, isolate
 from ._loop import auto_batch_size, find_lr, generate, lr_key, probe_lr
+from ._lr_finder import GRID as LR_GRID
+from ._lr_finder import TOLERANCE as LR_TOLERANCE
 from ._lr_finder import LrProbe
+from ._lr_finder import centre as lr_centre
+from ._lr_finder import choose as choose_lr
+from ._lr_finder import end_losses as probe_end_losses
+from ._lr_finder import scores as probe_scores
 from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
 from ._refstats import (
@@ -57,6 +63,8 @@ from .types import (
 __all__ = [
     "CONFIDENCE",
     "LOGITS",
+    "LR_GRID",
+    "LR_TOLERANCE",
     "METRICS",
     "MIN_CLASSES",
     "MIN_IMAGES",
@@ -95,6 +103,7 @@ __all__ = [
     "check_reference_counts",
     "check_unit_shapes",
     "check_units",
+    "choose_lr",
     "drift",
     "equidistant_baseline",
     "find_lr",
@@ -104,8 +113,11 @@ __all__ = [
     "isolate",
     "layer_shapes",
     "layers_of",
+    "lr_centre",
     "lr_key",
+    "probe_end_losses",
     "probe_lr",
+    "probe_scores",
     "reference_stats",
     "score",
     "score_activations",
