@@ -242,7 +242,7 @@ def test_nan_raises_generation_diverged_with_advice() -> None:
     net = tiny_net()
     with torch.no_grad():
         net.features[0].weight[0, 0, 0, 0] = float("nan")
-    with pytest.raises(GenerationDiverged, match=r"lower config\.lr"):
+    with pytest.raises(GenerationDiverged, match=r"lower learning rate \(config\.lr; --lr"):
         generate(Classifier(net, SPEC, 10), [1], FAST)
 
 

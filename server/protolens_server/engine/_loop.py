@@ -731,6 +731,7 @@ def _target_probability(values: torch.Tensor, weights: torch.Tensor) -> torch.Te
 def _check_finite(values: torch.Tensor, step: int) -> None:
     if not bool(torch.isfinite(values).all()):
         raise GenerationDiverged(
-            f"the optimisation produced NaN/Inf by step {step}: lower config.lr, "
-            "or check that the model gives finite logits for inputs in [0, 1]"
+            f"the optimisation produced NaN/Inf by step {step}: give a lower learning rate "
+            "(config.lr; --lr on the command line), or check that the model gives finite "
+            "logits for inputs in [0, 1]"
         )
