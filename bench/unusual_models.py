@@ -87,35 +87,31 @@ class Net(nn.Module):
         return z
 
 
-class Rounded(nn.Module):
-    """Quantises its input with ``round``: the gradient to the input is zero."""
+class _Wrapper(nn.Module):
+    """A trained ``Net`` inside, its forward changed by the subclass."""
 
     def __init__(self, inner: nn.Module) -> None:
         super().__init__()
         self.inner = inner
+
+
+class Rounded(_Wrapper):
+    """Quantises its input with ``round``: the gradient to the input is zero."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.inner(torch.round(x * 4) / 4)
 
 
-class ArgmaxOneHot(nn.Module):
+class ArgmaxOneHot(_Wrapper):
     """Returns 10 x one-hot(argmax): piecewise constant, no gradient."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.inner(x)
         return 10.0 * torch.nn.functional.one_hot(z.argmax(1), z.shape[1]).to(z.dtype)
 
 
-class NanAbove(nn.Module):
+class NanAbove(_Wrapper):
     """NaN logits for inputs whose brightest (normalised) pixel is above 1.5."""
-
-    def __init__(self, inner: nn.Module) -> None:
-        super().__init__()
-        self.inner = inner
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.inner(x)
