@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import enum
 import json
-import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +32,7 @@ import redis.asyncio as aioredis
 from protolens_server.errors import CheckNotFound
 from protolens_server.queue.codec import text
 from protolens_server.queue.keys import Keys
-from protolens_server.queue.pages import newest_first
+from protolens_server.queue.pages import new_record_id, newest_first
 
 
 class CheckState(enum.StrEnum):
@@ -155,9 +154,7 @@ class GenerationStats:
         }
 
 
-def new_check_id() -> str:
-    """Time-ordered like job ids: 12 hex digits of milliseconds, then 12 random hex digits."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
+new_check_id = new_record_id  # a check's id has a job id's form (queue/pages.py)
 
 
 @dataclass

@@ -8,7 +8,6 @@ errors. Workers use ``queue.delivery`` for their side.
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
@@ -53,6 +52,7 @@ from protolens_server.queue.keys import (
     Keys,
 )
 from protolens_server.queue.pages import Offload, newest_first
+from protolens_server.queue.pages import new_record_id as new_job_id
 from protolens_server.queue.records import JobEvent, JobRecord, JobSpec, JobState
 from protolens_server.queue.watch import EventFanout, check_cursor
 from protolens_server.quotas import Quotas, load_quotas
@@ -63,11 +63,6 @@ _INLINE_SPEC_BYTES = 16 * 1024  # stored specs larger than this are parsed off i
 T = TypeVar("T")
 _MAX_ID_CHARS = 256
 log = get_logger("protolens.queue")
-
-
-def new_job_id() -> str:
-    """Time-ordered id: 12 hex digits of milliseconds, then 12 random hex digits."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
 class JobQueue:

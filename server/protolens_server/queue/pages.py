@@ -3,14 +3,16 @@
 Jobs and checks are both listed this way: the index is a sorted set of ids (all
 score 0, ids sort by creation time), a page token is the last id of the previous
 page, and each record is one hash. Records that expired since they were indexed
-are dropped from the index as they are met. A token that is not such an id (both
-kinds are 24 lowercase hex digits: ``new_job_id``, ``new_check_id``) is refused with
-INVALID_ARGUMENT rather than read as a position in the index.
+are dropped from the index as they are met. Both kinds of id are made by
+``new_record_id`` (24 lowercase hex digits, ``RECORD_ID``); a token that is not such an
+id is refused with INVALID_ARGUMENT rather than read as a position in the index.
 """
 
 from __future__ import annotations
 
 import re
+import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,7 +24,13 @@ T = TypeVar("T")
 Offload = Callable[..., Awaitable[Any]]
 """``await offload(fn, *args)`` runs ``fn(*args)`` elsewhere (e.g. ``RequestPool.run``)."""
 MAX_PAGE_SIZE = 1000
-_RECORD_ID = re.compile(r"[0-9a-f]{24}")  # what a job or check id looks like
+RECORD_ID = re.compile(r"[0-9a-f]{24}")  # what new_record_id makes
+
+
+def new_record_id() -> str:
+    """A job's or a check's id, time-ordered (so the index sorts by creation): 12 hex
+    digits of milliseconds, then 12 random hex digits."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(6)}"
 
 
 def bad_page_token() -> InvalidArgument:
@@ -49,7 +57,7 @@ async def newest_first(
     page (a thread pool, so a page of large records never blocks the event loop)."""
     if page_size < 1 or page_size > MAX_PAGE_SIZE:
         raise InvalidArgument("page_size", f"must be 1..{MAX_PAGE_SIZE}")
-    if page_token and not _RECORD_ID.fullmatch(page_token):
+    if page_token and not RECORD_ID.fullmatch(page_token):
         raise bad_page_token()
     start = f"({page_token}" if page_token else "+"
     raw = await redis.zrange(index_key, start, "-", desc=True, bylex=True, offset=0, num=page_size)
