@@ -173,21 +173,24 @@ def _keep_summaries(result: Result, name: str, scores: list[PrototypeScores]) ->
     result.determinate[name] = [s.summary.layers for s in scores]
 
 
+def _scored_as(acts, stats, targets: list[list[int]]) -> list[PrototypeScores]:
+    """Image ``i`` (its captured activations ``acts``) scored as each class of
+    ``targets[i]``, in that order."""
+    rows = [i for i, classes in enumerate(targets) for _ in classes]
+    flat = [c for classes in targets for c in classes]
+    return score_activations({n: v[rows] for n, v in acts.items()}, flat, stats)
+
+
 def _natural_levels(
     handle, stats, images: torch.Tensor, labels: list[int]
 ) -> dict[str, list[PrototypeScores]]:
     """Summary scores of held-out natural images for their own class and for other classes."""
     acts = capture(handle, images, list(stats.layers))
-    levels: dict[str, list[PrototypeScores]] = {}
-    for key, targets_of in (
-        ("same", lambda label: [label]),
-        ("other", lambda label: [c for c in stats.classes if c != label]),
-    ):
-        rows = [i for i, label in enumerate(labels) for _ in targets_of(label)]
-        targets = [c for label in labels for c in targets_of(label)]
-        scores = score_activations({n: v[rows] for n, v in acts.items()}, targets, stats)
-        levels[key] = scores
-    return levels
+    others = [[c for c in stats.classes if c != label] for label in labels]
+    return {
+        "same": _scored_as(acts, stats, [[label] for label in labels]),
+        "other": _scored_as(acts, stats, others),
+    }
 
 
 def _unrelated_levels(
@@ -200,15 +203,11 @@ def _unrelated_levels(
     that photo's texture and colour statistics puts another natural photo below 0 there
     (as far from the class as from the other photos, or further): this row is the level a
     natural image reaches at each layer without being that photo."""
-    layers = list(stats.layers)
     scores: list[PrototypeScores] = []
     curves: list[list[float]] = []
     for images in photos.values():
-        x = torch.stack(images)
-        acts = capture(handle, x, layers)
-        rows = [i for i in range(len(images)) for _ in stats.classes]
-        targets = [c for _ in images for c in stats.classes]
-        photo_scores = score_activations({n: v[rows] for n, v in acts.items()}, targets, stats)
+        acts = capture(handle, torch.stack(images), list(stats.layers))
+        photo_scores = _scored_as(acts, stats, [list(stats.classes)] * len(images))
         scores += photo_scores
         curves.append(_mean_curve(photo_scores))
     return scores, curves
