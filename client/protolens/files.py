@@ -44,6 +44,38 @@ def prototype_stem(
     return f"{prefix}{indices}-{names or 'class'}-{int(target_index)}"
 
 
+def off_target(
+    *, kind: str, classes: Sequence[int], top_index: int | None, stop_reason: str
+) -> bool:
+    """True when a class prototype's model ranks another class first after the
+    optimisation stopped on its own (converged, or its step budget ran out): the image is
+    no prototype of its target. Seen on a model fed the wrong input range
+    (bench/unusual_models.py: p = 0.000, reported as a success). Never said of a run of
+    fixed steps (``stop_reason == "steps"``): its length is the caller's choice."""
+    if kind != "prototype" or top_index is None or stop_reason == "steps" or not classes:
+        return False
+    return int(top_index) != int(classes[0])
+
+
+def off_target_warning(
+    *,
+    label: str,
+    top_name: str,
+    top_probability: float,
+    probability: float,
+    steps: int,
+    spec_hint: str,
+) -> str:
+    """The one line both CLIs print for an ``off_target`` prototype; ``spec_hint`` says
+    where that command takes the model's input spec."""
+    return (
+        f"{label}: the model's top class is {top_name!r} (p={top_probability:.3f}), not the "
+        f"target (p={probability:.3f}) after {steps} steps; check the input spec "
+        f"({spec_hint}: a model fed [0,255] needs mean 0, std 1/255 = 0.0039215686) or give "
+        "more steps (max_steps)"
+    )
+
+
 def prototype_record(
     *,
     file: str,

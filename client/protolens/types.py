@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from protolens import names
-from protolens.files import prototype_record, prototype_stem
+from protolens.files import off_target, off_target_warning, prototype_record, prototype_stem
 
 FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -150,6 +150,17 @@ class PrototypeSummary:
     lr: float = 0.0  # the learning rate used (found for the model when config.lr was 0)
     stop_reason: str = ""  # converged / budget / steps
 
+    @property
+    def off_target(self) -> bool:
+        """The model ranks another class first: this image is no prototype of its target
+        (``protolens.files.off_target``)."""
+        return off_target(
+            kind=self.target.kind,
+            classes=self.target.classes,
+            top_index=self.top5[0].index if self.top5 else None,
+            stop_reason=self.stop_reason,
+        )
+
 
 @dataclass(frozen=True)
 class Isolation:
@@ -205,6 +216,24 @@ class Job:
     def succeeded(self) -> bool:
         return self.state == "SUCCEEDED"
 
+    @property
+    def warnings(self) -> list[str]:
+        """One line per prototype its model does not rank first for its target (a
+        succeeded job can still be meaningless: a model registered with the wrong input
+        spec gives p = 0.000); empty when every prototype reached its class."""
+        return [
+            off_target_warning(
+                label=s.name,
+                top_name=s.top5[0].name,
+                top_probability=s.top5[0].probability,
+                probability=s.probability,
+                steps=s.steps,
+                spec_hint="the model's sidecar or registration: size, mean, std",
+            )
+            for s in self.prototypes
+            if s.off_target
+        ]
+
     def result(self, timeout: float | None = None) -> Any:
         """The finished job, or ``JobFailedError`` if it failed or was cancelled.
 
@@ -219,6 +248,7 @@ class Job:
         d = asdict(replace(self, _waiter=None))  # the waiter holds a channel: never copied
         d.pop("_waiter", None)
         d["id"] = self.id
+        d["warnings"] = self.warnings
         for key in ("create_time", "start_time", "end_time"):
             d[key] = d[key].isoformat() if d[key] else None
         return d

@@ -249,6 +249,14 @@ def _job_line(job: Any) -> str:
     return line
 
 
+def _print_warnings(job: Any) -> None:
+    """``Job.warnings`` on stderr, as ``protolens generate`` prints its own: stdout stays
+    the result (or its JSON, which holds them as ``warnings``)."""
+    sys.stdout.flush()
+    for line in job.warnings:
+        print(f"protolens: warning: {line}", file=sys.stderr)
+
+
 def _float_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--float",
@@ -351,6 +359,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
         print(_job_line(job))
         for f in files:
             print(f"  wrote {f}")
+    _print_warnings(job)
     return 0
 
 
@@ -392,6 +401,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
             follow(client, args.job)
             job = client.get_job_after_watch(args.job)
             print(_job_line(job))
+    _print_warnings(job)
     return 0 if job.state == "SUCCEEDED" else 1
 
 
@@ -423,6 +433,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             print(f"  {s.name} {s.target.label()} p={s.probability:.3f}")
         for f in files:
             print(f"  wrote {f}")
+    _print_warnings(job)
     return 0
 
 

@@ -514,23 +514,30 @@ def prototype_record(
 
 
 def off_target_warnings(records: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per class prototype whose model's top class is another class: the
-    optimisation did not reach its target, so the image is no prototype of it (seen on
-    a model fed the wrong input range, bench/unusual_models.py: p = 0.000, exit 0). Not
-    said of a run of fixed ``--steps``: its length is the caller's choice."""
+    """One line per class prototype whose model ranks another class first
+    (``protolens.files.off_target``, the rule the service's CLI applies too)."""
+    from protolens.files import off_target, off_target_warning
+
     lines = []
     for r in records:
-        target = r["target"]
-        if target["kind"] != "prototype" or not r["top5"] or r["stop_reason"] == "steps":
+        top = r["top5"][0] if r["top5"] else None
+        if not off_target(
+            kind=r["target"]["kind"],
+            classes=r["target"]["classes"],
+            top_index=None if top is None else top["index"],
+            stop_reason=r["stop_reason"],
+        ):
             continue
-        top = r["top5"][0]
-        if top["index"] == target["classes"][0]:
-            continue
+        assert top is not None
         lines.append(
-            f"{r['file']}: the model's top class is {top['name']!r} (p={top['probability']:.3f}),"
-            f" not the target (p={r['probability']:.3f}) after {r['steps']} steps; check the "
-            "input spec (--input-shape, --mean/--std: a model fed [0,255] needs --mean 0 "
-            "--std 0.0039215686) or give more --max-steps"
+            off_target_warning(
+                label=r["file"],
+                top_name=top["name"],
+                top_probability=top["probability"],
+                probability=r["probability"],
+                steps=r["steps"],
+                spec_hint="--input-shape, --mean/--std",
+            )
         )
     return lines
 
