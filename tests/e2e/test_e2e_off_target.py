@@ -9,8 +9,10 @@ worker and Redis."""
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import json
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,6 +87,11 @@ def test_a_prototype_its_model_does_not_rank_first_is_a_warning(stack: Stack) ->
     assert err.startswith("protolens: warning: ") and err.count("\n") == 1
     code, out, err = _cli("get", job.id, *address, "--json")
     assert code == 0 and json.loads(out)["warnings"] == job.warnings
+
+    # the gallery's job page shows it too
+    page = urllib.request.urlopen(f"{stack.start_web()}jobs/{job.id}", timeout=30).read().decode()
+    assert page.count('<p class="notice warn" role="status">') == 1
+    assert job.warnings[0] in html.unescape(page)
 
     # fixed steps are the caller's choice: no warning, as for protolens generate
     code, out, err = _cli(
