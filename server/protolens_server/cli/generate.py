@@ -241,11 +241,12 @@ def run(args: argparse.Namespace) -> int:
     for record, path in zip(records, paths, strict=True):
         if path.with_suffix(".safetensors").is_file():
             record["float_file"] = path.with_suffix(".safetensors").name
+    multilabel = add_label_probabilities(handle, records)
     write_records(records, paths)
     texts = None if scores is None else [result.summary_text() for result in scores]
     emit(args, handle, config, device, out, records, texts)
     sys.stdout.flush()
-    for line in off_target_warnings(records):
+    for line in off_target_warnings(records) + multilabel:
         print(f"protolens: warning: {line}", file=sys.stderr)
     return 0
 
@@ -511,6 +512,26 @@ def prototype_record(
             "reference_digest": "" if scores is None else _reference_digest(scores),
         },
     )
+
+
+def add_label_probabilities(handle: ModelHandle, records: list[dict[str, Any]]) -> list[str]:
+    """For a model read through the logit function (one sigmoid per class, a multi-label
+    model: ``metadata["output"] == "sigmoid-probabilities"``): give each one-class
+    record ``label_probability``, the model's own output for its label (the sigmoid of
+    its logit), and return the warning that says what ``probability`` is then."""
+    import math
+
+    if handle.metadata.get("output") != "sigmoid-probabilities":
+        return []
+    for r in records:
+        if len(r["target"]["classes"]) == 1:
+            r["label_probability"] = 1 / (1 + math.exp(-min(max(r["logit"], -80.0), 80.0)))
+    return [
+        "the model returns one probability per class (a sigmoid, multi-label): protolens "
+        "reads them as logits log(p/(1-p)) and makes the target win against the other "
+        "labels, as for a single-label model; 'probability' is the softmax over those "
+        "logits, 'label_probability' the model's own output for the label"
+    ]
 
 
 def off_target_warnings(records: Sequence[dict[str, Any]]) -> list[str]:

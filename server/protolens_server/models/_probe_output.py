@@ -12,7 +12,17 @@ which otherwise gave an exit-0 result that meant nothing (bench/unusual_models.p
 - no gradient to the input (argmax, round, ``.detach()`` in ``forward``): the
   optimisation cannot move; refused;
 - a random output (dropout baked in training mode by ``torch.jit.trace``): prototypes
-  would not be reproducible and every forward sees a different model; refused.
+  would not be reproducible and every forward sees a different model; refused;
+- independent probabilities (a sigmoid per class, a multi-label model): every entry
+  in [0, 1], rows not summing to 1, on the zeros, the random images and on wild
+  inputs (20 standard deviations of noise) where logits would leave [0, 1]. Read as
+  logits their softmax is capped as a softmax output's is; such a model is used
+  through ``LogOdds`` (log p - log(1 - p), each label's own logit). The engine's
+  objective still treats the classes as exclusive (docs/models.md).
+
+The model is given copies of the probe's inputs, so a forward that changes its input
+in place (``x.relu_()``) neither fails on the probe's leaf tensor nor changes the
+input of the second forward.
 """
 
 from __future__ import annotations
@@ -24,11 +34,14 @@ import torch
 
 from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidModel
-from protolens_server.models._logits import LogitsOnly, unwrap
+from protolens_server.models._logits import LogitsOnly, adapt
 
 PROBE_SEED = 20261206
 PROBABILITY_TOLERANCE = 1e-3  # rows summing to 1 within this, entries in [0, 1]
 TINY = 1e-30  # log(0) -> log(TINY): finite, so the engine's NaN/Inf checks still mean divergence
+
+
+STRESS_SCALE = 20.0  # the wild inputs: standard normal noise times this, model units
 
 
 class LogProbabilities(LogitsOnly):
@@ -39,6 +52,26 @@ class LogProbabilities(LogitsOnly):
         return torch.log(super().forward(x).clamp_min(TINY))
 
 
+class LogOdds(LogitsOnly):
+    """A model that returns an independent probability per class (sigmoid outputs), seen
+    through the logit function log p - log(1 - p): the logits its sigmoid was applied to
+    (up to float rounding; finite at p = 0 or 1)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = super().forward(x)
+        return torch.log(p.clamp_min(TINY)) - torch.log((1 - p).clamp_min(TINY))
+
+
+def output_reading(module: object) -> str:
+    """How a handle's module reads the model's output: ``logits``, ``log-probabilities``
+    (``LogProbabilities``) or ``sigmoid-probabilities`` (``LogOdds``); part of the digest."""
+    if isinstance(module, LogProbabilities):
+        return "log-probabilities"
+    if isinstance(module, LogOdds):
+        return "sigmoid-probabilities"
+    return "logits"
+
+
 def looks_like_probabilities(out: torch.Tensor) -> bool:
     """Every row in [0, 1] and summing to 1: a softmax output, not logits."""
     if out.ndim != 2 or out.shape[1] < 2 or not torch.isfinite(out).all():
@@ -47,6 +80,14 @@ def looks_like_probabilities(out: torch.Tensor) -> bool:
     in_range = bool(((out >= 0) & (out <= 1)).all())
     sums = out.sum(1)
     return in_range and bool(((sums - 1).abs() <= PROBABILITY_TOLERANCE).all())
+
+
+def looks_like_independent_probabilities(out: torch.Tensor) -> bool:
+    """Every entry in [0, 1], not every row summing to 1: one sigmoid per class."""
+    if out.ndim != 2 or out.shape[1] < 2 or not torch.isfinite(out).all():
+        return False
+    out = out.detach().float()
+    return bool(((out >= 0) & (out <= 1)).all()) and not looks_like_probabilities(out)
 
 
 def probe_output(
@@ -60,9 +101,9 @@ def probe_output(
     x = spec.normalise(images).requires_grad_(True)
     try:
         with torch.enable_grad():
-            out = _logits(module, x)
+            out = _logits(module, x.clone())
         with torch.no_grad():
-            again = _logits(module, x.detach())
+            again = _logits(module, x.detach().clone())
     except Exception:  # fails only off the dry run (e.g. with gradients): the engine reports it
         return module
     if not bool(torch.isfinite(out).all()):
@@ -75,9 +116,12 @@ def probe_output(
         )
     probabilities = looks_like_probabilities(zeros_out) and looks_like_probabilities(out)
     if probabilities:
-        module = LogProbabilities(unwrap(module))  # type: ignore[arg-type]
+        module = adapt(module, LogProbabilities)
+    elif _independent_probabilities(module, zeros_out, out, x.shape):
+        module = adapt(module, LogOdds)
+    if probabilities or isinstance(module, LogOdds):
         with torch.enable_grad():
-            out = module(x)
+            out = module(x.clone())
     if not out.requires_grad:
         raise InvalidModel(
             f"{source}: the output does not depend on the input through differentiable "
@@ -94,6 +138,28 @@ def probe_output(
             "made by gradient ascent on the input"
         )
     return module
+
+
+def _independent_probabilities(
+    module: Callable[[torch.Tensor], Any],
+    zeros_out: torch.Tensor,
+    out: torch.Tensor,
+    shape: torch.Size,
+) -> bool:
+    """Sigmoid outputs on the zeros and the random images, and still in [0, 1] on wild
+    inputs (which a logits model leaves it on): one more forward, only for candidates."""
+    if not (
+        looks_like_independent_probabilities(zeros_out)
+        and looks_like_independent_probabilities(out)
+    ):
+        return False
+    g = torch.Generator().manual_seed(PROBE_SEED + 1)
+    wild = torch.randn(shape, generator=g) * STRESS_SCALE
+    try:
+        with torch.no_grad():
+            return looks_like_independent_probabilities(_logits(module, wild))
+    except Exception:
+        return False
 
 
 def _logits(module: Callable[[torch.Tensor], Any], x: torch.Tensor) -> torch.Tensor:

@@ -96,8 +96,13 @@ def module_of(program: torch.export.ExportedProgram) -> Any:
         return program.module(check_guards=False)  # guards are Python source: never compiled
 
 
+CHANNELS_LAST_CHANNELS = (1, 3, 4)
+
+
 def _spec_from_program(program: torch.export.ExportedProgram) -> InputSpec | None:
-    """C, H, W of the program's single image input when they are static."""
+    """C, H, W of the program's single image input when they are static; a (N, H, W, C)
+    input (a converted TensorFlow model: C of 1, 3 or 4 last, H and W larger) gives its
+    C, H, W too, and the load adapts the model to it (``_build.check_forward``)."""
     inputs = program.graph_signature.user_inputs
     if len(inputs) != 1:
         return None
@@ -108,6 +113,8 @@ def _spec_from_program(program: torch.export.ExportedProgram) -> InputSpec | Non
             if len(shape) != 4 or not all(isinstance(d, int) for d in shape[1:]):
                 return None
             c, h, w = (int(d) for d in shape[1:])
+            if w in CHANNELS_LAST_CHANNELS and c > max(CHANNELS_LAST_CHANNELS):
+                c, h, w = w, c, h
             if c == 3:
                 return InputSpec(c, h, w)
             return InputSpec(c, h, w, mean=(0.0,), std=(1.0,))
