@@ -119,6 +119,63 @@ class NanAbove(_Wrapper):
         return torch.where(peak > 1.5, torch.full_like(z, float("nan")), z)
 
 
+class Unflattened(_Wrapper):
+    """Logits shaped (N, C, 1, 1) (a convolutional head without flatten) or (N, 1, C)."""
+
+    def __init__(self, inner: nn.Module, shape: str = "nc11") -> None:
+        super().__init__(inner)
+        self.shape = shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.inner(x)
+        return z[:, :, None, None] if self.shape == "nc11" else z[:, None, :]
+
+
+class InPlaceInput(_Wrapper):
+    """Scales and rectifies its input in place before the network (``x.mul_``,
+    ``x.relu_``), then returns ``head`` of the logits."""
+
+    def __init__(self, inner: nn.Module, head: str = "logits") -> None:
+        super().__init__(inner)
+        self.head = head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x.mul_(1.5).add_(1.0).relu_()
+        z = self.inner(x)
+        return torch.softmax(z, dim=1) if self.head == "softmax" else z
+
+
+class ListOutput(_Wrapper):
+    """Returns ``[logits, features]``: a list, not a tuple."""
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [self.inner(x), x.mean((2, 3))]
+
+
+class ExtraInput(_Wrapper):
+    """``forward(x, mask)``: a second required input."""
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        return self.inner(x * mask)
+
+
+class OptionalInputs(_Wrapper):
+    """``forward(x, temperature=1.0, *, return_features=False)``."""
+
+    def forward(
+        self, x: torch.Tensor, temperature: float = 1.0, return_features: bool = False
+    ) -> torch.Tensor:
+        z = self.inner(x) / temperature
+        return x.mean((2, 3)) if return_features else z
+
+
+class ChannelsLastInput(_Wrapper):
+    """Takes (N, H, W, C) images, as a model converted from TensorFlow does."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.inner(x.permute(0, 3, 1, 2))
+
+
 def train(
     model: nn.Module,
     shape: tuple[int, int, int],
@@ -129,9 +186,11 @@ def train(
     std: float = 1.0,
     steps: int = 150,
     seed: int = 0,
+    multilabel: bool = False,
 ) -> nn.Module:
     """A few Adam steps on noisy low-frequency class templates in [0,1] image units,
-    fed as ``(x - mean) / std * scale``."""
+    fed as ``(x - mean) / std * scale``; ``multilabel``: images hold two templates
+    (averaged) and the loss is one binary cross-entropy per class."""
     g = torch.Generator().manual_seed(seed)
     c, h, w = shape
     used = min(classes, 64)  # templates for the first classes; the rest stay untrained
@@ -142,6 +201,17 @@ def train(
     for _ in range(steps):
         y = torch.randint(0, used, (32,), generator=g)
         x = (templates[y] + 0.15 * torch.randn(32, c, h, w, generator=g)).clamp(0, 1)
+        if multilabel:
+            y2 = torch.randint(0, used, (32,), generator=g)
+            x = (x + templates[y2]) / 2
+            labels = nn.functional.one_hot(y, classes).float()
+            labels = labels.maximum(nn.functional.one_hot(y2, classes).float())
+            z = model.fc(model.features((x - mean) / std * scale))
+            loss = nn.functional.binary_cross_entropy_with_logits(z, labels)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            continue
         out = model((x - mean) / std * scale)
         if getattr(model, "head", "logits") == "sigmoid" or out.shape[1] == 1:
             loss = nn.functional.binary_cross_entropy_with_logits(
@@ -167,9 +237,12 @@ def save_ts(model: nn.Module, path: Path, shape: tuple[int, int, int], trace: bo
 
 
 def save_pt2(model: nn.Module, path: Path, shape: tuple[int, int, int]) -> str:
+    """``shape`` is the model's own input shape ((H, W, C) for a channels-last one); the
+    example input has the model's float type."""
+    dtype = next(model.parameters()).dtype
     program = torch.export.export(
         model.eval(),
-        (torch.rand(2, *shape),),
+        (torch.rand(2, *shape, dtype=dtype),),
         dynamic_shapes={"x": {0: torch.export.Dim("batch")}},
     )
     torch.export.save(program, str(path))
@@ -351,6 +424,7 @@ def cases() -> list[Case]:
             ["--input-shape", "3,32,32"],
             note="user forgot the [0,255] spec",
         ),
+        *round_2(s32),
         Case(
             "huge-first-conv-ts",
             lambda w: save_ts(_huge(), w / "h.pt", (3, 224, 224)),
@@ -359,6 +433,53 @@ def cases() -> list[Case]:
             note="killed by the bench's timeout (SIGINT) after 60 s",
         ),
     ]
+
+
+S32 = ["--input-shape", "3,32,32"]
+
+
+def round_2(s32: tuple[int, int, int]) -> list[Case]:
+    """Round 2 (issue 12): weights in other float types, logits with singleton
+    dimensions, in-place input changes, multi-label, other forward signatures,
+    channels-last input."""
+    nhwc = (32, 32, 3)
+    return [
+        Case("half-ts", lambda w: save_ts(_rgb(s32).half(), w / "h.pt", s32), S32),
+        Case("bfloat16-pt2", lambda w: save_pt2(_rgb(s32).bfloat16(), w / "b.pt2", s32)),
+        Case("double-ts", lambda w: save_ts(_rgb(s32).double(), w / "d.pt", s32), S32),
+        Case("logits-nc11-ts", lambda w: save_ts(Unflattened(_rgb(s32)), w / "u.pt", s32), S32),
+        Case("logits-n1c-pt2", lambda w: save_pt2(Unflattened(_rgb(s32), "n1c"), w / "u.pt2", s32)),
+        Case("inplace-input-ts", lambda w: save_ts(InPlaceInput(_rgb(s32)), w / "i.pt", s32), S32),
+        Case("inplace-input-pt2", lambda w: save_pt2(InPlaceInput(_rgb(s32)), w / "i.pt2", s32)),
+        Case(
+            "inplace-input-softmax-ts",
+            lambda w: save_ts(InPlaceInput(_rgb(s32), "softmax"), w / "i.pt", s32),
+            S32,
+        ),
+        Case(
+            "multilabel-sigmoid-ts",
+            lambda w: save_ts(_multilabel(s32), w / "m.pt", s32),
+            S32,
+        ),
+        Case("list-output-ts", lambda w: save_ts(ListOutput(_rgb(s32)), w / "l.pt", s32), S32),
+        Case("extra-input-ts", lambda w: save_ts(ExtraInput(_rgb(s32)), w / "e.pt", s32), S32),
+        Case(
+            "optional-inputs-ts",
+            lambda w: save_ts(OptionalInputs(_rgb(s32)), w / "o.pt", s32),
+            S32,
+        ),
+        Case("nhwc-pt2", lambda w: save_pt2(ChannelsLastInput(_rgb(s32)), w / "n.pt2", nhwc)),
+        Case(
+            "nhwc-ts",
+            lambda w: save_ts(ChannelsLastInput(_rgb(s32)), w / "n.pt", nhwc),
+            S32,
+        ),
+    ]
+
+
+def _multilabel(shape: tuple[int, int, int]) -> nn.Module:
+    torch.manual_seed(0)
+    return train(Net(channels=shape[0], classes=10, head="sigmoid"), shape, 10, multilabel=True)
 
 
 def _with_spec(path: str, **spec: object) -> str:
@@ -439,6 +560,8 @@ def run_case(case: Case, work: Path, threads: int) -> dict[str, object]:
             lr=proto["lr"],
             top1=proto["top5"][0]["index"],
         )
+        if "label_probability" in proto:  # a multi-label model's own output for the label
+            row["label_probability"] = round(proto["label_probability"], 4)
     return row
 
 
