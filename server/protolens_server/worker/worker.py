@@ -25,7 +25,8 @@ import re
 import socket
 import time
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from protolens_server import metrics
@@ -96,32 +97,39 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
-_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
+# An absolute path (two or more components, not the tail of a relative one).
+_PATH = re.compile(r"(?<![\w.@+~-])(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
 _MAX_ERROR_CHARS = 300
 
 
-def job_failure(error: BaseException) -> ErrorRecord:
+def job_failure(error: BaseException, roots: Sequence[Path | None] = ()) -> ErrorRecord:
     """What a job records of its error (tenants read it in ``Job.error``): a domain
     error's reason, message and metadata; for any other exception ``GENERATION_FAILED``
     and ``"<ErrorClass>: <first line>"``. Messages are the first line (the last after a
-    traceback), file paths replaced by ``<path>``, capped.
+    traceback), capped; a path under one of ``roots`` (the reference root, the model
+    store: folders whose names tenants use) is shown relative to it (``photos/apple/3.png``
+    says which file to fix), any other file path is replaced by ``<path>``.
 
     A model's own exceptions can carry a TorchScript traceback with the paths of the
     machine that built it, or of this one; the whole traceback goes to the log only.
     """
-    first = _clean(str(error))
+    known = [str(r).rstrip("/\\") for r in roots if r is not None and str(r).strip("/\\")]
+    first = _clean(str(error), known)
     if isinstance(error, ProtolensError):
-        metadata = {k: _clean(v) for k, v in error.metadata.items()}
+        metadata = {k: _clean(v, known) for k, v in error.metadata.items()}
         return ErrorRecord(error.reason, first or type(error).__name__, metadata)
     name = type(error).__name__
     return ErrorRecord(GENERATION_FAILED, f"{name}: {first}" if first else name)
 
 
-def _clean(message: str) -> str:
+def _clean(message: str, roots: Sequence[str] = ()) -> str:
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     if any(line.startswith("Traceback") for line in lines):
         lines = lines[-1:]  # the exception a (TorchScript) traceback ends with
-    first = _PATH.sub("<path>", lines[0] if lines else "")
+    first = lines[0] if lines else ""
+    for root in sorted(roots, key=len, reverse=True):  # the deepest root first
+        first = re.sub(re.escape(root) + r"[\\/]", "", first)
+    first = _PATH.sub("<path>", first)
     if len(first) > _MAX_ERROR_CHARS:
         first = first[: _MAX_ERROR_CHARS - 3] + "..."
     return first
@@ -619,7 +627,7 @@ class Worker:
             for delivery in live:
                 await self._generate_and_store([delivery])
             return
-        failure = job_failure(error)
+        failure = job_failure(error, (self.settings.reference_root, self.settings.model_store))
         detail = "".join(traceback.format_exception(error))[-4000:]
         for d in live:  # the detail stays in the server log; the job keeps the clean text
             with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
