@@ -99,6 +99,25 @@ async def test_admin_rpcs_need_the_admin_role_and_never_show_secrets(keyed: Keye
     )
 
 
+@pytest.mark.parametrize(
+    "tenant", ["team\n", "team\r", "\nteam", "team\x00", "../team", "tеam", "a" * 64, "Team", ""]
+)
+async def test_a_tenant_name_with_a_trailing_newline_or_other_junk_is_refused(
+    keyed: Keyed, tenant: str
+) -> None:
+    """``TENANT_RE`` ended in ``$``, which also matches before a final newline: an admin
+    could make keys for tenant ``"team\n"`` (another tenant than ``team``, in every Redis
+    key and log line). Now every such name is INVALID_ARGUMENT naming the field."""
+    request = admin_pb2.CreateApiKeyRequest(tenant=tenant)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await keyed.admin.CreateApiKey(request, metadata=bearer(keyed.admin_key))
+    assert info.value.code() == S.INVALID_ARGUMENT and info.value.details().startswith("tenant: ")
+    listed = await keyed.admin.ListApiKeys(
+        admin_pb2.ListApiKeysRequest(), metadata=bearer(keyed.admin_key)
+    )
+    assert sorted(k.tenant for k in listed.api_keys) == ["alpha", "beta", "ops"]
+
+
 async def test_revoked_key_is_refused_at_once(keyed: Keyed) -> None:
     md_admin = bearer(keyed.admin_key)
     made = await keyed.admin.CreateApiKey(

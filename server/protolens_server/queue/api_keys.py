@@ -29,8 +29,9 @@ from protolens_server.queue.keys import Keys
 from protolens_server.quotas import Quotas
 
 KEY_PREFIX = "pl"
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}$")
-_KEY_RE = re.compile(r"^pl_([0-9a-f]{16})_([0-9a-f]{64})$")
+# \Z, not $: "$" also matches before a final newline ("team\n" was a valid tenant)
+TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
+_KEY_RE = re.compile(r"^pl_([0-9a-f]{16})_([0-9a-f]{64})\Z")
 _MAX_NAME = 200
 _INVALID = "the API key is not valid (unknown, revoked or malformed)"
 
