@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from web_support import Gallery
@@ -116,3 +117,25 @@ def test_another_tenants_things_are_not_found(gallery: Gallery, http_for) -> Non
     assert gallery.jobs["beta"][:12].encode() in body  # beta sees its own
     status, _, body = beta.request(f"/jobs/{gallery.jobs['beta']}/prototypes/0.png")
     assert status == 200 and body.startswith(b"\x89PNG")
+
+
+def test_the_prototype_of_a_job_that_has_none_is_409_not_502(gallery: Gallery, http_for) -> None:
+    """The API answers FAILED_PRECONDITION for a prototype of a job that did not succeed;
+    the gallery showed it as 502 "The API answered with an error" (a server fault to
+    proxies and monitors). Now 409 with the API's message, for the image, the page and
+    the float download alike."""
+    with gallery.client("alpha") as alpha:
+        job = alpha.create_prototype_job("tiny", ["apple"], config={"steps": 10000}, seed=4242)
+        alpha.cancel_job(job)
+        for _ in range(200):
+            if alpha.get_job(job).state == "CANCELLED":
+                break
+            time.sleep(0.05)
+        assert alpha.get_job(job).state == "CANCELLED"
+    h = http_for("alpha")
+    for suffix in (".png", "", ".safetensors", ".json"):
+        status, _, body = h.request(f"/jobs/{job.id}/prototypes/0{suffix}")
+        assert status == 409, (suffix, status)
+        text = body.decode()
+        assert f"job {job.id} ended CANCELLED: no prototypes" in text, text[-1500:]
+    assert h.request("/")[0] == 200

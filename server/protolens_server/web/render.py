@@ -21,6 +21,7 @@ from protolens import AsyncClient
 from protolens.errors import (
     ApiError,
     ConnectionError,
+    FailedPreconditionError,
     InvalidArgumentError,
     NotFoundError,
     PermissionDeniedError,
@@ -171,6 +172,8 @@ def page(handler: Handler) -> Handler:
             return error_page(request, state, 404, "Not found", str(exc))
         except PermissionDeniedError as exc:
             return error_page(request, state, 403, "Not allowed", str(exc))
+        except FailedPreconditionError as exc:  # e.g. the prototype of a job still running
+            return error_page(request, state, 409, "Not available (yet)", str(exc))
         except ResourceExhaustedError as exc:
             return error_page(request, state, 429, "Too many requests", str(exc))
         except ConnectionError as exc:
