@@ -64,6 +64,13 @@ class InvalidArgument(ProtolensError):
         super().__init__(f"{field}: {message}", field=field, **metadata)
         self.field = field
 
+    def for_field(self, field: str) -> InvalidArgument:
+        """The same error about another request field: a check's ``baseline`` is resolved
+        as a ``model``, and the caller must learn which of the two to fix."""
+        detail = self.message.removeprefix(f"{self.field}: ")
+        kept = {k: v for k, v in self.metadata.items() if k != "field"}
+        return type(self)(field, detail, **kept)
+
 
 class UnknownClass(InvalidArgument):
     reason = "UNKNOWN_CLASS"

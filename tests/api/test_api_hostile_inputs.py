@@ -27,6 +27,8 @@ import grpc
 import numpy as np
 import pytest
 from PIL import Image
+from protolens import AsyncClient
+from protolens import errors as sdk
 from protolens.v1 import checks_pb2, checks_pb2_grpc, common_pb2, job_pb2
 from protolens.v1 import service_pb2 as pb
 
@@ -188,3 +190,14 @@ async def test_a_page_token_this_server_never_issued_is_invalid_argument(
             details = info.value.details()
             assert details.startswith("page_token: not a page token this server issued")
             assert "start without a token" in details
+
+
+@pytest.mark.parametrize("baseline", ["../tiny", "tiny\0", "/etc/passwd", "t" * 300, "tiny@../1"])
+async def test_a_bad_check_baseline_names_the_baseline_field(address: str, baseline: str) -> None:
+    """A check's baseline is resolved as a model; its errors said ``model: '../tiny' is not
+    a model name`` (field ``model``), pointing the caller at the field that was right."""
+    async with AsyncClient(address) as client:
+        with pytest.raises(sdk.InvalidArgumentError) as info:
+            await client.start_check("tiny", baseline=baseline, classes=["apple"])
+    assert info.value.field == "baseline", info.value
+    assert str(info.value).startswith("baseline: ") and "not a model name" in str(info.value)

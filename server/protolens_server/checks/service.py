@@ -47,6 +47,7 @@ from protolens_server.errors import (
     CheckNotFound,
     ErrorRecord,
     FailedPrecondition,
+    InvalidArgument,
     JobNotFound,
     ProtolensError,
 )
@@ -191,7 +192,10 @@ class CheckRunner:
         if baseline == PREVIOUS:
             baseline = await asyncio.to_thread(self.catalog.previous, model)
         new = await self._version(model)
-        old = await self._version(baseline) if baseline else None
+        try:
+            old = await self._version(baseline) if baseline else None
+        except InvalidArgument as exc:
+            raise exc.for_field("baseline") from None
         check_compatible(new.handle, old.handle if old else None)
         wanted = resolve_classes(new.handle, classes)
         if reference_set:
