@@ -29,7 +29,7 @@ import pytest
 from PIL import Image
 from protolens import AsyncClient
 from protolens import errors as sdk
-from protolens.v1 import checks_pb2, checks_pb2_grpc, common_pb2, job_pb2
+from protolens.v1 import checks_pb2, checks_pb2_grpc, common_pb2, job_pb2, units_pb2
 from protolens.v1 import service_pb2 as pb
 
 S = grpc.StatusCode
@@ -201,3 +201,23 @@ async def test_a_bad_check_baseline_names_the_baseline_field(address: str, basel
             await client.start_check("tiny", baseline=baseline, classes=["apple"])
     assert info.value.field == "baseline", info.value
     assert str(info.value).startswith("baseline: ") and "not a model name" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [1e20, 1e-30, 1e39, 1e-320, -1e300])
+async def test_a_direction_float32_cannot_normalise_is_invalid_argument(stub, value: float) -> None:
+    """A direction is normalised to unit length in the activations' float32: five values
+    of 1e20 became all zeros (a constant objective: the job ran and made a meaningless
+    picture), 1e-30 inf, 1e39 and 1e-320 NaN. Its scale means nothing, so one outside
+    1e-6..1e6 is refused at the door, saying to rescale it; an ordinary one is queued."""
+    term = units_pb2.UnitTerm(
+        layer="logits", unit=units_pb2.UNIT_KIND_DIRECTION, direction=[value] * 5
+    )
+    req = pb.CreatePrototypeJobRequest(model="tiny", targets=[common_pb2.Target(units=[term])])
+    req.config.steps = 2
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreatePrototypeJob(req)
+    assert info.value.code() == S.INVALID_ARGUMENT, info.value.details()
+    assert "target.direction" in info.value.details() and "scale it" in info.value.details()
+    del req.targets[0].units[0].direction[:]
+    req.targets[0].units[0].direction.extend([2e5, -1.0, 0.0, 3e-7, 1.0])
+    assert (await stub.CreatePrototypeJob(req)).job.name.startswith("jobs/")

@@ -26,6 +26,8 @@ TransformPreset = Literal["none", "small", "medium", "large", "xlarge"]
 TargetKind = Literal["prototype", "antitype", "hybrid", "unit"]
 UnitKind = Literal["channel", "neuron", "direction"]
 UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "direction")
+# The size a direction's largest value may have (its scale is normalised away, in float32).
+DIRECTION_SCALE = (1e-6, 1e6)
 ObjectiveKind = Literal["margin", "logit"]
 StopReason = Literal["converged", "budget", "steps"]
 
@@ -141,6 +143,16 @@ class UnitTerm:
         if self.unit == "direction":
             if not self.direction or not any(v != 0 for v in self.direction):
                 raise InvalidArgument("target.direction", "needs one non-zero value per channel")
+            # The engine normalises it in the activations' float32: all values 1e20 became
+            # 0 (a constant objective, a meaningless picture), 1e-30 inf, 1e39 NaN.
+            largest = max(abs(v) for v in self.direction)
+            if not DIRECTION_SCALE[0] <= largest <= DIRECTION_SCALE[1]:
+                raise InvalidArgument(
+                    "target.direction",
+                    f"its largest value is {largest:g}; scale it to between"
+                    f" {DIRECTION_SCALE[0]:g} and {DIRECTION_SCALE[1]:g} (only its direction"
+                    " counts: it is normalised to unit length)",
+                )
         elif self.index < 0:
             raise InvalidArgument("target.index", f"must be >= 0 (got {self.index})")
         if self.position and (self.unit != "neuron" or len(self.position) not in (1, 2)):
