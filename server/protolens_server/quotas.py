@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from protolens_server.errors import InvalidArgument
+from protolens_server.principal import TENANT_RULE, is_tenant_name
 
 
 class TenantLimits(BaseModel):
@@ -70,6 +71,11 @@ def load_quotas(path: str | Path | None) -> Quotas:
     try:
         quotas = Quotas.model_validate(raw)
         for tenant in quotas.tenants:
+            if not is_tenant_name(tenant):  # it would never match a caller: a typo
+                raise InvalidArgument(
+                    "tenants_file",
+                    f"{path}: tenants: {tenant!r} is not a tenant name; {TENANT_RULE}",
+                )
             quotas.for_tenant(tenant)
             TenantLimits.model_validate({**quotas.defaults.model_dump(), **quotas.tenants[tenant]})
     except ValidationError as exc:

@@ -142,5 +142,12 @@ def test_tenants_file_errors_name_the_file_and_field(tmp_path: Path) -> None:
         load_quotas(bad)
     with pytest.raises(InvalidArgument, match="cannot read"):
         load_quotas(tmp_path / "missing.yaml")
+    # a tenant name no caller can have (upper case, a space, a trailing newline) was
+    # accepted and silently never applied: the typo'd tenant ran on the defaults
+    for name in ("Vision-Team", "vision team", '"vision\\n"', "-x"):
+        bad.write_text(f"tenants:\n  {name}:\n    max_queued_jobs: 3\n")
+        with pytest.raises(InvalidArgument, match="is not a tenant name") as info:
+            load_quotas(bad)
+        assert str(bad) in str(info.value) and "a-z 0-9" in str(info.value)
     quotas = load_quotas(None)
     assert quotas.for_tenant("anyone").max_queued_jobs == 10_000

@@ -22,15 +22,19 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from protolens_server.errors import InvalidArgument, NotFound, QuotaExceeded, Unauthenticated
-from protolens_server.principal import ROLES, Principal
+from protolens_server.principal import (  # noqa: F401 (TENANT_RE re-exported)
+    ROLES,
+    TENANT_RE,
+    TENANT_RULE,
+    Principal,
+    is_tenant_name,
+)
 from protolens_server.queue.codec import text
 from protolens_server.queue.connection import is_cluster
 from protolens_server.queue.keys import Keys
 from protolens_server.quotas import Quotas
 
 KEY_PREFIX = "pl"
-# \Z, not $: "$" also matches before a final newline ("team\n" was a valid tenant)
-TENANT_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,62}\Z")
 _KEY_RE = re.compile(r"^pl_([0-9a-f]{16})_([0-9a-f]{64})\Z")
 _MAX_NAME = 200
 _INVALID = "the API key is not valid (unknown, revoked or malformed)"
@@ -57,10 +61,8 @@ def _hash(secret: str) -> str:
 
 
 def check_tenant(tenant: str) -> str:
-    if not TENANT_RE.match(tenant):
-        raise InvalidArgument(
-            "tenant", f"{tenant!r}: use 1-63 of a-z 0-9 . _ - starting with a letter or digit"
-        )
+    if not is_tenant_name(tenant):
+        raise InvalidArgument("tenant", f"{tenant!r}: {TENANT_RULE}")
     return tenant
 
 
