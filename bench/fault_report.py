@@ -42,6 +42,12 @@ OTHER_TESTS = {
     "tests/api/test_api_health.py::test_health_follows_redis_within_a_second":
         ("Redis stopped, restarted, then hung (SIGSTOP) under the API",
          "health NOT_SERVING within 1 s of each outage and SERVING within 1 s of its end"),
+    "tests/api/test_api_cancel_race.py::test_a_cancel_at_any_moment_ends_the_job_once_and_consistently":
+        ("CancelJob at 24 moments of a job's life: queued, running, storing, ended"
+         " (in-process worker)",
+         "every cancel OK or FAILED_PRECONDITION; each job ended once, SUCCEEDED with its"
+         " prototype or CANCELLED with none; each watch ended with that one final event;"
+         " no queue entry left pending"),
 }  # fmt: skip
 # Files of hostile-input cases: each test case counts as inputs tried.
 INPUT_FILES = {
@@ -53,7 +59,18 @@ INPUT_FILES = {
         " a 1 x 200,000 strip, truncated, SVG; 16-bit, CMYK, palette, animated accepted;"
         " WatchJob cursors '$', '>', '-', '+', malformed and over 64 bits (a '$' held open"
         " no longer stops the shared event reader for every other watch); ListJobs/ListChecks"
-        " page tokens never issued ('abc', 23/25 digits, upper-case hex, '(', '+', '-', NUL)",
+        " page tokens never issued ('abc', 23/25 digits, upper-case hex, '(', '+', '-', NUL);"
+        " check baselines that are paths (named field 'baseline', was 'model'); unit directions"
+        " float32 cannot normalise (1e20 made a constant objective and SUCCEEDED)",
+    "tests/api/test_api_reference_images.py": (
+        "hostile reference-set files, scored by a real worker: truncated, 0-byte, SVG/HTML"
+        " under image names, a symlink to /etc/passwd, a flat 81-megapixel PNG, one declaring"
+        " 10 G pixels, 4x4; gray, CMYK, 16-bit, palette+transparency, EXIF-rotated, animated"
+        " GIF and APNG",
+        "cases as specified: each broken file FAILED its job once (BAD_REFERENCE_SET, 1"
+        " attempt) naming set/class/file, no server path (was '<path>'); the odd images"
+        " scored; the worker went on",
+    ),
     "tests/api/test_api_reference_sets.py": (
         "a reference set of 300 files requested 8 times at once, changed in place, and over"
         " max_reference_files",
