@@ -221,3 +221,16 @@ async def test_a_direction_float32_cannot_normalise_is_invalid_argument(stub, va
     del req.targets[0].units[0].direction[:]
     req.targets[0].units[0].direction.extend([2e5, -1.0, 0.0, 3e-7, 1.0])
     assert (await stub.CreatePrototypeJob(req)).job.name.startswith("jobs/")
+
+
+async def test_a_direction_on_a_channel_term_is_invalid_argument(stub) -> None:
+    """A term whose unit kind is left unset is a channel; its ``direction`` was ignored, so
+    a caller who forgot ``unit`` got channel 0's picture for their direction, queued."""
+    term = units_pb2.UnitTerm(layer="logits", direction=[1.0, 0.0, 0.0, 0.0, 0.0])
+    req = pb.CreatePrototypeJobRequest(model="tiny", targets=[common_pb2.Target(units=[term])])
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await stub.CreatePrototypeJob(req)
+    assert info.value.code() == S.INVALID_ARGUMENT
+    assert "target.direction: only a direction term has one (this is a channel)" in (
+        info.value.details()
+    )

@@ -153,6 +153,10 @@ class UnitTerm:
                     f" {DIRECTION_SCALE[0]:g} and {DIRECTION_SCALE[1]:g} (only its direction"
                     " counts: it is normalised to unit length)",
                 )
+        elif self.direction:  # an unset unit kind is a channel: the direction was ignored
+            raise InvalidArgument(
+                "target.direction", f"only a direction term has one (this is a {self.unit})"
+            )
         elif self.index < 0:
             raise InvalidArgument("target.index", f"must be >= 0 (got {self.index})")
         if self.position and (self.unit != "neuron" or len(self.position) not in (1, 2)):
