@@ -111,9 +111,7 @@ async def test_a_broken_reference_file_fails_the_job_naming_that_file(
     assert root is not None
     for name, (file, content, _) in BROKEN.items():
         _write_set(root, name, {file: content})
-    made = [
-        await stub.CreatePrototypeJob(_request(name, seed)) for seed, name in enumerate(BROKEN)
-    ]
+    made = [await stub.CreatePrototypeJob(_request(name, seed)) for seed, name in enumerate(BROKEN)]
     assert {m.outcome for m in made} == {pb.CREATE_OUTCOME_QUEUED}  # the walk reads bytes only
     jobs = await _run_all(api_settings, stub, [m.job.name for m in made])
     for job, (name, (file, _, says)) in zip(jobs, BROKEN.items(), strict=True):
