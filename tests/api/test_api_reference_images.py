@@ -23,6 +23,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from protolens.v1 import common_pb2, job_pb2
 from protolens.v1 import service_pb2 as pb
@@ -85,6 +86,13 @@ ODD = {
     "animated-gif.png": _saved(_noise(6), "GIF", save_all=True, append_images=[_noise(8)] * 3),
     "apng.png": _saved(_noise(6), "PNG", save_all=True, append_images=[_noise(9)] * 3),
 }
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reference statistics are cached on disk by the set's content digest: a set scored
+    once (by an older build, say) is never decoded again. These tests are about decoding."""
+    monkeypatch.setenv("PROTOLENS_CACHE_DIR", str(tmp_path / "cache"))
 
 
 def _request(reference_set: str, seed: int) -> pb.CreatePrototypeJobRequest:

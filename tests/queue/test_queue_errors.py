@@ -3,10 +3,18 @@ API's error table turns a reason into a status code."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 from protolens_server.api.convert import error_to_pb
 from protolens_server.api.errors import code_number, stored_status
-from protolens_server.errors import GENERATION_FAILED, ErrorRecord, InvalidModel, UnknownClass
+from protolens_server.errors import (
+    GENERATION_FAILED,
+    ErrorRecord,
+    InvalidModel,
+    ReferenceSetError,
+    UnknownClass,
+)
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import EndMode, EndOutcome, JobState
 from protolens_server.worker.worker import job_failure
@@ -71,3 +79,21 @@ def test_stored_status_maps_through_the_one_error_table() -> None:
     assert status.code == code_number(grpc.StatusCode.FAILED_PRECONDITION)
     assert status.reason == "INVALID_MODEL" and len(status.metadata["path"]) <= 200
     assert stored_status(ErrorRecord("NO_SUCH_REASON", "m")).code == 2
+
+
+def test_paths_under_the_roots_tenants_name_are_shown_relative_the_rest_hidden() -> None:
+    """A job error names a reference-set or model-store file relative to its root (the file
+    to fix); any other absolute path, one that merely contains a root, is ``<path>``; a
+    relative path is left alone."""
+    error = ReferenceSetError(
+        "reference",
+        "cannot read image /srv/refs/photos/apple/1.png; see /srv/models/m.pt,"
+        " /other/srv/refs/z.png, prefs/y and a/b/c.png",
+        file="/srv/refs/photos/apple/1.png",
+    )
+    failure = job_failure(error, (Path("/srv/refs"), Path("/srv/models"), None))
+    assert failure.message == (
+        "reference: cannot read image photos/apple/1.png; see m.pt, <path>, prefs/y and a/b/c.png"
+    )
+    assert failure.metadata["file"] == "photos/apple/1.png"
+    assert job_failure(error).metadata["file"] == "<path>"  # no roots given: all hidden

@@ -97,8 +97,10 @@ PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# Where a path may start: not inside a longer name or path.
+_PATH_START = r"(?<![\w.@+~-])"
 # An absolute path (two or more components, not the tail of a relative one).
-_PATH = re.compile(r"(?<![\w.@+~-])(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
+_PATH = re.compile(_PATH_START + r"(?:[A-Za-z]:)?(?:[\\/][\w.@+~-]+){2,}[\\/]?")
 _MAX_ERROR_CHARS = 300
 
 
@@ -128,7 +130,7 @@ def _clean(message: str, roots: Sequence[str] = ()) -> str:
         lines = lines[-1:]  # the exception a (TorchScript) traceback ends with
     first = lines[0] if lines else ""
     for root in sorted(roots, key=len, reverse=True):  # the deepest root first
-        first = re.sub(re.escape(root) + r"[\\/]", "", first)
+        first = re.sub(_PATH_START + re.escape(root) + r"[\\/]", "", first)
     first = _PATH.sub("<path>", first)
     if len(first) > _MAX_ERROR_CHARS:
         first = first[: _MAX_ERROR_CHARS - 3] + "..."
