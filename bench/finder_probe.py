@@ -9,7 +9,9 @@ a comma-separated list: ``0 1`` is two runs on one seed each, ``0,1`` one run on
 ``--per-class`` prints each probe's end loss; ``--json-out`` keeps every probe's
 step-by-step losses (for ``bench/finder_rules.py``). Then, with ``--generate``, every
 class's default prototype: target probability, steps and why it stopped. CPU, one
-thread (``--threads``).
+thread (``--threads``). Each probe run's wall and CPU seconds are printed and kept; the
+script runs against whichever engine ``PYTHONPATH`` finds (a before/after comparison
+can run this file against two trees).
 
     python bench/finder_probe.py MODEL.pt2 [--probe-classes 0 1 10] [--generate]
     python bench/finder_probe.py efficientnet_lite0 --probe-classes 1 4
@@ -71,14 +73,15 @@ def main() -> None:
     runs: list[dict[str, Any]] = []
     for n in args.probe_classes:
         for seeds in seed_sets(args.probe_seeds):
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             probe = probe_lr(handle, config, classes=n, seeds=seeds)
             seconds = time.perf_counter() - started
+            cpu_seconds = time.process_time() - cpu_started
             print(
                 f"{args.threads} thread(s), probe classes {list(probe.classes)}, seeds "
                 f"{list(probe.seeds)}: losses {[round(v, 2) for v in probe.losses]}, scores "
                 f"{[round(v, 2) for v in probe.scores]} over rates {list(probe.rates)} -> "
-                f"lr {probe.chosen} ({seconds:.0f} s); at tolerance "
+                f"lr {probe.chosen} ({seconds:.0f} s, {cpu_seconds:.0f} CPU-s); at tolerance "
                 + ", ".join(f"{t}: {probe.chosen_at(t)}" for t in (0.1, 0.2, 0.3, 0.4, 0.5)),
                 flush=True,
             )
@@ -94,6 +97,7 @@ def main() -> None:
                     "scores": list(probe.scores),
                     "chosen": probe.chosen,
                     "seconds": round(seconds, 1),
+                    "cpu_seconds": round(cpu_seconds, 1),
                     "ends": [list(e) for e in probe.ends],
                     "traces": [[list(t) for t in rate] for rate in probe.traces],
                 }

@@ -8,7 +8,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pytest
 import torch
@@ -232,6 +232,8 @@ def test_a_stalled_prototype_the_model_is_unsure_of_runs_on_to_its_budget() -> N
 def test_probe_lr_shows_what_the_finder_chose_from() -> None:
     from protolens_server.engine import probe_lr
     from protolens_server.engine._lr_finder import (
+        GRID,
+        MAX_LR,
         PROBE_CLASSES,
         PROBE_SEEDS,
         PROBE_STEPS,
@@ -241,7 +243,8 @@ def test_probe_lr_shows_what_the_finder_chose_from() -> None:
 
     model = _model("cnn_bn", 32, 10)
     probe = probe_lr(model, DEFAULTS)
-    assert len(probe.rates) == len(probe.losses) == len(probe.scores) == len(probe.ends)
+    assert probe.rates == GRID and len(GRID) == len(probe.losses) == len(probe.scores)
+    assert len(probe.ends) == len(probe.traces) == len(GRID)
     assert len(probe.classes) == PROBE_CLASSES > 1  # several classes, not one
     assert probe.seeds == PROBE_SEEDS and len(PROBE_SEEDS) > 1  # each from several starts
     assert all(len(e) == PROBE_CLASSES * len(PROBE_SEEDS) for e in probe.ends)
@@ -249,78 +252,86 @@ def test_probe_lr_shows_what_the_finder_chose_from() -> None:
     assert probe.chosen == choose(probe.scores) == find_lr(model, DEFAULTS)
     assert max(probe.scores) <= 1.0 and min(probe.scores) >= 0.0
     assert probe.chosen_at(TOLERANCE) == probe.chosen
-    assert probe.rates[0] <= probe.chosen <= probe.rates[-3]  # never above 0.2
+    assert probe.rates[0] <= probe.chosen <= MAX_LR == probe.rates[-2]  # never above 0.2
     # another seed starts each probe elsewhere: other losses (the finder pools seeds)
     one, other = probe_lr(model, DEFAULTS, classes=1), probe_lr(model, DEFAULTS, seeds=(7,))
-    assert len(one.classes) == 1 and one.rates[0] <= one.chosen <= one.rates[-3]
+    assert len(one.classes) == 1 and one.rates[0] <= one.chosen <= MAX_LR
     assert other.seeds == (7,) and other.ends[2][0] != probe.ends[2][0]
 
 
 def test_the_finder_scores_each_probe_on_its_own_scale_and_takes_the_good_rates_centre() -> None:
-    """The rule on given probe losses (``[rate][probe]``, grid 0.025 .. 0.8)."""
+    """The rule on given probe losses (``[rate][probe]``, grid 0.025 .. 0.4)."""
     from protolens_server.engine._lr_finder import GRID, centre, choose, scores
 
     def pick(losses: list[list[float]]) -> float:
         return choose(scores(losses))
 
+    assert GRID == (0.025, 0.05, 0.1, 0.2, 0.4)
     # A flat curve (a small ViT's probe: 0.05 .. 0.4 all about as good): the centre is
     # the middle of the flat part, and the finder takes the nearest of the grid rates
     # and their midpoints.
-    flat = scores([[1.0], [-0.9], [-1.0], [-0.95], [-0.9], [2.0]])
+    flat = scores([[1.0], [-0.9], [-1.0], [-0.95], [-0.9]])
     assert 0.1 < centre(flat) < 0.2 and choose(flat) == 0.1414
     # Each probe counts on its own scale: probe 0's losses spread 20 times wider than
     # the others' and it prefers 0.025; three probes do best at 0.4. A mean of raw
     # losses follows probe 0; the per-probe fractions do not.
-    big = [-60.0, -40.0, -20.0, 0.0, 20.0, 40.0]
-    small = [2.0, 1.5, 1.0, 0.5, 0.0, 1.5]
-    assert pick([[b, s, s, s] for b, s in zip(big, small, strict=True)]) == 0.2
+    big = [-60.0, -40.0, -20.0, 0.0, 20.0]
+    small = [2.0, 1.5, 1.0, 0.5, 0.0]
+    raw = [[b, s, s, s] for b, s in zip(big, small, strict=True)]
+    assert min(range(len(GRID)), key=lambda r: sum(raw[r])) == 0 and pick(raw) == 0.2
     # A peaked curve (best 0.2, then 0.1): the centre lies near the best.
-    peaked = [[2.0], [1.0], [0.0], [-1.0], [2.5], [3.0]]
+    peaked = [[2.0], [1.0], [0.0], [-1.0], [2.5]]
     assert 0.15 < centre(scores(peaked)) < 0.2 and pick(peaked) == 0.2
     # A rate scoring just at the floor weighs nothing: [1, 0.9, 0.7 x 1] is centred
     # between the first two, nearer the better; tolerance 0: the best rate alone.
-    assert choose([0.0, 1.0, 0.9, 0.7, 0.0, 0.0]) == 0.07071
-    assert [choose([0.0] * k + [1.0] + [0.0] * (5 - k)) for k in range(6)] == [
-        *GRID[:4],
-        0.2,
-        0.2,
-    ]
-    assert choose([0.2, 0.5, 1.0, 0.9, 0.2, 0.0], tolerance=0.0) == 0.1
+    assert choose([0.0, 1.0, 0.9, 0.7, 0.0]) == 0.07071
+    assert [choose([0.0] * k + [1.0] + [0.0] * (4 - k)) for k in range(5)] == [*GRID[:4], 0.2]
+    assert choose([0.2, 0.5, 1.0, 0.9, 0.2], tolerance=0.0) == 0.1
     # A loss still falling at the grid's top: nothing faster was probed, so at most 0.2;
     # a diverged (NaN) rate scores 0; a probe whose losses are all equal is ignored;
     # no information at all: the lowest rate.
-    assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0], [-3.0]]) == 0.2
-    assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0], [float("nan")]]) == 0.2
+    assert pick([[2.0], [1.0], [0.0], [-1.0], [-2.0]]) == 0.2
+    assert pick([[2.0], [1.0], [0.0], [-1.0], [float("nan")]]) == 0.2
     assert pick([[v[0], 5.0] for v in peaked]) == pick(peaked)
     assert pick([[3.0]] * len(GRID)) == GRID[0]
 
 
-# EfficientNet-Lite0's probe scores on engine 0.3.4 (one seed, four classes) at one and
-# two torch threads: ``python bench/finder_probe.py efficientnet_lite0 --threads N``.
-EFFNET_SCORES_1_THREAD = [0.45, 0.89, 0.89, 0.40, 0.52, 0.00]
-EFFNET_SCORES_2_THREADS = [0.50, 0.82, 0.82, 0.69, 0.71, 0.09]
+# EfficientNet-Lite0's probe scores on engine 0.3.4 (one seed, four classes, FINDER_VERSION
+# 3's grid 0.025 .. 0.8) at one and two torch threads:
+# ``python bench/finder_probe.py efficientnet_lite0 --threads N``.
+V3_GRID = tuple(0.025 * 2**k for k in range(6))
+EFFNET_V3_SCORES_1_THREAD = [0.45, 0.89, 0.89, 0.40, 0.52, 0.00]
+EFFNET_V3_SCORES_2_THREADS = [0.50, 0.82, 0.82, 0.69, 0.71, 0.09]
+# The finder's own probes (two seeds, grid 0.025 .. 0.4) on engine 0.3.6, the same command
+# (bench/results/finder_robustness/v4/tree_t1_1.json, tree_t2_1.json): 0.0707 at both.
+EFFNET_SCORES_1_THREAD = [0.28, 0.86, 0.92, 0.55, 0.26]
+EFFNET_SCORES_2_THREADS = [0.27, 0.73, 0.79, 0.43, 0.39]
 
 
-def _choose_v2(rate_scores: list[float], tolerance: float = 0.3) -> float:
+def _choose_v2(rate_scores: list[float], grid: Sequence[float], tolerance: float = 0.3) -> float:
     """``FINDER_VERSION`` 2's rule (one grid step below the end of the good range),
     to show what the tests below catch."""
-    from protolens_server.engine._lr_finder import GRID
-
     best = max(rate_scores)
-    last = len(GRID) - 2
+    last = len(grid) - 2
     k = min(rate_scores.index(best), last)
     while k < last and rate_scores[k + 1] >= (1 - tolerance) * best:
         k += 1
-    return GRID[max(0, k - 1)]
+    return grid[max(0, k - 1)]
 
 
 def test_the_choice_moves_by_at_most_a_half_octave_between_the_measured_thread_counts() -> None:
-    """The old rule picked 0.05 from the 1-thread scores and 0.2 from the 2-thread ones."""
+    """The old rule picked 0.05 from the 1-thread scores and 0.2 from the 2-thread ones;
+    the centre's rule a half-octave apart on the grid to 0.8, and alike on the grid to 0.4."""
     from protolens_server.engine._lr_finder import choose
 
-    one, two = choose(EFFNET_SCORES_1_THREAD), choose(EFFNET_SCORES_2_THREADS)
+    one, two = (
+        choose(EFFNET_V3_SCORES_1_THREAD, V3_GRID),
+        choose(EFFNET_V3_SCORES_2_THREADS, V3_GRID),
+    )
     assert (one, two) == (0.07071, 0.1)
-    assert _choose_v2(EFFNET_SCORES_1_THREAD) == 0.05 and _choose_v2(EFFNET_SCORES_2_THREADS) == 0.2
+    old = [_choose_v2(v, V3_GRID) for v in (EFFNET_V3_SCORES_1_THREAD, EFFNET_V3_SCORES_2_THREADS)]
+    assert old == [0.05, 0.2]
+    assert choose(EFFNET_SCORES_1_THREAD) == choose(EFFNET_SCORES_2_THREADS) == 0.07071
 
 
 def test_a_score_crossing_the_floor_moves_the_centre_a_little_not_a_grid_step() -> None:
@@ -329,9 +340,10 @@ def test_a_score_crossing_the_floor_moves_the_centre_a_little_not_a_grid_step() 
     under 3 % and the choice not at all; the old rule doubled it at the floor."""
     from protolens_server.engine._lr_finder import centre, choose
 
-    def varied(rule: Callable[[list[float]], float]) -> list[float]:  # 0.2 at 0.40 .. 0.69
-        return [
-            rule([0.45, 0.89, 0.9, k / 100, *EFFNET_SCORES_1_THREAD[4:]]) for k in range(40, 70)
+    def varied(rule: Callable[[list[float], Sequence[float]], float]) -> list[float]:
+        return [  # 0.2 at 0.40 .. 0.69
+            rule([0.45, 0.89, 0.9, k / 100, *EFFNET_V3_SCORES_1_THREAD[4:]], V3_GRID)
+            for k in range(40, 70)
         ]
 
     centres = varied(centre)

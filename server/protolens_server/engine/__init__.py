@@ -18,6 +18,7 @@ from ._fold import folded as fold_batchnorm
 from ._isolate import Isolation, IsolationConfig, isolate
 from ._loop import auto_batch_size, find_lr, generate, lr_key, probe_lr
 from ._lr_finder import GRID as LR_GRID
+from ._lr_finder import PROBE_STEPS as LR_PROBE_STEPS
 from ._lr_finder import TOLERANCE as LR_TOLERANCE
 from ._lr_finder import LrProbe
 from ._lr_finder import centre as lr_centre
@@ -64,6 +65,7 @@ __all__ = [
     "CONFIDENCE",
     "LOGITS",
     "LR_GRID",
+    "LR_PROBE_STEPS",
     "LR_TOLERANCE",
     "METRICS",
     "MIN_CLASSES",
