@@ -257,6 +257,10 @@ def test_probe_lr_shows_what_the_finder_chose_from() -> None:
     one, other = probe_lr(model, DEFAULTS, classes=1), probe_lr(model, DEFAULTS, seeds=(7,))
     assert len(one.classes) == 1 and one.rates[0] <= one.chosen <= MAX_LR
     assert other.seeds == (7,) and other.ends[2][0] != probe.ends[2][0]
+    # another grid, for inspection (bench/finder_probe.py --rates): its rates, its choice
+    two = probe_lr(model, DEFAULTS, rates=GRID[1:3], classes=1)
+    assert two.rates == GRID[1:3] and len(two.ends) == len(two.traces) == 2
+    assert two.chosen in (GRID[1], 0.07071, GRID[2])
 
 
 def test_the_finder_scores_each_probe_on_its_own_scale_and_takes_the_good_rates_centre() -> None:
@@ -303,7 +307,8 @@ V3_GRID = tuple(0.025 * 2**k for k in range(6))
 EFFNET_V3_SCORES_1_THREAD = [0.45, 0.89, 0.89, 0.40, 0.52, 0.00]
 EFFNET_V3_SCORES_2_THREADS = [0.50, 0.82, 0.82, 0.69, 0.71, 0.09]
 # The finder's own probes (two seeds, grid 0.025 .. 0.4) on engine 0.3.6, the same command
-# (bench/results/finder_robustness/v4/tree_t1_1.json, tree_t2_1.json): 0.0707 at both.
+# (bench/results/finder_robustness/v4/finder4_t1_run1.json, finder4_t2_run1.json): 0.0707
+# at both.
 EFFNET_SCORES_1_THREAD = [0.28, 0.86, 0.92, 0.55, 0.26]
 EFFNET_SCORES_2_THREADS = [0.27, 0.73, 0.79, 0.43, 0.39]
 

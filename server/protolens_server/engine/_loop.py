@@ -288,18 +288,21 @@ def probe_lr(
     *,
     classes: int = 0,
     seeds: Sequence[int] = (),
+    rates: Sequence[float] = (),
     device: str | torch.device = "cpu",
 ) -> _lr_finder.LrProbe:
     """What the finder measures, for inspection (``bench/finder_probe.py``): the probes'
-    losses and scores per grid rate on ``classes`` probe classes (0: the finder's own
-    count) from the starts of ``seeds`` (empty: the finder's own) and the rate its rule
-    picks. Not memoised; ``find_lr`` is what ``generate`` uses."""
+    losses and scores per rate of ``rates`` (empty: the finder's grid) on ``classes``
+    probe classes (0: the finder's own count) from the starts of ``seeds`` (empty: the
+    finder's own) and the rate its rule picks. Not memoised; ``find_lr`` is what
+    ``generate`` uses."""
     progress = _Progress(1, config.step_budget, None)
+    grid = tuple(rates) or _lr_finder.GRID
     with _chunker(model, config, device, False, progress, None, True) as chunk:
         probed = _lr_finder.probe_classes(chunk.runner.num_classes, classes)
         limit = config.max_batch or CPU_AUTO_BATCH
-        traces = _probe(chunk, _lr_finder.GRID, limit, probed, seeds or _lr_finder.PROBE_SEEDS)
-    return _lr_finder.inspect(probed, seeds or _lr_finder.PROBE_SEEDS, traces)
+        traces = _probe(chunk, grid, limit, probed, seeds or _lr_finder.PROBE_SEEDS)
+    return _lr_finder.inspect(probed, seeds or _lr_finder.PROBE_SEEDS, traces, grid)
 
 
 def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | None) -> float:
