@@ -5,6 +5,7 @@
     │   ├── InvalidArgumentError     INVALID_ARGUMENT (``field`` names what is wrong)
     │   ├── NotFoundError            NOT_FOUND (unknown job or model)
     │   ├── FailedPreconditionError  FAILED_PRECONDITION (e.g. cancel a finished job)
+    │   ├── AlreadyExistsError       ALREADY_EXISTS (a request_id reused for another request)
     │   ├── ResourceExhaustedError   RESOURCE_EXHAUSTED (``retry_after`` seconds)
     │   ├── DeadlineExceededError    DEADLINE_EXCEEDED
     │   ├── UnauthenticatedError     UNAUTHENTICATED
@@ -82,6 +83,11 @@ class NotFoundError(ApiError):
 
 class FailedPreconditionError(ApiError):
     pass
+
+
+class AlreadyExistsError(ApiError):
+    """A ``request_id`` already used for a different request (``metadata["job"]`` names
+    the job it made): give the new request a new ``request_id``."""
 
 
 class ResourceExhaustedError(ApiError):
@@ -165,6 +171,7 @@ def _by_code() -> dict[grpc.StatusCode, type[ApiError]]:
         grpc.StatusCode.OUT_OF_RANGE: InvalidArgumentError,
         grpc.StatusCode.NOT_FOUND: NotFoundError,
         grpc.StatusCode.FAILED_PRECONDITION: FailedPreconditionError,
+        grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
         grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
         grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
         grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,

@@ -136,6 +136,13 @@ class FailedPrecondition(ProtolensError):
     reason = "FAILED_PRECONDITION"
 
 
+class AlreadyExists(ProtolensError):
+    """What the request would create exists under the name it gives: a ``request_id``
+    (idempotency key) already used for a different request."""
+
+    reason = "ALREADY_EXISTS"
+
+
 class GenerationCancelled(ProtolensError):
     reason = "CANCELLED"
 

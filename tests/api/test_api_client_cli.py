@@ -125,3 +125,23 @@ async def test_cli_cancel_twice_and_unreachable(
     assert code == 1 and err.startswith(
         f"protolens: UNAVAILABLE: no protolens API at 127.0.0.1:{port}"
     )
+
+
+def _reuse_request_id(address: str) -> tuple[str, str, sdk.AlreadyExistsError]:
+    with Client(address, timeout=10) as client:
+        first = client.create_prototype_job("tiny", [1], config={"steps": 5}, seed=3,
+                                            request_id="reuse-1")  # fmt: skip
+        again = client.create_prototype_job("tiny", [1], config={"steps": 5}, seed=3,
+                                            request_id="reuse-1")  # fmt: skip
+        with pytest.raises(sdk.AlreadyExistsError) as refused:
+            client.create_prototype_job("tiny", [2], config={"steps": 5}, seed=3,
+                                        request_id="reuse-1")  # fmt: skip
+        client.cancel_job(first)
+        return first.id, again.id, refused.value
+
+
+async def test_a_request_id_reused_for_another_request_is_already_exists(address: str) -> None:
+    first, again, refused = await asyncio.to_thread(_reuse_request_id, address)
+    assert again == first  # the same request: the same job
+    assert refused.code.name == "ALREADY_EXISTS" and refused.metadata["job"] == first
+    assert "already used for job" in str(refused) and "new request_id" in str(refused)

@@ -29,6 +29,7 @@ TABLE_CASES = [
     (domain.JobNotFound("no job"), S.NOT_FOUND, "JOB_NOT_FOUND"),
     (domain.CheckNotFound("no check"), S.NOT_FOUND, "CHECK_NOT_FOUND"),
     (domain.InvalidModel("broken"), S.FAILED_PRECONDITION, "INVALID_MODEL"),
+    (domain.AlreadyExists("used", job="j1"), S.ALREADY_EXISTS, "ALREADY_EXISTS"),
     (domain.QueueFull("full", retry_after_s=2.5), S.RESOURCE_EXHAUSTED, "QUEUE_FULL"),
     (domain.FailedPrecondition("done"), S.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
     (domain.Unauthenticated("no key"), S.UNAUTHENTICATED, "UNAUTHENTICATED"),

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 from protolens_server.config import Settings
 from protolens_server.engine import Target
-from protolens_server.errors import FailedPrecondition, InvalidArgument, JobNotFound, QueueFull
+from protolens_server.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    JobNotFound,
+    QueueFull,
+)
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobState, StoredPrototype
 from queue_helpers import make_spec
@@ -45,9 +52,31 @@ async def test_submit_queues_once_and_get_returns_it(queue: JobQueue) -> None:
 
 async def test_same_request_id_replays_the_same_job(queue: JobQueue) -> None:
     first, _ = await queue.submit(make_spec(request_id="r1"))
-    again, outcome = await queue.submit(make_spec(request_id="r1", seed=99))
+    # a retry: the same request, at another priority and after a redeploy (new digests)
+    retry = replace(make_spec(request_id="r1", priority=0), model_digest="d2", engine_version="9")
+    again, outcome = await queue.submit(retry)
     assert outcome == "idempotent_replay" and again.job_id == first.job_id
     assert await queue.redis.xlen(queue.keys.stream(1)) == 1
+
+
+async def test_a_request_id_reused_for_another_request_is_already_exists(
+    queue: JobQueue,
+) -> None:
+    """Replaying the old job would lose the new request without a word (the caller takes
+    the answer for its new job): refused, naming the job the request_id made."""
+    first, _ = await queue.submit(make_spec(request_id="r1"))
+    for changed in (
+        make_spec(request_id="r1", seed=99),
+        replace(make_spec(request_id="r1"), model="other"),
+        replace(make_spec(request_id="r1"), reference_set="refs"),
+    ):
+        with pytest.raises(AlreadyExists) as refused:
+            await queue.submit(changed)
+        assert refused.value.metadata == {"request_id": "r1", "job": first.job_id}
+        assert "a different request; give this request a new request_id" in str(refused.value)
+    assert await queue.redis.xlen(queue.keys.stream(1)) == 1  # nothing queued
+    other_tenant, outcome = await queue.submit(make_spec(request_id="r1", tenant="t2", seed=99))
+    assert outcome == "queued" and other_tenant.job_id != first.job_id  # keys are per tenant
 
 
 async def test_identical_concurrent_submits_make_one_job(queue: JobQueue) -> None:

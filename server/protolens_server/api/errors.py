@@ -48,6 +48,7 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     domain.QueueFull: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.QuotaExceeded: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.FailedPrecondition: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
+    domain.AlreadyExists: Mapping(grpc.StatusCode.ALREADY_EXISTS),
     domain.Unauthenticated: Mapping(grpc.StatusCode.UNAUTHENTICATED),
     domain.PermissionDenied: Mapping(grpc.StatusCode.PERMISSION_DENIED),
     domain.GenerationCancelled: Mapping(grpc.StatusCode.CANCELLED),

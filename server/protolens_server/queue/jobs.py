@@ -19,6 +19,7 @@ from protolens_server import metrics
 from protolens_server.blobs import BlobStore, blob_key, is_blob_key, open_blob_store
 from protolens_server.config import Settings
 from protolens_server.errors import (
+    AlreadyExists,
     FailedPrecondition,
     InvalidArgument,
     JobNotFound,
@@ -144,9 +145,19 @@ class JobQueue:
         prev = text(prev) if (prev and use_idem) else ""
         if prev:
             try:
-                return await self.get(prev, tenant=spec.tenant), "idempotent_replay"
+                earlier = await self.get(prev, tenant=spec.tenant)
             except JobNotFound:
                 pass  # expired, or this tenant cancelled its interest: submit afresh
+            else:
+                if not earlier.spec.same_request(spec):
+                    raise AlreadyExists(
+                        f"request_id {spec.request_id!r} was already used for job "
+                        f"{earlier.job_id}, a different request; give this request a new "
+                        "request_id (a retry must repeat the request exactly)",
+                        request_id=spec.request_id,
+                        job=earlier.job_id,
+                    )
+                return earlier, "idempotent_replay"
         inflight = text(inflight) if inflight else ""
         record = self._new_record(spec, ck, cached)
         fields = await self._cpu(_large(spec), record_to_fields, record)

@@ -147,6 +147,22 @@ class JobSpec:
         """Prototypes the job makes: targets x prototypes per target."""
         return len(self.targets) * self.prototypes_per_target
 
+    def same_request(self, other: JobSpec) -> bool:
+        """Whether ``other`` asks for what this spec asks for, as its caller wrote it: the
+        model's name, targets, config, seed, reference set, mode and input image. Not
+        who asked, how urgently, nor what the server resolved them to (model and reference
+        digests, engine version): a retry of one request after a redeploy is the same
+        request. Used to refuse a ``request_id`` reused for a different request."""
+        return (
+            self.model == other.model
+            and self.targets == other.targets
+            and self.config == other.config
+            and self.seed == other.seed
+            and self.reference_set == other.reference_set
+            and self.mode == other.mode
+            and (self.image_key or self.image) == (other.image_key or other.image)
+        )
+
 
 @dataclass(kw_only=True)
 class StoredPrototype(PrototypeFacts):
