@@ -139,3 +139,14 @@ def test_the_prototype_of_a_job_that_has_none_is_409_not_502(gallery: Gallery, h
         text = body.decode()
         assert f"job {job.id} ended CANCELLED: no prototypes" in text, text[-1500:]
     assert h.request("/")[0] == 200
+
+
+def test_a_search_text_longer_than_any_class_name_is_400_not_echoed(
+    gallery: Gallery, http_for
+) -> None:
+    """A 100 KB ``q`` was echoed four times into a 400 KB page (red-team round 3)."""
+    alpha = http_for("alpha")
+    status, _, body = alpha.request("/search?q=" + "a" * 100_000)
+    assert status == 400 and b"at most 200 characters" in body and len(body) < 20_000
+    status, _, body = alpha.request("/search?q=" + "a" * 200)
+    assert status == 200

@@ -38,6 +38,7 @@ from protolens_server.web.plot import layer_plot_svg, layer_rows
 from protolens_server.web.render import (
     SMALL_IMAGE_PX,
     GalleryState,
+    error_page,
     mark_small,
     number,
     page,
@@ -48,6 +49,9 @@ from protolens_server.web.render import (
 
 PAGE_CARDS = 48
 RECENT_JOBS = 10
+# a class name or index to search for: the longest of ImageNet's 1000 names has 43
+# characters; a longer query was echoed four times into the page (100 KB -> 400 KB)
+MAX_QUERY_CHARS = 200
 HOME_JOBS_SCANNED = 200  # the home page's thumbnails come from this many newest jobs
 THUMBS_PER_MODEL = 6
 STALLED_S = 30.0  # a running job without a report for this long is flagged on its page
@@ -124,6 +128,9 @@ def _int(text: str | None, default: int) -> int:
 async def search(request: Request, state: GalleryState) -> Response:
     v = viewer(request, state)
     query = request.query_params.get("q", "").strip()
+    if len(query) > MAX_QUERY_CHARS:
+        detail = f"Search for a class name or index of at most {MAX_QUERY_CHARS} characters."
+        return error_page(request, state, 400, "Search text too long", detail)
     cards: list[Card] = []
     known: list[tuple[str, int, str]] = []
     if query:
