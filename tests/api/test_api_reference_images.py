@@ -147,3 +147,27 @@ async def test_odd_but_sane_reference_images_are_scored(
     assert job.state == job_pb2.JOB_STATE_SUCCEEDED, job.error
     proto = await stub.GetPrototype(pb.GetPrototypeRequest(name=f"{made.job.name}/prototypes/0"))
     assert proto.prototype.scores.layer_names  # scored against the set, odd images included
+
+
+async def test_a_set_filled_past_max_reference_files_after_submit_fails_on_the_worker(
+    api: ApiServer, stub, api_settings: Settings
+) -> None:
+    """The API counts a set's files when a job is created; an admin can fill the folder
+    before a worker scores it. The worker applies the same cap before it reads a byte:
+    the job fails BAD_REFERENCE_SET naming the limit, and the worker goes on."""
+    root = api_settings.reference_root
+    assert root is not None and api_settings.max_reference_files >= 6
+    _write_set(root, "growing", {})
+    made = await stub.CreatePrototypeJob(_request("growing", seed=5))
+    assert made.outcome == pb.CREATE_OUTCOME_QUEUED
+    for i in range(api_settings.max_reference_files):  # filled after the API's check
+        (root / "growing" / "banana" / f"more-{i}.png").write_bytes(b"")
+    (job,) = await _run_all(api_settings, stub, [made.job.name])
+    assert job.state == job_pb2.JOB_STATE_FAILED
+    assert job.error.reason == "BAD_REFERENCE_SET" and job.error.metadata["attempts"] == "1"
+    assert "max_reference_files" in job.error.message and "'growing'" in job.error.message
+    _write_set(root, "small", {})  # the worker goes on
+    (ok,) = await _run_all(
+        api_settings, stub, [(await stub.CreatePrototypeJob(_request("small", 6))).job.name]
+    )
+    assert ok.state == job_pb2.JOB_STATE_SUCCEEDED, ok.error

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -40,7 +39,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protolens_server.errors import ReferenceSetError
-from protolens_server.scores.naming import FIELD, ReferenceResolver, registered_path
+from protolens_server.scores.naming import (
+    FIELD,
+    ReferenceResolver,
+    check_file_count,
+    registered_path,
+)
 
 if TYPE_CHECKING:
     from protolens_server.config import Settings
@@ -157,7 +161,7 @@ class ReferenceSets:
             self.walks += 1
         if self.on_walk is not None:
             self.on_walk(folder)
-        _check_file_count(folder, name, self.max_files)
+        check_file_count(folder, name, self.max_files)
         try:
             refset = ReferenceSet.from_folder(folder, model.class_names, model.class_aliases)
             refset.check_usable()  # enough classes and images: the job must not fail late
@@ -168,30 +172,6 @@ class ReferenceSets:
                 FIELD, f"reference set {name!r} is unusable: {detail}"
             ) from None
         return digest, frozenset(refset.classes)
-
-
-def _check_file_count(folder: Path, name: str, limit: int) -> None:
-    """ReferenceSetError once the class folders hold more than ``limit`` entries (counted
-    with scandir, no stat, stopping at the limit)."""
-    seen = 0
-    try:
-        with os.scandir(folder) as classes:
-            subfolders = [e.path for e in classes if e.is_dir(follow_symlinks=True)]
-        for sub in subfolders:
-            with os.scandir(sub) as entries:
-                for _ in entries:
-                    seen += 1
-                    if seen > limit:
-                        raise ReferenceSetError(
-                            FIELD,
-                            f"reference set {name!r} has more than {limit:,} files (the "
-                            "server's max_reference_files limit); ask an admin to trim it "
-                            f"(a few dozen images per class is plenty) or raise the limit",
-                        )
-    except OSError as exc:
-        raise ReferenceSetError(
-            FIELD, f"reference set {name!r} cannot be read: {exc.strerror or exc}"
-        ) from None
 
 
 __all__ = ["ReferenceSets", "Resolved"]

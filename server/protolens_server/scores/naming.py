@@ -8,6 +8,7 @@ through ``registered_path``, so a name means the same folder everywhere. No torc
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -50,3 +51,29 @@ def available_sets(root: str | Path | None) -> list[str]:
     if root is None or not Path(root).is_dir():
         return []
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and is_name(p.name))
+
+
+def check_file_count(folder: Path, name: str, limit: int) -> None:
+    """ReferenceSetError once the class folders hold more than ``limit`` entries (counted
+    with scandir, no stat, stopping at the limit): ``max_reference_files``, applied by the
+    API when a job is created and by the worker before it reads the set to score (an
+    admin may have filled the folder since)."""
+    seen = 0
+    try:
+        with os.scandir(folder) as classes:
+            subfolders = [e.path for e in classes if e.is_dir(follow_symlinks=True)]
+        for sub in subfolders:
+            with os.scandir(sub) as entries:
+                for _ in entries:
+                    seen += 1
+                    if seen > limit:
+                        raise ReferenceSetError(
+                            FIELD,
+                            f"reference set {name!r} has more than {limit:,} files (the "
+                            "server's max_reference_files limit); ask an admin to trim it "
+                            f"(a few dozen images per class is plenty) or raise the limit",
+                        )
+    except OSError as exc:
+        raise ReferenceSetError(
+            FIELD, f"reference set {name!r} cannot be read: {exc.strerror or exc}"
+        ) from None

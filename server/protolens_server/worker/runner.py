@@ -284,10 +284,11 @@ def package(
     ]
     tensors = [encode_tensor(p.image, m) for p, m in zip(prototypes, metas, strict=True)]
     if spec.reference_set:
-        from protolens_server.scores.naming import registered_path
+        from protolens_server.scores.naming import check_file_count, registered_path
         from protolens_server.scores.scoring import score_prototypes
 
         folder = registered_path(settings.reference_root, spec.reference_set)
+        check_file_count(folder, spec.reference_set, settings.max_reference_files)
         score_prototypes(handle, prototypes, folder, pngs=pngs, device=device)
     stored = [
         StoredPrototype.of(p, scores=_scores_dict(p.scores), isolation=p.extras.get("isolation"))
