@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from protolens_server.errors import InvalidArgument
 
@@ -181,6 +181,13 @@ def pil_to_tensor(pil: Image.Image, channels: int | None = None) -> torch.Tensor
     return torch.from_numpy(arr).permute(2, 0, 1).float().div(255)
 
 
+def upright(pil: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation applied. Phone cameras store
+    photos sideways with an orientation tag; read raw, a portrait photo reached the model
+    turned by 90 degrees (and was centre-cropped across the wrong axis)."""
+    return ImageOps.exif_transpose(pil) or pil
+
+
 def load_image(
     source: str | Path | bytes | Image.Image | np.ndarray,
     height: int,
@@ -199,6 +206,7 @@ def load_image(
             pil = Image.open(io.BytesIO(data))
             _check_pixels(what, *pil.size)  # from the header, before decoding a byte
             pil.load()
+            pil = upright(pil)
         except Image.DecompressionBombError as exc:
             raise InvalidArgument(
                 "image", f"{what[:200]} declares over {MAX_IMAGE_PIXELS:,} pixels: scale it down"

@@ -110,3 +110,38 @@ def test_preview_of_an_alpha_tensor_keeps_the_opacity() -> None:
     with pytest.raises(InvalidArgument, match=r"0\.\.2"):  # the opacity is not a colour
         preview_png(tensor, [3], alpha=True)
     assert Image.open(io.BytesIO(preview_png(tensor, [3]))).mode == "L"  # 4 plain channels
+
+
+def _sideways_photo(orientation: int = 6) -> tuple[bytes, Image.Image]:
+    """A portrait photo (red top, blue bottom) stored as a phone stores it: the pixels
+    turned, and an EXIF orientation tag saying how to turn them back."""
+    upright = Image.new("RGB", (60, 90), (255, 0, 0))
+    upright.paste((0, 0, 255), (0, 45, 60, 90))
+    stored = upright.transpose(Image.Transpose.ROTATE_90)  # orientation 6 undoes this
+    exif = stored.getexif()
+    exif[0x0112] = orientation
+    buf = io.BytesIO()
+    stored.save(buf, "JPEG", quality=95, exif=exif)
+    return buf.getvalue(), upright
+
+
+def test_a_photo_with_an_exif_orientation_is_read_upright(tmp_path) -> None:
+    """Read raw, the portrait reached the model on its side (red left, blue right)."""
+    from protolens_server.engine import InputSpec
+    from protolens_server.scores.references import load_image as load_reference
+
+    data, _ = _sideways_photo()
+    for image in (
+        load_image(data, 32, 32),  # a photo sent to the API (isolation)
+        load_reference(_write(tmp_path / "ref.jpg", data), InputSpec(3, 32, 32)),  # a reference
+    ):
+        top, bottom = image[:, :8].mean(dim=(1, 2)), image[:, -8:].mean(dim=(1, 2))
+        assert top[0] > 0.8 and top[2] < 0.2, top  # red on top
+        assert bottom[2] > 0.8 and bottom[0] < 0.2, bottom  # blue below
+        left, right = image[:, :, :8].mean(dim=(1, 2)), image[:, :, -8:].mean(dim=(1, 2))
+        assert torch.allclose(left, right, atol=0.05)  # not sideways
+
+
+def _write(path, data: bytes):  # type: ignore[no-untyped-def]
+    path.write_bytes(data)
+    return path

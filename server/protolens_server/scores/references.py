@@ -31,7 +31,7 @@ from PIL import Image, UnidentifiedImageError
 
 from protolens_server.engine import MIN_IMAGES, SIZE_ADVICE, InputSpec, check_reference_counts
 from protolens_server.errors import ReferenceSetError, UnknownClass
-from protolens_server.imageio import MAX_IMAGE_PIXELS
+from protolens_server.imageio import MAX_IMAGE_PIXELS, upright
 from protolens_server.models.classes import resolve_class
 from protolens_server.scores.cache import Lru
 
@@ -179,7 +179,10 @@ def _stat(path: Path) -> tuple[str, int, int]:
 
 
 def _content_digest(images: Sequence[ReferenceImage]) -> str:
-    h = hashlib.sha256(b"protolens-reference-set/v1\0")
+    # v2: images are read upright (their EXIF orientation applied): the same bytes give
+    # other statistics and scores than v1's, so they must not share a digest (it keys the
+    # statistics cache and every scored job's result cache)
+    h = hashlib.sha256(b"protolens-reference-set/v2\0")
     for im in images:
         h.update(f"{im.class_index}\0{im.relative}\0".encode())
         try:
@@ -237,7 +240,7 @@ def load_image(path: Path, spec: InputSpec) -> torch.Tensor:
                     file=str(path),
                 )
             im.load()
-            img = im.convert("L" if spec.channels == 1 else "RGB")
+            img = upright(im).convert("L" if spec.channels == 1 else "RGB")
     except Image.DecompressionBombError as e:
         raise ReferenceSetError(
             "reference",
