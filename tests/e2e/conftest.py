@@ -7,15 +7,14 @@ set ``tinyref`` with random 20x20 images for each of its classes.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from e2e_stack import stack_settings
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import make_reference_root, make_tiny_model_store
-from protolens_server.config import Settings
 
 
 @pytest.fixture(scope="session")
@@ -35,17 +34,6 @@ def stack(
     client = redis.Redis.from_url(_session_redis)
     client.flushdb()
     client.close()
-    settings = Settings(
-        redis_url=_session_redis,
-        key_prefix=f"e2e{uuid.uuid4().hex[:8]}",
-        grpc_port=0,
-        metrics_port=0,
-        model_store=e2e_store,
-        reference_root=e2e_refs,
-        builtin_models=False,
-        device="cpu",
-        heartbeat_s=0.5,
-        shutdown_grace_s=10,
-    )
+    settings = stack_settings(_session_redis, "e2e", e2e_store, reference_root=e2e_refs)
     with Stack(settings, tmp_path_factory.mktemp("stack"), workers=1) as running:
         yield running

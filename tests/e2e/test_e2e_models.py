@@ -12,17 +12,16 @@ import contextlib
 import io
 import json
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_stack import stack_settings
 from PIL import Image
 from protolens import Client
 from protolens.errors import InvalidArgumentError
 from protolens_server.api.stack import Stack
 from protolens_server.api.testkit import VIT_CLASSES, make_tiny_vit
-from protolens_server.config import Settings
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
@@ -35,17 +34,7 @@ def hf_stack(_session_redis: str, tmp_path_factory: pytest.TempPathFactory) -> I
     _four_channel_model(store / "four.pt")
     with contextlib.suppress(ModuleNotFoundError):  # no transformers: the ViT test skips
         make_tiny_vit(store / "vit", mean=MEAN, std=STD)  # registering = putting it in the store
-    settings = Settings(
-        redis_url=_session_redis,
-        key_prefix=f"e2ehf{uuid.uuid4().hex[:8]}",
-        grpc_port=0,
-        metrics_port=0,
-        model_store=store,
-        builtin_models=False,
-        device="cpu",
-        heartbeat_s=0.5,
-        shutdown_grace_s=10,
-    )
+    settings = stack_settings(_session_redis, "e2ehf", store)
     with Stack(settings, tmp_path_factory.mktemp("hf-stack"), workers=1) as running:
         yield running
 

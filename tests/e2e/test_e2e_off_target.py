@@ -13,15 +13,14 @@ import html
 import io
 import json
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from e2e_stack import stack_settings
 from protolens import Client
 from protolens.cli import main as cli_main
 from protolens_server.api.stack import Stack
-from protolens_server.config import Settings
 
 pytestmark = pytest.mark.xdist_group("e2e")
 
@@ -45,17 +44,7 @@ def _unreachable_class_model(path: Path) -> None:
 def stack(_session_redis: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     store = tmp_path_factory.mktemp("offtarget-store")
     _unreachable_class_model(store / "stuck.pt")
-    settings = Settings(
-        redis_url=_session_redis,
-        key_prefix=f"e2eoff{uuid.uuid4().hex[:8]}",
-        grpc_port=0,
-        metrics_port=0,
-        model_store=store,
-        builtin_models=False,
-        device="cpu",
-        heartbeat_s=0.5,
-        shutdown_grace_s=10,
-    )
+    settings = stack_settings(_session_redis, "e2eoff", store)
     with Stack(settings, tmp_path_factory.mktemp("offtarget-stack"), workers=1) as running:
         yield running
 

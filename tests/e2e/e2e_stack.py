@@ -1,0 +1,27 @@
+"""The settings of a real stack for end-to-end tests (conftest's shared stack and the
+modules that start their own, each over its own model store)."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+from typing import Any
+
+from protolens_server.config import Settings
+
+
+def stack_settings(redis_url: str, prefix: str, model_store: Path, **more: Any) -> Settings:
+    """Loopback ports picked by the OS, a Redis key prefix of its own, no built-in models,
+    CPU, and short heartbeats and grace so stopping is quick."""
+    return Settings(
+        redis_url=redis_url,
+        key_prefix=f"{prefix}{uuid.uuid4().hex[:8]}",
+        grpc_port=0,
+        metrics_port=0,
+        model_store=model_store,
+        builtin_models=False,
+        device="cpu",
+        heartbeat_s=0.5,
+        shutdown_grace_s=10,
+        **more,
+    )
