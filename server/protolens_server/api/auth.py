@@ -18,7 +18,6 @@ from protolens_server.api.tenancy import ANONYMOUS, Principal
 from protolens_server.errors import Unauthenticated
 from protolens_server.queue.api_keys import (  # noqa: F401 (re-exported)
     KEY_PREFIX,
-    TENANT_RE,
     ApiKeyInfo,
     ApiKeyStore,
     RateLimiter,

@@ -22,13 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from protolens_server.errors import InvalidArgument, NotFound, QuotaExceeded, Unauthenticated
-from protolens_server.principal import (  # noqa: F401 (TENANT_RE re-exported)
-    ROLES,
-    TENANT_RE,
-    TENANT_RULE,
-    Principal,
-    is_tenant_name,
-)
+from protolens_server.principal import ROLES, TENANT_RULE, Principal, is_tenant_name
 from protolens_server.queue.codec import text
 from protolens_server.queue.connection import is_cluster
 from protolens_server.queue.keys import Keys
