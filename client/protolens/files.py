@@ -44,17 +44,31 @@ def prototype_stem(
     return f"{prefix}{indices}-{names or 'class'}-{int(target_index)}"
 
 
+# A multi-label model sees a label when its own probability is at least this.
+LABEL_PRESENT = 0.5
+
+
 def off_target(
-    *, kind: str, classes: Sequence[int], top_index: int | None, stop_reason: str
+    *,
+    kind: str,
+    classes: Sequence[int],
+    top_index: int | None,
+    stop_reason: str,
+    multi_label: bool = False,
+    probability: float = 0.0,
 ) -> bool:
-    """True when a class prototype's model ranks another class first after the
-    optimisation stopped on its own (converged, or its step budget ran out): the image is
-    no prototype of its target. Seen on a model fed the wrong input range
+    """True when a class prototype's model does not see its target after the optimisation
+    stopped on its own (converged, or its step budget ran out): the image is no prototype
+    of its target. A single-label model ranks another class first; a multi-label model
+    (its labels independent, several may be present) gives the label a ``probability``
+    (its own sigmoid) below ``LABEL_PRESENT``. Seen on a model fed the wrong input range
     (bench/unusual_models.py: p = 0.000, reported as a success). Never said of a run of
     fixed steps (``stop_reason == "steps"``): its length is the caller's choice."""
-    if kind != "prototype" or top_index is None or stop_reason == "steps" or not classes:
+    if kind != "prototype" or stop_reason == "steps" or not classes:
         return False
-    return int(top_index) != int(classes[0])
+    if multi_label:
+        return float(probability) < LABEL_PRESENT
+    return top_index is not None and int(top_index) != int(classes[0])
 
 
 def off_target_warning(
@@ -65,12 +79,23 @@ def off_target_warning(
     probability: float,
     steps: int,
     spec_hint: str,
+    multi_label: bool = False,
 ) -> str:
     """The one line both CLIs print for an ``off_target`` prototype; ``spec_hint`` says
     where that command takes the model's input spec."""
+    if multi_label:
+        seen = (
+            f"the model gives its label p={probability:.3f} (multi-label: below "
+            f"{LABEL_PRESENT}, it does not see the label; its most probable label is "
+            f"{top_name!r}, p={top_probability:.3f})"
+        )
+    else:
+        seen = (
+            f"the model's top class is {top_name!r} (p={top_probability:.3f}), not the "
+            f"target (p={probability:.3f})"
+        )
     return (
-        f"{label}: the model's top class is {top_name!r} (p={top_probability:.3f}), not the "
-        f"target (p={probability:.3f}) after {steps} steps; check the input spec "
+        f"{label}: {seen} after {steps} steps; check the input spec "
         f"({spec_hint}: a model fed [0,255] needs mean 0, std 1/255 = 0.0039215686) or give "
         "more steps (max_steps)"
     )
@@ -94,11 +119,12 @@ def prototype_record(
     float_file: str = "",
     lr: float = 0.0,
     stop_reason: str = "",
+    multi_label: bool = False,
 ) -> dict[str, Any]:
     """One prototype's JSON record (``SCHEMA``); ``scores`` is the engine's scores dict
     (docs/scores.md) or None, ``provenance`` the keys of ``PROVENANCE_KEYS``;
     ``float_file`` the lossless float32 tensor beside the PNG (``.safetensors``), if
-    one was written."""
+    one was written; ``multi_label``: the probabilities are each label's own sigmoid."""
     path_similarity = scores.get("path_similarity") if scores else None
     low, high = (
         (scores.get("path_similarity_low"), scores.get("path_similarity_high"))
@@ -117,6 +143,7 @@ def prototype_record(
         },
         "target_index": int(target_index),
         "probability": float(probability),
+        "multi_label": bool(multi_label),
         "logit": float(logit),
         "top5": [{"index": int(i), "name": n, "probability": float(p)} for i, n, p in top5],
         "steps": int(steps),

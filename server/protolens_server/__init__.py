@@ -1,6 +1,6 @@
 """protolens server side: engine, model sources, queue, workers and the gRPC API."""
 
-ENGINE_VERSION = "0.3.6"
+ENGINE_VERSION = "0.3.7"
 """Bumped whenever the engine's output for the same inputs may change; part of every cache key.
 
 0.2.2: scores version 2 (significance, intervals, median summary, scored on the stored PNG).
@@ -19,4 +19,7 @@ end of the good range (bench/results/finder_robustness).
 0.3.6: the learning-rate finder (``FINDER_VERSION`` 4) probes 0.025 .. 0.4, no longer 0.8
 (never chosen; it only set each probe's worst loss): a sixth fewer probe images, the same
 rate on 42 of 48 saved seed pairs and a half-octave away on 6 (bench/finder_rules.py).
+0.3.7: multi-label models (a sigmoid per class, or logits declared ``multi-label-logits``)
+maximise the label's log-odds instead of the single-label margin, and report each label's
+own sigmoid as its probability (engine/_readout.py); single-label models are unchanged.
 """

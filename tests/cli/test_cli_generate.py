@@ -343,3 +343,50 @@ def test_a_prototype_its_model_does_not_classify_as_its_target_is_warned(capsys,
     assert "not the target (p=0.000) after 8 steps; check the input spec" in stderr
     code, _, stderr = generate(capsys, *args, "-t", "0", "-t", "2", "--out", str(tmp_path / "b"))
     assert code == 0 and stderr == ""  # both reachable: no warning
+
+
+def test_a_multi_label_model_reports_each_label_s_own_probability(capsys, tmp_path) -> None:
+    """Declared with --model-output (its logits look like a single-label model's): the
+    records' probability is each label's own sigmoid, and the off-target warning says a
+    label is not seen when its probability is below 0.5, not when another label, which
+    may be present too, ranks first."""
+    import math
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(3 * 8 * 8, 3)).eval()
+    with torch.no_grad():
+        net[1].weight[1].zero_()
+        net[1].bias[1] = -100.0  # label 1 is never present
+        net[1].weight[2].zero_()
+        net[1].bias[2] = 30.0  # label 2 always is: the top label of every image
+    torch.jit.script(net).save(str(tmp_path / "m.pt"))
+    shape = ["--input-shape", "3,8,8", "--mean", "0.5", "--std", "0.25"]
+    args = ["-m", str(tmp_path / "m.pt"), *shape, "--max-steps", "32", "--lr", "0.1"]
+    declared = [*args, "--model-output", "multi-label-logits", "-t", "0", "-t", "1"]
+    code, stdout, stderr = generate(capsys, *declared, "--out", str(tmp_path / "a"), "--json")
+    assert code == 0, stderr
+    seen, unseen = json.loads(stdout)["prototypes"]
+    for r in (seen, unseen):
+        assert r["multi_label"] is True and "label_probability" not in r
+        assert r["probability"] == pytest.approx(1 / (1 + math.exp(-r["logit"])), abs=1e-6)
+        assert r["top5"][0]["index"] == 2 and r["top5"][0]["probability"] == 1.0
+    assert len(seen["top5"]) == 3 and sum(t["probability"] for t in seen["top5"]) > 1.5
+    assert seen["probability"] > 0.5 and unseen["probability"] < 1e-6
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1, stderr  # label 0 is seen although label 2 ranks first
+    assert lines[0].startswith("protolens: warning: 1-class_1-0.png: the model gives its label")
+    assert "p=0.000 (multi-label: below 0.5, it does not see the label" in lines[0]
+
+    # the same file undeclared is single-label: a softmax, and label 0 never ranks first
+    code, stdout, stderr = generate(
+        capsys, *args, "-t", "0", "--out", str(tmp_path / "b"), "--json"
+    )
+    (single,) = json.loads(stdout)["prototypes"]
+    assert code == 0 and single["multi_label"] is False and single["probability"] < 1e-6
+    assert "the model's top class is 'class 2'" in stderr
+
+    line = _one_line_error(capsys, *args, "-t", "0", "--model-output", "sigmoid", "--out", "x")
+    assert line.startswith("protolens: INVALID_ARGUMENT: --model-output: must be")

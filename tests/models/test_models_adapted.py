@@ -170,19 +170,22 @@ def test_sigmoid_outputs_are_read_through_the_logit_function(tmp_path: Path) -> 
     path = str(tmp_path / "m.pt")
     torch.jit.script(_Shaped(net, "sigmoid").eval()).save(path)
     handle = load_model(path, spec=SPEC)
-    assert handle.metadata["output"] == "sigmoid-probabilities"
+    assert handle.metadata["output"] == "multi-label" and handle.multi_label
     weights = handle.metadata["weights_sha256"]
-    assert handle.digest == model_digest(weights, SPEC, "sigmoid-probabilities")
+    assert handle.digest == model_digest(weights, SPEC, "multi-label")
     assert handle.digest != model_digest(weights, SPEC)
     x = _images()
     with torch.no_grad():
         assert torch.allclose(handle.module(x), net(x), atol=1e-4)  # logit(sigmoid(z)) = z
-    # the prototype of the model's own logits (read as logits, softmax of sigmoids is at
-    # most e/(e+4) = 0.405)
+    # the prototype of the model's own logits read as multi-label; its probability is the
+    # model's own output for the label (read as single-label logits, the softmax of
+    # sigmoids was at most e/(e+4) = 0.405)
     (proto,) = generate(handle, [Target((3,))], CONFIG, seed=0)
-    (want,) = generate(Classifier(net, SPEC, 5), [Target((3,))], CONFIG, seed=0)
+    (want,) = generate(Classifier(net, SPEC, 5, multi_label=True), [Target((3,))], CONFIG, seed=0)
     assert proto.probability == pytest.approx(want.probability, abs=1e-3)
-    assert proto.probability > 0.405
+    with torch.no_grad():
+        own = _Shaped(net, "sigmoid")(SPEC.normalise(proto.image[None]))[0, 3]
+    assert proto.probability == pytest.approx(float(own), abs=1e-4) and proto.probability > 0.9
 
 
 def test_logits_inside_0_1_on_images_are_still_logits(tmp_path: Path) -> None:

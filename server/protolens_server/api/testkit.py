@@ -179,3 +179,101 @@ def make_tiny_eager_model(folder: str | Path, *, name: str = TINY_EAGER_MODEL) -
     (folder / f"{name}.json").write_text(json.dumps(sidecar))
     tmp.rename(path)
     return folder
+
+
+MULTILABEL_MODEL = "scenes"
+# A boat is always on water (and water is often alone): the two labels co-occur.
+MULTILABEL_CLASSES = ("boat", "water", "tree", "car")
+MULTILABEL_SPEC = {"channels": 3, "height": TINY_SIZE, "width": TINY_SIZE, "mean": 0.5, "std": 0.25}
+
+
+def multilabel_batch(n: int, generator: object) -> tuple[object, object]:
+    """``n`` images in [0, 1] and their labels (N, 4) for ``multilabel_net``: each label
+    present with probability 0.4 (water always with a boat), a present label's template
+    in its own quadrant, the rest grey; both with a little noise."""
+    import torch
+    import torch.nn.functional as F
+
+    g: torch.Generator = generator  # type: ignore[assignment]
+    k, half = len(MULTILABEL_CLASSES), TINY_SIZE // 2
+    coarse = torch.rand(k, 3, 3, 3, generator=torch.Generator().manual_seed(7))
+    templates = F.interpolate(coarse, size=half, mode="bilinear")
+    labels = (torch.rand(n, k, generator=g) < 0.4).float()
+    labels[:, 1] = torch.maximum(labels[:, 1], labels[:, 0])
+    images = 0.5 + 0.1 * torch.randn(n, 3, TINY_SIZE, TINY_SIZE, generator=g)
+    for c in range(k):
+        r, q = divmod(c, 2)
+        part = (slice(None), slice(None), slice(r * half, r * half + half))
+        part += (slice(q * half, q * half + half),)
+        drawn = templates[c][None] + 0.1 * torch.randn(n, 3, half, half, generator=g)
+        images[part] = torch.where(labels[:, c, None, None, None] > 0, drawn, images[part])
+    return images.clamp(0, 1), labels
+
+
+def multilabel_net(*, sigmoid: bool, seed: int = 0, steps: int = 150) -> object:
+    """A small conv net trained (about a second on a CPU) as a multi-label classifier of
+    ``MULTILABEL_CLASSES``, one binary cross-entropy per label; its forward returns the
+    labels' logits, or with ``sigmoid`` their probabilities. Eval mode, frozen."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    class Scenes(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.features = nn.Sequential(
+                nn.Conv2d(3, 8, 3, padding=1),
+                nn.BatchNorm2d(8),
+                nn.ReLU(),
+                nn.Conv2d(8, 16, 3, stride=2, padding=1),
+                nn.ReLU(),
+                nn.AdaptiveAvgPool2d(2),
+                nn.Flatten(),
+            )
+            self.head = nn.Linear(64, len(MULTILABEL_CLASSES))
+            self.sigmoid = sigmoid
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            z = self.head(self.features(x))
+            return torch.sigmoid(z) if self.sigmoid else z
+
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    net = Scenes()
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-2)
+    for _ in range(steps):
+        images, labels = multilabel_batch(64, g)
+        logits = net.head(net.features((images - 0.5) / 0.25))
+        loss = F.binary_cross_entropy_with_logits(logits, labels)  # type: ignore[arg-type]
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return net.eval().requires_grad_(False)
+
+
+def make_multilabel_model(
+    folder: str | Path, *, name: str = MULTILABEL_MODEL, sigmoid: bool = False
+) -> Path:
+    """Add ``multilabel_net`` as TorchScript model ``name`` to ``folder``, with a sidecar
+    that declares its output ``multi-label-logits`` (without ``sigmoid``: its logits look
+    like a single-label model's) or nothing (with it: loading recognises the sigmoid).
+    Returns the folder."""
+    import torch
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.pt"
+    if path.exists():
+        return folder
+    tmp = folder / f".{name}.pt.tmp"
+    torch.jit.script(multilabel_net(sigmoid=sigmoid)).save(str(tmp))
+    sidecar: dict[str, object] = {
+        **MULTILABEL_SPEC,
+        "class_names": list(MULTILABEL_CLASSES),
+        "description": "tiny multi-label test classifier",
+    }
+    if not sigmoid:
+        sidecar["output"] = "multi-label-logits"
+    (folder / f"{name}.json").write_text(json.dumps(sidecar))
+    tmp.rename(path)
+    return folder

@@ -76,6 +76,14 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
         help="JSON list of class names or a TorchServe index_to_name.json",
     )
     g.add_argument(
+        "--model-output",
+        metavar="KIND",
+        help="what the model's forward returns where loading cannot tell: multi-label-logits "
+        "(one logit per label, trained with a binary cross-entropy per class) or auto (the "
+        "default: logits; softmax or sigmoid outputs are recognised); overrides a sidecar's "
+        '"output"',
+    )
+    g.add_argument(
         "--device",
         default="auto",
         help="auto (cuda if available), cpu, cuda or cuda:N (default: auto)",
@@ -241,12 +249,11 @@ def run(args: argparse.Namespace) -> int:
     for record, path in zip(records, paths, strict=True):
         if path.with_suffix(".safetensors").is_file():
             record["float_file"] = path.with_suffix(".safetensors").name
-    multilabel = add_label_probabilities(handle, records)
     write_records(records, paths)
     texts = None if scores is None else [result.summary_text() for result in scores]
     emit(args, handle, config, device, out, records, texts)
     sys.stdout.flush()
-    for line in off_target_warnings(records) + multilabel:
+    for line in off_target_warnings(records):
         print(f"protolens: warning: {line}", file=sys.stderr)
     return 0
 
@@ -255,14 +262,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def load_cli_model(args: argparse.Namespace) -> ModelHandle:
+    from protolens_server.errors import InvalidArgument
     from protolens_server.models import load_model
 
-    return load_model(
-        args.model,
-        spec=cli_input_spec(args),
-        class_names=_class_names_file(args.class_names),
-        device=handle_device(args.device),
-    )
+    output = getattr(args, "model_output", None)
+    try:
+        return load_model(
+            args.model,
+            spec=cli_input_spec(args),
+            class_names=_class_names_file(args.class_names),
+            device=handle_device(args.device),
+            output=output,
+        )
+    except InvalidArgument as exc:
+        if output is None or exc.field != "output":
+            raise
+        raise exc.for_field("--model-output") from exc
 
 
 def cli_input_spec(args: argparse.Namespace):  # -> InputSpec | None
@@ -502,6 +517,7 @@ def prototype_record(
         seed=proto.seed,
         lr=proto.lr,
         stop_reason=proto.stop_reason,
+        multi_label=proto.multi_label,
         scores=None if scores is None else scores.to_dict(),
         provenance={
             "model": handle.name,
@@ -514,42 +530,24 @@ def prototype_record(
     )
 
 
-def add_label_probabilities(handle: ModelHandle, records: list[dict[str, Any]]) -> list[str]:
-    """For a model read through the logit function (one sigmoid per class, a multi-label
-    model: ``metadata["output"] == "sigmoid-probabilities"``): give each one-class
-    record ``label_probability``, the model's own output for its label (the sigmoid of
-    its logit), and return the warning that says what ``probability`` is then."""
-    import math
-
-    if handle.metadata.get("output") != "sigmoid-probabilities":
-        return []
-    for r in records:
-        if len(r["target"]["classes"]) == 1:
-            r["label_probability"] = 1 / (1 + math.exp(-min(max(r["logit"], -80.0), 80.0)))
-    return [
-        "the model returns one probability per class (a sigmoid, multi-label): protolens "
-        "reads them as logits log(p/(1-p)) and makes the target win against the other "
-        "labels, as for a single-label model; 'probability' is the softmax over those "
-        "logits, 'label_probability' the model's own output for the label"
-    ]
-
-
 def off_target_warnings(records: Sequence[dict[str, Any]]) -> list[str]:
-    """One line per class prototype whose model ranks another class first
+    """One line per class prototype whose model does not see its target: ranks another
+    class first, or for a multi-label model gives the label p < 0.5
     (``protolens.files.off_target``, the rule the service's CLI applies too)."""
     from protolens.files import off_target, off_target_warning
 
     lines = []
     for r in records:
         top = r["top5"][0] if r["top5"] else None
-        if not off_target(
+        if top is None or not off_target(
             kind=r["target"]["kind"],
             classes=r["target"]["classes"],
-            top_index=None if top is None else top["index"],
+            top_index=top["index"],
             stop_reason=r["stop_reason"],
+            multi_label=r["multi_label"],
+            probability=r["probability"],
         ):
             continue
-        assert top is not None
         lines.append(
             off_target_warning(
                 label=r["file"],
@@ -558,6 +556,7 @@ def off_target_warnings(records: Sequence[dict[str, Any]]) -> list[str]:
                 probability=r["probability"],
                 steps=r["steps"],
                 spec_hint="--input-shape, --mean/--std",
+                multi_label=r["multi_label"],
             )
         )
     return lines

@@ -37,6 +37,7 @@ from protolens_server.errors import InvalidModel, ProtolensError
 
 from ._fold import folded
 from ._precision import cast_frozen
+from ._readout import is_multi_label
 from .types import GenerationConfig, ImageClassifier
 
 # Device types whose forward runs under bf16 autocast when ``config.autocast`` is set.
@@ -72,6 +73,7 @@ class ModelRunner:
         self.module = cast_frozen(module, torch.bfloat16) if self.autocast else module
         self.spec = model.input_spec
         self.num_classes = model.num_classes
+        self.multi_label = is_multi_label(model)  # one sigmoid per class (``_readout``)
         self.channels_last = config.channels_last and compilable(self.module)
         self._layout_checked = False
         self._affine_cache_key: tuple[torch.device, torch.dtype] | None = None

@@ -23,7 +23,9 @@ to shut them out, bench/isolation.py).
 The result says what a reviewer needs: the mask, the isolated image (the input
 with the mask as its alpha channel), and the class probability of the whole
 image, of the image kept by the mask and of the image with the masked part
-removed (both filled with the image's mean colour).
+removed (both filled with the image's mean colour). For a multi-label model the
+probability is the label's own sigmoid, and the mask keeps what that label needs
+(``_readout``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from protolens_server.errors import GenerationCancelled, InvalidArgument, Unknow
 from ._alpha import random_backgrounds
 from ._forward import ModelRunner
 from ._optim import Adam
+from ._readout import probabilities
 from ._seeds import derive_seed, generator
 from ._transforms import DrawStream, preset
 from .types import (
@@ -163,7 +166,7 @@ def isolate(
         backgrounds = fill + config.background_contrast * (noise - 0.5)
         composite = x * mask + backgrounds * (1 - mask)
         logits = runner.forward(transform(runner.normalise(composite), draws.next()))
-        log_p = F.log_softmax(logits.float(), dim=1)[:, target].mean()
+        log_p = _log_probability(logits, target, runner.multi_label)
         loss = -log_p + config.sparsity * mask.mean() + config.smoothness * _tv(mask)
         optimiser.step(torch.autograd.grad(loss, [logits_param]))
         if on_progress is not None and (step % config.progress_every == 0 or step == config.steps):
@@ -171,7 +174,7 @@ def isolate(
     with torch.no_grad():
         mask = _mask(logits_param, h, w)
         batch = torch.cat([x, x * mask + fill * (1 - mask), x * (1 - mask) + fill * mask])
-        probs = F.softmax(runner.logits(batch).float(), dim=1)[:, target].tolist()
+        probs = probabilities(runner.logits(batch), runner.multi_label)[:, target].tolist()
     mask_cpu = mask[0].cpu()
     return Isolation(
         mask=mask_cpu,
@@ -185,6 +188,15 @@ def isolate(
         seed=seed,
         config=config,
     )
+
+
+def _log_probability(logits: torch.Tensor, target: int, multi_label: bool) -> torch.Tensor:
+    """Mean log-probability of ``target`` over the batch: its log-softmax, or for a
+    multi-label model its own log-sigmoid (``_readout``)."""
+    z = logits.float()
+    if multi_label:
+        return F.logsigmoid(z[:, target]).mean()
+    return F.log_softmax(z, dim=1)[:, target].mean()
 
 
 def _mask(param: torch.Tensor, h: int, w: int) -> torch.Tensor:

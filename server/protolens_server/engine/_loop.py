@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from protolens_server.errors import (
     GenerationCancelled,
@@ -54,6 +53,7 @@ from ._memory import (
 from ._optim import PerImageAdam
 from ._param import PERTURBATION_SD, ImageParam, config_param, param_shape
 from ._probes import LayerProbe, has_batchnorm
+from ._readout import class_objective, is_multi_label, probabilities
 from ._seeds import generator, per_target_seeds, prototype_seed
 from ._stopping import StopSchedule, confident
 from ._transforms import DrawStream, preset
@@ -70,9 +70,6 @@ from .types import (
 # natural images) times this, so ``config.hf_penalty`` is in logit units.
 HF_SCALE = 10.0
 DEFAULT_CONFIG = GenerationConfig()
-# objective "logit": weight of the log-softmax term next to the raw target logit (the
-# logit alone can rise with every other logit; this makes the target win)
-LOG_PROB_WEIGHT = 1.0
 
 
 @dataclass(frozen=True)
@@ -264,7 +261,13 @@ _lrs: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictiona
 def lr_key(model: ImageClassifier, config: GenerationConfig, device: str | torch.device) -> str:
     """What the finder's choice for ``model`` depends on besides its weights (a string a
     caller can key a shared cache with, next to the weights' digest)."""
-    return _lr_finder.lr_key(model.input_spec, model.num_classes, torch.device(device).type, config)
+    return _lr_finder.lr_key(
+        model.input_spec,
+        model.num_classes,
+        torch.device(device).type,
+        config,
+        multi_label=is_multi_label(model),
+    )
 
 
 def find_lr(
@@ -307,7 +310,13 @@ def probe_lr(
 
 def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | None) -> float:
     runner = chunk.runner
-    key = _lr_finder.lr_key(runner.spec, runner.num_classes, runner.device.type, chunk.config)
+    key = _lr_finder.lr_key(
+        runner.spec,
+        runner.num_classes,
+        runner.device.type,
+        chunk.config,
+        multi_label=runner.multi_label,
+    )
     try:
         memo = _lrs.setdefault(runner.source, {})
     except TypeError:  # a callable that cannot be weakly referenced: no memo
@@ -540,11 +549,11 @@ class _Chunk:
             schedule.check(
                 step,
                 lambda logits=logits: confident(
-                    _target_probability(F.softmax(logits.float(), dim=1), weights), prototypes
+                    _target_probability(self._probabilities(logits), weights), prototypes
                 ),
             )
             if report and (step % config.progress_every == 0 or step == schedule.last_step):
-                probs = _target_probability(F.softmax(logits, dim=1), weights)
+                probs = _target_probability(self._probabilities(logits), weights)
                 _check_finite(losses, step)
                 self.progress.update(items, step, probs.tolist(), schedule)
         return param, schedule
@@ -602,12 +611,14 @@ class _Chunk:
             param.tensors[0].add_(noise.to(runner.device) * PERTURBATION_SD)
         return param
 
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        return probabilities(logits, self.runner.multi_label)
+
     def _objective(self, weights: torch.Tensor, items: list[_Item]) -> obj.Objective:
         config = self.config
-        if config.objective == "margin":
-            objective = obj.target_margin(weights, config.margin_temperature)
-        else:
-            objective = obj.target_logits(weights) + LOG_PROB_WEIGHT * obj.target_log_probs(weights)
+        objective = class_objective(
+            weights, config.objective, config.margin_temperature, self.runner.multi_label
+        )
         if self.unit_probe is not None:
             targets = [item.target for item in items]
             if has_units(targets):
@@ -679,7 +690,7 @@ class _Chunk:
             self.probe.enabled = True
             self.probe.take()
         _check_finite(logits, schedule.last_step)
-        probs = F.softmax(logits, dim=1)
+        probs = self._probabilities(logits)
         target_probs = _target_probability(probs, weights).tolist()
         target_logits = _target_probability(logits, weights).tolist()  # mean over the classes
         for k, value in unit_values.items():  # a unit target's "logit" is its objective value
@@ -701,6 +712,7 @@ class _Chunk:
                     config=self.config,
                     lr=self.lr,
                     stop_reason=schedule.reasons[k],
+                    multi_label=self.runner.multi_label,
                 )
             )
         return out

@@ -148,17 +148,28 @@ def probe_classes(num_classes: int, count: int = 0) -> list[int]:
     return sorted({(2 * k + 1) * num_classes // (2 * n) for k in range(n)})
 
 
-def lr_key(spec: InputSpec, num_classes: int, device_type: str, config: GenerationConfig) -> str:
+def lr_key(
+    spec: InputSpec,
+    num_classes: int,
+    device_type: str,
+    config: GenerationConfig,
+    *,
+    multi_label: bool = False,
+) -> str:
     """What the finder's choice depends on besides the model's weights, as a string
-    (the caller scopes it per model: by digest, or per module in process)."""
+    (the caller scopes it per model: by digest, or per module in process). A
+    multi-label model's probes run its own objective (``_readout``), so it says so; a
+    single-label model's key is as it always was."""
     fields = {k: v for k, v in config.to_dict().items() if k not in _IGNORED}
-    material = {
+    material: dict[str, object] = {
         "finder": FINDER_VERSION,
         "spec": spec.to_dict(),
         "classes": num_classes,
         "device": device_type,
         "config": fields,
     }
+    if multi_label:
+        material["multi_label"] = True
     return json.dumps(material, sort_keys=True, separators=(",", ":"))
 
 

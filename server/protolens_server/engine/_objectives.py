@@ -115,6 +115,32 @@ def target_margin(weights: torch.Tensor, temperature: float = 1.0) -> Objective:
     return Objective(fn, "target_margin")
 
 
+def target_log_odds(weights: torch.Tensor) -> Objective:
+    """Maximise each target label's log-odds ``z_t`` (a multi-label model's logit: its
+    margin over "absent"), averaged over a hybrid's labels; an antitype minimises it.
+
+    Like ``target_margin`` it does not saturate: at sigmoid(z_t) = 0.999 its gradient
+    is as strong as at 0.5. Unlike it, the other labels are not pushed down: in a
+    multi-label model they are independent of the target and may co-occur with it.
+    """
+    count = weights.abs().sum(dim=1).clamp_min(1)
+
+    def fn(c: StepContext) -> torch.Tensor:
+        return -(c.logits.float() * weights).sum(dim=1) / count
+
+    return Objective(fn, "target_log_odds")
+
+
+def target_log_sigmoid(weights: torch.Tensor) -> Objective:
+    """Maximise the log-probability of each target label being as wanted: ``log
+    sigmoid(z_t)`` present (weight +1), ``log sigmoid(-z_t)`` absent (an antitype, -1)."""
+
+    def fn(c: StepContext) -> torch.Tensor:
+        return -(F.logsigmoid(c.logits.float() * weights) * weights.abs()).sum(dim=1)
+
+    return Objective(fn, "target_log_sigmoid")
+
+
 class _TotalVariation(torch.autograd.Function):
     """Per-image mean absolute neighbour difference, with a hand-written backward.
 

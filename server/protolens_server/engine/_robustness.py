@@ -4,7 +4,8 @@ The untransformed image is kept apart (``probability``); the draws give
 ``probability_mean_over_transforms`` and ``probability_min_over_transforms``
 over ``transform_samples`` draws, so the minimum can sit above the untransformed
 probability when every draw happens to help. The logit margin to the best
-non-target class (``runner_up``) is measured on the untransformed image.
+non-target class (``runner_up``) is measured on the untransformed image. A
+probability is a multi-label model's own sigmoid of the label (``_readout``).
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ import torch
 from protolens_server.errors import InvalidArgument
 
 from . import _activations, _transforms
+from ._readout import is_multi_label, probabilities
 from ._score_types import Robustness
 
 
-def _target_probability(logits: torch.Tensor, classes: Sequence[int]) -> torch.Tensor:
-    return torch.softmax(logits.float(), dim=-1)[:, list(classes)].mean(dim=-1)
+def _target_probability(
+    logits: torch.Tensor, classes: Sequence[int], multi_label: bool
+) -> torch.Tensor:
+    return probabilities(logits, multi_label)[:, list(classes)].mean(dim=-1)
 
 
 def robustness(
@@ -49,6 +53,7 @@ def robustness(
         raise InvalidArgument("robustness_samples", f"must be >= 0 (got {samples})")
     transform = _transforms.preset(transforms)
     dev = torch.device(device)
+    multi_label = is_multi_label(model)
     results = []
     for i, (image, target) in enumerate(zip(images, targets, strict=True)):
         classes = list(target)
@@ -57,7 +62,7 @@ def robustness(
         masked[classes] = -math.inf
         runner_up = int(masked.argmax())
         margin = float(row[classes].mean() - row[runner_up])
-        probability = float(_target_probability(row[None], classes)[0])
+        probability = float(_target_probability(row[None], classes, multi_label)[0])
         mean = low = None
         if samples > 0:
             g = torch.Generator().manual_seed(seeds[i] if seeds is not None else i)
@@ -71,7 +76,7 @@ def robustness(
                     out = _activations.run_model(
                         model, batch[start : start + max_batch], device=dev
                     )
-                    probs.append(_target_probability(out, classes).cpu())
+                    probs.append(_target_probability(out, classes, multi_label).cpu())
             p = torch.cat(probs)
             mean, low = float(p.mean()), float(p.min())
         results.append(Robustness(samples, transforms, probability, mean, low, margin, runner_up))

@@ -87,6 +87,9 @@ class ImageClassifier(Protocol):
     """Anything the engine can optimise against: a callable image->logits plus its spec.
 
     ``models.ModelHandle`` satisfies it; so does ``engine.Classifier`` for a bare module.
+    An optional ``multi_label`` attribute (True: one independent sigmoid per class, a
+    multi-label model; absent: False) picks the objective and what a probability is
+    (``_readout``).
     """
 
     @property
@@ -107,6 +110,7 @@ class Classifier:
     input_spec: InputSpec
     num_classes: int
     class_names: tuple[str, ...] = ()
+    multi_label: bool = False  # one independent sigmoid per class (``_readout``)
 
 
 @dataclass(frozen=True)
@@ -316,9 +320,13 @@ class GenerationConfig(OptionRecord):
     learning-rate finder pick the rate (``_lr_finder``). ``objective``: ``margin``
     maximises the target logit over the soft maximum of the others (keeps improving
     past probability saturation); ``logit`` is the earlier target logit plus
-    log-probability. ``fourier_decay`` is the exponent of ``"fourier"``'s 1/f^k
-    scaling; ``"maco"`` optimises the spectrum's phase and each image's contrast under a
-    fixed 1/f^``maco_decay`` magnitude (``_param``). ``bn_prior`` (DeepInversion's
+    log-probability. For a multi-label model (``ImageClassifier.multi_label``) each label
+    is its own two-way choice, present or absent: ``margin`` is then the label's log-odds
+    (its logit; the other labels are left alone), ``logit`` the log-odds plus its log
+    sigmoid, and ``margin_temperature`` has nothing to spread (``_readout``).
+    ``fourier_decay`` is the exponent of ``"fourier"``'s 1/f^k scaling; ``"maco"``
+    optimises the spectrum's phase and each image's contrast under a fixed
+    1/f^``maco_decay`` magnitude (``_param``). ``bn_prior`` (DeepInversion's
     BatchNorm-statistics prior, eager models with BatchNorm modules only) is off by
     default: on the self-tuning optimisation it lowered the path similarity it was
     meant to raise (docs/scores.md). ``max_batch``
@@ -442,13 +450,18 @@ class PrototypeFacts:
 
     target: Target
     index: int  # which prototype of this target (0..prototypes-1)
-    probability: float  # softmax probability of the target (mean over classes for a hybrid)
+    # the target's probability (mean over classes for a hybrid): the softmax over the
+    # classes, or for a multi-label model (``multi_label``) the label's own sigmoid
+    probability: float
     logit: float
     top5: list[tuple[int, float]]  # (class index, probability), most probable first
     steps: int  # steps this prototype took
     seed: int
     lr: float = 0.0  # the learning rate used (config.lr, or the finder's choice when it is 0)
     stop_reason: str = ""  # converged / budget / steps
+    # probabilities (``probability``, ``top5``) are each label's own sigmoid: the model is
+    # multi-label, its labels independent (they need not sum to 1)
+    multi_label: bool = False
 
     def facts(self) -> PrototypeFacts:
         """These facts alone, as plain Python numbers (JSON-able), whatever extends them."""
@@ -462,6 +475,7 @@ class PrototypeFacts:
             seed=int(self.seed),
             lr=float(self.lr),
             stop_reason=str(self.stop_reason),
+            multi_label=bool(self.multi_label),
         )
 
 

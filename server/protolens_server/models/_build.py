@@ -19,8 +19,12 @@ from protolens_server.models._logits import (
     flattenable,
     logits_of,
 )
-from protolens_server.models._probe_output import output_reading, probe_output
-from protolens_server.models.handle import ModelFormat, ModelHandle
+from protolens_server.models._probe_output import (
+    multi_label_origin,
+    output_reading,
+    probe_output,
+)
+from protolens_server.models.handle import MULTI_LABEL, ModelFormat, ModelHandle
 from protolens_server.models.sidecar import ClassNames
 
 DRY_RUN_BATCH = 2  # > 1 so a model that only takes batch 1 is caught at load, not mid-job
@@ -37,7 +41,7 @@ def freeze(module: Any) -> None:
 
 
 def check_forward(
-    module: Callable[[torch.Tensor], Any], spec: InputSpec, source: str
+    module: Callable[[torch.Tensor], Any], spec: InputSpec, source: str, declared: str = ""
 ) -> tuple[int, Callable[[torch.Tensor], torch.Tensor]]:
     """Run zeros of the spec's shape through ``module``; return the number of logits and
     the module to use: ``module`` itself, or adapted by ``_logits.adapt`` when it returns
@@ -45,7 +49,7 @@ def check_forward(
     weights in another float type, gives (N, C, 1, 1) or (N, 1, C) logits or takes
     (N, H, W, C) images; or read through ``log`` / ``logit`` when it returns
     probabilities (``_probe_output``, which also refuses a model without input
-    gradients or with a random output)."""
+    gradients or with a random output, and probabilities ``declared`` as logits)."""
     shape = (DRY_RUN_BATCH, *spec.shape)
     dtype = weights_dtype(module)
     if dtype is not None:
@@ -79,7 +83,7 @@ def check_forward(
         )
     if not torch.isfinite(out).all():
         raise InvalidModel(f"{source}: produced NaN/Inf logits on a zeros input of {shape}")
-    return int(out.shape[1]), probe_output(module, spec, source, out)
+    return int(out.shape[1]), probe_output(module, spec, source, out, declared)
 
 
 def weights_dtype(module: Any) -> torch.dtype | None:
@@ -187,9 +191,12 @@ def build_handle(
     metadata: dict[str, str] | None = None,
     program: Any = None,
     classes_origin: str = "class names",
+    output: str = "",
 ) -> ModelHandle:
+    """``output``: the declared output (``sidecar.OUTPUTS``; "" or ``auto``: what the
+    load probe recognises)."""
     freeze(module)
-    n, module = check_forward(module, spec, source)
+    n, module = check_forward(module, spec, source, output)
     freeze(module)  # a LogitsOnly wrapper made by check_forward
     if classes is None:
         classes = default_class_names(n)
@@ -200,9 +207,11 @@ def build_handle(
             "give exactly one name per output",
         )
     meta = {"weights_sha256": weights_sha256, **(metadata or {})}
-    output = output_reading(module)
-    if output != "logits":
-        meta["output"] = output
+    reading = output_reading(module, output)
+    if reading != "logits":
+        meta["output"] = reading
+    if reading == MULTI_LABEL:
+        meta["multi_label"] = multi_label_origin(module)
     if isinstance(module, LogitsOnly):  # what the load adapted, for the model's description
         if module.input_dtype is not None:
             meta["weights_dtype"] = str(module.input_dtype).removeprefix("torch.")
@@ -214,7 +223,7 @@ def build_handle(
         module=module,
         input_spec=spec,
         class_names=classes.names,
-        digest=model_digest(weights_sha256, spec, output),
+        digest=model_digest(weights_sha256, spec, reading),
         format=fmt,
         description=description,
         metadata=meta,

@@ -57,8 +57,9 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor], architecture: str = "")
 
 def model_digest(weights_sha256: str, spec: InputSpec, output: str = "logits") -> str:
     """``output`` is how the handle reads the forward's output: ``logits`` (not hashed, so
-    the digests of such models never changed) or ``log-probabilities`` (a softmax output
-    seen through log, ``_probe_output.LogProbabilities``)."""
+    the digests of such models never changed), ``log-probabilities`` (a softmax output
+    seen through log, ``_probe_output.LogProbabilities``) or ``multi-label`` (one
+    independent logit per label, ``handle.MULTI_LABEL``)."""
     spec_json = json.dumps(spec.to_dict(), sort_keys=True, separators=(",", ":"))
     payload = f"protolens-model/1\n{weights_sha256}\n{spec_json}"
     if output != "logits":

@@ -10,7 +10,7 @@ from typing import Literal
 
 from protolens_server.engine.types import InputSpec
 from protolens_server.errors import ModelNotFound
-from protolens_server.models.sidecar import ClassNames, Sidecar, parse_class_names
+from protolens_server.models.sidecar import ClassNames, Sidecar, parse_class_names, parse_output
 
 FileKind = Literal["torchscript", "exported", "mar", "checkpoint", "unknown"]
 
@@ -62,13 +62,17 @@ def not_a_model_hint(kind: FileKind) -> str:
 
 
 def merge_metadata(
-    spec: InputSpec | None, class_names: Sequence[str] | None, *sources: Sidecar
+    spec: InputSpec | None,
+    class_names: Sequence[str] | None,
+    *sources: Sidecar,
+    output: str | None = None,
 ) -> Sidecar:
     """Explicit arguments win, then each sidecar in order."""
     explicit = Sidecar(
         input_spec=spec,
         classes=parse_class_names(list(class_names), "class_names") if class_names else None,
         origin="arguments" if spec or class_names else "",
+        output=parse_output(output) if output else "",
     )
     merged = explicit
     for s in sources:

@@ -17,8 +17,15 @@ which otherwise gave an exit-0 result that meant nothing (bench/unusual_models.p
   in [0, 1], rows not summing to 1, on the zeros, the random images and on wild
   inputs (20 standard deviations of noise) where logits would leave [0, 1]. Read as
   logits their softmax is capped as a softmax output's is; such a model is used
-  through ``LogOdds`` (log p - log(1 - p), each label's own logit). The engine's
-  objective still treats the classes as exclusive (docs/models.md).
+  through ``LogOdds`` (log p - log(1 - p), each label's own logit) and read as
+  multi-label (``handle.MULTI_LABEL``): the engine maximises the label's own log-odds
+  and reports its sigmoid (docs/models.md).
+
+A model whose forward returns multi-label *logits* (no sigmoid; trained with a binary
+cross-entropy per class) cannot be told from a single-label one: it is declared
+(``output: multi-label-logits``, ``sidecar.OUTPUTS``) and read as multi-label too. The
+declaration is checked against the probe: probabilities from such a model are refused
+(``InvalidArgument`` naming ``output``: a sigmoid in forward needs no declaration).
 
 The model is given copies of the probe's inputs, so a forward that changes its input
 in place (``x.relu_()``) neither fails on the probe's leaf tensor nor changes the
@@ -33,8 +40,10 @@ from typing import Any
 import torch
 
 from protolens_server.engine.types import InputSpec
-from protolens_server.errors import InvalidModel
+from protolens_server.errors import InvalidArgument, InvalidModel
 from protolens_server.models._logits import LogitsOnly, adapt
+from protolens_server.models.handle import MULTI_LABEL
+from protolens_server.models.sidecar import MULTI_LABEL_LOGITS
 
 PROBE_SEED = 20261206
 PROBABILITY_TOLERANCE = 1e-3  # rows summing to 1 within this, entries in [0, 1]
@@ -62,14 +71,22 @@ class LogOdds(LogitsOnly):
         return torch.log(p.clamp_min(TINY)) - torch.log((1 - p).clamp_min(TINY))
 
 
-def output_reading(module: object) -> str:
+def output_reading(module: object, declared: str = "") -> str:
     """How a handle's module reads the model's output: ``logits``, ``log-probabilities``
-    (``LogProbabilities``) or ``sigmoid-probabilities`` (``LogOdds``); part of the digest."""
+    (``LogProbabilities``) or ``multi-label`` (``LogOdds``, or logits declared
+    ``multi-label-logits``); part of the digest."""
     if isinstance(module, LogProbabilities):
         return "log-probabilities"
-    if isinstance(module, LogOdds):
-        return "sigmoid-probabilities"
+    if isinstance(module, LogOdds) or declared == MULTI_LABEL_LOGITS:
+        return MULTI_LABEL
     return "logits"
+
+
+def multi_label_origin(module: object) -> str:
+    """How a multi-label model was recognised, for its metadata (``multi_label``)."""
+    if isinstance(module, LogOdds):
+        return "detected: a sigmoid per class, read through log p - log(1 - p)"
+    return f"declared: output {MULTI_LABEL_LOGITS}"
 
 
 def looks_like_probabilities(out: torch.Tensor) -> bool:
@@ -91,11 +108,16 @@ def looks_like_independent_probabilities(out: torch.Tensor) -> bool:
 
 
 def probe_output(
-    module: Callable[[torch.Tensor], Any], spec: InputSpec, source: str, zeros_out: torch.Tensor
+    module: Callable[[torch.Tensor], Any],
+    spec: InputSpec,
+    source: str,
+    zeros_out: torch.Tensor,
+    declared: str = "",
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """Check ``module`` (already through the dry forward, which gave ``zeros_out``) on two
     random images in [0, 1]; return the module to use (wrapped in ``LogProbabilities``
-    when it returns probabilities). Raises ``InvalidModel`` for the refusals above."""
+    or ``LogOdds`` when it returns probabilities). Raises ``InvalidModel`` for the
+    refusals above, ``InvalidArgument`` when ``declared`` logits are probabilities."""
     g = torch.Generator().manual_seed(PROBE_SEED)
     images = torch.rand(2, *spec.shape, generator=g)
     x = spec.normalise(images).requires_grad_(True)
@@ -115,7 +137,10 @@ def probe_output(
             "model.eval()"
         )
     probabilities = looks_like_probabilities(zeros_out) and looks_like_probabilities(out)
-    if probabilities:
+    if declared == MULTI_LABEL_LOGITS:
+        _check_declared_logits(module, zeros_out, out, x.shape, source)
+        probabilities = False
+    elif probabilities:
         module = adapt(module, LogProbabilities)
     elif _independent_probabilities(module, zeros_out, out, x.shape):
         module = adapt(module, LogOdds)
@@ -138,6 +163,31 @@ def probe_output(
             "made by gradient ascent on the input"
         )
     return module
+
+
+def _check_declared_logits(
+    module: Callable[[torch.Tensor], Any],
+    zeros_out: torch.Tensor,
+    out: torch.Tensor,
+    shape: torch.Size,
+    source: str,
+) -> None:
+    """Logits declared ``multi-label-logits`` that are probabilities are refused: read
+    as logits, a sigmoid's output would cap every label at sigmoid(1) = 0.73."""
+    softmax = looks_like_probabilities(zeros_out) and looks_like_probabilities(out)
+    if not softmax and not _independent_probabilities(module, zeros_out, out, shape):
+        return
+    what = "a softmax" if softmax else "one sigmoid per class"
+    fix = (
+        "a single-label model: remove the declaration"
+        if softmax
+        else "protolens recognises it and reads it as multi-label: remove the declaration"
+    )
+    raise InvalidArgument(
+        "output",
+        f"{source} is declared {MULTI_LABEL_LOGITS!r} but its forward returns probabilities "
+        f"in [0, 1] ({what}), not logits; {fix}",
+    )
 
 
 def _independent_probabilities(

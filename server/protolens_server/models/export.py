@@ -37,9 +37,10 @@ def load(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
     p = existing_file(path)
-    meta = merge_metadata(spec, class_names, find_sidecar(p))
+    meta = merge_metadata(spec, class_names, find_sidecar(p), output=output)
     program = read_program(p, str(p))
     return handle_for(program, name or p.stem, f"export:{p}", file_sha256(p), meta, device)
 
@@ -78,6 +79,7 @@ def handle_for(
         classes=meta.classes,
         device=device,
         description=meta.description,
+        output=meta.output,
         metadata={
             "input_spec": "given" if meta.input_spec else ("program" if spec else "default"),
             **(metadata or {}),

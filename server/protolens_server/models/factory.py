@@ -50,6 +50,7 @@ def load(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
     """Load ``ref`` (``package.module:function``, optionally ``@weights``) as an eager model."""
     target, ref_weights = parse_ref(ref)
@@ -60,7 +61,7 @@ def load(
         p = existing_file(weights)
         sidecar = find_sidecar(p)
         state = read_state_dict(p, str(p))
-    meta = merge_metadata(spec, class_names, sidecar)
+    meta = merge_metadata(spec, class_names, sidecar, output=output)
     default_name = Path(weights).stem if weights else target.rpartition(":")[2]
     source = f"factory:{target}" + (f"@{weights}" if weights else "")
     return handle_for(target, state, name or default_name, source, meta, device)
@@ -93,6 +94,7 @@ def handle_for(
         classes=meta.classes,
         device=device,
         description=meta.description,
+        output=meta.output,
         metadata={
             "factory": target,
             "input_spec": "given" if meta.input_spec else "default (ImageNet 3x224x224)",

@@ -11,6 +11,10 @@ import torch
 from protolens_server.engine.types import InputSpec
 
 ModelFormat = Literal["eager", "torchscript", "exported"]
+# ``metadata["output"]`` of a multi-label model: its module returns one independent
+# logit per label (a sigmoid output read through the logit function, or logits
+# declared ``multi-label-logits``); the engine then reads each label's own sigmoid.
+MULTI_LABEL = "multi-label"
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,11 @@ class ModelHandle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def multi_label(self) -> bool:
+        """One independent sigmoid per class (``engine.ImageClassifier.multi_label``)."""
+        return self.metadata.get("output") == MULTI_LABEL
 
     def to(self, device: str | torch.device) -> ModelHandle:
         """The same handle with its module moved to ``device`` (modules move in place)."""

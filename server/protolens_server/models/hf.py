@@ -19,7 +19,9 @@ What the engine needs comes from the model's own files:
   default (``image_processor_type``), as transformers fills it; the ImageNet default
   when there is no preprocessor config;
 - class names from ``id2label`` (transformers' placeholder ``LABEL_<i>`` names
-  count as none).
+  count as none);
+- a multi-label model from ``problem_type: multi_label_classification`` (its logits
+  are one per label, ``sidecar.MULTI_LABEL_LOGITS``).
 
 The forward returns an ``ImageClassifierOutput``; the handle's module is wrapped
 to return its ``logits`` (``_logits.LogitsOnly``). Needs the ``hf`` extra:
@@ -47,7 +49,7 @@ from protolens_server.models.pretrained import (
     read_config,
     safetensors_files,
 )
-from protolens_server.models.sidecar import ClassNames, Sidecar, find_sidecar
+from protolens_server.models.sidecar import MULTI_LABEL_LOGITS, ClassNames, Sidecar, find_sidecar
 
 _PLACEHOLDER_LABEL = re.compile(r"LABEL_\d+")
 # config.json keys that do not change what the model computes (left out of the digest;
@@ -64,6 +66,7 @@ def load(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
     folder = existing_folder(path)
     config = read_config(folder)
@@ -74,8 +77,13 @@ def load(
         )
     safetensors_files(folder)  # refuses a folder with pickled weights only
     model = _from_pretrained(folder)
-    own = Sidecar(input_spec=spec_of(folder, config), classes=labels_of(config), origin="")
-    meta = merge_metadata(spec, class_names, find_sidecar(folder), own)
+    own = Sidecar(
+        input_spec=spec_of(folder, config),
+        classes=labels_of(config),
+        origin="",
+        output=output_of(config),
+    )
+    meta = merge_metadata(spec, class_names, find_sidecar(folder), own, output=output)
     architecture = "transformers:" + _canonical_config(config)
     return build_handle(
         name=name or folder.name,
@@ -87,6 +95,7 @@ def load(
         classes=meta.classes,
         device=device,
         description=meta.description,
+        output=meta.output,
         metadata={
             "library": "transformers",
             "architecture": ",".join(config.get("architectures") or [str(config["model_type"])]),
@@ -96,6 +105,14 @@ def load(
         },
         classes_origin=meta.origin or f"{folder}/config.json id2label",
     )
+
+
+def output_of(config: dict[str, Any]) -> str:
+    """``multi-label-logits`` for a model transformers trained as multi-label
+    (``problem_type``: one binary cross-entropy per label), else undeclared."""
+    if config.get("problem_type") == "multi_label_classification":
+        return MULTI_LABEL_LOGITS
+    return ""
 
 
 def _from_pretrained(folder: Path) -> torch.nn.Module:

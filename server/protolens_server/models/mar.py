@@ -44,6 +44,7 @@ def load(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
     factory_ref: str | None = None,
 ) -> ModelHandle:
     p = existing_file(path)
@@ -56,7 +57,7 @@ def load(
             raise InvalidModel(f"{p}: the MANIFEST names no model.serializedFile")
         data = _read(zf, serialized, p, MAX_MEMBER_BYTES)
         inside = _embedded_metadata(zf, p)
-    meta = merge_metadata(spec, class_names, outside, inside)
+    meta = merge_metadata(spec, class_names, outside, inside, output=output)
     model_name = name or str(model.get("modelName") or p.stem)
     info = {
         "mar_model_name": str(model.get("modelName", "")),

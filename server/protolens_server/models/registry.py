@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from protolens_server.engine.types import InputSpec
-from protolens_server.errors import InvalidModel, ModelNotFound
+from protolens_server.errors import InvalidArgument, InvalidModel, ModelNotFound
 from protolens_server.models import builtin, export, factory, mar, mlflow, torchscript
 from protolens_server.models._files import not_a_model_hint, sniff
 from protolens_server.models.handle import ModelHandle
@@ -36,7 +36,7 @@ from protolens_server.models.kinds import (
     Kind,
     kind_of,
 )
-from protolens_server.models.sidecar import find_sidecar
+from protolens_server.models.sidecar import AUTO, find_sidecar, parse_output
 
 SCHEMES = ("builtin", "factory", *SCHEME_KINDS)
 Loader = Callable[..., ModelHandle]
@@ -82,15 +82,21 @@ def load_model(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
-    """Load a model from a built-in name, a path, a factory or an MLflow URI (module doc)."""
+    """Load a model from a built-in name, a path, a factory or an MLflow URI (module doc).
+
+    ``output`` declares what the forward returns where loading cannot tell
+    (``sidecar.OUTPUTS``: ``multi-label-logits``); it wins over a sidecar's."""
     ref = ref.strip()
     kw = {"spec": spec, "class_names": class_names, "device": device, "name": name}
+    if output:
+        kw["output"] = output
     if ref.startswith(mlflow.PREFIX):
         return load_mlflow(ref, **kw)  # type: ignore[arg-type]
     scheme, sep, rest = ref.partition(":")
     if sep and scheme == "builtin":
-        return builtin.load(rest, device=device)
+        return _builtin(rest, device, output)
     if sep and scheme == "factory":
         target, weights = factory.parse_ref(rest)
         if weights is None:
@@ -99,7 +105,7 @@ def load_model(
     if sep and scheme in SCHEME_KINDS:
         return load_path(Path(rest).expanduser(), kind=SCHEME_KINDS[scheme], **kw)  # type: ignore[arg-type]
     if ref in builtin.available():
-        return builtin.load(ref, device=device)
+        return _builtin(ref, device, output)
     path = Path(ref).expanduser()
     if not path.exists():
         raise ModelNotFound(
@@ -107,6 +113,14 @@ def load_model(
             model=ref,
         )
     return load_path(path, **kw)  # type: ignore[arg-type]
+
+
+def _builtin(name: str, device: str, output: str | None) -> ModelHandle:
+    """A built-in (each a single-label classifier: a declared multi-label output is an
+    error, not ignored)."""
+    if output and parse_output(output) != AUTO:
+        raise InvalidArgument("output", f"the built-in {name!r} is a single-label classifier")
+    return builtin.load(name, device=device)
 
 
 def load_path(
@@ -118,12 +132,14 @@ def load_path(
     name: str | None = None,
     factory_ref: str | None = None,
     kind: Kind | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
     """Load a model file or folder: its kind from ``kind``, else ``kinds.kind_of``."""
     path = Path(path).expanduser()
     if not path.exists():
         raise ModelNotFound(f"{path}: no such model file", model=str(path))
     kw = {"spec": spec, "class_names": class_names, "device": device, "name": name}
+    kw["output"] = output
     if factory_ref is not None:
         if path.suffix.lower() == ".mar":
             return mar.load(path, factory_ref=factory_ref, **kw)  # type: ignore[arg-type]

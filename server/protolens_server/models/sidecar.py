@@ -6,11 +6,18 @@ A sidecar is a JSON object, all keys optional::
      "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225],
      "class_names": ["cat", "dog"]          # or {"0": "cat", "1": ["n02084071", "dog"]}
      "factory": "package.module:function",  # eager weights (.pth, eager .mar) only
-     "description": "what this model is"}
+     "description": "what this model is",
+     "output": "multi-label-logits"}        # forward returns one logit per label
 
 It is found as ``<model file>.json`` (``m.pt.json``) or ``<stem>.json``
 (``m.json``), or inside a ``.mar`` as ``input_spec.json``. Class names may also
 come from a TorchServe ``index_to_name.json`` (``{"0": "name" | ["id", "name"]}``).
+
+``output`` declares what ``forward`` returns where loading cannot tell (``OUTPUTS``):
+``auto`` (the default: logits, or probabilities the load recognises, ``_probe_output``)
+or ``multi-label-logits`` (one independent logit per label, a model trained with a
+binary cross-entropy per class and no sigmoid in ``forward``): such logits look like
+a single-label model's.
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ from protolens_server.engine.types import InputSpec
 from protolens_server.errors import InvalidArgument, ProtolensError
 
 SPEC_KEYS = ("channels", "height", "width", "mean", "std")
-SIDECAR_KEYS = frozenset((*SPEC_KEYS, "class_names", "factory", "description"))
+SIDECAR_KEYS = frozenset((*SPEC_KEYS, "class_names", "factory", "description", "output"))
+AUTO, MULTI_LABEL_LOGITS = "auto", "multi-label-logits"
+OUTPUTS = (AUTO, MULTI_LABEL_LOGITS)  # the values of a declared ``output``
 
 
 @dataclass(frozen=True)
@@ -44,6 +53,7 @@ class Sidecar:
     factory: str | None = None
     description: str = ""
     origin: str = ""
+    output: str = ""  # a declared output (OUTPUTS), "" when not declared
     # which of SPEC_KEYS the source gave ("" = all, e.g. explicit arguments): a sidecar
     # that gives only mean/std leaves the shape to what a .pt2 program says
     spec_keys: frozenset[str] = frozenset()
@@ -63,6 +73,7 @@ class Sidecar:
             origin=(self.origin if self.classes or not other.classes else other.origin)
             or other.origin,
             spec_keys=self.spec_keys if self.input_spec else other.spec_keys,
+            output=self.output or other.output,
         )
 
 
@@ -88,8 +99,27 @@ def parse_sidecar(data: Any, origin: str) -> Sidecar:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise InvalidArgument(f"{origin}: description", "must be a string")
+    output = parse_output(data["output"], f"{origin}: output") if "output" in data else ""
     return Sidecar(
-        spec, classes, factory, description, origin, frozenset(k for k in SPEC_KEYS if k in data)
+        spec,
+        classes,
+        factory,
+        description,
+        origin,
+        output,
+        frozenset(k for k in SPEC_KEYS if k in data),
+    )
+
+
+def parse_output(value: Any, field: str = "output") -> str:
+    """A declared ``output`` (``OUTPUTS``); ``InvalidArgument`` naming ``field`` otherwise."""
+    if isinstance(value, str) and value.strip().lower() in OUTPUTS:
+        return value.strip().lower()
+    raise InvalidArgument(
+        field,
+        f"must be {MULTI_LABEL_LOGITS!r} (forward returns one logit per label: a multi-label "
+        f"model trained with a binary cross-entropy per class, no sigmoid in forward) or "
+        f"{AUTO!r} (the default: logits, or probabilities recognised at load); got {value!r}",
     )
 
 

@@ -46,6 +46,7 @@ def load(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
     folder = existing_folder(path)
     config = read_config(folder)
@@ -59,7 +60,7 @@ def load(
             f"{folder}: the weights do not fit {config['architecture']}: {_first_line(exc)}"
         ) from exc
     own = Sidecar(input_spec=spec_of(config), classes=labels_of(config))
-    meta = merge_metadata(spec, class_names, find_sidecar(folder), own)
+    meta = merge_metadata(spec, class_names, find_sidecar(folder), own, output=output)
     architecture = f"timm:{config['architecture']}:{sorted(_create_kwargs(config).items())}"
     return build_handle(
         name=name or folder.name,
@@ -71,6 +72,7 @@ def load(
         classes=meta.classes,
         device=device,
         description=meta.description,
+        output=meta.output,
         metadata={"library": "timm", "architecture": str(config["architecture"])},
         classes_origin=meta.origin or f"{folder}/config.json label_names",
     )

@@ -35,9 +35,10 @@ def load(
     class_names: Sequence[str] | None = None,
     device: str = "cpu",
     name: str | None = None,
+    output: str | None = None,
 ) -> ModelHandle:
     p = existing_file(path)
-    meta = merge_metadata(spec, class_names, find_sidecar(p))
+    meta = merge_metadata(spec, class_names, find_sidecar(p), output=output)
     module = read_torchscript(p, str(p))
     return handle_for(module, name or p.stem, f"torchscript:{p}", file_sha256(p), meta, device)
 
@@ -76,6 +77,7 @@ def handle_for(
         classes=meta.classes,
         device=device,
         description=meta.description,
+        output=meta.output,
         metadata={
             "input_spec": "given" if meta.input_spec else "default (ImageNet 3x224x224)",
             **(metadata or {}),
