@@ -9,8 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import time
 
+import grpc
+from protolens.v1 import common_pb2, service_pb2_grpc
+from protolens.v1 import service_pb2 as pb
+from protolens_server import metrics
 from protolens_server.api.interceptors import ServiceInterceptor
+from protolens_server.api.server import start_server
 from protolens_server.api.tenancy import Principal, current_tenant
 from protolens_server.logging import bind, bound_fields
 
@@ -51,3 +57,50 @@ async def test_bind_in_a_generator_closed_elsewhere_does_not_raise() -> None:
     assert (await asyncio.create_task(g.__anext__()))["job"] == "j1"
     await asyncio.create_task(g.aclose(), context=contextvars.copy_context())
     assert "job" not in bound_fields()
+
+
+# --- a watch its caller cancels ends on the server too --------------------------------
+
+SLOTS = 48  # the tenant's stream cap in this test: every round below fills it
+
+
+async def _watch_then_cancel(stub, job: str) -> None:
+    """Open a WatchJob, read its first event, cancel it (as Ctrl-C or a broken loop does)."""
+    call = stub.WatchJob(pb.WatchJobRequest(name=job))
+    async for _ in call:
+        break
+    call.cancel()
+
+
+async def test_cancelled_watches_free_their_slots_and_subscriptions(
+    api_settings, tiny_store
+) -> None:
+    """Cancelled watches end on the server at once: their slots free, nothing left subscribed.
+
+    Before the fix most of them stayed open for as long as their job did (here: queued
+    forever): a cancellation that reached the handler during one of its Redis reads was
+    swallowed by redis-py (Python 3.11's reconnect path) and the handler went on to wait
+    for events, holding the tenant's stream slot, so after a few rounds the tenant's
+    every WatchJob was RESOURCE_EXHAUSTED with none open."""
+    settings = api_settings.model_copy(update={"max_streams_per_tenant": SLOTS})
+    api, port = await start_server(settings, sample_interval_s=0.2)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.ProtolensServiceStub(channel)
+            request = pb.CreatePrototypeJobRequest(
+                model="tiny", targets=[common_pb2.Target(classes=[common_pb2.ClassRef(index=1)])]
+            )
+            job = (await stub.CreatePrototypeJob(request)).job.name  # no worker: stays QUEUED
+            for _ in range(3):  # each round opens and cancels as many watches as the cap
+                await asyncio.gather(*(_watch_then_cancel(stub, job) for _ in range(SLOTS)))
+            deadline = time.monotonic() + 5
+            while metrics.REGISTRY.get_sample_value("protolens_watchers"):
+                assert time.monotonic() < deadline, (
+                    f"{metrics.REGISTRY.get_sample_value('protolens_watchers'):.0f} watches"
+                    " still subscribed 5 s after their callers cancelled them"
+                )
+                await asyncio.sleep(0.05)
+            # and the tenant can watch again, up to its cap
+            await asyncio.gather(*(_watch_then_cancel(stub, job) for _ in range(SLOTS)))
+    finally:
+        await api.stop(grace=0)

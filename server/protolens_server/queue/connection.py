@@ -222,6 +222,20 @@ def redis_from_url(
     return aioredis.Redis.from_url(url, **options)
 
 
+def raise_if_cancelled() -> None:
+    """Raise ``CancelledError`` if the running task was asked to stop.
+
+    redis-py (8.x on Python 3.11) can lose a cancellation that lands while a command
+    reconnects: the command returns, the task runs on, and only ``cancelling()`` still
+    counts the request. Code about to wait for something that may never come (a watch
+    joining the event reader) calls this after its commands, so a caller's cancel ends
+    it rather than leaving it waiting.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 def pool_usage(client: object) -> tuple[int, int]:
     """(connections in use, idle connections) of a plain or Sentinel client's pool.
 

@@ -31,6 +31,7 @@ from protolens_server import metrics
 from protolens_server.errors import InvalidArgument
 from protolens_server.logging import get_logger
 from protolens_server.queue.codec import text
+from protolens_server.queue.connection import raise_if_cancelled
 
 log = get_logger(__name__)
 Entry = tuple[str, dict[Any, Any]]  # (entry id, fields)
@@ -105,6 +106,9 @@ class EventFanout:
         """Entries of stream ``key`` after id ``after`` while the context is open."""
         if self._closed:
             raise RuntimeError("the event reader is closed")
+        # A watch whose caller cancelled it during its first reads (a cancellation redis-py
+        # swallowed) would otherwise wait here for its job's next event, holding its slot.
+        raise_if_cancelled()
         sub = Subscription(key, check_cursor(after or "0"))
         self._subs.setdefault(key, set()).add(sub)
         self._update_gauges()
