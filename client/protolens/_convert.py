@@ -260,6 +260,7 @@ def summary(msg: job_pb2.PrototypeSummary) -> types.PrototypeSummary:
         has_scores=msg.has_scores,
         lr=msg.lr,
         stop_reason=msg.stop_reason,
+        multi_label=msg.multi_label,
     )
 
 
@@ -412,6 +413,7 @@ def model(msg: model_pb2.Model) -> types.Model:
         state=_model_state(msg.state),
         unusable_reason=msg.unusable_reason,
         layers=tuple(types.Layer(layer.name, tuple(layer.shape)) for layer in msg.layers),
+        multi_label=msg.multi_label,
     )
 
 

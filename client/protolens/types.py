@@ -149,16 +149,22 @@ class PrototypeSummary:
     has_scores: bool
     lr: float = 0.0  # the learning rate used (found for the model when config.lr was 0)
     stop_reason: str = ""  # converged / budget / steps
+    # a multi-label model: probability and top5 are each label's own sigmoid (they need
+    # not sum to 1)
+    multi_label: bool = False
 
     @property
     def off_target(self) -> bool:
-        """The model ranks another class first: this image is no prototype of its target
+        """The model does not see its target: it ranks another class first, or (multi-label)
+        gives the label a probability below 0.5; this image is no prototype of its target
         (``protolens.files.off_target``)."""
         return off_target(
             kind=self.target.kind,
             classes=self.target.classes,
             top_index=self.top5[0].index if self.top5 else None,
             stop_reason=self.stop_reason,
+            multi_label=self.multi_label,
+            probability=self.probability,
         )
 
 
@@ -218,17 +224,19 @@ class Job:
 
     @property
     def warnings(self) -> list[str]:
-        """One line per prototype its model does not rank first for its target (a
-        succeeded job can still be meaningless: a model registered with the wrong input
-        spec gives p = 0.000); empty when every prototype reached its class."""
+        """One line per prototype whose model does not see its target: ranks another class
+        first, or for a multi-label model gives the label p < 0.5 (a succeeded job can
+        still be meaningless: a model registered with the wrong input spec gives p =
+        0.000); empty when every prototype reached its class."""
         return [
             off_target_warning(
                 label=s.name,
-                top_name=s.top5[0].name,
-                top_probability=s.top5[0].probability,
+                top_name=s.top5[0].name if s.top5 else "",
+                top_probability=s.top5[0].probability if s.top5 else 0.0,
                 probability=s.probability,
                 steps=s.steps,
                 spec_hint="the model's sidecar or registration: size, mean, std",
+                multi_label=s.multi_label,
             )
             for s in self.prototypes
             if s.off_target
@@ -334,6 +342,7 @@ class Prototype:
             seed=s.seed,
             lr=s.lr,
             stop_reason=s.stop_reason,
+            multi_label=s.multi_label,
             scores=self.scores.details if self.scores else None,
             provenance=asdict(self.provenance),
         )
@@ -379,6 +388,7 @@ class Model:
     state: str = "READY"
     unusable_reason: str = ""
     layers: tuple[Layer, ...] = ()  # from get_model only (list_models leaves it empty)
+    multi_label: bool = False  # one independent sigmoid per class (docs/models.md)
 
     @property
     def id(self) -> str:

@@ -430,7 +430,8 @@ def cmd_get(args: argparse.Namespace) -> int:
     else:
         print(_job_line(job))
         for s in job.prototypes:
-            print(f"  {s.name} {s.target.label()} p={s.probability:.3f}")
+            kind = " (multi-label: the label's own probability)" if s.multi_label else ""
+            print(f"  {s.name} {s.target.label()} p={s.probability:.3f}{kind}")
         for f in files:
             print(f"  wrote {f}")
     _print_warnings(job)
@@ -472,5 +473,6 @@ def cmd_models(args: argparse.Namespace) -> int:
         if not m.usable:
             print(f"{m.id}\t{m.state}\t{m.unusable_reason}")
             continue
-        print(f"{m.id}\t{m.num_classes} classes\t{s.channels}x{s.height}x{s.width}\t{m.source}")
+        classes = f"{m.num_classes} {'labels, multi-label' if m.multi_label else 'classes'}"
+        print(f"{m.id}\t{classes}\t{s.channels}x{s.height}x{s.width}\t{m.source}")
     return 0

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from protolens.v1 import units_pb2 as protolens_dot_v1_dot_units__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protolens/v1/model.proto\x12\x0cprotolens.v1\x1a\x18protolens/v1/units.proto\"W\n\tInputSpec\x12\x10\n\x08\x63hannels\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0c\n\x04mean\x18\x04 \x03(\x01\x12\x0b\n\x03std\x18\x05 \x03(\x01\"\xf4\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12+\n\ninput_spec\x18\x03 \x01(\x0b\x32\x17.protolens.v1.InputSpec\x12\x13\n\x0bnum_classes\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12(\n\x05state\x18\t \x01(\x0e\x32\x19.protolens.v1.Model.State\x12\x17\n\x0funusable_reason\x18\n \x01(\t\x12#\n\x06layers\x18\x0b \x03(\x0b\x32\x13.protolens.v1.Layer\"Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATE_READY\x10\x01\x12\x12\n\x0eSTATE_UNUSABLE\x10\x02\x12\x14\n\x10STATE_INSPECTING\x10\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18protolens/v1/model.proto\x12\x0cprotolens.v1\x1a\x18protolens/v1/units.proto\"W\n\tInputSpec\x12\x10\n\x08\x63hannels\x18\x01 \x01(\x05\x12\x0e\n\x06height\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0c\n\x04mean\x18\x04 \x03(\x01\x12\x0b\n\x03std\x18\x05 \x03(\x01\"\x89\x03\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06source\x18\x02 \x01(\t\x12+\n\ninput_spec\x18\x03 \x01(\x0b\x32\x17.protolens.v1.InputSpec\x12\x13\n\x0bnum_classes\x18\x04 \x01(\x05\x12\x13\n\x0b\x63lass_names\x18\x05 \x03(\t\x12\x0e\n\x06\x64igest\x18\x06 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x07 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x08 \x01(\t\x12(\n\x05state\x18\t \x01(\x0e\x32\x19.protolens.v1.Model.State\x12\x17\n\x0funusable_reason\x18\n \x01(\t\x12#\n\x06layers\x18\x0b \x03(\x0b\x32\x13.protolens.v1.Layer\x12\x13\n\x0bmulti_label\x18\x0c \x01(\x08\"Y\n\x05State\x12\x15\n\x11STATE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bSTATE_READY\x10\x01\x12\x12\n\x0eSTATE_UNUSABLE\x10\x02\x12\x14\n\x10STATE_INSPECTING\x10\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,7 +35,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INPUTSPEC']._serialized_start=68
   _globals['_INPUTSPEC']._serialized_end=155
   _globals['_MODEL']._serialized_start=158
-  _globals['_MODEL']._serialized_end=530
-  _globals['_MODEL_STATE']._serialized_start=441
-  _globals['_MODEL_STATE']._serialized_end=530
+  _globals['_MODEL']._serialized_end=551
+  _globals['_MODEL_STATE']._serialized_start=462
+  _globals['_MODEL_STATE']._serialized_end=551
 # @@protoc_insertion_point(module_scope)

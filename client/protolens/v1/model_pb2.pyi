@@ -23,7 +23,7 @@ class InputSpec(_message.Message):
     def __init__(self, channels: _Optional[int] = ..., height: _Optional[int] = ..., width: _Optional[int] = ..., mean: _Optional[_Iterable[float]] = ..., std: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "source", "input_spec", "num_classes", "class_names", "digest", "format", "description", "state", "unusable_reason", "layers")
+    __slots__ = ("name", "source", "input_spec", "num_classes", "class_names", "digest", "format", "description", "state", "unusable_reason", "layers", "multi_label")
     class State(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         STATE_UNSPECIFIED: _ClassVar[Model.State]
@@ -45,6 +45,7 @@ class Model(_message.Message):
     STATE_FIELD_NUMBER: _ClassVar[int]
     UNUSABLE_REASON_FIELD_NUMBER: _ClassVar[int]
     LAYERS_FIELD_NUMBER: _ClassVar[int]
+    MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
     name: str
     source: str
     input_spec: InputSpec
@@ -56,4 +57,5 @@ class Model(_message.Message):
     state: Model.State
     unusable_reason: str
     layers: _containers.RepeatedCompositeFieldContainer[_units_pb2.Layer]
-    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., input_spec: _Optional[_Union[InputSpec, _Mapping]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., format: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., unusable_reason: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[_units_pb2.Layer, _Mapping]]] = ...) -> None: ...
+    multi_label: bool
+    def __init__(self, name: _Optional[str] = ..., source: _Optional[str] = ..., input_spec: _Optional[_Union[InputSpec, _Mapping]] = ..., num_classes: _Optional[int] = ..., class_names: _Optional[_Iterable[str]] = ..., digest: _Optional[str] = ..., format: _Optional[str] = ..., description: _Optional[str] = ..., state: _Optional[_Union[Model.State, str]] = ..., unusable_reason: _Optional[str] = ..., layers: _Optional[_Iterable[_Union[_units_pb2.Layer, _Mapping]]] = ..., multi_label: _Optional[bool] = ...) -> None: ...

@@ -166,6 +166,7 @@ def summary_to_pb(
         has_scores=p.has_scores,
         lr=p.lr,
         stop_reason=p.stop_reason,
+        multi_label=p.multi_label,
     )
 
 
@@ -376,6 +377,7 @@ def model_to_pb(info: ModelInfo) -> model_pb2.Model:
         description=str(getattr(info, "description", "")),
         state=_MODEL_STATE_TO_PB[str(getattr(info, "state", "READY"))],
         unusable_reason=str(getattr(info, "unusable_reason", "")),
+        multi_label=bool(getattr(info, "multi_label", False)),
     )
     if spec is not None:
         msg.input_spec.CopyFrom(

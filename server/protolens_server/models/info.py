@@ -42,6 +42,7 @@ class ModelInfo:
     # (name, output shape per image) of every layer a unit target may name, ending with
     # "logits"; empty when unknown (not READY, or the probe failed)
     layers: tuple[tuple[str, tuple[int, ...]], ...] = field(default=(), repr=False)
+    multi_label: bool = False  # one independent sigmoid per class (``ModelHandle.multi_label``)
 
     @property
     def usable(self) -> bool:
@@ -72,6 +73,7 @@ class ModelInfo:
             version=version,
             class_aliases=handle.class_aliases,
             layers=_layers(handle),
+            multi_label=handle.multi_label,
         )
 
     @classmethod
@@ -109,6 +111,7 @@ class ModelInfo:
             "digest": self.digest,
             "description": self.description,
             "state": self.state.value,
+            "multi_label": self.multi_label,
         }
         if self.unusable_reason:
             out["unusable_reason"] = self.unusable_reason
@@ -141,6 +144,7 @@ class ModelInfo:
             layers=tuple(
                 (str(name), tuple(int(v) for v in shape)) for name, shape in data.get("layers", ())
             ),
+            multi_label=bool(data.get("multi_label", False)),
         )
 
 

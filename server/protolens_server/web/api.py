@@ -114,6 +114,7 @@ class Card:
     interval: tuple[float, float] | None = None
     score_reason: str = ""  # why a scored prototype has no path similarity (a reason code)
     small: bool = False  # a low-resolution model's image: enlarge without smoothing
+    multi_label: bool = False  # probability is the label's own sigmoid (a multi-label model)
 
     @property
     def href(self) -> str:
@@ -134,6 +135,7 @@ def card_of(job: Job, s: PrototypeSummary) -> Card:
         probability=s.probability,
         has_scores=s.has_scores,
         created=job.create_time,
+        multi_label=s.multi_label,
     )
 
 
