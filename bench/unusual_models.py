@@ -5,7 +5,8 @@ Each case builds a tiny classifier (seeded, trained a few CPU seconds on synthet
 class templates so its logits mean something), saves it the way a user would
 (TorchScript ``.pt``, ``torch.export`` ``.pt2`` with a dynamic batch, or a state dict +
 factory), runs ``protolens generate`` on it in a subprocess and records the exit code,
-the one-line message, the prototype's probability, stop reason and wall time.
+the one-line message, the prototype's probability (a multi-label model's: the label's
+own sigmoid, marked ``multi_label``), stop reason and wall time.
 
     python bench/unusual_models.py                      # all cases
     python bench/unusual_models.py --cases gray28-ts binary-1logit
@@ -461,6 +462,16 @@ def round_2(s32: tuple[int, int, int]) -> list[Case]:
             lambda w: save_ts(_multilabel(s32), w / "m.pt", s32),
             S32,
         ),
+        Case(
+            "multilabel-logits-declared-ts",
+            lambda w: _declared(save_ts(_multilabel(s32, "logits"), w / "m.pt", s32)),
+            S32,
+        ),
+        Case(
+            "multilabel-logits-undeclared-ts",
+            lambda w: save_ts(_multilabel(s32, "logits"), w / "m.pt", s32),
+            S32,
+        ),
         Case("list-output-ts", lambda w: save_ts(ListOutput(_rgb(s32)), w / "l.pt", s32), S32),
         Case("extra-input-ts", lambda w: save_ts(ExtraInput(_rgb(s32)), w / "e.pt", s32), S32),
         Case(
@@ -477,9 +488,15 @@ def round_2(s32: tuple[int, int, int]) -> list[Case]:
     ]
 
 
-def _multilabel(shape: tuple[int, int, int]) -> nn.Module:
+def _multilabel(shape: tuple[int, int, int], head: str = "sigmoid") -> nn.Module:
     torch.manual_seed(0)
-    return train(Net(channels=shape[0], classes=10, head="sigmoid"), shape, 10, multilabel=True)
+    return train(Net(channels=shape[0], classes=10, head=head), shape, 10, multilabel=True)
+
+
+def _declared(path: str) -> str:
+    """Its sidecar declares the output multi-label logits (which loading cannot tell)."""
+    sidecar(path, output="multi-label-logits")
+    return path
 
 
 def _with_spec(path: str, **spec: object) -> str:
@@ -560,8 +577,9 @@ def run_case(case: Case, work: Path, threads: int) -> dict[str, object]:
             lr=proto["lr"],
             top1=proto["top5"][0]["index"],
         )
-        if "label_probability" in proto:  # a multi-label model's own output for the label
-            row["label_probability"] = round(proto["label_probability"], 4)
+        if proto.get("multi_label"):  # probability is the label's own sigmoid
+            row["multi_label"] = True
+            row["top1_probability"] = round(proto["top5"][0]["probability"], 4)
     return row
 
 
