@@ -11,6 +11,7 @@
     ├── InvalidModel           a file that is not a loadable model, or a shape mismatch
     ├── QueueFull              a queue or quota limit was hit (carries retry_after_s)
     │   └── QuotaExceeded      a per-tenant quota (tenants_file) was hit; names the quota
+    ├── ServerBusy             this server process is overloaded (a bounded resource stayed busy)
     ├── Unauthenticated        no API key, or a key that is unknown or revoked
     ├── PermissionDenied       a valid key without the role the call needs (e.g. admin)
     ├── FailedPrecondition     the resource is in the wrong state (e.g. cancel a finished job)
@@ -122,6 +123,17 @@ class QuotaExceeded(QueueFull):
             super().__init__(message, retry_after_s, quota=quota, limit=str(limit))
         self.retry_after_s = retry_after_s  # type: ignore[assignment]
         self.quota = quota
+
+
+class ServerBusy(ProtolensError):
+    """A bounded resource of this server process stayed busy (its Redis connections, under a
+    flood of requests): not the caller's quota, not Redis being down; retry after a pause."""
+
+    reason = "SERVER_BUSY"
+
+    def __init__(self, message: str, retry_after_s: float = 1.0, **metadata: str) -> None:
+        super().__init__(message, retry_after_s=f"{retry_after_s:g}", **metadata)
+        self.retry_after_s = retry_after_s
 
 
 class Unauthenticated(ProtolensError):

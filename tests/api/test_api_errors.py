@@ -39,6 +39,7 @@ TABLE_CASES = [
         "QUOTA_EXCEEDED",
     ),
     (domain.PermissionDenied("not admin"), S.PERMISSION_DENIED, "PERMISSION_DENIED"),
+    (domain.ServerBusy("overloaded", limit="16"), S.RESOURCE_EXHAUSTED, "SERVER_BUSY"),
     (domain.GenerationCancelled("stop"), S.CANCELLED, "CANCELLED"),
     (domain.GenerationDiverged("nan"), S.ABORTED, "DIVERGED"),
     (domain.ProtolensError("odd"), S.INTERNAL, "PROTOLENS_ERROR"),

@@ -122,7 +122,7 @@ async def _watch_flood(keyed: Keyed, settings, inspector, report) -> None:
         assert cursors == sorted(set(cursors), key=lambda c: tuple(map(int, c.split("-"))))
         assert by_job.setdefault(jobs[i % JOBS], cursors) == cursors  # the same events
     limit = settings.redis_max_connections
-    assert connections <= limit + 3, connections  # pool + health probe + this inspector
+    assert connections <= limit + 3, connections  # pool + event reader + health probe + inspector
     report(
         f"watch flood: {WATCHES} WatchJob streams of one tenant on one API process",
         f"all opened in {opened_s:.1f} s on {connections} Redis connections in all (pool cap"

@@ -24,7 +24,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from protolens_server import errors as domain
-from protolens_server.queue.connection import UNREACHABLE
+from protolens_server.queue.connection import TOO_MANY_CONNECTIONS, UNREACHABLE
 
 DOMAIN = "protolens"
 log = logging.getLogger(__name__)
@@ -47,6 +47,7 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
     domain.InvalidModel: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
     domain.QueueFull: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.QuotaExceeded: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
+    domain.ServerBusy: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED),
     domain.FailedPrecondition: Mapping(grpc.StatusCode.FAILED_PRECONDITION),
     domain.AlreadyExists: Mapping(grpc.StatusCode.ALREADY_EXISTS),
     domain.Unauthenticated: Mapping(grpc.StatusCode.UNAUTHENTICATED),
@@ -58,6 +59,8 @@ ERROR_TABLE: dict[type[BaseException], Mapping] = {
         error: Mapping(grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE")
         for error in UNREACHABLE  # Redis did not answer (queue/connection.py)
     },
+    # a Sentinel/Cluster pool at its cap (a plain URL's pool raises domain.ServerBusy)
+    TOO_MANY_CONNECTIONS: Mapping(grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY"),
 }
 # Messages and metadata can echo caller input: capped, so an error always fits in the
 # caller's metadata limit (8 KiB by default) however long the bad value was.
@@ -66,7 +69,12 @@ MAX_METADATA_CHARS = 200
 INTERNAL = Mapping(grpc.StatusCode.INTERNAL, "INTERNAL")
 INTERNAL_MESSAGE = "internal error; the server log has the details"
 _UNKNOWN_CODE = 2  # google.rpc.Code.UNKNOWN
-_BACKEND_MESSAGE = "the job store (Redis) is unreachable; retry shortly"
+# What a caller is told of an error from Redis's client (never its own text), by reason.
+_BACKEND_MESSAGES = {
+    "BACKEND_UNAVAILABLE": "the job store (Redis) is unreachable; retry shortly",
+    "SERVER_BUSY": "this API server is overloaded: all its Redis connections are busy"
+    " (redis_max_connections); retry shortly, with backoff",
+}
 
 
 @dataclass(frozen=True)
@@ -122,7 +130,8 @@ def to_rpc_error(exc: BaseException, method: str = "") -> RpcError:
         }
         return RpcError(mapping.code, _cap(exc.message, MAX_MESSAGE_CHARS), reason, metadata)
     log.warning("rpc.backend_unavailable", exc_info=exc, extra={"method": method})
-    return RpcError(mapping.code, _BACKEND_MESSAGE, mapping.reason or mapping.code.name)
+    reason = mapping.reason or mapping.code.name
+    return RpcError(mapping.code, _BACKEND_MESSAGES[reason], reason)
 
 
 def _cap(text: str, limit: int) -> str:

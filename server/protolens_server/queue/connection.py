@@ -35,18 +35,22 @@ from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     ConnectionError,
+    MaxConnectionsError,
     RedisError,
     SlotNotCoveredError,
     TimeoutError,
 )
 
-from protolens_server.errors import InvalidArgument
+from protolens_server.errors import InvalidArgument, ServerBusy
 
 # What callers above the queue may catch, without importing redis themselves:
 UNREACHABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError)
 """Redis did not answer (after the client's retries): try again later (API: UNAVAILABLE)."""
 StoreError = RedisError
 """Any error from Redis (UNREACHABLE ones included)."""
+TOO_MANY_CONNECTIONS = MaxConnectionsError
+"""A Sentinel or Cluster client's pool is at ``max_connections`` (it fails at once; a plain
+URL's pool waits, then raises ``PoolExhausted``). A ConnectionError: UNREACHABLE catches it."""
 
 SENTINEL_SCHEMES = ("redis+sentinel", "rediss+sentinel")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -186,6 +190,37 @@ def cluster_from_url(url: str, **overrides: Any) -> ClusterClient:
     )
 
 
+class PoolExhausted(ServerBusy, ConnectionError):
+    """No connection of a bounded pool came free within its timeout: this process is
+    overloaded (Redis itself may be fine). A ``ConnectionError`` too, so loops that wait out
+    an unreachable Redis wait this out as well; the API answers RESOURCE_EXHAUSTED
+    ``SERVER_BUSY`` with the limits, not "Redis is unreachable"."""
+
+    def __init__(self, limit: int, timeout_s: float | None) -> None:
+        waited = f"{timeout_s:g} s" if timeout_s is not None else "its timeout"
+        super().__init__(
+            f"this API server is overloaded: none of its {limit} Redis connections"
+            f" (redis_max_connections) came free within {waited} (redis_pool_timeout_s);"
+            " retry shortly, with backoff",
+            limit=str(limit),
+            setting="redis_max_connections",
+        )
+
+
+class _BoundedPool(aioredis.BlockingConnectionPool):
+    """redis-py's waiting pool, whose timeout raises ``PoolExhausted`` (redis-py raises a
+    plain ConnectionError, which reads as "Redis is unreachable")."""
+
+    async def get_connection(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().get_connection(*args, **kwargs)
+        except ConnectionError as exc:
+            # the pool's own wait timed out (connecting to Redis fails with other causes)
+            if isinstance(exc.__cause__, asyncio.TimeoutError):
+                raise PoolExhausted(self.max_connections, self.timeout) from exc
+            raise
+
+
 def redis_from_url(
     url: str,
     *,
@@ -196,10 +231,11 @@ def redis_from_url(
     """An asyncio Redis client for ``url`` with retries and backoff (see module docstring).
 
     ``max_connections`` bounds the client's connections. On a plain URL the pool
-    then *waits* for a free connection (up to ``pool_timeout_s``, then
-    ``redis.ConnectionError``, which the API answers UNAVAILABLE) instead of failing
+    then *waits* for a free connection (up to ``pool_timeout_s``, then ``PoolExhausted``,
+    which the API answers RESOURCE_EXHAUSTED ``SERVER_BUSY``) instead of failing
     at once as redis-py's default pool of 100 does; on Sentinel and Cluster URLs it
-    caps connections per server. A cluster URL gives a ``ClusterClient``: not an
+    caps connections per server (at the cap a command fails at once: ``TOO_MANY_CONNECTIONS``).
+    A cluster URL gives a ``ClusterClient``: not an
     ``aioredis.Redis`` subclass, but the same command methods, scripts and pipelines.
     """
     options = {**_client_options(), **overrides}
@@ -215,7 +251,7 @@ def redis_from_url(
             overrides["max_connections"] = max_connections
         return cast(aioredis.Redis, cluster_from_url(url, **overrides))
     if max_connections:
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = _BoundedPool.from_url(
             url, max_connections=max_connections, timeout=pool_timeout_s, **options
         )
         return aioredis.Redis.from_pool(pool)

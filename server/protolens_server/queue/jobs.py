@@ -78,6 +78,7 @@ class JobQueue:
         *,
         offload: Offload | None = None,
         blobs: BlobStore | None = None,
+        events_redis: aioredis.Redis | None = None,
     ) -> None:
         self.redis = redis
         # Where result images live (Redis holds their keys): settings.blob_url by default.
@@ -91,7 +92,9 @@ class JobQueue:
         self.settings = settings
         self.keys = Keys(settings.key_prefix)
         self.quotas = quotas if quotas is not None else load_quotas(settings.tenants_file)
-        self.events = EventFanout(redis, block_ms=settings.watch_read_block_ms)
+        # The shared WatchJob reader's client (``connect_event_reader``); ``redis`` if None.
+        self._events_redis = events_redis
+        self.events = EventFanout(events_redis or redis, block_ms=settings.watch_read_block_ms)
         self._submit = redis.register_script(scripts.SUBMIT)
         self._cancel = redis.register_script(scripts.CANCEL)
 
@@ -100,12 +103,14 @@ class JobQueue:
         if not settings.redis_url:
             raise InvalidArgument("redis_url", "no Redis configured: set PROTOLENS_REDIS_URL")
         client = connect_redis(settings)
-        queue = cls(client, settings)
+        queue = cls(client, settings, events_redis=connect_event_reader(settings))
         await ensure_groups(client, queue.keys)
         return queue
 
     async def close(self) -> None:
         await self.events.close()
+        if self._events_redis is not None:
+            await self._events_redis.aclose()
         await self.redis.aclose()
 
     # --- submit --------------------------------------------------------------------
@@ -528,6 +533,13 @@ def connect_redis(settings: Settings) -> aioredis.Redis:
         pool_timeout_s=settings.redis_pool_timeout_s,
         client_name=client_name("api"),
     )
+
+
+def connect_event_reader(settings: Settings) -> aioredis.Redis:
+    """The client of a process's one WatchJob reader (``queue/watch.py``): a connection of
+    its own, outside the request pool, so its blocking read never waits behind a flood of
+    requests for a pooled connection (when it did, a busy pool ended every watch)."""
+    return redis_from_url(settings.redis_url, client_name=client_name("events"))
 
 
 def _large(spec: JobSpec) -> bool:

@@ -5,7 +5,8 @@ The API builds one with ``await Store.connect(settings)`` (a bounded pool, named
 ``protolens-worker@host:pid``), an admin tool with ``Store.open(settings, "admin")``;
 every repository they use comes from it and shares its pool and its blob store:
 
-- ``jobs``: the ``JobQueue`` (submit, read, cancel, watch jobs);
+- ``jobs``: the ``JobQueue`` (submit, read, cancel, watch jobs; the watches' one shared
+  reader has a connection of its own, ``protolens-events@host:pid``, outside the pool);
 - ``consumer(name)``: a worker's ``QueueConsumer`` (claim, heartbeat, finish);
 - ``api_keys`` and ``rate_limiter``: the API-key store and per-tenant request limits;
 - ``check_store``: registry-check records.
@@ -26,7 +27,12 @@ from protolens_server.queue.api_keys import ApiKeyStore, RateLimiter
 from protolens_server.queue.checks import CheckStore
 from protolens_server.queue.connection import client_name, pool_usage, probe_client, redis_from_url
 from protolens_server.queue.delivery import QueueConsumer
-from protolens_server.queue.jobs import JobQueue, connect_redis, ensure_groups
+from protolens_server.queue.jobs import (
+    JobQueue,
+    connect_event_reader,
+    connect_redis,
+    ensure_groups,
+)
 from protolens_server.queue.keys import Keys
 from protolens_server.quotas import Quotas, load_quotas
 
@@ -90,7 +96,11 @@ class Store:
     # --- the repositories ---------------------------------------------------------------
     @cached_property
     def jobs(self) -> JobQueue:
-        return JobQueue(self.redis, self.settings, self.quotas, blobs=self.blobs)
+        """Jobs; their watches are served by one reader on a connection of its own."""
+        events = connect_event_reader(self.settings) if self.settings.redis_url else None
+        return JobQueue(
+            self.redis, self.settings, self.quotas, blobs=self.blobs, events_redis=events
+        )
 
     def consumer(self, name: str) -> QueueConsumer:
         """Worker ``name``'s side of the queue (``close`` closes this store's client)."""

@@ -1,0 +1,94 @@
+"""A flood of calls that keeps the API's Redis pool busy, over real gRPC and a real Redis.
+
+The API's connections are a bounded pool (``redis_max_connections``) that waits
+``redis_pool_timeout_s`` for a free one. Here the pool is 2 connections with a 50 ms wait
+and one tenant keeps 200 calls in flight:
+
+- a call that found no connection is RESOURCE_EXHAUSTED ``SERVER_BUSY``, naming
+  ``redis_max_connections``, with a RetryInfo: never UNAVAILABLE "the job store (Redis) is
+  unreachable", which sent operators after a Redis that was fine;
+- the watches opened before the flood live through it and end with their job: the one
+  reader of the event streams has a connection of its own, where it used to take one from
+  the pool every 250 ms and, when none came free in time, ended every watch of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from protolens.v1 import common_pb2, job_pb2, service_pb2_grpc
+from protolens.v1 import service_pb2 as pb
+from protolens_server.api.server import start_server
+from protolens_server.config import Settings
+
+FLOOD_CALLS, FLOOD_S, WATCHES = 200, 2.0, 10
+
+
+def _details(error: grpc.aio.AioRpcError) -> dict[str, object]:
+    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
+    out: dict[str, object] = {}
+    for detail in status_pb2.Status.FromString(raw).details:
+        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
+            message = cls()
+            if detail.Unpack(message):
+                out[cls.__name__] = message
+    return out
+
+
+async def test_a_busy_pool_is_server_busy_and_ends_no_watch(api_settings: Settings) -> None:
+    settings = api_settings.model_copy(
+        update={"redis_max_connections": 2, "redis_pool_timeout_s": 0.05}
+    )
+    api, port = await start_server(settings, sample_interval_s=0.2)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.ProtolensServiceStub(channel)
+            request = pb.CreatePrototypeJobRequest(
+                model="tiny", targets=[common_pb2.Target(classes=[common_pb2.ClassRef(index=1)])]
+            )
+            job = (await stub.CreatePrototypeJob(request)).job.name  # no worker: QUEUED
+            opened = [asyncio.Event() for _ in range(WATCHES)]
+
+            async def watch(i: int) -> list[int]:
+                states = []
+                async for event in stub.WatchJob(pb.WatchJobRequest(name=job)):
+                    states.append(event.state)
+                    opened[i].set()
+                return states
+
+            watchers = [asyncio.create_task(watch(i)) for i in range(WATCHES)]
+            await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 30)
+
+            codes: Counter[str] = Counter()
+            busy: list[grpc.aio.AioRpcError] = []
+            end = time.monotonic() + FLOOD_S
+
+            async def flood() -> None:
+                while time.monotonic() < end:
+                    try:
+                        await stub.GetJob(pb.GetJobRequest(name=job))
+                        codes["OK"] += 1
+                    except grpc.aio.AioRpcError as exc:
+                        codes[exc.code().name] += 1
+                        busy.append(exc)
+
+            await asyncio.gather(*(flood() for _ in range(FLOOD_CALLS)))
+            assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
+            assert codes["RESOURCE_EXHAUSTED"], f"the pool never ran dry: {codes}"
+            error = busy[0]
+            assert "redis_max_connections" in (error.details() or ""), error.details()
+            details = _details(error)
+            assert details["ErrorInfo"].reason == "SERVER_BUSY"  # type: ignore[attr-defined]
+            assert details["RetryInfo"].retry_delay.seconds == 1  # type: ignore[attr-defined]
+            assert not any(w.done() for w in watchers), [w for w in watchers if w.done()]
+
+            # the job ends: every watch gets its final event and ends normally
+            await stub.CancelJob(pb.CancelJobRequest(name=job))
+            finals = await asyncio.wait_for(asyncio.gather(*watchers), 30)
+            assert all(states[-1] == job_pb2.JOB_STATE_CANCELLED for states in finals), finals
+    finally:
+        await api.stop(grace=0)
