@@ -3,7 +3,8 @@
     defaults:                     # every tenant not listed below
       max_queued_jobs: 1000       # jobs waiting (not yet running)
       max_running_jobs: 64        # jobs running at once (workers skip the tenant past it)
-      max_target_steps: 100000    # targets x prototypes_per_target x steps, per job
+      max_target_steps: 100000    # targets x prototypes_per_target x steps, per job (the
+                                  # step budget: config.steps, else config.max_steps)
       requests_per_second: 50     # RPCs per second (all methods but health/reflection)
     tenants:
       alpha:
@@ -13,6 +14,12 @@
 
 Unset values fall back to ``defaults``, then to the built-in defaults below
 (generous: a file is only needed to tighten or loosen them). 0 means no limit.
+
+``max_target_steps`` is the one limit on what a single request may make a worker do.
+Its built-in default, ``DEFAULT_MAX_TARGET_STEPS``, admits the largest job of default
+configs (``max_targets_per_job``'s 1,000 targets at the default budget of 256 steps) and
+refuses what the other limits alone let through: 1,000 targets x 64 prototypes x 10,000
+steps, 2,500 times more, in one request.
 """
 
 from __future__ import annotations
@@ -26,13 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from protolens_server.errors import InvalidArgument
 from protolens_server.principal import TENANT_RULE, is_tenant_name
 
+DEFAULT_MAX_TARGET_STEPS = 256_000
+
 
 class TenantLimits(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     max_queued_jobs: int = Field(10_000, ge=0)
     max_running_jobs: int = Field(0, ge=0)
-    max_target_steps: int = Field(0, ge=0)
+    max_target_steps: int = Field(DEFAULT_MAX_TARGET_STEPS, ge=0)
     requests_per_second: int = Field(0, ge=0)
 
 

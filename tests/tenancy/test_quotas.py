@@ -101,6 +101,37 @@ async def test_job_size_quota_says_so_without_a_retry_hint(quota_api) -> None:
     assert "RetryInfo" not in details
 
 
+async def test_a_job_is_capped_by_default_and_told_what_fits(keyed_settings: Settings) -> None:
+    """Without a tenants file, one request could ask a worker for 1,000 targets x 64
+    prototypes x 10,000 steps (the other limits' maxima): it was QUEUED. The built-in
+    max_target_steps admits the largest job of default configs and refuses that one,
+    saying what would fit."""
+    settings = keyed_settings.model_copy(update={"max_steps": 10_000, "max_targets_per_job": 1000})
+    api, port = await start_server(settings, sample_interval_s=0.2)
+    try:
+        key = (await ApiKeyStore(api.queue.redis, api.queue.keys).create("alpha"))[1]
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = service_pb2_grpc.ProtolensServiceStub(channel)
+            fits = _request(1, n_targets=5, steps=0)  # 1,000 targets at the default budget
+            fits.targets.extend(fits.targets[i % 5] for i in range(995))
+            assert (await stub.CreatePrototypeJob(fits, metadata=bearer(key))).job.name
+            huge = _request(2, n_targets=5, steps=10_000)
+            huge.targets.extend(huge.targets[i % 5] for i in range(995))
+            huge.prototypes_per_target = 64
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await stub.CreatePrototypeJob(huge, metadata=bearer(key))
+    finally:
+        await api.stop(grace=0)
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    message = info.value.details()
+    assert message.startswith(
+        "1000 targets x 64 prototypes x 10000 steps (config.steps) = 640,000,000 target-steps;"
+        " your quota max_target_steps is 256,000: split it into jobs of at most 25 targets x"
+        " prototypes each or lower config.steps to 4 or less"
+    ), message
+    assert _details(info.value)["ErrorInfo"].metadata["limit"] == "256000"
+
+
 async def test_requests_per_second_quota_then_recovery(quota_api) -> None:
     """beta: 5 requests/s. A burst of one second's worth passes, then the steady rate;
     the retry hint is the time until the next call is admitted, and it is exact."""

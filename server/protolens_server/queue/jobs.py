@@ -271,15 +271,11 @@ class JobQueue:
         if len(spec.request_id) > _MAX_ID_CHARS:
             raise InvalidArgument("request_id", f"must be at most {_MAX_ID_CHARS} characters")
         limit = self.quotas.for_tenant(spec.tenant).max_target_steps
-        size = spec.images * steps
-        if limit and size > limit:
+        if limit and spec.images * steps > limit:
             raise QuotaExceeded(
-                f"targets x prototypes x steps = {size} for this job; your quota"
-                f" max_target_steps is {limit}: split the job or use fewer steps",
-                quota="max_target_steps",
-                limit=limit,
+                job_size_message(spec, limit), quota="max_target_steps", limit=limit,
                 retry_after_s=None,
-            )
+            )  # fmt: skip
 
     # --- read ------------------------------------------------------------------------
     async def get(self, job_id: str, *, tenant: str | None = None) -> JobRecord:
@@ -521,6 +517,20 @@ class JobQueue:
         stats = await self.stats()
         set_queue_gauges(stats)
         return stats
+
+
+def job_size_message(spec: JobSpec, limit: int) -> str:
+    """Why a job is over the tenant's ``max_target_steps``, and what would fit."""
+    steps, images = spec.steps, spec.images
+    field = "config.steps" if spec.config.steps else "config.max_steps"
+    fits = [f"split it into jobs of at most {limit // steps} targets x prototypes each"]
+    if limit // images:
+        fits.append(f"lower {field} to {limit // images} or less")
+    return (
+        f"{len(spec.targets)} targets x {spec.prototypes_per_target} prototypes x {steps}"
+        f" steps ({field}) = {images * steps:,} target-steps; your quota max_target_steps is"
+        f" {limit:,}: {' or '.join(fits)} (an operator can raise the quota in tenants_file)"
+    )
 
 
 def connect_redis(settings: Settings) -> aioredis.Redis:
