@@ -37,6 +37,7 @@ from redis.exceptions import (
     ConnectionError,
     MaxConnectionsError,
     RedisError,
+    ResponseError,
     SlotNotCoveredError,
     TimeoutError,
 )
@@ -48,6 +49,15 @@ UNREACHABLE: tuple[type[Exception], ...] = (ConnectionError, TimeoutError)
 """Redis did not answer (after the client's retries): try again later (API: UNAVAILABLE)."""
 StoreError = RedisError
 """Any error from Redis (UNREACHABLE ones included)."""
+
+
+def is_missing_group(exc: BaseException) -> bool:
+    """Whether ``exc`` is Redis's NOGROUP: a job stream or its consumer group is gone, so
+    Redis lost its data (it restarted without persistence, failed over to an empty replica,
+    or was flushed). Recreating the groups (``ensure_groups``) lets work go on."""
+    return isinstance(exc, ResponseError) and "NOGROUP" in str(exc)
+
+
 TOO_MANY_CONNECTIONS = MaxConnectionsError
 """A Sentinel or Cluster client's pool is at ``max_connections`` (it fails at once; a plain
 URL's pool waits, then raises ``PoolExhausted``). A ConnectionError: UNREACHABLE catches it."""

@@ -43,7 +43,7 @@ from protolens_server.errors import (
     ProtolensError,
 )
 from protolens_server.logging import bind, get_logger
-from protolens_server.queue.connection import UNREACHABLE, StoreError
+from protolens_server.queue.connection import UNREACHABLE, StoreError, is_missing_group
 from protolens_server.queue.delivery import Delivery, Entry, FinishedJob, QueueConsumer
 from protolens_server.queue.records import (
     EndMode,
@@ -209,6 +209,14 @@ class Worker:
                     backoff = min(5.0, backoff * 2)
                     log.warning("redis unreachable (%s); retrying in %.1fs", e, backoff)
                     await asyncio.sleep(backoff)
+                    continue
+                except StoreError as e:
+                    if not is_missing_group(e) or self.consumer is None:
+                        raise
+                    # Redis lost its data (restarted empty, flushed): the jobs it held are
+                    # gone with it, but the ones submitted from now on must still run.
+                    log.warning("the job streams' consumer group is gone (%s): recreating it", e)
+                    await self.consumer.ensure_groups()
                     continue
                 backoff = 0.1
                 if burst and handled == 0 and not self._carry:
