@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from protolens_server.errors import InvalidArgument
@@ -196,16 +196,68 @@ def hash_tag(prefix: str) -> str:
 
 
 def load_settings(**overrides: Any) -> Settings:
-    """Settings from the YAML file in PROTOLENS_CONFIG (if any), env, then ``overrides``."""
-    file_values: dict[str, Any] = {}
+    """Settings from the YAML file in PROTOLENS_CONFIG (if any), env, then ``overrides``.
+
+    A file that cannot be read or is not a YAML mapping, and a value that does not
+    validate, are ``InvalidArgument`` naming the file or variable (one line, as the CLI
+    prints it), not a traceback.
+    """
     path = os.environ.get("PROTOLENS_CONFIG")
-    if path:
-        file_values = yaml.safe_load(Path(path).read_text()) or {}
+    file_values = _config_file(path) if path else {}
     env_set = {
         k.removeprefix("PROTOLENS_").lower()
         for k in os.environ
         if k.startswith("PROTOLENS_") and k != "PROTOLENS_CONFIG"
     }
     merged = {k: v for k, v in file_values.items() if k not in env_set}
-    merged.update({k: v for k, v in overrides.items() if v is not None})
-    return Settings(**merged)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    merged.update(given)
+    try:
+        return Settings(**merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        top = str(first["loc"][0]) if first["loc"] else ""
+        if top in given:
+            source = "given on the command line"
+        elif top in env_set:
+            source = f"from PROTOLENS_{top.upper()}"
+        elif top in file_values:
+            source = f"from {path}"
+        else:
+            source = "from the settings"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        what = first["msg"]
+        if first["type"] == "extra_forbidden":
+            what = "is not a setting (the settings and their defaults: config.py, docs/service.md)"
+        detail = f"{what}; got {_short(first.get('input'))} {source}{more}"
+        raise InvalidArgument(name or "settings", detail) from None
+
+
+def _config_file(path: str) -> dict[str, Any]:
+    """The settings in the YAML file ``path`` (PROTOLENS_CONFIG)."""
+    try:
+        raw = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise InvalidArgument(
+            "PROTOLENS_CONFIG", f"cannot read {path}: {exc.strerror or exc}"
+        ) from None
+    except UnicodeDecodeError:
+        raise InvalidArgument("PROTOLENS_CONFIG", f"{path} is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        where = " ".join(str(exc).split())
+        raise InvalidArgument("PROTOLENS_CONFIG", f"{path} is not valid YAML: {where}") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict) or not all(isinstance(k, str) for k in raw):
+        raise InvalidArgument(
+            "PROTOLENS_CONFIG",
+            f"{path} must be a YAML mapping of setting names to values, such as"
+            f" 'redis_url: redis://host:6379/0' (it holds a {type(raw).__name__})",
+        )
+    return raw
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

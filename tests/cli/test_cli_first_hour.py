@@ -130,6 +130,50 @@ def test_up_on_a_busy_port_is_one_line_naming_the_option(tmp_path: Path) -> None
     assert not any(tmp_path.iterdir())  # nothing was started
 
 
+BAD_CONFIGS = [
+    # (PROTOLENS_CONFIG's content, or None: the path names no file; what the line says)
+    (None, "PROTOLENS_CONFIG: cannot read"),
+    (b"- redis_url\n- grpc_port\n", "must be a YAML mapping of setting names to values"),
+    (b"redis_url: [unclosed\n", "is not valid YAML"),
+    (b"\xff\xfe\x00 not text", "is not UTF-8 text"),
+    (b"max_bach: 4\n", "max_bach: is not a setting"),
+    (b"grpc_port: fifty\n", "grpc_port: Input should be a valid integer"),
+]
+
+
+@pytest.mark.parametrize(("content", "said"), BAD_CONFIGS, ids=lambda v: str(v)[:20])
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_bad_settings_file_is_one_line_naming_it(
+    command: str, content: bytes | None, said: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    """A settings file (PROTOLENS_CONFIG) that is missing, not a mapping, not YAML, not
+    text, or holds a bad value: one line naming the file and what is wrong, exit 1 (the
+    worker's own 2). They were tracebacks (FileNotFoundError, AttributeError: 'list'
+    object has no attribute 'items', ScannerError, UnicodeDecodeError, pydantic's
+    multi-line ValidationError)."""
+    path = tmp_path / "protolens.yaml"
+    if content is not None:
+        path.write_bytes(content)
+    monkeypatch.setenv("PROTOLENS_CONFIG", str(path))
+    monkeypatch.setenv("PROTOLENS_REDIS_URL", "redis://127.0.0.1:1/0")  # never reached
+    code = cli_main([command])
+    err = capsys.readouterr().err
+    assert code in (1, 2) and err.count("\n") == 1, err
+    assert said in err and "Traceback" not in err, err
+    if content is not None and b"grpc_port" in content:
+        assert str(path) in err  # where the bad value came from
+
+
+def test_a_bad_setting_in_the_environment_names_its_variable(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("PROTOLENS_MAX_BATCH", "-1")
+    monkeypatch.setenv("PROTOLENS_REDIS_URL", "redis://127.0.0.1:1/0")
+    code = cli_main(["serve"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith("protolens: INVALID_ARGUMENT: max_batch: "), err
+    assert "got '-1' from PROTOLENS_MAX_BATCH" in err, err
+
+
 def test_the_demo_classes_have_one_name_everywhere() -> None:
     from protolens_server.cli.service import DEMO_CLASSES, DEMO_CLASSES_WITH_REFERENCES
     from protolens_server.models.builtin import imagenet_classes
