@@ -16,7 +16,7 @@ data out.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 SCHEMA = "protolens.prototype.v1"
@@ -99,6 +99,18 @@ def off_target_warning(
         f"({spec_hint}: a model fed [0,255] needs mean 0, std 1/255 = 0.0039215686) or give "
         "more steps (max_steps)"
     )
+
+
+def caveat_lines(caveats: Iterable[Mapping[str, Any]]) -> list[str]:
+    """One line per distinct reference-set caveat (``{code, message, ...}`` dicts, as a
+    scores dict's ``caveats`` holds them), in first-seen order: what both CLIs print
+    beside scores that rest on a weak reference set (docs/scores.md, "Caveats")."""
+    lines: list[str] = []
+    for c in caveats:
+        line = f"{c.get('code', '')}: {c.get('message', '')}"
+        if line not in lines:
+            lines.append(line)
+    return lines
 
 
 def prototype_record(

@@ -23,3 +23,14 @@ rate on 42 of 48 saved seed pairs and a half-octave away on 6 (bench/finder_rule
 maximise the label's log-odds instead of the single-label margin, and report each label's
 own sigmoid as its probability (engine/_readout.py); single-label models are unchanged.
 """
+
+SCORES_VERSION = 3
+"""Bumped whenever the scores of the same prototype against the same reference set may
+change (numbers or what they carry); keys the reference statistics (``scores.cache``) and,
+for a job with a reference set, the result cache (``queue.cache``). Here, not in the engine,
+so that the queue's key needs no torch.
+
+2: significance, intervals, median summary, scored on the stored PNG.
+3: reference-set caveats (``engine/_caveats.py``) kept with the statistics and carried by
+every score they concern; the numbers are 2's.
+"""

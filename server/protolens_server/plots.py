@@ -90,6 +90,9 @@ def plot_scores(
         ax.set_ylabel("normalised similarity")
         head = title or f"class {'+'.join(map(str, scores.target))}"
         note = "" if scores.layers_available else f" ({scores.reason})"
+        codes = sorted({c.code for c in scores.caveats})
+        if codes:  # the reference set cannot fully support these numbers (docs/scores.md)
+            note += f" [caveat: {', '.join(codes)}]"
         ax.set_title(f"{head}: path similarity {scores.summary_text()}{note}", fontsize=8)
         ax.legend(fontsize=6, loc="best")
         ax.grid(alpha=0.3)

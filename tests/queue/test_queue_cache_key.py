@@ -95,3 +95,14 @@ def test_prototypes_stored_by_older_releases_read_as_the_same_facts() -> None:
     assert second.facts() == PrototypeFacts(Target((2,)), 0, 0.8, 3.0, [(2, 0.8)], 8, 7)
     assert second.scores == {"path_similarity": 0.5} and second.has_scores
     assert prototypes_from_json(prototypes_to_json([first, second])) == [first, second]
+
+
+def test_a_scored_job_keys_the_scores_version_an_unscored_one_does_not() -> None:
+    """A result scored before the scores changed (e.g. before reference-set caveats) is not
+    served for a request that would get the new scores; unscored results keep their key."""
+    from protolens_server import SCORES_VERSION
+    from protolens_server.queue.cache import cache_material
+
+    scored = replace(BASE, reference_digest="r1", reference_set="refs")
+    assert cache_material(scored)["scores_version"] == SCORES_VERSION
+    assert "scores_version" not in cache_material(BASE)

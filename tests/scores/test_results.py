@@ -12,6 +12,7 @@ from PIL import Image
 from protolens_server.engine import (
     METRICS,
     REASONS,
+    SCORES_VERSION,
     GenerationConfig,
     MetricScores,
     PrototypeScores,
@@ -39,7 +40,8 @@ def test_to_dict_is_json_and_round_trips(handle, reference_folder, tmp_path):
             for part in PARTS:
                 key = metric if part == "value" else f"{metric}_{part}"
                 assert len(d[key]) == n
-        assert d["version"] == 2 and d["statistics"]["confidence"] == 0.95
+        assert d["version"] == SCORES_VERSION and d["statistics"]["confidence"] == 0.95
+        assert d["caveats"] == []  # the synthetic set is colour, without copies
         assert set(d["reasons"]) <= set(REASONS)
     assert scores[1].target == (2, 5) and scores[1].target_kind == "hybrid"
 

@@ -3,9 +3,9 @@
 Everything is inline: prototypes and plots are ``data:`` PNG URIs, the
 entanglement graph is inline SVG, styles are in a ``<style>`` block; there are
 no scripts and no external URLs, so the file opens offline, from an artifact
-store or an e-mail. Order: verdict and failed rules first, then the
-prototype grid (baseline beside new), score tables, entanglement graph, and
-the per-layer path-similarity plots.
+store or an e-mail. Order: verdict, the reference set's caveats (if any) and failed
+rules first, then the prototype grid (baseline beside new), score tables,
+entanglement graph, and the per-layer path-similarity plots.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ display:block;margin:2px 0}
 .flag{display:inline-block;background:#cf222e;color:#fff;border-radius:4px;padding:0 5px;
 font-size:11px;margin:1px}
 .plots img{max-width:480px;border:1px solid #d0d7de;margin:4px}
+ul.caveats{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:8px 8px 8px 28px;
+font-size:13px}
 """
 
 
@@ -68,6 +70,7 @@ def render_html(result: CheckResult) -> str:
     title = f"protolens check: {result.model.ref}"
     body = [
         _header(result),
+        _caveats(result),
         _rules(result.rules),
         "<h2>Prototypes</h2>",
         _grid(result),
@@ -102,6 +105,22 @@ def _header(r: CheckResult) -> str:
         f"{r.config.get('steps')} steps · seed {r.seed} · "
         f"{g.jobs} jobs: {g.cache_hits} from the cache, {g.generated} generated</p>"
         f'<p class="meta">flagged: {escape(", ".join(c.name for c in r.flagged) or "none")}</p>'
+    )
+
+
+def _caveats(r: CheckResult) -> str:
+    """The reference set's caveats, if any: what its path similarities partly measure."""
+    caveats = r.caveats
+    if not caveats:
+        return ""
+    items = "".join(
+        f"<li><b>{escape(c.get('code', ''))}</b>: {escape(c.get('message', ''))}</li>"
+        for c in caveats
+    )
+    return (
+        '<h2>Reference-set caveats</h2><p class="meta">The path similarities of these classes '
+        "rest on a reference set that cannot fully support them (docs/scores.md); the numbers "
+        f'are unchanged.</p><ul class="caveats">{items}</ul>'
     )
 
 

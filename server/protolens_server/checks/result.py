@@ -168,6 +168,20 @@ class CheckResult:
     def flagged(self) -> list[ClassCheck]:
         return [c for c in self.classes if c.flags]
 
+    @property
+    def caveats(self) -> list[dict[str, Any]]:
+        """The reference set's caveats behind any of the check's scores, each once
+        (``{code, message, classes, files}``, engine/_caveats.py): words beside the path
+        similarities they concern, never a flag or a failed rule."""
+        out: list[dict[str, Any]] = []
+        for c in self.classes:
+            for side in (c.new, c.baseline):
+                for scores in side.scores if side is not None else ():
+                    for caveat in (scores or {}).get("caveats") or ():
+                        if caveat not in out:
+                            out.append(dict(caveat))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "passed": self.passed,
@@ -176,6 +190,7 @@ class CheckResult:
             "failed_rules": [r.rule for r in self.failed_rules],
             "rules": [r.to_dict() for r in self.rules],
             "flagged_classes": [c.name for c in self.flagged],
+            "caveats": self.caveats,
             "classes": [c.to_dict() for c in self.classes],
             "entanglement": {
                 "threshold": self.entanglement_threshold,

@@ -252,6 +252,10 @@ def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
+    from protolens.files import caveat_lines
+
+    for line in caveat_lines(doc.get("caveats") or ()):
+        print(f"protolens check: warning: {line}", file=sys.stderr)
     if args.report_json:
         args.report_json.parent.mkdir(parents=True, exist_ok=True)
         args.report_json.write_text(json.dumps(doc, indent=2))

@@ -253,7 +253,7 @@ def run(args: argparse.Namespace) -> int:
     texts = None if scores is None else [result.summary_text() for result in scores]
     emit(args, handle, config, device, out, records, texts)
     sys.stdout.flush()
-    for line in off_target_warnings(records):
+    for line in off_target_warnings(records) + caveat_warnings(records):
         print(f"protolens: warning: {line}", file=sys.stderr)
     return 0
 
@@ -562,6 +562,14 @@ def off_target_warnings(records: Sequence[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def caveat_warnings(records: Sequence[dict[str, Any]]) -> list[str]:
+    """One line per distinct caveat of the reference set behind the records' scores
+    (``protolens.files.caveat_lines``, as the service's CLI prints them)."""
+    from protolens.files import caveat_lines
+
+    return caveat_lines(c for r in records for c in (r.get("scores") or {}).get("caveats", ()))
+
+
 def _reference_digest(scores: PrototypeScores) -> str:
     reference = scores.to_dict().get("reference") or {}
     return str(reference.get("digest", "")) if isinstance(reference, dict) else ""
@@ -589,7 +597,8 @@ def emit(
     similarity_texts: list[str] | None = None,
 ) -> None:
     """``--json``: one document with the records; otherwise one line per prototype (with
-    its path similarity in words, e.g. ``0.42 [0.31, 0.55] (12/18 layers)``)."""
+    its path similarity in words, e.g. ``0.42 [0.31, 0.55] (12/18 layers)``, and the codes
+    of its reference set's caveats, ``caveats=GREYSCALE_CLASS``)."""
     from protolens_server import ENGINE_VERSION
 
     if args.json:
@@ -617,7 +626,9 @@ def emit(
         kind = "" if target["kind"] == "prototype" else f" ({target['kind']})"
         text = similarity_texts[k] if similarity_texts else ""
         similarity = f"  path_similarity={text}" if text else ""
-        print(f"{out / r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}")
+        codes = sorted({c["code"] for c in (r.get("scores") or {}).get("caveats", ())})
+        caveats = f"  caveats={','.join(codes)}" if codes else ""
+        print(f"{out / r['file']}  {label}{kind}  p={r['probability']:.3f}{similarity}{caveats}")
 
 
 def _preparing(config: GenerationConfig, compile: bool) -> str:

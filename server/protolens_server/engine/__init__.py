@@ -13,6 +13,7 @@ from ._activations import LOGITS, LayerSet, capture, layers_of
 from ._alpha import flatten_alpha
 from ._baseline import equidistant_baseline
 from ._bootstrap import CONFIDENCE, MIN_SPAN_Z, RESAMPLES
+from ._caveats import CAVEATS, Caveat, reference_caveats
 from ._drift import Drift, drift
 from ._fold import folded as fold_batchnorm
 from ._isolate import Isolation, IsolationConfig, isolate
@@ -62,6 +63,7 @@ from .types import (
 )
 
 __all__ = [
+    "CAVEATS",
     "CONFIDENCE",
     "LOGITS",
     "LR_GRID",
@@ -78,6 +80,7 @@ __all__ = [
     "SCORES_VERSION",
     "SIZE_ADVICE",
     "AutoBatch",
+    "Caveat",
     "Classifier",
     "Drift",
     "Estimate",
@@ -120,6 +123,7 @@ __all__ = [
     "probe_end_losses",
     "probe_lr",
     "probe_scores",
+    "reference_caveats",
     "reference_stats",
     "score",
     "score_activations",

@@ -28,12 +28,13 @@ from typing import Any
 
 import torch
 
+from protolens_server import SCORES_VERSION
 from protolens_server.errors import InvalidArgument, ReferenceSetError
 
 from ._bootstrap import CONFIDENCE, RESAMPLES, counts, separated, stratified_resamples
+from ._caveats import Caveat
 from ._measures import CLOSER_IS_HIGHER, MEASURES, METRICS, average_ranks, pairwise, pearson
 
-SCORES_VERSION = 2
 LEVELS = ("same", "other", "same_sd", "other_sd")
 MIN_CLASSES = 2
 MIN_IMAGES = 3
@@ -94,6 +95,8 @@ class ReferenceStats:
     seed: int = 0
     confidence: float = CONFIDENCE
     digest: str = ""  # the reference set's content digest
+    # what makes the set weak for some classes (engine/_caveats.py), found from its images
+    caveats: tuple[Caveat, ...] = ()
     # (class, layer) -> metric -> (2, B): the same/other level replicates, computed on first
     # use and saved with the statistics (to_state). The resampled means are not kept (a
     # matrix product recomputes them; kept, they would weigh 200 x channels per class).
@@ -148,6 +151,7 @@ class ReferenceStats:
             "seed": self.seed,
             "confidence": self.confidence,
             "digest": self.digest,
+            "caveats": [c.to_dict() for c in self.caveats],
             "replicated": [
                 [cls, layer, dict(per_metric)] for (cls, layer), per_metric in replicated
             ],
@@ -167,6 +171,7 @@ class ReferenceStats:
             seed=int(state["seed"]),
             confidence=float(state["confidence"]),
             digest=str(state.get("digest", "")),
+            caveats=tuple(Caveat.from_dict(c) for c in state.get("caveats", ())),
             replicated={
                 (int(cls), str(layer)): dict(per_metric)
                 for cls, layer, per_metric in state.get("replicated", [])
@@ -215,12 +220,14 @@ def reference_stats(
     resamples: int = RESAMPLES,
     seed: int = 0,
     confidence: float = CONFIDENCE,
+    caveats: Sequence[Caveat] = (),
 ) -> ReferenceStats:
     """Class means, natural levels and a stratified bootstrap from natural images' activations.
 
     ``activations``: layer -> ``(N, C)`` (``capture``'s output); ``labels``: ``(N,)``
     class indices. ``resamples`` bootstrap draws (seeded by ``seed``) back the
-    intervals at ``confidence``.
+    intervals at ``confidence``. ``caveats``: the set's, from its images
+    (``reference_caveats``), kept with the statistics for every score they concern.
     """
     labels = torch.as_tensor(labels, dtype=torch.long)
     classes = sorted(int(c) for c in labels.unique())
@@ -272,6 +279,7 @@ def reference_stats(
         seed=int(seed),
         confidence=float(confidence),
         digest=digest,
+        caveats=tuple(caveats),
     )
 
 

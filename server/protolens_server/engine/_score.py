@@ -175,6 +175,7 @@ def score_activations(
                 reference_digest=stats.digest,
                 reference_classes=len(stats.classes),
                 reference_images=stats.images,
+                caveats=[c for c in stats.caveats if c.concerns(classes)],
             )
         )
     return results

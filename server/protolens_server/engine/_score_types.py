@@ -1,12 +1,14 @@
 """Score results: flat, JSON-able, stable (the queue stores ``to_dict()``, the API returns it).
 
-``to_dict()`` (``version`` 2) holds, per metric in ``spearman, cosine, l1``, one
-array per part with one entry per layer (``<m>``, ``<m>_other``,
+``to_dict()`` (``version``: ``SCORES_VERSION``) holds, per metric in ``spearman,
+cosine, l1``, one array per part with one entry per layer (``<m>``, ``<m>_other``,
 ``<m>_normalised``, ``<m>_normalised_low``, ``<m>_normalised_high``,
 ``<m>_reason``, ``<m>_span_z``, ``<m>_natural_same``, ...), the headline
 ``path_similarity`` with its interval and the count of layers it rests on, the
-robustness figures, and how the statistics were made. A number that cannot be
-determined is ``None`` and its ``reason`` a code from ``REASONS``.
+robustness figures, how the statistics were made, and the reference set's ``caveats``
+that concern the target's classes (each ``{code, message, classes, files}``; ``[]``
+when none; a record without the key was scored before caveats existed). A number that
+cannot be determined is ``None`` and its ``reason`` a code from ``REASONS``.
 """
 
 from __future__ import annotations
@@ -17,8 +19,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from protolens_server import SCORES_VERSION
+
+from ._caveats import Caveat
 from ._measures import METRICS
-from ._refstats import SCORES_VERSION
 
 REASONS = {
     "SPAN_NOT_POSITIVE": "reference set does not separate this class at this layer: its own "
@@ -143,6 +147,8 @@ class PrototypeScores:
     reference_digest: str = ""
     reference_classes: int = 0
     reference_images: int = 0
+    # what makes the reference set weak for this target's classes (engine/_caveats.py)
+    caveats: list[Caveat] = field(default_factory=list)
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -205,6 +211,7 @@ class PrototypeScores:
             "classes": self.reference_classes,
             "images": self.reference_images,
         }
+        d["caveats"] = [c.to_dict() for c in self.caveats]
         if self.extras:
             d["extras"] = dict(self.extras)
         return d
@@ -249,5 +256,6 @@ class PrototypeScores:
             reference_digest=str(ref.get("digest", "")),
             reference_classes=int(ref.get("classes", 0)),
             reference_images=int(ref.get("images", 0)),
+            caveats=[Caveat.from_dict(c) for c in d.get("caveats") or ()],
             extras=dict(d.get("extras") or {}),
         )

@@ -12,14 +12,16 @@ import hashlib
 import json
 from typing import Any
 
+from protolens_server import SCORES_VERSION
 from protolens_server.queue.records import JobSpec
 
 
 def cache_material(spec: JobSpec) -> dict[str, Any]:
     """The fields hashed into the cache key, as a JSON-able dict (an isolation adds its
     mode and its image's digest: the blob key, the sha256 of the PNG; a record written
-    before the blob store, the sha256 of its base64; a prototype job's key is as it always
-    was)."""
+    before the blob store, the sha256 of its base64; a job with a reference set adds the
+    scores version, since its scores are part of its output; a prototype job without one
+    has the key it always had)."""
     material = {
         "model_digest": spec.model_digest,
         "targets": [t.material() for t in spec.targets],
@@ -28,6 +30,8 @@ def cache_material(spec: JobSpec) -> dict[str, Any]:
         "reference_digest": spec.reference_digest,
         "engine_version": spec.engine_version,
     }
+    if spec.reference_digest:
+        material["scores_version"] = SCORES_VERSION
     if spec.mode != "prototype":
         material["mode"] = spec.mode
         material["image_digest"] = spec.image_key or hashlib.sha256(spec.image.encode()).hexdigest()

@@ -3,8 +3,11 @@
 The key (``cache.stats_key``) covers the model's weight digest, the layer set, the
 set's content digest, the image policy, the input spec, the scores version and
 the bootstrap (resamples, seed): the next prototype of the same model costs no
-reference forward pass. The first costs one forward pass per reference image;
-each class's bootstrap levels are computed when a prototype of it is first scored
+reference forward pass. The first costs one forward pass per reference image and
+finds the set's caveats from the images it loaded (``engine.reference_caveats``, kept
+with the statistics, on disk too: a file written before caveats had another scores
+version, so it is recomputed, never read as "no caveats"); each class's bootstrap
+levels are computed when a prototype of it is first scored
 (``engine.ReferenceStats.class_replicates``), kept with the statistics in memory
 and written to their disk file (``save_new_bootstraps``).
 """
@@ -25,6 +28,7 @@ from protolens_server.engine import (
     ReferenceStats,
     capture,
     layers_of,
+    reference_caveats,
     reference_stats,
 )
 from protolens_server.errors import ReferenceSetError
@@ -113,6 +117,8 @@ def _compute(
         for name, value in acts.items():
             parts[name].append(value)
     activations = {n: torch.cat(v) for n, v in parts.items()}
+    caveats = reference_caveats(images, labels, [im.relative for im in refset.images])
     return reference_stats(
-        activations, labels, digest=refset.digest, resamples=resamples, seed=seed
-    )
+        activations, labels, digest=refset.digest, resamples=resamples, seed=seed,
+        caveats=caveats,
+    )  # fmt: skip
