@@ -99,6 +99,7 @@ def gallery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gallery]:
         g = Gallery(
             stack.web_url.rstrip("/"), stack.address, asyncio.run(_make_keys(stack.settings))
         )
+        g.redis_url = stack.settings.redis_url
         _fill(g)
         yield g
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -150,3 +151,35 @@ def test_a_search_text_longer_than_any_class_name_is_400_not_echoed(
     assert status == 400 and b"at most 200 characters" in body and len(body) < 20_000
     status, _, body = alpha.request("/search?q=" + "a" * 200)
     assert status == 200
+
+
+async def _key_store(gallery: Gallery, act):  # type: ignore[no-untyped-def]
+    from protolens_server.api.auth import ApiKeyStore
+    from protolens_server.queue.connection import redis_from_url
+    from protolens_server.queue.keys import Keys
+
+    client = redis_from_url(gallery.redis_url)
+    try:
+        # the stack's default key prefix
+        return await act(ApiKeyStore(client, Keys("protolens")))
+    finally:
+        await client.aclose()
+
+
+def test_a_session_whose_key_is_revoked_is_sent_to_sign_in(gallery: Gallery, http_for) -> None:
+    """A viewer signed in with a key an admin then revokes: the next page and the next
+    live-progress fragment send them to sign in (no page of the tenant's is rendered with a
+    dead key), and the key no longer signs in."""
+    info, key = asyncio.run(_key_store(gallery, lambda s: s.create("alpha", "tenant", "revoked")))
+    h = http_for()
+    assert h.sign_in(key)[0] == 303
+    job = gallery.jobs["fruit@1"]
+    assert h.request(f"/jobs/{job}")[0] == 200
+    asyncio.run(_key_store(gallery, lambda s: s.revoke(info.key_id)))
+    status, headers, _ = h.request(f"/jobs/{job}")
+    assert status == 303 and headers["location"] == f"/login?next=/jobs/{job}"
+    status, headers, _ = h.request(f"/jobs/{job}/progress", headers={"HX-Request": "true"})
+    lower = {k.lower(): v for k, v in headers.items()}
+    assert status == 401 and lower["hx-redirect"].startswith("/login?next="), (status, headers)
+    status, _, body = h.sign_in(key)
+    assert status == 401 and b"did not accept that key" in body

@@ -20,6 +20,7 @@ class Gallery:
     keys: dict[str, str]
     jobs: dict[str, str] = field(default_factory=dict)  # label -> job id
     check: str = ""  # alpha's finished check id
+    redis_url: str = ""  # the stack's Redis (to make and revoke keys)
 
     def client(self, tenant: str) -> Client:
         return Client(self.address, timeout=30, metadata=auth_metadata(self.keys[tenant]))
