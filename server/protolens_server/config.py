@@ -41,6 +41,10 @@ class Settings(BaseSettings):
     watch_read_block_ms: int = Field(250, ge=10, le=60_000)
     # Concurrent WatchJob streams one tenant may hold open on one API process.
     max_streams_per_tenant: int = Field(256, ge=1)
+    # Registry checks one tenant may have running on one API process: each is a task that
+    # polls its jobs (and writes its progress) every 0.2 s until they end. 300 of them
+    # made another tenant's GetJob p50 143 ms (2.8 ms without), p99 1.3 s.
+    max_checks_per_tenant: int = Field(16, ge=1)
     # Request validation, class-name resolution and policy YAML run in this many
     # threads, never on the event loop.
     request_threads: int = Field(2, ge=1, le=64)

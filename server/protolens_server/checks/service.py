@@ -50,6 +50,7 @@ from protolens_server.errors import (
     InvalidArgument,
     JobNotFound,
     ProtolensError,
+    QuotaExceeded,
 )
 from protolens_server.queue.checks import CheckRecord, CheckState, new_check_id
 from protolens_server.queue.connection import UNREACHABLE
@@ -120,6 +121,8 @@ class CheckRunner:
         self.store = store.check_store
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.driving: dict[str, asyncio.Task[None]] = {}
+        # tenant -> checks this process drives or is starting for it (max_checks_per_tenant)
+        self._running: dict[str, int] = {}
         self._closed = False
 
     @property
@@ -151,14 +154,44 @@ class CheckRunner:
             if first is not None:
                 return first
         try:
-            return await self._start(
-                check_id, tenant, model, baseline, classes, config, seed, reference_set, policy
-            )
-        except BaseException:
+            self._reserve(tenant)
+        except QuotaExceeded:
             if request_id:
                 with contextlib.suppress(Exception):
                     await asyncio.shield(self.store.forget_request(tenant, request_id, check_id))
             raise
+        try:
+            return await self._start(
+                check_id, tenant, model, baseline, classes, config, seed, reference_set, policy
+            )
+        except BaseException:
+            self._unreserve(tenant)
+            if request_id:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self.store.forget_request(tenant, request_id, check_id))
+            raise
+
+    def _reserve(self, tenant: str) -> None:
+        """One of ``tenant``'s ``max_checks_per_tenant`` running checks on this process (held
+        until its drive ends); QuotaExceeded if none is free."""
+        limit = self.settings.max_checks_per_tenant
+        held = self._running.get(tenant, 0)
+        if held >= limit:
+            raise QuotaExceeded(
+                f"you have {held} checks running on this server (limit"
+                f" max_checks_per_tenant={limit}); wait for one to end, or cancel one",
+                quota="max_checks_per_tenant",
+                limit=limit,
+                retry_after_s=5.0,
+            )
+        self._running[tenant] = held + 1
+
+    def _unreserve(self, tenant: str) -> None:
+        left = self._running.get(tenant, 0) - 1
+        if left > 0:
+            self._running[tenant] = left
+        else:
+            self._running.pop(tenant, None)
 
     async def _started_by(self, tenant: str, request_id: str, check_id: str) -> CheckRecord | None:
         """The check ``request_id`` started (waiting while its first call is still starting
@@ -226,7 +259,7 @@ class CheckRunner:
             with contextlib.suppress(Exception):
                 await asyncio.shield(self._cancel_jobs(record))
             raise
-        self._spawn(record, plan, jobs)
+        self._spawn(record, plan, jobs, reserved=True)
         return record
 
     async def get(self, check_id: str, tenant: str) -> CheckRecord:
@@ -281,16 +314,29 @@ class CheckRunner:
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- driving -----------------------------------------------------------------------
-    def _spawn(self, record: CheckRecord, plan: _Plan | None, jobs: list[JobRecord] | None) -> None:
+    def _spawn(
+        self,
+        record: CheckRecord,
+        plan: _Plan | None,
+        jobs: list[JobRecord] | None,
+        *,
+        reserved: bool = False,
+    ) -> None:
+        """Drive ``record`` in a task; its tenant's running count holds it until the task
+        ends (``reserved``: start() counted it already; a resumed check is counted, never
+        refused)."""
+        if not reserved:
+            self._running[record.tenant] = self._running.get(record.tenant, 0) + 1
         task = asyncio.create_task(
             self._drive(record, plan, jobs), name=f"protolens-check-{record.check_id}"
         )
         self.driving[record.check_id] = task
-        task.add_done_callback(lambda t: self._forget(record.check_id, t))
+        task.add_done_callback(lambda t: self._forget(record, t))
 
-    def _forget(self, check_id: str, task: asyncio.Task[None]) -> None:
-        if self.driving.get(check_id) is task:
-            del self.driving[check_id]
+    def _forget(self, record: CheckRecord, task: asyncio.Task[None]) -> None:
+        self._unreserve(record.tenant)
+        if self.driving.get(record.check_id) is task:
+            del self.driving[record.check_id]
 
     async def _try_resume(self, check_id: str) -> bool:
         current = self.driving.get(check_id)
