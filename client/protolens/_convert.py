@@ -246,6 +246,10 @@ def progress(msg: job_pb2.Progress) -> types.Progress:
     )
 
 
+def caveat(msg: common_pb2.Caveat) -> types.Caveat:
+    return types.Caveat(msg.code, msg.message, tuple(msg.classes), tuple(msg.files))
+
+
 def summary(msg: job_pb2.PrototypeSummary) -> types.PrototypeSummary:
     return types.PrototypeSummary(
         name=msg.name,
@@ -261,6 +265,7 @@ def summary(msg: job_pb2.PrototypeSummary) -> types.PrototypeSummary:
         lr=msg.lr,
         stop_reason=msg.stop_reason,
         multi_label=msg.multi_label,
+        caveats=tuple(caveat(c) for c in msg.caveats),
     )
 
 
@@ -375,6 +380,7 @@ def scores(msg: prototype_pb2.Scores) -> types.Scores:
         layers=tuple(estimate(e) for e in msg.layers),
         confidence=msg.confidence,
         resamples=msg.resamples,
+        caveats=tuple(caveat(c) for c in msg.caveats),
     )
 
 

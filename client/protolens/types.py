@@ -17,7 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from protolens import names
-from protolens.files import off_target, off_target_warning, prototype_record, prototype_stem
+from protolens.files import (
+    caveat_lines,
+    off_target,
+    off_target_warning,
+    prototype_record,
+    prototype_stem,
+)
 
 FINISHED_STATES = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
 
@@ -136,6 +142,24 @@ class JobError:
 
 
 @dataclass(frozen=True)
+class Caveat:
+    """Why the reference set cannot fully support the scores of some class: usable, but
+    weak for it (docs/scores.md, "Caveats"). ``code``: GREYSCALE_CLASS or
+    DUPLICATE_IMAGES; ``message`` names the class and files and says what to do;
+    ``classes``: the reference classes it concerns (empty: all); ``files``: relative to
+    the reference set's folder. Words beside the numbers: no number changes."""
+
+    code: str
+    message: str
+    classes: tuple[int, ...] = ()
+    files: tuple[str, ...] = ()
+
+    def line(self) -> str:
+        """``CODE: message``, as the CLIs print it."""
+        return caveat_lines([{"code": self.code, "message": self.message}])[0]
+
+
+@dataclass(frozen=True)
 class PrototypeSummary:
     name: str
     index: int
@@ -152,6 +176,8 @@ class PrototypeSummary:
     # a multi-label model: probability and top5 are each label's own sigmoid (they need
     # not sum to 1)
     multi_label: bool = False
+    # the reference set's caveats behind its scores (those of Prototype.scores.caveats)
+    caveats: tuple[Caveat, ...] = ()
 
     @property
     def off_target(self) -> bool:
@@ -227,7 +253,13 @@ class Job:
         """One line per prototype whose model does not see its target: ranks another class
         first, or for a multi-label model gives the label p < 0.5 (a succeeded job can
         still be meaningless: a model registered with the wrong input spec gives p =
-        0.000); empty when every prototype reached its class."""
+        0.000); then one line per distinct caveat of the reference set behind its scores
+        (``CODE: message``: a grey class among colour ones, duplicate images; the scores
+        partly measure the set's weakness, docs/scores.md); empty when every prototype
+        reached its class on a set with no caveat."""
+        caveats = caveat_lines(
+            {"code": c.code, "message": c.message} for s in self.prototypes for c in s.caveats
+        )
         return [
             off_target_warning(
                 label=s.name,
@@ -240,7 +272,7 @@ class Job:
             )
             for s in self.prototypes
             if s.off_target
-        ]
+        ] + caveats
 
     def result(self, timeout: float | None = None) -> Any:
         """The finished job, or ``JobFailedError`` if it failed or was cancelled.
@@ -290,6 +322,8 @@ class Scores:
     layers: tuple[Estimate, ...] = ()  # normalised Spearman per layer, with intervals
     confidence: float = 0.0  # of every interval
     resamples: int = 0  # bootstrap resamples behind them
+    # what makes the reference set weak for this prototype's classes (docs/scores.md)
+    caveats: tuple[Caveat, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ def stack_settings(redis_url: str, prefix: str, model_store: Path, **more: Any) 
         key_prefix=f"{prefix}{uuid.uuid4().hex[:8]}",
         grpc_port=0,
         metrics_port=0,
+        web_port=0,  # the gallery's default port may be another's (a `protolens up` left running)
         model_store=model_store,
         builtin_models=False,
         device="cpu",

@@ -142,3 +142,15 @@ class ClassProbability(_message.Message):
     name: str
     probability: float
     def __init__(self, index: _Optional[int] = ..., name: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class Caveat(_message.Message):
+    __slots__ = ("code", "message", "classes", "files")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    CLASSES_FIELD_NUMBER: _ClassVar[int]
+    FILES_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    classes: _containers.RepeatedScalarFieldContainer[int]
+    files: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., classes: _Optional[_Iterable[int]] = ..., files: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -105,7 +105,7 @@ class Job(_message.Message):
     def __init__(self, name: _Optional[str] = ..., state: _Optional[_Union[JobState, str]] = ..., model: _Optional[str] = ..., model_digest: _Optional[str] = ..., targets: _Optional[_Iterable[_Union[_common_pb2.ResolvedTarget, _Mapping]]] = ..., prototypes_per_target: _Optional[int] = ..., config: _Optional[_Union[_common_pb2.GenerationConfig, _Mapping]] = ..., seed: _Optional[int] = ..., reference_set: _Optional[str] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., request_id: _Optional[str] = ..., progress: _Optional[_Union[Progress, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., error: _Optional[_Union[_common_pb2.Status, _Mapping]] = ..., cache_hit: _Optional[bool] = ..., attempts: _Optional[int] = ..., prototypes: _Optional[_Iterable[_Union[PrototypeSummary, _Mapping]]] = ..., isolation: _Optional[_Union[_isolation_pb2.Isolation, _Mapping]] = ...) -> None: ...
 
 class PrototypeSummary(_message.Message):
-    __slots__ = ("name", "index", "target", "target_index", "probability", "logit", "top5", "steps", "seed", "has_scores", "lr", "stop_reason", "multi_label")
+    __slots__ = ("name", "index", "target", "target_index", "probability", "logit", "top5", "steps", "seed", "has_scores", "lr", "stop_reason", "multi_label", "caveats")
     NAME_FIELD_NUMBER: _ClassVar[int]
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +119,7 @@ class PrototypeSummary(_message.Message):
     LR_FIELD_NUMBER: _ClassVar[int]
     STOP_REASON_FIELD_NUMBER: _ClassVar[int]
     MULTI_LABEL_FIELD_NUMBER: _ClassVar[int]
+    CAVEATS_FIELD_NUMBER: _ClassVar[int]
     name: str
     index: int
     target: _common_pb2.ResolvedTarget
@@ -132,4 +133,5 @@ class PrototypeSummary(_message.Message):
     lr: float
     stop_reason: str
     multi_label: bool
-    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., target: _Optional[_Union[_common_pb2.ResolvedTarget, _Mapping]] = ..., target_index: _Optional[int] = ..., probability: _Optional[float] = ..., logit: _Optional[float] = ..., top5: _Optional[_Iterable[_Union[_common_pb2.ClassProbability, _Mapping]]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., has_scores: _Optional[bool] = ..., lr: _Optional[float] = ..., stop_reason: _Optional[str] = ..., multi_label: _Optional[bool] = ...) -> None: ...
+    caveats: _containers.RepeatedCompositeFieldContainer[_common_pb2.Caveat]
+    def __init__(self, name: _Optional[str] = ..., index: _Optional[int] = ..., target: _Optional[_Union[_common_pb2.ResolvedTarget, _Mapping]] = ..., target_index: _Optional[int] = ..., probability: _Optional[float] = ..., logit: _Optional[float] = ..., top5: _Optional[_Iterable[_Union[_common_pb2.ClassProbability, _Mapping]]] = ..., steps: _Optional[int] = ..., seed: _Optional[int] = ..., has_scores: _Optional[bool] = ..., lr: _Optional[float] = ..., stop_reason: _Optional[str] = ..., multi_label: _Optional[bool] = ..., caveats: _Optional[_Iterable[_Union[_common_pb2.Caveat, _Mapping]]] = ...) -> None: ...

@@ -27,7 +27,7 @@ from protolens.v1 import common_pb2 as protolens_dot_v1_dot_common__pb2
 from protolens.v1 import job_pb2 as protolens_dot_v1_dot_job__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotolens/v1/prototype.proto\x12\x0cprotolens.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19protolens/v1/common.proto\x1a\x16protolens/v1/job.proto\"\x1d\n\x0bLayerValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"n\n\x08\x45stimate\x12\x12\n\x05value\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03low\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04high\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06_valueB\x06\n\x04_lowB\x07\n\x05_high\"\xe8\x04\n\x06Scores\x12\x13\n\x0blayer_names\x18\x01 \x03(\t\x12\x35\n\tper_layer\x18\x02 \x03(\x0b\x32\".protolens.v1.Scores.PerLayerEntry\x12\x32\n\x07summary\x18\x03 \x03(\x0b\x32!.protolens.v1.Scores.SummaryEntry\x12\x38\n\nrobustness\x18\x04 \x03(\x0b\x32$.protolens.v1.Scores.RobustnessEntry\x12\x15\n\rreference_set\x18\x05 \x01(\t\x12\x18\n\x10reference_digest\x18\x06 \x01(\t\x12(\n\x07\x64\x65tails\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0fpath_similarity\x18\x08 \x01(\x0b\x32\x16.protolens.v1.Estimate\x12\x1a\n\x12\x64\x65terminate_layers\x18\t \x01(\x05\x12&\n\x06layers\x18\n \x03(\x0b\x32\x16.protolens.v1.Estimate\x12\x12\n\nconfidence\x18\x0b \x01(\x01\x12\x11\n\tresamples\x18\x0c \x01(\x05\x1aJ\n\rPerLayerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.protolens.v1.LayerValues:\x02\x38\x01\x1a.\n\x0cSummaryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fRobustnessEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcb\x01\n\nProvenance\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12.\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x16\n\x0e\x65ngine_version\x18\x05 \x01(\t\x12\x15\n\rreference_set\x18\x06 \x01(\t\x12\x18\n\x10reference_digest\x18\x07 \x01(\t\x12\x11\n\tcache_key\x18\x08 \x01(\t\"\xc1\x01\n\tPrototype\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.protolens.v1.PrototypeSummary\x12\x0b\n\x03png\x18\x03 \x01(\x0c\x12$\n\x06scores\x18\x04 \x01(\x0b\x32\x14.protolens.v1.Scores\x12,\n\nprovenance\x18\x05 \x01(\x0b\x32\x18.protolens.v1.Provenance\x12\x14\n\x0c\x66loat_tensor\x18\x06 \x01(\x0c\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cprotolens/v1/prototype.proto\x12\x0cprotolens.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x19protolens/v1/common.proto\x1a\x16protolens/v1/job.proto\"\x1d\n\x0bLayerValues\x12\x0e\n\x06values\x18\x01 \x03(\x01\"n\n\x08\x45stimate\x12\x12\n\x05value\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x10\n\x03low\x18\x02 \x01(\x01H\x01\x88\x01\x01\x12\x11\n\x04high\x18\x03 \x01(\x01H\x02\x88\x01\x01\x12\x0e\n\x06reason\x18\x04 \x01(\tB\x08\n\x06_valueB\x06\n\x04_lowB\x07\n\x05_high\"\x8f\x05\n\x06Scores\x12\x13\n\x0blayer_names\x18\x01 \x03(\t\x12\x35\n\tper_layer\x18\x02 \x03(\x0b\x32\".protolens.v1.Scores.PerLayerEntry\x12\x32\n\x07summary\x18\x03 \x03(\x0b\x32!.protolens.v1.Scores.SummaryEntry\x12\x38\n\nrobustness\x18\x04 \x03(\x0b\x32$.protolens.v1.Scores.RobustnessEntry\x12\x15\n\rreference_set\x18\x05 \x01(\t\x12\x18\n\x10reference_digest\x18\x06 \x01(\t\x12(\n\x07\x64\x65tails\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12/\n\x0fpath_similarity\x18\x08 \x01(\x0b\x32\x16.protolens.v1.Estimate\x12\x1a\n\x12\x64\x65terminate_layers\x18\t \x01(\x05\x12&\n\x06layers\x18\n \x03(\x0b\x32\x16.protolens.v1.Estimate\x12\x12\n\nconfidence\x18\x0b \x01(\x01\x12\x11\n\tresamples\x18\x0c \x01(\x05\x12%\n\x07\x63\x61veats\x18\r \x03(\x0b\x32\x14.protolens.v1.Caveat\x1aJ\n\rPerLayerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.protolens.v1.LayerValues:\x02\x38\x01\x1a.\n\x0cSummaryEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x1a\x31\n\x0fRobustnessEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xcb\x01\n\nProvenance\x12\r\n\x05model\x18\x01 \x01(\t\x12\x14\n\x0cmodel_digest\x18\x02 \x01(\t\x12.\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1e.protolens.v1.GenerationConfig\x12\x0c\n\x04seed\x18\x04 \x01(\x03\x12\x16\n\x0e\x65ngine_version\x18\x05 \x01(\t\x12\x15\n\rreference_set\x18\x06 \x01(\t\x12\x18\n\x10reference_digest\x18\x07 \x01(\t\x12\x11\n\tcache_key\x18\x08 \x01(\t\"\xc1\x01\n\tPrototype\x12\x0c\n\x04name\x18\x01 \x01(\t\x12/\n\x07summary\x18\x02 \x01(\x0b\x32\x1e.protolens.v1.PrototypeSummary\x12\x0b\n\x03png\x18\x03 \x01(\x0c\x12$\n\x06scores\x18\x04 \x01(\x0b\x32\x14.protolens.v1.Scores\x12,\n\nprovenance\x18\x05 \x01(\x0b\x32\x18.protolens.v1.Provenance\x12\x14\n\x0c\x66loat_tensor\x18\x06 \x01(\x0c\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,15 +45,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ESTIMATE']._serialized_start=158
   _globals['_ESTIMATE']._serialized_end=268
   _globals['_SCORES']._serialized_start=271
-  _globals['_SCORES']._serialized_end=887
-  _globals['_SCORES_PERLAYERENTRY']._serialized_start=714
-  _globals['_SCORES_PERLAYERENTRY']._serialized_end=788
-  _globals['_SCORES_SUMMARYENTRY']._serialized_start=790
-  _globals['_SCORES_SUMMARYENTRY']._serialized_end=836
-  _globals['_SCORES_ROBUSTNESSENTRY']._serialized_start=838
-  _globals['_SCORES_ROBUSTNESSENTRY']._serialized_end=887
-  _globals['_PROVENANCE']._serialized_start=890
-  _globals['_PROVENANCE']._serialized_end=1093
-  _globals['_PROTOTYPE']._serialized_start=1096
-  _globals['_PROTOTYPE']._serialized_end=1289
+  _globals['_SCORES']._serialized_end=926
+  _globals['_SCORES_PERLAYERENTRY']._serialized_start=753
+  _globals['_SCORES_PERLAYERENTRY']._serialized_end=827
+  _globals['_SCORES_SUMMARYENTRY']._serialized_start=829
+  _globals['_SCORES_SUMMARYENTRY']._serialized_end=875
+  _globals['_SCORES_ROBUSTNESSENTRY']._serialized_start=877
+  _globals['_SCORES_ROBUSTNESSENTRY']._serialized_end=926
+  _globals['_PROVENANCE']._serialized_start=929
+  _globals['_PROVENANCE']._serialized_end=1132
+  _globals['_PROTOTYPE']._serialized_start=1135
+  _globals['_PROTOTYPE']._serialized_end=1328
 # @@protoc_insertion_point(module_scope)

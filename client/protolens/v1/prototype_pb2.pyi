@@ -28,7 +28,7 @@ class Estimate(_message.Message):
     def __init__(self, value: _Optional[float] = ..., low: _Optional[float] = ..., high: _Optional[float] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class Scores(_message.Message):
-    __slots__ = ("layer_names", "per_layer", "summary", "robustness", "reference_set", "reference_digest", "details", "path_similarity", "determinate_layers", "layers", "confidence", "resamples")
+    __slots__ = ("layer_names", "per_layer", "summary", "robustness", "reference_set", "reference_digest", "details", "path_similarity", "determinate_layers", "layers", "confidence", "resamples", "caveats")
     class PerLayerEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -62,6 +62,7 @@ class Scores(_message.Message):
     LAYERS_FIELD_NUMBER: _ClassVar[int]
     CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     RESAMPLES_FIELD_NUMBER: _ClassVar[int]
+    CAVEATS_FIELD_NUMBER: _ClassVar[int]
     layer_names: _containers.RepeatedScalarFieldContainer[str]
     per_layer: _containers.MessageMap[str, LayerValues]
     summary: _containers.ScalarMap[str, float]
@@ -74,7 +75,8 @@ class Scores(_message.Message):
     layers: _containers.RepeatedCompositeFieldContainer[Estimate]
     confidence: float
     resamples: int
-    def __init__(self, layer_names: _Optional[_Iterable[str]] = ..., per_layer: _Optional[_Mapping[str, LayerValues]] = ..., summary: _Optional[_Mapping[str, float]] = ..., robustness: _Optional[_Mapping[str, float]] = ..., reference_set: _Optional[str] = ..., reference_digest: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., path_similarity: _Optional[_Union[Estimate, _Mapping]] = ..., determinate_layers: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[Estimate, _Mapping]]] = ..., confidence: _Optional[float] = ..., resamples: _Optional[int] = ...) -> None: ...
+    caveats: _containers.RepeatedCompositeFieldContainer[_common_pb2.Caveat]
+    def __init__(self, layer_names: _Optional[_Iterable[str]] = ..., per_layer: _Optional[_Mapping[str, LayerValues]] = ..., summary: _Optional[_Mapping[str, float]] = ..., robustness: _Optional[_Mapping[str, float]] = ..., reference_set: _Optional[str] = ..., reference_digest: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., path_similarity: _Optional[_Union[Estimate, _Mapping]] = ..., determinate_layers: _Optional[int] = ..., layers: _Optional[_Iterable[_Union[Estimate, _Mapping]]] = ..., confidence: _Optional[float] = ..., resamples: _Optional[int] = ..., caveats: _Optional[_Iterable[_Union[_common_pb2.Caveat, _Mapping]]] = ...) -> None: ...
 
 class Provenance(_message.Message):
     __slots__ = ("model", "model_digest", "config", "seed", "engine_version", "reference_set", "reference_digest", "cache_key")

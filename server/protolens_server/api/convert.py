@@ -144,6 +144,23 @@ def error_to_pb(record: JobRecord) -> common_pb2.Status | None:
     )
 
 
+def caveats_to_pb(caveats: object) -> list[common_pb2.Caveat]:
+    """Stored caveats (``[{code, message, classes, files}]``) -> Caveat messages; anything
+    else (a record stored before caveats) -> none."""
+    if not isinstance(caveats, list | tuple):
+        return []
+    return [
+        common_pb2.Caveat(
+            code=str(c.get("code", "")),
+            message=str(c.get("message", "")),
+            classes=[int(k) for k in c.get("classes") or ()],
+            files=[str(f) for f in c.get("files") or ()],
+        )
+        for c in caveats
+        if isinstance(c, Mapping)
+    ]
+
+
 def summary_to_pb(
     job_id: str, index: int, p: StoredPrototype, class_names: Sequence[str]
 ) -> job_pb2.PrototypeSummary:
@@ -167,6 +184,7 @@ def summary_to_pb(
         lr=p.lr,
         stop_reason=p.stop_reason,
         multi_label=p.multi_label,
+        caveats=caveats_to_pb(p.caveats),
     )
 
 
@@ -275,10 +293,10 @@ def scores_to_pb(scores: Mapping[str, Any], reference_set: str) -> prototype_pb2
 
     Typed: the headline ``path_similarity`` and the per-layer normalised Spearman
     similarity as ``Estimate``s (value, interval, reason), the count of layers the
-    headline rests on, the confidence level and resample count. Generic: lists with
-    one number per layer become ``per_layer`` series (None -> NaN), top-level
-    numbers ``summary``, the ``robustness`` dict's numbers ``robustness``;
-    ``details`` keeps the whole dict.
+    headline rests on, the confidence level and resample count, the reference set's
+    caveats. Generic: lists with one number per layer become ``per_layer`` series
+    (None -> NaN), top-level numbers ``summary``, the ``robustness`` dict's numbers
+    ``robustness``; ``details`` keeps the whole dict.
     """
     layers = [str(name) for name in scores.get("layers") or []]
     msg = prototype_pb2.Scores(layer_names=layers, reference_set=reference_set)
@@ -327,6 +345,7 @@ def scores_to_pb(scores: Mapping[str, Any], reference_set: str) -> prototype_pb2
     if isinstance(statistics, Mapping):
         msg.confidence = float(statistics.get("confidence") or 0.0)
         msg.resamples = int(statistics.get("resamples") or 0)
+    msg.caveats.extend(caveats_to_pb(scores.get("caveats")))
     details = struct_pb2.Struct()
     details.update(_json_safe(dict(scores)))
     msg.details.CopyFrom(details)

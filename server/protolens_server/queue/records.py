@@ -185,6 +185,10 @@ class StoredPrototype(PrototypeFacts):
     # blob key of the lossless float32 (C, H, W) tensor, a safetensors file (imageio.
     # encode_tensor); "" for results stored before tensors were (their PNG is all there is)
     tensor_key: str = ""
+    # the reference set's caveats behind its scores (``{code, message, classes, files}``,
+    # engine/_caveats.py), held here too so that a job lists them without its scores' blobs;
+    # [] without scores, when none were found, or in a record stored before caveats
+    caveats: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def of(cls, prototype: PrototypeFacts, **stored: Any) -> StoredPrototype:

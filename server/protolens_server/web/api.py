@@ -115,6 +115,7 @@ class Card:
     score_reason: str = ""  # why a scored prototype has no path similarity (a reason code)
     small: bool = False  # a low-resolution model's image: enlarge without smoothing
     multi_label: bool = False  # probability is the label's own sigmoid (a multi-label model)
+    caveats: tuple[str, ...] = ()  # codes of the reference set's caveats behind its scores
 
     @property
     def href(self) -> str:
@@ -136,6 +137,7 @@ def card_of(job: Job, s: PrototypeSummary) -> Card:
         has_scores=s.has_scores,
         created=job.create_time,
         multi_label=s.multi_label,
+        caveats=tuple(sorted({c.code for c in s.caveats})),
     )
 
 

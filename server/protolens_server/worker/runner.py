@@ -291,7 +291,12 @@ def package(
         check_file_count(folder, spec.reference_set, settings.max_reference_files)
         score_prototypes(handle, prototypes, folder, pngs=pngs, device=device)
     stored = [
-        StoredPrototype.of(p, scores=_scores_dict(p.scores), isolation=p.extras.get("isolation"))
+        StoredPrototype.of(
+            p,
+            scores=_scores_dict(p.scores),
+            isolation=p.extras.get("isolation"),
+            caveats=[c.to_dict() for c in p.scores.caveats] if p.scores is not None else [],
+        )
         for p in prototypes
     ]
     return stored, pngs, tensors
