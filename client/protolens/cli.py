@@ -7,7 +7,8 @@ imports nothing from it. Those import torch only when run: ``protolens --help`` 
 on a client-only install, and a server-side command there says what to install.
 
 What a command added that way may use of the client CLI is public here:
-``HelpFormatter``, ``parse_target``, ``save_prototypes`` and ``follow`` (the progress bar).
+``HelpFormatter``, ``parse_target``, ``save_prototypes``, ``follow`` (the progress bar) and
+``STEPS_DEFAULT`` (the engine's step default in words, for --steps help).
 """
 
 from __future__ import annotations
@@ -19,11 +20,19 @@ from collections.abc import Sequence
 from protolens._cli import admin, entry_points, jobs
 from protolens._cli import help as help_format
 from protolens._cli.help import HelpFormatter
-from protolens._cli.jobs import parse_target, save_prototypes
+from protolens._cli.jobs import STEPS_DEFAULT, parse_target, save_prototypes
 from protolens._cli.progress import follow
 from protolens.errors import CAUSE_TEXT, ConnectionError, ProtolensError
 
-__all__ = ["HelpFormatter", "build_parser", "follow", "main", "parse_target", "save_prototypes"]
+__all__ = [
+    "STEPS_DEFAULT",
+    "HelpFormatter",
+    "build_parser",
+    "follow",
+    "main",
+    "parse_target",
+    "save_prototypes",
+]
 
 _FIRST_STEPS = """first steps:
   protolens demo              the main job end to end on this machine (docs: README.md)

@@ -59,6 +59,22 @@ def test_generation_options_show_their_defaults_and_readable_metavars() -> None:
         assert default in flat, default
 
 
+def test_steps_help_of_service_commands_states_the_engines_default() -> None:
+    """submit and demo cannot ask the engine (the client has no torch), so their --steps
+    help states its default in words; it said "64" long after the engine went to "until
+    converged, at most 256"."""
+    from protolens_server.engine.types import GenerationConfig
+
+    default = GenerationConfig()
+    assert default.steps == 0
+    commands = _subparsers(build_parser())
+    for name in ("submit", "demo"):
+        flat = " ".join(commands[name].format_help().split())
+        assert "until each prototype converges" in flat, name
+        assert f"at most {default.max_steps} steps" in flat, name
+        assert "64" not in flat, name
+
+
 def test_top_level_help_does_not_import_torch() -> None:
     code = "import sys; from protolens.cli import build_parser; build_parser().format_help(); "
     code += "print('torch' in sys.modules)"

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 DEFAULT_ADDRESS = "127.0.0.1:50051"
+# The engine's default (GenerationConfig steps=0, max_steps=256) in words: the client
+# cannot import the engine, so tests/cli/test_cli_first_hour.py checks this against it.
+STEPS_DEFAULT = "0 = until each prototype converges, at most 256 steps"
 
 
 def _address_default() -> str:
@@ -97,7 +100,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--prototypes", type=int, default=1, metavar="N", help="prototypes per target")
     p.add_argument(
-        "--steps", type=int, metavar="N", help="optimisation steps (default: the engine's, 64)"
+        "--steps",
+        type=int,
+        metavar="N",
+        help=f"fixed optimisation steps (default: {STEPS_DEFAULT})",
     )
     p.add_argument(
         "--config",

@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from protolens_server.api.stack import Stack
     from protolens_server.config import Settings
 
+from protolens.cli import STEPS_DEFAULT
+
 from protolens_server.cli.edge import command_errors
 
 DEMO_MODEL = "efficientnet_lite0"
@@ -194,7 +196,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="class index or name, repeatable (default: 285 Egyptian Mau and 967 espresso, "
         "scored; without scikit-image 281 tabby cat and 948 Granny Smith apple)",
     )
-    p.add_argument("--steps", type=int, metavar="N", help="optimisation steps (default: 64)")
+    p.add_argument(
+        "--steps",
+        type=int,
+        metavar="N",
+        help=f"fixed optimisation steps (default: {STEPS_DEFAULT})",
+    )
     p.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
     )
