@@ -88,6 +88,36 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     assert left == [], "its temporary folder was left"  # (torch keeps its own caches there)
 
 
+def test_up_stops_everything_when_its_terminal_closes(e2e_store: Path) -> None:
+    """A closed terminal sends SIGHUP: `up` stops its children and removes its temporary
+    folder as on Ctrl-C (it used to die at once, its children following through the
+    death signal and the folder of logs, Redis files and result blobs left behind)."""
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "protolens.cli", "up", "--port", str(port), "--metrics-port",
+        "0", "--no-web", "--model-store", str(e2e_store),
+    ]  # fmt: skip
+    temp = Path(tempfile.mkdtemp(prefix="pl-hup-t-"))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**_env(), "TMPDIR": str(temp)}
+    )
+    try:
+        assert _first_line(proc, timeout=90).startswith("protolens: serving on")
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(60) == 0
+        rest = proc.stdout.read().decode()
+        assert "stopping workers, API and Redis" in rest
+        time.sleep(0.2)
+        assert not _listening(port)
+        assert _processes_with(f"PROTOLENS_GRPC_PORT={port}") == [], "API/worker children left"
+        assert _processes_with(str(temp)) == [], "embedded Redis left"
+        assert [p.name for p in temp.iterdir() if p.name.startswith("protolens")] == []
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def _processes_with(marker: str) -> list[int]:
     """Live processes whose command line or environment mentions ``marker``."""
     found = []

@@ -421,11 +421,14 @@ def _wait(stack: Stack, stop: _StopFlag) -> int:
 
 
 class _StopFlag:
-    """Turns SIGINT/SIGTERM into a flag, restoring the old handlers afterwards."""
+    """Turns SIGINT/SIGTERM/SIGHUP into a flag, restoring the old handlers afterwards: a
+    closed terminal (SIGHUP) stops everything and removes the temporary folder, as Ctrl-C
+    does."""
 
     def __init__(self) -> None:
         self.set = False
-        self._old = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+        self._old = {s: signal.signal(s, self._handle) for s in signals}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.set = True
