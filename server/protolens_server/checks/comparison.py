@@ -19,7 +19,15 @@ from collections.abc import Mapping
 
 import torch
 
-from protolens_server.engine import LOGITS, Drift, ImageClassifier, capture, drift
+from protolens_server.engine import (
+    LOGITS,
+    Drift,
+    ImageClassifier,
+    capture,
+    class_probabilities,
+    drift,
+    is_multi_label,
+)
 
 __all__ = ["Drift", "drifts", "probabilities", "target_probability"]
 
@@ -36,8 +44,10 @@ def drifts(
 
 
 def probabilities(model: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes for a batch in [0, 1] image space: (B, K)."""
-    return torch.softmax(capture(model, images.float(), [LOGITS])[LOGITS], dim=1)
+    """Class probabilities for a batch in [0, 1] image space: (B, K), the softmax over
+    classes, or for a multi-label model each label's own sigmoid."""
+    logits = capture(model, images.float(), [LOGITS])[LOGITS]
+    return class_probabilities(logits, is_multi_label(model))
 
 
 def target_probability(model: ImageClassifier, images: torch.Tensor, cls: int) -> float:

@@ -1,6 +1,7 @@
 """Entanglement: which other classes a class's prototype also excites strongly.
 
-For each class's prototype(s) the model's softmax is read; every other class
+For each class's prototype(s) the model's softmax is read (a multi-label model's own
+sigmoid per label: then an edge is a label the prototype also makes present); every other class
 among the ``top_k`` most probable with probability >= ``threshold`` (mean over
 the class's prototypes) is an edge ``class -> other``. Together the edges make a
 class-confusion graph drawn from prototypes alone, no data set needed. A class

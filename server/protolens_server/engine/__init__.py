@@ -28,6 +28,8 @@ from ._lr_finder import end_losses as probe_end_losses
 from ._lr_finder import scores as probe_scores
 from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
+from ._readout import is_multi_label
+from ._readout import probabilities as class_probabilities
 from ._refstats import (
     MIN_CLASSES,
     MIN_IMAGES,
@@ -109,12 +111,14 @@ __all__ = [
     "check_unit_shapes",
     "check_units",
     "choose_lr",
+    "class_probabilities",
     "drift",
     "equidistant_baseline",
     "find_lr",
     "flatten_alpha",
     "fold_batchnorm",
     "generate",
+    "is_multi_label",
     "isolate",
     "layer_shapes",
     "layers_of",
