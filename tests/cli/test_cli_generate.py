@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -14,10 +15,15 @@ from protolens.cli import main
 FAST = ["--steps", "4", "--equidistant-steps", "2"]
 
 
+PROGRESS = "protolens generate: "  # what it is doing, on stderr when it is not a terminal
+
+
 def generate(capsys, *args: str) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr less the progress lines (tested on their own below)."""
     code = main(["generate", *args])
     captured = capsys.readouterr()
-    return code, captured.out, captured.err
+    lines = captured.err.splitlines(keepends=True)
+    return code, captured.out, "".join(line for line in lines if not line.startswith(PROGRESS))
 
 
 def test_writes_pngs_and_one_json_document(capsys, cli_models, tmp_path) -> None:
@@ -28,7 +34,7 @@ def test_writes_pngs_and_one_json_document(capsys, cli_models, tmp_path) -> None
         *FAST, "--out", str(out), "--json",
     )  # fmt: skip
     assert code == 0, stderr
-    assert stderr == ""  # not a terminal: no progress bar
+    assert stderr == ""  # no warning (the progress lines aside)
     doc = json.loads(stdout)
     assert doc["model"]["name"] == "fruit" and len(doc["model"]["digest"]) == 64
     assert doc["seed"] == 7 and doc["config"]["steps"] == 4 and doc["out"] == str(out)
@@ -390,3 +396,24 @@ def test_a_multi_label_model_reports_each_label_s_own_probability(capsys, tmp_pa
 
     line = _one_line_error(capsys, *args, "-t", "0", "--model-output", "sigmoid", "--out", "x")
     assert line.startswith("protolens: INVALID_ARGUMENT: --model-output: must be")
+
+
+def test_outside_a_terminal_it_says_what_it_is_doing_in_lines(capsys, cli_models, tmp_path) -> None:
+    """In a CI log, under nohup or through a pipe there is no bar: a run of many minutes
+    (20 min for the README's first generate on a busy 2-core VM) used to print nothing until
+    its result. Now one line per phase and per tenth of the steps; the loading line comes
+    with the next phase, so a bad input found while loading is still one line."""
+    code = main(["generate", "-m", str(cli_models["fruit"]), "-t", "1", "--steps", "20",
+                 "--lr", "0.05", "--out", str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 0, err
+    lines = err.splitlines()
+    assert all(line.startswith(PROGRESS) for line in lines), err
+    assert re.fullmatch(r"protolens generate: \S+fruit\.pt loaded in \d+\.\d s", lines[0])
+    assert lines[1] == f"{PROGRESS}preparing: equidistant start (16 steps)"
+    steps = [int(m[1]) for m in re.finditer(r"optimising: step (\d+)/20 p=", err)]
+    assert steps[0] == 0 and steps[-1] == 20 and steps == sorted(set(steps)), err
+    code = main(["generate", "-m", str(cli_models["fruit"]), "-t", "cherri", "--out",
+                 str(tmp_path / "o")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("protolens: UNKNOWN_CLASS"), err

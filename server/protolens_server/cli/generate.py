@@ -20,6 +20,7 @@ import contextlib
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -642,13 +643,16 @@ def _preparing(config: GenerationConfig, compile: bool) -> str:
 
 
 class _Bar:
-    """What ``generate`` is doing, on a tqdm bar on stderr when it is a terminal (else
-    nothing): the phase in the bar's label (loading, preparing, optimising, scoring),
-    the steps and the best probability on the bar."""
+    """What ``generate`` is doing, on stderr: on a terminal, a tqdm bar (the phase in its
+    label: loading, preparing, optimising, scoring; the steps and the best probability on
+    the bar); elsewhere (CI logs, ``nohup``, a pipe), one line per phase and per tenth of
+    the step budget, so a run of many minutes never sits silent."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.bar: Any = None
+        self.logged_tenth = -1
+        self.loading: tuple[str, float] | None = None
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -657,23 +661,45 @@ class _Bar:
     def phase(self, text: str) -> None:
         if self.bar is not None:
             self.bar.set_description_str(text, refresh=True)
+        elif text.startswith("loading"):
+            # said with the next phase: a bad input found while loading stays one line
+            self.loading = (text.removeprefix("loading "), time.monotonic())
+        else:
+            if self.loading is not None:
+                name, since = self.loading
+                _log(f"{name} loaded in {time.monotonic() - since:.1f} s")
+                self.loading = None
+            _log(text)
 
     @property
-    def on_progress(self) -> Callable[[ProgressEvent], None] | None:
-        return self._on_progress if self.bar is not None else None
+    def on_progress(self) -> Callable[[ProgressEvent], None]:
+        return self._on_progress if self.bar is not None else self._log_progress
+
+    def _status(self, event: ProgressEvent) -> str:
+        p = max(event.target_probabilities, default=0.0)
+        stopped = sum(1 for r in event.stop_reasons if r)
+        done = f" {stopped}/{len(event.stop_reasons)} stopped" if stopped else ""
+        return f"p={p:.2f} lr={event.lr:g}{done}"
 
     def _on_progress(self, event: ProgressEvent) -> None:
         self.bar.set_description_str("optimising", refresh=False)
         self.bar.n = min(event.step, self.total)
-        p = max(event.target_probabilities, default=0.0)
-        stopped = sum(1 for r in event.stop_reasons if r)
-        done = f" {stopped}/{len(event.stop_reasons)} stopped" if stopped else ""
-        self.bar.set_postfix_str(f"p={p:.2f} lr={event.lr:g}{done}", refresh=False)
+        self.bar.set_postfix_str(self._status(event), refresh=False)
         self.bar.refresh()
+
+    def _log_progress(self, event: ProgressEvent) -> None:
+        tenth = 10 * min(event.step, self.total) // max(self.total, 1)
+        if tenth > self.logged_tenth:
+            self.logged_tenth = tenth
+            _log(f"optimising: step {event.step}/{self.total} {self._status(event)}")
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
+
+
+def _log(text: str) -> None:
+    print(f"protolens generate: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
