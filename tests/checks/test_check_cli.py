@@ -145,3 +145,27 @@ def test_set_names_a_bad_value(shapes_store, tmp_path, capsys):
     args = [*_args(shapes_store, tmp_path / "cache", "shapes@2", "--classes", "disc"), "--json"]
     assert main([*args, "--set", "margin_temperature=x"]) == 2
     assert "config.margin_temperature: 'x' is not a number" in capsys.readouterr().err
+
+
+def test_a_version_without_its_store_is_named_at_once(shapes_store, tmp_path) -> None:
+    """The README's `protolens check mymodel@2 --baseline mymodel@1` without --model-store
+    was MODEL_NOT_FOUND ('not a built-in and no such file') after loading torch (15 s on a
+    busy VM); now one line naming --model-store and the folder, before torch is imported."""
+    code = (
+        "import sys; from protolens.cli import main; "
+        "code = main(['check', 'shapes@2', '--baseline', 'shapes@1', '--policy', 'default']); "
+        "print('torch' in sys.modules, code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert done.stdout.split() == ["False", "2"], done.stdout + done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("protolens check: INVALID_ARGUMENT: --model-store: shapes@2")
+    assert "shapes/2/" in done.stderr
+    # with the store it is found (a version the store lacks is still MODEL_NOT_FOUND)
+    args = ["check", "shapes@9", "--model-store", str(shapes_store)]
+    done = subprocess.run(
+        [sys.executable, "-m", "protolens.cli", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2 and "MODEL_NOT_FOUND" in done.stderr, done.stderr

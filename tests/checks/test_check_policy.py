@@ -54,8 +54,10 @@ def test_policy_yaml_and_errors(tmp_path) -> None:
         path.write_text(text)
         with pytest.raises(InvalidArgument, match=field.replace("[", r"\[").replace("]", r"\]")):
             Policy.from_yaml(path)
-    with pytest.raises(InvalidArgument, match="cannot read"):
+    with pytest.raises(InvalidArgument, match="cannot read") as missing:
         Policy.from_yaml(tmp_path / "missing.yaml")
+    # what to do instead: the README's `--policy policy.yaml` before the user wrote one
+    assert "docs/checks.md" in str(missing.value) and "'default'" in str(missing.value)
 
 
 def test_rules_fail_first_and_name_classes() -> None:

@@ -166,7 +166,7 @@ class Policy:
         try:
             data = yaml.safe_load(p.read_text())
         except OSError as exc:
-            raise InvalidArgument("policy", f"cannot read {p}: {exc.strerror}") from exc
+            raise InvalidArgument("policy", _unreadable(p, exc)) from exc
         except yaml.YAMLError as exc:
             raise InvalidArgument("policy", f"{p} is not valid YAML: {exc}") from exc
         if data is not None and not isinstance(data, dict):
@@ -218,7 +218,15 @@ def policy_yaml(value: str | Path) -> str:
     try:
         return Path(value).read_text()
     except OSError as exc:
-        raise InvalidArgument("policy", f"cannot read {value}: {exc.strerror}") from exc
+        raise InvalidArgument("policy", _unreadable(value, exc)) from exc
+
+
+def _unreadable(path: str | Path, exc: OSError) -> str:
+    names = " or ".join(repr(n) for n in NAMED_POLICIES)
+    return (
+        f"cannot read {path}: {exc.strerror}; give a policy file (its keys: docs/checks.md) "
+        f"or {names} for the shipped policy"
+    )
 
 
 @dataclass

@@ -148,6 +148,8 @@ def run(args: argparse.Namespace) -> int:
     from protolens_server.errors import GenerationCancelled, ProtolensError
 
     try:
+        if not args.address:
+            _needs_a_store(args)  # before the slow imports of a local check
         result = _run_remote(args) if args.address else _run_local(args)
     except GenerationCancelled:
         print("protolens check: cancelled", file=sys.stderr)
@@ -160,6 +162,26 @@ def run(args: argparse.Namespace) -> int:
         print(f"protolens check: {exc}", file=sys.stderr)
         return EXIT_ERROR
     return _finish(args, result)
+
+
+def _needs_a_store(args: argparse.Namespace) -> None:
+    """A NAME@VERSION that is no file names a version in a model store: without
+    --model-store, say so at once (it used to be MODEL_NOT_FOUND after loading torch)."""
+    from protolens_server.errors import InvalidArgument
+
+    if args.model_store is not None:
+        return
+    for ref in (args.model, args.baseline):
+        if not ref or ref == "previous" or "@" not in ref or any(c in ref for c in ":/"):
+            continue
+        if Path(ref).exists():
+            continue
+        name, _, version = ref.rpartition("@")
+        raise InvalidArgument(
+            "--model-store",
+            f"{ref} names version {version} of {name!r} in a model store: pass --model-store "
+            f"DIR, the folder holding {name}/{version}/ (e.g. {name}/{version}/model.pt2)",
+        )
 
 
 def split_classes(values: list[str] | None) -> list[str] | None:
