@@ -105,3 +105,28 @@ def test_local_and_service_files_share_names_and_keys(
     assert mine["target"] == theirs["target"]
     assert mine["provenance"]["model_digest"] == theirs["provenance"]["model_digest"]
     assert theirs["name"].startswith("jobs/") and mine["name"] == ""
+
+
+def test_the_gallery_of_a_keyless_stack_says_so_and_reads_its_defaults(stack: Stack) -> None:
+    """On `protolens up` (no keys) the footer said 'with your key: you see your tenant's
+    jobs', a job run to convergence (the default) read '0 steps', and the compare page
+    named a model store without saying how `up` gets one."""
+    import html
+    import re
+    import urllib.request
+
+    _ensure_worker(stack)
+    with Client(stack.address, timeout=30) as client:
+        job = client.create_prototype_job("tiny", ["cherry"], config={"max_steps": 8}, seed=3)
+        job = client.wait(job, timeout=120)
+    assert job.succeeded and job.config["steps"] == 0
+    web = stack.start_web()
+
+    def text(path: str) -> str:
+        page = urllib.request.urlopen(f"{web}{path}", timeout=30).read().decode()
+        return " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())
+
+    page = text(f"jobs/{job.id}")
+    assert "until converged (at most 8 steps)" in page and " 0 steps" not in page
+    assert "without a key: it lets keyless callers in" in page and "with your key" not in page
+    assert "protolens up --model-store DIR" in text("compare")

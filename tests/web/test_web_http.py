@@ -18,6 +18,7 @@ def test_an_api_that_needs_keys_sends_viewers_to_sign_in(gallery: Gallery, http_
     assert status == 303 and headers["location"] == "/login?next=/jobs"
     status, _, body = h.request("/login")
     assert status == 200 and b'type="password"' in body and b'name="api_key"' in body
+    assert b"without a key.</p>" in body and b"keyless callers" not in body
 
 
 def test_sign_in_keeps_the_key_out_of_urls_and_readable_cookies(gallery: Gallery, http_for) -> None:
@@ -33,6 +34,7 @@ def test_sign_in_keeps_the_key_out_of_urls_and_readable_cookies(gallery: Gallery
     assert all("samesite=strict" in v.lower() for v in set_cookie), set_cookie
     status, _, body = h.request("/")
     assert status == 200 and gallery.jobs["fruit@1"][:12].encode() in body
+    assert b"with your key: you see your tenant" in body
     # a tampered cookie is no session at all
     session.value = session.value[:-4] + ("AAAA" if not session.value.endswith("AAAA") else "BBBB")
     assert h.request("/jobs")[0] == 303
