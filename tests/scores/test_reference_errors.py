@@ -102,3 +102,19 @@ def test_a_class_with_one_image_or_a_single_class_is_refused(handle, reference_f
         reference_statistics(
             handle, ReferenceSet.from_folder(only, handle.class_names), cache_dir=tmp_path / "c"
         )
+
+
+def test_an_unknown_set_in_an_empty_root_says_what_a_set_is(tmp_path):
+    """`protolens up --reference-root refsets/` then `submit --reference-set photos` (the
+    README's step) answered '(available: none registered)', which says nothing of how to
+    register one."""
+    from protolens_server.scores.naming import registered_path
+
+    (tmp_path / "notes.txt").write_text("not a set")
+    with pytest.raises(ReferenceSetError) as err:
+        registered_path(tmp_path, "photos")
+    message = str(err.value)
+    assert "unknown reference set 'photos'" in message
+    assert "a set is a folder NAME in the server's reference root" in message
+    assert "one folder of natural images per class" in message
+    assert str(tmp_path) not in message  # callers never see the server's paths

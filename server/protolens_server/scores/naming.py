@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from protolens_server.models.info import ModelInfo
 
 FIELD = "reference_set"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")  # what a class folder's images may be
 
 ReferenceResolver = Callable[[str, "ModelInfo", tuple[int, ...]], str]
 """(registered reference-set name, ModelInfo, target classes) -> the set's digest.
@@ -41,7 +42,10 @@ def registered_path(root: str | Path | None, name: str) -> Path:
         )
     folder = Path(root) / name
     if not folder.is_dir():
-        available = ", ".join(available_sets(root)) or "none registered"
+        available = ", ".join(available_sets(root)) or (
+            "none yet: a set is a folder NAME in the server's reference root, holding one "
+            "folder of natural images per class; docs/scores.md"
+        )
         raise ReferenceSetError(FIELD, f"unknown reference set {name!r} (available: {available})")
     return folder
 
@@ -51,6 +55,17 @@ def available_sets(root: str | Path | None) -> list[str]:
     if root is None or not Path(root).is_dir():
         return []
     return sorted(p.name for p in Path(root).iterdir() if p.is_dir() and is_name(p.name))
+
+
+def misplaced_set(root: str | Path | None) -> str:
+    """The first folder under ``root`` that holds images itself ("" if none): a sign that
+    ``root`` is one reference set given where a folder of sets belongs."""
+    if root is None or not Path(root).is_dir():
+        return ""
+    for sub in sorted(Path(root).iterdir()):
+        if sub.is_dir() and any(f.suffix.lower() in IMAGE_SUFFIXES for f in sub.iterdir()):
+            return sub.name
+    return ""
 
 
 def check_file_count(folder: Path, name: str, limit: int) -> None:

@@ -34,8 +34,8 @@ from protolens_server.errors import ReferenceSetError, UnknownClass
 from protolens_server.imageio import MAX_IMAGE_PIXELS, upright
 from protolens_server.models.classes import resolve_class
 from protolens_server.scores.cache import Lru
+from protolens_server.scores.naming import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 POLICY = "cover-bicubic-centre-crop-no-upscale/v1"  # part of every cache key
 
 
