@@ -234,6 +234,8 @@ def test_the_last_line_says_how_the_job_ended() -> None:
 def test_what_the_readme_commands_write_is_git_ignored() -> None:
     if not (ROOT / ".git").exists():
         pytest.skip("not a git checkout")
-    for path in ("protolens-demo/x.png", "protos/281-tabby_cat-0.png", "out/job.json"):
+    written = ("protolens-demo/x.png", "protos/281-tabby_cat-0.png", "out/job.json",
+               "iso/x.png", "report.html")  # fmt: skip
+    for path in written:
         done = subprocess.run(["git", "-C", str(ROOT), "check-ignore", "-q", path], timeout=30)
         assert done.returncode == 0, f"{path} is not git-ignored"

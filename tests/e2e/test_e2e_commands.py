@@ -88,14 +88,17 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     assert left == [], "its temporary folder was left"  # (torch keeps its own caches there)
 
 
-def test_up_stops_everything_when_its_terminal_closes(e2e_store: Path) -> None:
+def test_up_stops_everything_when_its_terminal_closes(e2e_store: Path, e2e_refs: Path) -> None:
     """A closed terminal sends SIGHUP: `up` stops its children and removes its temporary
     folder as on Ctrl-C (it used to die at once, its children following through the
-    death signal and the folder of logs, Redis files and result blobs left behind)."""
+    death signal and the folder of logs, Redis files and result blobs left behind).
+    Given one set where a folder of sets belongs, it says so (it listed the set's class
+    folders as sets)."""
     port = free_port()
+    one_set = e2e_refs / "tinyref"  # tinyref/<class>/*.png
     cmd = [
         sys.executable, "-m", "protolens.cli", "up", "--port", str(port), "--metrics-port",
-        "0", "--no-web", "--model-store", str(e2e_store),
+        "0", "--no-web", "--model-store", str(e2e_store), "--reference-root", str(one_set),
     ]  # fmt: skip
     temp = Path(tempfile.mkdtemp(prefix="pl-hup-t-"))
     proc = subprocess.Popen(
@@ -103,6 +106,10 @@ def test_up_stops_everything_when_its_terminal_closes(e2e_store: Path) -> None:
     )
     try:
         assert _first_line(proc, timeout=90).startswith("protolens: serving on")
+        lines = [proc.stdout.readline().decode() for _ in range(3)]
+        (note,) = [line for line in lines if "reference sets:" in line]
+        assert f"{one_set} looks like one set" in note, note
+        assert "--reference-root takes the folder above it" in note, note
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(60) == 0
         rest = proc.stdout.read().decode()
@@ -207,3 +214,8 @@ def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
     for meta in metas:
         assert meta["provenance"]["reference_set"] == "photos"
         assert isinstance(meta["path_similarity"], float)
+    # the set stays for the README's next step, `protolens up --reference-root`
+    refs = out / "references"
+    assert {"285", "967"} <= {p.name for p in (refs / "photos").iterdir()}
+    assert len(list((refs / "photos" / "285").glob("*.png"))) >= 3
+    assert f"next, protolens up --reference-root {refs}" in done.stdout

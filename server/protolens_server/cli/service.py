@@ -108,8 +108,11 @@ Scores: jobs are scored against a reference set the service has registered. Give
 (index or class name, at least two classes, three or more images each), then submit
 with --reference-set NAME:
 
-  protolens up --reference-root refs/
+  protolens up --reference-root refsets/      # refsets/photos/285/*.jpg, refsets/photos/967/...
   protolens submit --model efficientnet_lite0 --target 285 --reference-set photos --wait --out out/
+
+`protolens demo` leaves its set of sample photos in protolens-demo/references: start with
+--reference-root protolens-demo/references to use it.
 """
 
 _DEMO = """The main job end to end, on an embedded stack that it starts and stops: Redis,
@@ -118,7 +121,8 @@ progress bar; one PNG and one JSON record per prototype written to --out.
 
 Default classes: 285 Egyptian Mau and 967 espresso, scored against crops of
 scikit-image's sample photos (the cat and the coffee photo; `pip install
-'protolens[demo]'`). Without scikit-image: 281 tabby cat and 948 Granny Smith apple,
+'protolens[demo]'`), a reference set left in --out/references/photos for `protolens
+up --reference-root`. Without scikit-image: 281 tabby cat and 948 Granny Smith apple,
 without scores. --target picks other classes (unscored unless --reference-root has
 images of them).
 """
@@ -399,11 +403,20 @@ def cmd_up(args: argparse.Namespace) -> int:
 def _reference_note(root: Path | None) -> str:
     if root is None:
         return "none (jobs get no scores: pass --reference-root DIR, see protolens up --help)"
-    from protolens_server.scores.naming import available_sets
+    from protolens_server.scores.naming import available_sets, misplaced_set
 
+    if not root.is_dir():
+        return f"none: {root} is no folder (each set goes in {root}/NAME/<class>/, images)"
     sets = available_sets(root)
     names = ", ".join(sets) if sets else "none yet"
-    return f"{names} (in {root}; submit with --reference-set NAME)"
+    note = f"{names} (in {root}; submit with --reference-set NAME)"
+    misplaced = misplaced_set(root)
+    if misplaced:
+        note += (
+            f"; but {root}/{misplaced} holds images itself, so {root} looks like one set: "
+            f"--reference-root takes the folder above it ({root}/NAME/<class>/ images)"
+        )
+    return note
 
 
 def _wait(stack: Stack, stop: _StopFlag) -> int:
@@ -450,13 +463,14 @@ def _demo_reference(settings: Settings, wanted: str) -> str:
     return sets[0] if sets else ""
 
 
-def _sample_reference_set(settings: Settings, workdir: Path) -> tuple[Settings, str]:
-    """Register crops of scikit-image's photos as reference set "photos" (if installed)."""
+def _sample_reference_set(settings: Settings, out: Path) -> tuple[Settings, str]:
+    """Register crops of scikit-image's photos as reference set "photos" (if installed).
+    They stay in ``out/references`` for ``protolens up --reference-root`` afterwards."""
     try:
         from protolens_server.scores.samples import write_reference_set
     except ImportError:
         return settings, ""
-    root = workdir / "references"
+    root = out / "references"
     try:
         write_reference_set(root / "photos")
     except ImportError:  # scikit-image is not installed: no natural images to score against
@@ -481,7 +495,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     ok = False
     try:
         if not reference and not args.target and args.model == "efficientnet_lite0":
-            settings, reference = _sample_reference_set(settings, workdir)
+            settings, reference = _sample_reference_set(settings, args.out)
             if reference:
                 default_targets = DEMO_CLASSES_WITH_REFERENCES
         targets = [parse_target(t) for t in (args.target or default_targets)]
@@ -508,6 +522,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print(f"  {s.target.label():<24} p={s.probability:.3f}  {scored}")
         for f in files:
             print(f"  wrote {f}")
+        refs = settings.reference_root
+        if reference and refs is not None and refs.is_relative_to(args.out):
+            print(
+                f"  reference set '{reference}' kept in {refs}/{reference}: next, "
+                f"protolens up --reference-root {refs} (README.md, Use it)"
+            )
         total = time.monotonic() - started
         print(f"protolens demo: done in {total:.1f} s (the job took {job_s:.1f} s)", flush=True)
         ok = True
