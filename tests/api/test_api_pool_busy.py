@@ -2,7 +2,10 @@
 
 The API's connections are a bounded pool (``redis_max_connections``) that waits
 ``redis_pool_timeout_s`` for a free one. Here the pool is 2 connections with a 50 ms wait
-and one tenant keeps 200 calls in flight:
+and one tenant keeps 200 calls in flight; halfway through, Redis holds every client's
+commands for half a second (``CLIENT PAUSE``), so the two connections stay busy and the
+pool runs dry whatever the machine's speed (on a quiet machine a GET returns long before
+the next call needs its connection, and the pool never ran dry without it):
 
 - a call that found no connection is RESOURCE_EXHAUSTED ``SERVER_BUSY``, naming
   ``redis_max_connections``, with a RetryInfo: never UNAVAILABLE "the job store (Redis) is
@@ -19,6 +22,7 @@ import time
 from collections import Counter
 
 import grpc
+import redis.asyncio as aioredis
 from google.rpc import error_details_pb2, status_pb2
 from protolens.v1 import common_pb2, job_pb2, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
@@ -26,6 +30,7 @@ from protolens_server.api.server import start_server
 from protolens_server.config import Settings
 
 FLOOD_CALLS, FLOOD_S, WATCHES = 200, 2.0, 10
+PAUSE_AFTER_S, PAUSE_MS = 0.5, 500  # Redis holds every client's commands this long
 
 
 def _details(error: grpc.aio.AioRpcError) -> dict[str, object]:
@@ -76,7 +81,15 @@ async def test_a_busy_pool_is_server_busy_and_ends_no_watch(api_settings: Settin
                         codes[exc.code().name] += 1
                         busy.append(exc)
 
-            await asyncio.gather(*(flood() for _ in range(FLOOD_CALLS)))
+            async def stall_redis() -> None:
+                await asyncio.sleep(PAUSE_AFTER_S)
+                client = aioredis.from_url(settings.redis_url)
+                try:
+                    await client.execute_command("CLIENT", "PAUSE", PAUSE_MS, "ALL")
+                finally:
+                    await client.aclose()
+
+            await asyncio.gather(stall_redis(), *(flood() for _ in range(FLOOD_CALLS)))
             assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, codes
             assert codes["RESOURCE_EXHAUSTED"], f"the pool never ran dry: {codes}"
             error = busy[0]
