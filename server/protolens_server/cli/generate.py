@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int:
 
     config = build_config(args)  # cheap checks first, before loading the model
     device = handle_device(args.device)
-    with _progress_bar(config.step_budget) as bar:
+    with progress_bar(config.step_budget) as bar:
         bar.phase(f"loading {args.model}")
         handle = load_cli_model(args)
         targets = build_targets(handle, args)
@@ -643,13 +643,14 @@ def _preparing(config: GenerationConfig, compile: bool) -> str:
 
 
 class _Bar:
-    """What ``generate`` is doing, on stderr: on a terminal, a tqdm bar (the phase in its
-    label: loading, preparing, optimising, scoring; the steps and the best probability on
-    the bar); elsewhere (CI logs, ``nohup``, a pipe), one line per phase and per tenth of
-    the step budget, so a run of many minutes never sits silent."""
+    """What ``protolens COMMAND`` is doing, on stderr: on a terminal, a tqdm bar (the phase
+    in its label: loading, preparing, optimising, scoring; the steps and the best
+    probability on the bar); elsewhere (CI logs, ``nohup``, a pipe), one line per phase and
+    per tenth of the step budget, so a run of many minutes never sits silent."""
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, command: str) -> None:
         self.total = total
+        self.command = command
         self.bar: Any = None
         self.logged_tenth = -1
         self.loading: tuple[str, float] | None = None
@@ -667,9 +668,9 @@ class _Bar:
         else:
             if self.loading is not None:
                 name, since = self.loading
-                _log(f"{name} loaded in {time.monotonic() - since:.1f} s")
+                self._log(f"{name} loaded in {time.monotonic() - since:.1f} s")
                 self.loading = None
-            _log(text)
+            self._log(text)
 
     @property
     def on_progress(self) -> Callable[[ProgressEvent], None]:
@@ -679,7 +680,7 @@ class _Bar:
         p = max(event.target_probabilities, default=0.0)
         stopped = sum(1 for r in event.stop_reasons if r)
         done = f" {stopped}/{len(event.stop_reasons)} stopped" if stopped else ""
-        return f"p={p:.2f} lr={event.lr:g}{done}"
+        return f"p={p:.2f}" + (f" lr={event.lr:g}" if event.lr else "") + done
 
     def _on_progress(self, event: ProgressEvent) -> None:
         self.bar.set_description_str("optimising", refresh=False)
@@ -691,20 +692,20 @@ class _Bar:
         tenth = 10 * min(event.step, self.total) // max(self.total, 1)
         if tenth > self.logged_tenth:
             self.logged_tenth = tenth
-            _log(f"optimising: step {event.step}/{self.total} {self._status(event)}")
+            self._log(f"optimising: step {event.step}/{self.total} {self._status(event)}")
+
+    def _log(self, text: str) -> None:
+        print(f"protolens {self.command}: {text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
 
 
-def _log(text: str) -> None:
-    print(f"protolens generate: {text}", file=sys.stderr, flush=True)
-
-
 @contextlib.contextmanager
-def _progress_bar(total: int) -> Iterator[_Bar]:
-    bar = _Bar(total)
+def progress_bar(total: int, command: str = "generate") -> Iterator[_Bar]:
+    """What ``protolens COMMAND`` is doing, on stderr (``_Bar``)."""
+    bar = _Bar(total, command)
     try:
         yield bar
     finally:

@@ -74,7 +74,12 @@ def run(args: argparse.Namespace) -> int:
     if args.address:
         return _run_on_service(args)
     from protolens_server import ENGINE_VERSION
-    from protolens_server.cli.generate import handle_device, load_cli_model, prepare_out_dir
+    from protolens_server.cli.generate import (
+        handle_device,
+        load_cli_model,
+        prepare_out_dir,
+        progress_bar,
+    )
     from protolens_server.engine import IsolationConfig, isolate
     from protolens_server.imageio import encode_png, load_image
     from protolens_server.models import resolve_class
@@ -87,11 +92,17 @@ def run(args: argparse.Namespace) -> int:
     config = IsolationConfig(**changes)
     device = handle_device(args.device)
     out = prepare_out_dir(args.out)
-    handle = load_cli_model(args)
-    target = resolve_class(handle, args.target, field="--target")
-    spec = handle.input_spec
-    image = load_image(args.image, spec.height, spec.width, spec.channels)
-    found = isolate(handle, image, target, config, seed=args.seed, device=device)
+    with progress_bar(config.steps, "isolate") as bar:
+        bar.phase(f"loading {args.model}")
+        handle = load_cli_model(args)
+        target = resolve_class(handle, args.target, field="--target")
+        spec = handle.input_spec
+        image = load_image(args.image, spec.height, spec.width, spec.channels)
+        bar.phase("optimising the mask")
+        found = isolate(
+            handle, image, target, config, seed=args.seed, device=device,
+            on_progress=bar.on_progress,
+        )  # fmt: skip
     names = handle.class_names
     label = names[target] if target < len(names) else str(target)
     found_values = {
