@@ -13,6 +13,7 @@ VENV="${PROTOLENS_VENV:-$ROOT/.venv}"
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 install_protolens() {  # $1 = extras, e.g. server or dev
   "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check \
-    -c "$ROOT/requirements-dev-constraints.txt" -e "$ROOT[$1]"
+  # (setuptools' banner on every editable install warns of nothing that applies here)
+  PYTHONWARNINGS="ignore:Editable installation" "$VENV/bin/python" -m pip install -q \
+    --disable-pip-version-check -c "$ROOT/requirements-dev-constraints.txt" -e "$ROOT[$1]"
 }
