@@ -76,8 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.print_help()
             return 2
         return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("protolens: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:  # a command may say what the interruption left
+        print(f"protolens: {exc or 'interrupted'}", file=sys.stderr)
         return 130
     except ModuleNotFoundError as exc:
         if command not in parser.server_side:

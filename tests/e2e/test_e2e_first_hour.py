@@ -130,3 +130,54 @@ def test_the_gallery_of_a_keyless_stack_says_so_and_reads_its_defaults(stack: St
     assert "until converged (at most 8 steps)" in page and " 0 steps" not in page
     assert "without a key: it lets keyless callers in" in page and "with your key" not in page
     assert "protolens up --model-store DIR" in text("compare")
+
+
+@pytest.mark.parametrize("command", ["submit", "watch"])
+def test_ctrl_c_while_waiting_says_the_job_goes_on(stack: Stack, command: str) -> None:
+    """Ctrl-C on `submit --wait` or `watch` printed 'protolens: interrupted' and nothing of
+    the job, which goes on running on the service: now the job's id and how to follow or
+    cancel it."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    _ensure_worker(stack)
+    address = ("--address", stack.address)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+    with Client(stack.address, timeout=30) as client:
+        before = {j.id for j in client.list_jobs(page_size=50)[0]}
+        if command == "submit":
+            args = ["submit", *address, "--model", "tiny", "--target", "cherry", "--steps",
+                    "10000", "--seed", "97", "--wait"]  # fmt: skip
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "protolens.cli", *args],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
+            deadline = time.monotonic() + 60
+            while not (new := [j for j in client.list_jobs(page_size=50)[0] if j.id not in before]):
+                assert time.monotonic() < deadline and proc.poll() is None, "no job created"
+                time.sleep(0.2)
+            (job,) = new
+        else:
+            job = client.create_prototype_job("tiny", ["cherry"], config={"steps": 10000}, seed=98)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "protolens.cli", "watch", *address, job.id],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            )  # fmt: skip
+        try:
+            time.sleep(1.5)  # the bar is up
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+            assert proc.returncode == 130, err
+            last = err.replace("\r", "\n").strip().splitlines()[-1]
+            assert last == (
+                f"protolens: stopped waiting; the job goes on (protolens watch {job.id} to "
+                f"follow it, protolens cancel {job.id} to stop it)"
+            ), err
+            assert "Traceback" not in err
+            assert client.get_job(job).state in ("QUEUED", "RUNNING")  # not cancelled
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            client.cancel_job(job)

@@ -345,9 +345,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
             request_id=args.request_id,
         )
         if args.wait:
-            if not job.finished and not args.json:
-                follow(client, job)
-            job = client.wait(job)
+            with _still_running(job.name):
+                if not job.finished and not args.json:
+                    follow(client, job)
+                job = client.wait(job)
         files = (
             save_prototypes(
                 client,
@@ -370,6 +371,21 @@ def cmd_submit(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
+def _still_running(job: str) -> Iterator[None]:
+    """Ctrl-C while waiting stops the waiting, not the job: say so, and how to go on."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        from protolens import names
+
+        job_id = names.JOBS.id(job)
+        raise KeyboardInterrupt(
+            f"stopped waiting; the job goes on (protolens watch {job_id} to follow it, "
+            f"protolens cancel {job_id} to stop it)"
+        ) from None
+
+
+@contextlib.contextmanager
 def _reconnect_notices() -> Iterator[None]:
     """Print the SDK's notes on a watch it is resuming (one line each, on stderr)."""
     logger = logging.getLogger("protolens.client")
@@ -389,7 +405,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     """Follow a job until it ends; a lost connection is resumed by the SDK (``WatchRetry``)."""
     from protolens._cli.progress import follow
 
-    with client_of(args) as client, _reconnect_notices():
+    with client_of(args) as client, _reconnect_notices(), _still_running(args.job):
         if args.json:
             for event in client.watch_job(args.job):
                 progress = {**vars(event.progress)}
