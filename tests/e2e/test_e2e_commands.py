@@ -88,17 +88,18 @@ def test_up_serves_until_ctrl_c_then_stops_everything(
     assert left == [], "its temporary folder was left"  # (torch keeps its own caches there)
 
 
-def test_up_stops_everything_when_its_terminal_closes(e2e_store: Path, e2e_refs: Path) -> None:
+def test_up_stops_everything_when_its_terminal_closes(e2e_refs: Path, tmp_path: Path) -> None:
     """A closed terminal sends SIGHUP: `up` stops its children and removes its temporary
     folder as on Ctrl-C (it used to die at once, its children following through the
     death signal and the folder of logs, Redis files and result blobs left behind).
     Given one set where a folder of sets belongs, it says so (it listed the set's class
-    folders as sets)."""
+    folders as sets); a model store not made yet is named with what goes in it."""
     port = free_port()
     one_set = e2e_refs / "tinyref"  # tinyref/<class>/*.png
+    store = tmp_path / "models"
     cmd = [
         sys.executable, "-m", "protolens.cli", "up", "--port", str(port), "--metrics-port",
-        "0", "--no-web", "--model-store", str(e2e_store), "--reference-root", str(one_set),
+        "0", "--no-web", "--model-store", str(store), "--reference-root", str(one_set),
     ]  # fmt: skip
     temp = Path(tempfile.mkdtemp(prefix="pl-hup-t-"))
     proc = subprocess.Popen(
@@ -106,10 +107,12 @@ def test_up_stops_everything_when_its_terminal_closes(e2e_store: Path, e2e_refs:
     )
     try:
         assert _first_line(proc, timeout=90).startswith("protolens: serving on")
-        lines = [proc.stdout.readline().decode() for _ in range(3)]
+        lines = [proc.stdout.readline().decode() for _ in range(4)]
         (note,) = [line for line in lines if "reference sets:" in line]
         assert f"{one_set} looks like one set" in note, note
         assert "--reference-root takes the folder above it" in note, note
+        (note,) = [line for line in lines if "model store:" in line]
+        assert f"{store} is no folder yet: NAME/VERSION/model.pt2 there is NAME@" in note, note
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(60) == 0
         rest = proc.stdout.read().decode()

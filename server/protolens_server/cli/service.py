@@ -385,6 +385,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             flush=True,
         )
         print(f"  reference sets: {_reference_note(refs)}", flush=True)
+        if stack.settings.model_store is not None:
+            print(f"  model store: {_store_note(stack.settings.model_store)}", flush=True)
         print(f"  try: PROTOLENS_ADDRESS={stack.address} protolens models", flush=True)
         print("  Ctrl-C stops everything", flush=True)
         code = _wait(stack, stop)
@@ -417,6 +419,13 @@ def _reference_note(root: Path | None) -> str:
             f"--reference-root takes the folder above it ({root}/NAME/<class>/ images)"
         )
     return note
+
+
+def _store_note(store: Path) -> str:
+    if store.is_dir() and any(store.iterdir()):
+        return f"{store} (protolens models lists what it serves)"
+    state = "is empty" if store.is_dir() else "is no folder yet"
+    return f"{store} {state}: NAME/VERSION/model.pt2 there is NAME@VERSION (docs/models.md)"
 
 
 def _wait(stack: Stack, stop: _StopFlag) -> int:
