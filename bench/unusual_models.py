@@ -565,7 +565,11 @@ def run_case(case: Case, work: Path, threads: int) -> dict[str, object]:
         "timed_out": timed_out,
         "note": case.note,
     }
-    lines = [ln for ln in err.replace("\r", "\n").splitlines() if ln.strip()]
+    lines = [  # less generate's progress lines (stderr is not a terminal here)
+        ln
+        for ln in err.replace("\r", "\n").splitlines()
+        if ln.strip() and not ln.startswith("protolens generate: ")
+    ]
     row["stderr_last"] = lines[-1][:300] if lines else ""
     row["warnings"] = [ln[:300] for ln in lines if "warning" in ln.lower()][:3]
     if proc.returncode == 0 and out.strip():
