@@ -67,6 +67,17 @@ async def test_a_busy_pool_is_server_busy_and_ends_no_watch(api_settings: Settin
 
             watchers = [asyncio.create_task(watch(i)) for i in range(WATCHES)]
             await asyncio.wait_for(asyncio.gather(*(e.wait() for e in opened)), 30)
+            # A watch's first event comes from its own catch-up reads (pooled connections,
+            # where a dry pool ends it with SERVER_BUSY and the SDK resumes it); the claim
+            # here is about watches waiting on the shared reader: wait until all are there.
+            fanout = api.store.jobs.events
+            # the shared reader's connection is its own, never one of the request pool's
+            # (whether a dry pool would have ended the watches through it is a race)
+            assert fanout.redis.connection_pool is not api.store.redis.connection_pool
+            deadline = time.monotonic() + 30
+            while fanout.watchers < WATCHES and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            assert fanout.watchers == WATCHES, fanout.watchers
 
             codes: Counter[str] = Counter()
             busy: list[grpc.aio.AioRpcError] = []
