@@ -140,7 +140,10 @@ async def test_sigterm_lets_the_running_batch_finish_within_the_grace_period(
     wqueue, worker_settings, tiny_digest
 ):
     settings = worker_settings.model_copy(update={"shutdown_grace_s": 60.0})
-    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (2,), steps=40, seed=9))
+    # long enough that the watch below sees the first progress while the job still runs,
+    # however late a loaded machine delivers it (at 40 steps the job could end, and the
+    # next one start, before the stop was asked: a CI run saw the other job SUCCEEDED)
+    record, _ = await wqueue.submit(tiny_spec(tiny_digest, (2,), steps=400, seed=9))
     other, _ = await wqueue.submit(tiny_spec(tiny_digest, (3,), steps=30))  # not batchable
     worker = Worker(settings, name="w-grace")
     task = asyncio.create_task(worker.run())
