@@ -1,12 +1,16 @@
 """The settings of a real stack for end-to-end tests (conftest's shared stack and the
-modules that start their own, each over its own model store)."""
+modules that start their own, each over its own model store), and the client CLI run
+in process against it."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import uuid
 from pathlib import Path
 from typing import Any
 
+from protolens.cli import main as cli_main
 from protolens_server.config import Settings
 
 
@@ -26,3 +30,11 @@ def stack_settings(redis_url: str, prefix: str, model_store: Path, **more: Any) 
         shutdown_grace_s=10,
         **more,
     )
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``protolens ARGV...`` in this process: its exit code, stdout and stderr."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli_main(list(argv))
+    return code, out.getvalue(), err.getvalue()

@@ -9,8 +9,6 @@ declaration is listed UNUSABLE naming ``output``. The model is
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import time
@@ -19,9 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_stack import stack_settings
+from e2e_stack import run_cli, stack_settings
 from protolens import Client
-from protolens.cli import main as cli_main
 from protolens.errors import FailedPreconditionError
 from protolens.types import Model
 from protolens_server.api.stack import Stack
@@ -55,13 +52,6 @@ def stack(
     settings = stack_settings(_session_redis, "e2eml", store)
     with Stack(settings, tmp_path_factory.mktemp("multilabel-stack"), workers=1) as running:
         yield running
-
-
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli_main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def _ready(client: Client, name: str) -> Model:
@@ -110,12 +100,12 @@ def test_the_service_reports_each_label_s_own_probability(
         assert proto.record()["multi_label"] is True
     assert job.warnings == []
 
-    code, out, err = _cli("get", job.id, "--address", stack.address)
+    code, out, err = run_cli("get", job.id, "--address", stack.address)
     assert code == 0 and err == ""
     assert out.count("(multi-label: the label's own probability)") == 3
-    code, out, _ = _cli("get", job.id, "--address", stack.address, "--json")
+    code, out, _ = run_cli("get", job.id, "--address", stack.address, "--json")
     assert code == 0 and all(p["multi_label"] for p in json.loads(out)["prototypes"])
-    code, out, _ = _cli("models", "--address", stack.address)
+    code, out, _ = run_cli("models", "--address", stack.address)
     assert code == 0 and f"{name}\t4 labels, multi-label\t" in out
 
     web = stack.start_web()

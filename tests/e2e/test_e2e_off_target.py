@@ -8,18 +8,15 @@ worker and Redis."""
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
 import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_stack import stack_settings
+from e2e_stack import run_cli, stack_settings
 from protolens import Client
-from protolens.cli import main as cli_main
 from protolens_server.api.stack import Stack
 
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -49,13 +46,6 @@ def stack(_session_redis: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli_main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_a_prototype_its_model_does_not_rank_first_is_a_warning(stack: Stack) -> None:
     config = {"max_steps": 8, "lr": 0.1}
     with Client(stack.address, timeout=30) as client:
@@ -71,10 +61,10 @@ def test_a_prototype_its_model_does_not_rank_first_is_a_warning(stack: Stack) ->
     assert "check the input spec" in job.warnings[0]
 
     address = ("--address", stack.address)
-    code, out, err = _cli("get", job.id, *address)
+    code, out, err = run_cli("get", job.id, *address)
     assert code == 0 and f"{stuck.name} b p=0.000" in out
     assert err.startswith("protolens: warning: ") and err.count("\n") == 1
-    code, out, err = _cli("get", job.id, *address, "--json")
+    code, out, err = run_cli("get", job.id, *address, "--json")
     assert code == 0 and json.loads(out)["warnings"] == job.warnings
 
     # the gallery's job page shows it too
@@ -83,7 +73,7 @@ def test_a_prototype_its_model_does_not_rank_first_is_a_warning(stack: Stack) ->
     assert job.warnings[0] in html.unescape(page)
 
     # fixed steps are the caller's choice: no warning, as for protolens generate
-    code, out, err = _cli(
+    code, out, err = run_cli(
         "submit", *address, "--model", "stuck", "--target", "1", "--steps", "4",
         "--config", "lr=0.1", "--wait", "--json",
     )  # fmt: skip

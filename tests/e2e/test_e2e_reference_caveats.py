@@ -9,9 +9,7 @@ and Redis (docs/scores.md, "Caveats")."""
 
 from __future__ import annotations
 
-import contextlib
 import html
-import io
 import json
 import shutil
 import urllib.request
@@ -20,10 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from e2e_stack import stack_settings
+from e2e_stack import run_cli, stack_settings
 from PIL import Image
 from protolens import Client
-from protolens.cli import main as cli_main
 from protolens_server.api.stack import Stack
 
 pytestmark = pytest.mark.xdist_group("e2e")
@@ -68,13 +65,6 @@ def stack(_session_redis: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield running
 
 
-def _cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli_main(list(argv))
-    return code, out.getvalue(), err.getvalue()
-
-
 def test_scores_on_a_weak_reference_set_carry_its_caveats(stack: Stack) -> None:
     config = {"steps": 4, "lr": 0.1}
     with Client(stack.address, timeout=30) as client:
@@ -100,7 +90,7 @@ def test_scores_on_a_weak_reference_set_carry_its_caveats(stack: Stack) -> None:
         f"GREYSCALE_CLASS: {greyscale.message}",
     ]
 
-    code, out, err = _cli("get", job.id, "--address", stack.address)
+    code, out, err = run_cli("get", job.id, "--address", stack.address)
     assert code == 0 and out.strip()
     assert err.splitlines() == [f"protolens: warning: {line}" for line in job.warnings]
 
