@@ -23,25 +23,14 @@ from collections import Counter
 
 import grpc
 import redis.asyncio as aioredis
-from google.rpc import error_details_pb2, status_pb2
 from protolens.v1 import common_pb2, job_pb2, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
 from protolens_server.api.server import start_server
 from protolens_server.config import Settings
+from rpc_details import status_details
 
 FLOOD_CALLS, FLOOD_S, WATCHES = 200, 2.0, 10
 PAUSE_AFTER_S, PAUSE_MS = 0.5, 500  # Redis holds every client's commands this long
-
-
-def _details(error: grpc.aio.AioRpcError) -> dict[str, object]:
-    raw = dict(error.trailing_metadata() or ())["grpc-status-details-bin"]
-    out: dict[str, object] = {}
-    for detail in status_pb2.Status.FromString(raw).details:
-        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
-            message = cls()
-            if detail.Unpack(message):
-                out[cls.__name__] = message
-    return out
 
 
 async def test_a_busy_pool_is_server_busy_and_ends_no_watch(api_settings: Settings) -> None:
@@ -105,7 +94,7 @@ async def test_a_busy_pool_is_server_busy_and_ends_no_watch(api_settings: Settin
             assert codes["RESOURCE_EXHAUSTED"], f"the pool never ran dry: {codes}"
             error = busy[0]
             assert "redis_max_connections" in (error.details() or ""), error.details()
-            details = _details(error)
+            details = status_details(error)
             assert details["ErrorInfo"].reason == "SERVER_BUSY"  # type: ignore[attr-defined]
             assert details["RetryInfo"].retry_delay.seconds == 1  # type: ignore[attr-defined]
             assert not any(w.done() for w in watchers), [w for w in watchers if w.done()]

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from protolens.v1 import checks_pb2, checks_pb2_grpc, common_pb2, service_pb2_grpc
 from protolens.v1 import service_pb2 as pb
 from protolens_server.api.auth import ApiKeyStore
@@ -17,6 +16,7 @@ from protolens_server.api.server import start_server
 from protolens_server.config import Settings
 from protolens_server.errors import InvalidArgument
 from protolens_server.quotas import load_quotas
+from rpc_details import status_details
 from tenancy_support import bearer
 
 TENANTS = """
@@ -59,17 +59,6 @@ def _request(seed: int, n_targets: int = 1, steps: int = 2) -> pb.CreatePrototyp
     return req
 
 
-def _details(exc: grpc.aio.AioRpcError) -> dict[str, object]:
-    raw = dict(exc.trailing_metadata())["grpc-status-details-bin"]
-    out: dict[str, object] = {}
-    for detail in status_pb2.Status.FromString(raw).details:
-        for cls in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo):
-            msg = cls()
-            if detail.Unpack(msg):
-                out[cls.__name__] = msg
-    return out
-
-
 async def test_queued_jobs_quota_is_per_tenant(quota_api) -> None:
     stub, keys = quota_api
     alpha, beta = bearer(keys["alpha"]), bearer(keys["beta"])
@@ -78,7 +67,7 @@ async def test_queued_jobs_quota_is_per_tenant(quota_api) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await stub.CreatePrototypeJob(_request(2), metadata=alpha)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    details = _details(info.value)
+    details = status_details(info.value)
     assert details["ErrorInfo"].reason == "QUOTA_EXCEEDED"
     assert details["ErrorInfo"].metadata["quota"] == "max_queued_jobs"
     assert details["RetryInfo"].retry_delay.seconds >= 1
@@ -96,7 +85,7 @@ async def test_job_size_quota_says_so_without_a_retry_hint(quota_api) -> None:
         await stub.CreatePrototypeJob(_request(2, n_targets=3, steps=6), metadata=alpha)  # 18
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "max_target_steps" in info.value.details()
-    details = _details(info.value)
+    details = status_details(info.value)
     assert details["ErrorInfo"].metadata["quota"] == "max_target_steps"
     assert "RetryInfo" not in details
 
@@ -129,7 +118,7 @@ async def test_a_job_is_capped_by_default_and_told_what_fits(keyed_settings: Set
         " your quota max_target_steps is 256,000: split it into jobs of at most 25 targets x"
         " prototypes each or lower config.steps to 4 or less"
     ), message
-    assert _details(info.value)["ErrorInfo"].metadata["limit"] == "256000"
+    assert status_details(info.value)["ErrorInfo"].metadata["limit"] == "256000"
 
 
 async def test_running_checks_are_capped_per_tenant(keyed_settings: Settings) -> None:
@@ -173,7 +162,7 @@ async def test_running_checks_are_capped_per_tenant(keyed_settings: Settings) ->
     assert info.value.details().startswith(
         "you have 3 checks running on this server (limit max_checks_per_tenant=3)"
     ), info.value.details()
-    details = _details(info.value)
+    details = status_details(info.value)
     assert details["ErrorInfo"].metadata["quota"] == "max_checks_per_tenant"
     assert "RetryInfo" in details
 
@@ -199,7 +188,7 @@ async def test_requests_per_second_quota_then_recovery(quota_api) -> None:
     # then at most the steady rate (one per 0.2 s) over the time the loop took
     assert codes.count(grpc.StatusCode.OK) <= 5 + int(elapsed / 0.2) + 1
     assert grpc.StatusCode.RESOURCE_EXHAUSTED in codes
-    hint = _details(last)["RetryInfo"].retry_delay
+    hint = status_details(last)["RetryInfo"].retry_delay
     delay = hint.seconds + hint.nanos / 1e9
     assert 0 < delay <= 0.2
     await asyncio.sleep(delay + 0.01)  # honouring the hint is enough: no full second
