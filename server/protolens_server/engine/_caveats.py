@@ -87,13 +87,15 @@ def reference_caveats(
     channels = int(images.shape[1])
     facts = [_look(image) for image in images]  # one image at a time: no copy of the set
     grey = [g for g, _ in facts]
+    by_class: dict[int, list[int]] = {}
+    for i, label in enumerate(labels.tolist()):
+        by_class.setdefault(int(label), []).append(i)
+    in_colour = {c for c, mine in by_class.items() if not all(grey[i] for i in mine)}
     out: list[Caveat] = []
-    for c in sorted(int(k) for k in labels.unique()):
-        mine = [i for i in range(len(facts)) if int(labels[i]) == c]
-        others_in_colour = channels >= 3 and any(
-            not grey[i] for i in range(len(facts)) if int(labels[i]) != c
-        )
-        if others_in_colour and all(grey[i] for i in mine):
+    for c in sorted(by_class):
+        mine = by_class[c]
+        others_in_colour = channels >= 3 and bool(in_colour - {c})
+        if others_in_colour and c not in in_colour:
             out.append(_greyscale_caveat(c, [files[i] for i in mine], channels))
         groups: dict[str, list[int]] = {}
         for i in mine:
