@@ -43,7 +43,7 @@ from protolens_server.errors import GenerationCancelled, InvalidArgument, Unknow
 from ._alpha import random_backgrounds
 from ._forward import ModelRunner
 from ._optim import Adam
-from ._readout import probabilities
+from ._readout import log_probabilities, probabilities
 from ._seeds import derive_seed, generator
 from ._transforms import DrawStream, preset
 from .types import (
@@ -166,7 +166,7 @@ def isolate(
         backgrounds = fill + config.background_contrast * (noise - 0.5)
         composite = x * mask + backgrounds * (1 - mask)
         logits = runner.forward(transform(runner.normalise(composite), draws.next()))
-        log_p = _log_probability(logits, target, runner.multi_label)
+        log_p = log_probabilities(logits, runner.multi_label)[:, target].mean()
         loss = -log_p + config.sparsity * mask.mean() + config.smoothness * _tv(mask)
         optimiser.step(torch.autograd.grad(loss, [logits_param]))
         if on_progress is not None and (step % config.progress_every == 0 or step == config.steps):
@@ -188,15 +188,6 @@ def isolate(
         seed=seed,
         config=config,
     )
-
-
-def _log_probability(logits: torch.Tensor, target: int, multi_label: bool) -> torch.Tensor:
-    """Mean log-probability of ``target`` over the batch: its log-softmax, or for a
-    multi-label model its own log-sigmoid (``_readout``)."""
-    z = logits.float()
-    if multi_label:
-        return F.logsigmoid(z[:, target]).mean()
-    return F.log_softmax(z, dim=1)[:, target].mean()
 
 
 def _mask(param: torch.Tensor, h: int, w: int) -> torch.Tensor:

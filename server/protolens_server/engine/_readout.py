@@ -39,6 +39,12 @@ def probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
     return torch.sigmoid(logits) if multi_label else F.softmax(logits, dim=-1)
 
 
+def log_probabilities(logits: torch.Tensor, multi_label: bool) -> torch.Tensor:
+    """(N, K) float32 log class probabilities: each label's log-sigmoid, or the log-softmax."""
+    logits = logits.float()
+    return F.logsigmoid(logits) if multi_label else F.log_softmax(logits, dim=-1)
+
+
 def class_objective(
     weights: torch.Tensor, kind: ObjectiveKind, temperature: float, multi_label: bool
 ) -> obj.Objective:
