@@ -40,6 +40,7 @@ LAYERS: dict[str, int] = {
     "lr_memory": 1,  # the finder's rates on disk for local commands
     "imageio": 1,
     "heap": 1,
+    "cpu_budget": 1,  # torch threads from the cgroup quota and the free CPUs
     # 2: the engine (torch) and the models it runs
     "engine": 2,
     "models": 3,

@@ -157,6 +157,10 @@ class Settings(BaseSettings):
     # chunks may fill for jobs whose config asks for max_batch 0 (auto).
     engine_compile: bool = False
     gpu_memory_budget: float = Field(0.8, gt=0, le=1)
+    # torch's CPU threads in the worker's engine and the API's checks; 0 = the CPUs the
+    # process may use: its affinity mask capped by a cgroup CPU quota (a pod's limit), as
+    # torch alone would use every core of the node (cpu_budget.py, docs/throughput.md).
+    torch_threads: int = Field(0, ge=0, le=1024)
     shutdown_grace_s: float = Field(30.0, ge=0)
 
     # Web gallery (``protolens web``, web/, docs/gallery.md): its own HTTP process that reads

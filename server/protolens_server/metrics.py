@@ -181,6 +181,11 @@ INJECTED_OOMS = Counter(
     "Out-of-memory errors raised by the PROTOLENS_FAULT_OOM_ABOVE fault hook (0 unless set)",
     registry=REGISTRY,
 )
+TORCH_THREADS = Gauge(
+    "protolens_torch_threads",
+    "torch CPU threads of this worker's engine for its last batch (cpu_budget.py)",
+    registry=REGISTRY,
+)
 MODELS_LOADED = Gauge(
     "protolens_models_loaded",
     "Models resident in this worker",

@@ -39,6 +39,7 @@ from protolens_server.api.servicer import ProtolensServicer
 from protolens_server.api.tenancy import TenantResolver
 from protolens_server.api.transport import server_credentials
 from protolens_server.config import Settings
+from protolens_server.cpu_budget import configure_torch_threads
 from protolens_server.heap import freeze_startup_heap
 from protolens_server.logging import get_logger
 
@@ -267,8 +268,10 @@ async def serve(
 ) -> None:
     """Run the API and its metrics endpoint until SIGTERM/SIGINT, then shut down gracefully.
 
-    ``ready(grpc_port, metrics_port)`` is called once both listen.
+    ``ready(grpc_port, metrics_port)`` is called once both listen. torch's CPU threads
+    (checks compare prototypes here) follow ``Settings.torch_threads`` (``cpu_budget``).
     """
+    log.info("torch threads: %d", configure_torch_threads(settings.torch_threads))
     api, port = await start_server(settings, extra_services=extra_services)
     metrics_port = metrics.serve_metrics(settings.metrics_port, addr=settings.grpc_host)
     stop = asyncio.Event()

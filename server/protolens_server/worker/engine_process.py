@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from multiprocessing.connection import Connection
     from multiprocessing.process import BaseProcess
 
+    from protolens_server.cpu_budget import TorchThreads
     from protolens_server.engine import ProgressEvent
     from protolens_server.queue.records import JobSpec, StoredPrototype
     from protolens_server.worker.models import ModelCache
@@ -199,6 +200,8 @@ class EngineProcess:
                 self._counters[name] = value
             elif name == "models_loaded":
                 metrics.MODELS_LOADED.set(value)
+            elif name == "torch_threads":
+                metrics.TORCH_THREADS.set(value)
             elif name == "gpu_memory_bytes":
                 metrics.GPU_MEMORY_BYTES.labels(self.device).set(value)
             elif name == "gpu_memory_peak_bytes":
@@ -227,6 +230,7 @@ def serve(
 ) -> None:
     """The child's loop: run each batch it is sent until told to exit (or the parent is
     gone: the pipe reads EOF)."""
+    from protolens_server.cpu_budget import TorchThreads
     from protolens_server.models.catalog import ModelCatalog
     from protolens_server.worker.models import ModelCache
 
@@ -234,6 +238,8 @@ def serve(
         from protolens_server.logging import configure_logging
 
         configure_logging(logging[0], json=logging[1])
+    threads = TorchThreads(settings.torch_threads, device)
+    log.info("engine process: torch threads: %d", threads.budget)
     if settings.engine_compile:
         import torch._dynamo  # noqa: F401  (paid now, not in the first batch)
     catalog = ModelCatalog.from_settings(settings, cache_bytes=0)
@@ -241,7 +247,7 @@ def serve(
     try:
         while (message := conn.recv()) is not None:
             if message[0] == "run":  # a late "stop" for a batch that ended is dropped
-                _run(conn, message[1:], settings, device, models)
+                _run(conn, message[1:], settings, device, models, threads)
     except (EOFError, OSError):
         pass  # the worker is gone
 
@@ -252,6 +258,7 @@ def _run(
     settings: Settings,
     device: str,
     models: ModelCache,
+    threads: TorchThreads,
 ) -> None:
     from protolens_server.errors import GenerationCancelled
     from protolens_server.worker.runner import package_all, run_engine
@@ -271,6 +278,7 @@ def _run(
             conn.send(("phase", "loading"))
         handle = models.get(model, digest)
         conn.send(("phase", "preparing"))
+        threads.before_batch()
         results = run_engine(
             handle,
             specs,
@@ -291,7 +299,7 @@ def _run(
         out = ("error", e, "")
     except Exception as e:
         out = ("error", _picklable(e), "".join(traceback.format_exception(e))[-4000:])
-    conn.send((*out, _samples(models, device)))
+    conn.send((*out, _samples(models, device, threads)))
 
 
 def _picklable(value: Any) -> Any:
@@ -308,10 +316,11 @@ def _picklable(value: Any) -> Any:
         return RuntimeError(f"{type(value).__name__}: {value}")
 
 
-def _samples(models: ModelCache, device: str) -> dict[str, float]:
+def _samples(models: ModelCache, device: str, threads: TorchThreads) -> dict[str, float]:
     """The child's metric values the worker serves (see ``EngineProcess._forward``)."""
     out = {n: metrics.REGISTRY.get_sample_value(n) or 0.0 for n in _COUNTERS}
     out["models_loaded"] = float(len(models))
+    out["torch_threads"] = float(threads.threads)
     if device.startswith("cuda"):
         import torch
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from protolens_server import metrics
 from protolens_server.config import Settings
+from protolens_server.cpu_budget import TorchThreads
 from protolens_server.engine import ProgressEvent
 from protolens_server.errors import (
     GENERATION_FAILED,
@@ -195,6 +196,7 @@ class Worker:
         self._publish_next: list[Delivery] | None = None  # asked while a round was running
         self._store_task: asyncio.Task[None] | None = None  # a batch's results being stored
         self._storing: list[Delivery] = []  # that batch's jobs
+        self._threads: TorchThreads | None = None  # set at startup for the in-process engine
 
     # --- the story ---------------------------------------------------------------
     async def run(self, *, burst: bool = False) -> None:
@@ -253,7 +255,12 @@ class Worker:
         if self.engine_process is not None:
             self.engine_process.start()  # its imports run beside the rest of the startup
         else:
-            await asyncio.to_thread(_warm_up, compile=self.settings.engine_compile)
+            self._threads = await asyncio.to_thread(
+                _warm_up,
+                compile=self.settings.engine_compile,
+                torch_threads=self.settings.torch_threads,
+                device=self.device,
+            )
         try:  # Redis may be down right now: the loops retry with backoff, so carry on
             await self.consumer.ensure_groups()
             await self.heartbeat()
@@ -539,6 +546,7 @@ class Worker:
         handle = await asyncio.to_thread(self.models.get, model, digest)
         compile = self.settings.engine_compile
         self._set_phase(deliveries, *preparing_phase(specs[0], compile=compile))
+        _choose_threads(self._threads)
         results = await asyncio.to_thread(
             run_engine,
             handle,
@@ -889,12 +897,23 @@ async def _packaged(done: list[Done]) -> list[Packaged | Exception]:
     return [out for _, out in done]  # type: ignore[misc]
 
 
-def _warm_up(*, compile: bool) -> None:
-    """Pay torch's lazy imports before the first job, not during it: with ``compile``,
-    ``torch._dynamo`` (about 1.5 s and 70 MB). Without it the engine never imports it
-    (its optimisers are its own, not ``torch.optim``'s), so neither does the worker."""
+def _warm_up(*, compile: bool, torch_threads: int, device: str) -> TorchThreads:
+    """Set torch's CPU threads (``cpu_budget``) and pay torch's lazy imports before the
+    first job, not during it: with ``compile``, ``torch._dynamo`` (about 1.5 s and 70 MB).
+    Without it the engine never imports it (its optimisers are its own, not
+    ``torch.optim``'s), so neither does the worker."""
+    threads = TorchThreads(torch_threads, device)
+    log.info("torch threads: %d", threads.budget)
+    metrics.TORCH_THREADS.set(threads.threads)
     if compile:
         import torch._dynamo  # noqa: F401
+    return threads
+
+
+def _choose_threads(threads: TorchThreads | None) -> None:
+    """Set the batch's torch threads (``cpu_budget.TorchThreads``) and count them."""
+    if threads is not None:
+        metrics.TORCH_THREADS.set(threads.before_batch())
 
 
 async def _persist(call: Callable[[], Awaitable[T]], patience_s: float = 60.0) -> T:
