@@ -325,6 +325,15 @@ class Scores:
     # what makes the reference set weak for this prototype's classes (docs/scores.md)
     caveats: tuple[Caveat, ...] = ()
 
+    def summary_text(self) -> str:
+        """``0.42 [0.31, 0.55] (12/18 layers)``, or ``n/a (REASON, 0/18 layers)``: the
+        headline as ``protolens generate --reference`` prints it."""
+        s, total = self.path_similarity, len(self.layer_names)
+        if s.value is None:
+            return f"n/a ({s.reason or 'not scored'}, 0/{total} layers)"
+        interval = "" if s.low is None or s.high is None else f" [{s.low:.2f}, {s.high:.2f}]"
+        return f"{s.value:.2f}{interval} ({self.determinate_layers}/{total} layers)"
+
 
 @dataclass(frozen=True)
 class Provenance:

@@ -92,6 +92,14 @@ def test_scores_on_a_weak_reference_set_carry_its_caveats(stack: Stack) -> None:
 
     code, out, err = run_cli("get", job.id, "--address", stack.address)
     assert code == 0 and out.strip()
+    # each scored prototype's headline, as GetPrototype has it, under its line
+    lines = out.splitlines()
+    for i, proto in enumerate((first, grey)):
+        at = lines.index(next(x for x in lines if x.startswith(f"  {job.prototypes[i].name} ")))
+        assert lines[at + 1] == f"    path similarity {proto.scores.summary_text()}"
+        head = proto.scores.path_similarity
+        said = f"{head.value:.2f}" if head.value is not None else f"n/a ({head.reason}, 0/"
+        assert said in lines[at + 1]
     assert err.splitlines() == [f"protolens: warning: {line}" for line in job.warnings]
 
     web = stack.start_web()

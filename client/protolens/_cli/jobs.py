@@ -447,6 +447,7 @@ def cmd_get(args: argparse.Namespace) -> int:
             if args.out
             else []
         )
+        scores, unshown = ({}, 0) if args.json else _path_similarities(client, job)
     if args.json:
         _print_json({**job.to_dict(), "files": [str(f) for f in files]})
     else:
@@ -454,10 +455,36 @@ def cmd_get(args: argparse.Namespace) -> int:
         for s in job.prototypes:
             kind = " (multi-label: the label's own probability)" if s.multi_label else ""
             print(f"  {s.name} {s.target.label()} p={s.probability:.3f}{kind}")
+            if s.index in scores:
+                print(f"    path similarity {scores[s.index]}")
+        if unshown:
+            print(
+                f"  path similarity of {unshown} more scored prototypes: in their records, "
+                f"protolens get {job.id} --out DIR"
+            )
         for f in files:
             print(f"  wrote {f}")
     _print_warnings(job)
     return 0
+
+
+SCORES_SHOWN = 20  # `get` fetches the scores of at most this many prototypes to print them
+
+
+def _path_similarities(client: Any, job: Any) -> tuple[dict[int, str], int]:
+    """The headline path similarity of a finished job's scored prototypes (one
+    GetPrototype each, for the first ``SCORES_SHOWN``), by index, and how many scored
+    ones were left out."""
+    from protolens.errors import ProtolensError
+
+    scored = [s for s in job.prototypes if s.has_scores]
+    shown: dict[int, str] = {}
+    for s in scored[:SCORES_SHOWN]:
+        try:
+            shown[s.index] = client.get_prototype(job, s.index).scores.summary_text()
+        except ProtolensError as e:  # the job's line is still worth printing
+            shown[s.index] = f"unavailable: {e}"
+    return shown, len(scored) - len(shown)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
