@@ -63,6 +63,8 @@ def test_watch_after_a_cancel_ends_on_cancelled(stack: Stack, capsys) -> None:
     assert codes == [1]
     bar = err.replace("\r", "\n").strip().splitlines()
     assert "CANCELLED" in bar[-1] and "RUNNING" not in bar[-1], bar[-3:]
+    # before the first event: no step count yet, so no bar ("0/1") but what it waits for
+    assert bar[0].endswith("waiting for the job's first event") and "/" not in bar[0], bar[0]
 
 
 async def test_async_client_jobs_have_result(stack: Stack) -> None:

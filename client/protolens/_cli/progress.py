@@ -27,6 +27,9 @@ _PHASE_WORDS = {
 }
 # (tqdm puts ", " before the postfix)
 BAR_FORMAT = "{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} [{elapsed}]{postfix}"
+# Until the first event: no bar, since no step count is known yet (it drew "0/1").
+WAITING_FORMAT = "{desc} [{elapsed}]{postfix}"
+WAITING = "waiting for the job's first event"
 
 
 class StepRate:
@@ -72,9 +75,12 @@ def follow(client: Any, job: Job | str, *, file: TextIO | None = None) -> WatchE
     rate = StepRate()
     label = job.id if isinstance(job, Job) else names.JOBS.id(str(job))
     with tqdm(
-        total=1, desc=label[:12], file=file or sys.stderr, leave=True, bar_format=BAR_FORMAT
-    ) as bar:
+        total=1, desc=label[:12], file=file or sys.stderr, leave=True, bar_format=WAITING_FORMAT,
+        postfix=WAITING,
+    ) as bar:  # fmt: skip
         for event in client.watch_job(job):
+            if last is None:
+                bar.bar_format = BAR_FORMAT
             last = event
             rate.add(event.progress)
             total = max(event.progress.total_steps, 1)
