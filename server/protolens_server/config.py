@@ -159,7 +159,9 @@ class Settings(BaseSettings):
     gpu_memory_budget: float = Field(0.8, gt=0, le=1)
     # torch's CPU threads in the worker's engine and the API's checks; 0 = the CPUs the
     # process may use: its affinity mask capped by a cgroup CPU quota (a pod's limit), as
-    # torch alone would use every core of the node (cpu_budget.py, docs/throughput.md).
+    # torch alone would use every core of the node, and on a CPU worker, before each batch,
+    # only those other processes left free (cpu_budget.py, docs/throughput.md). A fixed
+    # count makes uncached CPU results bit-for-bit repeatable whatever the load.
     torch_threads: int = Field(0, ge=0, le=1024)
     shutdown_grace_s: float = Field(30.0, ge=0)
 
