@@ -154,7 +154,7 @@ class FreeCpus:
         busy = 0
         for line in lines:
             fields = line.split()
-            if fields and fields[0] in wanted and len(fields) >= 8:
+            if fields and fields[0] in wanted and len(fields) >= 9:
                 # user nice system idle iowait irq softirq steal: all but idle and iowait
                 user, nice, system, _, _, irq, softirq, steal = map(int, fields[1:9])
                 busy += user + nice + system + irq + softirq + steal
@@ -187,7 +187,7 @@ class TorchThreads:
 
     def __init__(self, requested: int = 0, device: str = "cpu") -> None:
         self.budget = configure_torch_threads(requested)
-        adapt = requested == 0 and device == "cpu" and self.budget > 1
+        adapt = requested == 0 and device.split(":")[0] == "cpu" and self.budget > 1
         self._free = FreeCpus() if adapt else None
         self.threads = self.budget
         self.free: float | None = None  # the last reading, for the log
@@ -207,12 +207,18 @@ class TorchThreads:
         return threads
 
 
+_torch_default: int | None = None  # torch's own count, before anything here set another
+
+
 def configure_torch_threads(requested: int = 0) -> int:
     """Set torch's intra-op threads to ``requested`` (0: ``available_cpus()``, never more
     than torch's own choice) and return the count."""
+    global _torch_default
     import torch
 
-    threads = requested if requested > 0 else min(torch.get_num_threads(), available_cpus())
+    if _torch_default is None:
+        _torch_default = torch.get_num_threads()
+    threads = requested if requested > 0 else min(_torch_default, available_cpus())
     if threads != torch.get_num_threads():
         torch.set_num_threads(threads)
     return threads
