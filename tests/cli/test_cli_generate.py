@@ -417,3 +417,25 @@ def test_outside_a_terminal_it_says_what_it_is_doing_in_lines(capsys, cli_models
                  str(tmp_path / "o")])  # fmt: skip
     err = capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and err.startswith("protolens: UNKNOWN_CLASS"), err
+
+
+def test_a_cpu_limit_caps_the_threads_it_runs_on(cli_models, tmp_path) -> None:
+    """torch alone would start a thread per core it sees; in a real 1-CPU cgroup (root, as
+    on CI) ``protolens generate`` runs on one, and says so in its JSON."""
+    from cgroups import cpu_quota_cgroup, in_cgroup
+    from protolens_server.cpu_budget import available_cpus
+
+    argv = [sys.executable, "-m", "protolens.cli", "generate", "-m", str(cli_models["fruit"]),
+            "-t", "1", *FAST, "--out", str(tmp_path / "out"), "--json"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}  # torch's own count
+    free = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    assert free.returncode == 0, free.stderr
+    assert json.loads(free.stdout)["torch_threads"] == available_cpus()
+    if available_cpus() < 2:
+        pytest.skip("needs two CPUs to cap at one")
+    with cpu_quota_cgroup(1.0) as group:
+        capped = subprocess.run(
+            in_cgroup(group, argv), capture_output=True, text=True, timeout=120, env=env
+        )
+    assert capped.returncode == 0, capped.stderr
+    assert json.loads(capped.stdout)["torch_threads"] == 1

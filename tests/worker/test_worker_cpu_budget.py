@@ -9,14 +9,13 @@ cgroup ``cpu`` hierarchy, as CI's; skipped elsewhere) and asks it what it chose.
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
+from cgroups import cpu_quota_cgroup, in_cgroup
 from protolens_server import cpu_budget
 
 
@@ -79,21 +78,6 @@ def test_unreadable_or_missing_files_mean_no_quota(tmp_path: Path) -> None:
     assert cpu_budget.cgroup_cpu_limit(proc, mountinfo) is None
 
 
-def _writable_cpu_hierarchy() -> tuple[Path, str] | None:
-    """A cgroup folder where this process may make a child with a CPU quota."""
-    if os.geteuid() != 0:
-        return None
-    v2 = Path("/sys/fs/cgroup")
-    if (v2 / "cgroup.controllers").exists() and "cpu" in (
-        v2 / "cgroup.subtree_control"
-    ).read_text().split():
-        return v2, "v2"
-    v1 = Path("/sys/fs/cgroup/cpu")
-    if (v1 / "cpu.cfs_quota_us").exists() and os.access(v1, os.W_OK):
-        return v1, "v1"
-    return None
-
-
 _CHILD = (
     "import torch; from protolens_server import cpu_budget as c; "
     "print(c.available_cpus(), c.configure_torch_threads(), torch.get_num_threads())"
@@ -102,41 +86,24 @@ _CHILD = (
 
 @pytest.mark.skipif(cpu_budget.available_cpus() < 2, reason="needs two CPUs to cap at one")
 def test_a_real_one_cpu_cgroup_caps_torch_threads() -> None:
-    found = _writable_cpu_hierarchy()
-    if found is None:
-        pytest.skip("no writable cgroup cpu hierarchy (needs root, as on CI)")
-    root, kind = found
-    group = root / f"protolens-test-{uuid.uuid4().hex[:8]}"
-    try:
-        group.mkdir()
-    except OSError as e:
-        pytest.skip(f"cannot make a cgroup here: {e}")
-    try:
-        if kind == "v2":
-            (group / "cpu.max").write_text("100000 100000\n")
-        else:
-            (group / "cpu.cfs_period_us").write_text("100000\n")
-            (group / "cpu.cfs_quota_us").write_text("100000\n")
-        script = f'echo $$ > {group / "cgroup.procs"} && exec "$0" -c "$1"'
+    with cpu_quota_cgroup(1.0) as group:
         out = subprocess.run(
-            ["sh", "-c", script, sys.executable, _CHILD],
+            in_cgroup(group, [sys.executable, "-c", _CHILD]),
             capture_output=True,
             text=True,
             timeout=120,
             check=True,
         ).stdout.split()
-        assert out == ["1", "1", "1"], out
-        free = subprocess.run(
-            [sys.executable, "-c", _CHILD],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        ).stdout.split()
-        assert free[0] == str(cpu_budget.available_cpus())
-        assert int(free[1]) == int(free[2]) >= 2
-    finally:
-        group.rmdir()
+    assert out == ["1", "1", "1"], out
+    free = subprocess.run(
+        [sys.executable, "-c", _CHILD],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout.split()
+    assert free[0] == str(cpu_budget.available_cpus())
+    assert int(free[1]) == int(free[2]) >= 2
 
 
 @pytest.mark.parametrize("engine_process", ["false", "true"])

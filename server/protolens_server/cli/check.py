@@ -205,6 +205,9 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
 
 def _run_local(args: argparse.Namespace) -> dict[str, Any]:
     from protolens_server.checks import Policy, run_check, write_html
+    from protolens_server.cli.generate import local_torch_threads
+
+    local_torch_threads()
 
     catalog = None
     if args.model_store is not None:

@@ -77,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     from protolens_server.cli.generate import (
         handle_device,
         load_cli_model,
+        local_torch_threads,
         prepare_out_dir,
         progress_bar,
     )
@@ -91,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     }
     config = IsolationConfig(**changes)
     device = handle_device(args.device)
+    local_torch_threads()
     out = prepare_out_dir(args.out)
     with progress_bar(config.steps, "isolate") as bar:
         bar.phase(f"loading {args.model}")
