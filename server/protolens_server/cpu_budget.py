@@ -197,6 +197,8 @@ class TorchThreads:
         if self._free is None:
             return self.threads
         self.free = self._free.free()
+        if self.free is None:  # too short a window to tell: keep the last choice
+            return self.threads
         threads = threads_for(self.budget, self.free)
         if threads != self.threads:
             import torch

@@ -202,3 +202,25 @@ async def test_a_worker_beside_a_busy_process_runs_its_batch_on_fewer_threads(
     budget = cpu_budget.available_cpus()  # the worker's too: same machine, no limit of its own
     assert 1 <= threads < budget, w.output()[-3000:]
     assert f"torch threads: {threads:.0f} of {budget} " in w.output(), w.output()[-3000:]
+
+
+@pytest.mark.skipif(cpu_budget.available_cpus() < 2, reason="needs two CPUs")
+def test_a_reading_too_short_to_tell_keeps_the_last_choice() -> None:
+    """Back-to-back batches leave no time to measure: the count chosen beside a busy
+    process stays (it once went back to the budget and failed the batch logging None)."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        threads = cpu_budget.TorchThreads()
+        hog = _hog()
+        try:
+            time.sleep(1.5)
+            chosen = threads.before_batch()
+        finally:
+            hog.kill()
+            hog.wait()
+        assert chosen < threads.budget
+        assert threads.before_batch() == chosen == torch.get_num_threads()  # at once after
+    finally:
+        torch.set_num_threads(before)
