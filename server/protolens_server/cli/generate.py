@@ -610,6 +610,8 @@ def emit(
     """``--json``: one document with the records; otherwise one line per prototype (with
     its path similarity in words, e.g. ``0.42 [0.31, 0.55] (12/18 layers)``, and the codes
     of its reference set's caveats, ``caveats=GREYSCALE_CLASS``)."""
+    import torch
+
     from protolens_server import ENGINE_VERSION
 
     if args.json:
@@ -624,7 +626,7 @@ def emit(
             },
             "engine_version": ENGINE_VERSION,
             "device": device,
-            "torch_threads": local_torch_threads(),  # the CPU threads it ran on
+            "torch_threads": torch.get_num_threads(),  # the CPU threads it ran on
             "seed": args.seed,
             "config": config.to_dict(),
             "out": str(out),
