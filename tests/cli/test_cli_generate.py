@@ -439,3 +439,24 @@ def test_a_cpu_limit_caps_the_threads_it_runs_on(cli_models, tmp_path) -> None:
         )
     assert capped.returncode == 0, capped.stderr
     assert json.loads(capped.stdout)["torch_threads"] == 1
+
+
+def test_the_model_can_be_the_first_word(capsys, cli_models, tmp_path) -> None:
+    # `protolens generate net.ts -t 1 -o out` is what people type after `protolens check
+    # net.ts` or `protolens layers net.ts`; it was "unrecognized arguments: net.ts".
+    model = str(cli_models["fruit"])
+    code, stdout, stderr = generate(capsys, model, "-t", "1", *FAST, "--out", str(tmp_path / "a"))
+    assert code == 0, stderr
+    assert "1-banana-0.png  banana  p=" in stdout
+    # the same prototype as with --model: one model reference, two spellings
+    code, _, stderr = generate(capsys, "-m", model, "-t", "1", *FAST, "--out", str(tmp_path / "b"))
+    assert code == 0, stderr
+    first, second = (tmp_path / d / "1-banana-0.png" for d in ("a", "b"))
+    assert first.read_bytes() == second.read_bytes()
+    # given twice, the same model is fine; two different ones are an error naming both
+    again = ["-m", model, "-t", "1", *FAST, "-o", str(tmp_path / "c")]
+    code, _, stderr = generate(capsys, model, *again)
+    assert code == 0, stderr
+    message = _one_line_error(capsys, model, "-m", "other.ts", "-t", "1", "-o", str(tmp_path / "d"))
+    assert "two models given" in message and "other.ts" in message and model in message
+    assert not (tmp_path / "d").exists()  # refused before anything was written

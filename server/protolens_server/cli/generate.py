@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from protolens_server.models.handle import ModelHandle
     from protolens_server.scores.references import ReferenceSet
 
+DEFAULT_MODEL = "efficientnet_lite0"  # the built-in ImageNet model (models/builtin.py)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -47,12 +49,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(docs/prototype-files.md); --reference adds path-similarity scores."
         ),
     )
+    parser.add_argument(
+        "model_ref",
+        nargs="?",
+        metavar="MODEL",
+        help="the model, as with --model (protolens generate net.ts -t 3 -o out); give it "
+        "once, here or with --model",
+    )
     _add_model_arguments(parser)
     _add_target_arguments(parser)
     _add_config_arguments(parser)
     _add_output_arguments(parser)
     _add_scoring_arguments(parser)
-    parser.set_defaults(func=run)
+    # None until resolved: a positional MODEL and a --model that disagree is an error,
+    # not a silent choice (resolve_model_ref).
+    parser.set_defaults(func=run, model=None)
 
 
 def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,9 +71,9 @@ def _add_model_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         "-m",
-        default="efficientnet_lite0",
+        default=DEFAULT_MODEL,
         metavar="MODEL",
-        help="model reference (default: efficientnet_lite0)",
+        help=f"model reference (default: {DEFAULT_MODEL})",
     )
     g.add_argument(
         "--input-shape",
@@ -211,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
     from protolens_server.engine import generate
     from protolens_server.lr_memory import DiskRates
 
+    resolve_model_ref(args)
     config = build_config(args)  # cheap checks first, before loading the model
     device = handle_device(args.device)
     local_torch_threads()
@@ -352,6 +364,21 @@ def _unit_target(text: str) -> Target:
         for u in parsed.units
     )
     return Target((), "unit", terms)
+
+
+def resolve_model_ref(args: argparse.Namespace) -> None:
+    """Set ``args.model`` from the positional MODEL or ``--model`` (``check`` and ``layers``
+    take the model as their first word; ``generate`` takes it either way)."""
+    from protolens_server.errors import InvalidArgument
+
+    positional = getattr(args, "model_ref", None)
+    if positional and args.model and positional != args.model:
+        raise InvalidArgument(
+            "--model",
+            f"two models given: {positional!r} (first word) and {args.model!r} (--model); "
+            "give the model once",
+        )
+    args.model = positional or args.model or DEFAULT_MODEL
 
 
 def build_config(args: argparse.Namespace) -> GenerationConfig:
