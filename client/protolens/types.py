@@ -144,8 +144,8 @@ class JobError:
 @dataclass(frozen=True)
 class Caveat:
     """Why the reference set cannot fully support the scores of some class: usable, but
-    weak for it (docs/scores.md, "Caveats"). ``code``: GREYSCALE_CLASS or
-    DUPLICATE_IMAGES; ``message`` names the class and files and says what to do;
+    weak for it (docs/scores.md, "Caveats"). ``code``: GREYSCALE_CLASS,
+    DUPLICATE_IMAGES or NEAR_DUPLICATE_IMAGES; ``message`` names the class and files and says what to do;
     ``classes``: the reference classes it concerns (empty: all); ``files``: relative to
     the reference set's folder. Words beside the numbers: no number changes."""
 

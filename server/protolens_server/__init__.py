@@ -24,7 +24,7 @@ maximise the label's log-odds instead of the single-label margin, and report eac
 own sigmoid as its probability (engine/_readout.py); single-label models are unchanged.
 """
 
-SCORES_VERSION = 3
+SCORES_VERSION = 4
 """Bumped whenever the scores of the same prototype against the same reference set may
 change (numbers or what they carry); keys the reference statistics (``scores.cache``) and,
 for a job with a reference set, the result cache (``queue.cache``). Here, not in the engine,
@@ -33,4 +33,6 @@ so that the queue's key needs no torch.
 2: significance, intervals, median summary, scored on the stored PNG.
 3: reference-set caveats (``engine/_caveats.py``) kept with the statistics and carried by
 every score they concern; the numbers are 2's.
+4: the caveat ``NEAR_DUPLICATE_IMAGES`` (``engine/_near_duplicates.py``): statistics kept
+under 3 would say nothing of views of one photo; the numbers are 3's.
 """

@@ -28,6 +28,7 @@ from ._lr_finder import end_losses as probe_end_losses
 from ._lr_finder import scores as probe_scores
 from ._measures import METRICS, similarity
 from ._memory import AutoBatch, MemoryFit
+from ._near_duplicates import Keypoints, content_keypoints, near_duplicate_groups, shares_content
 from ._readout import is_multi_label
 from ._readout import probabilities as class_probabilities
 from ._refstats import (
@@ -91,6 +92,7 @@ __all__ = [
     "InputSpec",
     "Isolation",
     "IsolationConfig",
+    "Keypoints",
     "LayerScores",
     "LayerSet",
     "LrProbe",
@@ -112,6 +114,7 @@ __all__ = [
     "check_units",
     "choose_lr",
     "class_probabilities",
+    "content_keypoints",
     "drift",
     "equidistant_baseline",
     "find_lr",
@@ -124,6 +127,7 @@ __all__ = [
     "layers_of",
     "lr_centre",
     "lr_key",
+    "near_duplicate_groups",
     "probe_end_losses",
     "probe_lr",
     "probe_scores",
@@ -131,5 +135,6 @@ __all__ = [
     "reference_stats",
     "score",
     "score_activations",
+    "shares_content",
     "similarity",
 ]

@@ -19,22 +19,37 @@ Caveats never change a number: they are words beside the numbers.
   file twice, or copies that load to the same pixels). The bootstrap draws each copy as
   an independent image, so the intervals narrow without any more evidence, and the
   class mean leans toward the copied image.
+- ``NEAR_DUPLICATE_IMAGES``: a class holds images that show the same content without
+  being identical: crops, rescaled or mirrored copies of one photo (``_near_duplicates``).
+  The class mean is then those photos' texture and colour as much as the class (the
+  project's evaluation, crops of one photo per class: natural photos of other subjects
+  score far below 0 at the middle layers, docs/scores.md), and the bootstrap counts each
+  view as an independent image. Identical copies are ``DUPLICATE_IMAGES`` only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from ._near_duplicates import near_duplicate_groups
+
 GREYSCALE_CLASS = "GREYSCALE_CLASS"
 DUPLICATE_IMAGES = "DUPLICATE_IMAGES"
-CAVEATS = (GREYSCALE_CLASS, DUPLICATE_IMAGES)
+NEAR_DUPLICATE_IMAGES = "NEAR_DUPLICATE_IMAGES"
+CAVEATS = (GREYSCALE_CLASS, DUPLICATE_IMAGES, NEAR_DUPLICATE_IMAGES)
 GREY_TOLERANCE = 1  # in 8-bit levels: a channel spread of 1 is rounding, not colour
 _LISTED_GROUPS = 5  # duplicate groups named in a message (``files`` holds them all)
+_LISTED_VIEWS = 3  # files named per group of near-duplicates
+NEAR_DUPLICATES_PER_CLASS = 32  # images of a class compared pairwise, at most
+NEAR_DUPLICATES_PER_SET = 512  # images of a set compared, at most (shared out over classes)
+NEAR_DUPLICATES_MIN = 4  # images compared per class however many classes
 
 
 @dataclass(frozen=True)
@@ -92,6 +107,7 @@ def reference_caveats(
         by_class.setdefault(int(label), []).append(i)
     in_colour = {c for c, mine in by_class.items() if not all(grey[i] for i in mine)}
     out: list[Caveat] = []
+    budget = NEAR_DUPLICATES_PER_SET  # images the near-duplicate search may still compare
     for c in sorted(by_class):
         mine = by_class[c]
         others_in_colour = channels >= 3 and bool(in_colour - {c})
@@ -103,6 +119,13 @@ def reference_caveats(
         copies = [g for g in groups.values() if len(g) > 1]
         if copies:
             out.append(_duplicate_caveat(c, [[files[i] for i in g] for g in copies]))
+        distinct = [g[0] for g in groups.values()]  # one of each set of identical copies
+        checked = distinct[: min(budget, _near_duplicates_checked(len(distinct), len(by_class)))]
+        budget -= len(checked)
+        views = _memo_groups(images, checked, tuple(facts[i][1] for i in checked))
+        if views:
+            named = [[files[checked[k]] for k in g] for g in views]
+            out.append(_near_duplicate_caveat(c, named, len(checked), len(distinct)))
     return tuple(out)
 
 
@@ -148,6 +171,71 @@ def _duplicate_caveat(cls: int, groups: Sequence[Sequence[str]]) -> Caveat:
         f"(the same pixels at the model's input): {listed}; the bootstrap counts each copy "
         "as another independent image, so the intervals are narrower than the evidence "
         f"supports; remove {extra} copy(ies) so each image appears once",
+        classes=(cls,),
+        files=tuple(f for g in groups for f in g),
+    )
+
+
+def _near_duplicates_checked(images: int, classes: int) -> int:
+    """How many of a class's (distinct) images the near-duplicate search compares: all of
+    them up to ``NEAR_DUPLICATES_PER_CLASS``, and fewer per class in a set of many classes
+    (``NEAR_DUPLICATES_PER_SET`` shared out, at least ``NEAR_DUPLICATES_MIN``; the caller
+    stops when the set's share is spent, so a set of more than 128 classes has its first
+    128 compared): a large set costs a bounded time (about 0.1 s of keypoints per image,
+    docs/scores.md)."""
+    share = max(NEAR_DUPLICATES_MIN, NEAR_DUPLICATES_PER_SET // max(1, classes))
+    return min(images, NEAR_DUPLICATES_PER_CLASS, share)
+
+
+_GROUPS_MEMO: OrderedDict[tuple[str, ...], list[list[int]]] = OrderedDict()
+_GROUPS_MEMO_SIZE = 4096  # classes; a few kilobytes each at most
+_GROUPS_LOCK = threading.Lock()
+
+
+def _memo_groups(
+    images: torch.Tensor, indices: Sequence[int], digests: tuple[str, ...]
+) -> list[list[int]]:
+    """``near_duplicate_groups`` of ``images[indices]``, remembered by the images' pixel
+    digests: the statistics of another model of the same input size (or a recomputation)
+    reuse the groups instead of finding the keypoints again."""
+    with _GROUPS_LOCK:
+        if digests in _GROUPS_MEMO:
+            _GROUPS_MEMO.move_to_end(digests)
+            return _GROUPS_MEMO[digests]
+    groups = near_duplicate_groups(images[list(indices)])
+    with _GROUPS_LOCK:
+        _GROUPS_MEMO[digests] = groups
+        while len(_GROUPS_MEMO) > _GROUPS_MEMO_SIZE:
+            _GROUPS_MEMO.popitem(last=False)
+    return groups
+
+
+def _near_duplicate_caveat(
+    cls: int, groups: Sequence[Sequence[str]], checked: int, distinct: int
+) -> Caveat:
+    def some(group: Sequence[str]) -> str:
+        more = len(group) - _LISTED_VIEWS
+        return ", ".join(group[:_LISTED_VIEWS]) + (f" and {more} more" if more > 0 else "")
+
+    listed = "; ".join(some(g) for g in groups[:_LISTED_GROUPS])
+    if len(groups) > _LISTED_GROUPS:
+        listed += f"; and {len(groups) - _LISTED_GROUPS} more group(s)"
+    views = sum(len(g) for g in groups)
+    of = (
+        f"{distinct} images"
+        if checked == distinct
+        else f"{checked} images compared (of {distinct})"
+    )
+    photos = "1 photo" if len(groups) == 1 else f"{len(groups)} photos"
+    those = "that photo's" if len(groups) == 1 else "those photos'"
+    return Caveat(
+        NEAR_DUPLICATE_IMAGES,
+        f"reference class {cls}{_folder([f for g in groups for f in g])}: {views} of its "
+        f"{of} are views of {photos} (crops, rescaled or mirrored copies that "
+        f"share content: {listed}); the class mean leans toward {those} texture and colour, "
+        "so the middle layers measure likeness to it as much as to the class, and the "
+        "bootstrap counts each view as an independent image, so the intervals are narrower "
+        "than the evidence supports; use photos taken separately, one view of each",
         classes=(cls,),
         files=tuple(f for g in groups for f in g),
     )
