@@ -111,3 +111,12 @@ def _tensors(images: list[Image.Image], size: int = 160) -> torch.Tensor:
         a = np.asarray(im.convert("RGB").resize((size, size), Image.BICUBIC), dtype=np.float32)
         out.append(torch.from_numpy(a / 255).permute(2, 0, 1))
     return torch.stack(out)
+
+
+def test_flat_tiny_odd_shaped_and_many_channel_images_are_no_error():
+    assert near_duplicate_groups(torch.zeros(3, 3, 32, 32)) == []  # no keypoint at all
+    assert near_duplicate_groups(torch.rand(3, 3, 4, 4)) == []
+    assert near_duplicate_groups(torch.rand(3, 1, 8, 300)) == []
+    assert near_duplicate_groups(torch.rand(2, 5, 64, 64)) == []  # 5 channels: their mean
+    noise = torch.rand(1, 3, 64, 64)
+    assert near_duplicate_groups(torch.cat([noise, noise])) == [[0, 1]]
