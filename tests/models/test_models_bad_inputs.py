@@ -54,6 +54,33 @@ def test_state_dict_named_like_torchscript_gets_a_factory_hint(tmp_path, tiny_mo
         load_model(str(bare))
 
 
+def test_a_whole_pickled_module_is_named_as_such_and_never_unpickled(tmp_path, tiny_model) -> None:
+    # torch.save(model) is how many people save a model; it is code, so it is refused, and
+    # the message says how to save it instead (read from the pickle's opcodes only).
+    marker = tmp_path / "unpickled"
+
+    class Trap(torch.nn.Module):
+        def __reduce__(self):  # would run on unpickling
+            return (Path.touch, (marker,))
+
+    whole = tmp_path / "model.pt"
+    torch.save(tiny_model, whole)
+    with pytest.raises(InvalidModel, match=r"whole module saved with torch\.save\(model\)") as info:
+        load_model(str(whole))
+    message = str(info.value)
+    assert "TinyNet" in message and "torch.jit.script(model).save" in message
+    assert "model.state_dict()" in message and "factory:package.module:function@PATH" in message
+    trap = tmp_path / "trap.pt"
+    torch.save(Trap(), trap)
+    with pytest.raises(InvalidModel, match="whole module"):
+        load_model(str(trap))
+    assert not marker.exists()
+    weights = tmp_path / "weights.pt"
+    torch.save(tiny_model.state_dict(), weights)
+    with pytest.raises(InvalidModel, match=r"it is a state dict saved with torch\.save\(\)"):
+        load_model(str(weights))
+
+
 def test_exported_program_under_a_torchscript_suffix_is_named(tmp_path, exported_path) -> None:
     path = tmp_path / "actually_export.pt"
     path.write_bytes(exported_path.read_bytes())

@@ -57,8 +57,51 @@ def sniff_names(names: Sequence[str]) -> FileKind:
     return "unknown"
 
 
-def not_a_model_hint(kind: FileKind) -> str:
+def not_a_model_hint(kind: FileKind, source: Path | bytes | None = None) -> str:
+    """`` (what the file is and how to load it)``, or ``""``. For a ``torch.save()`` file
+    with ``source`` given, whether it holds only tensors (a state dict) or a whole pickled
+    module, read from its pickle's opcodes, never unpickled."""
+    if kind == "checkpoint" and source is not None:
+        classes = _pickled_classes(source)
+        if classes == []:
+            return (
+                " (it is a state dict saved with torch.save(): weights without the code of "
+                "the model; load it with its architecture as factory:package.module:function@PATH)"
+            )
+        if classes:
+            return (
+                f" (it is a whole module saved with torch.save(model): a pickle that would "
+                f"import {', '.join(classes[:2])}, i.e. run code, so it is never loaded; save "
+                "it as TorchScript (torch.jit.script(model).save('model.pt')) or torch.export "
+                "(.pt2), or save model.state_dict() and load it with its architecture as "
+                "factory:package.module:function@PATH)"
+            )
     return f" ({_HINTS[kind]})" if kind in _HINTS else ""
+
+
+def _pickled_classes(source: Path | bytes) -> list[str] | None:
+    """The non-tensor globals a ``torch.save()`` file's pickle names, classes of its own
+    before builtins (``[]``: a state dict; None: it cannot be read)."""
+    from protolens_server.models._pickle_scan import (
+        MAX_PICKLE_BYTES,
+        pickle_globals,
+        tensor_global,
+    )
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+            blobs = [
+                zf.read(i)
+                for i in zf.infolist()
+                if i.filename.endswith("/data.pkl") and i.file_size <= MAX_PICKLE_BYTES
+            ]
+        names = set().union(*(pickle_globals(b) for b in blobs)) if blobs else set()
+    except Exception:  # a hint only: a file it cannot read gets the general one
+        return None
+    if not blobs:
+        return None
+    odd = [n for n in names if not tensor_global(n)]
+    return sorted(odd, key=lambda n: (n.startswith(("__builtin__.", "builtins.")), n))
 
 
 def merge_metadata(

@@ -70,13 +70,18 @@ def check_plain_tensors(data: bytes, what: str, origin: str) -> None:
             names = pickle_globals(blob)
         except Exception as exc:  # pickletools raises ValueError and friends on garbage
             raise InvalidModel(f"{origin}: {what} is not a readable pickle") from exc
-        odd = sorted(n for n in names if n not in _TENSOR_GLOBALS and not _is_storage(n))
+        odd = sorted(n for n in names if not tensor_global(n))
         if odd:
             raise InvalidModel(
                 f"{origin}: refused: {what} is a pickle that would import {', '.join(odd[:3])} "
                 "(not plain tensors; a code payload?); re-export the model with "
                 "torch.export.save from tensor inputs"
             )
+
+
+def tensor_global(name: str) -> bool:
+    """Whether ``torch.save`` names this global for plain tensors (a state dict's own)."""
+    return name in _TENSOR_GLOBALS or _is_storage(name)
 
 
 def _is_storage(name: str) -> bool:

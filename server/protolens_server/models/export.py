@@ -48,7 +48,8 @@ def load(
 def read_program(source: Path | bytes, origin: str) -> torch.export.ExportedProgram:
     kind = sniff(source)
     if kind != "exported":
-        raise InvalidModel(f"{origin}: not a torch.export .pt2 program{not_a_model_hint(kind)}")
+        hint = not_a_model_hint(kind, source)
+        raise InvalidModel(f"{origin}: not a torch.export .pt2 program{hint}")
     return _pt2.read_program(source, origin)
 
 

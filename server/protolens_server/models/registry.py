@@ -155,7 +155,7 @@ def load_path(
         )
     raise InvalidModel(
         f"{path}: not a TorchScript (.pt/.ts), torch.export (.pt2), TorchServe (.mar), "
-        f"state-dict or Hugging Face/timm model{not_a_model_hint(sniff(path))}"
+        f"state-dict or Hugging Face/timm model{not_a_model_hint(sniff(path), path)}"
     )
 
 

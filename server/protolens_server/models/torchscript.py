@@ -51,7 +51,7 @@ def read_torchscript(source: Path | bytes, origin: str) -> torch.jit.ScriptModul
             warnings.simplefilter("ignore", DeprecationWarning)
             module = torch.jit.load(f, map_location="cpu")
     except Exception as exc:  # torch raises RuntimeError/ValueError/pickle errors alike
-        hint = not_a_model_hint(sniff(source))
+        hint = not_a_model_hint(sniff(source), source)
         raise InvalidModel(f"{origin}: not a TorchScript file{hint}") from exc
     check_script_module(module, origin)
     return module
