@@ -144,10 +144,11 @@ class JobError:
 @dataclass(frozen=True)
 class Caveat:
     """Why the reference set cannot fully support the scores of some class: usable, but
-    weak for it (docs/scores.md, "Caveats"). ``code``: GREYSCALE_CLASS,
-    DUPLICATE_IMAGES or NEAR_DUPLICATE_IMAGES; ``message`` names the class and files and says what to do;
-    ``classes``: the reference classes it concerns (empty: all); ``files``: relative to
-    the reference set's folder. Words beside the numbers: no number changes."""
+    weak for it (docs/scores.md, "Caveats"). ``code``: GREYSCALE_CLASS, DUPLICATE_IMAGES
+    or NEAR_DUPLICATE_IMAGES (more may come: show any); ``message`` names the class and
+    files and says what to do; ``classes``: the reference classes it concerns (empty: all);
+    ``files``: relative to the reference set's folder. Words beside the numbers: no number
+    changes."""
 
     code: str
     message: str
