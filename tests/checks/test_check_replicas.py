@@ -305,11 +305,12 @@ async def test_api_restart_mid_check_then_finished_check_survives(
     async with client(addr_b) as b:
         done = await b.wait_check(started, timeout=120)
         assert done.state == "SUCCEEDED", done.error
-        assert done.jobs == 2 and done.cache_hits == 0
         report = await b.get_check_report(done)
     record = await api_b.checks.store.get(check_id(done))
     assert record.drives == 2 and record.driver == api_b.checks.owner
-    assert record.job_ids == before.job_ids
+    assert record.job_ids[:2] == before.job_ids  # then the confirming round's, once
+    assert done.jobs == len(record.job_ids) == 2 + _confirming_jobs(report.json)
+    assert done.cache_hits == 0
     await _generated_once(api_b, record, worker, report.json)
     await api_b.stop(grace=0)
 
@@ -364,7 +365,53 @@ async def test_killed_api_process_check_is_resumed_by_a_sweep(
     record = await until(finished_by_b, timeout=120, what="B to resume and finish the check")
     assert record.state == "SUCCEEDED", record.error
     assert record.drives == 2 and record.driver == api_b.checks.owner
-    assert record.job_ids == before.job_ids
-    assert record.stats.jobs == 2 and record.stats.cache_hits == 0  # nothing submitted again
+    assert record.job_ids[:2] == before.job_ids
     _html, report_json = await api_b.checks.report(check_id(started), DEFAULT_TENANT)
+    jobs = 2 + _confirming_jobs(report_json)
+    assert len(record.job_ids) == jobs
+    assert record.stats.jobs == jobs and record.stats.cache_hits == 0  # nothing submitted again
     await _generated_once(api_b, record, worker, report_json)
+
+
+async def test_a_check_killed_while_confirming_its_flags_is_resumed_once(
+    api_process, api_factory, worker
+) -> None:
+    """The confirming round (checks/confirmation.py) resumes like the first: its jobs are in
+    the record, the resumed driver picks the same classes and waits on the same jobs."""
+    proc, addr_a = await asyncio.to_thread(api_process)
+    api_b, _addr_b = await api_factory(sample_interval_s=0.2)
+    async with client(addr_a) as a:
+        started = await a.start_check("shapes@2", baseline="shapes@1", **SLOW)
+
+    async def confirming() -> CheckRecord | None:
+        record = await api_b.checks.store.get(check_id(started))
+        if len(record.job_ids) <= 2:
+            return None
+        jobs = [await api_b.queue.get(j) for j in record.job_ids[2:]]
+        busy = any(j.step > 0 for j in jobs) and not all(j.state.finished for j in jobs)
+        return record if busy else None
+
+    before = await until(confirming, timeout=120, what="the confirming round under way")
+    assert before.driver != api_b.checks.owner
+    os.killpg(proc.pid, signal.SIGKILL)
+    await asyncio.to_thread(proc.wait, 10)
+
+    async def finished_by_b() -> CheckRecord | None:
+        record = await api_b.checks.store.get(check_id(started))
+        return record if record.finished else None
+
+    record = await until(finished_by_b, timeout=120, what="B to resume and finish the check")
+    assert record.state == "SUCCEEDED", record.error
+    assert record.drives == 2 and record.job_ids == before.job_ids
+    assert record.stats.jobs == len(record.job_ids) and record.stats.cache_hits == 0
+    _html, report_json = await api_b.checks.report(check_id(started), DEFAULT_TENANT)
+    assert json.loads(report_json)["confirmation"]["prototypes"] == 3
+    await _generated_once(api_b, record, worker, report_json)
+
+
+def _confirming_jobs(report_json: str) -> int:
+    """Jobs of the confirming round: one per chunk of confirmed classes per version."""
+    confirmation = json.loads(report_json)["confirmation"]
+    if confirmation is None:
+        return 0
+    return 2 * -(-len(confirmation["classes"]) // 4)  # chunks of 4 (DEFAULT_CHUNK)

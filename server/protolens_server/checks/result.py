@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from protolens_server.checks.confirmation import Confirmation
 from protolens_server.checks.entanglement import Edge
 from protolens_server.checks.prototypes import ClassPrototypes, GenerationStats
 
@@ -155,6 +156,8 @@ class CheckResult:
     entanglement_top_k: int
     generation: GenerationStats = field(default_factory=GenerationStats)
     reference_digest: str = ""
+    # the flagged classes generated again with more prototypes (checks/confirmation.py)
+    confirmation: Confirmation | None = None
 
     @property
     def passed(self) -> bool:
@@ -202,4 +205,5 @@ class CheckResult:
             "seed": self.seed,
             "reference_digest": self.reference_digest,
             "generation": self.generation.to_dict(),
+            "confirmation": self.confirmation.to_dict(self) if self.confirmation else None,
         }

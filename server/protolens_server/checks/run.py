@@ -19,6 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protolens_server.checks import comparison, entanglement
+from protolens_server.checks.confirmation import (
+    Confirmation,
+    classes_to_confirm,
+    confirmation_config,
+    merged,
+)
 from protolens_server.checks.local_cache import LocalGenerator
 from protolens_server.checks.policy import (
     Policy,
@@ -128,49 +134,68 @@ def run_check(
     generator = LocalGenerator(cache_dir, device=device, reference=refset)
     stats = GenerationStats()
     versions = [(new_name, new)] + ([(old_name, old)] if old is not None else [])
-    units = len(versions) * len(chunks(wanted, chunk_size))
-    done = [0]
-    produced: list[dict[int, ClassPrototypes]] = []
-    for name, handle in versions:
-        by_class: dict[int, ClassPrototypes] = {}
-        for chunk in chunks(wanted, chunk_size):
-            if should_stop is not None and should_stop():
-                raise GenerationCancelled("the check was cancelled")
-            spec = check_spec(
-                name,
-                handle.digest,
-                chunk,
-                config,
-                seed,
-                reference_digest=refset.digest if refset is not None else "",
-            )
 
-            def step(s: int, total: int, name: str = name) -> None:
+    def produce(
+        classes: list[int], cfg: GenerationConfig, phase: str = ""
+    ) -> list[dict[int, ClassPrototypes]]:
+        units = len(versions) * len(chunks(classes, chunk_size))
+        done = 0
+        produced: list[dict[int, ClassPrototypes]] = []
+        for name, handle in versions:
+            by_class: dict[int, ClassPrototypes] = {}
+            for chunk in chunks(classes, chunk_size):
+                if should_stop is not None and should_stop():
+                    raise GenerationCancelled("the check was cancelled")
+                spec = check_spec(
+                    name,
+                    handle.digest,
+                    chunk,
+                    cfg,
+                    seed,
+                    reference_digest=refset.digest if refset is not None else "",
+                )
+
+                def step(s: int, total: int, name: str = name, done: int = done) -> None:
+                    if on_progress is not None:
+                        on_progress((done + s / max(1, total)) / units, f"{phase}generating {name}")
+
+                for cp in generator.run(handle, spec, on_progress=step, should_stop=should_stop):
+                    by_class[cp.class_index] = cp
+                stats.add(by_class[chunk[0]].cache_hit, by_class[chunk[0]].job_id)
+                done += 1
                 if on_progress is not None:
-                    on_progress((done[0] + s / max(1, total)) / units, f"generating {name}")
+                    on_progress(done / units, f"{phase}generated {name}")
+            produced.append(by_class)
+        return produced
 
-            for cp in generator.run(handle, spec, on_progress=step, should_stop=should_stop):
-                by_class[cp.class_index] = cp
-            stats.add(by_class[chunk[0]].cache_hit, by_class[chunk[0]].job_id)
-            done[0] += 1
-            if on_progress is not None:
-                on_progress(done[0] / units, f"generated {name}")
-        produced.append(by_class)
-    if on_progress is not None:
-        on_progress(1.0, "comparing")
-    return analyse(
-        new,
-        produced[0],
-        baseline_model=old,
-        baseline_prototypes=produced[1] if old is not None else None,
-        policy=policy,
-        model_ref=ModelRef(new_name, new.digest, getattr(new, "source", "")),
-        baseline_ref=ModelRef(old_name, old.digest, getattr(old, "source", "")) if old else None,
-        config=config,
-        seed=seed,
-        stats=stats,
-        reference_digest=refset.digest if refset is not None else "",
-    )
+    def compare(produced: list[dict[int, ClassPrototypes]]) -> CheckResult:
+        if on_progress is not None:
+            on_progress(1.0, "comparing")
+        return analyse(
+            new,
+            produced[0],
+            baseline_model=old,
+            baseline_prototypes=produced[1] if old is not None else None,
+            policy=policy,
+            model_ref=ModelRef(new_name, new.digest, getattr(new, "source", "")),
+            baseline_ref=(
+                ModelRef(old_name, old.digest, getattr(old, "source", "")) if old else None
+            ),
+            config=config,
+            seed=seed,
+            stats=stats,
+            reference_digest=refset.digest if refset is not None else "",
+        )
+
+    first = produce(wanted, config)
+    result = compare(first)
+    confirm = classes_to_confirm(result, config)
+    if not confirm:
+        return result
+    again = produce(confirm, confirmation_config(config), "confirming flags: ")
+    confirmed = compare([merged(a, b) for a, b in zip(first, again, strict=True)])
+    confirmed.confirmation = Confirmation.of(result, confirm)
+    return confirmed
 
 
 def check_compatible(new: ModelHandle, old: ModelHandle | None) -> None:

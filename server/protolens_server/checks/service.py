@@ -32,6 +32,12 @@ import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from protolens_server.checks.confirmation import (
+    Confirmation,
+    classes_to_confirm,
+    confirmation_config,
+    merged,
+)
 from protolens_server.checks.local_cache import group_by_class
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import (
@@ -91,6 +97,8 @@ class _Plan:
     seed: int
     policy: Policy
     specs: list[tuple[_Version, JobSpec]]
+    request: dict[str, Any]
+    tenant: str
 
 
 class _Stop(Exception):
@@ -437,26 +445,25 @@ class CheckRunner:
 
     def _plan(self, new: _Version, old: _Version | None, r: dict[str, Any], tenant: str) -> _Plan:
         config = GenerationConfig.from_dict(r["config"])
-        specs = [
-            (v, check_spec(
-                v.name, v.info.digest, chunk, config, r["seed"],
-                reference_set=r["reference_set"], reference_digest=v.reference_digest,
-                tenant=tenant,
-            ))
-            for v in (new, old) if v is not None
-            for chunk in chunks(r["classes"], r["chunk_size"])
-        ]  # fmt: skip
+        specs = _specs(new, old, r["classes"], config, r, tenant)
         policy = Policy.from_dict(r["policy"], source=r["policy_source"] or "policy")
-        return _Plan(new, old, config, int(r["seed"]), policy, specs)
+        return _Plan(new, old, config, int(r["seed"]), policy, specs, r, tenant)
 
     async def _submit(
-        self, record: CheckRecord, specs: list[tuple[_Version, JobSpec]], *, resume: bool = False
+        self,
+        record: CheckRecord,
+        specs: list[tuple[_Version, JobSpec]],
+        *,
+        resume: bool = False,
+        offset: int = 0,
     ) -> list[JobRecord]:
         """One job per chunk (a cached chunk comes back finished: ``cache_hit``). On resume
-        the stored jobs are read back; only a job whose record is gone is submitted again."""
+        the stored jobs are read back; only a job whose record is gone is submitted again.
+        ``offset``: where these specs' jobs start in ``record.job_ids`` (the confirming
+        round's follow the first round's)."""
         jobs: list[JobRecord] = []
         submitted: list[str] = []
-        known = list(record.job_ids) if resume else []
+        known = list(record.job_ids[offset:]) if resume else []
         try:
             for i, (_, spec) in enumerate(specs):
                 if i < len(known):
@@ -471,28 +478,66 @@ class CheckRunner:
             if not resume:  # a failed start leaves nothing running
                 await asyncio.shield(self._cancel_jobs(record, submitted))
             raise
-        record.job_ids = [j.job_id for j in jobs]
+        # a resumed first round keeps the confirming round's jobs stored after it
+        tail = list(record.job_ids[offset + len(specs) :]) if resume else []
+        record.job_ids = list(record.job_ids[:offset]) + [j.job_id for j in jobs] + tail
         record.message = f"{record.stats.cache_hits}/{record.stats.jobs} jobs from the cache"
         return jobs
 
     async def _generate_and_analyse(
         self, record: CheckRecord, plan: _Plan, jobs: list[JobRecord]
     ) -> CheckResult:
-        jobs = await self._wait(record, jobs)
+        first = await self._produce(record, plan, plan.specs, jobs)
+        result = await self._analyse(record, plan, first)
+        confirm = classes_to_confirm(result, plan.config)
+        if not confirm:
+            return result
+        # the confirming round (checks/confirmation.py): its jobs follow the first round's
+        # in the record, so a resumed drive finds them (the same analysis picks the same
+        # classes, the same specs the same cache keys)
+        specs = _specs(
+            plan.new, plan.old, confirm, confirmation_config(plan.config), plan.request,
+            plan.tenant,
+        )  # fmt: skip
+        jobs = await self._submit(record, specs, resume=True, offset=len(plan.specs))
+        await self._write(record, with_jobs=True)
+        again = await self._produce(record, plan, specs, jobs, doing="confirming flags")
+        both = {k: merged(first[k], again[k]) for k in first}
+        confirmed = await self._analyse(record, plan, both)
+        confirmed.confirmation = Confirmation.of(result, confirm)
+        return confirmed
+
+    async def _produce(
+        self,
+        record: CheckRecord,
+        plan: _Plan,
+        specs: list[tuple[_Version, JobSpec]],
+        jobs: list[JobRecord],
+        *,
+        doing: str = "generating",
+    ) -> dict[str, dict[int, ClassPrototypes]]:
+        """Each version's prototypes by class (``"new"``, ``"old"``), once the jobs ended."""
+        jobs = await self._wait(record, jobs, doing=doing)
+        produced: dict[str, dict[int, ClassPrototypes]] = {"new": {}, "old": {}}
+        for (v, spec), job in zip(specs, jobs, strict=True):
+            side = "new" if v is plan.new else "old"
+            for cp in await self._read(spec, job, record.tenant):
+                produced[side][cp.class_index] = cp
+        return produced
+
+    async def _analyse(
+        self, record: CheckRecord, plan: _Plan, produced: dict[str, dict[int, ClassPrototypes]]
+    ) -> CheckResult:
         record.message, record.progress = "comparing", max(record.progress, 0.95)
         await self._write(record)
         new, old = plan.new, plan.old
-        produced: dict[int, dict[int, ClassPrototypes]] = {id(new): {}, id(old): {}}
-        for (v, spec), job in zip(plan.specs, jobs, strict=True):
-            for cp in await self._read(spec, job, record.tenant):
-                produced[id(v)][cp.class_index] = cp
         record.stats.job_ids = list(record.job_ids)
         return await asyncio.to_thread(
             analyse,
             new.handle,
-            produced[id(new)],
+            produced["new"],
             baseline_model=old.handle if old else None,
-            baseline_prototypes=produced[id(old)] if old else None,
+            baseline_prototypes=produced["old"] if old else None,
             policy=plan.policy,
             model_ref=ModelRef(new.name, new.info.digest, new.info.source),
             baseline_ref=ModelRef(old.name, old.info.digest, old.info.source) if old else None,
@@ -502,7 +547,9 @@ class CheckRunner:
             reference_digest=new.reference_digest,
         )
 
-    async def _wait(self, record: CheckRecord, jobs: list[JobRecord]) -> list[JobRecord]:
+    async def _wait(
+        self, record: CheckRecord, jobs: list[JobRecord], *, doing: str = "generating"
+    ) -> list[JobRecord]:
         """Until every job ended; each round writes progress (and learns of a cancel)."""
         while True:
             jobs = [
@@ -523,8 +570,7 @@ class CheckRunner:
             ended = sum(j.state.finished for j in jobs)
             record.progress = max(record.progress, 0.95 * done / max(1, len(jobs)))
             record.message = (
-                f"generating: {ended}/{len(jobs)} jobs done"
-                f" ({record.stats.cache_hits} from the cache)"
+                f"{doing}: {ended}/{len(jobs)} jobs done ({record.stats.cache_hits} from the cache)"
             )
             await self._write(record)
             await asyncio.sleep(POLL_S)
@@ -556,6 +602,26 @@ class CheckRunner:
             )
         handle = await asyncio.to_thread(self.catalog.load, info.name)
         return _Version(info.name, handle, info)
+
+
+def _specs(
+    new: _Version,
+    old: _Version | None,
+    classes: list[int],
+    config: GenerationConfig,
+    r: dict[str, Any],
+    tenant: str,
+) -> list[tuple[_Version, JobSpec]]:
+    """One job spec per chunk of ``classes`` per version, new first (the queue's cache keys)."""
+    return [
+        (v, check_spec(
+            v.name, v.info.digest, chunk, config, r["seed"],
+            reference_set=r["reference_set"], reference_digest=v.reference_digest,
+            tenant=tenant,
+        ))
+        for v in (new, old) if v is not None
+        for chunk in chunks(classes, r["chunk_size"])
+    ]  # fmt: skip
 
 
 def _render(result: CheckResult) -> tuple[str, str]:

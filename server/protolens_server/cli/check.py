@@ -299,9 +299,20 @@ def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
                 print(f"  failed {rule['rule']}: {rule['message']}")
         if doc["flagged_classes"]:
             print(f"  flagged: {', '.join(doc['flagged_classes'])}")
+        if doc.get("confirmation"):
+            print(f"  {confirmation_line(doc['confirmation'])}")
         if args.report:
             print(f"  report: {args.report}")
     return EXIT_PASS if doc["passed"] else EXIT_FAIL
+
+
+def confirmation_line(confirmation: dict[str, Any]) -> str:
+    """``flags confirmed on 3 prototypes: disc (cross_score, drift); diamond (cleared)``."""
+    parts = []
+    for c in confirmation["classes"]:
+        kept = c["flags_confirmed"]
+        parts.append(f"{c['name']} ({', '.join(kept) if kept else 'cleared'})")
+    return f"flags confirmed on {confirmation['prototypes']} prototypes: {'; '.join(parts)}"
 
 
 class _progress:
