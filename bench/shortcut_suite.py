@@ -177,6 +177,8 @@ def judge(case: Case, report: dict[str, Any], code: int, cache: Path) -> dict[st
         "flagged_classes": flagged,
         "config": report["config"],
         "classes": per_class(report),
+        # flagged classes generated again on more prototypes (checks/confirmation.py)
+        "confirmation": report.get("confirmation"),
     }
     if case.kind is None:
         row["false_alarms"] = len(flagged)
