@@ -8,8 +8,9 @@ them, apply a policy.
 Reads top to bottom: open both models -> resolve classes -> generate each
 version's prototypes chunk by chunk (the local cache folder, keyed like the
 queue's cache, makes a re-check of an unchanged version free) -> ``analyse``
-(drift, cross-scores, entanglement, policy). The service runs the same
-``analyse`` on prototypes its workers made (``checks.service``).
+(drift, cross-scores, entanglement, policy) -> the flagged classes again on more
+prototypes and ``analyse`` once more (``checks.confirmation``). The service runs the
+same ``analyse`` and confirmation on prototypes its workers made (``checks.service``).
 """
 
 from __future__ import annotations

@@ -6,8 +6,10 @@ one job per chunk of classes per version with ``JobQueue.submit`` (a cached
 chunk is answered at once: ``cache_hit``), stores the check's record with the
 validated request (``queue/checks.py``) and a lease held by this replica, and
 drives it in an asyncio task: wait for the jobs, read their PNGs and scores
-back, run the same ``analyse`` as ``run_check`` (in a thread), store the result
-and the report. The lease is renewed every ``lease_s / 3`` seconds.
+back, run the same ``analyse`` as ``run_check`` (in a thread), generate the flagged
+classes again on more prototypes and analyse once more (``checks.confirmation``; those
+jobs follow the first round's in the record), store the result and the report. The
+lease is renewed every ``lease_s / 3`` seconds.
 
 Any replica answers get / list / cancel / report from Redis. A replica that
 finds a RUNNING check whose lease expired (its driver died) takes the lease and
