@@ -22,24 +22,32 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protolens_server.engine.types import GenerationConfig
 
 if TYPE_CHECKING:
     from protolens_server.checks.prototypes import ClassPrototypes
-    from protolens_server.checks.result import CheckResult
+
+
+class Flagged(Protocol):
+    """What confirmation reads of a class's check (``result.ClassCheck``)."""
+
+    class_index: int
+    name: str
+    flags: list[str]
+
 
 CONFIRM_PROTOTYPES = 3
 CONFIRM_MAX_CLASSES = 8
 CONFIRMED_FLAGS = ("cross_score", "drift", "low_confidence")  # what the default policy fails on
 
 
-def classes_to_confirm(result: CheckResult, config: GenerationConfig) -> list[int]:
-    """The classes of ``result`` whose flags need more prototypes (ascending; maybe none)."""
+def classes_to_confirm(classes: Sequence[Flagged], config: GenerationConfig) -> list[int]:
+    """The classes whose flags need more prototypes (in the given order; maybe none)."""
     if config.prototypes >= CONFIRM_PROTOTYPES:
         return []
-    flagged = [c.class_index for c in result.classes if any(f in CONFIRMED_FLAGS for f in c.flags)]
+    flagged = [c.class_index for c in classes if any(f in CONFIRMED_FLAGS for f in c.flags)]
     return flagged if len(flagged) <= CONFIRM_MAX_CLASSES else []
 
 
@@ -65,20 +73,19 @@ class Confirmation:
     flags_before: dict[int, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def of(cls, result: CheckResult, classes: Sequence[int]) -> Confirmation:
-        before = {
-            c.class_index: [f for f in c.flags if f in CONFIRMED_FLAGS] for c in result.classes
-        }
-        return cls(CONFIRM_PROTOTYPES, {c: before[c] for c in classes})
+    def of(cls, checked: Sequence[Flagged], confirmed: Sequence[int]) -> Confirmation:
+        """``confirmed`` classes with their flags in the first comparison (``checked``)."""
+        before = {c.class_index: [f for f in c.flags if f in CONFIRMED_FLAGS] for c in checked}
+        return cls(CONFIRM_PROTOTYPES, {c: before[c] for c in confirmed})
 
-    def cleared(self, result: CheckResult) -> list[int]:
+    def cleared(self, checked: Sequence[Flagged]) -> list[int]:
         """The confirmed classes that no longer carry any of the flags they were confirmed
-        for."""
-        after = {c.class_index: c.flags for c in result.classes}
+        for, in the second comparison (``checked``)."""
+        after = {c.class_index: c.flags for c in checked}
         return [c for c, flags in self.flags_before.items() if not set(flags) & set(after[c])]
 
-    def to_dict(self, result: CheckResult) -> dict[str, Any]:
-        after = {c.class_index: c for c in result.classes}
+    def to_dict(self, checked: Sequence[Flagged]) -> dict[str, Any]:
+        after = {c.class_index: c for c in checked}
         return {
             "prototypes": self.prototypes,
             "classes": [
@@ -90,5 +97,5 @@ class Confirmation:
                 }
                 for c, flags in self.flags_before.items()
             ],
-            "cleared": [after[c].name for c in self.cleared(result)],
+            "cleared": [after[c].name for c in self.cleared(checked)],
         }

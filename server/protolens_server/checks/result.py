@@ -205,5 +205,7 @@ class CheckResult:
             "seed": self.seed,
             "reference_digest": self.reference_digest,
             "generation": self.generation.to_dict(),
-            "confirmation": self.confirmation.to_dict(self) if self.confirmation else None,
+            "confirmation": (
+                self.confirmation.to_dict(self.classes) if self.confirmation else None
+            ),
         }

@@ -190,12 +190,12 @@ def run_check(
 
     first = produce(wanted, config)
     result = compare(first)
-    confirm = classes_to_confirm(result, config)
+    confirm = classes_to_confirm(result.classes, config)
     if not confirm:
         return result
     again = produce(confirm, confirmation_config(config), "confirming flags: ")
     confirmed = compare([merged(a, b) for a, b in zip(first, again, strict=True)])
-    confirmed.confirmation = Confirmation.of(result, confirm)
+    confirmed.confirmation = Confirmation.of(result.classes, confirm)
     return confirmed
 
 

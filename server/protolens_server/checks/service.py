@@ -491,7 +491,7 @@ class CheckRunner:
     ) -> CheckResult:
         first = await self._produce(record, plan, plan.specs, jobs)
         result = await self._analyse(record, plan, first)
-        confirm = classes_to_confirm(result, plan.config)
+        confirm = classes_to_confirm(result.classes, plan.config)
         if not confirm:
             return result
         # the confirming round (checks/confirmation.py): its jobs follow the first round's
@@ -506,7 +506,7 @@ class CheckRunner:
         again = await self._produce(record, plan, specs, jobs, doing="confirming flags")
         both = {k: merged(first[k], again[k]) for k in first}
         confirmed = await self._analyse(record, plan, both)
-        confirmed.confirmation = Confirmation.of(result, confirm)
+        confirmed.confirmation = Confirmation.of(result.classes, confirm)
         return confirmed
 
     async def _produce(
