@@ -28,6 +28,7 @@ A case is ``ok`` when all of its conditions hold. Writes ``bench/results/shortcu
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -62,6 +63,7 @@ class Case:
     epochs: int = 6
     width: int = 24
     lr: float = 2e-3
+    train_seed: int = 0  # another trained instance of every model (--train-seed)
 
     @property
     def name(self) -> str:
@@ -82,11 +84,12 @@ class Case:
     @property
     def model(self) -> Recipe:
         """The model under check: the shortcut model, or for the control a retrained twin."""
-        return self._recipe(self.kind, 0) if self.kind else self._recipe(None, 1)
+        base = 2 * self.train_seed  # seed 0 -> models 0 and 1, as before the option
+        return self._recipe(self.kind, base) if self.kind else self._recipe(None, base + 1)
 
     @property
     def twin(self) -> Recipe:
-        return self._recipe(None, 0)
+        return self._recipe(None, 2 * self.train_seed)
 
 
 # The CNN without BatchNorm (He-initialised, models.py) trains at a 5x higher peak rate:
@@ -229,6 +232,7 @@ def run_case(
         "norm": case.norm,
         "model": m,
         "baseline": t,
+        "train_seed": case.train_seed,
         "accuracy": model.meta["accuracy"],
         "twin_accuracy": twin.meta["accuracy"],
         "train_seconds": round(train_s, 1),
@@ -287,6 +291,14 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS})")
     p.add_argument("--threads", type=int, default=2, help="torch threads for training")
     p.add_argument(
+        "--train-seed",
+        type=int,
+        default=0,
+        metavar="K",
+        help="train another instance of every model (data and init seeded 2K, the control's "
+        "retrain 2K+1; default 0): a verdict can move with a retrain",
+    )
+    p.add_argument(
         "--merge",
         nargs="+",
         type=Path,
@@ -299,7 +311,11 @@ def main() -> None:
         merge(args.merge, args.out)
         return
     torch.set_num_threads(args.threads)
-    cases = [c for c in CASES if not args.cases or c.name in args.cases]
+    cases = [
+        dataclasses.replace(c, train_seed=args.train_seed)
+        for c in CASES
+        if not args.cases or c.name in args.cases
+    ]
     unknown = set(args.cases or ()) - {c.name for c in CASES}
     if unknown:
         p.error(f"unknown case(s) {sorted(unknown)}; cases: {[c.name for c in CASES]}")
@@ -348,6 +364,7 @@ def write_results(
         "command": shlex.join(["python", "bench/shortcut_suite.py", *sys.argv[1:]]),
         **({"merged_from": commands} if commands else {}),
         "check_args": extra,
+        "train_seed": rows[0].get("train_seed", 0) if rows else 0,
         "engine_version": ENGINE_VERSION,
         "machine": f"{platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__}",
         "margins": detectors.MARGIN,
