@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 from protolens_server.engine import content_keypoints, near_duplicate_groups, shares_content
-from protolens_server.scores.samples import photo
+from protolens_server.scores.samples import crop_boxes, cut, photo
 
 PHOTOS = (
     "coffee", "camera", "chelsea", "rocket", "astronaut", "hubble_deep_field",
@@ -54,16 +54,7 @@ def crops_with_boxes(
     if min(p.size) < size:
         f = size / min(p.size)
         p = p.resize((max(size, round(p.size[0] * f)), max(size, round(p.size[1] * f))))
-    w, h = p.size
-    out = []
-    for _ in range(n):
-        side = int(rng.integers(size, min(w, h) + 1))
-        left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        c = p.crop((left, top, left + side, top + side))
-        if rng.random() < 0.5:
-            c = c.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        out.append((load(c, size), (left, top, side)))
-    return out
+    return [(load(cut(p, box), size), box[:3]) for box in crop_boxes(p.size, n, size, rng)]
 
 
 def overlap(a: tuple[int, int, int], b: tuple[int, int, int]) -> float:

@@ -30,16 +30,30 @@ def photo(name: str) -> Image.Image:
 
 def crops(source: Image.Image, n: int, size: int, rng: np.random.Generator) -> list[Image.Image]:
     """Random square crops (side from ``size`` to the short side) with random flips."""
-    w, h = source.size
+    return [cut(source, box) for box in crop_boxes(source.size, n, size, rng)]
+
+
+Box = tuple[int, int, int, bool]
+"""A square crop: left, top, side (in the source's pixels) and whether it is mirrored."""
+
+
+def crop_boxes(
+    source_size: tuple[int, int], n: int, size: int, rng: np.random.Generator
+) -> list[Box]:
+    """Where ``crops`` cuts: ``n`` boxes of a ``(width, height)`` source, in its draw order."""
+    w, h = source_size
     out = []
     for _ in range(n):
         side = int(rng.integers(size, min(w, h) + 1))
         left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
-        crop = source.crop((left, top, left + side, top + side))
-        if rng.random() < 0.5:
-            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        out.append(crop)
+        out.append((left, top, side, bool(rng.random() < 0.5)))
     return out
+
+
+def cut(source: Image.Image, box: Box) -> Image.Image:
+    left, top, side, mirrored = box
+    crop = source.crop((left, top, left + side, top + side))
+    return crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirrored else crop
 
 
 def write_reference_set(root: Path, *, per_class: int = 12, size: int = 224, seed: int = 0) -> Path:
