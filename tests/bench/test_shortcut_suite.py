@@ -82,3 +82,11 @@ def test_issue_bar_revealed_and_at_most_one_false_alarm(kind: str, rows: dict[st
     assert row["detector"]["revealed"], row["detector"]
     assert row["false_alarms"] <= 1, row["flagged_classes"]
     assert row["ok"]
+
+
+def test_another_train_seed_is_another_instance_of_every_model() -> None:
+    shortcut, control = Case("patch", "cnn_bn", "spec"), Case(None, "cnn_bn", "spec")
+    assert (shortcut.model.seed, shortcut.twin.seed, control.model.seed) == (0, 0, 1)  # as before
+    again = [Case(k, "cnn_bn", "spec", train_seed=2) for k in ("patch", None)]
+    assert (again[0].model.seed, again[0].twin.seed, again[1].model.seed) == (4, 4, 5)
+    assert again[0].model != shortcut.model and again[0].name == shortcut.name
