@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 SIDE = 160  # px: the longer side the luminance is scaled to before keypoints
+MIN_SIDE = 96  # px: a small input is enlarged to 2x its side, at least this (and at most SIDE)
 KEYPOINTS = 200
 MIN_INLIERS = 8  # photos of different subjects reached 3 (bench/near_duplicates.py)
 RANSAC_TRIALS = 300
@@ -96,14 +97,15 @@ def near_duplicate_groups(images: torch.Tensor) -> list[list[int]]:
 
 def _luminance(image: torch.Tensor) -> torch.Tensor:
     """(C, H, W) -> (h, w) luminance with its longer side at ``SIDE`` px (area-averaged when
-    shrinking, bilinear when a small model input is enlarged)."""
+    shrinking), or for a small input at twice its side, at least ``MIN_SIDE`` (bilinear)."""
     x = image.detach().to("cpu", torch.float32).clamp(0, 1)
     if x.shape[0] == 3:
         x = (0.299 * x[0] + 0.587 * x[1] + 0.114 * x[2])[None]
     else:
         x = x.mean(0, keepdim=True)
     h, w = x.shape[-2:]
-    scale = SIDE / max(h, w)
+    # enlarging a 32-px input to 160 px adds pixels, not detail: keypoints cost per pixel
+    scale = min(SIDE, max(MIN_SIDE, 2 * max(h, w))) / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
     mode = "area" if scale < 1 else "bilinear"
     kw = {} if mode == "area" else {"align_corners": False}
