@@ -53,12 +53,6 @@ def content_keypoints(image: torch.Tensor, *, mirror: bool = False) -> Keypoints
     return _features(grey.flip(-1) if mirror else grey)
 
 
-def shares_content(a: Keypoints | None, b: Keypoints | None) -> bool:
-    """Whether at least ``MIN_INLIERS`` matched keypoints of ``a`` and ``b`` agree on one
-    change of scale and position (a rotation of at most ``MAX_ROTATION_DEG``)."""
-    return _shares(a, b)
-
-
 def near_duplicate_groups(images: torch.Tensor) -> list[list[int]]:
     """Groups (indices into ``images``, each of two or more, ascending) of images that share
     content. ``images``: ``(N, C, H, W)`` in [0, 1], one class's. Identical images are
@@ -87,7 +81,7 @@ def near_duplicate_groups(images: torch.Tensor) -> list[list[int]]:
         for j in range(i + 1, n):
             if root(i) == root(j):
                 continue  # already one group: no need to prove it again
-            if _shares(plain[i], plain[j]) or _shares(plain[i], mirror(j)):
+            if shares_content(plain[i], plain[j]) or shares_content(plain[i], mirror(j)):
                 parent[root(j)] = root(i)
     groups: dict[int, list[int]] = {}
     for i in range(n):
@@ -125,7 +119,9 @@ def _features(grey: torch.Tensor) -> Keypoints | None:
     return np.asarray(orb.keypoints), np.asarray(orb.descriptors)
 
 
-def _shares(a: Keypoints | None, b: Keypoints | None) -> bool:
+def shares_content(a: Keypoints | None, b: Keypoints | None) -> bool:
+    """Whether at least ``MIN_INLIERS`` matched keypoints of ``a`` and ``b`` agree on one
+    change of scale and position (a rotation of at most ``MAX_ROTATION_DEG``)."""
     if a is None or b is None:
         return False
     from skimage.feature import match_descriptors
