@@ -205,9 +205,9 @@ def _config(args: argparse.Namespace) -> GenerationConfig:
 
 def _run_local(args: argparse.Namespace) -> dict[str, Any]:
     from protolens_server.checks import Policy, run_check, write_html
-    from protolens_server.cli.generate import local_torch_threads
+    from protolens_server.cpu_budget import configure_torch_threads
 
-    local_torch_threads()
+    configure_torch_threads()  # as generate: the CPUs this process may use, fixed for the run
 
     catalog = None
     if args.model_store is not None:

@@ -219,13 +219,16 @@ def _add_output_arguments(parser: argparse.ArgumentParser) -> None:
 
 @command_errors()
 def run(args: argparse.Namespace) -> int:
+    from protolens_server.cpu_budget import configure_torch_threads
     from protolens_server.engine import generate
     from protolens_server.lr_memory import DiskRates
 
     resolve_model_ref(args)
     config = build_config(args)  # cheap checks first, before loading the model
     device = handle_device(args.device)
-    local_torch_threads()
+    # the CPUs this process may use (affinity capped by a cgroup quota), fixed for the run:
+    # a rerun on the same machine gives the same pixels
+    configure_torch_threads()
     with progress_bar(config.step_budget) as bar:
         bar.phase(f"loading {args.model}")
         handle = load_cli_model(args)
@@ -438,15 +441,6 @@ def handle_device(device: str) -> str:
     if kind not in ("cpu", "cuda"):
         raise InvalidArgument("--device", f"{device!r}: expected auto, cpu, cuda or cuda:N")
     return device
-
-
-def local_torch_threads() -> int:
-    """torch's CPU threads for a command that runs the engine here: the CPUs this
-    process may use (its affinity mask capped by a cgroup quota, ``cpu_budget``), fixed
-    for the run so a rerun on the same machine gives the same pixels."""
-    from protolens_server.cpu_budget import configure_torch_threads
-
-    return configure_torch_threads()
 
 
 def _run_engine(call: Callable[[], list[Prototype]]) -> list[Prototype]:

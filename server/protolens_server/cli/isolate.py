@@ -77,10 +77,10 @@ def run(args: argparse.Namespace) -> int:
     from protolens_server.cli.generate import (
         handle_device,
         load_cli_model,
-        local_torch_threads,
         prepare_out_dir,
         progress_bar,
     )
+    from protolens_server.cpu_budget import configure_torch_threads
     from protolens_server.engine import IsolationConfig, isolate
     from protolens_server.imageio import encode_png, load_image
     from protolens_server.models import resolve_class
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
     }
     config = IsolationConfig(**changes)
     device = handle_device(args.device)
-    local_torch_threads()
+    configure_torch_threads()  # as generate: the CPUs this process may use, fixed for the run
     out = prepare_out_dir(args.out)
     with progress_bar(config.steps, "isolate") as bar:
         bar.phase(f"loading {args.model}")
