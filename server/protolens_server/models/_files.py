@@ -82,19 +82,10 @@ def not_a_model_hint(kind: FileKind, source: Path | bytes | None = None) -> str:
 def _pickled_classes(source: Path | bytes) -> list[str] | None:
     """The non-tensor globals a ``torch.save()`` file's pickle names, classes of its own
     before builtins (``[]``: a state dict; None: it cannot be read)."""
-    from protolens_server.models._pickle_scan import (
-        MAX_PICKLE_BYTES,
-        pickle_globals,
-        tensor_global,
-    )
+    from protolens_server.models._pickle_scan import pickle_globals, tensor_global, zip_pickles
 
     try:
-        with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
-            blobs = [
-                zf.read(i)
-                for i in zf.infolist()
-                if i.filename.endswith("/data.pkl") and i.file_size <= MAX_PICKLE_BYTES
-            ]
+        blobs = zip_pickles(source)
         names = set().union(*(pickle_globals(b) for b in blobs)) if blobs else set()
     except Exception:  # a hint only: a file it cannot read gets the general one
         return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import pickletools
 import zipfile
+from pathlib import Path
 
 from protolens_server.errors import InvalidModel
 
@@ -57,12 +58,7 @@ def check_plain_tensors(data: bytes, what: str, origin: str) -> None:
     pickles = [data]
     if data[:2] == b"PK":
         try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                pickles = [
-                    zf.read(i)
-                    for i in zf.infolist()
-                    if i.filename.endswith(".pkl") and i.file_size <= MAX_PICKLE_BYTES
-                ]
+            pickles = zip_pickles(data)
         except (zipfile.BadZipFile, OSError, RuntimeError) as exc:
             raise InvalidModel(f"{origin}: {what} is not a torch.save file") from exc
     for blob in pickles:
@@ -77,6 +73,17 @@ def check_plain_tensors(data: bytes, what: str, origin: str) -> None:
                 "(not plain tensors; a code payload?); re-export the model with "
                 "torch.export.save from tensor inputs"
             )
+
+
+def zip_pickles(source: Path | bytes) -> list[bytes]:
+    """The pickles of a ``torch.save`` zip (each at most ``MAX_PICKLE_BYTES``), read, never
+    unpickled; raises ``zipfile.BadZipFile``/``OSError`` for what is not a readable zip."""
+    with zipfile.ZipFile(io.BytesIO(source) if isinstance(source, bytes) else source) as zf:
+        return [
+            zf.read(i)
+            for i in zf.infolist()
+            if i.filename.endswith(".pkl") and i.file_size <= MAX_PICKLE_BYTES
+        ]
 
 
 def tensor_global(name: str) -> bool:
