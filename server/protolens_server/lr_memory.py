@@ -1,8 +1,10 @@
-"""Learning rates the finder chose, kept on disk for local commands.
+"""Learning rates the finder chose, kept on this machine's disk.
 
 A worker shares the finder's choice through Redis (``{prefix}:lr:<digest>``); a local
-``protolens generate`` is a new process each time, so without this every cold run would
-pay the finder's probe again. One small JSON file per model digest under
+``protolens generate`` is a new process each time, and an embedded stack's Redis
+(``protolens demo``, ``up``) starts empty, so without this every cold run would pay the
+finder's probes again. Workers read it under the Redis hash and write it beside it.
+One small JSON file per model digest under
 ``cache_dir("lr")``: the engine's keys (``_lr_finder.lr_key``: input spec, classes,
 device type, the config fields that change the choice) map to the rate. The finder is
 deterministic given the weights and config, so a stored rate is the one it would find.

@@ -182,3 +182,31 @@ async def test_found_learning_rates_are_shared_through_redis_and_recorded(
     async with Worker(worker_settings, name="w-lr-2") as worker:
         assert await worker.run_once() == 1
     assert (await wqueue.get(second.job_id)).prototypes[0].lr == 0.0123
+
+
+async def test_found_rates_outlive_their_redis_on_this_machine_s_disk(
+    wqueue, worker_settings, tiny_digest, tmp_path, monkeypatch
+):
+    """An embedded stack's Redis starts empty each time (``protolens demo``, ``up``): the
+    rate found before is read from the cache folder, not probed again, and shared."""
+    from protolens_server.engine import lr_key
+    from protolens_server.lr_memory import DiskRates
+
+    monkeypatch.setenv("PROTOLENS_CACHE_DIR", str(tmp_path / "cache"))
+    config = tiny_config(0, max_steps=40)
+    first, _ = await wqueue.submit(tiny_spec(tiny_digest, (1,), config=config))
+    async with Worker(worker_settings, name="w-disk") as worker:
+        assert await worker.run_once() == 1
+        handle = worker.models.get("tiny", tiny_digest)
+    found = (await wqueue.get(first.job_id)).prototypes[0].lr
+    key = lr_key(handle, GenerationConfig.from_dict(config), "cpu")
+    assert dict(DiskRates(tiny_digest)) == {key: found}
+    # a new Redis (the hash gone) and a rate on disk planted to tell it from a probe's
+    await wqueue.redis.delete(wqueue.keys.learning_rates(tiny_digest))
+    DiskRates(tiny_digest)[key] = 0.0234
+    second, _ = await wqueue.submit(tiny_spec(tiny_digest, (2,), config=config))
+    async with Worker(worker_settings, name="w-disk-2") as worker:
+        assert await worker.run_once() == 1
+    assert (await wqueue.get(second.job_id)).prototypes[0].lr == 0.0234
+    shared = await wqueue.redis.hgetall(wqueue.keys.learning_rates(tiny_digest))
+    assert {k.decode(): float(v) for k, v in shared.items()} == {key: 0.0234}

@@ -44,6 +44,7 @@ from protolens_server.errors import (
     ProtolensError,
 )
 from protolens_server.logging import bind, get_logger
+from protolens_server.lr_memory import DiskRates
 from protolens_server.queue.connection import UNREACHABLE, StoreError, is_missing_group
 from protolens_server.queue.delivery import Delivery, Entry, FinishedJob, QueueConsumer
 from protolens_server.queue.records import (
@@ -506,8 +507,7 @@ class Worker:
         started = time.monotonic()
         digest = specs[0].model_digest
         try:
-            rates = await self._learning_rates(digest)
-            known = dict(rates)
+            rates, shared = await self._learning_rates(digest)
             images = await self._input_images(specs)
             if self.engine_process is not None:
                 engine = self._engine_in_process(deliveries, images, rates)
@@ -523,9 +523,7 @@ class Worker:
             await self._failed(deliveries, e)
             return
         self._count_batch(specs, time.monotonic() - started)
-        await self._remember_learning_rates(
-            digest, {k: v for k, v in rates.items() if k not in known}
-        )
+        await self._remember_learning_rates(digest, rates, shared)
         done = [(d, r) for d, r in zip(deliveries, results, strict=True) if d.active]
         await self._finish_storing()
         if overlap and (self._prefetched or self._prefetch_task is not None):
@@ -678,20 +676,35 @@ class Worker:
             with bind(job_id=d.job_id, tenant=d.record.spec.tenant):
                 log.info("job %s: %s (%s)", d.job_id, outcome, error.message if error else mode)
 
-    async def _learning_rates(self, digest: str) -> dict[str, float]:
-        """Rates other workers found for this model (none when Redis does not answer: the
-        engine then finds them itself)."""
+    async def _learning_rates(self, digest: str) -> tuple[dict[str, float], set[str]]:
+        """Rates the finder chose for this model, and the keys Redis had: other workers'
+        (Redis) over those this machine found before (``lr_memory``, the cache folder: an
+        embedded stack's Redis starts empty, so a second ``protolens demo`` or ``up``
+        would pay the probes again). A worker whose Redis does not answer uses the disk's
+        alone; with neither, the engine finds them itself."""
         assert self.consumer is not None
+        rates = dict(DiskRates(digest))
         try:
-            return await self.consumer.learning_rates(digest)
+            shared = await self.consumer.learning_rates(digest)
         except StoreError as e:
             log.warning("learning rates of %s not read: %s", digest[:12], e)
-            return {}
+            shared = {}
+        return {**rates, **shared}, set(shared)
 
-    async def _remember_learning_rates(self, digest: str, found: dict[str, float]) -> None:
+    async def _remember_learning_rates(
+        self, digest: str, rates: dict[str, float], shared: set[str]
+    ) -> None:
+        """Share the rates Redis lacked with every worker, and keep those this machine's disk
+        lacks there (a folder that cannot be written costs a probe next time, nothing else)."""
         assert self.consumer is not None
+        disk = DiskRates(digest)
+        unsaved = {k: v for k, v in rates.items() if disk.get(k) != v}
+        if unsaved:
+            disk.update(unsaved)
         try:
-            await self.consumer.remember_learning_rates(digest, found)
+            await self.consumer.remember_learning_rates(
+                digest, {k: v for k, v in rates.items() if k not in shared}
+            )
         except StoreError as e:
             log.warning("learning rates of %s not shared: %s", digest[:12], e)
 
