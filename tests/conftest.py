@@ -36,6 +36,26 @@ os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
 # throttle's own tests set theirs (tests/worker/test_worker_progress_throttle.py).
 os.environ.setdefault("PROTOLENS_PROGRESS_INTERVAL_S", "0.05")
 
+# Machine-local caches (``paths.cache_dir``: the finder's rates, reference statistics, blobs,
+# check prototypes) go to one folder per test run, never the user's ~/.cache/protolens.
+# Set here in the process that starts the run, before xdist's workers start: they and
+# the commands tests start inherit it (the helpers that clear PROTOLENS_* from a child's
+# environment keep it), so what one test found (EfficientNet-Lite0's rate) serves the
+# next. Removed at the end by the process that made it; a run given
+# PROTOLENS_CACHE_DIR keeps its own.
+if "PROTOLENS_CACHE_DIR" not in os.environ:
+    import tempfile
+
+    _RUN_CACHE = tempfile.mkdtemp(prefix="protolens-test-cache-")
+    os.environ["PROTOLENS_CACHE_DIR"] = _RUN_CACHE
+else:
+    _RUN_CACHE = ""
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RUN_CACHE and not hasattr(config, "workerinput"):
+        shutil.rmtree(_RUN_CACHE, ignore_errors=True)
+
 
 def free_port() -> int:
     with socket.socket() as s:

@@ -25,6 +25,10 @@ TINY = {"n_train": 1500, "epochs": 5, "width": 16, "lr": 5e-3}
 
 KINDS = ("background", "patch")
 
+# One xdist worker runs the module: its module-scoped ``rows`` trains and checks the cases
+# once, not once per worker its tests would otherwise be spread over.
+pytestmark = pytest.mark.xdist_group("shortcut_suite")
+
 
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -15,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 from protolens.cli import main as cli_main
 from protolens_server.api.stack import free_port
 
@@ -22,8 +22,7 @@ pytestmark = pytest.mark.xdist_group("e2e")
 
 
 def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
-    return {**env, "PROTOLENS_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+    return child_env(PROTOLENS_DEVICE="cpu", PYTHONUNBUFFERED="1")
 
 
 def _first_line(proc: subprocess.Popen[bytes], timeout: float) -> str:

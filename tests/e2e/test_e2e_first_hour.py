@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from child_env import child_env
 from protolens import AsyncClient, Client
 from protolens.cli import main as cli_main
 from protolens_server.api.stack import Stack
@@ -139,14 +140,13 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(stack: Stack, command: str) -
     """Ctrl-C on `submit --wait` or `watch` printed 'protolens: interrupted' and nothing of
     the job, which goes on running on the service: now the job's id and how to follow or
     cancel it."""
-    import os
     import signal
     import subprocess
     import sys
 
     _ensure_worker(stack)
     address = ("--address", stack.address)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+    env = child_env()
     with Client(stack.address, timeout=30) as client:
         before = {j.id for j in client.list_jobs(page_size=50)[0]}
         if command == "submit":

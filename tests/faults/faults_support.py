@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from child_env import child_env
 from protolens_server.config import Settings
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobState
@@ -85,7 +86,7 @@ class WorkerProcess:
     def __init__(
         self, settings: Settings, name: str, log: Path, *, env: dict[str, str] | None = None
     ) -> None:
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+        base = child_env()
         base.update(
             PROTOLENS_REDIS_URL=settings.redis_url,
             PROTOLENS_KEY_PREFIX=settings.key_prefix,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from child_env import child_env
 from PIL import Image
 from protolens_server import ENGINE_VERSION
 from protolens_server.config import Settings
@@ -139,7 +139,7 @@ class WorkerProcess:
         env: dict[str, str] | None = None,
     ) -> None:
         self.name = name
-        base = {k: v for k, v in os.environ.items() if not k.startswith("PROTOLENS_")}
+        base = child_env()
         base.update(
             PROTOLENS_REDIS_URL=settings.redis_url,
             PROTOLENS_KEY_PREFIX=settings.key_prefix,
