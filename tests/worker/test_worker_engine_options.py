@@ -63,7 +63,7 @@ def test_a_worker_without_compile_never_imports_torch_dynamo(worker_settings, ti
     config = {**tiny_config(4), "start": "equidistant", "equidistant_steps": 2}
     script = f"""
 import asyncio, sys
-sys.path.insert(0, {str(Path(__file__).parent)!r})
+sys.path[:0] = [{str(Path(__file__).parent)!r}, {str(Path(__file__).parents[1])!r}]
 from protolens_server.config import Settings
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobSpec
