@@ -9,14 +9,15 @@ than the evidence. ``DUPLICATE_IMAGES`` finds identical pixels only; this finds 
 that share content under a change of scale, position and left-right mirroring.
 
 How: scikit-image's ORB keypoints (FAST corners with binary descriptors, over a scale
-pyramid) of each image's luminance at ``SIDE`` px, and of its mirror image; for each pair
-of a class's images, descriptors matched both ways with a ratio test, then RANSAC fits a
+pyramid; ``FAST_THRESHOLD`` low, so a smooth photo's faint corners count) of each image's
+luminance at ``SIDE`` px, and of its mirror image; for each pair of a class's images,
+descriptors matched both ways with a ratio test (``_matches``), then RANSAC fits a
 similarity transform (scale and shift; crops are not rotated, so a fit turned by more
 than ``MAX_ROTATION_DEG`` is no match). A pair shares content when at least
 ``MIN_INLIERS`` matches agree on one transform; groups are the connected pairs.
 
 Measured on crops of 16 scikit-image photos (``bench/near_duplicates.py``): crops of
-one photo that overlap by half or more are linked in about two thirds of pairs, photos of different
+one photo that overlap by half or more are linked in 84 % of pairs, photos of different
 subjects in none; two crops of one photo that share no pixels are not linked (nothing
 is shared), though they may join a group through a third crop that overlaps both.
 Repetitive texture (a brick wall) defeats the ratio test, so such crops may go unseen:
@@ -33,7 +34,8 @@ import torch.nn.functional as F
 
 SIDE = 160  # px: the longer side the luminance is scaled to before keypoints
 MIN_SIDE = 96  # px: a small input is enlarged to 2x its side, at least this (and at most SIDE)
-KEYPOINTS = 200
+KEYPOINTS = 300
+FAST_THRESHOLD = 0.01  # corners of low contrast count too (a smooth colour wheel has few else)
 MIN_INLIERS = 8  # photos of different subjects reached 3 (bench/near_duplicates.py)
 RANSAC_TRIALS = 300
 MAX_ROTATION_DEG = 10.0
@@ -109,7 +111,7 @@ def _luminance(image: torch.Tensor) -> torch.Tensor:
 def _features(grey: torch.Tensor) -> Keypoints | None:
     from skimage.feature import ORB
 
-    orb = ORB(n_keypoints=KEYPOINTS, fast_threshold=0.03, downscale=1.2, n_scales=8)
+    orb = ORB(n_keypoints=KEYPOINTS, fast_threshold=FAST_THRESHOLD, downscale=1.2, n_scales=8)
     try:
         orb.detect_and_extract(grey.numpy().astype(np.float64))
     except (RuntimeError, ValueError):  # too small or too flat for a single keypoint
@@ -124,11 +126,10 @@ def shares_content(a: Keypoints | None, b: Keypoints | None) -> bool:
     change of scale and position (a rotation of at most ``MAX_ROTATION_DEG``)."""
     if a is None or b is None:
         return False
-    from skimage.feature import match_descriptors
     from skimage.measure import ransac
     from skimage.transform import SimilarityTransform
 
-    matches = match_descriptors(a[1], b[1], cross_check=True, max_ratio=MAX_RATIO)
+    matches = _matches(a[1], b[1])
     if len(matches) < MIN_INLIERS:
         return False
     src = b[0][matches[:, 1]][:, ::-1]  # (x, y)
@@ -144,3 +145,20 @@ def shares_content(a: Keypoints | None, b: Keypoints | None) -> bool:
     if model is None or inliers is None or int(inliers.sum()) < MIN_INLIERS:
         return False
     return abs(math.degrees(float(model.rotation))) <= MAX_ROTATION_DEG
+
+
+def _matches(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``(M, 2)`` index pairs of binary descriptors ``a`` and ``b`` that are each other's
+    nearest under the Hamming distance and pass Lowe's ratio test (``MAX_RATIO``): what
+    ``skimage.feature.match_descriptors(a, b, cross_check=True, max_ratio=MAX_RATIO)``
+    returns, about 8x faster at 300 keypoints, because the distances of 0/1 vectors come
+    from one matrix product (|x| + |y| - 2 x.y) instead of a pairwise loop over bits."""
+    x, y = a.astype(np.float32), b.astype(np.float32)
+    d = x.sum(1)[:, None] + y.sum(1)[None, :] - 2 * (x @ y.T)
+    nearest = d.argmin(1)
+    rows = np.arange(len(a))
+    keep = d.argmin(0)[nearest] == rows  # cross-checked: b's nearest is a's too
+    if d.shape[1] > 1:
+        best, second = np.partition(d, 1, axis=1)[:, :2].T
+        keep &= best / np.maximum(second, np.finfo(np.float32).eps) < MAX_RATIO
+    return np.stack([rows[keep], nearest[keep]], 1)
