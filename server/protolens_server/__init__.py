@@ -36,6 +36,6 @@ every score they concern; the numbers are 2's.
 4: the caveat ``NEAR_DUPLICATE_IMAGES`` (``engine/_near_duplicates.py``): statistics kept
 under 3 would say nothing of views of one photo; the numbers are 3's.
 5: ``NEAR_DUPLICATE_IMAGES`` finds more views (300 keypoints, low-contrast corners too: 84 %
-of crop pairs that overlap by half or more, was 68 %), so a set's caveats may grow; the
-numbers are 4's.
+of crop pairs that overlap by half or more, was 68 %) and no longer links aligned photos of
+different subjects (faces) whose keypoints agree but pixels do not; the numbers are 4's.
 """

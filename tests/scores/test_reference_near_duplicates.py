@@ -120,3 +120,29 @@ def test_flat_tiny_odd_shaped_and_many_channel_images_are_no_error():
     assert near_duplicate_groups(torch.rand(2, 5, 64, 64)) == []  # 5 channels: their mean
     noise = torch.rand(1, 3, 64, 64)
     assert near_duplicate_groups(torch.cat([noise, noise])) == [[0, 1]]
+
+
+def test_aligned_faces_of_different_photos_are_not_views_of_one() -> None:
+    """LFW's faces are aligned (eyes and mouth in the same places), so keypoints of two
+    people's faces can agree on one transform: these five pairs had 8 or more agreeing
+    matches (bench/near_duplicates.py). They share structure, not pixels; a crop of one
+    of them is still found."""
+    from protolens_server.engine import content_keypoints, shares_content
+    from skimage import data
+
+    faces = data.lfw_subset()
+
+    def as_model_input(face: np.ndarray) -> torch.Tensor:
+        im = Image.fromarray((face * 255).astype(np.uint8)).resize((224, 224), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(im.convert("RGB"), np.float32) / 255).permute(2, 0, 1)
+
+    for i, j in ((3, 73), (3, 80), (55, 73), (60, 71), (91, 93)):
+        a, b = as_model_input(faces[i]), as_model_input(faces[j])
+        ka = content_keypoints(a)
+        assert not shares_content(ka, content_keypoints(b)), (i, j)
+        assert not shares_content(ka, content_keypoints(b, mirror=True)), (i, j)
+    whole = as_model_input(faces[3])
+    part = torch.nn.functional.interpolate(
+        whole[None, :, 20:200, 30:210], size=(224, 224), mode="bilinear", align_corners=False
+    )[0]
+    assert shares_content(content_keypoints(whole), content_keypoints(part))
