@@ -200,6 +200,9 @@ def test_serve_without_redis_is_one_line_error() -> None:
     assert done.stderr.count("\n") == 1
 
 
+# With the ImageNet defaults test (tests/engine/test_engine_imagenet.py), not the e2e group:
+# the two share one finder run on EfficientNet-Lite0 and are the suite's longest tests.
+@pytest.mark.xdist_group("efficientnet")
 def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
     """The README's main job: efficientnet_lite0, scored against scikit-image's photos."""
     import json

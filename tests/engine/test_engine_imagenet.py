@@ -11,7 +11,7 @@ from protolens_server.models import load_model
 # Beside the demo's test (tests/e2e/test_e2e_commands.py): whichever runs first pays the
 # learning-rate finder on this model, the other reads its rate from the run's cache folder,
 # as a second `protolens generate` or demo on one machine does.
-pytestmark = pytest.mark.xdist_group("e2e")
+pytestmark = pytest.mark.xdist_group("efficientnet")
 
 CLASSES = {
     281: "tabby",

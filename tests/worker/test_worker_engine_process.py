@@ -55,7 +55,9 @@ async def test_a_job_runs_in_the_engine_process_with_phases_scores_rates_and_met
     shared = await wqueue.redis.hgetall(wqueue.keys.learning_rates(tiny_digest))
     handle = ModelCatalog(worker_settings.model_store, builtins=False).load("tiny", "cpu")
     key = lr_key(handle, GenerationConfig.from_dict(config), "cpu")
-    assert {k.decode(): float(v) for k, v in shared.items()} == {key: done.prototypes[0].lr}
+    # (the hash may also hold rates of other configs that tests before it left in the run's
+    # cache folder: a worker shares the rates it has on disk too)
+    assert float(shared[key.encode()]) == done.prototypes[0].lr
     # the worker serves the metrics of what ran in the child
     assert sample("protolens_engine_batches_total") == batches_before + 1
     assert sample("protolens_generation_steps_total") >= steps_before + 2

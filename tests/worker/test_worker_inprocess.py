@@ -173,7 +173,9 @@ async def test_found_learning_rates_are_shared_through_redis_and_recorded(
     assert done.state == JobState.SUCCEEDED, done.error
     shared = await wqueue.redis.hgetall(wqueue.keys.learning_rates(tiny_digest))
     key = lr_key(handle, GenerationConfig.from_dict(config), "cpu")
-    assert {k.decode(): float(v) for k, v in shared.items()} == {key: done.prototypes[0].lr}
+    # (the hash may also hold rates of other configs that tests before it left in the run's
+    # cache folder: a worker shares the rates it has on disk too)
+    assert float(shared[key.encode()]) == done.prototypes[0].lr
     assert done.prototypes[0].stop_reason in ("converged", "budget")
     assert done.prototypes[0].steps <= 40 and done.total_steps == 40
     # a fresh worker takes the shared rate instead of probing (planted to tell them apart)

@@ -30,11 +30,14 @@ a caveat found is evidence, no caveat is not proof of independent photos.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from skimage.transform import SimilarityTransform
 
 SIDE = 160  # px: the longer side the luminance is scaled to before keypoints
 MIN_SIDE = 96  # px: a small input is enlarged to 2x its side, at least this (and at most SIDE)
@@ -171,7 +174,7 @@ def shares_content(a: Keypoints | None, b: Keypoints | None) -> bool:
     return _same_pixels(a.grey, b.grey, model)
 
 
-def _same_pixels(a: np.ndarray, b: np.ndarray, b_to_a) -> bool:
+def _same_pixels(a: np.ndarray, b: np.ndarray, b_to_a: SimilarityTransform) -> bool:
     """Whether ``b``, carried into ``a``'s frame by the similarity ``b_to_a``, correlates
     with ``a`` at ``MIN_CORRELATION`` or more over the pixels both show. Keypoints agree on
     structure, which aligned photos of different subjects can share (faces, centred
