@@ -325,13 +325,15 @@ async def test_api_restart_mid_check_then_finished_check_survives(
 
 @pytest.fixture
 def api_process(settings):
-    """A real API server process (lease 1 s) started on the test's Redis; killed after."""
+    """A real API server process (lease 3 s) started on the test's Redis; killed after.
+    A 1-s lease lapsed under a loaded CI run (two test workers beside the demo's stack):
+    the other replica took the check over while its driver was alive."""
     procs: list[subprocess.Popen[str]] = []
 
     def start() -> tuple[subprocess.Popen[str], str]:
         proc = subprocess.Popen(
             [sys.executable, str(HERE / "checks_api_process.py"), settings.redis_url,
-             str(settings.model_store), "1.0"],
+             str(settings.model_store), "3.0"],
             stdout=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         procs.append(proc)
@@ -355,7 +357,7 @@ async def test_killed_api_process_check_is_resumed_by_a_sweep(
         started = await a.start_check("shapes@2", baseline="shapes@1", **SLOW)
     before = await _midway(api_b, started.name)
     assert before.lease_held and before.driver != api_b.checks.owner
-    os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: its lease expires after 1 s
+    os.killpg(proc.pid, signal.SIGKILL)  # no goodbye: its lease expires after 3 s
     await asyncio.to_thread(proc.wait, 10)
 
     async def finished_by_b() -> CheckRecord | None:  # no RPC: B's sampler sweep resumes it
