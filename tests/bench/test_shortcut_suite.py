@@ -27,8 +27,7 @@ KINDS = ("background", "patch")
 
 # One xdist worker runs the module: its module-scoped ``rows`` trains and checks the cases
 # once, not once per worker its tests would otherwise be spread over.
-# (xdist 3.8 ignores xdist_group under pytest 9: it sets item._nodeid, pytest 9 reads _id; see
-# the issue 12 note of 2026-12-06. Until that is mended these tests may run apart.)
+# (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
 pytestmark = pytest.mark.xdist_group("shortcut_suite")
 
 

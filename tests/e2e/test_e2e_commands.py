@@ -202,8 +202,7 @@ def test_serve_without_redis_is_one_line_error() -> None:
 
 # With the ImageNet defaults test (tests/engine/test_engine_imagenet.py), not the e2e group:
 # the two share one finder run on EfficientNet-Lite0 and are the suite's longest tests.
-# (xdist 3.8 ignores xdist_group under pytest 9: it sets item._nodeid, pytest 9 reads _id; see
-# the issue 12 note of 2026-12-06. Until that is mended these tests may run apart.)
+# (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
 @pytest.mark.xdist_group("efficientnet")
 def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
     """The README's main job: efficientnet_lite0, scored against scikit-image's photos."""

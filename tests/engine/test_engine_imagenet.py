@@ -11,8 +11,7 @@ from protolens_server.models import load_model
 # Beside the demo's test (tests/e2e/test_e2e_commands.py): whichever runs first pays the
 # learning-rate finder on this model, the other reads its rate from the run's cache folder,
 # as a second `protolens generate` or demo on one machine does, when both run on one worker.
-# (xdist 3.8 ignores xdist_group under pytest 9: it sets item._nodeid, pytest 9 reads _id; see
-# the issue 12 note of 2026-12-06. Until that is mended these tests may run apart.)
+# (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
 pytestmark = pytest.mark.xdist_group("efficientnet")
 
 CLASSES = {
