@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import os
 import pickle
+import random
 import zipfile
 from pathlib import Path
 
@@ -30,7 +30,7 @@ def test_missing_file(tmp_path) -> None:
     ("fname", "content", "expected"),
     [
         ("notes.pt", b"hello, I am text", "not a TorchScript file"),
-        ("junk.pt2", os.urandom(256), "not a torch.export .pt2 program"),
+        ("junk.pt2", random.Random(0).randbytes(256), "not a torch.export .pt2 program"),
         ("junk.mar", b"PK but not really", "not a TorchServe .mar archive"),
         ("picture.png", b"\x89PNG\r\n", r"not a TorchScript \(\.pt/\.ts\), torch\.export"),
     ],
