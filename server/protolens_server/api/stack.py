@@ -8,12 +8,17 @@ persistence off. Children get the settings as
 ``PROTOLENS_*`` environment variables, run in their own sessions (so a Ctrl-C
 reaches only this process, which then stops them in order: workers, API,
 Redis) and die with their parent on Linux.
+
+Children are started through a small interpreter that arms the parent-death signal
+and then execs the real command (``_DIE_WITH_PARENT``), not through ``preexec_fn``:
+a ``preexec_fn`` makes ``subprocess`` fork() and run every at-fork handler, and gRPC's
+can block forever in a process that holds channels (grpc/grpc#31885; it hung a test
+that started a worker after talking to the API). Without one, CPython starts the
+child with vfork(), which runs no handlers.
 """
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -27,7 +32,23 @@ from typing import Any
 from protolens_server.config import Settings
 from protolens_server.errors import ProtolensError
 
-_PR_SET_PDEATHSIG = 1
+# Run as ``python -I -S -c _DIE_WITH_PARENT PARENT_PID COMMAND...``: arm SIGTERM for when
+# the parent dies (prctl PR_SET_PDEATHSIG = 1; it survives exec), then become COMMAND. A
+# parent that died before the signal was armed left us to init: exit instead.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys\n"
+    "ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)\n"
+    "if os.getppid() != int(sys.argv[1]):\n"
+    "    sys.exit('protolens: the parent process exited before this child started')\n"
+    "os.execvp(sys.argv[2], sys.argv[2:])\n"
+)
+
+
+def child_command(args: list[str]) -> list[str]:
+    """``args`` as started by the stack: on Linux behind ``_DIE_WITH_PARENT``."""
+    if sys.platform != "linux":
+        return args
+    return [sys.executable, "-I", "-S", "-c", _DIE_WITH_PARENT, str(os.getpid()), *args]
 
 
 class StackError(ProtolensError):
@@ -51,11 +72,6 @@ def settings_env(settings: Settings) -> dict[str, str]:
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
         env[f"PROTOLENS_{name.upper()}"] = text
     return env
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def redis_executable() -> str:
@@ -127,13 +143,12 @@ class Stack:
         log_path = self.workdir / f"{name}.log"
         with open(log_path, "ab") as log:
             proc = subprocess.Popen(
-                args,
+                child_command(args),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
         return Child(name, proc, log_path)
 
