@@ -198,30 +198,3 @@ def test_serve_without_redis_is_one_line_error() -> None:
     assert done.returncode == 1
     assert done.stderr.startswith("protolens: INVALID_ARGUMENT: redis_url: serve needs a Redis")
     assert done.stderr.count("\n") == 1
-
-
-# With the ImageNet defaults test (tests/engine/test_engine_imagenet.py), not the e2e group:
-# the two share one finder run on EfficientNet-Lite0 and are the suite's longest tests.
-# (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
-@pytest.mark.xdist_group("efficientnet")
-def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
-    """The README's main job: efficientnet_lite0, scored against scikit-image's photos."""
-    import json
-
-    pytest.importorskip("skimage")
-    out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "protolens.cli", "demo", "--steps", "8", "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "reference set 'photos'" in done.stdout
-    metas = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
-    assert sorted(m["target"]["classes"][0] for m in metas) == [285, 967]
-    assert sorted(m["target"]["class_names"][0] for m in metas) == ["Egyptian Mau", "espresso"]
-    for meta in metas:
-        assert meta["provenance"]["reference_set"] == "photos"
-        assert isinstance(meta["path_similarity"], float)
-    # the set stays for the README's next step, `protolens up --reference-root`
-    refs = out / "references"
-    assert {"285", "967"} <= {p.name for p in (refs / "photos").iterdir()}
-    assert len(list((refs / "photos" / "285").glob("*.png"))) >= 3
-    assert f"next, protolens up --reference-root {refs}" in done.stdout

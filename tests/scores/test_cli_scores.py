@@ -11,6 +11,11 @@ from PIL import Image
 from protolens.cli import main
 from scores_synthetic import CLASSES, SPEC
 
+# One xdist worker runs the module: the first test finds the reference folder's near
+# duplicates (most of its minute) and the learning rate, the others reuse both in process.
+# (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
+pytestmark = pytest.mark.xdist_group("cli_scores")
+
 FAST = ["--steps", "16", "--equidistant-steps", "2", "--robustness-samples", "4"]
 
 

@@ -1,0 +1,48 @@
+"""``protolens demo`` with its defaults: the README's main job, as a real command.
+
+In one xdist group with the ImageNet defaults test (tests/engine/test_engine_imagenet.py),
+and in a module of its own so that no other group joins it (xdist names a test marked with
+two groups after both): the two are the suite's longest tests and share one run of the
+learning-rate finder on EfficientNet-Lite0 through the run's cache folder, whichever
+runs first paying it. (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from child_env import child_env
+
+pytestmark = pytest.mark.xdist_group("efficientnet")
+
+
+def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:
+    """The README's main job: efficientnet_lite0, scored against scikit-image's photos."""
+    import json
+
+    pytest.importorskip("skimage")
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "protolens.cli", "demo", "--steps", "8", "--out", str(out)]
+    done = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        env=child_env(PROTOLENS_DEVICE="cpu", PYTHONUNBUFFERED="1"),
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "reference set 'photos'" in done.stdout
+    metas = [json.loads(p.read_text()) for p in out.glob("*.json") if p.name != "job.json"]
+    assert sorted(m["target"]["classes"][0] for m in metas) == [285, 967]
+    assert sorted(m["target"]["class_names"][0] for m in metas) == ["Egyptian Mau", "espresso"]
+    for meta in metas:
+        assert meta["provenance"]["reference_set"] == "photos"
+        assert isinstance(meta["path_similarity"], float)
+    # the set stays for the README's next step, `protolens up --reference-root`
+    refs = out / "references"
+    assert {"285", "967"} <= {p.name for p in (refs / "photos").iterdir()}
+    assert len(list((refs / "photos" / "285").glob("*.png"))) >= 3
+    assert f"next, protolens up --reference-root {refs}" in done.stdout
