@@ -1,10 +1,10 @@
 """``protolens demo`` with its defaults: the README's main job, as a real command.
 
-In one xdist group with the ImageNet defaults test (tests/engine/test_engine_imagenet.py),
-and in a module of its own so that no other group joins it (xdist names a test marked with
-two groups after both): the two are the suite's longest tests and share one run of the
-learning-rate finder on EfficientNet-Lite0 through the run's cache folder, whichever
-runs first paying it. (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
+In a module of its own, out of the e2e group, so that it may run beside the ImageNet
+defaults test (tests/engine/test_engine_imagenet.py): they are the suite's two longest
+tests. Grouped, they shared one run of the learning-rate finder (the ImageNet test 68 s
+instead of 113-134 s), but made a chain of about 350 s on one worker, and the suite took
+981-1013 s against 846 s with them apart (issue 12 note of 2026-12-07).
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 from child_env import child_env
-
-pytestmark = pytest.mark.xdist_group("efficientnet")
 
 
 def test_default_demo_scores_against_the_sample_photos(tmp_path: Path) -> None:

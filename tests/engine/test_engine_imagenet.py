@@ -3,16 +3,13 @@ reach target probability >= 0.9 for the documented ImageNet classes, on the CPU.
 
 from __future__ import annotations
 
-import pytest
 from protolens_server.engine import GenerationConfig, generate
 from protolens_server.lr_memory import DiskRates
 from protolens_server.models import load_model
 
-# Beside the demo's test (tests/e2e/test_e2e_demo_defaults.py): whichever runs first pays the
-# learning-rate finder on this model, the other reads its rate from the run's cache folder,
-# as a second `protolens generate` or demo on one machine does, when both run on one worker.
-# (Groups need pytest < 9 with xdist 3.8: pyproject.toml pins it.)
-pytestmark = pytest.mark.xdist_group("efficientnet")
+# Not grouped with the demo's test (tests/e2e/test_e2e_demo_defaults.py says why): when
+# the two run on one worker, the second reads the first one's rate from the run's cache
+# folder, as a second `protolens generate` or demo on one machine does.
 
 CLASSES = {
     281: "tabby",
