@@ -36,6 +36,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _wait_until_execd(pid: int) -> None:
+    """Until the child has become its command (``python -c ...``), not the trampoline."""
+    deadline = time.monotonic() + 10
+    while (cmdline := Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"))[:2] != [
+        os.fsencode(sys.executable),
+        b"-c",
+    ]:
+        assert time.monotonic() < deadline, cmdline
+        time.sleep(0.05)
+
+
 def test_children_start_without_fork_handlers_beside_live_grpc(tmp_path: Path) -> None:
     forks: list[int] = []
     os.register_at_fork(before=lambda: forks.append(1))
@@ -53,12 +64,7 @@ def test_children_start_without_fork_handlers_beside_live_grpc(tmp_path: Path) -
             stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert forks == [], "a child was fork()ed with the at-fork handlers (a preexec_fn?)"
         for child in children:
-            cmdline = Path(f"/proc/{child.proc.pid}/cmdline").read_bytes().split(b"\0")
-            deadline = time.monotonic() + 10
-            while cmdline[:2] != [os.fsencode(sys.executable), b"-c"]:  # exec'd the command
-                assert time.monotonic() < deadline, cmdline
-                time.sleep(0.05)
-                cmdline = Path(f"/proc/{child.proc.pid}/cmdline").read_bytes().split(b"\0")
+            _wait_until_execd(child.proc.pid)
     finally:
         server.stop(None)
         for child in children:
@@ -83,10 +89,7 @@ def test_a_child_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         child_pid = int(proc.stdout.readline())
-        deadline = time.monotonic() + 10
-        while Path(f"/proc/{child_pid}/cmdline").read_bytes().split(b"\0")[1:2] != [b"-c"]:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        _wait_until_execd(child_pid)
         assert _alive(child_pid)
         proc.send_signal(signal.SIGKILL)  # no chance to stop its children itself
         proc.wait(10)

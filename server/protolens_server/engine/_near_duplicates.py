@@ -173,8 +173,8 @@ def shares_content(a: Keypoints | None, b: Keypoints | None) -> bool:
 def _similarity_ransac(src: np.ndarray, dst: np.ndarray) -> tuple[complex, complex] | None:
     """RANSAC for the similarity ``dst = turn * src + shift`` (points as complex ``x + iy``;
     ``turn`` holds the scale and rotation): every 2-match hypothesis (all pairs when there
-    are at most ``RANSAC_TRIALS``, else that many drawn) scored at once,
-    the best one's inliers refitted by least squares, and that fit's inliers counted. None
+    are at most ``RANSAC_TRIALS``, else that many drawn) scored at once, the best one's
+    inliers refitted by least squares, and that fit's inliers counted. None
     when fewer than ``MIN_INLIERS`` agree. The same estimate as scikit-image's ``ransac``
     with ``SimilarityTransform`` (2-point samples, Umeyama's least squares), vectorised:
     its per-trial Python loop cost about 20 ms a pair that reached it."""
@@ -193,8 +193,8 @@ def _similarity_ransac(src: np.ndarray, dst: np.ndarray) -> tuple[complex, compl
     turns = (dst[second] - dst[first]) / span
     shifts = dst[first] - turns * src[first]
     residuals = np.abs(turns[:, None] * src[None, :] + shifts[:, None] - dst[None, :])
-    best = (residuals < RESIDUAL_PX).sum(1).argmax()
-    inliers = residuals[best] < RESIDUAL_PX
+    agree = residuals < RESIDUAL_PX
+    inliers = agree[agree.sum(1).argmax()]
     p, q = src[inliers], dst[inliers]
     p_mean, q_mean = p.mean(), q.mean()
     spread = float((np.abs(p - p_mean) ** 2).sum())
