@@ -20,6 +20,17 @@ def _images(protos: list) -> torch.Tensor:
     return torch.stack([p.image for p in protos])
 
 
+def _assert_same_up_to_rounding(got: torch.Tensor, expected: torch.Tensor) -> None:
+    """Equal but for kernel rounding that the optimiser grew over the steps: which kernel
+    runs depends on the batch size, the memory layout and the CPU (an AMD EPYC VM gave
+    3.3e-3 at one pixel where the earlier VMs gave under 2e-3), so a few pixels may move by
+    up to 1e-2 while the mean stays near 3e-5; another seed moves the mean by about 0.06
+    and single pixels by about 0.3."""
+    diff = (got - expected).abs()
+    assert float(diff.max()) <= 1e-2, f"a pixel moved by {float(diff.max()):.2e}"
+    assert float(diff.mean()) <= 2e-4, f"pixels moved by {float(diff.mean()):.2e} on average"
+
+
 def test_same_seed_same_pixels_other_seed_other_pixels(tiny: Classifier) -> None:
     a = generate(tiny, TARGETS, RICH, seed=11)
     b = generate(tiny, TARGETS, RICH, seed=11)
@@ -56,8 +67,8 @@ def test_chunking_by_max_batch_gives_the_same_prototypes(tiny: Classifier, max_b
     whole = generate(tiny, TARGETS, config)
     chunked = generate(tiny, TARGETS, config.replace(max_batch=max_batch))
     # batch-size-dependent kernel rounding, grown over 10 steps (the antitype's margin is
-    # the most sensitive term): up to about 2e-3 of the [0, 1] range
-    torch.testing.assert_close(_images(chunked), _images(whole), atol=3e-3, rtol=0)
+    # the most sensitive term)
+    _assert_same_up_to_rounding(_images(chunked), _images(whole))
 
 
 class _CountingForward:
@@ -112,7 +123,7 @@ def test_speed_flags_compute_the_same_prototypes_as_the_plain_path(tiny: Classif
     fast = generate(
         Classifier(tiny_net(), SPEC, 10), TARGETS, RICH.replace(channels_last=True, autocast=True)
     )
-    torch.testing.assert_close(_images(fast), _images(plain), atol=1e-3, rtol=0)
+    _assert_same_up_to_rounding(_images(fast), _images(plain))
 
 
 def test_channels_last_and_autocast_forward_match_the_plain_forward() -> None:
