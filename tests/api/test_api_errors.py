@@ -90,6 +90,9 @@ RPC_CASES = [
     ("too_many_steps", {"config": {"steps": 501}}, IA, "config.steps"),
     ("bad_lr", {"config": {"lr": -1.0}}, IA, "config.lr"),
     ("bad_transforms", {"config": {"transforms": "huge"}}, IA, "config.transforms"),
+    ("bad_copies", {"config": {"transform_copies": 0}}, IA, "config.transform_copies"),
+    # 4 copies x 256 steps (the default max_steps) = 1024 passes > this server's 500
+    ("copies_over_budget", {"config": {"transform_copies": 4}}, IA, "config.transform_copies"),
     ("class_out_of_range", {"targets": [5]}, "UNKNOWN_CLASS", "targets[0].classes[0]"),
     ("unknown_class_name", {"targets": [1, "durian"]}, "UNKNOWN_CLASS", "targets[1].classes[0]"),
     ("no_targets", {"targets": []}, IA, "targets"),

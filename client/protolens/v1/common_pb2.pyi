@@ -63,7 +63,7 @@ class ResolvedTarget(_message.Message):
     def __init__(self, classes: _Optional[_Iterable[int]] = ..., class_names: _Optional[_Iterable[str]] = ..., kind: _Optional[_Union[TargetKind, str]] = ..., units: _Optional[_Iterable[_Union[_units_pb2.UnitTerm, _Mapping]]] = ...) -> None: ...
 
 class GenerationConfig(_message.Message):
-    __slots__ = ("steps", "lr", "parameterisation", "decorrelate", "start", "start_value", "equidistant_steps", "transforms", "hf_penalty", "blur_every", "blur_sigma", "diversity", "bn_prior", "max_batch", "autocast", "channels_last", "progress_every", "alpha", "alpha_penalty", "max_steps", "objective", "fourier_decay", "maco_decay", "margin_temperature")
+    __slots__ = ("steps", "lr", "parameterisation", "decorrelate", "start", "start_value", "equidistant_steps", "transforms", "hf_penalty", "blur_every", "blur_sigma", "diversity", "bn_prior", "max_batch", "autocast", "channels_last", "progress_every", "alpha", "alpha_penalty", "max_steps", "objective", "fourier_decay", "maco_decay", "margin_temperature", "transform_copies")
     STEPS_FIELD_NUMBER: _ClassVar[int]
     LR_FIELD_NUMBER: _ClassVar[int]
     PARAMETERISATION_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class GenerationConfig(_message.Message):
     FOURIER_DECAY_FIELD_NUMBER: _ClassVar[int]
     MACO_DECAY_FIELD_NUMBER: _ClassVar[int]
     MARGIN_TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_COPIES_FIELD_NUMBER: _ClassVar[int]
     steps: int
     lr: float
     parameterisation: str
@@ -112,7 +113,8 @@ class GenerationConfig(_message.Message):
     fourier_decay: float
     maco_decay: float
     margin_temperature: float
-    def __init__(self, steps: _Optional[int] = ..., lr: _Optional[float] = ..., parameterisation: _Optional[str] = ..., decorrelate: _Optional[bool] = ..., start: _Optional[str] = ..., start_value: _Optional[float] = ..., equidistant_steps: _Optional[int] = ..., transforms: _Optional[str] = ..., hf_penalty: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., diversity: _Optional[float] = ..., bn_prior: _Optional[float] = ..., max_batch: _Optional[int] = ..., autocast: _Optional[bool] = ..., channels_last: _Optional[bool] = ..., progress_every: _Optional[int] = ..., alpha: _Optional[bool] = ..., alpha_penalty: _Optional[float] = ..., max_steps: _Optional[int] = ..., objective: _Optional[str] = ..., fourier_decay: _Optional[float] = ..., maco_decay: _Optional[float] = ..., margin_temperature: _Optional[float] = ...) -> None: ...
+    transform_copies: int
+    def __init__(self, steps: _Optional[int] = ..., lr: _Optional[float] = ..., parameterisation: _Optional[str] = ..., decorrelate: _Optional[bool] = ..., start: _Optional[str] = ..., start_value: _Optional[float] = ..., equidistant_steps: _Optional[int] = ..., transforms: _Optional[str] = ..., hf_penalty: _Optional[float] = ..., blur_every: _Optional[int] = ..., blur_sigma: _Optional[float] = ..., diversity: _Optional[float] = ..., bn_prior: _Optional[float] = ..., max_batch: _Optional[int] = ..., autocast: _Optional[bool] = ..., channels_last: _Optional[bool] = ..., progress_every: _Optional[int] = ..., alpha: _Optional[bool] = ..., alpha_penalty: _Optional[float] = ..., max_steps: _Optional[int] = ..., objective: _Optional[str] = ..., fourier_decay: _Optional[float] = ..., maco_decay: _Optional[float] = ..., margin_temperature: _Optional[float] = ..., transform_copies: _Optional[int] = ...) -> None: ...
 
 class Status(_message.Message):
     __slots__ = ("code", "message", "reason", "metadata")

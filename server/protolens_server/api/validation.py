@@ -183,7 +183,8 @@ def generation_config(
     given: common_pb2.GenerationConfig, prototypes: int, settings: Settings
 ) -> GenerationConfig:
     """The fields the caller set over the defaults, ``prototypes`` (0 = 1) per target,
-    within the server's step limit (jobs and checks alike)."""
+    within the server's step limit (jobs and checks alike): a step of K transform copies
+    counts K times, since it costs K forward and backward passes."""
     fields = {
         f.name: getattr(given, f.name) for f in given.DESCRIPTOR.fields if given.HasField(f.name)
     }
@@ -196,6 +197,13 @@ def generation_config(
         raise InvalidArgument(
             f"config.{field}",
             f"{config.step_budget} steps; this server allows at most {settings.max_steps}",
+        )
+    passes = config.step_budget * config.transform_copies
+    if passes > settings.max_steps:
+        raise InvalidArgument(
+            "config.transform_copies",
+            f"{config.transform_copies} copies x {config.step_budget} steps = {passes} passes;"
+            f" this server allows at most {settings.max_steps}: lower {field} or the copies",
         )
     return config
 

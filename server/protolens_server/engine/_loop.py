@@ -480,6 +480,12 @@ class _Progress:
         )
 
 
+def _step_draws(draws: DrawStream, copies: int) -> torch.Tensor:
+    """One step's transform draws, (copies, N, per_step): each copy draws its own, in
+    turn from every image's generator, so one copy draws exactly what a step always did."""
+    return torch.stack([draws.next() for _ in range(copies)])
+
+
 class _Chunk:
     """Optimises one chunk of items: everything that is the same for every chunk of a call."""
 
@@ -542,7 +548,8 @@ class _Chunk:
             # the BatchNorm prior on every k-th step (from the first), k times as strong
             self.probe.bn_active = (step - 1) % config.bn_prior_every == 0
             rates = lr * schedule.factor(step)
-            logits, losses = self._step(param, optimiser, objective, draws.next(), groups, rates)
+            step_draws = _step_draws(draws, config.transform_copies)
+            logits, losses = self._step(param, optimiser, objective, step_draws, groups, rates)
             schedule.observe(step, losses)
             if config.blur_every and step % config.blur_every == 0:
                 param.blur_(config.blur_sigma)
@@ -576,7 +583,9 @@ class _Chunk:
         rates = torch.full((len(items),), config.lr or _lr_finder.GRID[0], device=device)
         self.probe.bn_active = True  # the heavier of the two kinds of step
         objective = self._objective(weights, items)
-        self._step(param, optimiser, objective, draws.next(), groups, rates)
+        self._step(
+            param, optimiser, objective, _step_draws(draws, config.transform_copies), groups, rates
+        )
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
 
@@ -642,7 +651,9 @@ class _Chunk:
         rates: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step at per-image ``rates``; gradients only w.r.t. the image
-        parameters. Returns the logits and the per-image losses (detached).
+        parameters. ``draws`` is (K, N, per_step): the step's loss is the mean over K
+        transformed copies of each image (``transform_copies``). Returns the first copy's
+        logits and the per-image mean losses (detached).
 
         When compiling fails inside it, the step reruns eagerly: nothing it changes
         (gradients, optimiser state) is touched before the model's backward succeeds.
@@ -664,15 +675,26 @@ class _Chunk:
         groups: torch.Tensor,
         rates: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        images = param.image()
-        inputs = self.transform(self.runner.normalise(images), draws)
-        logits = self.runner.forward(inputs)
-        features, bn_stats = self.probe.take()
-        ctx = obj.StepContext(logits, images, groups, features, bn_stats)
-        losses = objective(ctx)
-        grads = torch.autograd.grad(losses.sum(), param.tensors)
+        copies = draws.shape[0]
+        first: torch.Tensor | None = None
+        losses = torch.zeros(())
+        grads: tuple[torch.Tensor, ...] = ()
+        for k in range(copies):  # one graph at a time: memory stays that of one copy
+            images = param.image()
+            inputs = self.transform(self.runner.normalise(images), draws[k])
+            logits = self.runner.forward(inputs)
+            features, bn_stats = self.probe.take()
+            ctx = obj.StepContext(logits, images, groups, features, bn_stats)
+            copy_losses = objective(ctx)
+            copy_grads = torch.autograd.grad(copy_losses.sum() / copies, param.tensors)
+            if k == 0:
+                first, losses, grads = logits, copy_losses.detach(), copy_grads
+            else:
+                losses = losses + copy_losses.detach()
+                grads = tuple(g + c for g, c in zip(grads, copy_grads, strict=True))
+        assert first is not None
         optimiser.step(grads, rates)
-        return logits.detach(), losses.detach()
+        return first.detach(), losses / copies
 
     @torch.no_grad()
     def _finish(

@@ -28,6 +28,7 @@ UnitKind = Literal["channel", "neuron", "direction"]
 UNIT_KINDS: tuple[str, ...] = ("channel", "neuron", "direction")
 # The size a direction's largest value may have (its scale is normalised away, in float32).
 DIRECTION_SCALE = (1e-6, 1e6)
+MAX_TRANSFORM_COPIES = 16  # transform_copies: each is a forward and backward pass per step
 ObjectiveKind = Literal["margin", "logit"]
 StopReason = Literal["converged", "budget", "steps"]
 
@@ -329,7 +330,9 @@ class GenerationConfig(OptionRecord):
     1/f^``maco_decay`` magnitude (``_param``). ``bn_prior`` (DeepInversion's
     BatchNorm-statistics prior, eager models with BatchNorm modules only) is off by
     default: on the self-tuning optimisation it lowered the path similarity it was
-    meant to raise (docs/scores.md). ``max_batch``
+    meant to raise (docs/scores.md). ``transform_copies`` averages each step's loss
+    over that many independently transformed copies of every image (a transform
+    ensemble: K forward passes per step; docs/scores.md measures it). ``max_batch``
     caps the images optimised at once; 0 sizes chunks to the device's memory
     (``generate``'s ``memory_budget``; a fixed 32 off CUDA). Options that only
     change how fast the same result is made and belong to the machine, not the
@@ -351,6 +354,7 @@ class GenerationConfig(OptionRecord):
     start_value: float = 0.5
     equidistant_steps: int = 16
     transforms: TransformPreset = "medium"
+    transform_copies: int = 1
     hf_penalty: float = 1.0
     blur_every: int = 0
     blur_sigma: float = 0.5
@@ -398,6 +402,11 @@ class GenerationConfig(OptionRecord):
                 "transforms",
                 self.transforms in ("none", "small", "medium", "large", "xlarge"),
                 "must be none|small|medium|large|xlarge",
+            ),
+            (
+                "transform_copies",
+                1 <= self.transform_copies <= MAX_TRANSFORM_COPIES,
+                f"must be 1..{MAX_TRANSFORM_COPIES} (each step costs that many forward passes)",
             ),
             ("hf_penalty", 0 <= self.hf_penalty <= 1e4, "must be in [0, 10000]"),
             ("blur_every", self.blur_every >= 0, "must be >= 0"),
