@@ -157,8 +157,9 @@ def test_metrics_endpoints_answer_and_counters_move(stack: Stack) -> None:
         _metric(api_port, "protolens_rpc_requests_total", method="CreatePrototypeJob", code="OK")
         == ok + 2
     )
+    # at least ours: the stack is shared, and an earlier test's last job may finish meanwhile
     after = _metric(worker.metrics_port, "protolens_jobs_finished_total", state="SUCCEEDED")
-    assert after == finished + 1
+    assert after >= finished + 1
 
 
 def test_served_processes_freeze_their_startup_heap(stack: Stack) -> None:

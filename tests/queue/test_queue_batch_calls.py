@@ -61,6 +61,32 @@ async def test_a_flushed_script_cache_is_reloaded_and_each_call_runs_once(
         assert events[-1].state == JobState.SUCCEEDED
 
 
+async def test_a_flush_between_the_reload_and_the_rerun_is_survived(
+    queue: JobQueue, consumer_factory, monkeypatch
+):
+    """Another client's ``SCRIPT FLUSH`` (or a failover) can land right after the reload:
+    the rerun answers NOSCRIPT again and is run once more, still once per call."""
+    consumer = consumer_factory()
+    deliveries = await _claim_three(queue, consumer)
+    redis = consumer.redis
+    real_load = redis.script_load
+    flushes = []
+
+    async def load_then_flush(script: str) -> str:  # the real load, then a real flush
+        sha = await real_load(script)
+        if not flushes:
+            flushes.append(await redis.script_flush())
+        return sha
+
+    monkeypatch.setattr(redis, "script_load", load_then_flush)
+    await queue.redis.script_flush()
+    updates = [(d, 2, 8, 0.4, "OPTIMISING", "") for d in deliveries]
+    assert await consumer.progress_many(updates) == [True, True, True]
+    assert flushes  # the flush did land between the load and the rerun
+    for d in deliveries:
+        assert (await queue.get(d.job_id)).step == 2
+
+
 async def test_claim_many_answers_per_entry_and_peek_specs_reads_them_all(
     queue: JobQueue, consumer_factory
 ):

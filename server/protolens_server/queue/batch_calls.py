@@ -6,8 +6,10 @@ worker runs the same few scripts for every job of a batch, several times a batch
 each round trip costs its event loop a hand-over of the GIL with the engine thread.
 Here the calls go as plain ``EVALSHA`` in one pipeline; the calls Redis answers
 ``NOSCRIPT`` (its script cache was flushed: a restart, ``SCRIPT FLUSH``) did not run,
-so they are run again after loading the script. On a cluster (whose pipelines refuse
-scripts) the calls run side by side instead.
+so they are run again after loading the script, up to ``NOSCRIPT_RETRIES`` times (a flush
+can land between the load and the rerun: another client's ``SCRIPT FLUSH``, a failover
+in the middle). On a cluster (whose pipelines refuse scripts) the calls run side by side
+instead.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from redis.exceptions import NoScriptError
 from protolens_server.queue.connection import is_cluster
 
 Call = tuple[Sequence[Any], Sequence[Any]]  # (keys, args)
+NOSCRIPT_RETRIES = 3
 
 
 async def run_scripts(redis: aioredis.Redis, script: AsyncScript, calls: Sequence[Call]) -> list:
@@ -35,8 +38,10 @@ async def run_scripts(redis: aioredis.Redis, script: AsyncScript, calls: Sequenc
     if is_cluster(redis):
         return list(await asyncio.gather(*(script(keys=k, args=a) for k, a in calls)))
     answers = await _evalsha_all(redis, script.sha, calls)
-    missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
-    if missing:
+    for _ in range(NOSCRIPT_RETRIES):
+        missing = [i for i, a in enumerate(answers) if isinstance(a, NoScriptError)]
+        if not missing:
+            break
         script.sha = await redis.script_load(script.script)
         again = await _evalsha_all(redis, script.sha, [calls[i] for i in missing])
         for i, answer in zip(missing, again, strict=True):
