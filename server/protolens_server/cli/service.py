@@ -207,6 +207,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help=f"fixed optimisation steps (default: {STEPS_DEFAULT})",
     )
     p.add_argument(
+        "--lr",
+        type=float,
+        metavar="RATE",
+        help="fixed learning rate (default: 0 = found per model by short probe runs, once)",
+    )
+    p.add_argument(
         "--seed", type=int, default=0, metavar="N", help="random seed (same seed, same pixels)"
     )
     p.add_argument(
@@ -555,6 +561,8 @@ def _demo_job(
     from protolens.client import Client
 
     config = {"steps": args.steps} if args.steps else {}
+    if args.lr:
+        config["lr"] = args.lr
     with Client(address, timeout=600) as client:
         t = time.monotonic()
         job = client.create_prototype_job(
