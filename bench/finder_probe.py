@@ -15,6 +15,7 @@ seconds and the load are printed and kept.
 
     python bench/finder_probe.py MODEL.pt2 [--probe-classes 0 1 10] [--generate]
     python bench/finder_probe.py efficientnet_lite0 --probe-classes 1 4
+    python bench/finder_probe.py efficientnet_lite0 --set transform_copies=4
     python bench/finder_probe.py efficientnet_lite0 --threads 2 --probe-seeds 0 1 \\
         --json-out bench/results/finder_robustness/efficientnet_lite0_t2.json
     python bench/finder_probe.py efficientnet_lite0 --repeat 3 \\
@@ -75,6 +76,13 @@ def main() -> None:
     parser.add_argument("--json-out", type=Path, help="write every run's probes here")
     parser.add_argument("--generate", action="store_true", help="also run the defaults")
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="a generation option the probes run with, repeatable (e.g. transform_copies=4)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -85,7 +93,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     path = Path(args.model)
     handle = load_path(path) if path.exists() else load_model(args.model)
-    config = GenerationConfig()
+    config = GenerationConfig().replace(**GenerationConfig.parse_changes(args.set))
     runs: list[dict[str, Any]] = []
     sets = [
         (n, seeds, rates)
