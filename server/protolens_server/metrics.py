@@ -62,6 +62,12 @@ WATCH_READS = Counter(
     "Reads of the shared event reader (one blocking XREAD for all watched jobs)",
     registry=REGISTRY,
 )
+STREAMS_OPEN = Gauge(
+    "protolens_streams_open",
+    "Streaming RPCs this API process holds open, all tenants (each capped by"
+    " max_streams_per_tenant)",
+    registry=REGISTRY,
+)
 STREAMS_REFUSED = Counter(
     "protolens_streams_refused_total",
     "Streaming RPCs refused because the tenant had max_streams_per_tenant open",

@@ -40,9 +40,11 @@ class StreamSlots:
                 retry_after_s=1.0,
             )
         self._open[tenant] = held + 1
+        metrics.STREAMS_OPEN.inc()
         try:
             yield
         finally:
+            metrics.STREAMS_OPEN.dec()
             left = self._open[tenant] - 1
             if left:
                 self._open[tenant] = left
