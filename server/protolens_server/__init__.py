@@ -1,6 +1,6 @@
 """protolens server side: engine, model sources, queue, workers and the gRPC API."""
 
-ENGINE_VERSION = "0.3.7"
+ENGINE_VERSION = "0.3.8"
 """Bumped whenever the engine's output for the same inputs may change; part of every cache key.
 
 0.2.2: scores version 2 (significance, intervals, median summary, scored on the stored PNG).
@@ -22,6 +22,9 @@ rate on 42 of 48 saved seed pairs and a half-octave away on 6 (bench/finder_rule
 0.3.7: multi-label models (a sigmoid per class, or logits declared ``multi-label-logits``)
 maximise the label's log-odds instead of the single-label margin, and report each label's
 own sigmoid as its probability (engine/_readout.py); single-label models are unchanged.
+0.3.8: a class prototype's regularisers are weighed in its model's logit spread when that is
+below one logit (engine/_logit_scale.py): a strongly tempered model's prototypes were
+flattened by the penalties; models spreading a unit or more are optimised exactly as before.
 """
 
 SCORES_VERSION = 6

@@ -8,6 +8,7 @@ import torch
 from engine_nets import FAST, SPEC, tiny_net
 from protolens_server.engine import Classifier, GenerationConfig, Target, generate
 from protolens_server.engine._forward import ModelRunner
+from protolens_server.engine._units import SCALE_IMAGES
 
 # Every term that touches the batch: transforms, diversity, BatchNorm prior, blur.
 RICH = FAST.replace(
@@ -97,7 +98,8 @@ def test_out_of_memory_halves_the_chunk_and_gives_the_same_prototypes() -> None:
     forward = _CountingForward(net, limit=4)
     got = generate(Classifier(forward, SPEC, 10), targets, config)
     assert forward.raised == 1
-    assert forward.sizes[0] == 8 and max(forward.sizes[1:]) == 4  # later chunks stay small
+    sizes = forward.sizes[SCALE_IMAGES:]  # after the logit spread's noise images, one by one
+    assert sizes[0] == 8 and max(sizes[1:]) == 4  # later chunks stay small
     torch.testing.assert_close(_images(got), _images(expected), atol=1e-3, rtol=0)
 
 
@@ -107,7 +109,9 @@ def test_out_of_memory_keeps_a_targets_coupled_prototypes_together() -> None:
     forward = _CountingForward(net, limit=2)
     protos = generate(Classifier(forward, SPEC, 10), [1, 2, 3, 4], config)
     assert forward.raised == 2  # 8 -> 4 -> 2
-    assert forward.sizes[:2] == [8, 4] and set(forward.sizes[2:]) == {2}
+    assert forward.sizes[:SCALE_IMAGES] == [1] * SCALE_IMAGES  # the logit spread's images
+    sizes = forward.sizes[SCALE_IMAGES:]
+    assert sizes[:2] == [8, 4] and set(sizes[2:]) == {2}
     assert len(protos) == 8
 
 

@@ -17,6 +17,7 @@ from ._caveats import CAVEATS, Caveat, reference_caveats
 from ._drift import Drift, drift
 from ._fold import folded as fold_batchnorm
 from ._isolate import Isolation, IsolationConfig, isolate
+from ._logit_scale import logit_spread, penalty_unit
 from ._loop import auto_batch_size, find_lr, generate, lr_key, probe_lr
 from ._lr_finder import GRID as LR_GRID
 from ._lr_finder import PROBE_STEPS as LR_PROBE_STEPS
@@ -125,9 +126,11 @@ __all__ = [
     "isolate",
     "layer_shapes",
     "layers_of",
+    "logit_spread",
     "lr_centre",
     "lr_key",
     "near_duplicate_groups",
+    "penalty_unit",
     "probe_end_losses",
     "probe_lr",
     "probe_scores",

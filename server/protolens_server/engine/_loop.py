@@ -39,6 +39,7 @@ from . import _objectives as obj
 from ._alpha import AlphaParam, alpha_mean
 from ._baseline import baselines_for
 from ._forward import ModelRunner
+from ._logit_scale import penalty_unit, runner_spread
 from ._memory import (
     CPU_AUTO_BATCH,
     DEFAULT_MEMORY_BUDGET,
@@ -503,6 +504,7 @@ class _Chunk:
         self.progress, self.should_stop = progress, should_stop
         self.transform = preset(config.transforms)
         self.lr = config.lr  # the rate in use: set by generate when the finder chooses it
+        self._unit: float | None = None  # the regularisers' unit (_penalty_units), once
 
     def run(self, items: list[_Item]) -> list[Prototype]:
         lr = torch.full((len(items),), self.lr, device=self.runner.device)
@@ -535,7 +537,9 @@ class _Chunk:
         weights = _class_weights(items, self.runner.num_classes, device)
         objective = self._objective(weights, items)
         if isinstance(param, AlphaParam):
-            objective = objective + config.alpha_penalty * alpha_mean(param)
+            unit = self._penalty_units(items)
+            alpha_weight = config.alpha_penalty if unit is None else config.alpha_penalty * unit
+            objective = objective + alpha_mean(param) * alpha_weight
         groups = torch.tensor([item.group for item in items], device=device)
         optimiser = PerImageAdam(param.tensors)
         schedule = StopSchedule(len(items), config, device, trace=trace)
@@ -570,6 +574,7 @@ class _Chunk:
         state, activations), on throwaway parameters from a noise start."""
         config, device = self.config, self.runner.device
         shape = self.runner.spec.shape
+        self._penalty_units(items)  # its measuring forwards (once per call) are not a step's
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -632,14 +637,35 @@ class _Chunk:
             targets = [item.target for item in items]
             if has_units(targets):
                 objective = objective + self.unit_probe.objective(targets)
+        penalties: list[obj.Objective] = []
         if config.hf_penalty > 0:
-            objective = objective + (config.hf_penalty * HF_SCALE) * obj.high_frequency()
+            penalties.append((config.hf_penalty * HF_SCALE) * obj.high_frequency())
         if config.diversity > 0 and config.prototypes > 1:
-            objective = objective + config.diversity * obj.diversity()
+            penalties.append(config.diversity * obj.diversity())
         if self.probe.want_bn:
             weight = config.bn_prior * config.bn_prior_every
-            objective = objective + weight * obj.bn_prior()
+            penalties.append(weight * obj.bn_prior())
+        unit = self._penalty_units(items)
+        for penalty in penalties:
+            objective = objective + (penalty if unit is None else penalty * unit)
         return objective
+
+    def _penalty_units(self, items: list[_Item]) -> torch.Tensor | None:
+        """Per image, the factor on its regularisers (``_logit_scale``): below 1 only for
+        class prototypes of a model whose logits spread less than a unit; None when every
+        factor is 1 (the objective is then built exactly as without it)."""
+        if all(item.target.kind == "unit" for item in items):
+            return None  # unit objectives are in their layers' own spread already
+        if self._unit is None:
+            self.probe.enabled = False  # the measuring forward is not a step's
+            try:
+                self._unit = penalty_unit(runner_spread(self.runner))
+            finally:
+                self.probe.enabled = True
+        if self._unit >= 1.0:
+            return None
+        units = [1.0 if item.target.kind == "unit" else self._unit for item in items]
+        return torch.tensor(units, device=self.runner.device)
 
     def _step(
         self,
