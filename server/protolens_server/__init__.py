@@ -23,8 +23,9 @@ rate on 42 of 48 saved seed pairs and a half-octave away on 6 (bench/finder_rule
 maximise the label's log-odds instead of the single-label margin, and report each label's
 own sigmoid as its probability (engine/_readout.py); single-label models are unchanged.
 0.3.8: a class prototype's regularisers are weighed in its model's logit spread when that is
-below one logit (engine/_logit_scale.py): a strongly tempered model's prototypes were
-flattened by the penalties; models spreading a unit or more are optimised exactly as before.
+below one logit, and the convergence gate reads such a model at unit spread
+(engine/_logit_scale.py): a strongly tempered model's prototypes were flattened by the
+penalties and ran to the budget; models spreading a unit or more are optimised exactly as before.
 """
 
 SCORES_VERSION = 6

@@ -18,6 +18,11 @@ or more is optimised exactly as before (every model the project measures); only 
 below it change. The scale is not raised for models above a unit: Adam's steps do not
 grow with the gradient, so a larger logit scale only makes the penalties relatively
 weaker, which is how the defaults were measured.
+
+The convergence gate (a class prototype converges only once its target is 0.9 likely,
+``_stopping.CONFIDENT``) reads such a model at unit spread as well, its logits divided by
+the same factor: a tempered model's own softmax may never reach 0.9, which made its
+prototypes run to the budget. The probability a prototype reports stays the model's own.
 """
 
 from __future__ import annotations

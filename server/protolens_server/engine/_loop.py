@@ -560,7 +560,8 @@ class _Chunk:
             schedule.check(
                 step,
                 lambda logits=logits: confident(
-                    _target_probability(self._probabilities(logits), weights), prototypes
+                    _target_probability(self._probabilities(self._at_unit(logits)), weights),
+                    prototypes,
                 ),
             )
             if report and (step % config.progress_every == 0 or step == schedule.last_step):
@@ -649,6 +650,16 @@ class _Chunk:
         for penalty in penalties:
             objective = objective + (penalty if unit is None else penalty * unit)
         return objective
+
+    def _at_unit(self, logits: torch.Tensor) -> torch.Tensor:
+        """``logits`` as the convergence gate reads them: a model spreading less than a
+        unit (``_logit_scale``) read at unit spread, so a tempered model's prototypes
+        converge as the untempered model's do instead of running to the budget (its softmax
+        alone never reaches the gate's 0.9); anything else as it is."""
+        unit = self._unit
+        if unit is None or not 0.0 < unit < 1.0:
+            return logits
+        return logits / unit
 
     def _penalty_units(self, items: list[_Item]) -> torch.Tensor | None:
         """Per image, the factor on its regularisers (``_logit_scale``): below 1 only for
