@@ -34,7 +34,7 @@ from typing import Any
 import torch
 
 from ._forward import ModelRunner
-from ._units import SCALE_IMAGES, SCALE_SEED
+from ._units import scale_images
 from .types import GenerationConfig
 
 # Spreads per model (weakly held), by device type (float rounding differs per device).
@@ -55,8 +55,7 @@ def runner_spread(runner: ModelRunner) -> float:
         memo = {}
     key = runner.device.type
     if key not in memo:
-        g = torch.Generator().manual_seed(SCALE_SEED)
-        images = torch.rand((SCALE_IMAGES, *runner.spec.shape), generator=g).to(runner.device)
+        images = scale_images(runner.spec.shape).to(runner.device)
         with torch.no_grad():  # one image at a time: no more memory than one image's step
             logits = torch.cat([runner.logits(image[None]).float() for image in images])
         spread = logits.std(dim=1).mean() if logits.shape[1] > 1 else logits.std()

@@ -535,9 +535,9 @@ class _Chunk:
             self.progress.begin()
         draws = DrawStream(generators, self.transform.n_draws, device)
         weights = _class_weights(items, self.runner.num_classes, device)
-        objective = self._objective(weights, items)
+        unit = self._penalty_units(items)
+        objective = self._objective(weights, items, unit)
         if isinstance(param, AlphaParam):
-            unit = self._penalty_units(items)
             alpha_weight = config.alpha_penalty if unit is None else config.alpha_penalty * unit
             objective = objective + alpha_mean(param) * alpha_weight
         groups = torch.tensor([item.group for item in items], device=device)
@@ -575,7 +575,7 @@ class _Chunk:
         state, activations), on throwaway parameters from a noise start."""
         config, device = self.config, self.runner.device
         shape = self.runner.spec.shape
-        self._penalty_units(items)  # its measuring forwards (once per call) are not a step's
+        unit = self._penalty_units(items)  # its measuring forwards are not a step's
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
@@ -588,7 +588,7 @@ class _Chunk:
         optimiser = PerImageAdam(param.tensors)
         rates = torch.full((len(items),), config.lr or _lr_finder.GRID[0], device=device)
         self.probe.bn_active = True  # the heavier of the two kinds of step
-        objective = self._objective(weights, items)
+        objective = self._objective(weights, items, unit)
         self._step(
             param, optimiser, objective, _step_draws(draws, config.transform_copies), groups, rates
         )
@@ -629,7 +629,11 @@ class _Chunk:
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
         return probabilities(logits, self.runner.multi_label)
 
-    def _objective(self, weights: torch.Tensor, items: list[_Item]) -> obj.Objective:
+    def _objective(
+        self, weights: torch.Tensor, items: list[_Item], unit: torch.Tensor | None
+    ) -> obj.Objective:
+        """The chunk's loss; ``unit``: each image's factor on its regularisers
+        (``_penalty_units``), None for 1."""
         config = self.config
         objective = class_objective(
             weights, config.objective, config.margin_temperature, self.runner.multi_label
@@ -646,7 +650,6 @@ class _Chunk:
         if self.probe.want_bn:
             weight = config.bn_prior * config.bn_prior_every
             penalties.append(weight * obj.bn_prior())
-        unit = self._penalty_units(items)
         for penalty in penalties:
             objective = objective + (penalty if unit is None else penalty * unit)
         return objective

@@ -34,6 +34,13 @@ SCALE_IMAGES = 8  # noise images that measure a layer's spread
 SCALE_SEED = 0
 
 
+def scale_images(shape: Sequence[int]) -> torch.Tensor:
+    """The ``SCALE_IMAGES`` seeded uniform-noise images (CPU) that measure a spread: a
+    layer's here, the logits' in ``_logit_scale``."""
+    g = torch.Generator().manual_seed(SCALE_SEED)
+    return torch.rand((SCALE_IMAGES, *shape), generator=g)
+
+
 def layer_shapes(
     model: Any, *, device: str | torch.device = "cpu"
 ) -> list[tuple[str, tuple[int, ...]]]:
@@ -282,8 +289,7 @@ def layer_scales(module: Any, spec: Any, names: Sequence[str]) -> dict[str, floa
             hook = _keep(seen, name)
             handles.append(module.get_submodule(name).register_forward_hook(hook))
         device = next((p.device for p in module.parameters()), torch.device("cpu"))
-        g = torch.Generator().manual_seed(SCALE_SEED)
-        x01 = torch.rand((SCALE_IMAGES, *spec.shape), generator=g).to(device)
+        x01 = scale_images(spec.shape).to(device)
         try:
             out = module(spec.normalise(x01))
         finally:
