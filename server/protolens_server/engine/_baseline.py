@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ._forward import ModelRunner
+from ._memo import memo_of
 from ._objectives import StepContext, probability_variance
 from ._optim import Adam
 from ._param import PERTURBATION_SD, config_param, param_shape
@@ -70,10 +71,7 @@ def baselines_for(
     runner: ModelRunner, config: GenerationConfig, seeds: Iterable[int]
 ) -> dict[int, torch.Tensor]:
     """Each seed's baseline; the ones not memoised are optimised in one batched run."""
-    try:
-        entries = _cache.setdefault(runner.module, OrderedDict())
-    except TypeError:  # a callable that cannot be weakly referenced: no caching
-        entries = OrderedDict()
+    entries = memo_of(_cache, runner.module, OrderedDict)
     found: dict[int, torch.Tensor] = {}
     missing: list[int] = []
     for seed in dict.fromkeys(seeds):

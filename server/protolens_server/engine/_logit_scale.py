@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from ._forward import ModelRunner
+from ._memo import memo_of
 from ._units import scale_images
 from .types import GenerationConfig
 
@@ -49,10 +50,7 @@ def logit_spread(model: Any, device: str | torch.device = "cpu") -> float:
 def runner_spread(runner: ModelRunner) -> float:
     """Mean over seeded noise images of the standard deviation of their logits over
     classes (over the images for a one-output model); memoised per model and device."""
-    try:
-        memo = _spreads.setdefault(runner.source, {})
-    except TypeError:  # a callable that cannot be weakly referenced: no memo
-        memo = {}
+    memo = memo_of(_spreads, runner.source, dict)
     key = runner.device.type
     if key not in memo:
         images = scale_images(runner.spec.shape).to(runner.device)

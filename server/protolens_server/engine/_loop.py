@@ -40,6 +40,7 @@ from ._alpha import AlphaParam, alpha_mean
 from ._baseline import baselines_for
 from ._forward import ModelRunner
 from ._logit_scale import penalty_unit, runner_spread
+from ._memo import memo_of
 from ._memory import (
     CPU_AUTO_BATCH,
     DEFAULT_MEMORY_BUDGET,
@@ -318,10 +319,7 @@ def _found_lr(chunk: _Chunk, limit: int, shared: MutableMapping[str, float] | No
         chunk.config,
         multi_label=runner.multi_label,
     )
-    try:
-        memo = _lrs.setdefault(runner.source, {})
-    except TypeError:  # a callable that cannot be weakly referenced: no memo
-        memo = {}
+    memo = memo_of(_lrs, runner.source, dict)
     if key not in memo and shared is not None and key in shared:
         memo[key] = float(shared[key])
     if key not in memo:
@@ -420,10 +418,7 @@ def _memory_fit(chunk: _Chunk, items: list[_Item]) -> MemoryFit | None:
         config.transforms,
         config.hf_penalty > 0,
     )
-    try:
-        fits = _fits.setdefault(runner.module, {})
-    except TypeError:  # a callable that cannot be weakly referenced: no memo
-        fits = {}
+    fits = memo_of(_fits, runner.module, dict)
     if key not in fits:
         probes: list[tuple[int, int]] = []
         for n in PROBE_SIZES:

@@ -27,6 +27,7 @@ from protolens_server.errors import InvalidArgument
 
 from . import _objectives as obj
 from ._activations import LOGITS, model_layers
+from ._memo import memo_of
 from .types import Target, UnitTerm
 
 SHOWN_LAYERS = 40  # an unknown layer's message lists at most this many
@@ -275,10 +276,7 @@ _scales: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDicti
 def layer_scales(module: Any, spec: Any, names: Sequence[str]) -> dict[str, float]:
     """Each named layer's output standard deviation over ``SCALE_IMAGES`` seeded noise
     images (``logits``: the logits'); memoised per module."""
-    try:
-        memo = _scales.setdefault(module, {})
-    except TypeError:
-        memo = {}
+    memo = memo_of(_scales, module, dict)
     missing = [n for n in names if n not in memo]
     if missing:
         seen: dict[str, torch.Tensor] = {}
