@@ -23,7 +23,6 @@ prototype and the detector's verdict. Models come from the suite's cache
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -83,11 +82,7 @@ def main() -> None:
     print(f"{case.name}, contrast {args.objective}: {seconds:.0f} s, lr {protos[0].lr}")
     print(f"  p_new(class) {[round(float(v), 2) for v in p_new]}")
     print(f"  p_twin(class) {[round(float(v), 2) for v in p_twin]}")
-    print(f"  detector scores {json.dumps({k: round(v, 3) for k, v in scores.items()})}")
-    print(
-        f"  revealed: {verdict['revealed']} (class {target} score {verdict['score']}, "
-        f"lead {verdict['lead']:+.3f} / margin {verdict['margin']})"
-    )
+    print(detectors.describe(scores, verdict, target))
 
 
 if __name__ == "__main__":

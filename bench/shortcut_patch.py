@@ -25,7 +25,6 @@ thread, seed 0.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -119,11 +118,7 @@ def main() -> None:
     print(f"  steps {[q.steps for q in protos]}")
     print(f"  p(class) on its patch {[round(float(v), 2) for v in p_patch]}")
     print(f"  p(class {target}) on the pure planted shortcut at the centre: {float(p_pure):.2f}")
-    print(f"  detector scores {json.dumps({c: round(s, 3) for c, s in scores.items()})}")
-    print(
-        f"  revealed: {verdict['revealed']} (class {target} score {verdict['score']}, "
-        f"lead {verdict['lead']:+.3f} / margin {verdict['margin']})"
-    )
+    print(detectors.describe(scores, verdict, target))
 
 
 if __name__ == "__main__":

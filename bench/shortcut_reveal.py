@@ -18,7 +18,6 @@ on one seed can move by several hundredths with the seed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -70,11 +69,7 @@ def reveal(case: Any, handle: Any, config: GenerationConfig, changes: list[str],
     )
     print(f"  steps {[p.steps for p in protos]}")
     print(f"  p(target) {[round(p.probability, 2) for p in protos]}")
-    print(f"  detector scores {json.dumps({c: round(s, 3) for c, s in scores.items()})}")
-    print(
-        f"  revealed: {verdict['revealed']} (class {target} score {verdict['score']}, "
-        f"lead {verdict['lead']:+.3f} / margin {verdict['margin']})"
-    )
+    print(detectors.describe(scores, verdict, target))
 
 
 if __name__ == "__main__":

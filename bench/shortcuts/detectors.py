@@ -21,6 +21,7 @@ The margins were set from natural images and the pure shortcut pasted on them
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import torch
@@ -112,6 +113,16 @@ def decide(kind: str, scores: dict[int, float], target: int) -> dict[str, object
         "lead": round(lead, 4),
         "margin": MARGIN[kind],
     }
+
+
+def describe(scores: dict[int, float], verdict: dict[str, object], target: int) -> str:
+    """Two printable lines: the detector's score per class, and ``decide``'s verdict."""
+    per_class = json.dumps({c: round(s, 3) for c, s in scores.items()})
+    return (
+        f"  detector scores {per_class}\n"
+        f"  revealed: {verdict['revealed']} (class {target} score {verdict['score']}, "
+        f"lead {verdict['lead']:+.3f} / margin {verdict['margin']})"
+    )
 
 
 def calibrate(kind: str, n: int = 90, seed: int = 7) -> dict[str, float]:
