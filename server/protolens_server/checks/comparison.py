@@ -11,10 +11,23 @@
   (target probability): a new model that no longer recognises what the old one
   looked for, or an old model that does not recognise the new prototype, means
   the class now rests on different evidence.
+
+A model's temperature says nothing about what it has learned, so a version whose logits
+spread less than one unit over noise images (a strongly tempered model, a cosine head
+without its scale; ``engine/_logit_scale.py``) is **read at the other version's spread**
+(at one unit when that one spreads less too, or there is none): its logits are multiplied
+by that spread over its own before any probability is read from them (its prototypes'
+confidence, the cross-scores, the entanglement graphs). A ×0.05 copy of a suite model
+gave its own prototypes 0.20-0.47 and so failed ``min_confidence`` and changed the
+entanglement of every class against the model it was copied from (docs/checks.md); read
+at that model's spread it is that model. Versions spreading a unit or more are read as
+they are, which is every model the project measures (engine 0.3.8 reads a model the same
+way for its convergence gate, and leaves the others alone for the same reason).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 import torch
@@ -27,9 +40,10 @@ from protolens_server.engine import (
     class_probabilities,
     drift,
     is_multi_label,
+    logit_spread,
 )
 
-__all__ = ["Drift", "drifts", "probabilities", "target_probability"]
+__all__ = ["Drift", "drifts", "probabilities", "reading_scales", "target_probability"]
 
 
 def drifts(
@@ -43,12 +57,36 @@ def drifts(
     return drift(model, old, new, seed=seed)
 
 
-def probabilities(model: ImageClassifier, images: torch.Tensor) -> torch.Tensor:
-    """Class probabilities for a batch in [0, 1] image space: (B, K), the softmax over
-    classes, or for a multi-label model each label's own sigmoid."""
+def reading_scales(
+    model: ImageClassifier, baseline: ImageClassifier | None = None
+) -> tuple[float, float]:
+    """The factors on ``model``'s and ``baseline``'s logits before probabilities are read
+    from them (module doc): 1 for a version spreading a unit or more; for one spreading
+    less, the other version's spread (at least one unit) over its own. The baseline's is 1
+    when there is none. Spreads are measured once per model (the engine memoises them)."""
+    new = logit_spread(model)
+    old = logit_spread(baseline) if baseline is not None else None
+    return _scale(new, old), (_scale(old, new) if old is not None else 1.0)
+
+
+def _scale(spread: float, other: float | None) -> float:
+    if not math.isfinite(spread) or spread <= 0.0 or spread >= 1.0:
+        return 1.0  # a unit or more, or not measurable (such a model fails elsewhere)
+    target = other if other is not None and math.isfinite(other) and other > 1.0 else 1.0
+    return target / spread
+
+
+def probabilities(model: ImageClassifier, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Class probabilities for a batch in [0, 1] image space, the logits multiplied by
+    ``scale`` first (``reading_scales``): (B, K), the softmax over classes, or for a
+    multi-label model each label's own sigmoid."""
     logits = capture(model, images.float(), [LOGITS])[LOGITS]
+    if scale != 1.0:
+        logits = logits * scale
     return class_probabilities(logits, is_multi_label(model))
 
 
-def target_probability(model: ImageClassifier, images: torch.Tensor, cls: int) -> float:
-    return float(probabilities(model, images)[:, cls].mean())
+def target_probability(
+    model: ImageClassifier, images: torch.Tensor, cls: int, scale: float = 1.0
+) -> float:
+    return float(probabilities(model, images, scale)[:, cls].mean())

@@ -2,6 +2,8 @@
 
 ```yaml
 min_confidence: 0.8          # every class's new prototype: target probability >= this
+                             # (a tempered version read at its baseline's temperature:
+                             # checks/comparison.py)
 min_path_similarity: 0.3     # needs a reference set; skipped without one
 max_drift: 0.5               # needs a baseline; 1 - mean layer similarity in the new model
 max_drift_z: 3.5             # needs a baseline: drift far above the check's other classes'
@@ -275,7 +277,9 @@ def evaluate(
 ) -> list[RuleResult]:
     """One ``RuleResult`` per rule the policy sets, failed rules first."""
     thresholds = [
-        _Threshold("min_confidence", policy.min_confidence, lambda c: c.new.probability, True, ""),
+        _Threshold(
+            "min_confidence", policy.min_confidence, lambda c: c.target_confidence, True, ""
+        ),
         _Threshold(
             "min_path_similarity",
             policy.min_path_similarity,
@@ -474,7 +478,7 @@ def flags_for(
     class's robust z-score of drift in its check (``drift_spread``), for ``max_drift_z``;
     ``num_classes``: the model's, for ``min_cross_confidence: chance``."""
     flags = []
-    if policy.min_confidence is not None and c.new.probability < policy.min_confidence:
+    if policy.min_confidence is not None and c.target_confidence < policy.min_confidence:
         flags.append("low_confidence")
     ps, min_ps = c.new.path_similarity, policy.min_path_similarity
     if (

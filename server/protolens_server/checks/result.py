@@ -45,6 +45,16 @@ class ClassCheck:
     gained: list[int] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     flags: list[str] = field(default_factory=list)
+    # the new prototypes' target probability as the check reads probabilities (from the
+    # decoded PNGs, a version spreading under a unit at the other's spread: comparison.py);
+    # None until analysed
+    confidence: float | None = None
+
+    @property
+    def target_confidence(self) -> float:
+        """What ``min_confidence`` reads: ``confidence``, or before analysis the new
+        prototypes' probability as generation reported it."""
+        return self.new.probability if self.confidence is None else self.confidence
 
     @property
     def confidence_change(self) -> float | None:
@@ -91,6 +101,7 @@ class ClassCheck:
             "class": self.class_index,
             "name": self.name,
             "flags": list(self.flags),
+            "confidence": _r(self.target_confidence),
             "new": side(self.new),
             "baseline": side(self.baseline),
             "drift": _r(self.drift),

@@ -228,14 +228,17 @@ def analyse(
     names = tuple(model.class_names) or tuple(f"class {i}" for i in range(model.num_classes))
     kw = {"threshold": policy.entanglement_threshold, "top_k": policy.entanglement_top_k}
     ordered = sorted(prototypes)
-    new_probs = {c: comparison.probabilities(model, prototypes[c].images) for c in ordered}
+    new_scale, old_scale = comparison.reading_scales(model, baseline_model)
+    new_probs = {
+        c: comparison.probabilities(model, prototypes[c].images, new_scale) for c in ordered
+    }
     new_graph = entanglement.graph(new_probs, **kw)
     old_graph: dict[int, list[entanglement.Edge]] = {}
     old_probs: dict[int, torch.Tensor] = {}
     drifts: dict[int, comparison.Drift] = {}
     if baseline_model is not None and baseline_prototypes is not None:
         old_probs = {
-            c: comparison.probabilities(baseline_model, baseline_prototypes[c].images)
+            c: comparison.probabilities(baseline_model, baseline_prototypes[c].images, old_scale)
             for c in ordered
         }
         old_graph = entanglement.graph(old_probs, **kw)
@@ -248,17 +251,18 @@ def analyse(
     checks = []
     for c in ordered:
         item = ClassCheck(c, names[c], prototypes[c], entangled=new_graph[c])
+        item.confidence = float(new_probs[c][:, c].mean())
         if baseline_model is not None and baseline_prototypes is not None:
             old_images, new_images = baseline_prototypes[c].images, prototypes[c].images
             d = drifts[c]
             item.baseline = baseline_prototypes[c]
             item.drift, item.layer_drift = d.drift, d.layers
             item.drift_interval = None if d.low is None else (d.low, d.high)
-            old_in_new = comparison.probabilities(model, old_images).mean(0)
+            old_in_new = comparison.probabilities(model, old_images, new_scale).mean(0)
             item.baseline_by_new_model = float(old_in_new[c])
             item.baseline_top_in_new_model = int(old_in_new.argmax())
             item.new_by_baseline_model = comparison.target_probability(
-                baseline_model, new_images, c
+                baseline_model, new_images, c, old_scale
             )
             item.baseline_entangled = old_graph[c]
             gained, lost = entanglement.changed(
