@@ -4,9 +4,11 @@ prototype whether it was made locally or by the service."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -135,6 +137,24 @@ def test_the_gallery_of_a_keyless_stack_says_so_and_reads_its_defaults(stack: St
     assert "protolens up --model-store DIR" in text("compare")
 
 
+@contextlib.contextmanager
+def _sigint_not_ignored() -> Iterator[None]:
+    """Children started inside get Ctrl-C as a terminal delivers it. A process started in
+    the background by a non-interactive shell (``cmd &``, as CI runners may start the suite)
+    ignores SIGINT, and an ignored signal stays ignored in every child it execs: the CLI
+    then never sees the test's Ctrl-C. A handled one is reset to its default at exec."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize("command", ["submit", "watch"])
 def test_ctrl_c_while_waiting_says_the_job_goes_on(stack: Stack, command: str) -> None:
     """Ctrl-C on `submit --wait` or `watch` printed 'protolens: interrupted' and nothing of
@@ -152,10 +172,11 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(stack: Stack, command: str) -
         if command == "submit":
             args = ["submit", *address, "--model", "tiny", "--target", "cherry", "--steps",
                     "10000", "--seed", "97", "--wait"]  # fmt: skip
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "protolens.cli", *args],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            )  # fmt: skip
+            with _sigint_not_ignored():
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "protolens.cli", *args],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                )  # fmt: skip
             deadline = time.monotonic() + 60
             while not (new := [j for j in client.list_jobs(page_size=50)[0] if j.id not in before]):
                 assert time.monotonic() < deadline and proc.poll() is None, "no job created"
@@ -163,10 +184,11 @@ def test_ctrl_c_while_waiting_says_the_job_goes_on(stack: Stack, command: str) -
             (job,) = new
         else:
             job = client.create_prototype_job("tiny", ["cherry"], config={"steps": 10000}, seed=98)
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "protolens.cli", "watch", *address, job.id],
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-            )  # fmt: skip
+            with _sigint_not_ignored():
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "protolens.cli", "watch", *address, job.id],
+                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                )  # fmt: skip
         try:
             time.sleep(1.5)  # the bar is up
             proc.send_signal(signal.SIGINT)
