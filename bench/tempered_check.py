@@ -26,29 +26,20 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torch import nn
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
+from protolens_server.api.testkit import scaled_logits  # noqa: E402
 from protolens_server.engine import logit_spread  # noqa: E402
 from protolens_server.models.registry import load_path  # noqa: E402
 from shortcut_suite import CASES, run_cli_check  # noqa: E402
 from shortcuts.train import ensure  # noqa: E402
 
 
-class Tempered(nn.Module):
-    def __init__(self, net: nn.Module, scale: float) -> None:
-        super().__init__()
-        self.net, self.scale = net, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) * self.scale
-
-
 def export_copy(source: Path, store: Path, name: str, scale: float) -> None:
     """``source`` (a suite model.pt2 with its model.json) x ``scale`` as ``store/name.pt2``."""
-    net = Tempered(torch.export.load(str(source)).module(), scale)
+    net = scaled_logits(torch.export.load(str(source)).module(), scale)
     example = (torch.rand(2, 3, 32, 32),)
     batch = {"x": {0: torch.export.Dim("batch")}}
     torch.export.save(

@@ -14,24 +14,15 @@ import dataclasses
 import pytest
 import torch
 from checks_shortcut_models import CONFIG
+from protolens_server.api.testkit import scaled_logits
 from protolens_server.checks import comparison, run_check
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import GenerationStats
 from protolens_server.checks.result import ModelRef
 from protolens_server.checks.run import analyse
 from protolens_server.engine import logit_spread
-from torch import nn
 
 SPREAD = 0.05  # the tempered copy's logit spread over noise images
-
-
-class Tempered(nn.Module):
-    def __init__(self, net: nn.Module, scale: float) -> None:
-        super().__init__()
-        self.net, self.scale = net, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) * self.scale
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +32,7 @@ def versions(catalog):
     tempered = dataclasses.replace(
         clean,
         name="shapes-tempered",
-        module=Tempered(clean.module, scale).eval(),
+        module=scaled_logits(clean.module, scale),
         digest=f"tempered-{scale:.6f}-{clean.digest}",
     )
     return clean, tempered

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from engine_nets import SPEC, tiny_net
+from protolens_server.api.testkit import scaled_logits
 from protolens_server.engine import (
     Classifier,
     GenerationConfig,
@@ -18,7 +19,6 @@ from protolens_server.engine import (
     logit_spread,
     penalty_unit,
 )
-from torch import nn
 
 # the defaults, minus what a random 32-px net is not robust to (transforms) and the
 # equidistant start's cost, as in test_engine_self_tuning.py
@@ -26,26 +26,15 @@ DEFAULTS = GenerationConfig(equidistant_steps=4, transforms="none", max_steps=19
 TARGETS = [1, 7]
 
 
-class Tempered(nn.Module):
-    """``net``'s logits times ``scale``: the same classifier at another temperature."""
-
-    def __init__(self, net: nn.Module, scale: float) -> None:
-        super().__init__()
-        self.net, self.scale = net, scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x) * self.scale
-
-
 def _tempered(scale: float) -> Classifier:
-    return Classifier(Tempered(tiny_net(), scale).eval(), SPEC, 10)
+    return Classifier(scaled_logits(tiny_net(), scale), SPEC, 10)
 
 
 @pytest.mark.parametrize("scale", [0.01, 0.1])
 def test_a_tempered_model_s_prototypes_are_prototypes_of_the_model_itself(scale: float) -> None:
     net = tiny_net()
-    tempered = Classifier(Tempered(net, scale).eval(), SPEC, 10)
-    protos = generate(tempered, TARGETS, DEFAULTS, seed=3)
+    model = Classifier(scaled_logits(net, scale), SPEC, 10)
+    protos = generate(model, TARGETS, DEFAULTS, seed=3)
     assert [p.top5[0][0] for p in protos] == TARGETS, [p.top5 for p in protos]
     # judged by the same classifier at its own temperature, they are its class's images
     images = torch.stack([p.image for p in protos])

@@ -58,6 +58,26 @@ def make_tiny_model_store(folder: str | Path, *, name: str = TINY_MODEL, seed: i
     return folder
 
 
+def scaled_logits(net: object, scale: float) -> object:
+    """``net`` (a module giving logits, used as it is: in eval mode already) with its logits
+    times ``scale``: the same classifier at another temperature (a strongly tempered
+    model, a cosine head without its scale)."""
+    import torch
+    from torch import nn
+
+    class Tempered(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net, self.scale = net, scale
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x) * self.scale
+
+    wrapper = Tempered()
+    wrapper.training = False  # not .eval(): an exported program's module refuses train()
+    return wrapper
+
+
 def make_reference_root(root: str | Path, *, name: str = "tinyref") -> Path:
     """``root/<name>/<class>/{0,1,2}.png``: random images for each tiny class; returns root."""
     import numpy as np
