@@ -1,6 +1,7 @@
 """A model's temperature says nothing about what it has learned, so a check must not fail
-a version for it: every probability a check reads is read at unit logit spread
-(``checks/comparison.py``), as the engine's convergence gate reads it.
+a version for it: a version whose logits spread under one unit is read at the other
+version's spread (``checks/comparison.py``), as the engine's convergence gate reads such
+a model at unit spread.
 
 Before, a copy of a clean model with its logits scaled down (a strongly tempered model,
 a cosine head without its scale) failed the default policy's ``min_confidence`` on every

@@ -41,6 +41,7 @@ from protolens_server.engine import (
     drift,
     is_multi_label,
     logit_spread,
+    penalty_unit,
 )
 
 __all__ = ["Drift", "drifts", "probabilities", "reading_scales", "target_probability"]
@@ -70,10 +71,11 @@ def reading_scales(
 
 
 def _scale(spread: float, other: float | None) -> float:
-    if not math.isfinite(spread) or spread <= 0.0 or spread >= 1.0:
+    unit = penalty_unit(spread)  # the engine's own reading: under a unit, or 1
+    if not 0.0 < unit < 1.0:
         return 1.0  # a unit or more, or not measurable (such a model fails elsewhere)
     target = other if other is not None and math.isfinite(other) and other > 1.0 else 1.0
-    return target / spread
+    return target / unit
 
 
 def probabilities(model: ImageClassifier, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
