@@ -4,11 +4,21 @@ cache (a Redis restart) is survived without running any call twice."""
 
 from __future__ import annotations
 
+import pytest
 from protolens_server.queue import batch_calls
 from protolens_server.queue.delivery import FinishedJob
 from protolens_server.queue.jobs import JobQueue
 from protolens_server.queue.records import JobState, StoredPrototype
 from queue_helpers import make_spec
+
+
+@pytest.fixture
+def redis_url(redis_server_factory) -> str:  # type: ignore[no-untyped-def]
+    """A Redis of this module's own: ``SCRIPT FLUSH`` empties the script cache of the whole
+    server, every database, so on the Redis the test processes share it would fail another
+    process's script call (redis-py reloads and retries those once; a flush between the
+    reload and the retry failed a ``JobQueue.submit`` in CI)."""
+    return redis_server_factory().url
 
 
 def _finished(delivery, png: bytes) -> FinishedJob:  # type: ignore[no-untyped-def]
