@@ -1,10 +1,11 @@
 """bench/shortcut_patch.py: the patch prototype's canvas (docs/checks.md).
 
-The script's finding, that ascent on a grey patch does not find the planted stripes
-window although the window in the same space gives p 0.99, means something only if the
-window pasted as the script pastes a patch is the shortcut to the suite's detector, and
-if the module the engine optimises shows the model the patch at every place and averages
-what it says. These check both with no trained model.
+The script's finding, that ascent on a grey patch from the default (near-constant) start
+does not find the planted stripes window although the window in the same space gives p
+0.99, means something only if the window pasted as the script pastes a patch is the
+shortcut to the suite's detector, and if the module the engine optimises shows the model
+the patch at every place and averages what it says. These check both with no trained
+model.
 """
 
 from __future__ import annotations
