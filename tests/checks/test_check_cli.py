@@ -61,7 +61,13 @@ def test_cli_exit_codes_and_reports(shapes_store, tmp_path, capsys) -> None:
     doc = json.loads(capsys.readouterr().out)
     assert code == 1 and doc["generation"]["generated"] == 0
     rules = {r["rule"]: r for r in doc["rules"]}
-    assert set(rules) == {"min_confidence", "max_drift_z", "min_cross_confidence"}
+    assert set(rules) == {
+        "min_confidence",
+        "max_drift_z",
+        "min_cross_confidence",
+        "same_class_names",
+    }
+    assert rules["same_class_names"]["status"] == "pass"  # the fine-tune kept its labels
     assert rules["min_cross_confidence"]["status"] == "fail"  # below chance, 1/4
     assert "bars" in rules["min_cross_confidence"]["classes"]
 

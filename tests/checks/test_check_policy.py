@@ -49,6 +49,8 @@ def test_policy_yaml_and_errors(tmp_path) -> None:
         ("max_drift_z: 0", "max_drift_z"),
         ("max_drift_z: high", "max_drift_z"),
         ("min_cross_confidence: sometimes", "min_cross_confidence"),
+        ("same_class_names: 1", "same_class_names"),
+        ("same_class_names: sometimes", "same_class_names"),
         ("- a list", "policy"),
     ):
         path.write_text(text)
@@ -130,7 +132,7 @@ def test_default_policy_by_name(tmp_path, monkeypatch) -> None:
     assert p.max_drift is None and p.cross_limit(10) == 0.1 and p.cross_limit(4) == 0.25
     with pytest.raises(ValueError, match="number of classes"):
         p.cross_limit(None)
-    assert p.min_path_similarity is None and p.source == "default"
+    assert p.min_path_similarity is None and p.source == "default" and p.same_class_names
     assert policy_yaml("default") == DEFAULT_POLICY_YAML  # what --address sends
     # a file is still a file, also one called "default" when written as a path
     monkeypatch.chdir(tmp_path)
@@ -141,11 +143,13 @@ def test_default_policy_by_name(tmp_path, monkeypatch) -> None:
         policy_yaml("missing.yaml")
     # the default fails a shortcut-like class: its prototype moved far more than the others'
     items = [*_versions(RETRAINED), _item(9, drift=0.85, drift_interval=(0.6, 1.0))]
-    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    same = (NAMES, NAMES)
+    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES, class_names=same)
     assert [(r.rule, r.status, r.classes) for r in rules] == [
         ("max_drift_z", "fail", ["plane"]),
         ("min_confidence", "pass", []),
         ("min_cross_confidence", "pass", []),
+        ("same_class_names", "pass", []),
     ]
     assert "plane (0.850 [0.600, 1.000], z " in rules[0].message
     # ... and one whose prototype the other version gives less than a guess (1/10), even
@@ -160,7 +164,7 @@ def test_default_policy_by_name(tmp_path, monkeypatch) -> None:
     # prototype 0.29 and it moved no more than the others: the default passes it (no
     # flag), where the absolute 0.5 thresholds failed it
     items[2].new_by_baseline_model = 0.29
-    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES)
+    rules = evaluate(p, items, has_baseline=True, resolve=_resolve, names=NAMES, class_names=same)
     assert all(r.status == "pass" for r in rules), rules
     spread = drift_spread(items)
     assert spread is not None
@@ -285,3 +289,38 @@ def test_an_old_prototype_taken_by_a_changed_class_is_charged_to_that_class() ->
     attribute_claims(items, policy, len(NAMES))
     assert truck.baseline_claimed_by is None
     assert "cross_score" in flags_for(truck, policy, truck.drift_z, len(NAMES))
+
+
+def test_same_class_names_compares_every_index_of_both_label_lists() -> None:
+    """A reordered labels file changes what callers are told with no change a prototype
+    could show: the rule reads every index, not only the checked classes."""
+    policy = Policy(same_class_names=True)
+    items = _versions(RETRAINED[:3])  # cat, dog, truck checked; the swap is elsewhere
+
+    def rule(new, old, has_baseline=True):  # type: ignore[no-untyped-def]
+        (r,) = evaluate(
+            policy, items, has_baseline=has_baseline, resolve=_resolve, names=NAMES,
+            class_names=(new, old),
+        )  # fmt: skip
+        return r
+
+    assert (rule(NAMES, NAMES).status, rule(NAMES, NAMES).message) == (
+        "pass",
+        "all 10 class names as in the baseline",
+    )
+    swapped = list(NAMES)
+    swapped[7], swapped[8] = NAMES[8], NAMES[7]
+    failed = rule(tuple(swapped), NAMES)
+    assert (failed.status, failed.classes) == ("fail", ["car", "deer"])
+    assert "2 of 10 class indices" in failed.message
+    assert "7 'car' (baseline: 'deer'), 8 'deer' (baseline: 'car')" in failed.message
+    assert "same_class_names: false" in failed.message  # what to do if it was meant
+    many = rule(tuple(n.upper() for n in NAMES), NAMES)
+    assert "10 of 10" in many.message and "and 5 more" in many.message
+    # a version that came without names, or no baseline: nothing to compare
+    assert rule((), NAMES).status == "skipped" and "the model has none" in rule((), NAMES).message
+    assert "the baseline has none" in rule(NAMES, ()).message
+    assert "neither version has any" in rule((), ()).message
+    assert rule(NAMES, NAMES, has_baseline=False).message == "needs a baseline"
+    assert Policy().same_class_names is False  # only when a policy asks
+    assert not evaluate(Policy(), items, has_baseline=True, resolve=_resolve, names=NAMES)

@@ -10,6 +10,7 @@ max_drift_z: 3.5             # needs a baseline: drift far above the check's oth
 min_cross_confidence: 0.5    # needs a baseline; each version's prototype classified by the
                              # other version's model (the weaker of the two); or
                              # "chance": 1 / the number of classes
+same_class_names: true       # needs a baseline; class i has the same name in both versions
 forbidden_entanglements:     # must not be entangled in the new version
   - [cat, dog]               # a pair: no edge between them, either way
   - truck                    # a class: no entanglement the baseline did not have
@@ -43,6 +44,12 @@ that).
 ``min_cross_confidence`` (rule and flag) reads the weaker of a class's two
 cross-scores, except that an old prototype the new model gives to another class whose
 own prototype changed is charged to that class (``attribute_claims``).
+
+``same_class_names`` compares the two versions' label lists index by index, all of them,
+not only the checked classes: the weights decide what a logit means, the names what a
+caller is told, and a labels file that was reordered or regenerated changes the second
+with no change in the first, which no prototype can show. It needs both versions to
+carry class names.
 """
 
 from __future__ import annotations
@@ -67,7 +74,8 @@ from protolens_server.errors import InvalidArgument
 # bench/shortcut_suite.py, docs/checks.md). No absolute drift, and cross-scores judged
 # against chance rather than 0.5: a retrained twin with nothing planted moves every class
 # somewhat and gave one class's prototype 0.29 (docs/checks.md). 3.5 is the usual cut for
-# the modified z-score (Iglewicz and Hoaglin).
+# the modified z-score (Iglewicz and Hoaglin). And a class index whose name changed: the
+# same logit now reaches callers under another label (a reordered labels file).
 DEFAULT_POLICY_YAML = """\
 # protolens check --policy default
 min_confidence: 0.5           # the new version's prototype of every class: target probability
@@ -75,6 +83,7 @@ max_drift_z: 3.5              # needs a baseline: a class whose prototype's path
                               # more than the other classes' (robust z-score of drift)
 min_cross_confidence: chance  # needs a baseline: each version's prototype in the other's
                               # model, at least what a guess gives (1 / the classes)
+same_class_names: true        # needs a baseline: every class index keeps its name
 """
 NAMED_POLICIES = {"default": DEFAULT_POLICY_YAML}
 
@@ -104,6 +113,7 @@ class Policy:
     max_drift_z: float | None = None
     # a number, or "chance": 1 / the number of classes (CHANCE)
     min_cross_confidence: float | str | None = None
+    same_class_names: bool = False
     forbidden_entanglements: tuple[tuple[str, ...], ...] = ()
     entanglement_threshold: float = DEFAULT_THRESHOLD
     entanglement_top_k: int = DEFAULT_TOP_K
@@ -118,6 +128,7 @@ class Policy:
             "max_drift",
             "max_drift_z",
             "min_cross_confidence",
+            "same_class_names",
             "forbidden_entanglements",
             "entanglement",
         }
@@ -138,6 +149,11 @@ class Policy:
                 numbers[key] = float(value)
         if numbers.get("max_drift_z", 1.0) <= 0:
             raise InvalidArgument(f"{source}.max_drift_z", "must be above 0")
+        same_names = d.get("same_class_names", False)
+        if not isinstance(same_names, bool):
+            raise InvalidArgument(
+                f"{source}.same_class_names", f"must be true or false (got {same_names!r})"
+            )
         forbidden = []
         for i, item in enumerate(d.get("forbidden_entanglements") or []):
             entry = tuple(str(v) for v in item) if isinstance(item, list) else (str(item),)
@@ -156,6 +172,7 @@ class Policy:
             raise InvalidArgument(f"{source}.entanglement", "threshold in (0, 1], top_k >= 1")
         return cls(
             **numbers,
+            same_class_names=same_names,
             forbidden_entanglements=tuple(forbidden),
             entanglement_threshold=threshold,
             entanglement_top_k=top_k,
@@ -199,6 +216,7 @@ class Policy:
             "max_drift": self.max_drift,
             "max_drift_z": self.max_drift_z,
             "min_cross_confidence": self.min_cross_confidence,
+            "same_class_names": self.same_class_names,
             "forbidden_entanglements": [list(e) for e in self.forbidden_entanglements],
             "entanglement": {
                 "threshold": self.entanglement_threshold,
@@ -274,8 +292,10 @@ def evaluate(
     has_baseline: bool,
     resolve: Callable[[str], int],
     names: Sequence[str],
+    class_names: tuple[Sequence[str], Sequence[str]] = ((), ()),
 ) -> list[RuleResult]:
-    """One ``RuleResult`` per rule the policy sets, failed rules first."""
+    """One ``RuleResult`` per rule the policy sets, failed rules first. ``class_names``:
+    the model's and the baseline's own label lists (empty where a version has none)."""
     thresholds = [
         _Threshold(
             "min_confidence", policy.min_confidence, lambda c: c.target_confidence, True, ""
@@ -302,9 +322,43 @@ def evaluate(
     results = [_threshold_rule(t, classes, has_baseline) for t in thresholds if t.limit is not None]
     if policy.max_drift_z is not None:
         results.append(_drift_z_rule(policy.max_drift_z, classes, has_baseline))
+    if policy.same_class_names:
+        results.append(_class_names_rule(*class_names, has_baseline=has_baseline))
     if policy.forbidden_entanglements:
         results.append(_forbidden_rule(policy, classes, resolve, names))
     return sorted(results, key=lambda r: _ORDER[r.status])
+
+
+SHOWN_RENAMES = 5
+
+
+def _class_names_rule(new: Sequence[str], old: Sequence[str], *, has_baseline: bool) -> RuleResult:
+    """Fails when a class index has another name in the model than in the baseline."""
+    rule = "same_class_names"
+    if not has_baseline:
+        return RuleResult(rule, "skipped", True, message="needs a baseline")
+    missing = [what for what, names in (("the model", new), ("the baseline", old)) if not names]
+    if missing:
+        which = f"{missing[0]} has none" if len(missing) == 1 else "neither version has any"
+        return RuleResult(
+            rule, "skipped", True, message=f"needs class names in both versions ({which})"
+        )
+    renamed = [i for i, (a, b) in enumerate(zip(new, old, strict=False)) if a != b]
+    if not renamed:
+        return RuleResult(
+            rule, "pass", True, message=f"all {len(new)} class names as in the baseline"
+        )
+    shown = ", ".join(f"{i} {new[i]!r} (baseline: {old[i]!r})" for i in renamed[:SHOWN_RENAMES])
+    more = len(renamed) - SHOWN_RENAMES
+    return RuleResult(
+        rule,
+        "fail",
+        True,
+        [new[i] for i in renamed],
+        f"{len(renamed)} of {len(new)} class indices have another name than in the baseline: "
+        f"{shown}{f', and {more} more' if more > 0 else ''}; if the labels were meant to "
+        "change, set same_class_names: false",
+    )
 
 
 def _cross(c: ClassCheck) -> float | None:

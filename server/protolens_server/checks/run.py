@@ -286,6 +286,10 @@ def analyse(
         has_baseline=baseline_model is not None,
         resolve=lambda v: resolve_class(model, v, field="policy.forbidden_entanglements"),
         names=names,
+        class_names=(
+            model.given_class_names,
+            baseline_model.given_class_names if baseline_model is not None else (),
+        ),
     )
     for rule in rules:
         if rule.status == "fail":

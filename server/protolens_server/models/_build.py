@@ -24,7 +24,12 @@ from protolens_server.models._probe_output import (
     output_reading,
     probe_output,
 )
-from protolens_server.models.handle import MULTI_LABEL, ModelFormat, ModelHandle
+from protolens_server.models.handle import (
+    MULTI_LABEL,
+    ModelFormat,
+    ModelHandle,
+    generated_class_names,
+)
 from protolens_server.models.sidecar import ClassNames
 
 DRY_RUN_BATCH = 2  # > 1 so a model that only takes batch 1 is caught at load, not mid-job
@@ -174,7 +179,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def default_class_names(n: int) -> ClassNames:
-    return ClassNames(tuple(f"class {i}" for i in range(n)), ((),) * n)
+    return ClassNames(generated_class_names(n), ((),) * n)
 
 
 def build_handle(

@@ -17,6 +17,11 @@ ModelFormat = Literal["eager", "torchscript", "exported"]
 MULTI_LABEL = "multi-label"
 
 
+def generated_class_names(n: int) -> tuple[str, ...]:
+    """What a model that came without class names calls its ``n`` classes."""
+    return tuple(f"class {i}" for i in range(n))
+
+
 @dataclass(frozen=True)
 class ModelHandle:
     """A loaded, frozen classifier ready for the engine.
@@ -48,6 +53,14 @@ class ModelHandle:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def given_class_names(self) -> tuple[str, ...]:
+        """The class names the model came with (a sidecar, a config, a label file); ()
+        when it came with none and its names are the generated ``class i``."""
+        if self.class_names == generated_class_names(len(self.class_names)):
+            return ()
+        return self.class_names
 
     @property
     def multi_label(self) -> bool:
