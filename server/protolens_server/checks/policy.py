@@ -357,7 +357,7 @@ def _class_names_rule(new: Sequence[str], old: Sequence[str], *, has_baseline: b
         [new[i] for i in renamed],
         f"{len(renamed)} of {len(new)} class indices have another name than in the baseline: "
         f"{shown}{f', and {more} more' if more > 0 else ''}; if the labels were meant to "
-        "change, set same_class_names: false",
+        "change, give a policy file with same_class_names: false",
     )
 
 
