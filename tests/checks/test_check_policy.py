@@ -313,10 +313,12 @@ def test_same_class_names_compares_every_index_of_both_label_lists() -> None:
     failed = rule(tuple(swapped), NAMES)
     assert (failed.status, failed.classes) == ("fail", ["car", "deer"])
     assert "2 of 10 class indices" in failed.message
+    assert "(the same names in another order)" in failed.message  # reordered, not renamed
     assert "7 'car' (baseline: 'deer'), 8 'deer' (baseline: 'car')" in failed.message
     assert "same_class_names: false" in failed.message  # what to do if it was meant
     many = rule(tuple(n.upper() for n in NAMES), NAMES)
     assert "10 of 10" in many.message and "and 5 more" in many.message
+    assert "another order" not in many.message  # renamed, not reordered
     # a version that came without names, or no baseline: nothing to compare
     assert rule((), NAMES).status == "skipped" and "the model has none" in rule((), NAMES).message
     assert "the baseline has none" in rule(NAMES, ()).message

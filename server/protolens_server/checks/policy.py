@@ -350,13 +350,15 @@ def _class_names_rule(new: Sequence[str], old: Sequence[str], *, has_baseline: b
         )
     shown = ", ".join(f"{i} {new[i]!r} (baseline: {old[i]!r})" for i in renamed[:SHOWN_RENAMES])
     more = len(renamed) - SHOWN_RENAMES
+    # a permutation: the labels (or the classes) were reordered, nothing renamed
+    order = " (the same names in another order)" if sorted(new) == sorted(old) else ""
     return RuleResult(
         rule,
         "fail",
         True,
         [new[i] for i in renamed],
-        f"{len(renamed)} of {len(new)} class indices have another name than in the baseline: "
-        f"{shown}{f', and {more} more' if more > 0 else ''}; if the labels were meant to "
+        f"{len(renamed)} of {len(new)} class indices have another name than in the baseline"
+        f"{order}: {shown}{f', and {more} more' if more > 0 else ''}; if the labels were meant to "
         "change, give a policy file with same_class_names: false",
     )
 
