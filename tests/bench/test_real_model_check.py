@@ -1,10 +1,11 @@
-"""bench/real_model_check.py: the three registered versions of EfficientNet-Lite0.
+"""bench/real_model_check.py: the registered versions of EfficientNet-Lite0.
 
 The script's verdicts (the float16 round trip passes, the label swap fails with exactly
 the two swapped classes flagged) mean something only if the store holds what it says:
 ``@1`` the shipped weights, ``@2`` the same within float16 rounding, ``@3`` the two
 classes' logits exchanged and every other logit unchanged, ``@4`` the shipped weights
-under a labels list with the two names exchanged, each loadable the way a user
+under a labels list with the two names exchanged, ``@5`` ``@3``'s weights under ``@4``'s
+names (the same classifier, its two classes at each other's index), each loadable the way a user
 registers an eager model (state dict + sidecar naming a factory). The checks themselves
 take minutes on a CPU and run in the script, not here.
 """
@@ -31,7 +32,7 @@ def test_the_store_holds_the_shipped_the_rounded_and_the_swapped_weights(
 ) -> None:
     store = build_store(tmp_path, (281, 948))
     monkeypatch.syspath_prepend(str(tmp_path))  # the factory module, as the checks see it
-    handles = {v: load_path(store / MODEL / str(v) / "model.pth") for v in (1, 2, 3, 4)}
+    handles = {v: load_path(store / MODEL / str(v) / "model.pth") for v in (1, 2, 3, 4, 5)}
     assert {len(h.class_names) for h in handles.values()} == {1000}
     assert handles[1].class_names[281] == "tabby cat"
     images = torch.rand(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
@@ -46,3 +47,5 @@ def test_the_store_holds_the_shipped_the_rounded_and_the_swapped_weights(
     names = list(handles[1].class_names)
     names[281], names[948] = names[948], names[281]
     assert list(handles[4].class_names) == names
+    torch.testing.assert_close(logits[5], swapped)
+    assert list(handles[5].class_names) == names

@@ -1,8 +1,10 @@
 """A version whose labels file was reordered (the same weights, two class names swapped)
-is the same classifier to every prototype and every score, so only its class names can
-show the change. The default policy compares them (``same_class_names``) and fails it,
-flagging the renamed classes among those checked; a version that came without names is
-not failed for lacking them."""
+is the same classifier to every prototype and every score, so compared index by index only
+its class names can show the change. The default policy compares them
+(``same_class_names``) and fails it, flagging the renamed classes among those checked; a
+version that came without names is not failed for lacking them. Compared by name (the
+default when both versions carry names: ``checks/matching.py``), the two swapped names now
+label each other's logits, so their prototypes fail the cross-scores as well."""
 
 from __future__ import annotations
 
@@ -20,8 +22,19 @@ def test_a_reordered_labels_file_fails_the_default_policy(catalog, tmp_path) -> 
     names[0], names[1] = names[1], names[0]
     relabelled = dataclasses.replace(clean, name="shapes-relabelled", class_names=tuple(names))
     policy = Policy.load("default")
-    result = run_check(
+    by_name = run_check(
         relabelled, baseline=clean, config=CONFIG, policy=policy, cache_dir=tmp_path
+    ).to_dict()
+    assert sorted(by_name["failed_rules"]) == ["min_cross_confidence", "same_class_names"]
+    assert sorted(by_name["flagged_classes"]) == sorted(names[:2])
+    swapped = {c["class"]: c for c in by_name["classes"] if c["class"] < 2}
+    for c, other in ((0, 1), (1, 0)):
+        assert swapped[c]["baseline_class"] == other
+        assert swapped[c]["cross_scores"]["new_prototype_in_baseline_model"] < 0.25
+
+    by_index = Policy.from_dict({**policy.to_dict(), "match_classes": "index"}, source="test")
+    result = run_check(
+        relabelled, baseline=clean, config=CONFIG, policy=by_index, cache_dir=tmp_path
     ).to_dict()
     assert not result["passed"]
     assert result["failed_rules"] == ["same_class_names"]

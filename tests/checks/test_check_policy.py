@@ -326,3 +326,18 @@ def test_same_class_names_compares_every_index_of_both_label_lists() -> None:
     assert rule(NAMES, NAMES, has_baseline=False).message == "needs a baseline"
     assert Policy().same_class_names is False  # only when a policy asks
     assert not evaluate(Policy(), items, has_baseline=True, resolve=_resolve, names=NAMES)
+
+
+def test_an_old_prototype_taken_by_a_class_the_baseline_lacked_is_charged_to_it() -> None:
+    """An added class (checks/matching.py) is new, so when the new model gives another
+    class's old prototype to it, the added class took that evidence."""
+    policy = Policy.load("default")
+    cross = _item(2, baseline_by_new_model=0.0, baseline_top_in_new_model=3)
+    cross.new_by_baseline_model = 0.99
+    ring = ClassCheck(
+        3, NAMES[3], ClassPrototypes(3, torch.zeros(1, 3, 8, 8), [b""], [0.95], [None])
+    )
+    attribute_claims([cross, ring], policy, 4)
+    assert cross.baseline_claimed_by == 3
+    assert flags_for(cross, policy, None, 4) == []
+    assert flags_for(ring, policy, None, 4) == []  # nothing of it to compare

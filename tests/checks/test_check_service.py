@@ -8,15 +8,12 @@ import asyncio
 import json
 
 import pytest
+from checks_serving import serving
 from checks_shortcut_models import CONFIG
 from protolens import AsyncClient
 from protolens.cli import main
 from protolens.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from protolens_server import metrics
-from protolens_server.api.server import start_server
-from protolens_server.api.tenancy import default_tenant
-from protolens_server.config import Settings
-from protolens_server.worker import Worker
 
 POLICY_YAML = "min_confidence: 0.5\nmax_drift: 0.6\nmin_cross_confidence: 0.5\n"
 OPTIONS = {
@@ -35,26 +32,8 @@ def _hits() -> float:
 
 @pytest.fixture
 async def service(redis_url, shapes_store):
-    settings = Settings(
-        redis_url=redis_url,
-        grpc_port=0,
-        metrics_port=0,
-        model_store=shapes_store,
-        builtin_models=False,
-        max_steps=2000,
-        shutdown_grace_s=0,
-        device="cpu",
-    )
-    # Every caller is the default tenant here (API keys are tests/api's business).
-    api, port = await start_server(settings, sample_interval_s=0.2, tenant_resolver=default_tenant)
-    worker = Worker(settings, name="w-checks", block_ms=100)
-    task = asyncio.create_task(worker.run())
-    try:
-        yield f"127.0.0.1:{port}", api, worker
-    finally:
-        worker.request_stop()
-        await asyncio.wait_for(task, 30)
-        await api.stop(grace=0)
+    async with serving(redis_url, shapes_store) as running:
+        yield running
 
 
 async def test_check_through_the_queue_then_recheck_is_all_cache_hits(service, tmp_path):

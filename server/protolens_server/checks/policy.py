@@ -11,6 +11,8 @@ min_cross_confidence: 0.5    # needs a baseline; each version's prototype classi
                              # other version's model (the weaker of the two); or
                              # "chance": 1 / the number of classes
 same_class_names: true       # needs a baseline; class i has the same name in both versions
+match_classes: auto          # pair the versions' classes by name (both carry names) or index:
+                             # auto (the default), name, index (checks/matching.py)
 forbidden_entanglements:     # must not be entangled in the new version
   - [cat, dog]               # a pair: no edge between them, either way
   - truck                    # a class: no entanglement the baseline did not have
@@ -49,7 +51,12 @@ own prototype changed is charged to that class (``attribute_claims``).
 not only the checked classes: the weights decide what a logit means, the names what a
 caller is told, and a labels file that was reordered or regenerated changes the second
 with no change in the first, which no prototype can show. It needs both versions to
-carry class names.
+carry class names. Indices the model adds after the baseline's are new classes and pass;
+an index the baseline had and the model lacks fails (a caller's class is gone).
+
+``match_classes`` is not a rule: it says which baseline class each class is compared with
+(``checks/matching.py``). By name, a retrain whose labels moved compares each class with
+itself, and ``same_class_names`` alone says that the indices moved.
 """
 
 from __future__ import annotations
@@ -62,6 +69,7 @@ from typing import Any
 
 import yaml
 
+from protolens_server.checks import matching
 from protolens_server.checks.entanglement import DEFAULT_THRESHOLD, DEFAULT_TOP_K
 from protolens_server.checks.result import ClassCheck, RuleResult
 from protolens_server.errors import InvalidArgument
@@ -114,6 +122,7 @@ class Policy:
     # a number, or "chance": 1 / the number of classes (CHANCE)
     min_cross_confidence: float | str | None = None
     same_class_names: bool = False
+    match_classes: str = "auto"  # checks/matching.py: auto | name | index
     forbidden_entanglements: tuple[tuple[str, ...], ...] = ()
     entanglement_threshold: float = DEFAULT_THRESHOLD
     entanglement_top_k: int = DEFAULT_TOP_K
@@ -129,6 +138,7 @@ class Policy:
             "max_drift_z",
             "min_cross_confidence",
             "same_class_names",
+            "match_classes",
             "forbidden_entanglements",
             "entanglement",
         }
@@ -154,6 +164,12 @@ class Policy:
             raise InvalidArgument(
                 f"{source}.same_class_names", f"must be true or false (got {same_names!r})"
             )
+        match_by = d.get("match_classes", "auto")
+        if match_by not in matching.MODES:
+            raise InvalidArgument(
+                f"{source}.match_classes",
+                f"must be one of {', '.join(matching.MODES)} (got {match_by!r})",
+            )
         forbidden = []
         for i, item in enumerate(d.get("forbidden_entanglements") or []):
             entry = tuple(str(v) for v in item) if isinstance(item, list) else (str(item),)
@@ -173,6 +189,7 @@ class Policy:
         return cls(
             **numbers,
             same_class_names=same_names,
+            match_classes=match_by,
             forbidden_entanglements=tuple(forbidden),
             entanglement_threshold=threshold,
             entanglement_top_k=top_k,
@@ -217,6 +234,7 @@ class Policy:
             "max_drift_z": self.max_drift_z,
             "min_cross_confidence": self.min_cross_confidence,
             "same_class_names": self.same_class_names,
+            "match_classes": self.match_classes,
             "forbidden_entanglements": [list(e) for e in self.forbidden_entanglements],
             "entanglement": {
                 "threshold": self.entanglement_threshold,
@@ -293,9 +311,11 @@ def evaluate(
     resolve: Callable[[str], int],
     names: Sequence[str],
     class_names: tuple[Sequence[str], Sequence[str]] = ((), ()),
+    match: matching.ClassMatch | None = None,
 ) -> list[RuleResult]:
     """One ``RuleResult`` per rule the policy sets, failed rules first. ``class_names``:
-    the model's and the baseline's own label lists (empty where a version has none)."""
+    the model's and the baseline's own label lists (empty where a version has none);
+    ``match``: how the check paired them (named in ``same_class_names``' message)."""
     thresholds = [
         _Threshold(
             "min_confidence", policy.min_confidence, lambda c: c.target_confidence, True, ""
@@ -323,7 +343,7 @@ def evaluate(
     if policy.max_drift_z is not None:
         results.append(_drift_z_rule(policy.max_drift_z, classes, has_baseline))
     if policy.same_class_names:
-        results.append(_class_names_rule(*class_names, has_baseline=has_baseline))
+        results.append(_class_names_rule(*class_names, has_baseline=has_baseline, match=match))
     if policy.forbidden_entanglements:
         results.append(_forbidden_rule(policy, classes, resolve, names))
     return sorted(results, key=lambda r: _ORDER[r.status])
@@ -332,8 +352,15 @@ def evaluate(
 SHOWN_RENAMES = 5
 
 
-def _class_names_rule(new: Sequence[str], old: Sequence[str], *, has_baseline: bool) -> RuleResult:
-    """Fails when a class index has another name in the model than in the baseline."""
+def _class_names_rule(
+    new: Sequence[str],
+    old: Sequence[str],
+    *,
+    has_baseline: bool,
+    match: matching.ClassMatch | None = None,
+) -> RuleResult:
+    """Fails when a class index has another name in the model than in the baseline, or the
+    model lacks an index the baseline had; indices added after the baseline's pass."""
     rule = "same_class_names"
     if not has_baseline:
         return RuleResult(rule, "skipped", True, message="needs a baseline")
@@ -343,24 +370,54 @@ def _class_names_rule(new: Sequence[str], old: Sequence[str], *, has_baseline: b
         return RuleResult(
             rule, "skipped", True, message=f"needs class names in both versions ({which})"
         )
-    renamed = [i for i, (a, b) in enumerate(zip(new, old, strict=False)) if a != b]
-    if not renamed:
-        return RuleResult(
-            rule, "pass", True, message=f"all {len(new)} class names as in the baseline"
+    common = min(len(new), len(old))
+    renamed = [i for i in range(common) if new[i] != old[i]]
+    gone = list(range(len(new), len(old)))  # indices callers had that the model lacks
+    added = list(range(len(old), len(new)))
+    extra = (
+        f"; {len(added)} class{'es' if len(added) > 1 else ''} added after them: "
+        + _listed([f"{i} {new[i]!r}" for i in added])
+        if added
+        else ""
+    )
+    if not renamed and not gone:
+        kept = f"all {len(old)} class names as in the baseline"
+        return RuleResult(rule, "pass", True, message=kept + extra)
+    parts = []
+    if renamed:
+        # a permutation: the labels (or the classes) were reordered, nothing renamed
+        order = " (the same names in another order)" if sorted(new) == sorted(old) else ""
+        parts.append(
+            f"{len(renamed)} of {common} class indices have another name than in the baseline"
+            f"{order}: " + _listed([f"{i} {new[i]!r} (baseline: {old[i]!r})" for i in renamed])
         )
-    shown = ", ".join(f"{i} {new[i]!r} (baseline: {old[i]!r})" for i in renamed[:SHOWN_RENAMES])
-    more = len(renamed) - SHOWN_RENAMES
-    # a permutation: the labels (or the classes) were reordered, nothing renamed
-    order = " (the same names in another order)" if sorted(new) == sorted(old) else ""
+    if gone:
+        parts.append(
+            f"the model has {len(new)} classes, the baseline {len(old)}: indices "
+            + _listed([f"{i} {old[i]!r}" for i in gone])
+            + " are gone"
+        )
+    paired = (
+        "; the check compared each class with its namesake in the baseline (match_classes)"
+        if match is not None and match.by == "name" and match.moved
+        else ""
+    )
     return RuleResult(
         rule,
         "fail",
         True,
-        [new[i] for i in renamed],
-        f"{len(renamed)} of {len(new)} class indices have another name than in the baseline"
-        f"{order}: {shown}{f', and {more} more' if more > 0 else ''}; if the labels were meant to "
-        "change, give a policy file with same_class_names: false",
+        [new[i] for i in renamed] + [old[i] for i in gone],
+        "; ".join(parts)
+        + extra
+        + paired
+        + "; if the labels were meant to change, give a policy file with same_class_names: false",
     )
+
+
+def _listed(items: Sequence[str]) -> str:
+    """The first ``SHOWN_RENAMES`` items, and how many more."""
+    more = len(items) - SHOWN_RENAMES
+    return ", ".join(items[:SHOWN_RENAMES]) + (f", and {more} more" if more > 0 else "")
 
 
 def _cross(c: ClassCheck) -> float | None:
@@ -380,13 +437,17 @@ def attribute_claims(classes: Sequence[ClassCheck], policy: Policy, num_classes:
     drift is flagged) the second is the simpler reading: ``X.baseline_claimed_by = Y``,
     and that score no longer counts against X (Y is flagged on its own). A planted
     shortcut does this: the shortcut model calls other classes' old prototypes the
-    shortcut class (docs/checks.md). Needs each class's ``drift_z`` set first.
+    shortcut class (docs/checks.md). So does a class the baseline did not have (an added
+    class, ``checks/matching.py``): it is new, so it took the evidence, and nothing of it
+    can be compared. Needs each class's ``drift_z`` set first.
     """
     limit = policy.cross_limit(num_classes)
     limit = FLAG_CROSS if limit is None else limit
     by_index = {c.class_index: c for c in classes}
 
     def changed(y: ClassCheck) -> bool:
+        if y.baseline is None:  # a class the baseline did not have (checks/matching.py)
+            return True
         unrecognised = y.new_by_baseline_model is not None and y.new_by_baseline_model < limit
         return unrecognised or _drift_flag(y, policy, y.drift_z)
 

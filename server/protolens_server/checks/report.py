@@ -17,6 +17,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from protolens_server.checks.matching import describe as describe_class_match
 from protolens_server.checks.result import CheckResult, RuleResult
 from protolens_server.checks.svg import entanglement_svg
 
@@ -97,6 +98,7 @@ def _header(r: CheckResult) -> str:
         else "no baseline"
     )
     g = r.generation
+    paired = describe_class_match(r.class_match)
     return (
         f'<h1>{escape(r.model.ref)} <span class="verdict" style="background:{colour}">'
         f"{word}</span></h1>"
@@ -105,6 +107,7 @@ def _header(r: CheckResult) -> str:
         f"{r.config.get('steps')} steps · seed {r.seed} · "
         f"{g.jobs} jobs: {g.cache_hits} from the cache, {g.generated} generated</p>"
         f'<p class="meta">flagged: {escape(", ".join(c.name for c in r.flagged) or "none")}</p>'
+        + (f'<p class="meta">{escape(paired)}</p>' if paired else "")
     )
 
 

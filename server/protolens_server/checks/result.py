@@ -29,6 +29,9 @@ class ClassCheck:
     name: str
     new: ClassPrototypes
     baseline: ClassPrototypes | None = None
+    # the baseline's index of this class (another index when the classes were paired by
+    # name and the labels moved: checks/matching.py); None without a baseline class
+    baseline_class_index: int | None = None
     drift: float | None = None  # in [0, 1]: median per-layer drift (comparison.py)
     drift_interval: tuple[float, float] | None = None  # its bootstrap interval
     # its robust z-score among the check's classes (policy.drift_spread): None, fewer than 3
@@ -104,6 +107,7 @@ class ClassCheck:
             "confidence": _r(self.target_confidence),
             "new": side(self.new),
             "baseline": side(self.baseline),
+            "baseline_class": self.baseline_class_index,
             "drift": _r(self.drift),
             "drift_interval": _interval(self.drift_interval),
             "drift_z": _r(self.drift_z, 2),
@@ -169,6 +173,9 @@ class CheckResult:
     reference_digest: str = ""
     # the flagged classes generated again with more prototypes (checks/confirmation.py)
     confirmation: Confirmation | None = None
+    # how the model's classes were paired with the baseline's (checks/matching.py):
+    # ClassMatch.to_dict, None without a baseline
+    class_match: dict[str, Any] | None = None
 
     @property
     def passed(self) -> bool:
@@ -219,4 +226,5 @@ class CheckResult:
             "confirmation": (
                 self.confirmation.to_dict(self.classes) if self.confirmation else None
             ),
+            "class_match": self.class_match,
         }

@@ -5,8 +5,9 @@ them, apply a policy.
                        policy=Policy.from_yaml("policy.yaml"))
     result.passed, result.flagged, result.to_dict()
 
-Reads top to bottom: open both models -> resolve classes -> generate each
-version's prototypes chunk by chunk (the local cache folder, keyed like the
+Reads top to bottom: open both models -> pair their classes (by name where both carry
+names: ``checks.matching``) -> resolve classes -> generate each version's prototypes
+chunk by chunk (the local cache folder, keyed like the
 queue's cache, makes a re-check of an unchanged version free) -> ``analyse``
 (drift, cross-scores, entanglement, policy) -> the flagged classes again on more
 prototypes and ``analyse`` once more (``checks.confirmation``). The service runs the
@@ -27,6 +28,7 @@ from protolens_server.checks.confirmation import (
     merged,
 )
 from protolens_server.checks.local_cache import LocalGenerator
+from protolens_server.checks.matching import ClassMatch, match_classes
 from protolens_server.checks.policy import (
     Policy,
     attribute_claims,
@@ -124,7 +126,7 @@ def run_check(
     baseline = resolve_baseline(model, baseline, catalog)
     new, new_name = open_model(model, catalog)
     old, old_name = open_model(baseline, catalog) if baseline is not None else (None, "")
-    check_compatible(new, old)
+    match = check_compatible(new, old, policy)
     wanted = resolve_classes(new, classes)
     refset = None
     if reference is not None:
@@ -132,19 +134,29 @@ def run_check(
 
         refset = open_reference(new, reference)
         refset.require(wanted, new.class_names)
-    generator = LocalGenerator(cache_dir, device=device, reference=refset)
+    # the baseline scores against the same images under its own indices of their classes
+    old_refset = (
+        refset.reindexed(match.baseline_of) if refset is not None and match is not None else refset
+    )
     stats = GenerationStats()
-    versions = [(new_name, new)] + ([(old_name, old)] if old is not None else [])
+    versions = [(new_name, new, refset)]
+    if old is not None:
+        versions.append((old_name, old, old_refset))
 
     def produce(
         classes: list[int], cfg: GenerationConfig, phase: str = ""
     ) -> list[dict[int, ClassPrototypes]]:
-        units = len(versions) * len(chunks(classes, chunk_size))
+        units = len(chunks(classes, chunk_size)) + (
+            len(chunks(match.baseline_indices(classes), chunk_size)) if match is not None else 0
+        )
         done = 0
         produced: list[dict[int, ClassPrototypes]] = []
-        for name, handle in versions:
+        for side, (name, handle, references) in enumerate(versions):
+            # the baseline generates its own indices of the same classes (``match``)
+            own = classes if side == 0 or match is None else match.baseline_indices(classes)
+            generator = LocalGenerator(cache_dir, device=device, reference=references)
             by_class: dict[int, ClassPrototypes] = {}
-            for chunk in chunks(classes, chunk_size):
+            for chunk in chunks(own, chunk_size):
                 if should_stop is not None and should_stop():
                     raise GenerationCancelled("the check was cancelled")
                 spec = check_spec(
@@ -153,7 +165,7 @@ def run_check(
                     chunk,
                     cfg,
                     seed,
-                    reference_digest=refset.digest if refset is not None else "",
+                    reference_digest=references.digest if references is not None else "",
                 )
 
                 def step(s: int, total: int, name: str = name, done: int = done) -> None:
@@ -166,7 +178,7 @@ def run_check(
                 done += 1
                 if on_progress is not None:
                     on_progress(done / units, f"{phase}generated {name}")
-            produced.append(by_class)
+            produced.append(by_class if side == 0 or match is None else match.to_model(by_class))
         return produced
 
     def compare(produced: list[dict[int, ClassPrototypes]]) -> CheckResult:
@@ -177,6 +189,7 @@ def run_check(
             produced[0],
             baseline_model=old,
             baseline_prototypes=produced[1] if old is not None else None,
+            match=match,
             policy=policy,
             model_ref=ModelRef(new_name, new.digest, getattr(new, "source", "")),
             baseline_ref=(
@@ -199,15 +212,14 @@ def run_check(
     return confirmed
 
 
-def check_compatible(new: ModelHandle, old: ModelHandle | None) -> None:
+def check_compatible(
+    new: ModelHandle, old: ModelHandle | None, policy: Policy | None = None
+) -> ClassMatch | None:
+    """How the two versions' classes pair (``checks.matching``, as the policy's
+    ``match_classes`` says); None without a baseline. ``InvalidArgument`` when they cannot."""
     if old is None:
-        return
-    if old.num_classes != new.num_classes:
-        raise InvalidArgument(
-            "baseline",
-            f"has {old.num_classes} classes but the model has {new.num_classes}; "
-            "a baseline must be an earlier version of the same classifier",
-        )
+        return None
+    return match_classes(new, old, (policy or Policy()).match_classes)
 
 
 def analyse(
@@ -216,6 +228,7 @@ def analyse(
     *,
     baseline_model: ModelHandle | None = None,
     baseline_prototypes: Mapping[int, ClassPrototypes] | None = None,
+    match: ClassMatch | None = None,
     policy: Policy,
     model_ref: ModelRef,
     baseline_ref: ModelRef | None,
@@ -224,8 +237,13 @@ def analyse(
     stats: GenerationStats,
     reference_digest: str = "",
 ) -> CheckResult:
-    """Compare, build the entanglement graphs and apply ``policy`` (no generation here)."""
+    """Compare, build the entanglement graphs and apply ``policy`` (no generation here).
+
+    ``baseline_prototypes`` are keyed by the model's index of their class (``match``: how
+    the classes pair, by index when None); a class the baseline lacks is checked alone."""
     names = tuple(model.class_names) or tuple(f"class {i}" for i in range(model.num_classes))
+    if baseline_model is not None and match is None:
+        match = ClassMatch.identity(model.num_classes)
     kw = {"threshold": policy.entanglement_threshold, "top_k": policy.entanglement_top_k}
     ordered = sorted(prototypes)
     new_scale, old_scale = comparison.reading_scales(model, baseline_model)
@@ -236,33 +254,39 @@ def analyse(
     old_graph: dict[int, list[entanglement.Edge]] = {}
     old_probs: dict[int, torch.Tensor] = {}
     drifts: dict[int, comparison.Drift] = {}
-    if baseline_model is not None and baseline_prototypes is not None:
+    if baseline_model is not None and baseline_prototypes is not None and match is not None:
+        paired = [c for c in ordered if c in baseline_prototypes]
+        # each baseline row re-ordered into the model's classes, so both graphs speak of the
+        # same classes by the same indices (checks/matching.py)
         old_probs = {
-            c: comparison.probabilities(baseline_model, baseline_prototypes[c].images, old_scale)
-            for c in ordered
+            c: match.to_model_columns(
+                comparison.probabilities(baseline_model, baseline_prototypes[c].images, old_scale)
+            )
+            for c in paired
         }
         old_graph = entanglement.graph(old_probs, **kw)
         drifts = comparison.drifts(
             model,
-            {c: baseline_prototypes[c].images for c in ordered},
-            {c: prototypes[c].images for c in ordered},
+            {c: baseline_prototypes[c].images for c in paired},
+            {c: prototypes[c].images for c in paired},
             seed=seed,
         )
     checks = []
     for c in ordered:
         item = ClassCheck(c, names[c], prototypes[c], entangled=new_graph[c])
         item.confidence = float(new_probs[c][:, c].mean())
-        if baseline_model is not None and baseline_prototypes is not None:
+        if baseline_model is not None and c in old_probs:
             old_images, new_images = baseline_prototypes[c].images, prototypes[c].images
             d = drifts[c]
             item.baseline = baseline_prototypes[c]
+            item.baseline_class_index = match.baseline_of[c]
             item.drift, item.layer_drift = d.drift, d.layers
             item.drift_interval = None if d.low is None else (d.low, d.high)
             old_in_new = comparison.probabilities(model, old_images, new_scale).mean(0)
             item.baseline_by_new_model = float(old_in_new[c])
             item.baseline_top_in_new_model = int(old_in_new.argmax())
             item.new_by_baseline_model = comparison.target_probability(
-                baseline_model, new_images, c, old_scale
+                baseline_model, new_images, match.baseline_of[c], old_scale
             )
             item.baseline_entangled = old_graph[c]
             gained, lost = entanglement.changed(
@@ -290,6 +314,7 @@ def analyse(
             model.given_class_names,
             baseline_model.given_class_names if baseline_model is not None else (),
         ),
+        match=match,
     )
     for rule in rules:
         if rule.status == "fail":
@@ -308,4 +333,9 @@ def analyse(
         entanglement_top_k=policy.entanglement_top_k,
         generation=stats,
         reference_digest=reference_digest,
+        class_match=(
+            match.to_dict(names, baseline_model.class_names)
+            if match is not None and baseline_model is not None
+            else None
+        ),
     )

@@ -41,6 +41,7 @@ from protolens_server.checks.confirmation import (
     merged,
 )
 from protolens_server.checks.local_cache import group_by_class
+from protolens_server.checks.matching import ClassMatch
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import (
     DEFAULT_CHUNK,
@@ -101,6 +102,7 @@ class _Plan:
     specs: list[tuple[_Version, JobSpec]]
     request: dict[str, Any]
     tenant: str
+    match: ClassMatch | None = None  # how the versions' classes pair (checks/matching.py)
 
 
 class _Stop(Exception):
@@ -239,12 +241,14 @@ class CheckRunner:
             old = await self._version(baseline) if baseline else None
         except InvalidArgument as exc:
             raise exc.for_field("baseline") from None
-        check_compatible(new.handle, old.handle if old else None)
+        match = check_compatible(new.handle, old.handle if old else None, policy)
         wanted = resolve_classes(new.handle, classes)
         if reference_set:
             for v in filter(None, (new, old)):
+                # each version's own indices of the checked classes (checks/matching.py)
+                own = wanted if v is new or match is None else match.baseline_indices(wanted)
                 v.reference_digest = await asyncio.to_thread(
-                    self.resolve_reference, reference_set, v.info, tuple(wanted)
+                    self.resolve_reference, reference_set, v.info, tuple(own)
                 )
         request = {
             "model": new.name,
@@ -447,9 +451,11 @@ class CheckRunner:
 
     def _plan(self, new: _Version, old: _Version | None, r: dict[str, Any], tenant: str) -> _Plan:
         config = GenerationConfig.from_dict(r["config"])
-        specs = _specs(new, old, r["classes"], config, r, tenant)
         policy = Policy.from_dict(r["policy"], source=r["policy_source"] or "policy")
-        return _Plan(new, old, config, int(r["seed"]), policy, specs, r, tenant)
+        # the same handles (digests checked) and policy pair the classes the same way
+        match = check_compatible(new.handle, old.handle if old else None, policy)
+        specs = _specs(new, old, r["classes"], config, r, tenant, match)
+        return _Plan(new, old, config, int(r["seed"]), policy, specs, r, tenant, match)
 
     async def _submit(
         self,
@@ -499,7 +505,7 @@ class CheckRunner:
         # classes, the same specs the same cache keys)
         specs = _specs(
             plan.new, plan.old, confirm, confirmation_config(plan.config), plan.request,
-            plan.tenant,
+            plan.tenant, plan.match,
         )  # fmt: skip
         jobs = await self._submit(record, specs, resume=True, offset=len(plan.specs))
         await self._write(record, with_jobs=True)
@@ -518,13 +524,16 @@ class CheckRunner:
         *,
         doing: str = "generating",
     ) -> dict[str, dict[int, ClassPrototypes]]:
-        """Each version's prototypes by class (``"new"``, ``"old"``), once the jobs ended."""
+        """Each version's prototypes by class (``"new"``, ``"old"``), once the jobs ended; the
+        baseline's keyed by the model's index of their class (``plan.match``)."""
         jobs = await self._wait(record, jobs, doing=doing)
         produced: dict[str, dict[int, ClassPrototypes]] = {"new": {}, "old": {}}
         for (v, spec), job in zip(specs, jobs, strict=True):
             side = "new" if v is plan.new else "old"
             for cp in await self._read(spec, job, record.tenant):
                 produced[side][cp.class_index] = cp
+        if plan.match is not None:
+            produced["old"] = plan.match.to_model(produced["old"])
         return produced
 
     async def _analyse(
@@ -540,6 +549,7 @@ class CheckRunner:
             produced["new"],
             baseline_model=old.handle if old else None,
             baseline_prototypes=produced["old"] if old else None,
+            match=plan.match,
             policy=plan.policy,
             model_ref=ModelRef(new.name, new.info.digest, new.info.source),
             baseline_ref=ModelRef(old.name, old.info.digest, old.info.source) if old else None,
@@ -613,8 +623,13 @@ def _specs(
     config: GenerationConfig,
     r: dict[str, Any],
     tenant: str,
+    match: ClassMatch | None = None,
 ) -> list[tuple[_Version, JobSpec]]:
-    """One job spec per chunk of ``classes`` per version, new first (the queue's cache keys)."""
+    """One job spec per chunk of ``classes`` per version, new first (the queue's cache keys);
+    the baseline's chunks hold its own indices of the same classes (``match``)."""
+    own = {id(new): classes}
+    if old is not None:
+        own[id(old)] = match.baseline_indices(classes) if match is not None else classes
     return [
         (v, check_spec(
             v.name, v.info.digest, chunk, config, r["seed"],
@@ -622,7 +637,7 @@ def _specs(
             tenant=tenant,
         ))
         for v in (new, old) if v is not None
-        for chunk in chunks(classes, r["chunk_size"])
+        for chunk in chunks(own[id(v)], r["chunk_size"])
     ]  # fmt: skip
 
 

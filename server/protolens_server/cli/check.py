@@ -279,6 +279,8 @@ def _run_remote(args: argparse.Namespace) -> dict[str, Any]:
 def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
     from protolens.files import caveat_lines
 
+    from protolens_server.checks.matching import describe as describe_class_match
+
     for line in caveat_lines(doc.get("caveats") or ()):
         print(f"protolens check: warning: {line}", file=sys.stderr)
     if args.report_json:
@@ -299,6 +301,9 @@ def _finish(args: argparse.Namespace, doc: dict[str, Any]) -> int:
                 print(f"  failed {rule['rule']}: {rule['message']}")
         if doc["flagged_classes"]:
             print(f"  flagged: {', '.join(doc['flagged_classes'])}")
+        paired = describe_class_match(doc.get("class_match"))
+        if paired:
+            print(f"  {paired}")
         if doc.get("confirmation"):
             print(f"  {confirmation_line(doc['confirmation'])}")
         if args.report:

@@ -22,7 +22,7 @@ the file. Values are in [0, 1]; the model's own normalisation is applied later.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,6 +76,17 @@ class ReferenceSet:
             if known is None:
                 _DIGESTS.put(signature, self._digest[0])
         return self._digest[0]
+
+    def reindexed(self, index_of: Mapping[int, int]) -> ReferenceSet:
+        """The same images under other class indices (``index_of``: this set's index -> the
+        new one; classes not in it are left out): another version's view of the same
+        classes when its labels moved (``checks/matching.py``)."""
+        images = tuple(
+            ReferenceImage(im.path, index_of[im.class_index], im.relative)
+            for im in self.images
+            if im.class_index in index_of
+        )
+        return ReferenceSet(images, self.root)
 
     def require(self, classes: Iterable[int], class_names: Sequence[str] = ()) -> None:
         """Raise a ReferenceSetError naming the first class with no images here."""
