@@ -23,6 +23,12 @@ entanglement of every class against the model it was copied from (docs/checks.md
 at that model's spread it is that model. Versions spreading a unit or more are read as
 they are, which is every model the project measures (engine 0.3.8 reads a model the same
 way for its convergence gate, and leaves the others alone for the same reason).
+
+A version retrained at another input size, or in grey where the other is in colour, sees
+the other version's prototypes as it would see any image (``fitted``): resized to its own
+height and width (bilinear, antialiased) and, between one and three channels, made grey
+(ITU-R BT.601 luma) or repeated. Any other pair of channel counts has no such reading and
+is refused before anything is generated (``fittable``).
 """
 
 from __future__ import annotations
@@ -44,7 +50,42 @@ from protolens_server.engine import (
     penalty_unit,
 )
 
-__all__ = ["Drift", "drifts", "probabilities", "reading_scales", "target_probability"]
+__all__ = [
+    "Drift",
+    "drifts",
+    "fittable",
+    "fitted",
+    "probabilities",
+    "reading_scales",
+    "target_probability",
+]
+
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601: what a grey model saw of a colour photo
+
+
+def fittable(channels: int, other: int) -> bool:
+    """Can an image of ``other`` channels be shown to a model of ``channels`` (``fitted``)?"""
+    return channels == other or {channels, other} == {1, 3}
+
+
+def fitted(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """(B, C, H, W) images in [0, 1] as a model of input ``shape`` (C', H', W') takes them
+    (module doc); the same tensor when they already fit."""
+    channels, height, width = shape
+    if images.shape[1] != channels:
+        if not fittable(channels, int(images.shape[1])):
+            raise ValueError(f"{images.shape[1]}-channel images for a {channels}-channel model")
+        if channels == 1:
+            luma = images.new_tensor(_LUMA).view(1, 3, 1, 1)
+            images = (images * luma).sum(dim=1, keepdim=True)
+        else:
+            images = images.expand(-1, channels, -1, -1)
+    if tuple(images.shape[2:]) != (height, width):
+        images = torch.nn.functional.interpolate(
+            images.float(), size=(height, width), mode="bilinear", antialias=True,
+            align_corners=False,
+        ).clamp(0.0, 1.0)  # fmt: skip
+    return images
 
 
 def drifts(
@@ -54,8 +95,10 @@ def drifts(
     *,
     seed: int = 0,
 ) -> dict[int, Drift]:
-    """Drift per class (classes present in both), measured in ``model`` (the new version)."""
-    return drift(model, old, new, seed=seed)
+    """Drift per class (classes present in both), measured in ``model`` (the new version);
+    ``old`` prototypes are ``fitted`` to its input first."""
+    shape = tuple(model.input_spec.shape)
+    return drift(model, {c: fitted(v, shape) for c, v in old.items()}, new, seed=seed)
 
 
 def reading_scales(
@@ -79,10 +122,11 @@ def _scale(spread: float, other: float | None) -> float:
 
 
 def probabilities(model: ImageClassifier, images: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
-    """Class probabilities for a batch in [0, 1] image space, the logits multiplied by
-    ``scale`` first (``reading_scales``): (B, K), the softmax over classes, or for a
-    multi-label model each label's own sigmoid."""
-    logits = capture(model, images.float(), [LOGITS])[LOGITS]
+    """Class probabilities for a batch in [0, 1] image space (``fitted`` to the model's
+    input), the logits multiplied by ``scale`` first (``reading_scales``): (B, K), the
+    softmax over classes, or for a multi-label model each label's own sigmoid."""
+    images = fitted(images.float(), tuple(model.input_spec.shape))
+    logits = capture(model, images, [LOGITS])[LOGITS]
     if scale != 1.0:
         logits = logits * scale
     return class_probabilities(logits, is_multi_label(model))

@@ -216,9 +216,19 @@ def check_compatible(
     new: ModelHandle, old: ModelHandle | None, policy: Policy | None = None
 ) -> ClassMatch | None:
     """How the two versions' classes pair (``checks.matching``, as the policy's
-    ``match_classes`` says); None without a baseline. ``InvalidArgument`` when they cannot."""
+    ``match_classes`` says); None without a baseline. ``InvalidArgument`` when they cannot,
+    or when one version's prototypes cannot be shown to the other (``comparison.fitted``:
+    any input size, and one or three channels for the other's three or one, can)."""
     if old is None:
         return None
+    a, b = new.input_spec.channels, old.input_spec.channels
+    if not comparison.fittable(a, b):
+        raise InvalidArgument(
+            "baseline",
+            f"takes {b}-channel images and the model {a}-channel ones; a check shows each "
+            "version's prototypes to the other, which works for the same channels, or one "
+            "and three (grey and colour); check against a version with the model's input",
+        )
     return match_classes(new, old, (policy or Policy()).match_classes)
 
 
