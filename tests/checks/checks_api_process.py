@@ -13,21 +13,12 @@ import sys
 
 async def main(redis_url: str, store: str, lease_s: float) -> None:
     import torch
+    from checks_serving import check_settings
     from protolens_server.api.server import start_server
     from protolens_server.api.tenancy import default_tenant
-    from protolens_server.config import Settings
 
     torch.set_num_threads(1)
-    settings = Settings(
-        redis_url=redis_url,
-        grpc_port=0,
-        metrics_port=0,
-        model_store=store,
-        builtin_models=False,
-        max_steps=2000,
-        shutdown_grace_s=0,
-        device="cpu",
-    )
+    settings = check_settings(redis_url, store)
     api, port = await start_server(
         settings, sample_interval_s=0.2, tenant_resolver=default_tenant, check_lease_s=lease_s
     )

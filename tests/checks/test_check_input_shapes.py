@@ -39,15 +39,22 @@ def seen_through(net: object, size: int | None = None, grey: bool = False) -> nn
     return wrapper
 
 
+def another_input(clean: ModelHandle, name: str, module: nn.Module, **spec: object) -> ModelHandle:
+    """``clean`` behind ``module``, with its input spec changed by ``spec``."""
+    return dataclasses.replace(
+        clean,
+        name=name,
+        module=module,
+        input_spec=dataclasses.replace(clean.input_spec, **spec),
+        digest=f"{name}-{clean.digest}",
+    )
+
+
 def test_a_version_at_another_input_size_is_compared(catalog, tmp_path) -> None:
     clean: ModelHandle = catalog.load("shapes@1")
-    spec = clean.input_spec
-    larger = dataclasses.replace(
-        clean,
-        name="shapes-48",
-        module=seen_through(clean.module, size=spec.height),
-        input_spec=dataclasses.replace(spec, height=48, width=48),
-        digest=f"48px-{clean.digest}",
+    size = clean.input_spec.height
+    larger = another_input(
+        clean, "shapes-48", seen_through(clean.module, size), height=48, width=48
     )
     doc = run_check(
         larger, baseline=clean, config=CONFIG, policy=Policy.load("default"), cache_dir=tmp_path
@@ -63,12 +70,13 @@ def test_a_version_at_another_input_size_is_compared(catalog, tmp_path) -> None:
 def test_a_grey_version_is_compared_and_other_channel_counts_are_refused(catalog, tmp_path) -> None:
     clean: ModelHandle = catalog.load("shapes@1")
     spec = clean.input_spec
-    grey = dataclasses.replace(
+    grey = another_input(
         clean,
-        name="shapes-grey",
-        module=seen_through(clean.module, grey=True),
-        input_spec=dataclasses.replace(spec, channels=1, mean=spec.mean[:1], std=spec.std[:1]),
-        digest=f"grey-{clean.digest}",
+        "shapes-grey",
+        seen_through(clean.module, grey=True),
+        channels=1,
+        mean=spec.mean[:1],
+        std=spec.std[:1],
     )
     doc = run_check(
         grey, baseline=clean, config=CONFIG, policy=Policy.load("default"), cache_dir=tmp_path

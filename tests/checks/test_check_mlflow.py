@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from checks_serving import check_settings
 from checks_shortcut_models import CONFIG, POLICY
 from protolens_server.checks import run_check
 from protolens_server.errors import InvalidArgument, InvalidModel, ModelNotFound
@@ -137,19 +138,9 @@ async def test_start_check_on_mlflow_versions_with_previous_baseline(
     from protolens import AsyncClient
     from protolens_server.api.server import start_server
     from protolens_server.api.tenancy import default_tenant
-    from protolens_server.config import Settings
     from protolens_server.worker import Worker
 
-    settings = Settings(
-        redis_url=redis_url,
-        grpc_port=0,
-        metrics_port=0,
-        model_store=shapes_store,
-        builtin_models=False,
-        mlflow_tracking_uri=registry,
-        shutdown_grace_s=0,
-        device="cpu",
-    )
+    settings = check_settings(redis_url, shapes_store, mlflow_tracking_uri=registry)
     api, port = await start_server(settings, sample_interval_s=0.2, tenant_resolver=default_tenant)
     worker = Worker(settings, name="w-mlflow", block_ms=100)
     task = asyncio.create_task(worker.run())

@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from checks_serving import check_settings
 from protolens import AsyncClient, Client
 from protolens.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from protolens_server.api.server import ApiServer, start_server
@@ -58,16 +59,7 @@ async def until(predicate: Callable[[], Any], timeout: float = 60, what: str = "
 
 @pytest.fixture
 def settings(redis_url, shapes_store) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        grpc_port=0,
-        metrics_port=0,
-        model_store=shapes_store,
-        builtin_models=False,
-        max_steps=2000,
-        shutdown_grace_s=0,
-        device="cpu",
-    )
+    return check_settings(redis_url, shapes_store)
 
 
 @pytest.fixture
