@@ -21,6 +21,7 @@ model's classes (``ClassMatch.to_model_columns``) before an entanglement graph i
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -70,10 +71,21 @@ class ClassMatch:
         baseline class's (0 for an added class; a removed class's column is dropped)."""
         if self.by == "index" and self.model_classes == self.baseline_classes:
             return rows
-        out = rows.new_zeros((rows.shape[0], self.model_classes))
+        source, present = self._columns
+        picked = rows.index_select(1, source.to(rows.device))
+        return picked * present.to(rows.device, rows.dtype)
+
+    @functools.cached_property
+    def _columns(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per model class: its baseline column (0 for an added class) and 1 where it has
+        one (memoised: a check reads every class's rows through it)."""
+        import torch
+
+        source = torch.zeros(self.model_classes, dtype=torch.long)
+        present = torch.zeros(self.model_classes)
         for m, b in self.baseline_of.items():
-            out[:, m] = rows[:, b]
-        return out
+            source[m], present[m] = b, 1.0
+        return source, present
 
     def to_dict(self, names: Sequence[str], baseline_names: Sequence[str]) -> dict[str, Any]:
         def named(index: int, pool: Sequence[str]) -> dict[str, Any]:
