@@ -11,6 +11,7 @@ import signal
 import psutil
 from protolens_server import metrics
 from protolens_server.engine import GenerationConfig, lr_key
+from protolens_server.lr_memory import DiskRates
 from protolens_server.models.catalog import ModelCatalog
 from protolens_server.queue.keys import GROUP
 from protolens_server.queue.records import JobPhase, JobState
@@ -28,12 +29,12 @@ def in_child(settings):  # type: ignore[no-untyped-def]
 
 
 async def test_a_job_runs_in_the_engine_process_with_phases_scores_rates_and_metrics(
-    wqueue, worker_settings, tiny_digest, tmp_path, monkeypatch
+    wqueue, worker_settings, tiny_digest
 ):
-    # a cache folder of its own, so the finder runs: a rate an earlier test left on disk
-    # makes PREPARING so short that the worker's coalesced progress writes can skip it
-    # (seen once in CI: LOADING_MODEL, then OPTIMISING)
-    monkeypatch.setenv("PROTOLENS_CACHE_DIR", str(tmp_path / "cache"))
+    # the finder must run here: a rate an earlier test left in the run's cache folder makes
+    # PREPARING so short that the worker's coalesced progress writes can skip it (seen once
+    # in CI: LOADING_MODEL, then OPTIMISING), and the rate checked below would not be found
+    DiskRates(tiny_digest).path.unlink(missing_ok=True)
     config = tiny_config(0, max_steps=40)  # lr found by the engine, stop by convergence
     spec = tiny_spec(tiny_digest, (1, 2), reference_set="refset", config=config)
     record, _ = await wqueue.submit(spec)
