@@ -19,6 +19,7 @@ from checks_shortcut_models import CONFIG, SIZE
 from protolens_server.checks import run_check
 from protolens_server.checks.matching import ClassMatch, describe, match_classes
 from protolens_server.checks.policy import DEFAULT_POLICY_YAML, Policy
+from protolens_server.checks.report import render_html
 from protolens_server.errors import InvalidArgument
 from protolens_server.models.handle import ModelHandle, generated_class_names
 from protolens_server.scores.references import ReferenceSet
@@ -78,9 +79,10 @@ def test_a_version_with_its_labels_reordered_is_compared_class_with_class(clean,
     images = torch.rand(3, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
     assert torch.equal(reordered.module(images), clean.module(images)[:, list(REVERSED)])
 
-    doc = run_check(
+    result = run_check(
         reordered, baseline=clean, config=CONFIG, policy=default_policy(), cache_dir=cache
-    ).to_dict()
+    )
+    doc = result.to_dict()
     assert doc["failed_rules"] == ["same_class_names"], doc["rules"]
     (rule,) = [r for r in doc["rules"] if r["rule"] == "same_class_names"]
     assert "the same names in another order" in rule["message"]
@@ -99,6 +101,7 @@ def test_a_version_with_its_labels_reordered_is_compared_class_with_class(clean,
         # the entanglement graphs speak of the model's indices on both sides
         for edge in c["entanglement"]["baseline"]:
             assert edge["source"] == c["class"]
+    assert "<h3>ring (0) · baseline (3)" in render_html(result)
     line = describe(match)
     assert line.startswith("classes compared by name: 4 at another index (ring 3 -> 0, ")
 
@@ -116,9 +119,10 @@ def test_a_version_with_its_labels_reordered_is_compared_class_with_class(clean,
 
 def test_a_class_added_is_checked_alone_and_a_class_dropped_fails(clean, cache) -> None:
     three = version(clean, "shapes-three", (0, 1, 2))  # without ring
-    grown = run_check(
+    grown_result = run_check(
         clean, baseline=three, config=CONFIG, policy=default_policy(), cache_dir=cache
-    ).to_dict()
+    )
+    grown = grown_result.to_dict()
     assert grown["class_match"]["added"] == [{"class": 3, "name": "ring"}]
     assert not grown["class_match"]["moved"] and not grown["class_match"]["removed"]
     (rule,) = [r for r in grown["rules"] if r["rule"] == "same_class_names"]
@@ -139,6 +143,8 @@ def test_a_class_added_is_checked_alone_and_a_class_dropped_fails(clean, cache) 
     assert shrunk["class_match"]["removed"] == [{"class": 3, "name": "ring"}]
     assert [c["name"] for c in shrunk["classes"]] == CHECKED[:3]
     assert describe(shrunk["class_match"]) == "classes compared by name: 1 removed (ring)"
+    html = render_html(grown_result)
+    assert "<h3>ring (3) · new class</h3>" in html
 
 
 def test_versions_that_cannot_be_paired_are_refused_with_what_to_do(clean) -> None:

@@ -159,9 +159,15 @@ def _grid(r: CheckResult) -> str:
             figures += _figures("baseline", c.baseline.pngs[:1], c.baseline.probabilities[:1])
         figures += _figures("new", c.new.pngs, c.new.probabilities)
         drift = "" if c.drift is None else f" · drift {_fmt_interval(c.drift, c.drift_interval)}"
+        # where the classes were paired by name: the baseline's own index when it differs,
+        # or that the baseline had no such class (checks/matching.py)
+        moved = c.baseline_class_index not in (None, c.class_index)
+        where = f" · baseline ({c.baseline_class_index})" if moved else ""
+        if r.baseline is not None and c.baseline is None:
+            where = " · new class"
         cards.append(
             f'<div class="card{" flagged" if c.flags else ""}" id="class-{c.class_index}">'
-            f"<h3>{escape(c.name)} ({c.class_index}){drift}</h3>"
+            f"<h3>{escape(c.name)} ({c.class_index}){where}{drift}</h3>"
             f'<div class="pair">{figures}</div><div>{flags}</div></div>'
         )
     return f'<div class="grid">{"".join(cards)}</div>'
