@@ -139,24 +139,26 @@ def run_check(
         refset.reindexed(match.baseline_of) if refset is not None and match is not None else refset
     )
     stats = GenerationStats()
-    versions = [(new_name, new, refset)]
+    # each version with its references and how its classes are reached from the model's
+    # (None: the model's own indices; the baseline's: ``match``)
+    versions: list[tuple[str, ModelHandle, ReferenceSet | None, ClassMatch | None]] = [
+        (new_name, new, refset, None)
+    ]
     if old is not None:
-        versions.append((old_name, old, old_refset))
+        versions.append((old_name, old, old_refset, match))
 
     def produce(
         classes: list[int], cfg: GenerationConfig, phase: str = ""
     ) -> list[dict[int, ClassPrototypes]]:
-        units = len(chunks(classes, chunk_size)) + (
-            len(chunks(match.baseline_indices(classes), chunk_size)) if match is not None else 0
-        )
+        # the baseline generates its own indices of the same classes
+        own = [classes if m is None else m.baseline_indices(classes) for *_, m in versions]
+        units = sum(len(chunks(c, chunk_size)) for c in own)
         done = 0
         produced: list[dict[int, ClassPrototypes]] = []
-        for side, (name, handle, references) in enumerate(versions):
-            # the baseline generates its own indices of the same classes (``match``)
-            own = classes if side == 0 or match is None else match.baseline_indices(classes)
+        for (name, handle, references, pairing), mine in zip(versions, own, strict=True):
             generator = LocalGenerator(cache_dir, device=device, reference=references)
             by_class: dict[int, ClassPrototypes] = {}
-            for chunk in chunks(own, chunk_size):
+            for chunk in chunks(mine, chunk_size):
                 if should_stop is not None and should_stop():
                     raise GenerationCancelled("the check was cancelled")
                 spec = check_spec(
@@ -178,7 +180,7 @@ def run_check(
                 done += 1
                 if on_progress is not None:
                     on_progress(done / units, f"{phase}generated {name}")
-            produced.append(by_class if side == 0 or match is None else match.to_model(by_class))
+            produced.append(by_class if pairing is None else pairing.to_model(by_class))
         return produced
 
     def compare(produced: list[dict[int, ClassPrototypes]]) -> CheckResult:
