@@ -627,17 +627,17 @@ def _specs(
 ) -> list[tuple[_Version, JobSpec]]:
     """One job spec per chunk of ``classes`` per version, new first (the queue's cache keys);
     the baseline's chunks hold its own indices of the same classes (``match``)."""
-    own = {id(new): classes}
+    sides = [(new, classes)]
     if old is not None:
-        own[id(old)] = match.baseline_indices(classes) if match is not None else classes
+        sides.append((old, match.baseline_indices(classes) if match is not None else classes))
     return [
         (v, check_spec(
             v.name, v.info.digest, chunk, config, r["seed"],
             reference_set=r["reference_set"], reference_digest=v.reference_digest,
             tenant=tenant,
         ))
-        for v in (new, old) if v is not None
-        for chunk in chunks(own[id(v)], r["chunk_size"])
+        for v, own in sides
+        for chunk in chunks(own, r["chunk_size"])
     ]  # fmt: skip
 
 
