@@ -1,6 +1,6 @@
 """protolens server side: engine, model sources, queue, workers and the gRPC API."""
 
-ENGINE_VERSION = "0.3.8"
+ENGINE_VERSION = "0.3.9"
 """Bumped whenever the engine's output for the same inputs may change; part of every cache key.
 
 0.2.2: scores version 2 (significance, intervals, median summary, scored on the stored PNG).
@@ -26,6 +26,9 @@ own sigmoid as its probability (engine/_readout.py); single-label models are unc
 below one logit, and the convergence gate reads such a model at unit spread
 (engine/_logit_scale.py): a strongly tempered model's prototypes were flattened by the
 penalties and ran to the budget; models spreading a unit or more are optimised exactly as before.
+0.3.9: on the CPU a chunk holds at most four 224-px RGB images' worth of input values per torch
+thread (engine/_memory.py ``cpu_chunk_cap``): large inputs run in smaller chunks, faster per
+image; the prototypes change by float rounding only (32-px models keep chunks of 32).
 """
 
 SCORES_VERSION = 6

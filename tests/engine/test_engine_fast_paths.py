@@ -16,7 +16,15 @@ import pytest
 import torch
 import torch._inductor.config as inductor_config
 from engine_nets import FAST, SPEC, TinyNet, tiny_net
-from protolens_server.engine import Classifier, Target, auto_batch_size, generate
+from protolens_server.engine import (
+    Classifier,
+    InputSpec,
+    Target,
+    auto_batch_size,
+    cpu_chunk_cap,
+    find_lr,
+    generate,
+)
 from protolens_server.engine._forward import ModelRunner
 from protolens_server.engine._memory import (
     CPU_AUTO_BATCH,
@@ -40,14 +48,15 @@ def _images(protos: list) -> torch.Tensor:
 class _Recording(torch.nn.Module):
     """The real tiny net, recording the batch size of every forward (still probe-able)."""
 
-    def __init__(self) -> None:
+    def __init__(self, shrink: int = 1) -> None:
         super().__init__()
         self.net = tiny_net()
+        self.shrink = shrink  # pool large inputs down first: the net's cost stays small
         self.sizes: list[int] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.sizes.append(x.shape[0])
-        return self.net(x)
+        return self.net(torch.nn.functional.avg_pool2d(x, self.shrink) if self.shrink > 1 else x)
 
 
 def test_compiled_step_computes_the_same_prototypes_as_eager() -> None:
@@ -124,6 +133,42 @@ def test_auto_sized_chunks_compute_the_same_prototypes_as_fixed_chunks() -> None
     step_sizes = set(recording.sizes) - {1}  # 1: the equidistant baseline
     assert step_sizes == {CPU_AUTO_BATCH, 40 - CPU_AUTO_BATCH}
     torch.testing.assert_close(_images(auto), _images(fixed), atol=1e-3, rtol=0)
+
+
+def test_a_cpu_chunk_holds_four_224_px_images_worth_per_thread() -> None:
+    rgb224 = 3 * 224 * 224
+    assert cpu_chunk_cap(rgb224, threads=1) == 4
+    assert cpu_chunk_cap(rgb224, threads=2) == 8  # each thread streams its own share
+    assert cpu_chunk_cap(3 * 384 * 384, threads=1) == 1
+    assert cpu_chunk_cap(3 * 1024 * 1024, threads=1) == 1  # never none
+    assert cpu_chunk_cap(3 * 32 * 32, threads=1) >= CPU_AUTO_BATCH  # small images: unchanged
+    assert cpu_chunk_cap(rgb224, threads=0) == 4  # a thread count below one reads as one
+    with pytest.raises(ValueError, match="per_thread"):
+        cpu_chunk_cap(rgb224, threads=1, per_thread=0)
+
+
+def test_large_inputs_run_in_capped_chunks_on_the_cpu_and_make_the_same_prototypes() -> None:
+    """At 224 px and one thread a chunk holds 4 images whatever ``max_batch`` allows; the
+    cap moves only where chunks split (bench/cpu_chunks.py measures why)."""
+    spec = InputSpec(3, 224, 224)
+    config = FAST.replace(steps=3, transforms="medium", max_batch=32)
+    capped, free = _Recording(shrink=7), _Recording(shrink=7)
+    a = generate(Classifier(capped, spec, 10), list(range(6)), config, fold_batchnorm=False)
+    b = generate(
+        Classifier(free, spec, 10), list(range(6)), config, fold_batchnorm=False,
+        cpu_chunk_values=0,
+    )  # fmt: skip
+    assert set(capped.sizes) - {1} == {4, 2}  # (1: the equidistant baseline)
+    assert set(free.sizes) - {1} == {6}
+    torch.testing.assert_close(_images(a), _images(b), atol=1e-3, rtol=0)
+    # an explicit max_batch below the cap is kept, and the finder's probes are capped too
+    small = _Recording(shrink=7)
+    generate(Classifier(small, spec, 10), [0, 1, 2, 3, 4], config.replace(max_batch=3),
+             fold_batchnorm=False)  # fmt: skip
+    assert set(small.sizes) - {1} == {3, 2}
+    probed = _Recording(shrink=7)
+    find_lr(Classifier(probed, spec, 10), config.replace(lr=0), fold_batchnorm=False)
+    assert max(probed.sizes) == 4
 
 
 def test_auto_size_off_cuda_is_the_fixed_size() -> None:

@@ -28,7 +28,7 @@ from ._lr_finder import choose as choose_lr
 from ._lr_finder import end_losses as probe_end_losses
 from ._lr_finder import scores as probe_scores
 from ._measures import METRICS, similarity
-from ._memory import AutoBatch, MemoryFit
+from ._memory import AutoBatch, MemoryFit, cpu_chunk_cap
 from ._near_duplicates import Keypoints, content_keypoints, near_duplicate_groups, shares_content
 from ._readout import is_multi_label
 from ._readout import probabilities as class_probabilities
@@ -116,6 +116,7 @@ __all__ = [
     "choose_lr",
     "class_probabilities",
     "content_keypoints",
+    "cpu_chunk_cap",
     "drift",
     "equidistant_baseline",
     "find_lr",

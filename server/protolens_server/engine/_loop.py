@@ -43,12 +43,14 @@ from ._logit_scale import penalty_unit, runner_spread
 from ._memo import memo_of
 from ._memory import (
     CPU_AUTO_BATCH,
+    CPU_VALUES_PER_THREAD,
     DEFAULT_MEMORY_BUDGET,
     PROBE_SIZES,
     AutoBatch,
     MemoryFit,
     check_budget,
     chunk_size,
+    cpu_chunk_cap,
     fit_peaks,
     headroom_bytes,
 )
@@ -100,6 +102,7 @@ def generate(
     on_oom_split: Callable[[int, int], None] | None = None,
     fold_batchnorm: bool = True,
     lr_cache: MutableMapping[str, float] | None = None,
+    cpu_chunk_values: int = CPU_VALUES_PER_THREAD,
 ) -> list[Prototype]:
     """Generate ``config.prototypes`` prototypes per target, target-major.
 
@@ -118,6 +121,8 @@ def generate(
     BatchNorm layers into the convolutions before them, on a copy of the model
     (``_fold.py``: the same function, a faster step; off where the model cannot be
     traced, and for calls that couple prototypes with the diversity term).
+    ``cpu_chunk_values``: on the CPU a chunk holds at most this many input values per
+    torch thread (``_memory.cpu_chunk_cap``; 0 lifts the cap, for benchmarks).
 
     With ``config.lr = 0`` the rate comes from the learning-rate finder, memoised per
     model in process; ``lr_cache`` (keys from ``lr_key``, scoped by the caller to this
@@ -142,6 +147,7 @@ def generate(
         model, config, device, compile, progress, should_stop, fold_batchnorm, resolved
     ) as chunk:
         limit = config.max_batch or _auto_limit(chunk, items, memory_budget).size
+        limit = _cpu_capped(chunk, limit, cpu_chunk_values)
         chunk.lr = config.lr or _found_lr(chunk, limit, lr_cache)
         progress.lr = chunk.lr
         results = _run_all(chunk, units, limit, on_oom_split)
@@ -284,7 +290,7 @@ def find_lr(
     ``config.lr`` is 0 (memoised like it; ``_lr_finder``)."""
     progress = _Progress(1, config.step_budget, None)
     with _chunker(model, config, device, False, progress, None, fold_batchnorm) as chunk:
-        return _found_lr(chunk, config.max_batch or CPU_AUTO_BATCH, lr_cache)
+        return _found_lr(chunk, _cpu_capped(chunk, config.max_batch or CPU_AUTO_BATCH), lr_cache)
 
 
 def probe_lr(
@@ -305,7 +311,7 @@ def probe_lr(
     grid = tuple(rates) or _lr_finder.GRID
     with _chunker(model, config, device, False, progress, None, True) as chunk:
         probed = _lr_finder.probe_classes(chunk.runner.num_classes, classes)
-        limit = config.max_batch or CPU_AUTO_BATCH
+        limit = _cpu_capped(chunk, config.max_batch or CPU_AUTO_BATCH)
         traces = _probe(chunk, grid, limit, probed, seeds or _lr_finder.PROBE_SEEDS)
     return _lr_finder.inspect(probed, seeds or _lr_finder.PROBE_SEEDS, traces, grid)
 
@@ -385,7 +391,7 @@ def _auto_limit(chunk: _Chunk, items: list[_Item], memory_budget: float) -> Auto
     """``max_batch = 0``: the chunk size that fits the memory budget (``_memory``)."""
     device = chunk.runner.device
     if device.type != "cuda":
-        return AutoBatch(min(CPU_AUTO_BATCH, len(items)))
+        return AutoBatch(_cpu_capped(chunk, min(CPU_AUTO_BATCH, len(items))))
     if len(items) <= PROBE_SIZES[-1]:
         return AutoBatch(len(items))  # probing would cost as much as running
     fit = _memory_fit(chunk, items)
@@ -400,6 +406,16 @@ def _auto_limit(chunk: _Chunk, items: list[_Item], memory_budget: float) -> Auto
     if fit is None:  # even the smallest probe ran out of memory
         return AutoBatch(1, None, headroom)
     return AutoBatch(chunk_size(fit, headroom, cap=len(items)), fit, headroom)
+
+
+def _cpu_capped(chunk: _Chunk, limit: int, per_thread: int = CPU_VALUES_PER_THREAD) -> int:
+    """``limit``, held on the CPU to the chunk that stays out of memory-bound territory
+    (``_memory.cpu_chunk_cap``: ``per_thread`` input values per torch thread; 0: no cap)."""
+    if chunk.runner.device.type != "cpu" or per_thread == 0:
+        return limit
+    spec = chunk.runner.spec
+    values = spec.channels * spec.height * spec.width
+    return min(limit, cpu_chunk_cap(values, torch.get_num_threads(), per_thread))
 
 
 def _memory_fit(chunk: _Chunk, items: list[_Item]) -> MemoryFit | None:

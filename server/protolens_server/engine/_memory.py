@@ -10,6 +10,18 @@ memoised per model and memory-relevant settings; the headroom is read afresh on
 every call. Other devices have no allocator statistics to probe: there "auto"
 is a fixed ``CPU_AUTO_BATCH``.
 
+On the CPU a chunk is also held to ``cpu_chunk_cap``: at most
+``CPU_VALUES_PER_THREAD`` input values (four 224-px RGB images) per torch thread.
+A CPU step streams every image-sized tensor (parameters, spectrum, transforms,
+optimiser state, the network's activations) through the caches; past a few
+images' worth the step becomes memory-bound and each image costs more, not less
+(``bench/cpu_chunks.py``, one thread: a 384-px CNN's learning-rate finder took 1.9x
+as long in chunks of 32 and 8 as one image at a time; EfficientNet-Lite0 at 224 px
+cost 20 % more per image-step in chunks of 16 than of 4), while small images still
+want the large chunk (a 32-px CNN: 1.5x cheaper per image at 32 than at 4). The cap
+moves only where chunks are split, so a prototype changes by float rounding alone
+(which ENGINE_VERSION records).
+
 The arithmetic is here, free of torch, so it is tested with real numbers.
 """
 
@@ -22,6 +34,7 @@ from dataclasses import dataclass
 from protolens_server.errors import InvalidArgument
 
 CPU_AUTO_BATCH = 32  # the default max_batch: what "auto" means without a memory probe
+CPU_VALUES_PER_THREAD = 4 * 3 * 224 * 224  # input values one CPU chunk holds per thread
 PROBE_SIZES = (2, 8)
 DEFAULT_MEMORY_BUDGET = 0.8
 
@@ -93,3 +106,15 @@ def chunk_size(fit: MemoryFit, headroom: float, *, cap: int) -> int:
     if room <= 0 or fit.per_image_bytes <= 0:
         return 1 if room <= 0 else cap
     return max(1, min(cap, math.floor(room / fit.per_image_bytes)))
+
+
+def cpu_chunk_cap(
+    values_per_image: int, threads: int, per_thread: int = CPU_VALUES_PER_THREAD
+) -> int:
+    """The most images a CPU chunk holds: ``per_thread`` input values per torch thread, at
+    least one image (module docstring)."""
+    if values_per_image < 1 or per_thread < 1:
+        raise ValueError(
+            f"values_per_image and per_thread must be >= 1 (got {values_per_image}, {per_thread})"
+        )
+    return max(1, per_thread * max(1, threads) // values_per_image)
