@@ -166,6 +166,11 @@ def test_large_inputs_run_in_capped_chunks_on_the_cpu_and_make_the_same_prototyp
     generate(Classifier(small, spec, 10), [0, 1, 2, 3, 4], config.replace(max_batch=3),
              fold_batchnorm=False)  # fmt: skip
     assert set(small.sizes) - {1} == {3, 2}
+    # 32-px models keep their chunks of 32 (so the shortcut suite's prototypes did not move)
+    at32 = _Recording()
+    generate(Classifier(at32, SPEC, 10), list(range(10)) * 4, FAST.replace(steps=2),
+             fold_batchnorm=False)  # fmt: skip
+    assert set(at32.sizes) - {1} == {32, 8}
     probed = _Recording(shrink=7)
     find_lr(Classifier(probed, spec, 10), config.replace(lr=0), fold_batchnorm=False)
     assert max(probed.sizes) == 4
