@@ -160,6 +160,12 @@ def test_large_inputs_run_in_capped_chunks_on_the_cpu_and_make_the_same_prototyp
     )  # fmt: skip
     assert set(capped.sizes) - {1} == {4, 2}  # (1: the equidistant baseline)
     assert set(free.sizes) - {1} == {6}
+    # "auto" (max_batch 0) is capped the same way, and lifted the same way
+    assert auto_batch_size(Classifier(tiny_net(), spec, 10), config, images=6).size == 4
+    auto_free = _Recording(shrink=7)
+    generate(Classifier(auto_free, spec, 10), list(range(6)), config.replace(max_batch=0),
+             fold_batchnorm=False, cpu_chunk_values=0)  # fmt: skip
+    assert set(auto_free.sizes) - {1} == {6}
     torch.testing.assert_close(_images(a), _images(b), atol=1e-3, rtol=0)
     # an explicit max_batch below the cap is kept, and the finder's probes are capped too
     small = _Recording(shrink=7)

@@ -22,7 +22,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -165,7 +165,8 @@ def auto_batch_size(
 ) -> AutoBatch:
     """The chunk size ``generate`` picks with ``max_batch=0`` for a call of ``images``
     prototypes of this model and config, with the memory fit it comes from (CUDA; on
-    other devices the fixed ``CPU_AUTO_BATCH``). Runs the same probe, memoised alike."""
+    other devices the fixed ``CPU_AUTO_BATCH``), held to the CPU chunk cap as ``generate``
+    holds it. Runs the same probe, memoised alike."""
     check_budget(memory_budget)
     if images < 1:
         raise InvalidArgument("images", f"must be >= 1 (got {images})")
@@ -173,7 +174,8 @@ def auto_batch_size(
     items = [_Item(k, k, target, 0, k, prototype_seed(k, target, 0)) for k in range(images)]
     progress = _Progress(images, config.step_budget, None)
     with _chunker(model, config, device, compile, progress, None) as chunk:
-        return _auto_limit(chunk, items, memory_budget)
+        auto = _auto_limit(chunk, items, memory_budget)
+        return replace(auto, size=_cpu_capped(chunk, auto.size))  # as generate caps it
 
 
 @contextmanager
@@ -391,7 +393,7 @@ def _auto_limit(chunk: _Chunk, items: list[_Item], memory_budget: float) -> Auto
     """``max_batch = 0``: the chunk size that fits the memory budget (``_memory``)."""
     device = chunk.runner.device
     if device.type != "cuda":
-        return AutoBatch(_cpu_capped(chunk, min(CPU_AUTO_BATCH, len(items))))
+        return AutoBatch(min(CPU_AUTO_BATCH, len(items)))
     if len(items) <= PROBE_SIZES[-1]:
         return AutoBatch(len(items))  # probing would cost as much as running
     fit = _memory_fit(chunk, items)
