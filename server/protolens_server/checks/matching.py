@@ -102,6 +102,16 @@ class ClassMatch:
         }
 
 
+def classes_per_version(classes: Sequence[int], match: ClassMatch | None) -> list[list[int]]:
+    """The checked ``classes`` (model indices) in each version's own indices, the model's
+    first, then, with a baseline (``match``; None: none), the baseline's, which generates
+    its own indices of the same classes and leaves out the added ones."""
+    own = [list(classes)]
+    if match is not None:
+        own.append(match.baseline_indices(classes))
+    return own
+
+
 def match_classes(model: ModelHandle, baseline: ModelHandle, by: str = "auto") -> ClassMatch:
     """Pair ``model``'s classes with ``baseline``'s (module doc); ``by``: ``auto`` (names
     when both versions carry their own, else indices), ``name`` or ``index``. Raises

@@ -28,7 +28,7 @@ from protolens_server.checks.confirmation import (
     merged,
 )
 from protolens_server.checks.local_cache import LocalGenerator
-from protolens_server.checks.matching import ClassMatch, match_classes
+from protolens_server.checks.matching import ClassMatch, classes_per_version, match_classes
 from protolens_server.checks.policy import (
     Policy,
     attribute_claims,
@@ -150,8 +150,7 @@ def run_check(
     def produce(
         classes: list[int], cfg: GenerationConfig, phase: str = ""
     ) -> list[dict[int, ClassPrototypes]]:
-        # the baseline generates its own indices of the same classes
-        own = [classes if m is None else m.baseline_indices(classes) for *_, m in versions]
+        own = classes_per_version(classes, match)
         units = sum(len(chunks(c, chunk_size)) for c in own)
         done = 0
         produced: list[dict[int, ClassPrototypes]] = []

@@ -41,7 +41,7 @@ from protolens_server.checks.confirmation import (
     merged,
 )
 from protolens_server.checks.local_cache import group_by_class
-from protolens_server.checks.matching import ClassMatch
+from protolens_server.checks.matching import ClassMatch, classes_per_version
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import (
     DEFAULT_CHUNK,
@@ -623,13 +623,12 @@ def _specs(
     config: GenerationConfig,
     r: dict[str, Any],
     tenant: str,
-    match: ClassMatch | None = None,
+    match: ClassMatch | None,
 ) -> list[tuple[_Version, JobSpec]]:
     """One job spec per chunk of ``classes`` per version, new first (the queue's cache keys);
     the baseline's chunks hold its own indices of the same classes (``match``)."""
-    sides = [(new, classes)]
-    if old is not None:
-        sides.append((old, match.baseline_indices(classes) if match is not None else classes))
+    versions = [new] if old is None else [new, old]
+    sides = zip(versions, classes_per_version(classes, match), strict=True)
     return [
         (v, check_spec(
             v.name, v.info.digest, chunk, config, r["seed"],
