@@ -30,15 +30,18 @@ def check_settings(redis_url: str, store: Path | str, **changes: Any) -> Setting
 
 
 @contextlib.asynccontextmanager
-async def serving(redis_url: str, store: Path) -> AsyncIterator[tuple[str, object, object]]:
-    """A real API server over ``store`` and one real worker: (address, server, worker)."""
+async def serving(
+    redis_url: str, store: Path, **changes: Any
+) -> AsyncIterator[tuple[str, object, object]]:
+    """A real API server over ``store`` and one real worker: (address, server, worker);
+    ``changes``: settings on top of ``check_settings``'s."""
     import asyncio
 
     from protolens_server.api.server import start_server
     from protolens_server.api.tenancy import default_tenant
     from protolens_server.worker import Worker
 
-    settings = check_settings(redis_url, store)
+    settings = check_settings(redis_url, store, **changes)
     # Every caller is the default tenant here (API keys are tests/api's business).
     api, port = await start_server(settings, sample_interval_s=0.2, tenant_resolver=default_tenant)
     worker = Worker(settings, name="w-checks", block_ms=100)

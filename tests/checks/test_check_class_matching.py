@@ -17,10 +17,15 @@ import pytest
 import torch
 from checks_shortcut_models import CONFIG, SIZE
 from protolens_server.checks import run_check
-from protolens_server.checks.matching import ClassMatch, describe, match_classes
+from protolens_server.checks.matching import (
+    ClassMatch,
+    describe,
+    match_classes,
+    refuse_numbered_folders,
+)
 from protolens_server.checks.policy import DEFAULT_POLICY_YAML, Policy
 from protolens_server.checks.report import render_html
-from protolens_server.errors import InvalidArgument
+from protolens_server.errors import InvalidArgument, ReferenceSetError
 from protolens_server.models.handle import ModelHandle, generated_class_names
 from protolens_server.scores.references import ReferenceSet
 from torch import nn
@@ -214,3 +219,55 @@ def test_the_baseline_is_scored_against_its_own_classes_references(clean, cache,
     for c in moved["classes"]:
         assert c["baseline"]["path_similarity"] is not None
         assert c["baseline"]["path_similarity"] == pytest.approx(own[c["baseline_class"]]), c
+
+
+def test_numbered_class_folders_that_mean_another_class_per_version_are_refused() -> None:
+    """Folder ``0`` is the model's class 0 to one version and the baseline's class 0 to the
+    other: when classes moved, a numbered folder would score the two versions' prototypes
+    of one class against different images, so it is refused, saying what to rename."""
+    model = [CHECKED[j] for j in REVERSED]  # ring, cross, bars, disc
+    moved = ClassMatch("name", {0: 3, 1: 2, 2: 1, 3: 0}, 4, 4)
+    with pytest.raises(ReferenceSetError) as info:
+        refuse_numbered_folders(
+            ["0", "1", "2", "3"], moved, model, CHECKED, where="reference set 'refs'", field="f"
+        )
+    assert info.value.field == "f"
+    message = info.value.message
+    assert message.startswith("f: reference set 'refs' numbers its class folders")
+    assert "folder 0: 'ring' in the model, 'disc' in the baseline" in message
+    assert "(0 -> ring, 1 -> cross, 2 -> bars, 3 -> disc)" in message
+    # named folders are read by name in each version; unmoved numbers mean one class
+    refuse_numbered_folders(model, moved, model, CHECKED, where="w", field="f")
+    partly = ClassMatch("name", {0: 1, 1: 0, 2: 2, 3: 3}, 4, 4)
+    refuse_numbered_folders(["2", " 3", "bars"], partly, model, CHECKED, where="w", field="f")
+    with pytest.raises(ReferenceSetError, match=r"folder 1: 'cross' in the model, 'bars'"):
+        refuse_numbered_folders(["1", "2"], partly, model, CHECKED, where="w", field="f")
+    # a class only the model has: the baseline reads its number as another class
+    added = ClassMatch("name", {0: 0, 1: 1}, 3, 2, added=(2,))
+    with pytest.raises(ReferenceSetError, match=r"folder 2: 'x' in the model, no class in the"):
+        refuse_numbered_folders(["2"], added, ["a", "b", "x"], ["a", "b"], where="w", field="f")
+    # index for index (or no baseline), a number is the same class in both versions
+    for same in (ClassMatch.identity(4), None):
+        refuse_numbered_folders(["0", "3"], same, model, CHECKED, where="w", field="f")
+
+
+def test_a_check_refuses_a_numbered_reference_folder_when_classes_moved(
+    clean, cache, tmp_path
+) -> None:
+    """run_check reads a folder set once, for the model; its numbered folders would mean
+    other classes to a baseline whose classes moved: refused before anything is made."""
+    from checks_shortcut_models import write_reference
+
+    named = write_reference(tmp_path / "named", per_class=3)
+    numbered = tmp_path / "numbered"
+    numbered.mkdir()
+    for i, name in enumerate(clean.class_names):
+        (named / name).rename(numbered / str(i))
+    reordered = version(clean, "shapes-reordered", REVERSED)
+    fresh = tmp_path / "cache"
+    with pytest.raises(ReferenceSetError, match="numbers its class folders") as info:
+        run_check(reordered, baseline=clean, config=CONFIG, cache_dir=fresh, reference=numbered)
+    assert info.value.field == "reference"
+    assert f"the reference folder {numbered}" in info.value.message
+    assert "folder 0: 'ring' in the model, 'disc' in the baseline" in info.value.message
+    assert not fresh.exists() or not any(fresh.rglob("*"))  # nothing was generated

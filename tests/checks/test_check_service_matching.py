@@ -73,3 +73,45 @@ async def test_a_reordered_version_is_checked_class_with_class(redis_url, reorde
                 **{**OPTIONS, "policy_yaml": "match_classes: position\n"},
             )
         assert "must be one of auto, name, index" in str(info.value)
+
+
+async def test_a_numbered_reference_set_is_refused_when_the_versions_classes_moved(
+    redis_url, reordered_store, tmp_path
+):
+    """The service reads a registered set once per version, under that version's own
+    classes: a numbered folder would be another class to each of ``shapes@2`` and its
+    reordered baseline, so such a check is refused at start with what to rename (run_check
+    refuses it too); named folders, or numbers in a check of a version against itself,
+    are started."""
+    from checks_shortcut_models import write_reference
+
+    root = tmp_path / "references"
+    write_reference(root / "named", per_class=3)
+    (root / "numbered").mkdir()
+    for i, name in enumerate(["disc", "bars", "cross", "ring"]):  # shapes@1's order
+        shutil.copytree(root / "named" / name, root / "numbered" / str(i))
+    async with (
+        serving(redis_url, reordered_store, reference_root=root) as (address, _api, _worker),
+        AsyncClient(address) as client,
+    ):
+        before, _ = await client.list_checks(page_size=100)
+        with pytest.raises(InvalidArgumentError, match="numbers its class folders") as info:
+            await client.start_check(
+                "shapes@2", baseline="previous", reference_set="numbered", **OPTIONS
+            )
+        message = str(info.value)
+        assert "reference_set" in message and "reference set 'numbered'" in message
+        assert "folder 0: 'ring' in the model, 'disc' in the baseline" in message
+        assert "(0 -> ring, 1 -> cross, 2 -> bars, 3 -> disc)" in message
+        assert str(root) not in message  # the server's folders stay private
+        after, _ = await client.list_checks(page_size=100)
+        assert [c.name for c in after] == [c.name for c in before]  # nothing was started
+        for model, baseline, refs in (
+            ("shapes@2", "previous", "named"),
+            ("shapes@1", "shapes@1", "numbered"),
+        ):
+            check = await client.start_check(
+                model, baseline=baseline, reference_set=refs, **OPTIONS
+            )
+            assert check.state in ("RUNNING", "QUEUED"), (model, refs, check.state)
+            await client.cancel_check(check)

@@ -22,11 +22,12 @@ model's classes (``ClassMatch.to_model_columns``) before an entanglement graph i
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from protolens_server.errors import InvalidArgument
+from protolens_server.errors import InvalidArgument, ReferenceSetError
+from protolens_server.models.classes import is_index_text
 
 if TYPE_CHECKING:
     import torch
@@ -110,6 +111,47 @@ def classes_per_version(classes: Sequence[int], match: ClassMatch | None) -> lis
     if match is not None:
         own.append(match.baseline_indices(classes))
     return own
+
+
+def refuse_numbered_folders(
+    folders: Iterable[str],
+    match: ClassMatch | None,
+    names: Sequence[str],
+    baseline_names: Sequence[str],
+    *,
+    where: str,
+    field: str,
+) -> None:
+    """Refuse a reference set whose numbered class folders mean another class in each
+    version: when a check pairs classes by name and they moved, folder ``3`` is the
+    model's class 3 to one version and the baseline's class 3 to the other, so the two
+    would be scored against different images under one name (``ReferenceSetError`` on
+    ``field``, saying which folders to rename to what). Named folders are read by name
+    in each version, so they are always safe."""
+    if match is None:
+        return
+    numbered = sorted({int(f.strip()) for f in folders if is_index_text(f)})
+    ambiguous = [n for n in numbered if match.baseline_of.get(n) != n]
+    if not ambiguous:
+        return
+
+    def name(pool: Sequence[str], index: int) -> str:
+        return repr(pool[index]) if index < len(pool) else "no class"
+
+    shown = ambiguous[:4]
+    clashes = "; ".join(
+        f"folder {n}: {name(names, n)} in the model, {name(baseline_names, n)} in the baseline"
+        for n in shown
+    )
+    more = f"; and {len(ambiguous) - len(shown)} more" if len(ambiguous) > len(shown) else ""
+    renames = ", ".join(f"{n} -> {names[n]}" for n in shown if n < len(names))
+    raise ReferenceSetError(
+        field,
+        f"{where} numbers its class folders, and the two versions number their classes "
+        f"differently (the check pairs them by name): {clashes}{more}. Rename those folders "
+        "to class names" + (f" ({renames})" if renames else "") + " so both versions read "
+        "each folder as the same class",
+    )
 
 
 def match_classes(model: ModelHandle, baseline: ModelHandle, by: str = "auto") -> ClassMatch:

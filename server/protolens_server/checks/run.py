@@ -28,7 +28,12 @@ from protolens_server.checks.confirmation import (
     merged,
 )
 from protolens_server.checks.local_cache import LocalGenerator
-from protolens_server.checks.matching import ClassMatch, classes_per_version, match_classes
+from protolens_server.checks.matching import (
+    ClassMatch,
+    classes_per_version,
+    match_classes,
+    refuse_numbered_folders,
+)
 from protolens_server.checks.policy import (
     Policy,
     attribute_claims,
@@ -47,6 +52,7 @@ from protolens_server.checks.result import CheckResult, ClassCheck, ModelRef
 from protolens_server.engine.types import GenerationConfig
 from protolens_server.errors import GenerationCancelled, InvalidArgument
 from protolens_server.models import resolve_class
+from protolens_server.scores.naming import class_folders
 
 if TYPE_CHECKING:
     import torch
@@ -133,6 +139,12 @@ def run_check(
         from protolens_server.scores.scoring import open_reference
 
         refset = open_reference(new, reference)
+        if old is not None and refset.root is not None:
+            folders = [f.name for f in class_folders(refset.root)]
+            where = f"the reference folder {refset.root}"
+            refuse_numbered_folders(
+                folders, match, new.class_names, old.class_names, where=where, field="reference"
+            )
         refset.require(wanted, new.class_names)
     # the baseline scores against the same images under its own indices of their classes
     old_refset = (

@@ -41,7 +41,11 @@ from protolens_server.checks.confirmation import (
     merged,
 )
 from protolens_server.checks.local_cache import group_by_class
-from protolens_server.checks.matching import ClassMatch, classes_per_version
+from protolens_server.checks.matching import (
+    ClassMatch,
+    classes_per_version,
+    refuse_numbered_folders,
+)
 from protolens_server.checks.policy import Policy
 from protolens_server.checks.prototypes import (
     DEFAULT_CHUNK,
@@ -60,6 +64,7 @@ from protolens_server.errors import (
     JobNotFound,
     ProtolensError,
     QuotaExceeded,
+    ReferenceSetError,
 )
 from protolens_server.queue.checks import CheckRecord, CheckState, new_check_id
 from protolens_server.queue.connection import UNREACHABLE
@@ -243,6 +248,8 @@ class CheckRunner:
             raise exc.for_field("baseline") from None
         match = check_compatible(new.handle, old.handle if old else None, policy)
         wanted = resolve_classes(new.handle, classes)
+        if reference_set and old is not None:
+            await asyncio.to_thread(self._refuse_numbered_folders, reference_set, new, old, match)
         if reference_set:
             for v in filter(None, (new, old)):
                 # each version's own indices of the checked classes (checks/matching.py)
@@ -603,6 +610,29 @@ class CheckRunner:
         for job_id in record.job_ids if job_ids is None else job_ids:
             with contextlib.suppress(ProtolensError):
                 await self.queue.cancel(job_id, tenant=record.tenant)
+
+    def _refuse_numbered_folders(
+        self, name: str, new: _Version, old: _Version, match: ClassMatch | None
+    ) -> None:
+        """A registered set's numbered class folders must mean one class in both versions
+        (``matching.refuse_numbered_folders``): refused before any folder is walked."""
+        from protolens_server.scores.naming import FIELD, class_folders, registered_path
+
+        folder = registered_path(self.settings.reference_root, name)
+        try:
+            folders = [f.name for f in class_folders(folder)]
+        except OSError as exc:
+            raise ReferenceSetError(
+                FIELD, f"reference set {name!r} cannot be read: {exc.strerror or exc}"
+            ) from None
+        refuse_numbered_folders(
+            folders,
+            match,
+            new.handle.class_names,
+            old.handle.class_names,
+            where=f"reference set {name!r}",
+            field=FIELD,
+        )
 
     async def _version(self, name: str, digest: str = "") -> _Version:
         info = await asyncio.to_thread(self.catalog.describe, name)

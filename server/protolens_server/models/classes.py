@@ -26,6 +26,13 @@ def _norm(text: str) -> str:
 _MAX_INDEX_DIGITS = 18  # longer digit strings are out of range for any model
 
 
+def is_index_text(text: str) -> bool:
+    """Whether ``text`` is read as a class index (ASCII digits, blanks around ignored),
+    not as a name: the one rule for targets, reference labels and class folders."""
+    text = text.strip()
+    return bool(text) and text.isascii() and text.isdigit()
+
+
 def resolve_class(model: HasClasses, value: str | int, *, field: str = "target") -> int:
     """Index of ``value``: an int/digit string in range, or a class name or synonym.
 
@@ -66,7 +73,7 @@ class ClassIndex:
         if isinstance(value, bool):
             raise UnknownClass(field, f"{value!r} is not a class")
         text = value.strip() if isinstance(value, str) else ""
-        if isinstance(value, int) or (text.isascii() and text.isdigit()):
+        if isinstance(value, int) or is_index_text(text):
             if isinstance(value, str) and len(text) > _MAX_INDEX_DIGITS:
                 shown = f"{text[:12]}... ({len(text)} digits)"
                 raise UnknownClass(

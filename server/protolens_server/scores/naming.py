@@ -50,6 +50,12 @@ def registered_path(root: str | Path | None, name: str) -> Path:
     return folder
 
 
+def class_folders(root: Path) -> list[Path]:
+    """A reference set's class folders (sub-folders, hidden ones left out), sorted: the
+    one listing ``ReferenceSet.from_folder`` reads and a check's folder rule sees."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
 def available_sets(root: str | Path | None) -> list[str]:
     """The registered names under ``root``, sorted."""
     if root is None or not Path(root).is_dir():

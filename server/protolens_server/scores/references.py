@@ -34,7 +34,7 @@ from protolens_server.errors import ReferenceSetError, UnknownClass
 from protolens_server.imageio import MAX_IMAGE_PIXELS, upright
 from protolens_server.models.classes import resolve_class
 from protolens_server.scores.cache import Lru
-from protolens_server.scores.naming import IMAGE_SUFFIXES
+from protolens_server.scores.naming import IMAGE_SUFFIXES, class_folders
 
 POLICY = "cover-bicubic-centre-crop-no-upscale/v1"  # part of every cache key
 
@@ -136,7 +136,7 @@ class ReferenceSet:
             )
         known = _classes(class_names, class_aliases)
         images = []
-        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        folders = class_folders(root)
         if not folders:
             raise ReferenceSetError(
                 "reference", f"{root} has no class folders; expected ROOT/<class index or name>/"
