@@ -71,8 +71,10 @@ def test_tempered_prototypes_do_not_depend_on_their_batch() -> None:
 def test_a_tempered_model_s_prototype_converges_as_the_model_read_at_unit_spread() -> None:
     """The convergence gate (target p >= 0.9) reads a model spreading under a unit at unit
     spread: its own softmax never reaches 0.9, so before, its prototypes always ran to
-    the budget (400 steps here; converged at 288 with the gate so read)."""
-    config = DEFAULTS.replace(max_steps=400)
+    the budget. With the gate so read it converges: at 288 steps on an AMD EPYC, 528 on an
+    Intel Xeon (the same seed: float rounding differs by CPU, and over hundreds of steps
+    the optimisation follows it; seeds 0-5 took 320-528 there), so the budget is 800."""
+    config = DEFAULTS.replace(max_steps=800)
     (proto,) = generate(_tempered(0.01), [1], config, seed=3)
     assert proto.probability < 0.5  # the tempered softmax itself cannot be confident
-    assert proto.stop_reason == "converged" and proto.steps < 400, proto.steps
+    assert proto.stop_reason == "converged" and proto.steps < 800, proto.steps
