@@ -183,7 +183,15 @@ def threads_for(budget: int, free: float | None) -> int:
 class TorchThreads:
     """torch's intra-op threads for a worker's engine: ``requested`` if set, else the
     budget (``available_cpus``), and on a CPU device re-chosen before each batch from the
-    CPUs other processes left free since the last one (``FreeCpus``, ``threads_for``)."""
+    CPUs other processes left free since the last one (``FreeCpus``, ``threads_for``).
+
+    The count must be set in the thread that runs the work (``before_batch``, ``apply``):
+    torch's CPU build keeps OpenMP's thread count per thread, so ``torch.set_num_threads``
+    called on the worker's event loop left the executor thread that had loaded the model
+    on its old count. Beside one busy process on the 2-core VM, the in-thread engine kept
+    two threads while the worker logged one, and the demo's 8 steps took 24 s instead of
+    1 s (``tests/worker/test_worker_cpu_budget.py`` now reads the count in the engine's
+    own thread)."""
 
     def __init__(self, requested: int = 0, device: str = "cpu") -> None:
         self.budget = configure_torch_threads(requested)
@@ -193,20 +201,27 @@ class TorchThreads:
         self.free: float | None = None  # the last reading, for the log
 
     def before_batch(self) -> int:
-        """Set and return the threads for the next batch; a change is logged."""
-        if self._free is None:
-            return self.threads
-        self.free = self._free.free()
-        if self.free is None:  # too short a window to tell: keep the last choice
-            return self.threads
-        threads = threads_for(self.budget, self.free)
-        if threads != self.threads:
-            import torch
+        """Choose the threads for the next batch, set them in the calling thread (call it
+        in the thread that runs the batch) and return them; a change is logged."""
+        if self._free is not None:
+            self.free = self._free.free()
+            # a window too short to tell keeps the last choice
+            if self.free is not None:
+                threads = threads_for(self.budget, self.free)
+                if threads != self.threads:
+                    self.threads = threads
+                    log.info(
+                        "torch threads: %d of %d (%.1f CPUs free)", threads, self.budget, self.free
+                    )
+        return self.apply()
 
-            torch.set_num_threads(threads)
-            self.threads = threads
-            log.info("torch threads: %d of %d (%.1f CPUs free)", threads, self.budget, self.free)
-        return threads
+    def apply(self) -> int:
+        """Set the chosen count in the calling thread (where it differs) and return it."""
+        import torch
+
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        return self.threads
 
 
 _torch_default: int | None = None  # torch's own count, before anything here set another

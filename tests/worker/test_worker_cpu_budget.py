@@ -170,8 +170,8 @@ async def test_a_worker_beside_a_busy_process_runs_its_batch_on_fewer_threads(
 ):
     """No ``PROTOLENS_TORCH_THREADS``: the worker's budget is every CPU here (2 or more),
     and a process spinning on one of them leaves at least one busy, so the batch runs on
-    fewer threads (one on a 2-core machine; the worker's metric and log say so); torch
-    alone would use every core."""
+    fewer threads (one on a 2-core machine; the worker's metric and log say so, and the
+    engine's own thread runs on that many); torch alone would use every core."""
     from protolens_server.queue.records import JobState
     from worker_helpers import WorkerProcess, alive, metric, scrape, tiny_spec, wait_for
 
@@ -202,6 +202,10 @@ async def test_a_worker_beside_a_busy_process_runs_its_batch_on_fewer_threads(
     budget = cpu_budget.available_cpus()  # the worker's too: same machine, no limit of its own
     assert 1 <= threads < budget, w.output()[-3000:]
     assert f"torch threads: {threads:.0f} of {budget} " in w.output(), w.output()[-3000:]
+    # ... and the engine runs on them: torch's count is per thread, and it was once set on
+    # the event loop while the engine's executor thread kept the budget (run_engine logs
+    # the count in its own thread)
+    assert f"engine running on {threads:.0f} torch thread(s)" in w.output(), w.output()[-3000:]
 
 
 @pytest.mark.skipif(cpu_budget.available_cpus() < 2, reason="needs two CPUs")

@@ -170,6 +170,10 @@ def run_engine(
     learning rates already found for this model (the engine adds what it finds);
     ``images`` the input images of isolation jobs (PNG bytes, one per spec).
     """
+    import torch
+
+    # torch's CPU thread count is per thread: this is the one the batch runs on
+    log.info("engine running on %d torch thread(s)", torch.get_num_threads())
     if specs[0].mode == "isolation":  # same queue and workers; its own engine verb
         if images is None or len(images) != len(specs):
             raise ValueError("isolation jobs need their input images, one per job")

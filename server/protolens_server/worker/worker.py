@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from protolens_server import metrics
 from protolens_server.config import Settings
@@ -541,28 +541,45 @@ class Worker:
         model, digest = specs[0].model, specs[0].model_digest
         if not self.models.holds(model, digest):
             self._set_phase(deliveries, *loading_phase(model, self.device))
-        handle = await asyncio.to_thread(self.models.get, model, digest)
+        # the batch's threads are chosen first: loading a model runs on them too
+        handle = await asyncio.to_thread(
+            _on_threads, self._threads, self.models.get, model, digest, choose=True
+        )
         compile = self.settings.engine_compile
         self._set_phase(deliveries, *preparing_phase(specs[0], compile=compile))
-        _choose_threads(self._threads)
-        results = await asyncio.to_thread(
-            run_engine,
-            handle,
-            specs,
-            images=images,
-            device=self.device,
-            on_progress=self._progress_callback(deliveries),
-            should_stop=self._stop_callback(deliveries),
-            compile=compile,
-            memory_budget=self.settings.gpu_memory_budget,
-            lr_cache=rates,
-        )
+        on_progress = self._progress_callback(deliveries)
+        should_stop = self._stop_callback(deliveries)
+
+        def engine() -> list[list[Prototype]]:
+            # set here, in the executor thread that runs it: torch's count is per thread
+            if self._threads is not None:
+                self._threads.apply()
+            return run_engine(
+                handle,
+                specs,
+                images=images,
+                device=self.device,
+                on_progress=on_progress,
+                should_stop=should_stop,
+                compile=compile,
+                memory_budget=self.settings.gpu_memory_budget,
+                lr_cache=rates,
+            )
+
+        results = await asyncio.to_thread(engine)
 
         def pack(done: list[Done]) -> Awaitable[list[Packaged | Exception]]:
             specs = [d.record.spec for d, _ in done]
             prototypes = [p for _, p in done]
             return asyncio.to_thread(
-                package_all, handle, specs, prototypes, settings=self.settings, device=self.device
+                _on_threads,
+                self._threads,
+                package_all,
+                handle,
+                specs,
+                prototypes,
+                settings=self.settings,
+                device=self.device,
             )
 
         return results, pack
@@ -924,9 +941,32 @@ def _warm_up(*, compile: bool, torch_threads: int, device: str) -> TorchThreads:
 
 
 def _choose_threads(threads: TorchThreads | None) -> None:
-    """Set the batch's torch threads (``cpu_budget.TorchThreads``) and count them."""
-    if threads is not None:
-        metrics.TORCH_THREADS.set(threads.before_batch())
+    """Choose the batch's torch threads (``cpu_budget.TorchThreads``), set them in the
+    calling thread (the one that runs the engine) and count them: the metric reads the
+    count torch has in this thread, the one the batch runs on (``run_engine`` logs it)."""
+    if threads is None:
+        return
+    threads.before_batch()
+    import torch
+
+    metrics.TORCH_THREADS.set(torch.get_num_threads())
+
+
+def _on_threads(
+    threads: TorchThreads | None,
+    fn: Callable[..., T],
+    *args: Any,
+    choose: bool = False,
+    **kw: Any,
+) -> T:
+    """``fn(*args, **kw)`` in the calling (executor) thread on the batch's torch threads,
+    chosen first where ``choose`` (``_choose_threads``): loading a model and scoring run
+    on the batch's count too."""
+    if choose:
+        _choose_threads(threads)
+    elif threads is not None:
+        threads.apply()
+    return fn(*args, **kw)
 
 
 async def _persist(call: Callable[[], Awaitable[T]], patience_s: float = 60.0) -> T:
