@@ -247,6 +247,8 @@ def test_numbered_class_folders_that_mean_another_class_per_version_are_refused(
     with pytest.raises(ReferenceSetError, match=r"folder 2: 'x' in the model, no class in the"):
         refuse_numbered_folders(["2"], added, ["a", "b", "x"], ["a", "b"], where="w", field="f")
     # index for index (or no baseline), a number is the same class in both versions
+    # a number beyond both versions' classes is left to the set's own out-of-range error
+    refuse_numbered_folders(["4", "281"], moved, model, CHECKED, where="w", field="f")
     for same in (ClassMatch.identity(4), None):
         refuse_numbered_folders(["0", "3"], same, model, CHECKED, where="w", field="f")
 

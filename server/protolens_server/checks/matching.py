@@ -131,7 +131,10 @@ def refuse_numbered_folders(
     if match is None:
         return
     numbered = sorted({int(f.strip()) for f in folders if is_index_text(f)})
-    ambiguous = [n for n in numbered if match.baseline_of.get(n) != n]
+    # a number beyond both versions' classes is no class at all: the set's own reading
+    # refuses it (out of range), naming the folder
+    classes = max(len(names), len(baseline_names))
+    ambiguous = [n for n in numbered if n < classes and match.baseline_of.get(n) != n]
     if not ambiguous:
         return
 
