@@ -166,6 +166,39 @@ def test_demo_writes_png_and_says_scores_are_skipped(e2e_store: Path, tmp_path: 
     assert left == []  # its stack's temporary folder is removed
 
 
+def test_demo_stopped_by_sigterm_stops_its_stack_in_order(e2e_store: Path, tmp_path: Path) -> None:
+    """SIGTERM (a process manager, `kill`, a CI timeout) stops the demo as Ctrl-C does: its
+    stack is stopped in order and no child outlives it. It used to die at once: the API
+    and Redis followed through the parent-death signal, but the worker, finishing its
+    job, went on waiting for a Redis that was gone (35 s and more, one core busy)."""
+    cmd = [
+        sys.executable, "-m", "protolens.cli", "demo", "--model", "tiny", "--target", "1",
+        "--steps", "5000", "--model-store", str(e2e_store), "--out", str(tmp_path / "demo"),
+    ]  # fmt: skip
+    temp = Path(tempfile.mkdtemp(prefix="pl-term-t-"))
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**_env(), "TMPDIR": str(temp)}
+    )
+    try:
+        deadline = time.monotonic() + 120
+        seen = ""
+        while "queued for tiny" not in seen and time.monotonic() < deadline:
+            seen += proc.stdout.readline().decode()
+        assert "queued for tiny" in seen, seen
+        assert _processes_with(str(temp)) != []  # its Redis, API and worker are up
+        time.sleep(1.0)  # the worker is optimising
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 130
+        rest = proc.stdout.read().decode()
+        assert "protolens demo: stopping the stack" in rest, rest
+        assert "protolens: stopped by SIGTERM" in rest, rest
+        assert _processes_with(str(temp)) == [], "children left: " + rest
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
 def test_demo_with_a_reference_set_writes_scores(
     e2e_store: Path, e2e_refs: Path, tmp_path: Path
 ) -> None:

@@ -16,11 +16,13 @@ A port that is taken is one line naming the option to change, before anything st
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -500,6 +502,31 @@ def _sample_reference_set(settings: Settings, out: Path) -> tuple[Settings, str]
 
 @command_errors()
 def cmd_demo(args: argparse.Namespace) -> int:
+    """``protolens demo``; SIGTERM and a closed terminal (SIGHUP) stop it as Ctrl-C does."""
+    with _terminate_as_interrupt():
+        return _demo(args)
+
+
+@contextlib.contextmanager
+def _terminate_as_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``KeyboardInterrupt`` in the main thread while inside, as
+    SIGINT does, so the demo's ``finally`` stops its stack in order (workers, API, Redis).
+    Python's default for them is to die at once: the API and Redis followed through the
+    parent-death signal, but the worker, finishing its job, then waited for a Redis that
+    was gone."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    old = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in old.items():
+            signal.signal(s, handler)
+
+
+def _demo(args: argparse.Namespace) -> int:
     from protolens.cli import parse_target
 
     started = time.monotonic()
