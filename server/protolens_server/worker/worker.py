@@ -547,26 +547,21 @@ class Worker:
         )
         compile = self.settings.engine_compile
         self._set_phase(deliveries, *preparing_phase(specs[0], compile=compile))
-        on_progress = self._progress_callback(deliveries)
-        should_stop = self._stop_callback(deliveries)
-
-        def engine() -> list[list[Prototype]]:
-            # set here, in the executor thread that runs it: torch's count is per thread
-            if self._threads is not None:
-                self._threads.apply()
-            return run_engine(
-                handle,
-                specs,
-                images=images,
-                device=self.device,
-                on_progress=on_progress,
-                should_stop=should_stop,
-                compile=compile,
-                memory_budget=self.settings.gpu_memory_budget,
-                lr_cache=rates,
-            )
-
-        results = await asyncio.to_thread(engine)
+        # on the batch's threads, set in the executor thread that runs it (per thread)
+        results = await asyncio.to_thread(
+            _on_threads,
+            self._threads,
+            run_engine,
+            handle,
+            specs,
+            images=images,
+            device=self.device,
+            on_progress=self._progress_callback(deliveries),
+            should_stop=self._stop_callback(deliveries),
+            compile=compile,
+            memory_budget=self.settings.gpu_memory_budget,
+            lr_cache=rates,
+        )
 
         def pack(done: list[Done]) -> Awaitable[list[Packaged | Exception]]:
             specs = [d.record.spec for d, _ in done]
@@ -942,14 +937,9 @@ def _warm_up(*, compile: bool, torch_threads: int, device: str) -> TorchThreads:
 
 def _choose_threads(threads: TorchThreads | None) -> None:
     """Choose the batch's torch threads (``cpu_budget.TorchThreads``), set them in the
-    calling thread (the one that runs the engine) and count them: the metric reads the
-    count torch has in this thread, the one the batch runs on (``run_engine`` logs it)."""
-    if threads is None:
-        return
-    threads.before_batch()
-    import torch
-
-    metrics.TORCH_THREADS.set(torch.get_num_threads())
+    calling thread and count them (``run_engine`` logs the count its own thread runs on)."""
+    if threads is not None:
+        metrics.TORCH_THREADS.set(threads.before_batch())
 
 
 def _on_threads(
